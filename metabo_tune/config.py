@@ -1,0 +1,279 @@
+"""Typed, validated run configuration.
+
+The three sections keep the predecessor's YAML key names so its configs load unchanged. Keys the
+predecessor has but that do nothing (its disabled Phase 2, plotting, its LLM loop) are accepted with a
+warning; anything else unknown is an error that names the file, the key and the closest valid key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message is one line meant for the user."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SimulationConfig(_Section):
+    """The ground-truth network and its trajectories (reference trainer.md §1.1)."""
+
+    n_metabolites: int = Field(100, ge=3)
+    n_metabolite_types: int = Field(2, ge=1)
+    n_reactions: int = Field(256, ge=1)
+    max_metabolites_per_reaction: int = Field(4, ge=2)
+    n_frames: int = Field(2880, ge=10)
+    delta_t: float = Field(0.1, gt=0)
+    start_frame: int = Field(0, ge=0)
+    seed: int = 42
+    concentration_min: float = Field(1.0, ge=0)
+    concentration_max: float = Field(9.0, gt=0)
+    cycle_fraction: float = Field(1.0, ge=0, le=1)
+    cycle_length: int = Field(3, ge=2)
+    use_mass_action: bool = True
+    log_k_min: float = -2.0
+    log_k_max: float = -1.0
+    flux_limit: bool = False
+    homeostatic_strength: float = 0.0
+    homeostatic_lambda_per_type: list[float] = Field(default_factory=lambda: [0.001, 0.002])
+    homeostatic_baseline_per_type: list[float] = Field(default_factory=lambda: [4.0, 6.0])
+    baseline_mode: Literal["fixed"] = "fixed"
+    baseline_concentration: float = 5.0
+    circadian_amplitude: float = 0.0
+    circadian_period: float = Field(1440.0, gt=0)
+    noise_model_level: float = 0.0
+    external_input_type: Literal["none"] = "none"
+    n_runs: int = Field(1, ge=1, le=1)
+    data_dir: str | None = Field(
+        None, description="Directory of .npy files to train on instead of simulating (README: 'Your own data')."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SimulationConfig:
+        _require_value(self, "flux_limit", False, "flux limiting is not implemented")
+        _require_value(self, "use_mass_action", True, "only mass-action rate laws are simulated")
+        _require_value(self, "circadian_amplitude", 0.0, "circadian forcing is not implemented")
+        _require_value(self, "noise_model_level", 0.0, "process noise is not implemented")
+        _require_value(self, "homeostatic_strength", 0.0, "homeostasis is set per type by the *_per_type lists")
+        if self.concentration_min >= self.concentration_max:
+            raise ValueError("concentration_min must be < concentration_max")
+        if self.log_k_min >= self.log_k_max:
+            raise ValueError("log_k_min must be < log_k_max")
+        for key in ("homeostatic_lambda_per_type", "homeostatic_baseline_per_type"):
+            if len(getattr(self, key)) != self.n_metabolite_types:
+                raise ValueError(f"{key} needs one value per type ({self.n_metabolite_types})")
+        if any(lam < 0 for lam in self.homeostatic_lambda_per_type):
+            raise ValueError("homeostatic_lambda_per_type values must be >= 0")
+        if self.n_metabolites < self.n_metabolite_types:
+            raise ValueError("n_metabolites must be >= n_metabolite_types")
+        if self.cycle_fraction > 0 and self.n_metabolites < self.cycle_length:
+            raise ValueError("n_metabolites must be >= cycle_length")
+        return self
+
+
+class GraphModelConfig(_Section):
+    """The learner's architecture (DESIGN.md §1)."""
+
+    hidden_dim_sub: int = Field(64, ge=1)
+    n_layers_sub: int = Field(4, ge=1)
+    hidden_dim_node: int = Field(32, ge=1)
+    n_layers_node: int = Field(2, ge=1)
+    embedding_dim: int = Field(2, ge=1)
+    output_size_sub: int = Field(1, ge=1, le=1)
+    aggr_type: Literal["mul"] = "mul"
+    rate_softplus: bool = Field(
+        False, description="Reference mode: rate = k·softplus(product). Off by default (trainer.md §8.2 item 5)."
+    )
+    normalize_inputs: bool = Field(
+        True, description="Feed c/xnorm (xnorm = 1.5·std of observed c) to the MLPs; the rate law keeps raw c."
+    )
+
+
+class TrainingConfig(_Section):
+    """Optimisation, regularisers and budget (DESIGN.md §3)."""
+
+    learning_rate_start: float = Field(1e-3, gt=0)
+    learning_rate_k: float | None = Field(None, gt=0)
+    learning_rate_embedding: float | None = Field(None, gt=0)
+    learning_rate_node: float | None = Field(None, gt=0)
+    learning_rate_sub: float | None = Field(None, gt=0)
+    batch_size: int = Field(8, ge=1)
+    n_epochs: int = Field(1, ge=1)
+    data_augmentation_loop: float = Field(1000, gt=0)
+    seed: int = 42
+    coeff_MLP_sub_diff: float = Field(100.0, ge=0)
+    coeff_MLP_node_L1: float = Field(0.0, ge=0)
+    coeff_MLP_sub_norm: float = Field(0.0, ge=0)
+    coeff_k_floor: float = Field(0.0, ge=0)
+    k_floor_threshold: float = -2.0
+    recurrent_training: bool = False
+    time_step: int = Field(1, ge=1, le=64)
+    freeze_stoichiometry: bool = True
+    learning_rate_S_start: float = Field(0.0, ge=0)
+    coeff_S_L1: float = Field(0.0, ge=0)
+    coeff_S_integer: float = Field(0.0, ge=0)
+    coeff_mass_conservation: float = Field(0.0, ge=0)
+    measurement_noise_level: float = Field(0.0, ge=0)
+    # Our additions; each is documented in the README's config table.
+    coeff_conservation: float = Field(0.0, ge=0)
+    conservation_frames: int = Field(64, ge=1)
+    sub_norm_concentration: float = Field(1.0, gt=0)
+    log_k_init_min: float = -2.0
+    log_k_init_max: float = 1.0
+    checkpoint_every: int = Field(0, ge=0)
+    progress_every: int = Field(0, ge=0)
+    n_threads: int = Field(1, ge=1)
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainingConfig:
+        _require_value(self, "freeze_stoichiometry", True, "S is given and frozen; learning S is not supported")
+        for key in ("learning_rate_S_start", "coeff_S_L1", "coeff_S_integer", "coeff_mass_conservation"):
+            _require_value(self, key, 0.0, "S is frozen, so S terms must stay 0")
+        _require_value(self, "measurement_noise_level", 0.0, "measurement noise is not implemented")
+        if self.log_k_init_min >= self.log_k_init_max:
+            raise ValueError("log_k_init_min must be < log_k_init_max")
+        return self
+
+    def learning_rate(self, group: Literal["k", "embedding", "node", "sub"]) -> float:
+        """The reference's fallbacks: a missing group rate falls back to learning_rate_start, except
+        the embedding rate, which falls back to the node rate."""
+        value = getattr(self, f"learning_rate_{group}")
+        if value is not None:
+            return value
+        if group == "embedding":
+            return self.learning_rate("node")
+        return self.learning_rate_start
+
+    def iterations_per_epoch(self, n_frames: int) -> int:
+        """The reference's rule: int(n_frames · aug // batch_size · 0.2)."""
+        return max(1, int((n_frames * self.data_augmentation_loop // self.batch_size) * 0.2))
+
+
+class Config(_Section):
+    description: str = ""
+    dataset: str = ""
+    simulation: SimulationConfig = Field(default_factory=SimulationConfig)
+    graph_model: GraphModelConfig = Field(default_factory=GraphModelConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _require_value(section: BaseModel, key: str, required: object, reason: str) -> None:
+    if getattr(section, key) != required:
+        raise ValueError(f"{key} must be {required!r} ({reason}), got {getattr(section, key)!r}")
+
+
+# Sections and keys the predecessor's YAML files carry that have no effect on a run. They are
+# accepted so those files load, and a warning says they are ignored.
+IGNORED_SECTIONS = {"plotting", "claude", "config_file", "data_folder_name", "connectivity_file"}
+IGNORED_KEYS = {
+    "training": {
+        "homeostasis_training", "homeostasis_time_step", "learning_rate_node_homeostasis",
+        "learning_rate_embedding_homeostasis", "skip_phase1", "learning_rate_embedding_start",
+        "n_epochs_init", "first_coeff_L1", "noise_recurrent_level", "training_single_type",
+        "cluster_distance_threshold", "variance_weighted_sampling",
+    },
+    "graph_model": {"particle_model_name", "signal_model_name", "prediction", "input_size", "output_size"},
+    "simulation": {"connectivity_type", "params", "model_name"},
+}
+
+_SECTIONS = {"simulation": SimulationConfig, "graph_model": GraphModelConfig, "training": TrainingConfig}
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "<config>") -> Config:
+    """Validate a nested dict; raise ConfigError with a one-line message naming source and key."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    cleaned: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in IGNORED_SECTIONS:
+            warnings.warn(f"{source}: section '{key}' is not used by metabo_tune and is ignored", stacklevel=2)
+            continue
+        if key in _SECTIONS:
+            if value is None:
+                value = {}
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: '{key}' must be a mapping of keys, got {type(value).__name__}")
+            section = {}
+            for sub_key, sub_value in value.items():
+                if sub_key in IGNORED_KEYS.get(key, ()):
+                    warnings.warn(f"{source}: '{key}.{sub_key}' has no effect here and is ignored", stacklevel=2)
+                else:
+                    section[sub_key] = sub_value
+            cleaned[key] = section
+        else:
+            cleaned[key] = value
+    try:
+        return Config.model_validate(cleaned)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_describe(exc)}") from None
+
+
+def _describe(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = [str(part) for part in err["loc"]]
+    where = ".".join(loc) or "<top level>"
+    if err["type"] == "extra_forbidden":
+        model: type[BaseModel] = Config if len(loc) == 1 else _SECTIONS.get(loc[0], Config)
+        allowed = sorted(model.model_fields)
+        close = difflib.get_close_matches(loc[-1], allowed, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(allowed)}"
+        return f"unknown key '{where}' ({hint})"
+    message = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "value_error" or "input" not in err:
+        return f"{where}: {message}"
+    return f"{where}: {message} (got {err['input']!r})"
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from None
+    return raw if raw is not None else {}
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str = "--set") -> dict[str, Any]:
+    """Apply `section.key=value` strings; values are parsed as YAML scalars (5e-4, true, [1, 2])."""
+    result = {key: dict(value) if isinstance(value, dict) else value for key, value in raw.items()}
+    for item in overrides:
+        dotted, sep, text = item.partition("=")
+        parts = dotted.strip().split(".")
+        if not sep or len(parts) != 2 or not all(parts):
+            raise ConfigError(f"{source} '{item}': expected section.key=value, e.g. training.learning_rate_node=5e-4")
+        section, key = parts
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"{source} '{item}': value is not valid YAML") from None
+        target = result.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"{source} '{item}': '{section}' is not a section")
+        target[key] = value
+    return result
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Load a run config, or the `base` config of a search-space file, with `--set` overrides."""
+    raw = read_yaml(path)
+    if isinstance(raw, dict) and "base" in raw:
+        raw = raw["base"] or {}
+    raw = apply_overrides(raw, overrides or [])
+    return config_from_dict(raw, source=str(path))

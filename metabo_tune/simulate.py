@@ -1,0 +1,444 @@
+"""Ground-truth metabolic network, its trajectories, and what the data can and cannot determine.
+
+The stoichiometry follows the predecessor's generator exactly (a `numpy.random.RandomState(seed)`,
+reference trainer.md §1.3), so seed 42 gives its S. Every other ground-truth draw (rate constants,
+initial states) comes from its own named CPU stream of the same seed, so the data never depend on
+the learner's architecture or on the device (the predecessor's k changed with its MLP sizes).
+
+A `Dataset` keeps what training may see (`observed`) apart from the hidden parameters (`truth`) and
+the held-out trajectory used only for test metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from metabo_tune.config import SimulationConfig
+
+GENERATOR_VERSION = 1
+_STREAM_LOG_K = 1
+_STREAM_INITIAL_STATE = 2
+_STREAM_HELDOUT_STATE = 3
+
+
+class DataError(ValueError):
+    """A dataset that cannot be used; the message is one line meant for the user."""
+
+
+@dataclass(frozen=True)
+class Network:
+    """What is given about the network: signed stoichiometry and the rate-law substrate edges."""
+
+    stoichiometry: np.ndarray  # [n_metabolites, n_reactions], signed net change per reaction
+    substrate_metabolite: np.ndarray  # [n_edges] int
+    substrate_reaction: np.ndarray  # [n_edges] int
+    substrate_order: np.ndarray  # [n_edges] int, |s| >= 1
+
+    @property
+    def n_metabolites(self) -> int:
+        return self.stoichiometry.shape[0]
+
+    @property
+    def n_reactions(self) -> int:
+        return self.stoichiometry.shape[1]
+
+    def padded_substrates(self) -> tuple[np.ndarray, np.ndarray]:
+        """[n_reactions, max_substrates] metabolite index and order; padding points at index
+        n_metabolites with order 0, so a product over the row ignores it."""
+        counts = np.bincount(self.substrate_reaction, minlength=self.n_reactions)
+        width = max(1, int(counts.max(initial=0)))
+        index = np.full((self.n_reactions, width), self.n_metabolites, dtype=np.int64)
+        order = np.zeros((self.n_reactions, width), dtype=np.int64)
+        slot = np.zeros(self.n_reactions, dtype=np.int64)
+        for met, rxn, s in zip(self.substrate_metabolite, self.substrate_reaction, self.substrate_order):
+            index[rxn, slot[rxn]] = met
+            order[rxn, slot[rxn]] = s
+            slot[rxn] += 1
+        return index, order
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """Concentrations c(t) and the exact derivatives dc/dt at those states, [frames, metabolites]."""
+
+    concentrations: np.ndarray
+    derivatives: np.ndarray
+    delta_t: float
+
+    @property
+    def n_frames(self) -> int:
+        return self.concentrations.shape[0]
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything training is allowed to see."""
+
+    network: Network
+    trajectory: Trajectory
+
+
+@dataclass(frozen=True)
+class Truth:
+    """The hidden parameters. Only metrics and plots may read these."""
+
+    log_k: np.ndarray  # [n_reactions], log10
+    types: np.ndarray  # [n_metabolites] int
+    lambda_per_type: np.ndarray  # [n_types]
+    baseline_per_type: np.ndarray  # [n_types]
+
+    def homeostasis(self, concentrations: np.ndarray) -> np.ndarray:
+        lam = self.lambda_per_type[self.types]
+        return -lam * (concentrations - self.baseline_per_type[self.types])
+
+
+@dataclass(frozen=True)
+class Identifiability:
+    """Which rate constants the data can determine, from S and the substrate edges alone.
+
+    Reactions with the same substrates (and orders) have proportional rates, so only the
+    combination of their k along the row space of their stacked S columns is determined; a reaction
+    whose S column is zero changes nothing and its k is free.
+    """
+
+    identifiable: np.ndarray  # [n_reactions] bool
+    reasons: dict[int, str] = field(default_factory=dict)
+    combinations: list[tuple[tuple[int, ...], tuple[float, ...]]] = field(default_factory=list)
+
+    @property
+    def n_identifiable(self) -> int:
+        return int(self.identifiable.sum())
+
+
+@dataclass(frozen=True)
+class Dataset:
+    observed: Observed
+    heldout: Trajectory | None
+    truth: Truth | None
+    identifiability: Identifiability
+    source: str = "simulated"
+
+
+# --------------------------------------------------------------------------------------------
+# Generator
+
+
+def generate_network(cfg: SimulationConfig) -> Network:
+    """The predecessor's stoichiometry generator (trainer.md §1.3), bit-exact for its settings."""
+    rs = np.random.RandomState(cfg.seed)
+    n, n_rxn, length = cfg.n_metabolites, cfg.n_reactions, cfg.cycle_length
+    stoich = np.zeros((n, n_rxn))
+    edges: list[tuple[int, int, int]] = []
+    n_cycle_reactions = int(n_rxn * cfg.cycle_fraction)
+    used: set[int] = set()
+    for q in range(n_cycle_reactions // length):
+        available = np.array(sorted(set(range(n)) - used))
+        if len(available) < length:
+            available = np.arange(n)
+        members = rs.choice(available, length, replace=False)
+        used.update(int(m) for m in members)
+        for i in range(length):
+            rxn = q * length + i
+            food, catalyst = int(members[i]), int(members[(i + 1) % length])
+            edges += [(food, rxn, 1), (catalyst, rxn, 1)]
+            stoich[food, rxn] -= 1
+            stoich[catalyst, rxn] += 1
+    for rxn in range(n_cycle_reactions, n_rxn):
+        n_sub, n_prod = int(rs.randint(1, 4)), int(rs.randint(1, 4))
+        while n_sub + n_prod > min(cfg.max_metabolites_per_reaction, n):
+            if n_prod > 1:
+                n_prod -= 1
+            else:
+                n_sub -= 1
+        members = rs.choice(n, n_sub + n_prod, replace=False)
+        orders = rs.randint(1, 3, size=n_sub)
+        shares = np.full(n_prod, orders.sum() // n_prod)
+        shares[: orders.sum() % n_prod] += 1
+        rs.shuffle(shares)
+        for met, s in zip(members[:n_sub], orders):
+            edges.append((int(met), rxn, int(s)))
+            stoich[met, rxn] -= s
+        for met, s in zip(members[n_sub:], shares):
+            stoich[met, rxn] += s
+    met, rxn, order = (np.array([e[i] for e in edges], dtype=np.int64) for i in range(3))
+    return Network(stoich, met, rxn, order)
+
+
+def _stream(seed: int, stream: int) -> np.random.Generator:
+    return np.random.default_rng([seed, stream])
+
+
+def generate_truth(cfg: SimulationConfig) -> Truth:
+    log_k = _stream(cfg.seed, _STREAM_LOG_K).uniform(cfg.log_k_min, cfg.log_k_max, cfg.n_reactions)
+    types = np.minimum(np.arange(cfg.n_metabolites) // (cfg.n_metabolites // cfg.n_metabolite_types),
+                       cfg.n_metabolite_types - 1)
+    return Truth(log_k, types, np.array(cfg.homeostatic_lambda_per_type, dtype=float),
+                 np.array(cfg.homeostatic_baseline_per_type, dtype=float))
+
+
+def rate_law_rhs(concentrations: np.ndarray, network: Network, log_k: np.ndarray,
+                 homeostasis: np.ndarray) -> np.ndarray:
+    """dc/dt = S·v(c) + h with mass action v_j = k_j·Π c^|s|; works on [..., n] arrays."""
+    index, order = network.padded_substrates()
+    padded = np.concatenate([concentrations, np.ones(concentrations.shape[:-1] + (1,))], axis=-1)
+    products = np.prod(padded[..., index] ** order, axis=-1)
+    return (10.0 ** log_k * products) @ network.stoichiometry.T + homeostasis
+
+
+def integrate(network: Network, truth: Truth, c0: np.ndarray, n_steps: int, delta_t: float) -> Trajectory:
+    """Explicit Euler with a clamp at zero; frame t stores c_t and the exact pre-clamp f(c_t)."""
+    conc = np.empty((n_steps + 1, network.n_metabolites))
+    deriv = np.empty_like(conc)
+    c = c0.astype(float)
+    for t in range(n_steps + 1):
+        y = rate_law_rhs(c, network, truth.log_k, truth.homeostasis(c))
+        conc[t], deriv[t] = c, y
+        c = np.maximum(c + delta_t * y, 0.0)
+    return Trajectory(conc, deriv, delta_t)
+
+
+def _initial_state(cfg: SimulationConfig, stream: int) -> np.ndarray:
+    return _stream(cfg.seed, stream).uniform(cfg.concentration_min, cfg.concentration_max, cfg.n_metabolites)
+
+
+def simulate(cfg: SimulationConfig) -> Dataset:
+    """Generate the network, the training trajectory and a held-out one from another initial state."""
+    network = generate_network(cfg)
+    truth = generate_truth(cfg)
+    train = integrate(network, truth, _initial_state(cfg, _STREAM_INITIAL_STATE), cfg.n_frames, cfg.delta_t)
+    heldout = integrate(network, truth, _initial_state(cfg, _STREAM_HELDOUT_STATE), cfg.n_frames, cfg.delta_t)
+    return Dataset(Observed(network, train), heldout, truth, analyse_identifiability(network))
+
+
+# --------------------------------------------------------------------------------------------
+# Structure of S
+
+
+def left_null_space(stoichiometry: np.ndarray, tol: float = 1e-9) -> np.ndarray:
+    """Orthonormal basis [n_metabolites, q] of {u : uᵀS = 0}: directions no reaction can change."""
+    u, sing, _ = np.linalg.svd(stoichiometry, full_matrices=True)
+    rank = int((sing > tol * max(1.0, sing.max(initial=0.0))).sum())
+    return u[:, rank:]
+
+
+def analyse_identifiability(network: Network) -> Identifiability:
+    n_rxn = network.n_reactions
+    signatures: dict[tuple, list[int]] = {}
+    for rxn in range(n_rxn):
+        mask = network.substrate_reaction == rxn
+        sig = tuple(sorted(zip(network.substrate_metabolite[mask].tolist(), network.substrate_order[mask].tolist())))
+        signatures.setdefault(sig, []).append(rxn)
+    identifiable = np.ones(n_rxn, dtype=bool)
+    reasons: dict[int, str] = {}
+    combinations: list[tuple[tuple[int, ...], tuple[float, ...]]] = []
+    stoich = network.stoichiometry
+    for rxn in range(n_rxn):
+        if not np.any(stoich[:, rxn]):
+            identifiable[rxn] = False
+            reasons[rxn] = "its column of S is zero: the reaction changes no concentration"
+    for group in signatures.values():
+        live = [r for r in group if identifiable[r]]
+        if len(live) < 2:
+            continue
+        block = stoich[:, live]
+        _, sing, vt = np.linalg.svd(block)
+        rank = int((sing > 1e-9 * sing.max()).sum())
+        if rank == len(live):
+            continue
+        null = vt[rank:]  # rows span the undetermined directions of k_live
+        for pos, rxn in enumerate(live):
+            if np.linalg.norm(null[:, pos]) < 1e-9:
+                continue
+            identifiable[rxn] = False
+            others = [r for r in live if r != rxn]
+            if len(live) == 2:
+                same = np.allclose(stoich[:, live[0]], stoich[:, live[1]])
+                kind = "sum" if same else "difference"
+                reasons[rxn] = (f"reaction {others[0]} has the same substrates and "
+                                f"{'the same' if same else 'the opposite'} net change: only the {kind} "
+                                f"of their k is determined")
+            else:
+                reasons[rxn] = f"shares its substrates with reactions {others}: only combinations of their k are determined"
+        for row in vt[:rank]:
+            scaled = row / row[np.argmax(np.abs(row))]
+            combinations.append((tuple(live), tuple(float(x) for x in np.round(scaled, 12))))
+    return Identifiability(identifiable, reasons, combinations)
+
+
+# --------------------------------------------------------------------------------------------
+# Cache and user data
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("METABO_TUNE_CACHE", Path.home() / ".cache" / "metabo_tune"))
+
+
+def simulation_key(cfg: SimulationConfig) -> str:
+    payload = cfg.model_dump(mode="json", exclude={"data_dir"})
+    payload["_generator_version"] = GENERATOR_VERSION
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+_ARRAYS = {
+    "stoichiometry": ("observed", "network", "stoichiometry"),
+    "substrate_metabolite": ("observed", "network", "substrate_metabolite"),
+    "substrate_reaction": ("observed", "network", "substrate_reaction"),
+    "substrate_order": ("observed", "network", "substrate_order"),
+    "concentrations": ("observed", "trajectory", "concentrations"),
+    "derivatives": ("observed", "trajectory", "derivatives"),
+    "heldout_concentrations": ("heldout", "concentrations"),
+    "heldout_derivatives": ("heldout", "derivatives"),
+    "log_k": ("truth", "log_k"),
+    "types": ("truth", "types"),
+    "lambda_per_type": ("truth", "lambda_per_type"),
+    "baseline_per_type": ("truth", "baseline_per_type"),
+}
+
+
+def _dataset_from_arrays(arrays: dict[str, np.ndarray], delta_t: float, source: str) -> Dataset:
+    network = Network(arrays["stoichiometry"], arrays["substrate_metabolite"], arrays["substrate_reaction"],
+                      arrays["substrate_order"])
+    observed = Observed(network, Trajectory(arrays["concentrations"], arrays["derivatives"], delta_t))
+    heldout = (Trajectory(arrays["heldout_concentrations"], arrays["heldout_derivatives"], delta_t)
+               if "heldout_concentrations" in arrays else None)
+    truth = (Truth(arrays["log_k"], arrays["types"], arrays["lambda_per_type"], arrays["baseline_per_type"])
+             if "log_k" in arrays else None)
+    return Dataset(observed, heldout, truth, analyse_identifiability(network), source)
+
+
+def load_or_simulate(cfg: SimulationConfig, use_cache: bool = True) -> Dataset:
+    """The dataset for a simulation section: user .npy files, the on-disk cache, or a fresh run."""
+    if cfg.data_dir is not None:
+        return load_npy_dataset(cfg.data_dir, cfg.delta_t)
+    path = cache_dir() / f"simulation-{simulation_key(cfg)}.npz"
+    if use_cache and path.is_file():
+        with np.load(path) as stored:
+            return _dataset_from_arrays({k: stored[k] for k in stored.files}, cfg.delta_t, f"cache:{path.name}")
+    dataset = simulate(cfg)
+    if use_cache:
+        arrays = {}
+        for name, attrs in _ARRAYS.items():
+            obj = dataset
+            for attr in attrs:
+                obj = getattr(obj, attr)
+            arrays[name] = obj
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as tmp:
+            np.savez(tmp, **arrays)
+        os.replace(tmp.name, path)  # atomic: concurrent trials may write the same key
+    return dataset
+
+
+NPY_FORMAT = {
+    "concentrations.npy": "float [frames, metabolites]: c(t), one row per saved frame",
+    "derivatives.npy": "float [frames, metabolites]: dc/dt at the same frames",
+    "stoichiometry.npy": "float [metabolites, reactions]: signed net change S",
+    "substrate_orders.npy": "int [metabolites, reactions]: |s| of each substrate in the rate law, 0 if not one",
+    "heldout_concentrations.npy": "optional, float [frames, metabolites]: a trajectory kept for test metrics",
+    "heldout_derivatives.npy": "optional, float [frames, metabolites]: its dc/dt",
+    "truth_log_k.npy": "optional (truth), float [reactions]: log10 rate constants",
+    "truth_types.npy": "optional (truth), int [metabolites]: type index per metabolite",
+    "truth_lambda.npy": "optional (truth), float [types]: homeostasis rate per type",
+    "truth_baseline.npy": "optional (truth), float [types]: homeostasis baseline per type",
+}
+_TRUTH_FILES = ("truth_log_k.npy", "truth_types.npy", "truth_lambda.npy", "truth_baseline.npy")
+
+
+def load_npy_dataset(directory: str | Path, delta_t: float) -> Dataset:
+    """Load user data in the NPY_FORMAT layout; errors name the file and what is wrong with it."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DataError(f"{directory}: data directory does not exist")
+
+    def read(name: str, ndim: int, required: bool = True) -> np.ndarray | None:
+        path = directory / name
+        if not path.is_file():
+            if required:
+                raise DataError(f"{path}: missing ({NPY_FORMAT[name]})")
+            return None
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise DataError(f"{path}: not a readable .npy file ({exc})") from None
+        if arr.ndim != ndim:
+            raise DataError(f"{path}: expected {ndim}-D array ({NPY_FORMAT[name]}), got shape {arr.shape}")
+        if not np.issubdtype(arr.dtype, np.number):
+            raise DataError(f"{path}: expected numbers, got dtype {arr.dtype}")
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise DataError(f"{path}: {int(bad.sum())} non-finite values (first at index {first})")
+        return arr
+
+    conc = read("concentrations.npy", 2)
+    deriv = read("derivatives.npy", 2)
+    stoich = read("stoichiometry.npy", 2).astype(float)
+    orders = read("substrate_orders.npy", 2)
+    n_frames, n_met = conc.shape
+    if deriv.shape != conc.shape:
+        raise DataError(f"{directory / 'derivatives.npy'}: shape {deriv.shape} differs from concentrations {conc.shape}")
+    if n_frames < 3:
+        raise DataError(f"{directory / 'concentrations.npy'}: needs at least 3 frames, got {n_frames}")
+    if stoich.shape[0] != n_met:
+        raise DataError(f"{directory / 'stoichiometry.npy'}: has {stoich.shape[0]} rows, expected {n_met} "
+                        "(one per metabolite column of concentrations.npy)")
+    if orders.shape != stoich.shape:
+        raise DataError(f"{directory / 'substrate_orders.npy'}: shape {orders.shape} differs from "
+                        f"stoichiometry {stoich.shape}")
+    if (orders < 0).any() or not np.array_equal(orders, np.round(orders)):
+        raise DataError(f"{directory / 'substrate_orders.npy'}: orders must be non-negative integers")
+    met, rxn = np.nonzero(orders.T)[::-1]
+    order_by_rxn = np.lexsort((met, rxn))
+    network = Network(stoich, met[order_by_rxn].astype(np.int64), rxn[order_by_rxn].astype(np.int64),
+                      orders[met[order_by_rxn], rxn[order_by_rxn]].astype(np.int64))
+    heldout = None
+    h_conc = read("heldout_concentrations.npy", 2, required=False)
+    if h_conc is not None:
+        h_deriv = read("heldout_derivatives.npy", 2)
+        if h_conc.shape[1] != n_met or h_deriv.shape != h_conc.shape:
+            raise DataError(f"{directory}: held-out arrays must be [frames, {n_met}] and of equal shape")
+        heldout = Trajectory(h_conc.astype(float), h_deriv.astype(float), delta_t)
+    present = [name for name in _TRUTH_FILES if (directory / name).is_file()]
+    truth = None
+    if present:
+        if len(present) != len(_TRUTH_FILES):
+            missing = sorted(set(_TRUTH_FILES) - set(present))
+            raise DataError(f"{directory}: truth files come all together; missing {', '.join(missing)}")
+        log_k, types = read("truth_log_k.npy", 1), read("truth_types.npy", 1).astype(np.int64)
+        lam, base = read("truth_lambda.npy", 1), read("truth_baseline.npy", 1)
+        if log_k.shape[0] != stoich.shape[1] or types.shape[0] != n_met:
+            raise DataError(f"{directory}: truth_log_k needs {stoich.shape[1]} values and truth_types {n_met}")
+        if types.min() < 0 or types.max() >= lam.shape[0] or base.shape != lam.shape:
+            raise DataError(f"{directory}: truth_types must index truth_lambda/truth_baseline "
+                            f"({lam.shape[0]} types)")
+        truth = Truth(log_k.astype(float), types, lam.astype(float), base.astype(float))
+    observed = Observed(network, Trajectory(conc.astype(float), deriv.astype(float), delta_t))
+    return Dataset(observed, heldout, truth, analyse_identifiability(network), f"npy:{directory}")
+
+
+def save_npy_dataset(dataset: Dataset, directory: str | Path) -> None:
+    """Write a dataset in the NPY_FORMAT layout (the inverse of load_npy_dataset)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    net, traj = dataset.observed.network, dataset.observed.trajectory
+    orders = np.zeros_like(net.stoichiometry, dtype=np.int64)
+    orders[net.substrate_metabolite, net.substrate_reaction] = net.substrate_order
+    np.save(directory / "concentrations.npy", traj.concentrations)
+    np.save(directory / "derivatives.npy", traj.derivatives)
+    np.save(directory / "stoichiometry.npy", net.stoichiometry)
+    np.save(directory / "substrate_orders.npy", orders)
+    if dataset.heldout is not None:
+        np.save(directory / "heldout_concentrations.npy", dataset.heldout.concentrations)
+        np.save(directory / "heldout_derivatives.npy", dataset.heldout.derivatives)
+    if dataset.truth is not None:
+        np.save(directory / "truth_log_k.npy", dataset.truth.log_k)
+        np.save(directory / "truth_types.npy", dataset.truth.types)
+        np.save(directory / "truth_lambda.npy", dataset.truth.lambda_per_type)
+        np.save(directory / "truth_baseline.npy", dataset.truth.baseline_per_type)
