@@ -57,7 +57,8 @@ class Network:
         index = np.full((self.n_reactions, width), self.n_metabolites, dtype=np.int64)
         order = np.zeros((self.n_reactions, width), dtype=np.int64)
         slot = np.zeros(self.n_reactions, dtype=np.int64)
-        for met, rxn, s in zip(self.substrate_metabolite, self.substrate_reaction, self.substrate_order):
+        edges = zip(self.substrate_metabolite, self.substrate_reaction, self.substrate_order, strict=True)
+        for met, rxn, s in edges:
             index[rxn, slot[rxn]] = met
             order[rxn, slot[rxn]] = s
             slot[rxn] += 1
@@ -162,10 +163,10 @@ def generate_network(cfg: SimulationConfig) -> Network:
         shares = np.full(n_prod, orders.sum() // n_prod)
         shares[: orders.sum() % n_prod] += 1
         rs.shuffle(shares)
-        for met, s in zip(members[:n_sub], orders):
+        for met, s in zip(members[:n_sub], orders, strict=True):
             edges.append((int(met), rxn, int(s)))
             stoich[met, rxn] -= s
-        for met, s in zip(members[n_sub:], shares):
+        for met, s in zip(members[n_sub:], shares, strict=True):
             stoich[met, rxn] += s
     met, rxn, order = (np.array([e[i] for e in edges], dtype=np.int64) for i in range(3))
     return Network(stoich, met, rxn, order)
@@ -187,7 +188,7 @@ def rate_law_rhs(concentrations: np.ndarray, network: Network, log_k: np.ndarray
                  homeostasis: np.ndarray) -> np.ndarray:
     """dc/dt = S·v(c) + h with mass action v_j = k_j·Π c^|s|; works on [..., n] arrays."""
     index, order = network.padded_substrates()
-    padded = np.concatenate([concentrations, np.ones(concentrations.shape[:-1] + (1,))], axis=-1)
+    padded = np.concatenate([concentrations, np.ones((*concentrations.shape[:-1], 1))], axis=-1)
     products = np.prod(padded[..., index] ** order, axis=-1)
     return (10.0 ** log_k * products) @ network.stoichiometry.T + homeostasis
 
@@ -233,7 +234,8 @@ def analyse_identifiability(network: Network) -> Identifiability:
     signatures: dict[tuple, list[int]] = {}
     for rxn in range(n_rxn):
         mask = network.substrate_reaction == rxn
-        sig = tuple(sorted(zip(network.substrate_metabolite[mask].tolist(), network.substrate_order[mask].tolist())))
+        members = zip(network.substrate_metabolite[mask].tolist(), network.substrate_order[mask].tolist(), strict=True)
+        sig = tuple(sorted(members))
         signatures.setdefault(sig, []).append(rxn)
     identifiable = np.ones(n_rxn, dtype=bool)
     reasons: dict[int, str] = {}
@@ -265,7 +267,8 @@ def analyse_identifiability(network: Network) -> Identifiability:
                                 f"{'the same' if same else 'the opposite'} net change: only the {kind} "
                                 f"of their k is determined")
             else:
-                reasons[rxn] = f"shares its substrates with reactions {others}: only combinations of their k are determined"
+                reasons[rxn] = (f"shares its substrates with reactions {others}: "
+                                "only combinations of their k are determined")
         for row in vt[:rank]:
             scaled = row / row[np.argmax(np.abs(row))]
             combinations.append((tuple(live), tuple(float(x) for x in np.round(scaled, 12))))
@@ -383,7 +386,8 @@ def load_npy_dataset(directory: str | Path, delta_t: float) -> Dataset:
     orders = read("substrate_orders.npy", 2)
     n_frames, n_met = conc.shape
     if deriv.shape != conc.shape:
-        raise DataError(f"{directory / 'derivatives.npy'}: shape {deriv.shape} differs from concentrations {conc.shape}")
+        raise DataError(f"{directory / 'derivatives.npy'}: shape {deriv.shape} differs from "
+                        f"concentrations {conc.shape}")
     if n_frames < 3:
         raise DataError(f"{directory / 'concentrations.npy'}: needs at least 3 frames, got {n_frames}")
     if stoich.shape[0] != n_met:

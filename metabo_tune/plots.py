@@ -1,0 +1,148 @@
+"""Per-trial PNGs: MLP_sub, MLP_node, learned vs true k, embeddings and loss curves.
+
+Figures are built on matplotlib's object API with the Agg canvas, never pyplot, so nothing touches a
+global figure registry or the backend of the process (trials may share one). Curves come from the
+helpers in metrics.py, so plots and metrics show the same numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from metabo_tune import metrics as m
+from metabo_tune.model import MetabolicGNN
+from metabo_tune.simulate import Dataset
+
+DPI = 100
+TYPE_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
+
+
+def _colour(t: int) -> str:
+    return TYPE_COLOURS[t % len(TYPE_COLOURS)]
+
+
+def _save(path: Path, draw: Callable[[Axes], None], size: tuple[float, float] = (6.4, 4.8)) -> Path:
+    fig = Figure(figsize=size, dpi=DPI)
+    FigureCanvasAgg(fig)
+    draw(fig.add_subplot())
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+def _plot_substrate(ax: Axes, model: MetabolicGNN, dataset: Dataset) -> None:
+    conc = dataset.observed.trajectory.concentrations
+    alpha_ls = m.alpha_least_squares(model, conc)
+    c, values = m.substrate_curve(model, conc)
+    hist = ax.twinx()
+    hist.hist(conc.ravel(), bins=60, range=(c[0], c[-1]), color="grey", alpha=0.2)
+    hist.set_ylabel("frames × metabolites (data)", color="grey")
+    ax.set_zorder(hist.get_zorder() + 1)
+    ax.patch.set_visible(False)
+    ax.plot(c, values / alpha_ls, color="tab:blue", label="learned MLP_sub(c, 1) / α_ls")
+    ax.plot(c, c, "k--", label="true rate law c")
+    ax.set_xlabel("concentration c")
+    ax.set_ylabel("substrate term")
+    ax.set_title(f"MLP_sub over the observed 0–99 % range (α_ls = {alpha_ls:.4g})")
+    ax.legend(loc="upper left")
+
+
+def _plot_homeostasis(ax: Axes, model: MetabolicGNN, dataset: Dataset) -> None:
+    grid, values = m.homeostasis_grid(model, dataset.observed.trajectory.concentrations)
+    truth = dataset.truth
+    types = truth.types if truth is not None else np.zeros(grid.shape[1], dtype=int)
+    for i in range(grid.shape[1]):
+        ax.plot(grid[:, i], values[:, i], color=_colour(int(types[i])), alpha=0.4, lw=1)
+    if truth is None:
+        ax.plot([], [], color=_colour(0), label="learned, per metabolite")
+    else:
+        for t, (lam, base) in enumerate(zip(truth.lambda_per_type, truth.baseline_per_type, strict=True)):
+            members = types == t
+            if not members.any():
+                continue
+            c = np.linspace(grid[:, members].min(), grid[:, members].max(), 2)
+            ax.plot([], [], color=_colour(t), label=f"learned, type {t}")
+            ax.plot(c, -lam * (c - base), "--", color=_colour(t), lw=2,
+                    label=f"true type {t}: −{lam:g}·(c − {base:g})")
+    ax.axhline(0.0, color="grey", lw=0.5)
+    ax.set_xlabel("concentration c (each metabolite over its own 5–95 % range)")
+    ax.set_ylabel("MLP_node(c, a_i)")
+    ax.set_title("Homeostasis function per metabolite")
+    ax.legend(fontsize="small")
+
+
+def _plot_rate_constants(ax: Axes, model: MetabolicGNN, dataset: Dataset) -> None:
+    truth, network = dataset.truth, dataset.observed.network
+    n_subs = m.n_substrates(network)
+    log_alpha = m.log10_alpha(m.alpha_point(model))
+    learned = m.to_numpy(model.log_k)
+    corrected = m.corrected_log_k(learned, n_subs, log_alpha)
+    mask = dataset.identifiability.identifiable
+    scores = m.rate_constant_metrics(learned, truth.log_k, n_subs, log_alpha, mask)
+    ax.scatter(truth.log_k[mask], corrected[mask], s=12, color="black", label="identifiable")
+    ax.scatter(truth.log_k[~mask], corrected[~mask], s=30, marker="x", color="tab:red",
+               label="not identifiable from the data")
+    lo = float(np.nanmin([truth.log_k.min(), np.nanmin(corrected)]))
+    hi = float(np.nanmax([truth.log_k.max(), np.nanmax(corrected)]))
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="identity")
+    ax.set_xlabel("true log10 k")
+    ax.set_ylabel("learned log10 k + n_sub·log10 α")
+    ax.set_title(f"Rate constants: R² = {scores['rate_constants_R2']:.3f}, "
+                 f"RMSE = {scores['log_k_rmse']:.3f}, outliers = {scores['n_outliers']} "
+                 f"(of {scores['n_identifiable']} identifiable)", fontsize="medium")
+    ax.legend(fontsize="small")
+
+
+def _plot_embeddings(ax: Axes, model: MetabolicGNN, dataset: Dataset) -> None:
+    emb = m.to_numpy(model.embedding)
+    y = emb[:, 1] if emb.shape[1] > 1 else np.zeros(len(emb))
+    if dataset.truth is None:
+        ax.scatter(emb[:, 0], y, s=15, color=_colour(0))
+    else:
+        for t in np.unique(dataset.truth.types):
+            members = dataset.truth.types == t
+            ax.scatter(emb[members, 0], y[members], s=15, color=_colour(int(t)), label=f"type {t}")
+        ax.legend()
+    ax.set_xlabel("embedding dim 0")
+    ax.set_ylabel("embedding dim 1" if emb.shape[1] > 1 else "")
+    ax.set_title("Metabolite embeddings a_i")
+
+
+def _plot_loss(ax: Axes, loss_history: dict[str, np.ndarray]) -> None:
+    components = {k: np.asarray(v, dtype=float) for k, v in loss_history.items() if k != "iteration"}
+    length = max((len(v) for v in components.values()), default=0)
+    x = np.asarray(loss_history.get("iteration", np.arange(length)), dtype=float)
+    plotted = False
+    for name, values in components.items():
+        keep = np.isfinite(values) & (values > 0)
+        if keep.any():
+            ax.plot(x[keep], values[keep], lw=1, label=name)
+            plotted = True
+    if plotted:
+        ax.set_yscale("log")
+        ax.legend(fontsize="small")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss (positive values)")
+    ax.set_title("Training loss components")
+
+
+def write_trial_plots(model: MetabolicGNN, dataset: Dataset, loss_history: dict[str, np.ndarray],
+                      out_dir: str | Path) -> list[Path]:
+    """Write the trial's PNGs into out_dir; rate_constants.png needs the truth and is skipped without it."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [
+        _save(out / "mlp_sub.png", lambda ax: _plot_substrate(ax, model, dataset)),
+        _save(out / "mlp_node.png", lambda ax: _plot_homeostasis(ax, model, dataset), (7.5, 5.0)),
+    ]
+    if dataset.truth is not None:
+        written.append(_save(out / "rate_constants.png", lambda ax: _plot_rate_constants(ax, model, dataset)))
+    written.append(_save(out / "embeddings.png", lambda ax: _plot_embeddings(ax, model, dataset)))
+    written.append(_save(out / "loss.png", lambda ax: _plot_loss(ax, loss_history)))
+    return written

@@ -1,0 +1,246 @@
+"""Training loop: loss, regularisers, rollout, optimiser groups, seeding, checkpoints.
+
+Only `Observed` data reach this module's trainer: concentrations, derivatives, S and the substrate
+edges. A `Trainer` advances in segments (`run(until)`) and can save and restore its whole state, so a
+run can be checkpointed and resumed mid-way with identical results. The trial pipeline at the bottom
+(`run_trial`, `main`) adds data loading, metrics and plots around it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from metabo_tune.config import Config
+from metabo_tune.model import MetabolicGNN, build_model
+from metabo_tune.simulate import Observed, left_null_space
+
+LOSS_COMPONENTS = ("loss", "prediction", "MLP_sub_diff", "MLP_node_L1", "MLP_sub_norm", "k_floor", "conservation")
+_SAMPLE_CHUNK = 1000  # iterations whose frame draws come from one seeded generator
+
+
+def select_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def input_scale(observed: Observed) -> float:
+    """xnorm = 1.5 · std of all observed concentrations (the reference's definition)."""
+    return float(1.5 * np.std(observed.trajectory.concentrations, ddof=1))
+
+
+@dataclass
+class TrainResult:
+    model: MetabolicGNN
+    status: str  # "completed" or "diverged"
+    iterations: int
+    total_iterations: int
+    loss_history: dict[str, np.ndarray]
+    training_time_s: float
+
+
+class Trainer:
+    def __init__(self, cfg: Config, observed: Observed, device: torch.device | str | None = None) -> None:
+        self.cfg = cfg
+        tcfg = cfg.training
+        self.device = torch.device(device) if device is not None else select_device(tcfg.device)
+        traj = observed.trajectory
+        self.xnorm = input_scale(observed)
+        self.model = build_model(observed.network, cfg.graph_model, self.xnorm, tcfg.seed,
+                                 (tcfg.log_k_init_min, tcfg.log_k_init_max)).to(self.device)
+        self.conc = torch.tensor(traj.concentrations, dtype=torch.float32, device=self.device)
+        self.deriv = torch.tensor(traj.derivatives, dtype=torch.float32, device=self.device)
+        self.delta_t = traj.delta_t
+        self.rollout = tcfg.time_step if tcfg.recurrent_training else 1
+        self.n_start_frames = traj.n_frames - self.rollout
+        if self.n_start_frames < 1:
+            raise ValueError(f"time_step {self.rollout} needs more than {traj.n_frames} frames")
+        null = left_null_space(observed.network.stoichiometry)
+        self.null_space = torch.tensor(null, dtype=torch.float32, device=self.device)
+        # Probe points of the MLP_sub regularisers: the monotonicity grid [0.1, 2·xnorm] plus one step
+        # for every order present, then the point c* where |MLP_sub(c*, 1)| = c* is pinned.
+        orders = np.unique(observed.network.substrate_order)
+        grid = np.linspace(0.1, 2 * self.xnorm, 100)
+        grid = np.append(grid, grid[-1] + (grid[1] - grid[0]))
+        probe_conc = np.concatenate([np.tile(grid, len(orders)), [tcfg.sub_norm_concentration]])
+        probe_order = np.concatenate([np.repeat(orders, len(grid)), [1.0]])
+        self.sub_orders = orders
+        self.probe_conc = torch.tensor(probe_conc, dtype=torch.float32, device=self.device)
+        self.probe_order = torch.tensor(probe_order, dtype=torch.float32, device=self.device)
+        self._probe_order: tuple[int, torch.Tensor] | None = None
+
+        groups = self.model.parameter_groups()
+        self.optimizer = torch.optim.Adam(
+            [{"params": params, "lr": tcfg.learning_rate(name), "name": name} for name, params in groups.items()],
+            **({"fused": True} if self.device.type in ("cpu", "cuda") else {}),
+        )
+        # The reference counts iterations from the configured n_frames, not the saved frame count.
+        self.total_iterations = tcfg.n_epochs * tcfg.iterations_per_epoch(cfg.simulation.n_frames)
+        self.iteration = 0
+        self.status = "running"
+        self.elapsed_s = 0.0
+        self.history = torch.zeros(self.total_iterations, len(LOSS_COMPONENTS), device=self.device)
+        self._chunk: tuple[int, torch.Tensor, torch.Tensor] | None = None
+
+    # -- sampling --------------------------------------------------------------------------
+
+    def _frames(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch and conservation frame indices for one iteration; a pure function of (seed, iteration)
+        so that a resumed run draws exactly what an uninterrupted one would."""
+        chunk = iteration // _SAMPLE_CHUNK
+        if self._chunk is None or self._chunk[0] != chunk:
+            gen = torch.Generator().manual_seed(self.cfg.training.seed * 1_000_003 + chunk)
+            tcfg = self.cfg.training
+            batch = torch.randint(self.n_start_frames, (_SAMPLE_CHUNK, tcfg.batch_size), generator=gen)
+            n_cons = tcfg.conservation_frames if tcfg.coeff_conservation > 0 else 1
+            cons = torch.randint(self.conc.shape[0], (_SAMPLE_CHUNK, n_cons), generator=gen)
+            self._chunk = (chunk, batch.to(self.device), cons.to(self.device))
+        offset = iteration % _SAMPLE_CHUNK
+        return self._chunk[1][offset], self._chunk[2][offset]
+
+    # -- loss ------------------------------------------------------------------------------
+
+    def losses(self, iteration: int) -> dict[str, torch.Tensor]:
+        """Every loss term for one iteration. MLP_sub is evaluated once on the batch's (metabolite,
+        order) pairs together with the regularisers' probe points, and MLP_node once on the batch
+        together with the conservation frames: two MLP passes instead of five."""
+        tcfg, model = self.cfg.training, self.model
+        batch, cons_frames = self._frames(iteration)
+        conc = self.conc[batch]
+        n_pair_values = conc.shape[0] * model.pair_metabolite.shape[0]
+        sub_values = model.substrate(torch.cat([conc[:, model.pair_metabolite].reshape(-1), self.probe_conc]),
+                                     self.probe_order_with(conc.shape[0]))
+        pair_values = sub_values[:n_pair_values].view(conc.shape[0], -1)
+        probes = sub_values[n_pair_values:]
+        node_in = torch.cat([conc, self.conc[cons_frames]]) if tcfg.coeff_conservation > 0 else conc
+        node_out = model.homeostasis(node_in)
+        homeo = node_out[: conc.shape[0]]
+        out: dict[str, torch.Tensor] = {}
+        first_step = model.reaction_part(conc, pair_values) + homeo
+        if self.rollout == 1:
+            out["prediction"] = (first_step - self.deriv[batch]).square().sum(-1).mean()
+        else:
+            state, step_losses = conc, []
+            for step in range(1, self.rollout + 1):
+                deriv = first_step if step == 1 else model(state)
+                state = torch.clamp(state + self.delta_t * deriv, min=0.0)
+                err = (state - self.conc[batch + step]) / (self.delta_t * step)
+                step_losses.append(err.square().sum(-1).mean())
+            out["prediction"] = torch.stack(step_losses).mean()
+        # The regularisers are cheap once the probes are evaluated; a zero coefficient zeroes the term.
+        grid = probes[:-1].view(len(self.sub_orders), -1).abs()
+        out["MLP_sub_diff"] = tcfg.coeff_MLP_sub_diff * torch.linalg.vector_norm(torch.relu(grid[:, :-1] - grid[:, 1:]))
+        out["MLP_node_L1"] = tcfg.coeff_MLP_node_L1 * homeo.abs().mean()
+        out["MLP_sub_norm"] = tcfg.coeff_MLP_sub_norm * (probes[-1].abs() - tcfg.sub_norm_concentration).square()
+        out["k_floor"] = tcfg.coeff_k_floor * torch.relu(tcfg.k_floor_threshold - model.log_k).square().sum()
+        out["conservation"] = out["prediction"].new_zeros(())
+        if tcfg.coeff_conservation > 0:
+            # Left-null-space projection of the residual: S's part cancels exactly, only MLP_node remains.
+            resid = (node_out[conc.shape[0]:] - self.deriv[cons_frames]) @ self.null_space
+            out["conservation"] = tcfg.coeff_conservation * resid.square().sum(-1).mean()
+        out["loss"] = sum(out.values())
+        return out
+
+    def probe_order_with(self, batch_size: int) -> torch.Tensor:
+        """The order column for [batch pairs, probes], cached per batch size."""
+        if self._probe_order is None or self._probe_order[0] != batch_size:
+            pairs = self.model.pair_order.repeat(batch_size)
+            self._probe_order = (batch_size, torch.cat([pairs, self.probe_order]))
+        return self._probe_order[1]
+
+    # -- loop ------------------------------------------------------------------------------
+
+    def run(self, until: int | None = None) -> None:
+        """Train up to iteration `until` (default: the end), or until the loss is not finite."""
+        until = self.total_iterations if until is None else min(until, self.total_iterations)
+        check_every = 1 if self.device.type == "cpu" else 50
+        start = time.perf_counter()
+        self.model.train()
+        while self.iteration < until and self.status == "running":
+            it = self.iteration
+            self.optimizer.zero_grad(set_to_none=True)
+            losses = self.losses(it)
+            total = losses["loss"]
+            if (it % check_every == 0 or it == until - 1) and not math.isfinite(total.item()):
+                self.status = "diverged"
+                break
+            total.backward()
+            self.optimizer.step()
+            self.history[it] = torch.stack([losses[name].detach() for name in LOSS_COMPONENTS])
+            self.iteration += 1
+        if self.status == "running" and self.iteration >= self.total_iterations:
+            self.status = "completed"
+        self.elapsed_s += time.perf_counter() - start
+
+    @property
+    def done(self) -> bool:
+        return self.status != "running"
+
+    def result(self) -> TrainResult:
+        hist = self.history[: self.iteration].cpu().numpy().astype(np.float64)
+        return TrainResult(self.model, self.status, self.iteration, self.total_iterations,
+                           {name: hist[:, i] for i, name in enumerate(LOSS_COMPONENTS)}, self.elapsed_s)
+
+    # -- checkpoints -----------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "iteration": self.iteration, "status": self.status, "elapsed_s": self.elapsed_s,
+                "history": self.history[: self.iteration].cpu(), "config": self.cfg.to_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["config"] != self.cfg.to_dict():
+            raise ValueError("checkpoint was written by a different config; refusing to resume from it")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.iteration, self.status, self.elapsed_s = state["iteration"], state["status"], state["elapsed_s"]
+        self.history[: self.iteration] = state["history"].to(self.device)
+
+    def save_checkpoint(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        torch.save(self.state_dict(), tmp)
+        tmp.replace(path)
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))
+
+
+def train(cfg: Config, observed: Observed, *, checkpoint_path: str | Path | None = None,
+          on_progress: Callable[[Trainer], dict[str, float]] | None = None, show_progress: bool = True,
+          device: torch.device | str | None = None) -> TrainResult:
+    """Train to the end in segments: checkpoint after each `checkpoint_every` iterations (resuming
+    from `checkpoint_path` if it exists) and refresh the progress bar with `on_progress`'s figures."""
+    from tqdm.auto import tqdm
+
+    torch.set_num_threads(cfg.training.n_threads)
+    trainer = Trainer(cfg, observed, device)
+    if checkpoint_path is not None and Path(checkpoint_path).is_file():
+        trainer.load_checkpoint(checkpoint_path)
+    total = trainer.total_iterations
+    progress_every = cfg.training.progress_every or max(1, total // 100)
+    checkpoint_every = cfg.training.checkpoint_every or max(1, total // 10)
+    bar = tqdm(total=total, initial=trainer.iteration, disable=not show_progress, unit="it", smoothing=0.1)
+    while not trainer.done:
+        before = trainer.iteration
+        next_stop = min(total, (before // progress_every + 1) * progress_every)
+        trainer.run(until=next_stop)
+        bar.update(trainer.iteration - before)
+        if trainer.iteration > 0:
+            figures = {"loss": float(trainer.history[trainer.iteration - 1, 1])}
+            if on_progress is not None:
+                figures |= on_progress(trainer)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in figures.items()}, refresh=False)
+        crossed = trainer.iteration // checkpoint_every > before // checkpoint_every
+        if checkpoint_path is not None and (crossed or trainer.done):
+            trainer.save_checkpoint(checkpoint_path)
+    bar.close()
+    return trainer.result()
