@@ -124,6 +124,7 @@ class TrainingConfig(_Section):
     coeff_mass_conservation: float = Field(0.0, ge=0)
     measurement_noise_level: float = Field(0.0, ge=0)
     # Our additions; each is documented in the README's config table.
+    lr_schedule: Literal["constant", "cosine"] = "constant"
     coeff_conservation: float = Field(0.0, ge=0)
     conservation_frames: int = Field(64, ge=1)
     sub_norm_concentration: float = Field(1.0, gt=0)

@@ -99,7 +99,7 @@ class MetabolicGNN(nn.Module):
         if substrate_values is None:
             substrate_values = self.substrate(conc[..., self.pair_metabolite], self.pair_order)
         terms = substrate_values.abs()
-        terms = torch.cat([terms, torch.ones_like(terms[..., :1])], dim=-1)
+        terms = torch.cat([terms, terms.new_ones((*terms.shape[:-1], 1))], dim=-1)
         gathered = terms.index_select(-1, self.reaction_gather.flatten())
         products = gathered.unflatten(-1, self.reaction_gather.shape).prod(dim=-1)
         if self.rate_softplus:

@@ -8,7 +8,10 @@ run can be checkpointed and resumed mid-way with identical results. The trial pi
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
-from metabo_tune.config import Config
+from metabo_tune.config import Config, ConfigError, load_config
 from metabo_tune.model import MetabolicGNN, build_model
-from metabo_tune.simulate import Observed, left_null_space
+from metabo_tune.simulate import DataError, Dataset, Observed, left_null_space, load_or_simulate
 
 LOSS_COMPONENTS = ("loss", "prediction", "MLP_sub_diff", "MLP_node_L1", "MLP_sub_norm", "k_floor", "conservation")
 _SAMPLE_CHUNK = 1000  # iterations whose frame draws come from one seeded generator
@@ -34,6 +38,10 @@ def select_device(requested: str) -> torch.device:
 def input_scale(observed: Observed) -> float:
     """xnorm = 1.5 · std of all observed concentrations (the reference's definition)."""
     return float(1.5 * np.std(observed.trajectory.concentrations, ddof=1))
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint that belongs to another config."""
 
 
 @dataclass
@@ -71,7 +79,7 @@ class Trainer:
         grid = np.append(grid, grid[-1] + (grid[1] - grid[0]))
         probe_conc = np.concatenate([np.tile(grid, len(orders)), [tcfg.sub_norm_concentration]])
         probe_order = np.concatenate([np.repeat(orders, len(grid)), [1.0]])
-        self.sub_orders = orders
+        self.sub_orders, self.grid_points = orders, len(grid)
         self.probe_conc = torch.tensor(probe_conc, dtype=torch.float32, device=self.device)
         self.probe_order = torch.tensor(probe_order, dtype=torch.float32, device=self.device)
         self._probe_order: tuple[int, torch.Tensor] | None = None
@@ -81,6 +89,7 @@ class Trainer:
             [{"params": params, "lr": tcfg.learning_rate(name), "name": name} for name, params in groups.items()],
             **({"fused": True} if self.device.type in ("cpu", "cuda") else {}),
         )
+        self.base_lrs = {group["name"]: group["lr"] for group in self.optimizer.param_groups}
         # The reference counts iterations from the configured n_frames, not the saved frame count.
         self.total_iterations = tcfg.n_epochs * tcfg.iterations_per_epoch(cfg.simulation.n_frames)
         self.iteration = 0
@@ -117,7 +126,7 @@ class Trainer:
         n_pair_values = conc.shape[0] * model.pair_metabolite.shape[0]
         sub_values = model.substrate(torch.cat([conc[:, model.pair_metabolite].reshape(-1), self.probe_conc]),
                                      self.probe_order_with(conc.shape[0]))
-        pair_values = sub_values[:n_pair_values].view(conc.shape[0], -1)
+        pair_values = sub_values[:n_pair_values].view(conc.shape[0], model.pair_metabolite.shape[0])
         probes = sub_values[n_pair_values:]
         node_in = torch.cat([conc, self.conc[cons_frames]]) if tcfg.coeff_conservation > 0 else conc
         node_out = model.homeostasis(node_in)
@@ -135,7 +144,7 @@ class Trainer:
                 step_losses.append(err.square().sum(-1).mean())
             out["prediction"] = torch.stack(step_losses).mean()
         # The regularisers are cheap once the probes are evaluated; a zero coefficient zeroes the term.
-        grid = probes[:-1].view(len(self.sub_orders), -1).abs()
+        grid = probes[:-1].view(len(self.sub_orders), self.grid_points).abs()
         out["MLP_sub_diff"] = tcfg.coeff_MLP_sub_diff * torch.linalg.vector_norm(torch.relu(grid[:, :-1] - grid[:, 1:]))
         out["MLP_node_L1"] = tcfg.coeff_MLP_node_L1 * homeo.abs().mean()
         out["MLP_sub_norm"] = tcfg.coeff_MLP_sub_norm * (probes[-1].abs() - tcfg.sub_norm_concentration).square()
@@ -166,6 +175,10 @@ class Trainer:
         while self.iteration < until and self.status == "running":
             it = self.iteration
             self.optimizer.zero_grad(set_to_none=True)
+            if self.cfg.training.lr_schedule == "cosine":
+                factor = 0.5 * (1.0 + math.cos(math.pi * it / self.total_iterations))
+                for group in self.optimizer.param_groups:
+                    group["lr"] = self.base_lrs[group["name"]] * factor
             losses = self.losses(it)
             total = losses["loss"]
             if (it % check_every == 0 or it == until - 1) and not math.isfinite(total.item()):
@@ -197,7 +210,8 @@ class Trainer:
 
     def load_state_dict(self, state: dict) -> None:
         if state["config"] != self.cfg.to_dict():
-            raise ValueError("checkpoint was written by a different config; refusing to resume from it")
+            raise CheckpointMismatch("the checkpoint was written by a different config; "
+                                     "train into another --out directory or delete the checkpoint")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.iteration, self.status, self.elapsed_s = state["iteration"], state["status"], state["elapsed_s"]
@@ -244,3 +258,97 @@ def train(cfg: Config, observed: Observed, *, checkpoint_path: str | Path | None
             trainer.save_checkpoint(checkpoint_path)
     bar.close()
     return trainer.result()
+
+
+# --------------------------------------------------------------------------------------------
+# One trial: data → train → metrics → plots → files
+
+
+@dataclass
+class TrialOutcome:
+    metrics: dict[str, float | int | str]
+    out_dir: Path
+    result: TrainResult
+
+
+def run_trial(cfg: Config, out_dir: str | Path, *, dataset: Dataset | None = None, show_progress: bool = True,
+              device: torch.device | str | None = None) -> TrialOutcome:
+    """Train one config and write everything a user needs into out_dir: the resolved config,
+    analysis.log, metrics.json, losses.csv, identifiability.txt, plots and the final checkpoint.
+    A checkpoint of the same config already in out_dir is resumed, not restarted."""
+    from metabo_tune import metrics, plots
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    if dataset is None:
+        dataset = load_or_simulate(cfg.simulation)
+    write_identifiability(dataset, out_dir / "identifiability.txt")
+
+    def progress(trainer: Trainer) -> dict[str, float]:
+        return {"R2": metrics.progress_r2(trainer.model, dataset)} if dataset.truth is not None else {}
+
+    result = train(cfg, dataset.observed, checkpoint_path=out_dir / CHECKPOINT_NAME, on_progress=progress,
+                   show_progress=show_progress, device=device)
+    values = metrics.compute_metrics(result.model, dataset, status=result.status, loss_history=result.loss_history,
+                                     training_time_s=result.training_time_s, iterations=result.iterations)
+    (out_dir / "analysis.log").write_text(metrics.format_analysis_log(values))
+    (out_dir / "metrics.json").write_text(json.dumps(values, indent=1))
+    write_loss_table(result.loss_history, out_dir / "losses.csv")
+    plots.write_trial_plots(result.model, dataset, result.loss_history, out_dir)
+    return TrialOutcome(values, out_dir, result)
+
+
+CHECKPOINT_NAME = "checkpoint.pt"
+HEADLINE_METRICS = ("rate_constants_R2", "rate_constants_R2_all", "avg_slope_ratio", "embedding_cluster_acc",
+                    "test_pearson", "final_loss", "training_time_min")
+
+
+def write_loss_table(history: dict[str, np.ndarray], path: Path, max_rows: int = 2000) -> None:
+    """Per-iteration loss components, evenly thinned to at most max_rows rows."""
+    import pandas as pd
+
+    n = len(history["loss"])
+    rows = np.unique(np.linspace(0, n - 1, min(n, max_rows)).astype(int)) if n else np.array([], dtype=int)
+    table = pd.DataFrame({"iteration": rows} | {name: values[rows] for name, values in history.items()})
+    table.to_csv(path, index=False)
+
+
+def write_identifiability(dataset: Dataset, path: Path) -> None:
+    ident = dataset.identifiability
+    lines = [f"{ident.n_identifiable} of {len(ident.identifiable)} rate constants are identifiable from S "
+             "and the substrate edges; the others cannot be determined by any data:"]
+    lines += [f"reaction {rxn}: {reason}" for rxn, reason in sorted(ident.reasons.items())]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m metabo_tune.train",
+        description="Train one config (or a search space's base config) and write its metrics and plots.")
+    parser.add_argument("config", help="run config YAML, or a search-space YAML (its `base` is trained)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one config value, e.g. --set training.learning_rate_node=5e-4 (repeatable)")
+    parser.add_argument("--out", help="output directory (default: runs/<config name>); "
+                                      "an unfinished run of the same config there is resumed")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    out_dir = Path(args.out or Path("runs") / Path(args.config).stem)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        outcome = run_trial(cfg, out_dir, show_progress=not args.quiet)
+    except (ConfigError, DataError, CheckpointMismatch) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"interrupted: the last checkpoint is in {out_dir}; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    values = outcome.metrics
+    headline = ", ".join(f"{key} {values[key]:.4g}" for key in HEADLINE_METRICS if key in values)
+    print(f"{values['status']}, {values['classification']}: {headline}; results in {outcome.out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
