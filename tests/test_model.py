@@ -1,0 +1,133 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from metabo_tune.config import GraphModelConfig, SimulationConfig
+from metabo_tune.model import Tanh, build_model
+from metabo_tune.simulate import simulate
+
+
+class ExactSubstrate(nn.Module):
+    """MLP_sub's exact counterpart c^|s|, reading the model's scaled input."""
+
+    def __init__(self, scale: torch.Tensor) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x[..., :1] * self.scale) ** x[..., 1:2]
+
+
+class ExactHomeostasis(nn.Module):
+    """MLP_node's exact counterpart −λ(a)(c − b(a)) with the type written into embedding column 0."""
+
+    def __init__(self, scale: torch.Tensor, lam: np.ndarray, base: np.ndarray) -> None:
+        super().__init__()
+        self.scale, self.lam, self.base = scale, torch.tensor(lam), torch.tensor(base)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        types = x[..., 1].round().long()
+        return (-self.lam[types] * (x[..., 0] * self.scale - self.base[types])).unsqueeze(-1)
+
+
+def exact_model(dataset):
+    """The learner with the true rate law and homeostasis plugged in, in float64."""
+    truth = dataset.truth
+    model = build_model(dataset.observed.network, GraphModelConfig(), 7.0, seed=0, log_k_init=(-2, 1)).double()
+    model.sub_mlp = ExactSubstrate(model.input_scale)
+    model.node_mlp = ExactHomeostasis(model.input_scale, truth.lambda_per_type, truth.baseline_per_type)
+    with torch.no_grad():
+        model.log_k.copy_(torch.tensor(truth.log_k))
+        model.embedding.zero_()
+        model.embedding[:, 0] = torch.tensor(truth.types, dtype=torch.float64)
+    return model
+
+
+@pytest.fixture(scope="module")
+def reference_dataset():
+    return simulate(SimulationConfig())
+
+
+@pytest.mark.parametrize("sim", [
+    SimulationConfig(n_metabolites=20, n_reactions=30, n_frames=200),
+    # half random reactions: substrate orders 2 occur, so the c^2 branch is exercised too
+    SimulationConfig(n_metabolites=15, n_reactions=24, n_frames=200, cycle_fraction=0.5, seed=3),
+])
+def test_exact_substitutes_reproduce_the_simulated_derivatives(sim):
+    dataset = simulate(sim)
+    assert sim.cycle_fraction == 1.0 or (dataset.observed.network.substrate_order == 2).any()
+    model = exact_model(dataset)
+    traj = dataset.observed.trajectory
+    with torch.no_grad():
+        pred = model(torch.tensor(traj.concentrations)).numpy()
+    np.testing.assert_allclose(pred, traj.derivatives, rtol=1e-10, atol=1e-12)
+
+
+def test_exact_substitutes_reproduce_the_reference_network(reference_dataset):
+    model = exact_model(reference_dataset)
+    traj = reference_dataset.observed.trajectory
+    with torch.no_grad():
+        pred = model(torch.tensor(traj.concentrations)).numpy()
+    assert np.abs(pred - traj.derivatives).max() < 1e-9 * np.abs(traj.derivatives).max()
+
+
+def test_substrate_function_is_evaluated_once_per_distinct_input(reference_dataset):
+    network = reference_dataset.observed.network
+    model = build_model(network, GraphModelConfig(), 1.0, seed=0, log_k_init=(-2, 1))
+    # 510 substrate edges, but metabolite 49 is in no reaction and every order is 1: 99 distinct inputs
+    assert len(network.substrate_metabolite) == 510
+    assert model.pair_metabolite.shape == (99,)
+    calls = []
+    model.sub_mlp.register_forward_hook(lambda _m, inputs, _o: calls.append(inputs[0].shape))
+    model(torch.rand(8, 100))
+    assert calls == [torch.Size([8, 99, 2])]
+
+
+def test_homeostasis_output_starts_at_zero_with_live_hidden_layers(reference_dataset):
+    model = build_model(reference_dataset.observed.network, GraphModelConfig(), 1.0, seed=0, log_k_init=(-2, 1))
+    last, first = model.node_mlp[-1], model.node_mlp[0]
+    assert torch.count_nonzero(last.weight) == 0 and torch.count_nonzero(last.bias) == 0
+    assert torch.count_nonzero(first.weight) == first.weight.numel()
+    conc = torch.rand(4, 100) * 10
+    assert torch.count_nonzero(model.homeostasis(conc)) == 0
+    # the output layer gets a gradient at once, so training can move it
+    model.homeostasis(conc).sum().backward()
+    assert torch.count_nonzero(last.weight.grad) > 0
+
+
+def test_build_is_seeded_and_leaves_the_global_rng_alone(reference_dataset):
+    network = reference_dataset.observed.network
+    torch.manual_seed(123)
+    before = torch.rand(3)
+    torch.manual_seed(123)
+    a = build_model(network, GraphModelConfig(), 1.0, seed=5, log_k_init=(-2, 1))
+    after = torch.rand(3)
+    b = build_model(network, GraphModelConfig(), 1.0, seed=5, log_k_init=(-2, 1))
+    c = build_model(network, GraphModelConfig(), 1.0, seed=6, log_k_init=(-2, 1))
+    assert torch.equal(before, after)
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(pa, pb), name
+    assert not torch.equal(a.log_k, c.log_k)
+    assert a.log_k.min() >= -2 and a.log_k.max() <= 1
+
+
+def test_parameter_groups_cover_every_parameter_once(reference_dataset):
+    model = build_model(reference_dataset.observed.network, GraphModelConfig(), 1.0, seed=0, log_k_init=(-2, 1))
+    groups = model.parameter_groups()
+    assert set(groups) == {"k", "embedding", "node", "sub"}
+    grouped = [id(p) for params in groups.values() for p in params]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters())
+    sizes = {name: sum(p.numel() for p in params) for name, params in groups.items()}
+    # the reference's homeo_rank_50 architecture: 256 + 200 + 161 + 8 577 = 9 194 parameters
+    assert sizes == {"k": 256, "embedding": 200, "node": 161, "sub": 8577}
+
+
+def test_tanh_matches_torch_in_value_and_gradient():
+    x = torch.linspace(-30, 30, 2001, dtype=torch.float64, requires_grad=True)
+    ours = Tanh()(x)
+    (grad_ours,) = torch.autograd.grad(ours.sum(), x)
+    ref = torch.tanh(x)
+    (grad_ref,) = torch.autograd.grad(ref.sum(), x)
+    torch.testing.assert_close(ours, ref, atol=1e-12, rtol=0)
+    torch.testing.assert_close(grad_ours, grad_ref, atol=1e-12, rtol=0)

@@ -1,0 +1,244 @@
+import dataclasses
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from metabo_tune import metrics
+from metabo_tune.config import config_from_dict
+from metabo_tune.metrics import parse_analysis_log
+from metabo_tune.simulate import simulate
+from metabo_tune.train import CheckpointMismatch, Trainer, main, run_trial, train
+
+SMALL_SIM = {"n_metabolites": 20, "n_reactions": 30, "n_frames": 300}
+
+
+def small_config(**training):
+    return config_from_dict({
+        "simulation": SMALL_SIM,
+        "graph_model": {"hidden_dim_sub": 16, "n_layers_sub": 3, "hidden_dim_node": 16},
+        "training": {"data_augmentation_loop": 20, "learning_rate_k": 5e-3, "learning_rate_sub": 5e-3,
+                     "learning_rate_node": 1e-3, "coeff_MLP_sub_norm": 1.0, "coeff_MLP_sub_diff": 6,
+                     "coeff_MLP_node_L1": 1.0, "coeff_k_floor": 1.0, "seed": 3} | training,
+    })
+
+
+@pytest.fixture(scope="module")
+def small_dataset():
+    return simulate(small_config().simulation)
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("METABO_TUNE_CACHE", str(tmp_path / "cache"))
+
+
+def evaluate(result, dataset):
+    return metrics.compute_metrics(result.model, dataset, status=result.status, loss_history=result.loss_history,
+                                   training_time_s=0.0, iterations=result.iterations)
+
+
+# -- learning -------------------------------------------------------------------------------------
+
+
+def test_training_recovers_rate_constants_on_a_small_network():
+    """20 metabolites, 30 mass-action reactions (28 identifiable), 500 frames; 7 500 iterations."""
+    cfg = config_from_dict({
+        "simulation": {"n_metabolites": 20, "n_reactions": 30, "n_frames": 500},
+        "graph_model": {"hidden_dim_sub": 32, "n_layers_sub": 3},
+        "training": {"data_augmentation_loop": 600, "learning_rate_k": 5e-3, "learning_rate_sub": 5e-3,
+                     "learning_rate_node": 1e-3, "coeff_MLP_sub_norm": 1.0, "coeff_MLP_sub_diff": 6,
+                     "coeff_MLP_node_L1": 1.0, "lr_schedule": "cosine", "seed": 2},
+    })
+    dataset = simulate(cfg.simulation)
+    result = train(cfg, dataset.observed, show_progress=False)
+    values = evaluate(result, dataset)
+    assert result.status == "completed" and result.iterations == 7500
+    assert values["n_identifiable"] == 28
+    assert values["rate_constants_R2"] > 0.95
+    assert values["log_k_rmse"] < 0.15  # close to the identity line, not just correlated
+    assert values["n_outliers"] == 0
+
+
+def test_homeostasis_and_embeddings_are_learned_without_reactions():
+    """One empty reaction, so dc/dt is pure homeostasis: MLP_node and the embeddings must find the two
+    types and their slopes. The conservation loss is off: here the prediction loss sees h directly."""
+    cfg = config_from_dict({
+        "simulation": {"n_metabolites": 20, "n_reactions": 1, "n_frames": 500,
+                       "homeostatic_lambda_per_type": [0.01, 0.02]},
+        "graph_model": {"hidden_dim_sub": 8, "n_layers_sub": 2, "hidden_dim_node": 32, "n_layers_node": 2},
+        "training": {"data_augmentation_loop": 800, "learning_rate_node": 5e-3, "learning_rate_embedding": 5e-3,
+                     "lr_schedule": "cosine", "coeff_conservation": 0.0, "seed": 2},
+    })
+    dataset = simulate(cfg.simulation)
+    result = train(cfg, dataset.observed, show_progress=False)
+    values = evaluate(result, dataset)
+    for t in (0, 1):
+        assert 0.8 <= values[f"MLP_node_slope_ratio_{t}"] <= 1.2
+    assert 0.8 <= values["avg_slope_ratio"] <= 1.2
+    assert values["embedding_cluster_acc"] == 1.0
+    assert values["embedding_n_clusters"] == 2
+
+
+# -- determinism, resume, divergence ---------------------------------------------------------------
+
+
+def test_same_config_and_seed_give_identical_metrics(small_dataset):
+    cfg = small_config()
+    first = evaluate(train(cfg, small_dataset.observed, show_progress=False), small_dataset)
+    second = evaluate(train(cfg, small_dataset.observed, show_progress=False), small_dataset)
+    other = evaluate(train(small_config(seed=4), small_dataset.observed, show_progress=False), small_dataset)
+    assert json.dumps(first) == json.dumps(second)
+    assert first["final_loss"] != other["final_loss"]
+
+
+def test_a_resumed_run_equals_an_uninterrupted_one(small_dataset, tmp_path):
+    cfg = small_config(data_augmentation_loop=200, lr_schedule="cosine", coeff_conservation=10.0)
+    straight = Trainer(cfg, small_dataset.observed)
+    straight.run()
+    interrupted = Trainer(cfg, small_dataset.observed)
+    interrupted.run(until=1234)  # not a multiple of the sampling chunk
+    interrupted.save_checkpoint(tmp_path / "ckpt.pt")
+    resumed = Trainer(cfg, small_dataset.observed)
+    resumed.load_checkpoint(tmp_path / "ckpt.pt")
+    assert resumed.iteration == 1234
+    resumed.run()
+    assert resumed.status == straight.status == "completed"
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert torch.equal(straight.history, resumed.history)
+
+
+def test_train_resumes_from_its_checkpoint_file(small_dataset, tmp_path):
+    cfg = small_config(data_augmentation_loop=200)
+    path = tmp_path / "ckpt.pt"
+    partial = Trainer(cfg, small_dataset.observed)
+    partial.run(until=700)
+    partial.save_checkpoint(path)
+    resumed = train(cfg, small_dataset.observed, checkpoint_path=path, show_progress=False)
+    straight = train(cfg, small_dataset.observed, show_progress=False)
+    assert resumed.iterations == straight.iterations == 1500
+    np.testing.assert_array_equal(resumed.loss_history["loss"], straight.loss_history["loss"])
+    with pytest.raises(CheckpointMismatch):
+        other = small_config(data_augmentation_loop=200, seed=9)
+        train(other, small_dataset.observed, checkpoint_path=path, show_progress=False)
+
+
+def test_divergence_is_a_result_not_a_crash(small_dataset, tmp_path):
+    cfg = small_config(learning_rate_k=50.0, learning_rate_sub=1.0)
+    outcome = run_trial(cfg, tmp_path / "run", dataset=small_dataset, show_progress=False)
+    assert outcome.result.status == "diverged"
+    assert outcome.result.iterations < outcome.result.total_iterations
+    assert outcome.metrics["status"] == "diverged" and outcome.metrics["classification"] == "failed"
+    assert np.isfinite(outcome.result.model.log_k.detach().numpy()).all()
+    assert (tmp_path / "run" / "analysis.log").is_file()
+
+
+def test_one_torch_thread_by_default(small_dataset):
+    torch.set_num_threads(2)
+    train(small_config(data_augmentation_loop=1), small_dataset.observed, show_progress=False)
+    assert torch.get_num_threads() == 1
+
+
+# -- ground truth stays out of training -----------------------------------------------------------
+
+
+class GuardedTruth:
+    """Wraps the truth and fails the test if any module but metrics/plots reads an attribute."""
+
+    ALLOWED = frozenset({"metabo_tune.metrics", "metabo_tune.plots"})
+
+    def __init__(self, truth):
+        self.__dict__["_truth"], self.__dict__["readers"] = truth, set()
+
+    def __getattr__(self, name):
+        reader = sys._getframe(1).f_globals.get("__name__")
+        if reader not in self.ALLOWED:
+            raise AssertionError(f"ground truth '{name}' read by {reader}")
+        self.readers.add(reader)
+        return getattr(self._truth, name)
+
+
+def test_ground_truth_is_read_only_by_metrics_and_plots(small_dataset, tmp_path):
+    guarded = GuardedTruth(small_dataset.truth)
+    with pytest.raises(AssertionError, match="read by"):
+        _ = guarded.log_k  # the guard does fire for anyone else (here: this test module)
+    dataset = dataclasses.replace(small_dataset, truth=guarded)
+    outcome = run_trial(small_config(), tmp_path / "run", dataset=dataset, show_progress=True)
+    assert outcome.metrics["classification"] != "unknown"  # the metrics did see the truth
+    assert guarded.readers == {"metabo_tune.metrics", "metabo_tune.plots"}
+
+
+def test_observed_data_carry_no_truth(small_dataset):
+    observed = small_dataset.observed
+    fields = {f.name for f in dataclasses.fields(observed)} | {f.name for f in dataclasses.fields(observed.network)}
+    fields |= {f.name for f in dataclasses.fields(observed.trajectory)}
+    assert not fields & {"log_k", "types", "lambda_per_type", "baseline_per_type", "truth"}
+
+
+# -- the command ----------------------------------------------------------------------------------
+
+
+def write_config(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+SMALL_YAML = """
+simulation: {n_metabolites: 20, n_reactions: 30, n_frames: 300}
+graph_model: {hidden_dim_sub: 16, n_layers_sub: 3}
+training: {data_augmentation_loop: 20, learning_rate_k: 0.005, coeff_MLP_sub_norm: 1.0, seed: 3}
+"""
+
+
+def test_command_writes_every_output_and_resumes_a_finished_run(tmp_path, capsys):
+    config = write_config(tmp_path / "small.yaml", SMALL_YAML)
+    out = tmp_path / "out"
+    assert main([config, "--out", str(out), "--quiet", "--set", "training.learning_rate_node=5e-4"]) == 0
+    expected = {"config.yaml", "analysis.log", "metrics.json", "losses.csv", "identifiability.txt", "checkpoint.pt",
+                "mlp_sub.png", "mlp_node.png", "rate_constants.png", "embeddings.png", "loss.png"}
+    assert expected <= {p.name for p in out.iterdir()}
+    logged = parse_analysis_log((out / "analysis.log").read_text())
+    stored = json.loads((out / "metrics.json").read_text())
+    assert logged["rate_constants_R2"] == pytest.approx(stored["rate_constants_R2"], abs=1e-4)
+    assert "learning_rate_node: 0.0005" in (out / "config.yaml").read_text()
+    assert "reaction" in (out / "identifiability.txt").read_text()
+    first = capsys.readouterr().out
+    assert "completed" in first and str(out) in first
+    # a second run of the same command finds the finished checkpoint and reports the same figures
+    assert main([config, "--out", str(out), "--quiet", "--set", "training.learning_rate_node=5e-4"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["rate_constants_R2"] == stored["rate_constants_R2"]
+
+
+@pytest.mark.parametrize(("yaml_text", "expected"), [
+    ("training: {learing_rate_k: 0.01}", "did you mean 'learning_rate_k'"),
+    ("training: {learning_rate_k: -0.01}", "training.learning_rate_k"),
+])
+def test_bad_config_gives_one_line_and_exit_code_2(tmp_path, capsys, yaml_text, expected):
+    config = write_config(tmp_path / "bad.yaml", yaml_text)
+    assert main([config, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert expected in err and "bad.yaml" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_file_and_other_checkpoint_exit_2(tmp_path, capsys):
+    assert main([str(tmp_path / "nope.yaml")]) == 2
+    assert "no such config file" in capsys.readouterr().err
+    config = write_config(tmp_path / "small.yaml", SMALL_YAML)
+    out = str(tmp_path / "out")
+    assert main([config, "--out", out, "--quiet", "--set", "training.data_augmentation_loop=1"]) == 0
+    assert main([config, "--out", out, "--quiet", "--set", "training.seed=8"]) == 2
+    assert "different config" in capsys.readouterr().err
+
+
+def test_command_line_exit_code_from_a_real_process(tmp_path):
+    config = write_config(tmp_path / "bad.yaml", "training: {batch_size: eight}")
+    proc = subprocess.run([sys.executable, "-m", "metabo_tune.train", config], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "training.batch_size" in proc.stderr
