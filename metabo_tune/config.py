@@ -8,6 +8,7 @@ warning; anything else unknown is an error that names the file, the key and the 
 from __future__ import annotations
 
 import difflib
+import re
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -254,6 +255,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str = "--set") -> dict[str, Any]:
     """Apply `section.key=value` strings; values are parsed as YAML scalars (5e-4, true, [1, 2])."""
     result = {key: dict(value) if isinstance(value, dict) else value for key, value in raw.items()}
+    for section in _SECTIONS:
+        if section in result and result[section] is None:
+            result[section] = {}
     for item in overrides:
         dotted, sep, text = item.partition("=")
         parts = dotted.strip().split(".")
@@ -264,6 +268,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str = "--
             value = yaml.safe_load(text)
         except yaml.YAMLError:
             raise ConfigError(f"{source} '{item}': value is not valid YAML") from None
+        value = _number_or_text(value)
         target = result.setdefault(section, {})
         if not isinstance(target, dict):
             raise ConfigError(f"{source} '{item}': '{section}' is not a section")
@@ -271,10 +276,21 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str = "--
     return result
 
 
+_SCIENTIFIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
+def _number_or_text(value: Any) -> Any:
+    """YAML 1.1 reads 5e-4 (no dot) as text; on the command line it is meant as a number."""
+    return float(value) if isinstance(value, str) and _SCIENTIFIC.match(value) else value
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Load a run config, or the `base` config of a search-space file, with `--set` overrides."""
     raw = read_yaml(path)
     if isinstance(raw, dict) and "base" in raw:
         raw = raw["base"] or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (simulation, graph_model, training), "
+                          f"got {type(raw).__name__}")
     raw = apply_overrides(raw, overrides or [])
     return config_from_dict(raw, source=str(path))

@@ -1,0 +1,513 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from metabo_tune.config import Config, GraphModelConfig, SimulationConfig, TrainingConfig
+from metabo_tune.simulate import (
+    DataError,
+    Dataset,
+    Network,
+    analyse_identifiability,
+    generate_network,
+    generate_truth,
+    left_null_space,
+    load_npy_dataset,
+    load_or_simulate,
+    rate_law_rhs,
+    save_npy_dataset,
+    simulate,
+    simulation_key,
+)
+
+SMALL = SimulationConfig(n_metabolites=20, n_reactions=30, n_frames=300)
+SHARED_SAME = [(11, 189), (22, 115), (23, 128), (44, 193), (68, 163), (169, 184)]
+SHARED_OPPOSITE = [(70, 217), (116, 120)]
+
+
+@pytest.fixture(scope="module")
+def reference() -> Dataset:
+    """The default SimulationConfig(): the reference's 100-metabolite, 256-reaction network (≈2 s)."""
+    return simulate(SimulationConfig())
+
+
+@pytest.fixture(scope="module")
+def small() -> Dataset:
+    return simulate(SMALL)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    path = tmp_path / "cache"
+    monkeypatch.setenv("METABO_TUNE_CACHE", str(path))
+    return path
+
+
+def edges(network) -> set[tuple[int, int, int]]:
+    triples = zip(network.substrate_metabolite, network.substrate_reaction, network.substrate_order, strict=True)
+    return {(int(m), int(r), int(s)) for m, r, s in triples}
+
+
+def one_line_data_error(*args) -> str:
+    with pytest.raises(DataError) as info:
+        load_npy_dataset(*args)
+    message = str(info.value)
+    assert "\n" not in message, message
+    return message
+
+
+# --------------------------------------------------------------------------------------------
+# The reference network (seed 42)
+
+
+def test_reference_has_85_cycles_of_order_one_substrate_edges(reference):
+    net = reference.observed.network
+    assert len(net.substrate_metabolite) == len(net.substrate_reaction) == len(net.substrate_order) == 510
+    assert set(net.substrate_order.tolist()) == {1}
+    counts = np.bincount(net.substrate_reaction, minlength=256)
+    assert (counts[:255] == 2).all()
+    assert counts[255] == 0
+
+
+def test_reference_reaction_255_is_empty(reference):
+    net = reference.observed.network
+    assert net.stoichiometry.shape == (100, 256)
+    assert not net.stoichiometry[:, 255].any()
+    assert 255 not in net.substrate_reaction
+    assert np.flatnonzero(~net.stoichiometry.any(axis=0)).tolist() == [255]
+
+
+def test_reference_metabolite_49_is_in_no_reaction(reference):
+    net = reference.observed.network
+    assert np.flatnonzero(~net.stoichiometry.any(axis=1)).tolist() == [49]
+    assert 49 not in net.substrate_metabolite
+
+
+def test_reference_columns_hold_one_minus_one_and_one_plus_one(reference):
+    stoich = reference.observed.network.stoichiometry[:, :255]
+    assert ((stoich == -1).sum(axis=0) == 1).all()
+    assert ((stoich == 1).sum(axis=0) == 1).all()
+    assert ((stoich != 0).sum(axis=0) == 2).all()
+
+
+def test_reference_substrates_are_food_and_catalyst_of_each_column(reference):
+    net = reference.observed.network
+    stoich = net.stoichiometry
+    for rxn in (0, 100, 254):
+        subs = set(net.substrate_metabolite[net.substrate_reaction == rxn].tolist())
+        assert subs == set(np.flatnonzero(stoich[:, rxn]).tolist())
+
+
+def test_reference_rank_is_98(reference):
+    assert np.linalg.matrix_rank(reference.observed.network.stoichiometry) == 98
+
+
+def test_reference_left_null_space_is_ones_and_e49(reference):
+    stoich = reference.observed.network.stoichiometry
+    basis = left_null_space(stoich)
+    assert basis.shape == (100, 2)
+    np.testing.assert_allclose(basis.T @ stoich, 0, atol=1e-12)
+    projector = basis @ basis.T
+    ones, e49 = np.ones(100), np.eye(100)[49]
+    np.testing.assert_allclose(projector @ ones, ones, atol=1e-12)
+    np.testing.assert_allclose(projector @ e49, e49, atol=1e-12)
+
+
+def test_reference_has_239_identifiable_reactions(reference):
+    ident = reference.identifiability
+    assert ident.n_identifiable == 239
+    expected = {255} | {r for pair in SHARED_SAME + SHARED_OPPOSITE for r in pair}
+    assert set(np.flatnonzero(~ident.identifiable).tolist()) == expected
+    assert set(ident.reasons) == expected
+
+
+def test_reference_reasons_say_sum_for_same_and_difference_for_opposite(reference):
+    reasons = reference.identifiability.reasons
+    assert "column of S is zero" in reasons[255]
+    for a, b in SHARED_SAME:
+        assert "sum" in reasons[a] and "sum" in reasons[b]
+        assert f"reaction {b}" in reasons[a]
+    for a, b in SHARED_OPPOSITE:
+        assert "difference" in reasons[a] and "difference" in reasons[b]
+        assert f"reaction {a}" in reasons[b]
+
+
+def test_reference_combinations_give_sum_and_difference(reference):
+    combos = reference.identifiability.combinations
+    assert ((11, 189), (1.0, 1.0)) in combos
+    assert ((70, 217), (1.0, -1.0)) in combos
+    assert len(combos) == 8
+    assert {pair for pair, _ in combos} == set(SHARED_SAME + SHARED_OPPOSITE)
+
+
+def test_identifiability_is_a_function_of_the_network_alone(reference):
+    again = analyse_identifiability(generate_network(SimulationConfig()))
+    assert np.array_equal(again.identifiable, reference.identifiability.identifiable)
+    assert again.combinations == reference.identifiability.combinations
+
+
+# --------------------------------------------------------------------------------------------
+# The trajectory
+
+
+def test_reference_trajectory_has_n_frames_plus_one_frames(reference):
+    traj = reference.observed.trajectory
+    assert traj.concentrations.shape == traj.derivatives.shape == (2881, 100)
+    assert traj.n_frames == 2881
+    assert traj.delta_t == 0.1
+
+
+def test_derivatives_are_the_ode_right_hand_side(reference):
+    net, truth = reference.observed.network, reference.truth
+    c, y = reference.observed.trajectory.concentrations, reference.observed.trajectory.derivatives
+    assert np.abs(rate_law_rhs(c, net, truth.log_k, truth.homeostasis(c)) - y).max() < 1e-12
+
+
+def test_rate_law_is_mass_action_k_times_food_times_catalyst(reference):
+    net, truth = reference.observed.network, reference.truth
+    c = reference.observed.trajectory.concentrations[0]
+    no_homeostasis = np.zeros(100)
+    food, cat = np.flatnonzero(net.stoichiometry[:, 0] == -1)[0], np.flatnonzero(net.stoichiometry[:, 0] == 1)[0]
+    single = Network(net.stoichiometry[:, :1], np.array([food, cat]), np.array([0, 0]), np.array([1, 1]))
+    y = rate_law_rhs(c, single, truth.log_k[:1], no_homeostasis)
+    v = 10 ** truth.log_k[0] * c[food] * c[cat]
+    assert y[food] == pytest.approx(-v, rel=1e-12)
+    assert y[cat] == pytest.approx(v, rel=1e-12)
+
+
+def test_each_step_is_clamped_explicit_euler(reference):
+    traj = reference.observed.trajectory
+    c, y = traj.concentrations, traj.derivatives
+    assert np.array_equal(c[1:], np.maximum(c[:-1] + 0.1 * y[:-1], 0.0))
+
+
+def test_total_derivative_equals_total_homeostasis(reference):
+    c, y = reference.observed.trajectory.concentrations, reference.observed.trajectory.derivatives
+    h = reference.truth.homeostasis(c)
+    assert np.abs(y.sum(axis=1) - h.sum(axis=1)).max() < 1e-10
+
+
+def test_metabolite_49_follows_pure_homeostasis(reference):
+    c, y = reference.observed.trajectory.concentrations, reference.observed.trajectory.derivatives
+    h = reference.truth.homeostasis(c)
+    assert np.array_equal(y[:, 49], h[:, 49])
+    assert reference.truth.types[49] == 0
+    np.testing.assert_allclose(y[:, 49], -0.001 * (c[:, 49] - 4.0), rtol=0, atol=1e-15)
+
+
+def test_concentrations_are_never_negative(reference):
+    assert reference.observed.trajectory.concentrations.min() >= 0.0
+    assert reference.heldout.concentrations.min() >= 0.0
+
+
+def test_heldout_starts_elsewhere_with_the_same_dynamics(reference):
+    train, heldout = reference.observed.trajectory, reference.heldout
+    assert heldout.concentrations.shape == (2881, 100)
+    assert not np.allclose(heldout.concentrations[0], train.concentrations[0])
+    net, truth = reference.observed.network, reference.truth
+    c = heldout.concentrations
+    assert np.abs(rate_law_rhs(c, net, truth.log_k, truth.homeostasis(c)) - heldout.derivatives).max() < 1e-12
+    assert np.array_equal(c[1:], np.maximum(c[:-1] + 0.1 * heldout.derivatives[:-1], 0.0))
+
+
+def test_reference_truth_follows_the_config(reference):
+    truth = reference.truth
+    assert truth.log_k.shape == (256,)
+    assert truth.types.tolist() == [0] * 50 + [1] * 50
+    assert truth.lambda_per_type.tolist() == [0.001, 0.002]
+    assert truth.baseline_per_type.tolist() == [4.0, 6.0]
+    assert reference.source == "simulated"
+
+
+# --------------------------------------------------------------------------------------------
+# Determinism and independence from the learner
+
+
+def test_simulation_is_deterministic(small):
+    again = simulate(SMALL)
+    assert np.array_equal(again.observed.trajectory.concentrations, small.observed.trajectory.concentrations)
+    assert np.array_equal(again.observed.trajectory.derivatives, small.observed.trajectory.derivatives)
+    assert np.array_equal(again.heldout.concentrations, small.heldout.concentrations)
+    assert np.array_equal(again.observed.network.stoichiometry, small.observed.network.stoichiometry)
+    assert np.array_equal(again.truth.log_k, small.truth.log_k)
+
+
+def test_learner_settings_do_not_change_the_simulation_key():
+    a = Config(simulation=SMALL)
+    b = Config(simulation=SMALL, graph_model=GraphModelConfig(hidden_dim_sub=128, n_layers_sub=3, hidden_dim_node=64),
+               training=TrainingConfig(batch_size=32, seed=1, learning_rate_k=1e-2))
+    assert simulation_key(a.simulation) == simulation_key(b.simulation)
+
+
+def test_data_dir_is_not_part_of_the_simulation_key():
+    assert simulation_key(SMALL) == simulation_key(SMALL.model_copy(update={"data_dir": "/elsewhere"}))
+
+
+@pytest.mark.parametrize(
+    "change", [{"seed": 43}, {"delta_t": 0.05}, {"n_frames": 301}, {"log_k_max": -0.5}, {"cycle_fraction": 0.5}]
+)
+def test_simulation_key_changes_with_any_simulation_value(change):
+    changed = SimulationConfig(**{**SMALL.model_dump(), **change})
+    assert simulation_key(changed) != simulation_key(SMALL)
+
+
+def test_another_seed_gives_other_data(small):
+    other = simulate(SMALL.model_copy(update={"seed": 43}))
+    assert not np.array_equal(other.observed.network.stoichiometry, small.observed.network.stoichiometry)
+    assert not np.array_equal(other.truth.log_k, small.truth.log_k)
+    assert not np.allclose(other.observed.trajectory.concentrations[0], small.observed.trajectory.concentrations[0])
+
+
+def test_truth_draws_stay_within_the_configured_ranges():
+    cfg = SimulationConfig(n_metabolites=50, n_reactions=300, n_frames=10, log_k_min=-3.0, log_k_max=0.5,
+                           concentration_min=2.0, concentration_max=3.0)
+    ds = simulate(cfg)
+    log_k = ds.truth.log_k
+    assert log_k.min() >= -3.0 and log_k.max() <= 0.5
+    assert log_k.max() - log_k.min() > 2.5  # the draws actually span the range
+    for c0 in (ds.observed.trajectory.concentrations[0], ds.heldout.concentrations[0]):
+        assert c0.min() >= 2.0 and c0.max() <= 3.0
+
+
+@pytest.mark.parametrize(("n", "n_types", "expected"), [
+    (100, 2, [50, 50]),
+    (10, 3, [3, 3, 4]),
+    (7, 1, [7]),
+])
+def test_types_are_contiguous_blocks(n, n_types, expected):
+    cfg = SimulationConfig(n_metabolites=n, n_metabolite_types=n_types,
+                           homeostatic_lambda_per_type=[0.001] * n_types,
+                           homeostatic_baseline_per_type=[5.0] * n_types)
+    types = generate_truth(cfg).types
+    assert (np.diff(types) >= 0).all()
+    assert np.bincount(types).tolist() == expected
+
+
+# --------------------------------------------------------------------------------------------
+# Random (non-cycle) reactions
+
+
+@pytest.mark.parametrize(("n_met", "n_rxn", "fraction"), [(12, 10, 0.5), (12, 40, 0.25), (8, 20, 0.0)])
+def test_random_reactions_conserve_mass_and_have_orders_one_or_two(n_met, n_rxn, fraction):
+    cfg = SimulationConfig(n_metabolites=n_met, n_reactions=n_rxn, cycle_fraction=fraction)
+    net = generate_network(cfg)
+    assert net.stoichiometry.shape == (n_met, n_rxn)
+    np.testing.assert_array_equal(net.stoichiometry.sum(axis=0), 0)
+    assert set(net.substrate_order.tolist()) <= {1, 2}
+    first_random = int(n_rxn * fraction)
+    counts = np.bincount(net.substrate_reaction, minlength=n_rxn)[first_random:]
+    assert counts.min() >= 1 and counts.max() <= 3
+
+
+def test_random_reaction_substrates_are_consumed_by_their_order():
+    net = generate_network(SimulationConfig(n_metabolites=12, n_reactions=40, cycle_fraction=0.25))
+    random = net.substrate_reaction >= 10
+    assert set(net.substrate_order[random].tolist()) == {1, 2}  # both orders occur for this seed
+    consumed = net.stoichiometry[net.substrate_metabolite[random], net.substrate_reaction[random]]
+    np.testing.assert_array_equal(consumed, -net.substrate_order[random])
+    assert (net.stoichiometry[:, 10:] != 0).sum(axis=0).max() <= 4  # max_metabolites_per_reaction
+
+
+def test_reactions_between_cycles_and_random_block_are_empty():
+    # int(10 · 0.5) = 5 cycle slots hold one 3-cycle (reactions 0–2); 3 and 4 stay empty as in the reference.
+    net = generate_network(SimulationConfig(n_metabolites=12, n_reactions=10, cycle_fraction=0.5))
+    assert np.flatnonzero(~net.stoichiometry.any(axis=0)).tolist() == [3, 4]
+
+
+def test_random_reaction_dynamics_match_mass_action():
+    ds = simulate(SimulationConfig(n_metabolites=12, n_reactions=10, cycle_fraction=0.5, n_frames=50))
+    c, y = ds.observed.trajectory.concentrations, ds.observed.trajectory.derivatives
+    rhs = rate_law_rhs(c, ds.observed.network, ds.truth.log_k, ds.truth.homeostasis(c))
+    assert np.abs(rhs - y).max() < 1e-12
+    assert np.abs(y.sum(axis=1) - ds.truth.homeostasis(c).sum(axis=1)).max() < 1e-10
+
+
+# --------------------------------------------------------------------------------------------
+# The on-disk cache
+
+
+def test_load_or_simulate_writes_one_cache_file_and_reloads_it(cache, small):
+    first = load_or_simulate(SMALL)
+    files = list(cache.iterdir())
+    assert [f.name for f in files] == [f"simulation-{simulation_key(SMALL)}.npz"]
+    assert first.source == "simulated"
+    second = load_or_simulate(SMALL)
+    assert second.source == f"cache:{files[0].name}"
+    assert list(cache.iterdir()) == files
+    for ds in (first, second):
+        assert np.array_equal(ds.observed.trajectory.concentrations, small.observed.trajectory.concentrations)
+        assert np.array_equal(ds.observed.trajectory.derivatives, small.observed.trajectory.derivatives)
+        assert np.array_equal(ds.heldout.concentrations, small.heldout.concentrations)
+        assert np.array_equal(ds.observed.network.stoichiometry, small.observed.network.stoichiometry)
+        assert np.array_equal(ds.observed.network.substrate_order, small.observed.network.substrate_order)
+        assert np.array_equal(ds.truth.log_k, small.truth.log_k)
+        assert np.array_equal(ds.truth.types, small.truth.types)
+        assert np.array_equal(ds.identifiability.identifiable, small.identifiability.identifiable)
+        assert ds.identifiability.combinations == small.identifiability.combinations
+
+
+def test_cache_is_read_not_recomputed(cache):
+    load_or_simulate(SMALL)
+    path = next(cache.iterdir())
+    with np.load(path) as stored:
+        arrays = {k: stored[k] for k in stored.files}
+    arrays["log_k"] = arrays["log_k"] + 1.0  # a marker only a cache read can return
+    np.savez(path, **arrays)
+    assert np.array_equal(load_or_simulate(SMALL).truth.log_k, arrays["log_k"])
+
+
+def test_use_cache_false_writes_nothing(cache):
+    ds = load_or_simulate(SMALL, use_cache=False)
+    assert ds.source == "simulated"
+    assert not cache.exists()
+
+
+def test_changed_simulation_value_gets_its_own_cache_file(cache):
+    load_or_simulate(SMALL)
+    load_or_simulate(SMALL.model_copy(update={"seed": 7}))
+    assert len(list(cache.iterdir())) == 2
+
+
+# --------------------------------------------------------------------------------------------
+# User data in the NPY layout
+
+
+@pytest.fixture
+def npy_dir(tmp_path, small):
+    directory = tmp_path / "data"
+    save_npy_dataset(small, directory)
+    return directory
+
+
+def test_npy_round_trip_keeps_arrays_truth_and_identifiability(npy_dir, small):
+    loaded = load_npy_dataset(npy_dir, 0.1)
+    assert loaded.source == f"npy:{npy_dir}"
+    assert np.array_equal(loaded.observed.trajectory.concentrations, small.observed.trajectory.concentrations)
+    assert np.array_equal(loaded.observed.trajectory.derivatives, small.observed.trajectory.derivatives)
+    assert np.array_equal(loaded.observed.network.stoichiometry, small.observed.network.stoichiometry)
+    assert edges(loaded.observed.network) == edges(small.observed.network)
+    assert np.array_equal(loaded.heldout.concentrations, small.heldout.concentrations)
+    assert np.array_equal(loaded.heldout.derivatives, small.heldout.derivatives)
+    assert loaded.truth is not None
+    assert np.array_equal(loaded.truth.log_k, small.truth.log_k)
+    assert np.array_equal(loaded.truth.types, small.truth.types)
+    assert np.array_equal(loaded.truth.lambda_per_type, small.truth.lambda_per_type)
+    assert np.array_equal(loaded.truth.baseline_per_type, small.truth.baseline_per_type)
+    assert np.array_equal(loaded.identifiability.identifiable, small.identifiability.identifiable)
+    assert loaded.identifiability.combinations == small.identifiability.combinations
+    assert loaded.identifiability.n_identifiable == 28  # (5, 29) share substrates in opposite directions
+
+
+def test_npy_loaded_network_gives_the_same_dynamics(npy_dir, small):
+    loaded = load_npy_dataset(npy_dir, 0.1)
+    c = small.observed.trajectory.concentrations
+    rhs = rate_law_rhs(c, loaded.observed.network, small.truth.log_k, small.truth.homeostasis(c))
+    assert np.abs(rhs - small.observed.trajectory.derivatives).max() < 1e-12
+
+
+def test_npy_without_truth_files_has_no_truth(npy_dir):
+    for path in npy_dir.glob("truth_*.npy"):
+        path.unlink()
+    loaded = load_npy_dataset(npy_dir, 0.1)
+    assert loaded.truth is None
+    assert loaded.observed.trajectory.concentrations.shape == (301, 20)
+
+
+def test_npy_without_heldout_files_has_no_heldout(npy_dir):
+    for path in npy_dir.glob("heldout_*.npy"):
+        path.unlink()
+    assert load_npy_dataset(npy_dir, 0.1).heldout is None
+
+
+def test_load_or_simulate_uses_user_data(cache, npy_dir, small):
+    ds = load_or_simulate(SimulationConfig(data_dir=str(npy_dir), delta_t=0.25))
+    assert ds.source == f"npy:{npy_dir}"
+    assert ds.observed.trajectory.delta_t == 0.25
+    assert np.array_equal(ds.observed.trajectory.concentrations, small.observed.trajectory.concentrations)
+    assert not cache.exists()
+
+
+def test_missing_required_file_is_a_data_error(npy_dir):
+    (npy_dir / "derivatives.npy").unlink()
+    message = one_line_data_error(npy_dir, 0.1)
+    assert str(npy_dir / "derivatives.npy") in message
+    assert "missing" in message
+
+
+def test_wrong_ndim_is_a_data_error(npy_dir):
+    np.save(npy_dir / "concentrations.npy", np.ones(5))
+    message = one_line_data_error(npy_dir, 0.1)
+    assert str(npy_dir / "concentrations.npy") in message
+    assert "expected 2-D" in message and "(5,)" in message
+
+
+def test_derivatives_of_another_shape_are_a_data_error(npy_dir):
+    np.save(npy_dir / "derivatives.npy", np.ones((5, 20)))
+    message = one_line_data_error(npy_dir, 0.1)
+    assert str(npy_dir / "derivatives.npy") in message
+    assert "(5, 20)" in message and "(301, 20)" in message
+
+
+def test_stoichiometry_rows_not_matching_metabolites_is_a_data_error(npy_dir):
+    np.save(npy_dir / "stoichiometry.npy", np.zeros((19, 30)))
+    message = one_line_data_error(npy_dir, 0.1)
+    assert str(npy_dir / "stoichiometry.npy") in message
+    assert "19 rows, expected 20" in message
+
+
+def test_substrate_orders_of_another_shape_are_a_data_error(npy_dir):
+    np.save(npy_dir / "substrate_orders.npy", np.zeros((20, 29), dtype=np.int64))
+    assert str(npy_dir / "substrate_orders.npy") in one_line_data_error(npy_dir, 0.1)
+
+
+def test_nan_in_concentrations_is_counted_and_located(npy_dir, small):
+    conc = small.observed.trajectory.concentrations.copy()
+    conc[3, 4] = np.nan
+    conc[7, 1] = np.inf
+    np.save(npy_dir / "concentrations.npy", conc)
+    message = one_line_data_error(npy_dir, 0.1)
+    assert str(npy_dir / "concentrations.npy") in message
+    assert "2 non-finite values" in message
+    assert "(3, 4)" in message
+
+
+@pytest.mark.parametrize("bad", [-1, 0.5])
+def test_negative_or_fractional_substrate_orders_are_a_data_error(npy_dir, bad):
+    orders = np.load(npy_dir / "substrate_orders.npy").astype(float)
+    orders[0, 0] = bad
+    np.save(npy_dir / "substrate_orders.npy", orders)
+    message = one_line_data_error(npy_dir, 0.1)
+    assert str(npy_dir / "substrate_orders.npy") in message
+    assert "non-negative integers" in message
+
+
+def test_partial_truth_files_are_a_data_error(npy_dir):
+    for name in ("truth_types.npy", "truth_lambda.npy", "truth_baseline.npy"):
+        (npy_dir / name).unlink()
+    message = one_line_data_error(npy_dir, 0.1)
+    assert str(npy_dir) in message
+    assert "truth_baseline.npy, truth_lambda.npy, truth_types.npy" in message
+
+
+def test_heldout_concentrations_without_derivatives_is_a_data_error(npy_dir):
+    (npy_dir / "heldout_derivatives.npy").unlink()
+    assert str(npy_dir / "heldout_derivatives.npy") in one_line_data_error(npy_dir, 0.1)
+
+
+def test_too_few_frames_is_a_data_error(npy_dir, small):
+    np.save(npy_dir / "concentrations.npy", small.observed.trajectory.concentrations[:2])
+    np.save(npy_dir / "derivatives.npy", small.observed.trajectory.derivatives[:2])
+    assert "at least 3 frames" in one_line_data_error(npy_dir, 0.1)
+
+
+def test_missing_directory_is_a_data_error(tmp_path):
+    missing = tmp_path / "nowhere"
+    message = one_line_data_error(missing, 0.1)
+    assert str(missing) in message
+    assert "does not exist" in message
+
+
+def test_load_or_simulate_with_missing_data_dir_is_a_data_error(cache, tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_or_simulate(SimulationConfig(data_dir=str(tmp_path / "nowhere")))
+    assert not cache.exists()
