@@ -118,18 +118,27 @@ def _plot_loss(ax: Axes, loss_history: dict[str, np.ndarray]) -> None:
     components = {k: np.asarray(v, dtype=float) for k, v in loss_history.items() if k != "iteration"}
     length = max((len(v) for v in components.values()), default=0)
     x = np.asarray(loss_history.get("iteration", np.arange(length)), dtype=float)
+    # Per-iteration losses jump by orders of magnitude between batches: draw each component's running
+    # mean over 1 % of the run, with the raw values faint behind the total.
+    window = max(1, length // 100)
     plotted = False
     for name, values in components.items():
         keep = np.isfinite(values) & (values > 0)
-        if keep.any():
-            ax.plot(x[keep], values[keep], lw=1, label=name)
-            plotted = True
+        if not keep.any():
+            continue
+        if name == "loss":
+            ax.plot(x[keep], values[keep], lw=0.5, color="0.8", zorder=0, label="loss (per iteration)")
+        smooth = np.convolve(np.where(keep, values, 0.0), np.ones(window), "same")
+        counts = np.convolve(keep.astype(float), np.ones(window), "same")
+        shown = counts > 0
+        ax.plot(x[shown], smooth[shown] / counts[shown], lw=1.2, label=f"{name} (running mean)")
+        plotted = True
     if plotted:
         ax.set_yscale("log")
         ax.legend(fontsize="small")
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss (positive values)")
-    ax.set_title("Training loss components")
+    ax.set_title(f"Training loss components (running mean over {window} iterations)")
 
 
 def write_trial_plots(model: MetabolicGNN, dataset: Dataset, loss_history: dict[str, np.ndarray],

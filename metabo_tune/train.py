@@ -40,6 +40,44 @@ def input_scale(observed: Observed) -> float:
     return float(1.5 * np.std(observed.trajectory.concentrations, ddof=1))
 
 
+class GroupAdam:
+    """Adam with PyTorch's defaults over named parameter groups: one fused kernel per group per step.
+
+    The arithmetic is torch.optim.Adam(fused=True)'s own kernel (a test checks equality), without the
+    ~0.2 ms of Python bookkeeping per step that torch.optim spends: a tenth of an iteration here."""
+
+    def __init__(self, groups: dict[str, list[torch.nn.Parameter]], lrs: dict[str, float],
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        self.groups, self.lrs, self.betas, self.eps = groups, lrs, betas, eps
+        self.exp_avg = {name: [torch.zeros_like(p) for p in params] for name, params in groups.items()}
+        self.exp_avg_sq = {name: [torch.zeros_like(p) for p in params] for name, params in groups.items()}
+        self.steps = {name: [torch.zeros((), dtype=torch.float32, device=p.device) for p in params]
+                      for name, params in groups.items()}
+
+    def zero_grad(self) -> None:
+        for params in self.groups.values():
+            for p in params:
+                p.grad = None
+
+    @torch.no_grad()
+    def step(self, lr_factor: float = 1.0) -> None:
+        for name, params in self.groups.items():
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+            torch._foreach_add_(self.steps[name], 1)
+            torch._fused_adam_(params, grads, self.exp_avg[name], self.exp_avg_sq[name], [], self.steps[name],
+                               amsgrad=False, lr=self.lrs[name] * lr_factor, beta1=self.betas[0],
+                               beta2=self.betas[1], weight_decay=0.0, eps=self.eps, maximize=False)
+
+    def state_dict(self) -> dict:
+        return {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq, "steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        for key in ("exp_avg", "exp_avg_sq", "steps"):
+            for name, tensors in getattr(self, key).items():
+                for mine, stored in zip(tensors, state[key][name], strict=True):
+                    mine.copy_(stored)
+
+
 class CheckpointMismatch(ValueError):
     """A checkpoint that belongs to another config."""
 
@@ -85,11 +123,7 @@ class Trainer:
         self._probe_order: tuple[int, torch.Tensor] | None = None
 
         groups = self.model.parameter_groups()
-        self.optimizer = torch.optim.Adam(
-            [{"params": params, "lr": tcfg.learning_rate(name), "name": name} for name, params in groups.items()],
-            **({"fused": True} if self.device.type in ("cpu", "cuda") else {}),
-        )
-        self.base_lrs = {group["name"]: group["lr"] for group in self.optimizer.param_groups}
+        self.optimizer = GroupAdam(groups, {name: tcfg.learning_rate(name) for name in groups})
         # The reference counts iterations from the configured n_frames, not the saved frame count.
         self.total_iterations = tcfg.n_epochs * tcfg.iterations_per_epoch(cfg.simulation.n_frames)
         self.iteration = 0
@@ -174,23 +208,24 @@ class Trainer:
         self.model.train()
         while self.iteration < until and self.status == "running":
             it = self.iteration
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.cfg.training.lr_schedule == "cosine":
-                factor = 0.5 * (1.0 + math.cos(math.pi * it / self.total_iterations))
-                for group in self.optimizer.param_groups:
-                    group["lr"] = self.base_lrs[group["name"]] * factor
+            self.optimizer.zero_grad()
             losses = self.losses(it)
             total = losses["loss"]
             if (it % check_every == 0 or it == until - 1) and not math.isfinite(total.item()):
                 self.status = "diverged"
                 break
             total.backward()
-            self.optimizer.step()
+            self.optimizer.step(self.lr_factor(it))
             self.history[it] = torch.stack([losses[name].detach() for name in LOSS_COMPONENTS])
             self.iteration += 1
         if self.status == "running" and self.iteration >= self.total_iterations:
             self.status = "completed"
         self.elapsed_s += time.perf_counter() - start
+
+    def lr_factor(self, iteration: int) -> float:
+        if self.cfg.training.lr_schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * iteration / self.total_iterations))
+        return 1.0
 
     @property
     def done(self) -> bool:

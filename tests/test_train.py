@@ -11,7 +11,7 @@ from metabo_tune import metrics
 from metabo_tune.config import config_from_dict
 from metabo_tune.metrics import parse_analysis_log
 from metabo_tune.simulate import simulate
-from metabo_tune.train import CheckpointMismatch, Trainer, main, run_trial, train
+from metabo_tune.train import CheckpointMismatch, GroupAdam, Trainer, main, run_trial, train
 
 SMALL_SIM = {"n_metabolites": 20, "n_reactions": 30, "n_frames": 300}
 
@@ -242,3 +242,24 @@ def test_command_line_exit_code_from_a_real_process(tmp_path):
                           timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "training.batch_size" in proc.stderr
+
+
+def test_group_adam_takes_the_same_steps_as_torch_adam():
+    torch.manual_seed(0)
+    ours = {"a": [torch.nn.Parameter(torch.randn(5, 3))], "b": [torch.nn.Parameter(torch.randn(4)),
+                                                             torch.nn.Parameter(torch.randn(2, 2))]}
+    theirs = {name: [torch.nn.Parameter(p.detach().clone()) for p in params] for name, params in ours.items()}
+    lrs = {"a": 1e-2, "b": 3e-3}
+    optimizer = GroupAdam(ours, lrs)
+    reference = torch.optim.Adam([{"params": theirs[name], "lr": lrs[name]} for name in lrs])
+    for step in range(6):
+        for group in (ours, theirs):
+            loss = sum((p**3).sum() + step * p.sum() for params in group.values() for p in params)
+            loss.backward()
+        optimizer.step()
+        reference.step()
+        optimizer.zero_grad()
+        reference.zero_grad()
+    for name in lrs:
+        for mine, ref in zip(ours[name], theirs[name], strict=True):
+            torch.testing.assert_close(mine, ref, rtol=1e-6, atol=1e-7)
