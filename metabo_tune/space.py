@@ -1,16 +1,54 @@
 """The search-space file: base config, per-trial budget, frozen keys, tunable parameters with their
 ranges, the four-slot initial spread, the reward weights, the thresholds, block size and UCB constant.
 
-Pure Python (no Ray, no torch): the tree, the strategies and the searcher read a `SearchSpace`.
+Pure Python (no Ray): the tree, the strategies and the searcher read a `SearchSpace`.
+
+Layout of a search-space file (YAML). `base`, `parameters` and `initial_spread` are required, the rest
+falls back to the defaults shown::
+
+    base: {simulation: ..., graph_model: ..., training: ...}   # a full run config
+    budget: {n_epochs: 1, data_augmentation_loop: 1000}      # per trial, applied onto base.training
+    frozen: [simulation, training.freeze_stoichiometry]       # sections or section.key; never tuned
+    parameters:                                               # 'section.key' -> {type, low, high}
+      training.learning_rate_k: {type: log_float, low: 1.0e-4, high: 1.0e-2}
+      training.coeff_MLP_node_L1: {type: float, low: 0.0, high: 10.0}
+      training.time_step: {type: int, low: 1, high: 16}
+      training.recurrent_training: {type: bool}
+    initial_spread:                                           # one entry per parallel slot of the first
+      - {}                                                    # batch, changes relative to base ({} = base)
+      - {training.learning_rate_node: 5.0e-4}
+    reward: {rate_constants: 0.4, slopes: 0.3, embeddings: 0.3}   # all three weights when given
+    thresholds: {converged_r2: 0.9, slope_ratio_min: 0.5, slope_ratio_max: 2.0,
+                 converged_cluster_acc: 1.0, failed_r2: 0.5, failed_slope_ratio: 0.1}   # any subset
+    block_size: 12
+    ucb_c: 1.0
+    replicates: 2
+
+Parameter types: `log_float` (a positive float, multiplicative steps), `float` and `int` (additive
+steps), `bool` (flipped; no low/high). `low` < `high`, both inclusive, and both must be valid config
+values. The budget keys (n_epochs, data_augmentation_loop) and training.seed cannot be parameters: the
+first fix what a trial costs, the seed is noise that replicates vary. The base's own value of every
+parameter must lie in its range (an error, not a warning): the base is the first trial, and the
+strategies step from it and keep every value they propose in range. Every problem is a `SpaceError`
+whose one-line message names the file and the key.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import math
+import re
+import types
+import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
-from metabo_tune.config import Config
-from metabo_tune.metrics import Thresholds
+from pydantic import BaseModel
+
+from metabo_tune.config import Config, ConfigError, _number_or_text, config_from_dict, read_yaml
+from metabo_tune.labels import Thresholds, classify
 
 ParameterKind = Literal["log_float", "float", "int", "bool"]
 
@@ -37,6 +75,18 @@ class RewardWeights:
     rate_constants: float = 0.4
     slopes: float = 0.3
     embeddings: float = 0.3
+
+    def __post_init__(self) -> None:
+        for weight in dataclasses.fields(self):
+            value = getattr(self, weight.name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{weight.name} must be a finite number >= 0, got {value!r}")
+        if self.total == 0:
+            raise ValueError("all weights are 0; at least one must be > 0")
+
+    @property
+    def total(self) -> float:
+        return self.rate_constants + self.slopes + self.embeddings
 
 
 @dataclass(frozen=True)
@@ -70,3 +120,369 @@ class SearchSpace:
 def get_value(cfg: Config, name: str) -> Any:
     section, key = name.split(".")
     return getattr(getattr(cfg, section), key)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+_TOP_LEVEL = ("base", "budget", "frozen", "parameters", "initial_spread", "reward", "thresholds", "block_size",
+              "ucb_c", "replicates")
+_REQUIRED = ("base", "parameters", "initial_spread")
+_SPEC_KEYS = ("type", "low", "high")
+_KINDS: tuple[str, ...] = typing.get_args(ParameterKind)
+_BUDGET_KEYS = ("n_epochs", "data_augmentation_loop")
+_NOT_TUNABLE = {
+    **{f"training.{key}": "it is the per-trial budget; set it under 'budget'" for key in _BUDGET_KEYS},
+    "training.seed": "the search treats the seed as noise (replicates vary it), not as a knob",
+}
+_SECTIONS: dict[str, type[BaseModel]] = {
+    name: info.annotation for name, info in Config.model_fields.items()
+    if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)
+}
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Read and validate a search-space file (layout in the module docstring)."""
+    try:
+        raw = read_yaml(path)
+    except ConfigError as exc:
+        raise SpaceError(str(exc)) from None
+    src = str(path)
+    if not isinstance(raw, dict):
+        raise SpaceError(f"{src}: expected a mapping with keys {', '.join(_REQUIRED)}, got {type(raw).__name__}")
+    for key in raw:
+        if key not in _TOP_LEVEL:
+            raise SpaceError(f"{src}: unknown key '{key}' ({_hint(str(key), _TOP_LEVEL)})")
+    for key in _REQUIRED:
+        if key not in raw:
+            raise SpaceError(f"{src}: '{key}' is missing (required: {', '.join(_REQUIRED)})")
+
+    base = _load_base(raw["base"], raw.get("budget"), src)
+    frozen = _load_frozen(raw.get("frozen"), src)
+    parameters = _load_parameters(raw["parameters"], base, frozen, src)
+    initial_spread = _load_spread(raw["initial_spread"], base, parameters, src)
+    return SearchSpace(
+        source=src,
+        base=base,
+        frozen=frozen,
+        parameters=parameters,
+        initial_spread=initial_spread,
+        reward=_load_reward(raw.get("reward"), src),
+        thresholds=_load_thresholds(raw.get("thresholds"), src),
+        block_size=_integer(raw.get("block_size", 12), src, "block_size", minimum=1),
+        ucb_c=_number(raw.get("ucb_c", 1.0), src, "ucb_c", minimum=0.0),
+        replicates=_integer(raw.get("replicates", 2), src, "replicates", minimum=1),
+    )
+
+
+def _load_base(raw_base: Any, budget: Any, src: str) -> Config:
+    if not isinstance(raw_base, dict):
+        raise SpaceError(f"{src}: base: expected a run config (simulation, graph_model, training), "
+                         f"got {type(raw_base).__name__}")
+    try:
+        base = config_from_dict(raw_base, source=f"{src} (base)")
+    except ConfigError as exc:
+        raise SpaceError(str(exc)) from None
+    if budget is None:
+        return base
+    if not isinstance(budget, dict):
+        raise SpaceError(f"{src}: budget: expected a mapping of {', '.join(_BUDGET_KEYS)}, got {type(budget).__name__}")
+    for key in budget:
+        if key not in _BUDGET_KEYS:
+            raise SpaceError(f"{src}: unknown key 'budget.{key}' ({_hint(str(key), _BUDGET_KEYS)})")
+    raw = base.to_dict()
+    raw["training"].update(budget)
+    try:
+        return config_from_dict(raw, source=f"{src} (budget)")
+    except ConfigError as exc:
+        raise SpaceError(str(exc)) from None
+
+
+def _load_frozen(entries: Any, src: str) -> tuple[str, ...]:
+    if entries is None:
+        return ()
+    if not isinstance(entries, list):
+        raise SpaceError(f"{src}: frozen: expected a list of 'section' or 'section.key' entries, "
+                         f"got {type(entries).__name__}")
+    for entry in entries:
+        if not isinstance(entry, str):
+            problem = "expected a 'section' or 'section.key' string"
+        elif "." in entry:
+            problem = _config_key_problem(entry)
+        else:
+            problem = None if entry in _SECTIONS else f"not a section ({_hint(entry, tuple(_SECTIONS))})"
+        if problem:
+            raise SpaceError(f"{src}: frozen entry '{entry}': {problem}")
+    return tuple(entries)
+
+
+def _load_parameters(specs: Any, base: Config, frozen: tuple[str, ...], src: str) -> dict[str, Parameter]:
+    if not isinstance(specs, dict) or not specs:
+        raise SpaceError(f"{src}: parameters: expected a non-empty mapping of 'section.key' → {{type, low, high}}")
+    parameters = {}
+    for name, spec in specs.items():
+        where = f"{src}: parameters.{name}"
+        problem = _config_key_problem(str(name)) or _NOT_TUNABLE.get(name)
+        if problem:
+            raise SpaceError(f"{where}: {problem}")
+        for entry in frozen:
+            if name == entry or name.startswith(entry + "."):
+                raise SpaceError(f"{where}: frozen by the entry '{entry}' under 'frozen'")
+        parameter = _parse_spec(name, spec, where)
+        _check_domain(parameter, base, where)
+        parameters[name] = parameter
+    return parameters
+
+
+def _parse_spec(name: str, spec: Any, where: str) -> Parameter:
+    if not isinstance(spec, dict):
+        raise SpaceError(f"{where}: expected a mapping with keys {', '.join(_SPEC_KEYS)}, got {type(spec).__name__}")
+    for key in spec:
+        if key not in _SPEC_KEYS:
+            raise SpaceError(f"{where}: unknown key '{key}' ({_hint(str(key), _SPEC_KEYS)})")
+    kind = spec.get("type")
+    if kind not in _KINDS:
+        raise SpaceError(f"{where}.type: expected one of {', '.join(_KINDS)}, got {kind!r}")
+    value_type = _field_type(name)
+    fits = {"bool": bool, "int": int, "float": float, "log_float": float}[kind]
+    if value_type is not fits:
+        expected = {bool: "bool", int: "int", float: "log_float or float"}.get(value_type)
+        what = f"use type {expected}" if expected else "only numeric and bool config values can be parameters"
+        raise SpaceError(f"{where}.type: '{kind}' does not fit this config value ({what})")
+    if kind == "bool":
+        extra = [key for key in ("low", "high") if key in spec]
+        if extra:
+            raise SpaceError(f"{where}.{extra[0]}: a bool parameter has no range (only 'type')")
+        return Parameter(name, kind)
+    for key in ("low", "high"):
+        if key not in spec:
+            raise SpaceError(f"{where}: '{key}' is missing (a {kind} parameter needs low and high)")
+    low = _value(spec["low"], kind, f"{where}.low")
+    high = _value(spec["high"], kind, f"{where}.high")
+    if kind == "log_float" and low <= 0:
+        raise SpaceError(f"{where}.low: a log_float needs low > 0, got {low!r} (use type float for a range from 0)")
+    if low >= high:
+        raise SpaceError(f"{where}: low ({low!r}) must be < high ({high!r})")
+    return Parameter(name, kind, low, high)
+
+
+def _check_domain(parameter: Parameter, base: Config, where: str) -> None:
+    """Every bound (both values of a bool) must give a valid config, and the base must lie in range."""
+    if parameter.kind == "bool":
+        bounds = [("value", False), ("value", True)]
+    else:
+        bounds = [("low", parameter.low), ("high", parameter.high)]
+    for label, value in bounds:
+        problem = _config_problem(base, {parameter.name: value})
+        if problem:
+            raise SpaceError(f"{where}: {label} {value!r} is not a valid config value ({problem})")
+    if parameter.kind == "bool":
+        return
+    current = get_value(base, parameter.name)
+    if current is None:
+        raise SpaceError(f"{where}: the base config leaves it unset; give it a value in "
+                         f"[{parameter.low!r}, {parameter.high!r}] under base")
+    if not parameter.low <= current <= parameter.high:
+        raise SpaceError(f"{where}: the base value {current!r} is outside [{parameter.low!r}, {parameter.high!r}]; "
+                         f"widen the range or change base")
+
+
+def _load_spread(entries: Any, base: Config, parameters: dict[str, Parameter], src: str) -> tuple[dict[str, Any], ...]:
+    if not isinstance(entries, list) or not entries:
+        raise SpaceError(f"{src}: initial_spread: expected a non-empty list with one mapping per slot ({{}} = base)")
+    base_values = {name: get_value(base, name) for name in parameters}
+    spread: list[dict[str, Any]] = []
+    for i, entry in enumerate(entries):
+        where = f"{src}: initial_spread[{i}]"
+        if not isinstance(entry, dict):
+            raise SpaceError(f"{where}: expected a mapping of 'section.key' → value ({{}} = base), "
+                             f"got {type(entry).__name__}")
+        slot = {}
+        for name, value in entry.items():
+            if name not in parameters:
+                known = _config_key_problem(str(name)) is None
+                hint = "declare it under 'parameters'" if known else _hint(str(name), tuple(parameters))
+                raise SpaceError(f"{where}.{name}: not a declared parameter ({hint})")
+            slot[name] = _in_range(value, parameters[name], f"{where}.{name}")
+        problem = _config_problem(base, slot)
+        if problem:
+            raise SpaceError(f"{where}: not a valid config ({problem})")
+        for j, earlier in enumerate(spread):
+            if {**base_values, **earlier} == {**base_values, **slot}:
+                raise SpaceError(f"{where}: gives the same config as initial_spread[{j}]")
+        spread.append(slot)
+    return tuple(spread)
+
+
+def _load_reward(raw: Any, src: str) -> RewardWeights:
+    if raw is None:
+        return RewardWeights()
+    names = tuple(f.name for f in dataclasses.fields(RewardWeights))
+    if not isinstance(raw, dict):
+        raise SpaceError(f"{src}: reward: expected a mapping of {', '.join(names)}, got {type(raw).__name__}")
+    for key in raw:
+        if key not in names:
+            raise SpaceError(f"{src}: unknown key 'reward.{key}' ({_hint(str(key), names)})")
+    for key in names:
+        if key not in raw:
+            raise SpaceError(f"{src}: reward.{key} is missing (give all of {', '.join(names)})")
+    try:
+        return RewardWeights(**{key: _number(raw[key], src, f"reward.{key}") for key in names})
+    except ValueError as exc:
+        raise SpaceError(f"{src}: reward: {exc}") from None
+
+
+def _load_thresholds(raw: Any, src: str) -> Thresholds:
+    if raw is None:
+        return Thresholds()
+    names = tuple(f.name for f in dataclasses.fields(Thresholds))
+    if not isinstance(raw, dict):
+        raise SpaceError(f"{src}: thresholds: expected a mapping with keys among {', '.join(names)}, "
+                         f"got {type(raw).__name__}")
+    for key in raw:
+        if key not in names:
+            raise SpaceError(f"{src}: unknown key 'thresholds.{key}' ({_hint(str(key), names)})")
+    thresholds = Thresholds(**{key: _number(value, src, f"thresholds.{key}") for key, value in raw.items()})
+    if thresholds.slope_ratio_min >= thresholds.slope_ratio_max:
+        raise SpaceError(f"{src}: thresholds.slope_ratio_min ({thresholds.slope_ratio_min!r}) must be < "
+                         f"slope_ratio_max ({thresholds.slope_ratio_max!r})")
+    return thresholds
+
+
+# --------------------------------------------------------------------------------------------
+# Small validators
+
+
+def _hint(word: str, allowed: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(word, allowed, n=1)
+    return f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(allowed)}"
+
+
+def _config_key_problem(name: str) -> str | None:
+    """Why `name` is not a 'section.key' of the run config, or None when it is one."""
+    section, dot, key = name.partition(".")
+    if not dot or section not in _SECTIONS:
+        return f"not a 'section.key' of the run config (sections: {', '.join(_SECTIONS)})"
+    fields = tuple(_SECTIONS[section].model_fields)
+    if key not in fields:
+        return f"'{key}' is not a key of section '{section}' ({_hint(key, fields)})"
+    return None
+
+
+def _field_type(name: str) -> type | None:
+    """bool, int or float for a scalar config key (an optional one counts as its type), else None."""
+    section, key = name.split(".")
+    annotation = _SECTIONS[section].model_fields[key].annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        options = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        annotation = options[0] if len(options) == 1 else None
+    return annotation if annotation in (bool, int, float) else None
+
+
+def _config_problem(base: Config, values: dict[str, Any]) -> str | None:
+    raw = base.to_dict()
+    for name, value in values.items():
+        section, key = name.split(".")
+        raw[section][key] = value
+    try:
+        config_from_dict(raw, source="base")
+    except ConfigError as exc:
+        return str(exc).removeprefix("base: ")
+    return None
+
+
+def _value(value: Any, kind: str, where: str) -> Any:
+    """`value` as the Python type of a `kind` parameter; ints pass as floats, 5e-4 (YAML text) as a float."""
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise SpaceError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if kind == "int":
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise SpaceError(f"{where}: expected an integer, got {value!r}")
+        return value
+    value = _number_or_text(value)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise SpaceError(f"{where}: expected a finite number, got {value!r}")
+    return float(value)
+
+
+def _in_range(value: Any, parameter: Parameter, where: str) -> Any:
+    value = _value(value, parameter.kind, where)
+    if parameter.kind != "bool" and not parameter.low <= value <= parameter.high:
+        raise SpaceError(f"{where}: {value!r} is outside the parameter's range [{parameter.low!r}, {parameter.high!r}]")
+    return value
+
+
+def _number(value: Any, src: str, key: str, minimum: float | None = None) -> float:
+    number = _value(value, "float", f"{src}: {key}")
+    if minimum is not None and number < minimum:
+        raise SpaceError(f"{src}: {key}: must be >= {minimum!r}, got {number!r}")
+    return number
+
+
+def _integer(value: Any, src: str, key: str, minimum: int) -> int:
+    number = _value(value, "int", f"{src}: {key}")
+    if number < minimum:
+        raise SpaceError(f"{src}: {key}: must be >= {minimum}, got {number!r}")
+    return number
+
+
+# --------------------------------------------------------------------------------------------
+# Reward
+
+_TYPE_RATIO = re.compile(r"MLP_node_slope_ratio_\d+")
+_TIERS = {"converged": 3, "partial-k": 2, "partial-homeo": 2, "partial": 1}
+
+
+def reward_inputs(n_types: int) -> tuple[str, ...]:
+    """The metric keys `reward` reads, for a network with `n_types` metabolite types."""
+    return ("status", "rate_constants_R2", "avg_slope_ratio", "embedding_cluster_acc",
+            *(f"MLP_node_slope_ratio_{t}" for t in range(n_types)))
+
+
+def reward(metrics: dict[str, Any], weights: RewardWeights, thresholds: Thresholds) -> float:
+    """A trial's reward in [0, 1]: converged > partial-k, partial-homeo > partial > failed, strictly by
+    class, and within a class by recovery quality.
+
+    * score_k = clip(rate_constants_R2, 0, 1)
+    * per type t with ratio r_t = MLP_node_slope_ratio_t: s_t = max(0, 1 − |log2 r_t| / 2) if r_t > 0
+      else 0 (1 at the truth, 0.5 at half or double, 0 at a quarter or four times);
+      score_slopes = mean of s_t over the types present in the metrics (0 if none)
+    * score_emb = clip((embedding_cluster_acc − 1/n_types) / (1 − 1/n_types), 0, 1), n_types = the
+      number of MLP_node_slope_ratio_t keys (chance accuracy maps to 0); clip(embedding_cluster_acc, 0, 1)
+      when n_types ≤ 1
+    * score = (w_k·score_k + w_slopes·score_slopes + w_emb·score_emb) / (w_k + w_slopes + w_emb)
+    * tier = 3 converged, 2 partial-k or partial-homeo, 1 partial, 0 failed or unknown
+      (metrics.classify with status = metrics["status"], default "completed")
+    * reward = (tier + score) / 4; a trial whose status is not "completed" (diverged, error) gets 0.
+
+    A missing, nan or non-numeric input counts as 0.
+    """
+    status = metrics.get("status", "completed")
+    if status != "completed":
+        return 0.0
+    ratios = [_finite(value) for key, value in metrics.items() if _TYPE_RATIO.fullmatch(key)]
+    n_types = len(ratios)
+    score_k = _clip(_finite(metrics.get("rate_constants_R2")))
+    score_slopes = sum(_slope_score(r) for r in ratios) / n_types if ratios else 0.0
+    chance = 1.0 / n_types if n_types > 1 else 0.0
+    score_emb = _clip((_finite(metrics.get("embedding_cluster_acc")) - chance) / (1.0 - chance))
+    score = (weights.rate_constants * score_k + weights.slopes * score_slopes
+             + weights.embeddings * score_emb) / weights.total
+    tier = _TIERS.get(classify(metrics, status, thresholds), 0)
+    return (tier + score) / 4
+
+
+def _finite(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return 0.0
+    return float(value)
+
+
+def _clip(value: float) -> float:
+    return min(1.0, max(0.0, value))
+
+
+def _slope_score(ratio: float) -> float:
+    return max(0.0, 1.0 - abs(math.log2(ratio)) / 2) if ratio > 0 else 0.0

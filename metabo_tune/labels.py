@@ -1,0 +1,91 @@
+"""The labels of a trial from its metric values: the mission's classification, the degeneracy
+diagnosis and the homeostasis assessment. Pure Python (no torch), so the search's tree, strategies
+and reward can use them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+Metrics = dict[str, float | int | str]
+
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    converged_r2: float = 0.9
+    slope_ratio_min: float = 0.5
+    slope_ratio_max: float = 2.0
+    converged_cluster_acc: float = 1.0
+    failed_r2: float = 0.5
+    failed_slope_ratio: float = 0.1
+
+
+LABELS = ("converged", "partial-k", "partial-homeo", "partial", "failed", "unknown")
+
+
+def classify(metrics: Metrics, status: str, thresholds: Thresholds | None = None) -> str:
+    """The mission's joint-recovery label. Missing or nan values never pass a threshold."""
+    th = thresholds or Thresholds()
+    if status in ("diverged", "error"):
+        return "failed"
+    if "rate_constants_R2" not in metrics:
+        return "unknown"
+    r2 = float(metrics["rate_constants_R2"])
+    ratio = float(metrics.get("avg_slope_ratio", math.nan))
+    acc = float(metrics.get("embedding_cluster_acc", math.nan))
+    if not (r2 >= th.failed_r2 and ratio >= th.failed_slope_ratio):
+        return "failed"
+    k_ok = r2 > th.converged_r2
+    slopes_ok = th.slope_ratio_min <= ratio <= th.slope_ratio_max
+    if k_ok and slopes_ok and acc >= th.converged_cluster_acc:
+        return "converged"
+    if k_ok:
+        return "partial-k"
+    if slopes_ok:
+        return "partial-homeo"
+    return "partial"
+
+
+def degeneracy(test_pearson: float, r2: float) -> tuple[float, str]:
+    """(gap, diagnosis) with gap = test_pearson − rate_constants_R2 and the bands of the reference's
+    strategy rules (exploration.md §3.1), checked in this order:
+
+    healthy              pearson > 0.95, R² > 0.9, gap < 0.1
+    degenerate           pearson > 0.95, 0.3 ≤ R² ≤ 0.9 (dynamics right, parameters wrong)
+    severely degenerate  R² < 0.3 and gap > 0.7
+    failed               pearson < 0.5 and R² < 0.5
+    mixed                none of the above (e.g. pearson 0.5–0.95 with a middling R²)
+    unknown              either input is nan (no held-out trajectory, or no truth)
+    """
+    gap = test_pearson - r2
+    if not (math.isfinite(test_pearson) and math.isfinite(r2)):
+        return gap, "unknown"
+    if test_pearson > 0.95 and r2 > 0.9 and gap < 0.1:
+        return gap, "healthy"
+    if test_pearson > 0.95 and 0.3 <= r2 <= 0.9:
+        return gap, "degenerate"
+    if r2 < 0.3 and gap > 0.7:
+        return gap, "severely degenerate"
+    if test_pearson < 0.5 and r2 < 0.5:
+        return gap, "failed"
+    return gap, "mixed"
+
+
+def _slope_band(ratio: float) -> int:
+    if 0.8 <= ratio <= 1.2:
+        return 0
+    if 0.3 <= ratio <= 3.0:
+        return 1
+    return 2
+
+
+def homeostasis_assessment(slope_ratios: list[float]) -> str:
+    """'inactive' when every type's slope ratio is ~0, else the band of the worst type:
+    correct 0.8–1.2, partial 0.3–0.8 or 1.2–3, wrong otherwise (exploration.md §3.1)."""
+    if not slope_ratios or not all(math.isfinite(r) for r in slope_ratios):
+        return "unknown"
+    if all(abs(r) < 0.05 for r in slope_ratios):
+        return "inactive"
+    return ("correct", "partial", "wrong")[max(_slope_band(r) for r in slope_ratios)]

@@ -1,0 +1,144 @@
+"""Ray Tune callback that keeps the experiment's tables: one row per trial in `trials.csv`, one entry per
+trial in `analysis.md` (the mission's log form), and a one-line progress display on the console.
+
+Rows are kept by trial id (a trial resumed after an error reports again and replaces its row), and
+both files are rewritten whole and atomically after every trial, so a killed driver loses nothing
+that had finished.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from ray import tune
+
+from metabo_tune.metrics import degeneracy
+
+IDENTITY_COLUMNS = ("trial_id", "node_id", "parent_id", "strategy", "mutation", "seed", "status", "classification",
+                    "reward", "degeneracy_gap", "diagnosis", "homeostasis_assessment")
+_SKIP = {"config", "trial_dir", "final", "done", "training_iteration", "trial_id", "date", "timestamp",
+         "pid", "hostname", "node_ip", "time_this_iter_s", "time_since_restore", "iterations_since_restore",
+         "checkpoint_dir_name", "should_checkpoint"}
+
+
+class TrialTable(tune.Callback):
+    def __init__(self, experiment_dir: str | Path, num_trials: int, echo: bool = True) -> None:
+        self.experiment_dir = str(experiment_dir)
+        self.num_trials = num_trials
+        self.echo = echo
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.running: set[str] = set()
+
+    def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        self.running.add(trial.trial_id)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        self._record(trial, error=False)
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        self._record(trial, error=True)
+
+    def _record(self, trial, error: bool) -> None:
+        self.running.discard(trial.trial_id)
+        result = dict(trial.last_result or {})
+        config = trial.config
+        row: dict[str, Any] = {
+            "trial_id": trial.trial_id, "node_id": config.get("node_id"), "parent_id": config.get("parent_id"),
+            "strategy": config.get("strategy"), "mutation": config.get("mutation"), "seed": config.get("seed"),
+        }
+        if error or not result.get("final", False):
+            result.update(status="error", classification="failed", reward=0.0)
+        gap, diagnosis = degeneracy(float(result.get("test_pearson", math.nan)),
+                                    float(result.get("rate_constants_R2", math.nan)))
+        result.setdefault("degeneracy_gap", gap)
+        result.setdefault("diagnosis", diagnosis)
+        row |= {key: value for key, value in result.items() if key not in _SKIP and not key.startswith("config/")}
+        row |= {key: value for key, value in config.get("values", {}).items()}
+        row["trial_dir"] = result.get("trial_dir", "")
+        row["ray_trial_path"] = trial.path
+        self.rows[trial.trial_id] = row
+        self._write()
+        if self.echo:
+            self._print_progress()
+
+    def _write(self) -> None:
+        directory = Path(self.experiment_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        table = pd.DataFrame(list(self.rows.values()))
+        ordered = [c for c in IDENTITY_COLUMNS if c in table.columns]
+        table = table[ordered + [c for c in table.columns if c not in ordered]]
+        tmp = directory / "trials.csv.tmp"
+        table.to_csv(tmp, index=False)
+        tmp.replace(directory / "trials.csv")
+        tmp = directory / "analysis.md.tmp"
+        tmp.write_text(render_analysis(list(self.rows.values())))
+        tmp.replace(directory / "analysis.md")
+
+    def _print_progress(self) -> None:
+        done = len(self.rows)
+        best = max(self.rows.values(), key=lambda r: r.get("reward") or 0.0)
+        print(f"[metabo_tune] {done}/{self.num_trials} trials done, {len(self.running)} running; best reward "
+              f"{best.get('reward', 0.0):.3f} (node {best['node_id']}, {best.get('classification')}, "
+              f"rate_constants_R2 {_fmt(best.get('rate_constants_R2'))}, avg_slope_ratio "
+              f"{_fmt(best.get('avg_slope_ratio'))})", file=sys.stderr, flush=True)
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{value:.{digits}f}" if math.isfinite(value) else "nan"
+    return str(value)
+
+
+CONFIG_KEYS_SHOWN = 8
+METRIC_KEYS = ("rate_constants_R2", "rate_constants_R2_all", "trimmed_R2", "n_outliers", "log_k_rmse", "slope",
+               "alpha", "alpha_ls", "avg_slope_ratio", "MLP_node_slope_ratio_0", "MLP_node_slope_ratio_1",
+               "embedding_cluster_acc", "embedding_n_clusters", "embedding_ari", "test_R2", "test_pearson",
+               "final_loss", "training_time_min", "reward")
+
+
+def visual_line(row: dict[str, Any]) -> str:
+    """The log form's `Visual:` judgement, generated from what the plots measure."""
+    parts = []
+    sub_r2 = row.get("MLP_sub_R2")
+    if isinstance(sub_r2, (int, float)) and math.isfinite(sub_r2):
+        shape = "linear in c" if sub_r2 > 0.99 else "roughly linear" if sub_r2 > 0.9 else "not linear"
+        parts.append(f"MLP_sub={shape} (R² vs c {sub_r2:.3f})")
+    ratios = [row.get(f"MLP_node_slope_ratio_{t}") for t in (0, 1)]
+    if all(isinstance(r, (int, float)) and math.isfinite(r) for r in ratios):
+        verdict = row.get("homeostasis_assessment", "")
+        parts.append(f"MLP_node={verdict} (slope ratios {ratios[0]:.2f} / {ratios[1]:.2f})")
+    if "n_outliers" in row:
+        parts.append(f"k scatter: {row['n_outliers']} outliers of {row.get('n_identifiable', '?')} identifiable, "
+                     f"RMSE {_fmt(row.get('log_k_rmse'))}")
+    if "embedding_n_clusters" in row:
+        parts.append(f"embeddings: {row['embedding_n_clusters']} clusters, accuracy "
+                     f"{_fmt(row.get('embedding_cluster_acc'), 2)}")
+    return "; ".join(parts) if parts else "no plots (trial did not finish)"
+
+
+def render_analysis(rows: list[dict[str, Any]]) -> str:
+    """One `## Iter` entry per trial in the mission's log form, oldest first."""
+    lines = ["# Exploration log", ""]
+    for number, row in enumerate(rows, start=1):
+        values = {k: v for k, v in row.items() if "." in k and k.split(".")[0] in ("training", "graph_model")}
+        config = ", ".join(f"{k.split('.', 1)[1]}={_fmt(v, 4) if isinstance(v, float) else v}"
+                           for k, v in values.items())
+        metrics = ", ".join(f"{k}={_fmt(row[k], 4)}" for k in METRIC_KEYS if k in row)
+        lines += [
+            f"## Iter {number}: {row.get('classification', 'unknown')}",
+            f"Node: id={row.get('node_id')}, parent={row.get('parent_id') or 'root'}",
+            f"Mode/Strategy: {row.get('strategy')}",
+            f"Config: seed={row.get('seed')}, {config}",
+            f"Metrics: {metrics}",
+            f"Visual: {visual_line(row)}",
+            f"Mutation: {row.get('mutation')}",
+            f"Parent rule: {row.get('strategy')} (UCB tree, see ucb_scores.txt)",
+            f"Observation: status {row.get('status')}, diagnosis {row.get('diagnosis')}, "
+            f"homeostasis {row.get('homeostasis_assessment', 'n/a')}, degeneracy gap {_fmt(row.get('degeneracy_gap'))}",
+            "",
+        ]
+    return "\n".join(lines)

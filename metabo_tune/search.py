@@ -1,0 +1,124 @@
+"""`python -m metabo_tune.search`: the UCB-tree search on Ray Tune, locally or on a Ray cluster."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from metabo_tune.config import ConfigError
+from metabo_tune.simulate import DataError
+from metabo_tune.space import SpaceError, load_space
+
+DEFAULT_SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "homeo_rank_50.yaml"
+
+
+class SearchError(ValueError):
+    """A search that cannot start; the message is one line meant for the user."""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m metabo_tune.search", description=__doc__)
+    parser.add_argument("--space", default=str(DEFAULT_SPACE), help="search-space YAML (default: %(default)s)")
+    parser.add_argument("--num-trials", type=int, default=48, help="trials in total (default: %(default)s)")
+    parser.add_argument("--concurrency", type=int, default=4, help="trials at once (default: %(default)s)")
+    parser.add_argument("--name", help="experiment name (default: the space file's name)")
+    parser.add_argument("--storage", default="results", help="experiments directory; on a multi-node cluster "
+                                                             "a shared path (default: %(default)s)")
+    parser.add_argument("--address", help="Ray address: 'auto' joins a running cluster; default: join the "
+                                           "cluster started on this machine, else start a local one")
+    parser.add_argument("--gpus-per-trial", default="auto",
+                        help="'auto' (1 when the cluster has GPUs, else a CPU share), or a number, fractions "
+                             "allowed so several trials share a GPU (default: %(default)s)")
+    parser.add_argument("--cpus", type=float, help="CPUs for a local Ray instance (default: all)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted experiment of this name")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the search's own choices")
+    args = parser.parse_args(argv)
+    if args.num_trials < 1 or args.concurrency < 1:
+        parser.error("--num-trials and --concurrency must be >= 1")
+    return args
+
+
+def trial_resources(cluster: dict[str, float], gpus_per_trial: str, concurrency: int) -> dict[str, float]:
+    """Resources of one trial. Never asks for a GPU the cluster lacks: Ray would wait forever."""
+    gpus = cluster.get("GPU", 0.0)
+    cpus = cluster.get("CPU", 1.0)
+    if gpus_per_trial == "auto":
+        return {"cpu": 1.0, "gpu": 1.0} if gpus >= 1 else {"cpu": max(0.1, min(1.0, cpus / concurrency))}
+    try:
+        wanted = float(gpus_per_trial)
+    except ValueError:
+        raise SearchError(f"--gpus-per-trial '{gpus_per_trial}': expected 'auto' or a number") from None
+    if wanted < 0:
+        raise SearchError(f"--gpus-per-trial {wanted}: must be >= 0")
+    if wanted == 0:
+        return {"cpu": max(0.1, min(1.0, cpus / concurrency))}
+    if wanted > gpus:
+        raise SearchError(f"--gpus-per-trial {wanted}: the Ray cluster has {gpus:g} GPUs; use --gpus-per-trial "
+                          "auto or 0 to train on CPUs, or start GPU workers first")
+    return {"cpu": min(1.0, cpus / concurrency), "gpu": wanted}
+
+
+def run(args: argparse.Namespace) -> int:
+    space = load_space(args.space)
+    name = args.name or Path(args.space).stem
+    storage = Path(args.storage).resolve()
+    experiment_dir = storage / name
+
+    import ray
+    from ray import tune
+
+    from metabo_tune.reporter import TrialTable
+    from metabo_tune.searcher import METRIC, TreeSearcher
+    from metabo_tune.trainable import run_search_trial
+
+    if args.resume and not tune.Tuner.can_restore(str(experiment_dir)):
+        raise SearchError(f"--resume: no experiment to resume at {experiment_dir} (check --name and --storage)")
+    if not args.resume and (experiment_dir / "tuner.pkl").exists():
+        raise SearchError(f"{experiment_dir} already holds an experiment: add --resume to continue it, "
+                          "or choose another --name")
+    init = {"address": args.address, "include_dashboard": False, "log_to_driver": False, "ignore_reinit_error": True}
+    if args.address is None and args.cpus is not None:
+        init["num_cpus"] = args.cpus
+    ray.init(**init)
+    resources = trial_resources(ray.cluster_resources(), args.gpus_per_trial, args.concurrency)
+    print(f"[metabo_tune] {name}: {args.num_trials} trials, {args.concurrency} at once, {resources} each; "
+          f"results in {experiment_dir}", file=sys.stderr, flush=True)
+    trainable = tune.with_resources(
+        tune.with_parameters(run_search_trial, space=space, trials_dir=str(experiment_dir / "trials")), resources)
+    if args.resume:
+        tuner = tune.Tuner.restore(str(experiment_dir), trainable=trainable, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=TreeSearcher(space, experiment_dir, seed=args.seed), metric=METRIC, mode="max",
+                num_samples=args.num_trials, max_concurrent_trials=args.concurrency, reuse_actors=False),
+            run_config=tune.RunConfig(
+                name=name, storage_path=str(storage), verbose=0,
+                failure_config=tune.FailureConfig(max_failures=0),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                callbacks=[TrialTable(experiment_dir, args.num_trials)]))
+    results = tuner.fit()
+    print(f"[metabo_tune] finished: {len(results)} trials, {results.num_errors} errored; "
+          f"see {experiment_dir}/trials.csv and analysis.md", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.address is None:
+        # A private local instance needs no token; a cluster keeps the auth mode it was started with.
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    try:
+        return run(args)
+    except (SpaceError, ConfigError, DataError, SearchError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: run the same command with --resume to continue", file=sys.stderr)
+        return 130
+
+if __name__ == "__main__":
+    sys.exit(main())

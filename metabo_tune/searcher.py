@@ -1,0 +1,110 @@
+"""Ray Tune `Searcher` adapter around the exploration tree and the strategy table.
+
+Thin on purpose: `suggest` asks `strategies.propose` for one mutation and records it in the tree,
+`on_trial_complete` records the reward, `save`/`restore` persist everything. Measured pitfalls of
+Ray 2.58–2.60 that shape it (reference/ray_tune_notes.md): the searcher owns concurrency
+(`set_max_concurrency` returns True, `suggest` returns None when full) because Ray's limiter forgets
+errored trials that a resume revives; errors arrive with `result=None`, so the last interim result is
+kept; on restore `set_search_properties` is not called again, so `restore` brings back every field.
+"""
+
+from __future__ import annotations
+
+import pickle
+import random
+from pathlib import Path
+from typing import Any
+
+from metabo_tune.strategies import propose
+from ray.tune.search import Searcher
+
+from metabo_tune.space import SearchSpace
+from metabo_tune.tree import Tree
+
+METRIC = "reward"
+
+
+class TreeSearcher(Searcher):
+    def __init__(self, space: SearchSpace, experiment_dir: str | Path, seed: int = 0) -> None:
+        super().__init__(metric=METRIC, mode="max")
+        self.space = space
+        self.experiment_dir = str(experiment_dir)
+        self.seed = seed
+        self.tree = Tree()
+        self.rng = random.Random(seed)
+        self.live: set[str] = set()
+        self.last_results: dict[str, dict[str, Any]] = {}
+        self.max_concurrent = 4
+        self.n_suggested = 0
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+        return True
+
+    def set_max_concurrency(self, max_concurrent: int) -> bool:
+        self.max_concurrent = max_concurrent
+        return True
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if len(self.live) >= self.max_concurrent:
+            return None
+        proposal = propose(self.tree, self.space, self.rng, slot=self.n_suggested % self.max_concurrent)
+        if proposal.replicate_of is not None:
+            node = self.tree.nodes[proposal.replicate_of]
+            seed = self.space.base.training.seed + len(node.trials)  # a fresh seed per replicate
+        else:
+            node = self.tree.add_node(trial_id, proposal.parent_id, proposal.config, proposal.mutation,
+                                      proposal.strategy)
+            seed = self.space.base.training.seed  # common seed: nodes differ by their config, not by noise
+        self.tree.add_trial(node.node_id, trial_id, seed)
+        self.live.add(trial_id)
+        self.n_suggested += 1
+        return {"node_id": node.node_id, "parent_id": node.parent_id, "strategy": proposal.strategy,
+                "mutation": proposal.mutation, "seed": seed, "values": dict(node.config)}
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        self.last_results[trial_id] = result
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        self.live.discard(trial_id)
+        if self.tree.node_of_trial(trial_id) is None:
+            return  # a trial this searcher never suggested (e.g. restarted under a new id by Ray)
+        last = result if result is not None else self.last_results.get(trial_id, {})
+        status = "error" if error else last.get("status", "error")
+        value = 0.0 if status == "error" else float(last.get(METRIC, 0.0))
+        kept = {key: value for key, value in last.items() if not key.startswith("config/")}
+        self.tree.complete_trial(trial_id, status, value, kept)
+        self.last_results.pop(trial_id, None)
+        self.write_tree_files()
+
+    def write_tree_files(self) -> None:
+        directory = Path(self.experiment_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        _write(directory / "tree.json", self.tree.to_json())
+        _write(directory / "ucb_scores.txt", self.tree.render_ucb_scores(self.space.ucb_c, self.space.block_size))
+        _write(directory / "memory.md", self.tree.render_memory(self.space.block_size))
+
+    _STATE = ("space", "experiment_dir", "seed", "live", "last_results", "max_concurrent", "n_suggested")
+
+    def save(self, checkpoint_path: str) -> None:
+        state = {key: getattr(self, key) for key in self._STATE}
+        state |= {"tree": self.tree.to_json(), "rng": self.rng.getstate(), "metric": self.metric, "mode": self.mode}
+        _write(Path(checkpoint_path), pickle.dumps(state))
+
+    def restore(self, checkpoint_path: str) -> None:
+        state = pickle.loads(Path(checkpoint_path).read_bytes())
+        for key in self._STATE:
+            setattr(self, key, state[key])
+        self.tree = Tree.from_json(state["tree"])
+        self.rng = random.Random()
+        self.rng.setstate(state["rng"])
+        self._metric, self._mode = state["metric"], state["mode"]
+
+
+def _write(path: Path, content: str | bytes) -> None:
+    """Write atomically, so a killed driver never leaves half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    if isinstance(content, bytes):
+        tmp.write_bytes(content)
+    else:
+        tmp.write_text(content)
+    tmp.replace(path)

@@ -1,0 +1,405 @@
+"""Deterministic proposal rules: which node to expand next and how to change its config.
+
+`propose` walks an ordered table and returns the first rule's proposal:
+
+1. initial spread: the search space's spread entries, in order, until there are that many nodes;
+2. replicate-before-trust: the best node is re-run with a fresh seed until it has `space.replicates`
+   trials (finished or running);
+3. condition overrides, each triggered by the finished nodes and applied to the best node: homeo-kick,
+   embedding-focus, k-protect, degeneracy-break, boundary-probe (thresholds below);
+4. the slot's role in the wave of four: exploit the top-UCB node; exploit the second; explore;
+   principle-test, or boundary-probe when no effect has been seen twice;
+5. explore (any role that found nothing), and last a replicate of the best node, when every move the
+   rules know would repeat a config already in the tree.
+
+Every rule is a pure function (tree, space, rng) -> Proposal | None; None means the rule does not
+apply, its parameters are not tunable in this space, or each of its moves would repeat a config that
+is already a node. An override therefore fires once per best node: its child is in the tree the next
+time it is asked. `propose` relies on the caller adding each proposal to the tree (a node, or a trial
+for a replicate) before the next call. The only randomness is `rng`.
+
+A proposal changes one parameter of its parent; the overrides change a named pair. Values are clipped
+into [low, high], ints stay int and bools bool, and floats are rounded to three significant digits so
+the mutation text ("param: old -> new", `%.3g`) shows the exact value.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from metabo_tune.tree import Effect, Node, Tree, changed_parameters
+
+if TYPE_CHECKING:  # the rules only read the space; importing it at run time would pull in torch
+    from metabo_tune.space import Parameter, SearchSpace
+
+LR_NODE = "training.learning_rate_node"
+LR_EMBEDDING = "training.learning_rate_embedding"
+NODE_L1 = "training.coeff_MLP_node_L1"
+RECURRENT = "training.recurrent_training"
+TIME_STEP = "training.time_step"
+
+# homeo-kick: rate constants found (R² above this) while MLP_node stays flat (|avg_slope_ratio| below).
+HOMEO_KICK_MIN_R2 = 0.9
+HOMEO_KICK_MAX_SLOPE = 0.1
+# embedding-focus: homeostasis moves (avg_slope_ratio in this band) but the types stay mixed.
+EMBEDDING_FOCUS_SLOPES = (0.3, 3.0)
+EMBEDDING_FOCUS_MAX_ACC = 0.9
+# k-protect: this many finished nodes in a row are partial-k.
+K_PROTECT_RUN = 4
+# degeneracy-break: this many finished nodes in a row have test_pearson − R² above the gap.
+DEGENERACY_RUN = 3
+DEGENERACY_MIN_GAP = 0.3
+# boundary-probe: this many finished nodes in a row converged.
+BOUNDARY_RUN = 3
+# principle-test: an effect needs this many parent–child pairs before it is re-tested elsewhere.
+PRINCIPLE_MIN_COUNT = 2
+
+# Conservative steps (exploit, principle-test).
+LOG_FACTORS = (1.5, 2.0)  # log_float: × or ÷ one of these
+FLOAT_STEP = (0.1, 0.2)  # float, wide int: ± this fraction of the value ...
+NEAR_ZERO_SCALE = 0.01  # ... or of this fraction of the range when the value is smaller (e.g. 0)
+HIDDEN_DIM_STEP = 0.25  # int parameters named *hidden_dim*: ± this fraction
+SMALL_INT_SPAN = 20  # int parameters with at most this span move by ±1
+SIGNIFICANT_DIGITS = 3
+EXPLORE_TRIES = 32  # random values tried before explore gives up
+
+UP_DIRECTIONS = ("up", "on")
+
+
+@dataclass(frozen=True)
+class Proposal:
+    parent_id: str | None
+    config: dict[str, Any]  # the full tunable config of the trial to run
+    mutation: str  # "param: old -> new" (pairs joined by "; "), "baseline", "initial: ...", "replicate of <id>"
+    strategy: str
+    replicate_of: str | None = None  # run that node's config again with a new seed
+
+
+Rule = Callable[[Tree, "SearchSpace", random.Random], "Proposal | None"]
+
+
+# ------------------------------------------------------------------------------------------ values
+
+
+def format_value(value: Any) -> str:
+    return f"{value:.{SIGNIFICANT_DIGITS}g}" if isinstance(value, float) else str(value)
+
+
+def mutation_text(old: dict[str, Any], new: dict[str, Any]) -> str:
+    return "; ".join(f"{name}: {format_value(old.get(name))} -> {format_value(new.get(name))}"
+                     for name in changed_parameters(old, new))
+
+
+def _bounds(param: Parameter) -> tuple[float, float]:
+    if param.low is None or param.high is None:
+        raise ValueError(f"{param.name}: a {param.kind} parameter needs low and high")
+    return param.low, param.high
+
+
+def fit(param: Parameter, value: Any) -> Any:
+    """The value as the parameter's kind, clipped into [low, high]; floats to three significant digits."""
+    if param.kind == "bool":
+        return bool(value)
+    low, high = _bounds(param)
+    if param.kind == "int":
+        return min(max(round(value), math.ceil(low)), math.floor(high))
+    return float(min(max(float(f"{value:.{SIGNIFICANT_DIGITS}g}"), low), high))
+
+
+def _additive_step(param: Parameter, value: float, rng: random.Random) -> float:
+    low, high = _bounds(param)
+    span = high - low
+    if param.kind == "int" and "hidden_dim" in param.name:
+        return max(1, round(HIDDEN_DIM_STEP * value))
+    if param.kind == "int" and span <= SMALL_INT_SPAN:
+        return 1
+    step = rng.uniform(*FLOAT_STEP) * max(abs(value), NEAR_ZERO_SCALE * span)
+    return max(1, round(step)) if param.kind == "int" else step
+
+
+def shift(param: Parameter, value: Any, up: bool, rng: random.Random) -> Any:
+    """One conservative step up or down: log_float × or ÷ 1.5 or 2, float ±10–20 % of the value,
+    int ±1 (hidden dims ±25 %, wide ranges like a float), bool set on (up) or off."""
+    if param.kind == "bool":
+        return up
+    if param.kind == "log_float":
+        factor = rng.choice(LOG_FACTORS)
+        return fit(param, value * factor if up else value / factor)
+    step = _additive_step(param, value, rng)
+    return fit(param, value + step if up else value - step)
+
+
+def neighbours(param: Parameter, value: Any, rng: random.Random) -> list[Any]:
+    """The conservative steps from value, in random order (a bool has one: the flip)."""
+    if param.kind == "bool":
+        return [not value]
+    ways = [True, False]
+    rng.shuffle(ways)
+    return [shift(param, value, up, rng) for up in ways]
+
+
+def sample(param: Parameter, value: Any, rng: random.Random) -> Any:
+    """A value anywhere in range: log-uniform for log_float, uniform otherwise; a bool flips."""
+    if param.kind == "bool":
+        return not value
+    low, high = _bounds(param)
+    if param.kind == "log_float":
+        return fit(param, math.exp(rng.uniform(math.log(low), math.log(high))))
+    if param.kind == "int":
+        return rng.randint(math.ceil(low), math.floor(high))
+    return fit(param, rng.uniform(low, high))
+
+
+def edge(param: Parameter, up: bool) -> Any:
+    return up if param.kind == "bool" else fit(param, _bounds(param)[1 if up else 0])
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def _child(tree: Tree, parent: Node, changes: dict[str, Any], strategy: str) -> Proposal | None:
+    """The parent with `changes` applied, unless that config is already a node (or the parent)."""
+    config = {**parent.config, **changes}
+    if tree.has_config(config):
+        return None
+    return Proposal(parent.node_id, config, mutation_text(parent.config, config), strategy)
+
+
+def _replicate(node: Node) -> Proposal:
+    return Proposal(node.parent_id, dict(node.config), f"replicate of {node.node_id}", "replicate",
+                    replicate_of=node.node_id)
+
+
+def _movable(space: SearchSpace, node: Node) -> list[str]:
+    """The tunable parameters the node has a value for."""
+    return [name for name in space.parameters if node.config.get(name) is not None]
+
+
+def _tunable(space: SearchSpace, node: Node, *names: str) -> bool:
+    return all(name in space.parameters and node.config.get(name) is not None for name in names)
+
+
+def _metric(node: Node, key: str) -> float:
+    try:
+        return float(node.metrics.get(key, math.nan))
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _last_finished_all(tree: Tree, n: int, condition: Callable[[Node], bool]) -> bool:
+    """Whether the last n nodes (index order) with a finished trial all meet the condition."""
+    done = [node for node in tree.nodes.values() if node.finished_trials]
+    return len(done) >= n and all(condition(node) for node in done[-n:])
+
+
+def _scaled(tree: Tree, space: SearchSpace, node: Node, factors: dict[str, float], strategy: str) -> Proposal | None:
+    if not _tunable(space, node, *factors):
+        return None
+    changes = {name: fit(space.parameters[name], node.config[name] * f) for name, f in factors.items()}
+    return _child(tree, node, changes, strategy)
+
+
+def mutation_counts(tree: Tree) -> Counter[str]:
+    """How often each parameter was changed from a parent, over the whole tree."""
+    counts: Counter[str] = Counter()
+    for node in tree.nodes.values():
+        if node.parent_id is not None:
+            counts.update(changed_parameters(tree.nodes[node.parent_id].config, node.config))
+    return counts
+
+
+def _best_positive_effect(tree: Tree, space: SearchSpace) -> Effect | None:
+    # parameter_effects is sorted by |mean Δ|, so the first positive one is the largest.
+    return next((e for e in tree.parameter_effects() if e.mean_delta > 0 and e.parameter in space.parameters), None)
+
+
+def _edge_child(tree: Tree, space: SearchSpace, node: Node, name: str, up: bool) -> Proposal | None:
+    if not _tunable(space, node, name):
+        return None
+    return _child(tree, node, {name: edge(space.parameters[name], up)}, "boundary-probe")
+
+
+# ------------------------------------------------------------------------------------------ rules
+
+
+def initial_spread(tree: Tree, space: SearchSpace, rng: random.Random) -> Proposal | None:
+    """Entry k of the spread while the tree has k < len(spread) nodes, finished or not."""
+    spread = space.initial_spread or ({},)
+    k = len(tree.nodes)
+    if k >= len(spread):
+        return None
+    entry = spread[k]
+    settings = "; ".join(f"{name}={format_value(value)}" for name, value in entry.items())
+    mutation = f"initial: {settings}" if entry else "baseline"
+    return Proposal(None, {**space.base_values(), **entry}, mutation, "initial")
+
+
+def replicate_best(tree: Tree, space: SearchSpace, rng: random.Random) -> Proposal | None:
+    """A new best is re-run with fresh seeds before the other rules build on it."""
+    best = tree.best()
+    return _replicate(best) if best is not None and len(best.trials) < space.replicates else None
+
+
+def homeo_kick(tree: Tree, space: SearchSpace, rng: random.Random) -> Proposal | None:
+    """R² high but MLP_node flat: lr_node × 2 and node L1 ÷ 2 on the best node."""
+    best = tree.best()
+    if best is None:
+        return None
+    flat = abs(_metric(best, "avg_slope_ratio")) < HOMEO_KICK_MAX_SLOPE
+    if not (_metric(best, "rate_constants_R2") > HOMEO_KICK_MIN_R2 and flat):
+        return None
+    return _scaled(tree, space, best, {LR_NODE: 2.0, NODE_L1: 0.5}, "homeo-kick")
+
+
+def embedding_focus(tree: Tree, space: SearchSpace, rng: random.Random) -> Proposal | None:
+    """Slopes move but the types stay mixed: lr_embedding × 2 on the best node, at most lr_node."""
+    best = tree.best()
+    if best is None or not _tunable(space, best, LR_EMBEDDING, LR_NODE):
+        return None
+    low, high = EMBEDDING_FOCUS_SLOPES
+    if not (low <= _metric(best, "avg_slope_ratio") <= high and _metric(best, "embedding_cluster_acc")
+            < EMBEDDING_FOCUS_MAX_ACC):
+        return None
+    current = best.config[LR_EMBEDDING]
+    raised = fit(space.parameters[LR_EMBEDDING], min(2 * current, best.config[LR_NODE]))
+    return _child(tree, best, {LR_EMBEDDING: raised}, "embedding-focus") if raised > current else None
+
+
+def k_protect(tree: Tree, space: SearchSpace, rng: random.Random) -> Proposal | None:
+    """Rate constants keep being found while the rest fails: lr_node and lr_embedding ÷ 2 on the best."""
+    best = tree.best()
+    if best is None or not _last_finished_all(tree, K_PROTECT_RUN, lambda n: n.classification == "partial-k"):
+        return None
+    return _scaled(tree, space, best, {LR_NODE: 0.5, LR_EMBEDDING: 0.5}, "k-protect")
+
+
+def degeneracy_break(tree: Tree, space: SearchSpace, rng: random.Random) -> Proposal | None:
+    """Dynamics fit but parameters wrong: recurrent training on and time_step × 2 (at least 2) on the best."""
+    best = tree.best()
+    degenerate = _last_finished_all(tree, DEGENERACY_RUN, lambda n: _metric(n, "degeneracy_gap") > DEGENERACY_MIN_GAP)
+    if best is None or not degenerate or not _tunable(space, best, RECURRENT, TIME_STEP):
+        return None
+    longer = fit(space.parameters[TIME_STEP], max(2, 2 * best.config[TIME_STEP]))
+    return _child(tree, best, {RECURRENT: True, TIME_STEP: longer}, "degeneracy-break")
+
+
+def boundary_probe(tree: Tree, space: SearchSpace, rng: random.Random) -> Proposal | None:
+    """Converging steadily: push the parameter with the best positive effect to its range edge on the best."""
+    best = tree.best()
+    if best is None or not _last_finished_all(tree, BOUNDARY_RUN, lambda n: n.classification == "converged"):
+        return None
+    effect = _best_positive_effect(tree, space)
+    return None if effect is None else _edge_child(tree, space, best, effect.parameter,
+                                                   effect.direction in UP_DIRECTIONS)
+
+
+def _perturb(tree: Tree, space: SearchSpace, rng: random.Random, node: Node, strategy: str) -> Proposal | None:
+    """One conservative step of one parameter, parameters not yet changed from this node first."""
+    tried = {name for child in tree.children(node.node_id) for name in changed_parameters(node.config, child.config)}
+    fresh = [name for name in _movable(space, node) if name not in tried]
+    again = [name for name in _movable(space, node) if name in tried]
+    rng.shuffle(fresh)
+    rng.shuffle(again)
+    for name in fresh + again:
+        for value in neighbours(space.parameters[name], node.config[name], rng):
+            proposal = _child(tree, node, {name: value}, strategy)
+            if proposal is not None:
+                return proposal
+    return None
+
+
+def exploit(tree: Tree, space: SearchSpace, rng: random.Random) -> Proposal | None:
+    """Slot 0: a conservative change of the top-UCB node."""
+    ranked = tree.ranked(space.ucb_c)
+    return _perturb(tree, space, rng, ranked[0][0], "exploit") if ranked else None
+
+
+def exploit_second(tree: Tree, space: SearchSpace, rng: random.Random) -> Proposal | None:
+    """Slot 1: the second-ranked node, or the top one (another parameter) while only one has finished."""
+    ranked = tree.ranked(space.ucb_c)
+    return _perturb(tree, space, rng, ranked[min(1, len(ranked) - 1)][0], "exploit-2") if ranked else None
+
+
+def explore(tree: Tree, space: SearchSpace, rng: random.Random) -> Proposal | None:
+    """Slot 2: the least-visited finished node (any node while none has finished), the least-mutated
+    parameter, a value sampled anywhere in range; further parameters after a collision."""
+    candidates = tree.finished_nodes() or list(tree.nodes.values())
+    if not candidates:
+        return None
+    visits = tree.visit_counts()
+    fewest = min(visits[node.node_id] for node in candidates)
+    parent = rng.choice([node for node in candidates if visits[node.node_id] == fewest])
+    names = _movable(space, parent)
+    if not names:
+        return None
+    rng.shuffle(names)
+    counts = mutation_counts(tree)
+    names.sort(key=lambda name: counts[name])  # stable: ties stay in random order
+    for attempt in range(EXPLORE_TRIES):
+        name = names[attempt % len(names)]
+        proposal = _child(tree, parent, {name: sample(space.parameters[name], parent.config[name], rng)}, "explore")
+        if proposal is not None:
+            return proposal
+    return None
+
+
+def principle_test(tree: Tree, space: SearchSpace, rng: random.Random) -> Proposal | None:
+    """Slot 3: the strongest effect seen at least twice, applied in the same direction to the best-ranked
+    node it was not learned on (neither a parent nor a child of its evidence)."""
+    ranked = [node for node, _ in tree.ranked(space.ucb_c)]
+    for effect in tree.parameter_effects():
+        if effect.count < PRINCIPLE_MIN_COUNT or effect.parameter not in space.parameters:
+            continue
+        learned = set(effect.evidence) | {tree.nodes[child].parent_id for child in effect.evidence}
+        param, up = space.parameters[effect.parameter], effect.direction in UP_DIRECTIONS
+        for node in ranked:
+            if node.node_id in learned or not _tunable(space, node, effect.parameter):
+                continue
+            proposal = _child(tree, node, {param.name: shift(param, node.config[param.name], up, rng)},
+                              "principle-test")
+            if proposal is not None:
+                return proposal
+    return None
+
+
+def probe_extreme(tree: Tree, space: SearchSpace, rng: random.Random) -> Proposal | None:
+    """Slot 3 without a principle (boundary-probe): on the top-UCB node, the parameter with the best
+    positive effect to its edge in that direction, else a random parameter to a random edge."""
+    ranked = tree.ranked(space.ucb_c)
+    if not ranked:
+        return None
+    node = ranked[0][0]
+    effect = _best_positive_effect(tree, space)
+    if effect is not None:
+        proposal = _edge_child(tree, space, node, effect.parameter, effect.direction in UP_DIRECTIONS)
+        if proposal is not None:
+            return proposal
+    names = _movable(space, node)
+    rng.shuffle(names)
+    for name in names:
+        ways = [True, False]
+        rng.shuffle(ways)
+        for up in ways:
+            proposal = _edge_child(tree, space, node, name, up)
+            if proposal is not None:
+                return proposal
+    return None
+
+
+OVERRIDES: tuple[Rule, ...] = (homeo_kick, embedding_focus, k_protect, degeneracy_break, boundary_probe)
+SLOT_ROLES: tuple[tuple[Rule, ...], ...] = ((exploit,), (exploit_second,), (explore,), (principle_test, probe_extreme))
+
+
+def propose(tree: Tree, space: SearchSpace, rng: random.Random, slot: int) -> Proposal:
+    """The next trial to run; `slot` is this suggestion's position in the current wave (taken mod 4)."""
+    for rule in (initial_spread, replicate_best, *OVERRIDES, *SLOT_ROLES[slot % len(SLOT_ROLES)], explore):
+        proposal = rule(tree, space, rng)
+        if proposal is not None:
+            return proposal
+    # Every move collides: more seeds of the best node are never wasted.
+    return _replicate(tree.best() or list(tree.nodes.values())[-1])

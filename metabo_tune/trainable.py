@@ -1,0 +1,82 @@
+"""The Ray Tune function trainable: one trial of the search, i.e. `train.Trainer` on the config the
+searcher suggested, reporting every 10 % of its iterations with a checkpoint so an interrupted trial
+resumes mid-way, and writing the trial's analysis.log, metrics.json and plots when it ends.
+
+The suggested config carries `node_id`, `parent_id`, `strategy`, `mutation`, `seed` and `values`
+(the tunable 'section.key' values); everything else comes from the search space's base config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+from ray import tune
+
+from metabo_tune import metrics, plots
+from metabo_tune.simulate import load_or_simulate
+from metabo_tune.space import SearchSpace, reward
+from metabo_tune.train import Trainer, write_loss_table
+
+REPORTS_PER_TRIAL = 10
+CHECKPOINT_FILE = "trainer.pt"
+
+
+def trial_dir_name(config: dict[str, Any]) -> str:
+    return f"node_{config['node_id']}_seed_{config['seed']}"
+
+
+def run_search_trial(config: dict[str, Any], space: SearchSpace, trials_dir: str) -> None:
+    cfg = space.config_for(config["values"], seed=config["seed"])
+    resources = tune.get_context().get_trial_resources().required_resources
+    cfg.training.n_threads = max(1, int(resources.get("CPU", 1)))
+    torch.set_num_threads(cfg.training.n_threads)
+    device = "cuda" if ray.get_gpu_ids() else "cpu"  # Ray's assignment, not torch.cuda.is_available()
+    dataset = load_or_simulate(cfg.simulation)
+    trainer = Trainer(cfg, dataset.observed, device=device)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            trainer.load_checkpoint(Path(directory) / CHECKPOINT_FILE)
+    resumed_from = trainer.iteration
+    out_dir = Path(trials_dir) / trial_dir_name(config)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    every = max(1, trainer.total_iterations // REPORTS_PER_TRIAL)
+    progress_data = dataclasses.replace(dataset, heldout=None)  # interim reports skip the slow rollout
+    while not trainer.done:
+        trainer.run(until=(trainer.iteration // every + 1) * every)
+        if trainer.done:
+            break
+        interim = _metrics(trainer, progress_data, space)
+        _report(trainer, interim | {"status": "running", "resumed_from": resumed_from}, final=False, out_dir=out_dir)
+    final = _metrics(trainer, dataset, space)
+    result = trainer.result()
+    (out_dir / "analysis.log").write_text(metrics.format_analysis_log(final))
+    (out_dir / "metrics.json").write_text(json.dumps(final, indent=1))
+    write_loss_table(result.loss_history, out_dir / "losses.csv")
+    plots.write_trial_plots(result.model, dataset, result.loss_history, out_dir)
+    _report(trainer, final | {"resumed_from": resumed_from}, final=True, out_dir=out_dir)
+
+
+def _metrics(trainer: Trainer, dataset, space: SearchSpace) -> dict[str, Any]:
+    result = trainer.result()
+    status = result.status if trainer.done else "completed"
+    values = metrics.compute_metrics(result.model, dataset, status=status, loss_history=result.loss_history,
+                                     training_time_s=result.training_time_s, iterations=result.iterations,
+                                     thresholds=space.thresholds)
+    values["status"] = result.status
+    values["reward"] = reward(values | {"status": status}, space.reward, space.thresholds)
+    return values
+
+
+def _report(trainer: Trainer, values: dict[str, Any], *, final: bool, out_dir: Path) -> None:
+    values = values | {"iteration": trainer.iteration, "total_iterations": trainer.total_iterations,
+                       "trial_dir": str(out_dir), "final": final}
+    with tempfile.TemporaryDirectory() as directory:
+        trainer.save_checkpoint(Path(directory) / CHECKPOINT_FILE)
+        tune.report(values, checkpoint=tune.Checkpoint.from_directory(directory))

@@ -1,0 +1,410 @@
+"""The exploration tree: one node per tried config, one trial per training run (seed) of that config.
+
+The searcher adds a node (and its first trial) when it suggests a config, so the tree also holds the
+trials still running; a replicate adds a further trial to an existing node. Ids are the caller's.
+Mutate the tree only through its methods.
+
+UCB
+---
+    UCB(n) = R(n) + c · sqrt(ln N / V(n))
+
+* R(n): the mean reward over the finished nodes of n's subtree (n and all its descendants), where a
+  node's reward is the mean over its replicate trials;
+* V(n): the trials in n's subtree, finished or running;
+* N: the trials in the whole tree.
+
+Why this form:
+
+* It is UCB1 with a subtree as the arm: a node is worth expanding again when what grew from it is
+  good on average, not because one child got lucky once.
+* Running trials count in V and N as virtual visits: the four suggestions of a wave are made before
+  any of them reports, and each one lowers its parent's score for the next, so they spread out
+  instead of all expanding the same node.
+* There is no block filter: a node keeps its parent for good (the predecessor silently turned parents
+  from earlier blocks into roots). Blocks only group finished trials for the summaries in
+  `render_memory`.
+* Replicates are averaged into one node reward, so a lucky seed is not rewarded as a discovery and a
+  re-run does not count as a new node.
+* c is in reward units. The bonus of a fresh leaf is c·sqrt(ln N), about 2c at N = 50; choose c on the
+  scale of the reward differences that matter (the seed-to-seed noise), or the bonus swamps the reward
+  as the predecessor's c·sqrt(N)/(1 + V) with c = 1.414 did.
+
+A finished trial without a reward (None or nan, e.g. an error) counts as a visit but not in any mean.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+FINISHED_STATUSES = ("completed", "diverged", "error")
+
+# Metrics shown in the UCB table and the block summaries: (label, metrics key).
+_UCB_METRICS = (("R2", "rate_constants_R2"), ("Pearson", "test_pearson"), ("Cluster", "embedding_cluster_acc"))
+_BLOCK_METRICS = (("R2", "rate_constants_R2"), ("avg_slope_ratio", "avg_slope_ratio"),
+                  ("cluster_acc", "embedding_cluster_acc"))
+
+
+def _has_reward(reward: float | None) -> bool:
+    return reward is not None and not math.isnan(reward)
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (None below two values)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+@dataclass
+class Trial:
+    """One training run (one seed) of a node."""
+
+    trial_id: str
+    seed: int
+    status: str = "running"  # running | completed | diverged | error
+    reward: float | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Node:
+    """One config tried, with all its trials (replicates share the node)."""
+
+    node_id: str
+    parent_id: str | None  # None: a root (the initial spread)
+    config: dict[str, Any]  # every tunable value, 'section.key' -> value
+    mutation: str
+    strategy: str
+    index: int  # creation order, 0-based
+    trials: list[Trial] = field(default_factory=list)
+
+    @property
+    def finished_trials(self) -> list[Trial]:
+        return [t for t in self.trials if t.status != "running"]
+
+    @property
+    def rewards(self) -> list[float]:
+        """The rewards of the finished trials that have one."""
+        return [t.reward for t in self.finished_trials if _has_reward(t.reward)]
+
+    @property
+    def reward(self) -> float | None:
+        """Replicate mean; None until a trial finished with a reward."""
+        rewards = self.rewards
+        return statistics.fmean(rewards) if rewards else None
+
+    @property
+    def reward_sd(self) -> float | None:
+        """Sample standard deviation of the replicate rewards; None below two."""
+        rewards = self.rewards
+        return statistics.stdev(rewards) if len(rewards) > 1 else None
+
+    @property
+    def status(self) -> str:
+        """'running' while any trial runs, else the last trial's status ('pending' with no trial)."""
+        if any(t.status == "running" for t in self.trials):
+            return "running"
+        return self.trials[-1].status if self.trials else "pending"
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """The last finished trial's metrics."""
+        finished = self.finished_trials
+        return finished[-1].metrics if finished else {}
+
+    @property
+    def classification(self) -> str | None:
+        return self.metrics.get("classification")
+
+
+@dataclass(frozen=True)
+class Effect:
+    """What changing one parameter in one direction did to the reward, child minus parent."""
+
+    parameter: str
+    direction: str  # up | down | on | off
+    mean_delta: float
+    stderr: float | None  # None with a single observation
+    count: int
+    evidence: tuple[str, ...]  # the children's node ids
+
+
+def changed_parameters(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The names whose value differs between two configs, sorted."""
+    return sorted(name for name in old.keys() | new.keys() if old.get(name) != new.get(name))
+
+
+def direction(old: Any, new: Any) -> str:
+    if isinstance(new, bool):
+        return "on" if new else "off"
+    return "up" if new > old else "down"
+
+
+@dataclass
+class _Stats:
+    reward_sum: float = 0.0
+    rewarded: int = 0  # finished nodes with a reward
+    visits: int = 0
+
+    @property
+    def mean(self) -> float | None:
+        return self.reward_sum / self.rewarded if self.rewarded else None
+
+
+@dataclass
+class Tree:
+    nodes: dict[str, Node] = field(default_factory=dict, init=False)  # in index order
+    _children: dict[str, list[str]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _trial_nodes: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    # ---------------------------------------------------------------------------------- building
+
+    def add_node(self, node_id: str, parent_id: str | None, config: dict[str, Any], mutation: str,
+                 strategy: str) -> Node:
+        """A new node without trials; its parent must already be in the tree."""
+        node = Node(node_id, parent_id, dict(config), mutation, strategy, index=len(self.nodes))
+        self._insert(node)
+        return node
+
+    def _insert(self, node: Node) -> None:
+        if node.node_id in self.nodes:
+            raise ValueError(f"node {node.node_id!r} already exists")
+        if node.parent_id is not None and node.parent_id not in self.nodes:
+            raise ValueError(f"parent {node.parent_id!r} of node {node.node_id!r} is not in the tree")
+        for trial in node.trials:
+            self._register_trial(trial.trial_id, node.node_id)
+        self.nodes[node.node_id] = node
+        self._children[node.node_id] = []
+        if node.parent_id is not None:
+            self._children[node.parent_id].append(node.node_id)
+
+    def _register_trial(self, trial_id: str, node_id: str) -> None:
+        if trial_id in self._trial_nodes:
+            raise ValueError(f"trial {trial_id!r} already exists")
+        self._trial_nodes[trial_id] = node_id
+
+    def add_trial(self, node_id: str, trial_id: str, seed: int) -> Trial:
+        """A running trial of the node; a replicate is a further trial of the same node."""
+        node = self._node(node_id)
+        self._register_trial(trial_id, node_id)
+        trial = Trial(trial_id, seed)
+        node.trials.append(trial)
+        return trial
+
+    def complete_trial(self, trial_id: str, status: str, reward: float | None,
+                       metrics: dict[str, Any] | None = None) -> Node:
+        """Record a trial's outcome (completing it again overwrites it); returns its node."""
+        if status not in FINISHED_STATUSES:
+            raise ValueError(f"status must be one of {', '.join(FINISHED_STATUSES)}, got {status!r}")
+        node = self.node_of_trial(trial_id)
+        if node is None:
+            raise KeyError(f"unknown trial {trial_id!r}")
+        trial = next(t for t in node.trials if t.trial_id == trial_id)
+        trial.status, trial.metrics = status, dict(metrics or {})
+        trial.reward = None if reward is None else float(reward)
+        return node
+
+    # ---------------------------------------------------------------------------------- structure
+
+    def _node(self, node_id: str) -> Node:
+        try:
+            return self.nodes[node_id]
+        except KeyError:
+            raise KeyError(f"unknown node {node_id!r}") from None
+
+    def node_of_trial(self, trial_id: str) -> Node | None:
+        node_id = self._trial_nodes.get(trial_id)
+        return None if node_id is None else self.nodes[node_id]
+
+    def children(self, node_id: str) -> list[Node]:
+        self._node(node_id)
+        return [self.nodes[child] for child in self._children[node_id]]
+
+    def subtree(self, node_id: str) -> list[Node]:
+        """The node and all its descendants, in index order."""
+        found, stack = [], [self._node(node_id)]
+        while stack:
+            node = stack.pop()
+            found.append(node)
+            stack.extend(self.children(node.node_id))
+        return sorted(found, key=lambda n: n.index)
+
+    def finished_nodes(self) -> list[Node]:
+        """Nodes with a reward, in index order."""
+        return [n for n in self.nodes.values() if n.reward is not None]
+
+    def has_config(self, config: dict[str, Any]) -> bool:
+        return any(node.config == config for node in self.nodes.values())
+
+    # ---------------------------------------------------------------------------------- scores
+
+    def _subtree_stats(self) -> dict[str, _Stats]:
+        """Reward sum, rewarded-node count and visits of every subtree, in one pass: a child always
+        comes after its parent in index order, so walking backwards finishes a subtree before its root."""
+        stats = {node_id: _Stats() for node_id in self.nodes}
+        for node in reversed(self.nodes.values()):
+            own = stats[node.node_id]
+            own.visits += len(node.trials)
+            if node.reward is not None:
+                own.reward_sum += node.reward
+                own.rewarded += 1
+            if node.parent_id is not None:
+                parent = stats[node.parent_id]
+                parent.reward_sum += own.reward_sum
+                parent.rewarded += own.rewarded
+                parent.visits += own.visits
+        return stats
+
+    def _stats(self, node_id: str) -> _Stats:
+        self._node(node_id)
+        return self._subtree_stats()[node_id]
+
+    def visits(self, node_id: str) -> int:
+        """V(n): trials, finished or running, in n's subtree."""
+        return self._stats(node_id).visits
+
+    def visit_counts(self) -> dict[str, int]:
+        """V(n) of every node at once."""
+        return {node_id: s.visits for node_id, s in self._subtree_stats().items()}
+
+    def total_visits(self) -> int:
+        """N: all trials in the tree."""
+        return sum(len(node.trials) for node in self.nodes.values())
+
+    def subtree_reward(self, node_id: str) -> float | None:
+        """Mean of the node rewards over the finished nodes of n's subtree."""
+        return self._stats(node_id).mean
+
+    def _ucb(self, stats: _Stats, c: float, total: int) -> float | None:
+        mean = stats.mean
+        return None if mean is None else mean + c * math.sqrt(math.log(total) / stats.visits)
+
+    def ucb(self, node_id: str, c: float) -> float | None:
+        """R(n) + c·sqrt(ln N / V(n)) (module docstring); None when no node of the subtree finished."""
+        return self._ucb(self._stats(node_id), c, self.total_visits())
+
+    def ranked(self, c: float) -> list[tuple[Node, float]]:
+        """Finished nodes with their UCB, best first; ties go to the older node."""
+        stats, total = self._subtree_stats(), self.total_visits()
+        scored = [(node, self._ucb(stats[node.node_id], c, total)) for node in self.finished_nodes()]
+        return sorted(scored, key=lambda pair: (-pair[1], pair[0].index))
+
+    def best(self) -> Node | None:
+        """Highest replicate-mean reward; ties go to more replicates, then to the older node."""
+        return max(self.finished_nodes(), key=_best_key, default=None)
+
+    def parameter_effects(self) -> list[Effect]:
+        """Child reward − parent reward per (parameter, direction) over every finished child of a
+        finished parent; a child that changed a pair counts for each parameter. Strongest first."""
+        deltas: dict[tuple[str, str], list[tuple[float, str]]] = {}
+        for child in self.finished_nodes():
+            parent = None if child.parent_id is None else self.nodes[child.parent_id]
+            if parent is None or parent.reward is None:
+                continue
+            for name in changed_parameters(parent.config, child.config):
+                key = (name, direction(parent.config.get(name), child.config.get(name)))
+                deltas.setdefault(key, []).append((child.reward - parent.reward, child.node_id))
+        effects = []
+        for (name, way), items in deltas.items():
+            mean, sd = _mean_sd([delta for delta, _ in items])
+            stderr = None if sd is None else sd / math.sqrt(len(items))
+            effects.append(Effect(name, way, mean, stderr, len(items), tuple(node_id for _, node_id in items)))
+        return sorted(effects, key=lambda e: (-abs(e.mean_delta), e.parameter, e.direction))
+
+    # ---------------------------------------------------------------------------------- persistence
+
+    def to_json(self) -> str:
+        """Every node with its trials; metrics must be JSON values (tuples come back as lists)."""
+        return json.dumps({"format": 1, "nodes": [asdict(node) for node in self.nodes.values()]})
+
+    @classmethod
+    def from_json(cls, text: str) -> Tree:
+        tree = cls()
+        for raw in json.loads(text)["nodes"]:
+            trials = [Trial(**t) for t in raw["trials"]]
+            tree._insert(Node(**{**raw, "trials": trials}))
+        return tree
+
+    # ---------------------------------------------------------------------------------- views
+
+    def _finished_trials(self) -> list[tuple[Node, Trial]]:
+        """Finished trials in node index order (replicates sit with their node)."""
+        return [(node, trial) for node in self.nodes.values() for trial in node.finished_trials]
+
+    def render_ucb_scores(self, c: float, block_size: int) -> str:
+        """The predecessor's `ucb_scores.txt` line shape, one line per finished node, best first."""
+        finished = len(self._finished_trials())
+        block = max(1, math.ceil(finished / block_size))
+        lines = [f"=== UCB Scores (N_total={self.total_visits()}, c={c}, block {block} of {block_size} trials) ===",
+                 ""]
+        visits = self.visit_counts()
+        for node, score in self.ranked(c):
+            shown = ", ".join(f"{label}={_metric(node.metrics, key):.3f}" for label, key in _UCB_METRICS)
+            parent = "root" if node.parent_id is None else node.parent_id
+            lines.append(f"Node {node.node_id}: UCB={score:.3f}, parent={parent}, visits={visits[node.node_id]}, "
+                         f"{shown}, Reward={node.reward:.3f}, Mutation={node.mutation}")
+        return "\n".join(lines) + "\n"
+
+    def render_memory(self, block_size: int) -> str:
+        """Markdown: learned parameter effects with evidence counts, then one summary line per
+        completed block of `block_size` finished trials."""
+        lines = ["# Exploration memory", "", "## Learned parameter effects", "",
+                 "Δreward = child reward − parent reward (replicate means), per changed parameter and direction.", ""]
+        effects = self.parameter_effects()
+        if effects:
+            lines += ["| parameter | direction | mean Δreward ± stderr | n | evidence (nodes) |",
+                      "|---|---|---|---|---|"]
+            lines += [_effect_row(e) for e in effects]
+        else:
+            lines.append("No parent–child pair has finished yet.")
+        lines += ["", f"## Blocks of {block_size} finished trials", ""]
+        trials = self._finished_trials()
+        n_blocks = len(trials) // block_size
+        lines += [self._block_line(b + 1, trials[b * block_size:(b + 1) * block_size]) for b in range(n_blocks)]
+        if not n_blocks:
+            lines.append("No block completed yet.")
+        return "\n".join(lines) + "\n"
+
+    def _block_line(self, number: int, trials: list[tuple[Node, Trial]]) -> str:
+        labels = Counter(_label(trial) for _, trial in trials)
+        counts = ", ".join(f"{label} {n}" for label, n in sorted(labels.items(), key=lambda item: (-item[1], item[0])))
+        nodes = list({node.node_id: node for node, _ in trials}.values())
+        scored = [n for n in nodes if n.reward is not None]
+        text = f"- Block {number}: {len(trials)} trials; {counts}"
+        if scored:
+            top = max(scored, key=_best_key)
+            shown = ", ".join(f"{label} {_metric(top.metrics, key):.3f}" for label, key in _BLOCK_METRICS)
+            text += f"; best node {top.node_id} reward {top.reward:.3f} ({shown})"
+        improved = [f"{n.node_id} `{n.mutation}` ({n.reward - parent:+.3f})" for n in scored
+                    if (parent := self._parent_reward(n)) is not None and n.reward > parent]
+        return text + "; improved on parent: " + (", ".join(improved) if improved else "none")
+
+    def _parent_reward(self, node: Node) -> float | None:
+        return None if node.parent_id is None else self.nodes[node.parent_id].reward
+
+
+def _best_key(node: Node) -> tuple[float, int, int]:
+    return node.reward, len(node.rewards), -node.index
+
+
+def _metric(metrics: dict[str, Any], key: str) -> float:
+    """A metric as a float; nan when missing or not a number."""
+    try:
+        return float(metrics.get(key, math.nan))
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _label(trial: Trial) -> str:
+    default = "unknown" if trial.status == "completed" else "failed"
+    return trial.metrics.get("classification") or default
+
+
+def _effect_row(effect: Effect) -> str:
+    spread = "" if effect.stderr is None else f" ± {effect.stderr:.3f}"
+    cells = (effect.parameter, effect.direction, f"{effect.mean_delta:+.3f}{spread}", str(effect.count),
+             ", ".join(effect.evidence))
+    return "| " + " | ".join(cells) + " |"

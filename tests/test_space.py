@@ -1,0 +1,334 @@
+from __future__ import annotations
+
+import copy
+import math
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from metabo_tune.metrics import Thresholds, classify
+from metabo_tune.space import RewardWeights, SpaceError, load_space, reward, reward_inputs
+
+SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
+HOMEO = SPACES / "homeo_rank_50.yaml"
+SMOKE = SPACES / "smoke.yaml"
+Mutation = Callable[[dict], object]
+
+
+# --------------------------------------------------------------------------------------------
+# The shipped files
+
+
+@pytest.mark.parametrize("path", [HOMEO, SMOKE], ids=["homeo", "smoke"])
+def test_shipped_spaces_load_with_the_budget_applied_and_the_spread_in_range(path: Path) -> None:
+    space = load_space(path)
+    assert space.base.training.n_epochs == 1
+    assert space.initial_spread[0] == {}
+    assert len(space.initial_spread) == 4
+    for slot in space.initial_spread:
+        for name, value in slot.items():
+            parameter = space.parameters[name]
+            assert type(value) is type(space.base_values()[name])
+            if parameter.kind != "bool":
+                assert parameter.low <= value <= parameter.high
+        space.config_for(slot)
+    for name in ("training.seed", "training.n_epochs", "training.data_augmentation_loop"):
+        assert name not in space.parameters
+
+
+def test_homeo_space_is_the_mission() -> None:
+    space = load_space(HOMEO)
+    assert space.base.training.iterations_per_epoch(space.base.simulation.n_frames) == 72_000
+    values = space.base_values()
+    assert {key: values[f"training.{key}"] for key in (
+        "learning_rate_k", "learning_rate_embedding", "learning_rate_node", "learning_rate_sub",
+        "coeff_MLP_node_L1", "coeff_MLP_sub_norm", "coeff_MLP_sub_diff", "coeff_k_floor", "k_floor_threshold",
+        "batch_size")} == {
+        "learning_rate_k": 5e-3, "learning_rate_embedding": 1e-4, "learning_rate_node": 1e-4,
+        "learning_rate_sub": 5e-3, "coeff_MLP_node_L1": 1.0, "coeff_MLP_sub_norm": 1.0,
+        "coeff_MLP_sub_diff": 6.0, "coeff_k_floor": 1.0, "k_floor_threshold": -2.0, "batch_size": 8}
+    assert {key: values[f"graph_model.{key}"] for key in (
+        "hidden_dim_sub", "n_layers_sub", "hidden_dim_node", "n_layers_node")} == {
+        "hidden_dim_sub": 64, "n_layers_sub": 4, "hidden_dim_node": 32, "n_layers_node": 2}
+    assert space.initial_spread[1:] == (
+        {"training.learning_rate_node": 5e-4},
+        {"training.coeff_MLP_node_L1": 0.1},
+        {"training.recurrent_training": True, "training.time_step": 4, "training.learning_rate_k": 2e-3})
+    assert "simulation" in space.frozen
+    assert space.parameters["training.learning_rate_node"].high == 1e-3
+    assert (space.block_size, space.ucb_c, space.replicates) == (12, 0.25, 2)
+    assert space.reward == RewardWeights(0.4, 0.3, 0.3)
+    assert space.thresholds == Thresholds()
+
+
+def test_smoke_space_is_small() -> None:
+    space = load_space(SMOKE)
+    assert space.base.training.iterations_per_epoch(space.base.simulation.n_frames) == 75
+    assert space.base.simulation.n_metabolites == 20
+    assert space.block_size == 4
+    assert space.initial_spread[3]["training.time_step"] == 2
+
+
+def test_config_for_applies_values_and_seed() -> None:
+    space = load_space(SMOKE)
+    cfg = space.config_for({"training.learning_rate_node": 5e-4, "training.recurrent_training": True}, seed=3)
+    assert cfg.training.learning_rate_node == 5e-4
+    assert cfg.training.recurrent_training is True
+    assert cfg.training.seed == 3
+    assert cfg.training.data_augmentation_loop == 10
+    assert space.config_for({}).training.seed == space.base.training.seed
+    assert space.base.training.learning_rate_node == 1e-4
+
+
+def test_budget_overrides_the_base(tmp_path: Path) -> None:
+    raw = yaml.safe_load(SMOKE.read_text())
+    raw["budget"] = {"data_augmentation_loop": 20}
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    space = load_space(path)
+    assert space.base.training.data_augmentation_loop == 20
+    assert space.base.training.iterations_per_epoch(300) == 150
+
+
+def test_yaml_text_numbers_and_integers_become_floats(tmp_path: Path) -> None:
+    raw = yaml.safe_load(SMOKE.read_text())
+    raw["parameters"]["training.learning_rate_k"] = {"type": "log_float", "low": "1e-4", "high": "1e-2"}
+    raw["initial_spread"][2] = {"training.coeff_MLP_node_L1": 2}
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    space = load_space(path)
+    assert space.parameters["training.learning_rate_k"].low == 1e-4
+    assert space.initial_spread[2] == {"training.coeff_MLP_node_L1": 2.0}
+    assert isinstance(space.initial_spread[2]["training.coeff_MLP_node_L1"], float)
+
+
+# --------------------------------------------------------------------------------------------
+# Invalid files: one case per rule, each a one-line SpaceError naming the file and the key
+
+
+def _set_param(name: str, spec: dict) -> Mutation:
+    def mutate(raw: dict) -> None:
+        raw["parameters"][name] = spec
+    return mutate
+
+
+def _set(key: str, value: object) -> Mutation:
+    def mutate(raw: dict) -> None:
+        raw[key] = value
+    return mutate
+
+
+def _set_slot(index: int, slot: dict) -> Mutation:
+    def mutate(raw: dict) -> None:
+        raw["initial_spread"][index] = slot
+    return mutate
+
+
+def _set_base(section: str, key: str, value: object) -> Mutation:
+    def mutate(raw: dict) -> None:
+        raw["base"][section][key] = value
+    return mutate
+
+
+INVALID = {
+    "unknown top-level key": (_set("parameter", {}), ["'parameter'", "did you mean 'parameters'"]),
+    "missing required key": (lambda raw: raw.pop("initial_spread"), ["'initial_spread' is missing"]),
+    "unknown spec key": (_set_param("training.coeff_MLP_node_L1", {"type": "float", "low": 0.0, "hgh": 1.0}),
+                         ["parameters.training.coeff_MLP_node_L1", "'hgh'", "did you mean 'high'"]),
+    "unknown type": (_set_param("training.coeff_MLP_node_L1", {"type": "real", "low": 0.0, "high": 1.0}),
+                     ["parameters.training.coeff_MLP_node_L1.type", "log_float"]),
+    "no section": (_set_param("learning_rate_k", {"type": "log_float", "low": 1e-4, "high": 1e-2}),
+                   ["parameters.learning_rate_k", "section.key"]),
+    "unknown config key": (_set_param("training.learning_rate_kk", {"type": "log_float", "low": 1e-4, "high": 1e-2}),
+                           ["parameters.training.learning_rate_kk", "did you mean 'learning_rate_k'"]),
+    "frozen key": (_set_param("training.coeff_S_L1", {"type": "float", "low": 0.0, "high": 1.0}),
+                   ["parameters.training.coeff_S_L1", "frozen", "'training.coeff_S_L1'"]),
+    "key in a frozen section": (_set_param("simulation.n_frames", {"type": "int", "low": 100, "high": 300}),
+                                ["parameters.simulation.n_frames", "frozen", "'simulation'"]),
+    "budget key as parameter": (_set_param("training.data_augmentation_loop",
+                                           {"type": "float", "low": 1.0, "high": 20.0}),
+                                ["parameters.training.data_augmentation_loop", "budget"]),
+    "seed as parameter": (_set_param("training.seed", {"type": "int", "low": 0, "high": 9}),
+                          ["parameters.training.seed", "noise"]),
+    "frozen entry not a key": (_set("frozen", ["simulation", "training.coeff_S_LL1"]),
+                               ["frozen entry 'training.coeff_S_LL1'", "did you mean 'coeff_S_L1'"]),
+    "frozen entry not a section": (_set("frozen", ["simulations"]),
+                                   ["frozen entry 'simulations'", "did you mean 'simulation'"]),
+    "high outside the domain": (_set_param("training.time_step", {"type": "int", "low": 1, "high": 100}),
+                                ["parameters.training.time_step", "high 100", "less than or equal to 64"]),
+    "low outside the domain": (_set_param("training.coeff_MLP_sub_norm", {"type": "float", "low": -1.0, "high": 1.0}),
+                               ["parameters.training.coeff_MLP_sub_norm", "low -1.0"]),
+    "low above high": (_set_param("training.coeff_MLP_node_L1", {"type": "float", "low": 5.0, "high": 1.0}),
+                       ["parameters.training.coeff_MLP_node_L1", "must be < high"]),
+    "log_float from 0": (_set_param("training.coeff_conservation", {"type": "log_float", "low": 0.0, "high": 1e5}),
+                         ["parameters.training.coeff_conservation.low", "low > 0"]),
+    "bool with a range": (_set_param("training.recurrent_training", {"type": "bool", "low": 0, "high": 1}),
+                          ["parameters.training.recurrent_training.low", "no range"]),
+    "missing high": (_set_param("training.coeff_MLP_node_L1", {"type": "float", "low": 0.0}),
+                     ["parameters.training.coeff_MLP_node_L1", "'high' is missing"]),
+    "float bound for int": (_set_param("training.time_step", {"type": "int", "low": 1, "high": 4.5}),
+                            ["parameters.training.time_step.high", "integer"]),
+    "type does not fit the key": (_set_param("training.learning_rate_k", {"type": "int", "low": 1, "high": 2}),
+                                  ["parameters.training.learning_rate_k.type", "log_float or float"]),
+    "text key": (_set_param("training.lr_schedule", {"type": "bool"}),
+                 ["parameters.training.lr_schedule.type", "numeric and bool"]),
+    "base value outside the range": (_set_param("training.coeff_MLP_node_L1",
+                                                {"type": "float", "low": 2.0, "high": 5.0}),
+                                     ["parameters.training.coeff_MLP_node_L1", "base value 1.0", "outside"]),
+    "base value unset": (lambda raw: raw["base"]["training"].pop("learning_rate_embedding"),
+                         ["parameters.training.learning_rate_embedding", "unset"]),
+    "spread out of range": (_set_slot(1, {"training.learning_rate_node": 5e-3}),
+                            ["initial_spread[1].training.learning_rate_node", "outside"]),
+    "spread key not a parameter": (_set_slot(1, {"training.batch_size": 16}),
+                                   ["initial_spread[1].training.batch_size", "not a declared parameter"]),
+    "spread float for int": (_set_slot(3, {"training.recurrent_training": True, "training.time_step": 2.0}),
+                             ["initial_spread[3].training.time_step", "integer"]),
+    "spread number for bool": (_set_slot(3, {"training.recurrent_training": 1}),
+                               ["initial_spread[3].training.recurrent_training", "true or false"]),
+    "spread text for float": (_set_slot(1, {"training.learning_rate_node": "fast"}),
+                              ["initial_spread[1].training.learning_rate_node", "number"]),
+    "spread entry not a mapping": (_set_slot(1, ["training.learning_rate_node"]), ["initial_spread[1]", "mapping"]),
+    "empty spread": (_set("initial_spread", []), ["initial_spread", "non-empty"]),
+    "duplicate spread": (_set_slot(2, {"training.learning_rate_node": 5e-4}),
+                         ["initial_spread[2]", "same config as initial_spread[1]"]),
+    "spread equal to base": (_set_slot(2, {"training.learning_rate_node": 1e-4}),
+                             ["initial_spread[2]", "same config as initial_spread[0]"]),
+    "bad base": (_set_base("training", "learning_rate_kk", 1e-3),
+                 ["(base)", "'training.learning_rate_kk'", "did you mean 'learning_rate_k'"]),
+    "bad base value": (_set_base("training", "batch_size", 0), ["(base)", "training.batch_size"]),
+    "base not a mapping": (_set("base", 3), ["base", "int"]),
+    "unknown budget key": (_set("budget", {"n_epoch": 1}), ["'budget.n_epoch'", "did you mean 'n_epochs'"]),
+    "bad budget value": (_set("budget", {"n_epochs": 0}), ["(budget)", "training.n_epochs"]),
+    "negative reward weight": (_set("reward", {"rate_constants": 1.0, "slopes": -0.1, "embeddings": 0.0}),
+                               ["reward", "slopes", ">= 0"]),
+    "all-zero reward": (_set("reward", {"rate_constants": 0, "slopes": 0, "embeddings": 0}),
+                        ["reward", "all weights are 0"]),
+    "partial reward": (_set("reward", {"rate_constants": 1.0}), ["reward.slopes is missing"]),
+    "unknown reward key": (_set("reward", {"rate_constant": 1.0, "slopes": 0, "embeddings": 0}),
+                           ["'reward.rate_constant'", "did you mean 'rate_constants'"]),
+    "unknown threshold": (_set("thresholds", {"converged_R2": 0.8}),
+                          ["'thresholds.converged_R2'", "did you mean 'converged_r2'"]),
+    "threshold order": (_set("thresholds", {"slope_ratio_min": 3.0}), ["thresholds.slope_ratio_min", "< "]),
+    "block_size 0": (_set("block_size", 0), ["block_size", ">= 1"]),
+    "block_size not an integer": (_set("block_size", 2.5), ["block_size", "integer"]),
+    "negative ucb_c": (_set("ucb_c", -0.5), ["ucb_c", ">= 0"]),
+    "replicates 0": (_set("replicates", 0), ["replicates", ">= 1"]),
+}
+
+
+@pytest.mark.parametrize("case", list(INVALID))
+def test_invalid_space_is_one_line_naming_file_and_key(tmp_path: Path, case: str) -> None:
+    mutate, fragments = INVALID[case]
+    raw = copy.deepcopy(yaml.safe_load(SMOKE.read_text()))
+    mutate(raw)
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    with pytest.raises(SpaceError) as info:
+        load_space(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(str(path))
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(SpaceError, match="no such config file"):
+        load_space(tmp_path / "nope.yaml")
+    path = tmp_path / "broken.yaml"
+    path.write_text("base: [1, 2\n")
+    with pytest.raises(SpaceError, match="not valid YAML"):
+        load_space(path)
+    path.write_text("- 1\n- 2\n")
+    with pytest.raises(SpaceError, match="expected a mapping"):
+        load_space(path)
+
+
+def test_reward_weights_validate_themselves() -> None:
+    with pytest.raises(ValueError, match="embeddings"):
+        RewardWeights(1.0, 0.0, math.nan)
+    assert RewardWeights(2.0, 0.0, 0.0).total == 2.0
+
+
+# --------------------------------------------------------------------------------------------
+# Reward
+
+WEIGHTS = RewardWeights()
+TH = Thresholds()
+
+
+def _metrics(r2: float, ratios: list[float], acc: float, status: str = "completed") -> dict:
+    metrics = {"status": status, "rate_constants_R2": r2, "avg_slope_ratio": sum(ratios) / len(ratios),
+               "embedding_cluster_acc": acc}
+    metrics.update({f"MLP_node_slope_ratio_{t}": r for t, r in enumerate(ratios)})
+    return metrics
+
+
+def test_reward_hand_checked_values() -> None:
+    assert reward(_metrics(1.0, [1.0, 1.0], 1.0), WEIGHTS, TH) == pytest.approx(1.0)
+    # converged: score = 0.4·0.91 + 0.3·(0.5 + 0.5)/2 + 0.3·1 = 0.814; (3 + 0.814)/4
+    assert reward(_metrics(0.91, [0.5, 2.0], 1.0), WEIGHTS, TH) == pytest.approx(3.814 / 4)
+    # partial-k (avg ratio 0.375): slopes (0 + 0.5)/2 = 0.25, embeddings (0.75 − 0.5)/0.5 = 0.5,
+    # score = 0.4·0.95 + 0.3·0.25 + 0.3·0.5 = 0.605; (2 + 0.605)/4
+    partial_k = _metrics(0.95, [0.25, 0.5], 0.75)
+    assert classify(partial_k, "completed", TH) == "partial-k"
+    assert reward(partial_k, WEIGHTS, TH) == pytest.approx(2.605 / 4)
+    # partial-homeo: R² 0.7, ratios 1/1, acc 0.5 (chance → 0): score = 0.28 + 0.3 = 0.58
+    assert reward(_metrics(0.7, [1.0, 1.0], 0.5), WEIGHTS, TH) == pytest.approx(2.58 / 4)
+    # partial: R² 0.6, ratios 4/0.25 (avg 2.125, s = 0), acc 0.4 (below chance → 0): score = 0.24
+    assert reward(_metrics(0.6, [4.0, 0.25], 0.4), WEIGHTS, TH) == pytest.approx(1.24 / 4)
+    # failed (R² < 0.5) keeps its recovery score: 0.4·0.3 + 0.3 + 0.3 = 0.72
+    assert reward(_metrics(0.3, [1.0, 1.0], 1.0), WEIGHTS, TH) == pytest.approx(0.72 / 4)
+    # only k weighted: failed with R² −0.2 and negative slope ratios scores 0
+    assert reward(_metrics(-0.2, [-1.0, -0.5], 0.5), RewardWeights(2.0, 0.0, 0.0), TH) == 0.0
+    assert reward(_metrics(0.8, [1.0, 1.0], 1.0), RewardWeights(2.0, 0.0, 0.0), TH) == pytest.approx(2.8 / 4)
+
+
+def test_reward_of_diverged_errored_and_broken_metrics() -> None:
+    assert reward(_metrics(1.0, [1.0, 1.0], 1.0, status="diverged"), WEIGHTS, TH) == 0.0
+    assert reward(_metrics(1.0, [1.0, 1.0], 1.0, status="error"), WEIGHTS, TH) == 0.0
+    assert reward({"status": "error"}, WEIGHTS, TH) == 0.0
+    assert reward({}, WEIGHTS, TH) == 0.0
+    nan_k = _metrics(math.nan, [1.0, 1.0], 1.0)
+    assert reward(nan_k, WEIGHTS, TH) == pytest.approx(0.6 / 4)  # failed, k counts 0
+    nan_ratio = _metrics(0.95, [1.0, 1.0], 1.0)
+    nan_ratio["MLP_node_slope_ratio_1"] = math.nan
+    nan_ratio["avg_slope_ratio"] = math.nan
+    assert reward(nan_ratio, WEIGHTS, TH) == pytest.approx(0.83 / 4)  # failed: tier 0, the nan type scores 0
+    no_k = {"status": "completed", "MLP_node_slope_ratio_0": 1.0, "embedding_cluster_acc": 1.0}
+    assert reward(no_k, WEIGHTS, TH) == pytest.approx(0.6 / 4)  # unknown: tier 0, one type → acc as is
+
+
+def test_reward_reads_only_its_inputs() -> None:
+    full = _metrics(0.93, [0.8, 1.3], 1.0) | {"test_pearson": 0.99, "classification": "partial", "alpha": 2.0}
+    inputs = {key: full[key] for key in reward_inputs(2)}
+    assert reward(inputs, WEIGHTS, TH) == reward(full, WEIGHTS, TH)
+    assert set(reward_inputs(2)) == {"status", "rate_constants_R2", "avg_slope_ratio", "embedding_cluster_acc",
+                                      "MLP_node_slope_ratio_0", "MLP_node_slope_ratio_1"}
+
+
+def _random_metrics(rng: random.Random) -> dict:
+    r2 = rng.choice([rng.uniform(-0.5, 1.0), rng.uniform(0.85, 1.0), math.nan])
+    ratios = [rng.choice([rng.uniform(-0.5, 5.0), rng.uniform(0.4, 2.5), 0.0, math.nan]) for _ in range(2)]
+    acc = rng.choice([1.0, rng.uniform(0.0, 1.0), math.nan])
+    return _metrics(r2, ratios, acc)
+
+
+def test_reward_orders_the_classes_strictly() -> None:
+    rng = random.Random(0)
+    tiers = {"converged": 3, "partial-k": 2, "partial-homeo": 2, "partial": 1, "failed": 0}
+    by_tier: dict[int, list[float]] = {tier: [] for tier in range(4)}
+    seen = set()
+    for _ in range(600):
+        metrics = _random_metrics(rng)
+        label = classify(metrics, "completed", TH)
+        value = reward(metrics, WEIGHTS, TH)
+        assert 0.0 <= value <= 1.0
+        seen.add(label)
+        by_tier[tiers[label]].append(value)
+    assert seen == set(tiers)
+    for tier in range(3):
+        assert max(by_tier[tier]) < min(by_tier[tier + 1])
