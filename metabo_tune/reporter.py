@@ -33,6 +33,14 @@ class TrialTable(tune.Callback):
         self.rows: dict[str, dict[str, Any]] = {}
         self.running: set[str] = set()
 
+    def setup(self, **info: Any) -> None:
+        """On a resumed experiment this callback comes back as it was pickled at the start, so the rows
+        of the trials that finished before the interruption are read back from trials.csv."""
+        path = Path(self.experiment_dir) / "trials.csv"
+        if path.is_file() and not self.rows:
+            table = pd.read_csv(path, dtype={"trial_id": str, "node_id": str, "parent_id": str})
+            self.rows = {row["trial_id"]: row for row in table.to_dict("records")}
+
     def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:
         self.running.add(trial.trial_id)
 
@@ -88,7 +96,7 @@ class TrialTable(tune.Callback):
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, float):
         return f"{value:.{digits}f}" if math.isfinite(value) else "nan"
     return str(value)
 

@@ -60,12 +60,19 @@ def trial_resources(cluster: dict[str, float], gpus_per_trial: str, concurrency:
     return {"cpu": min(1.0, cpus / concurrency), "gpu": wanted}
 
 
+def trial_name(trial) -> str:
+    return f"trial_{trial.config.get('node_id', 'x')}_{trial.trial_id}"
+
+
 def run(args: argparse.Namespace) -> int:
     space = load_space(args.space)
     name = args.name or Path(args.space).stem
     storage = Path(args.storage).resolve()
     experiment_dir = storage / name
 
+    # Checkpointing every 10 % of a trial forces frequent experiment snapshots; that is intended (a
+    # resume loses at most 10 % of a trial), so Tune's warning about it is noise here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     import ray
     from ray import tune
 
@@ -94,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
             trainable,
             tune_config=tune.TuneConfig(
                 search_alg=TreeSearcher(space, experiment_dir, seed=args.seed), metric=METRIC, mode="max",
-                num_samples=args.num_trials, max_concurrent_trials=args.concurrency, reuse_actors=False),
+                num_samples=args.num_trials, max_concurrent_trials=args.concurrency, reuse_actors=False,
+                trial_name_creator=trial_name, trial_dirname_creator=trial_name),
             run_config=tune.RunConfig(
                 name=name, storage_path=str(storage), verbose=0,
                 failure_config=tune.FailureConfig(max_failures=0),

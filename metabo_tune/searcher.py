@@ -10,15 +10,16 @@ kept; on restore `set_search_properties` is not called again, so `restore` bring
 
 from __future__ import annotations
 
+import json
 import pickle
 import random
 from pathlib import Path
 from typing import Any
 
-from metabo_tune.strategies import propose
 from ray.tune.search import Searcher
 
 from metabo_tune.space import SearchSpace
+from metabo_tune.strategies import propose
 from metabo_tune.tree import Tree
 
 METRIC = "reward"
@@ -79,7 +80,10 @@ class TreeSearcher(Searcher):
     def write_tree_files(self) -> None:
         directory = Path(self.experiment_dir)
         directory.mkdir(parents=True, exist_ok=True)
-        _write(directory / "tree.json", self.tree.to_json())
+        # JSON Lines, one node per line: Ray copies the experiment dir's *.json/*.pkl files to its staging
+        # dir on resume and back on every sync, which would overwrite a fresh tree.json with a stale one.
+        nodes = json.loads(self.tree.to_json())["nodes"]
+        _write(directory / "tree.jsonl", "".join(json.dumps(node) + "\n" for node in nodes))
         _write(directory / "ucb_scores.txt", self.tree.render_ucb_scores(self.space.ucb_c, self.space.block_size))
         _write(directory / "memory.md", self.tree.render_memory(self.space.block_size))
 

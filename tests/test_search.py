@@ -1,0 +1,223 @@
+"""The search end to end on Ray: each search runs as a user would, `python -m metabo_tune.search` in
+its own process with its own Ray instance (and its own Ray temp dir, so a killed driver's orphans can be
+found and stopped without touching any other Ray on the machine)."""
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from metabo_tune.search import SearchError, trial_resources
+from metabo_tune.space import load_space
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "search_spaces" / "smoke.yaml"
+
+
+@pytest.fixture
+def ray_tmp():
+    path = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths have a length limit
+    yield path
+    kill_processes_mentioning(str(path))
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def kill_processes_mentioning(text: str) -> None:
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            environ = (proc / "environ").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline or text in environ:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc.name), signal.SIGKILL)
+
+
+def search_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "metabo_tune.search", "--cpus", "2", *args]
+
+
+def environment(ray_tmp: Path, tmp_path: Path) -> dict[str, str]:
+    return os.environ | {"RAY_TMPDIR": str(ray_tmp), "RAY_AUTH_MODE": "disabled",
+                         "METABO_TUNE_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
+
+
+def run_search(ray_tmp: Path, tmp_path: Path, *args: str, timeout: int = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(search_command(*args), env=environment(ray_tmp, tmp_path), capture_output=True,
+                          text=True, timeout=timeout, cwd=tmp_path)
+
+
+def derived_space(tmp_path: Path, name: str, change) -> Path:
+    raw = yaml.safe_load(SMOKE.read_text())
+    change(raw)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def read_tree(experiment: Path) -> list[dict]:
+    return [json.loads(line) for line in (experiment / "tree.jsonl").read_text().splitlines()]
+
+
+def parse_mutation(text: str) -> dict[str, str]:
+    changes = {}
+    for part in text.split("; "):
+        name, _, move = part.partition(": ")
+        changes[name] = move.split(" -> ")[1]
+    return changes
+
+
+def test_smoke_search_runs_eight_trials_four_at_a_time(ray_tmp, tmp_path):
+    proc = run_search(ray_tmp, tmp_path, "--space", str(SMOKE), "--num-trials", "8", "--name", "smoke",
+                      "--storage", str(tmp_path / "results"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    experiment = tmp_path / "results" / "smoke"
+    table = pd.read_csv(experiment / "trials.csv")
+    assert len(table) == 8 and table["trial_id"].is_unique
+    space = load_space(SMOKE)
+    nodes = {node["node_id"]: node for node in read_tree(experiment)}
+    first = sorted(nodes.values(), key=lambda n: n["index"])[:4]
+    base = space.base_values()
+    for node, spread in zip(first, space.initial_spread, strict=True):
+        assert node["parent_id"] is None and node["strategy"] == "initial"
+        assert node["config"] == base | spread
+    for node in nodes.values():
+        assert set(node["config"]) == set(space.parameters)  # only tunable values travel; nothing frozen
+        if node["parent_id"] is None:
+            continue
+        parent = nodes[node["parent_id"]]
+        changed = {k for k in node["config"] if node["config"][k] != parent["config"][k]}
+        assert changed == set(parse_mutation(node["mutation"])), node["mutation"]
+    for column in ("classification", "degeneracy_gap", "diagnosis", "reward", "strategy", "mutation"):
+        assert table[column].notna().all(), column
+    assert set(table["classification"]) <= {"converged", "partial-k", "partial-homeo", "partial", "failed"}
+    assert (experiment / "ucb_scores.txt").read_text().startswith("=== UCB Scores")
+    assert "## Iter 1:" in (experiment / "analysis.md").read_text()
+    assert (experiment / "memory.md").is_file()
+    trial_dirs = [Path(p) for p in table["trial_dir"]]
+    assert all((d / "analysis.log").is_file() and (d / "mlp_node.png").is_file() for d in trial_dirs)
+    assert "8/8 trials done" in proc.stderr
+
+
+def test_killed_driver_resumes_without_losing_or_repeating_a_trial(ray_tmp, tmp_path):
+    # ~2 s trials with 10 checkpoints each, so a kill catches some mid-way
+    space = derived_space(tmp_path, "slow", lambda raw: raw["budget"].update(data_augmentation_loop=300))
+    storage = tmp_path / "results"
+    args = ["--space", str(space), "--num-trials", "8", "--name", "crash", "--storage", str(storage)]
+    driver = subprocess.Popen(search_command(*args), env=environment(ray_tmp, tmp_path), cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    trials_csv = storage / "crash" / "trials.csv"
+    deadline = time.time() + 180
+    while time.time() < deadline and not (trials_csv.exists() and len(pd.read_csv(trials_csv)) >= 2):
+        time.sleep(0.2)
+    time.sleep(1.5)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    kill_processes_mentioning(str(ray_tmp))  # the orphans a SIGKILLed driver leaves behind
+    done_before = len(pd.read_csv(trials_csv))
+    assert done_before < 8, "the search finished before it could be killed"
+    proc = run_search(ray_tmp, tmp_path, *args, "--resume")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = pd.read_csv(trials_csv)
+    assert len(table) == 8 and table["trial_id"].is_unique and table["node_id"].notna().all()
+    assert (table["status"] == "completed").all()
+    trial_ids = [t["trial_id"] for node in read_tree(storage / "crash") for t in node["trials"]]
+    assert sorted(trial_ids) == sorted(table["trial_id"])
+    assert (table["resumed_from"] > 0).any(), "no interrupted trial continued from its checkpoint"
+
+
+def test_failing_and_diverging_trials_become_failed_nodes(ray_tmp, tmp_path):
+    def spread(raw):
+        raw["parameters"]["training.learning_rate_k"]["high"] = 100.0
+        raw["parameters"]["training.time_step"] = {"type": "int", "low": 1, "high": 64}
+        raw["base"]["simulation"]["n_frames"] = 10
+        raw["initial_spread"] = [{}, {"training.learning_rate_k": 100.0},
+                                 {"training.recurrent_training": True, "training.time_step": 40}]
+    space = derived_space(tmp_path, "faulty", spread)
+    proc = run_search(ray_tmp, tmp_path, "--space", str(space), "--num-trials", "5", "--name", "faulty",
+                      "--storage", str(tmp_path / "results"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "results" / "faulty" / "trials.csv").set_index("node_id")
+    assert len(table) == 5
+    statuses = set(table["status"])
+    assert {"diverged", "error"} <= statuses and "completed" in statuses
+    failed = table[table["status"] != "completed"]
+    assert (failed["classification"] == "failed").all() and (failed["reward"] == 0).all()
+
+
+def test_address_auto_joins_a_running_cluster(ray_tmp, tmp_path):
+    env = environment(ray_tmp, tmp_path)
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    start = subprocess.run([ray_bin, "start", "--head", "--num-cpus", "2", "--port", "6390",
+                            "--include-dashboard", "false", f"--temp-dir={ray_tmp}"], env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert start.returncode == 0, start.stderr[-2000:]
+    try:
+        proc = run_search(ray_tmp, tmp_path, "--address", "auto", "--space", str(SMOKE), "--num-trials", "2",
+                          "--name", "joined", "--storage", str(tmp_path / "results"))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "Connected to Ray cluster" in proc.stderr or "Connecting to existing Ray cluster" in proc.stderr
+        assert len(pd.read_csv(tmp_path / "results" / "joined" / "trials.csv")) == 2
+    finally:
+        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def test_resume_of_a_missing_experiment_fails_fast(ray_tmp, tmp_path):
+    proc = run_search(ray_tmp, tmp_path, "--space", str(SMOKE), "--name", "nothing", "--resume",
+                      "--storage", str(tmp_path / "results"), timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: --resume: no experiment to resume")
+
+
+def test_a_gpu_request_on_a_gpu_less_cluster_fails_fast(ray_tmp, tmp_path):
+    started = time.time()
+    proc = run_search(ray_tmp, tmp_path, "--space", str(SMOKE), "--gpus-per-trial", "1",
+                      "--storage", str(tmp_path / "results"), timeout=120)
+    assert proc.returncode == 2
+    assert "the Ray cluster has 0 GPUs" in proc.stderr
+    assert time.time() - started < 60
+
+
+def test_an_invalid_space_file_is_one_line_and_exit_2(ray_tmp, tmp_path):
+    bad = derived_space(tmp_path, "bad", lambda raw: raw["parameters"].update({"simulation.seed": {"type": "int"}}))
+    proc = run_search(ray_tmp, tmp_path, "--space", str(bad), timeout=60)
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "bad.yaml" in last and "simulation.seed" in last
+
+
+def test_trial_resources():
+    assert trial_resources({"CPU": 2.0}, "auto", 4) == {"cpu": 0.5}
+    assert trial_resources({"CPU": 16.0, "GPU": 4.0}, "auto", 4) == {"cpu": 1.0, "gpu": 1.0}
+    assert trial_resources({"CPU": 16.0, "GPU": 1.0}, "0.25", 4) == {"cpu": 1.0, "gpu": 0.25}
+    assert trial_resources({"CPU": 2.0, "GPU": 1.0}, "0", 4) == {"cpu": 0.5}
+    with pytest.raises(SearchError, match="has 0 GPUs"):
+        trial_resources({"CPU": 2.0}, "1", 4)
+    with pytest.raises(SearchError, match="expected 'auto' or a number"):
+        trial_resources({"CPU": 2.0}, "many", 4)
+
+
+def test_cluster_yaml_passes_rays_own_validation():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = yaml.safe_load((REPO / "cluster.yaml").read_text())
+    validate_config(prepare_config(config))
+    workers = config["available_node_types"]["gpu_worker"]
+    assert workers["resources"]["GPU"] == 1 and workers["max_workers"] == 4
+    assert "head" in config["available_node_types"] and "GPU" not in config["available_node_types"]["head"]["resources"]
+    commands = " ".join(config["head_start_ray_commands"] + config["worker_start_ray_commands"])
+    assert commands.count("RAY_AUTH_MODE=token") == 2
+    assert any("pip install" in c and "metabo_tune" in c for c in config["setup_commands"])
