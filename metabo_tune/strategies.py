@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from metabo_tune.tree import Effect, Node, Tree, changed_parameters
 
-if TYPE_CHECKING:  # the rules only read the space; importing it at run time would pull in torch
+if TYPE_CHECKING:  # the rules only read the space
     from metabo_tune.space import Parameter, SearchSpace
 
 LR_NODE = "training.learning_rate_node"

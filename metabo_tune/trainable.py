@@ -20,7 +20,7 @@ from ray import tune
 
 from metabo_tune import metrics, plots
 from metabo_tune.simulate import load_or_simulate
-from metabo_tune.space import SearchSpace, reward
+from metabo_tune.space import SearchSpace, reward, reward_inputs
 from metabo_tune.train import Trainer, write_loss_table
 
 REPORTS_PER_TRIAL = 10
@@ -53,7 +53,10 @@ def run_search_trial(config: dict[str, Any], space: SearchSpace, trials_dir: str
         if trainer.done:
             break
         interim = _metrics(trainer, progress_data, space)
-        _report(trainer, interim | {"status": "running", "resumed_from": resumed_from}, final=False, out_dir=out_dir)
+        inputs = {key: interim[key] for key in reward_inputs(space.base.simulation.n_metabolite_types)
+                  if key in interim}
+        _report(trainer, inputs | {"reward": interim["reward"], "status": "running", "resumed_from": resumed_from},
+                final=False, out_dir=out_dir)
     final = _metrics(trainer, dataset, space)
     result = trainer.result()
     (out_dir / "analysis.log").write_text(metrics.format_analysis_log(final))
