@@ -150,12 +150,7 @@ def load_space(path: str | Path) -> SearchSpace:
     src = str(path)
     if not isinstance(raw, dict):
         raise SpaceError(f"{src}: expected a mapping with keys {', '.join(_REQUIRED)}, got {type(raw).__name__}")
-    for key in raw:
-        if key not in _TOP_LEVEL:
-            raise SpaceError(f"{src}: unknown key '{key}' ({_hint(str(key), _TOP_LEVEL)})")
-    for key in _REQUIRED:
-        if key not in raw:
-            raise SpaceError(f"{src}: '{key}' is missing (required: {', '.join(_REQUIRED)})")
+    _check_keys(raw, _TOP_LEVEL, _REQUIRED, src, prefix="", missing=f"required: {', '.join(_REQUIRED)}")
 
     base = _load_base(raw["base"], raw.get("budget"), src)
     frozen = _load_frozen(raw.get("frozen"), src)
@@ -320,12 +315,7 @@ def _load_reward(raw: Any, src: str) -> RewardWeights:
     names = tuple(f.name for f in dataclasses.fields(RewardWeights))
     if not isinstance(raw, dict):
         raise SpaceError(f"{src}: reward: expected a mapping of {', '.join(names)}, got {type(raw).__name__}")
-    for key in raw:
-        if key not in names:
-            raise SpaceError(f"{src}: unknown key 'reward.{key}' ({_hint(str(key), names)})")
-    for key in names:
-        if key not in raw:
-            raise SpaceError(f"{src}: reward.{key} is missing (give all of {', '.join(names)})")
+    _check_keys(raw, names, names, src, prefix="reward.", missing=f"give all of {', '.join(names)}")
     try:
         return RewardWeights(**{key: _number(raw[key], src, f"reward.{key}") for key in names})
     except ValueError as exc:
@@ -351,6 +341,16 @@ def _load_thresholds(raw: Any, src: str) -> Thresholds:
 
 # --------------------------------------------------------------------------------------------
 # Small validators
+
+
+def _check_keys(raw: dict, allowed: tuple[str, ...], required: tuple[str, ...], src: str, prefix: str,
+                missing: str) -> None:
+    for key in raw:
+        if key not in allowed:
+            raise SpaceError(f"{src}: unknown key '{prefix}{key}' ({_hint(str(key), allowed)})")
+    for key in required:
+        if key not in raw:
+            raise SpaceError(f"{src}: '{prefix}{key}' is missing ({missing})")
 
 
 def _hint(word: str, allowed: tuple[str, ...]) -> str:

@@ -206,7 +206,7 @@ INVALID = {
                                ["reward", "slopes", ">= 0"]),
     "all-zero reward": (_set("reward", {"rate_constants": 0, "slopes": 0, "embeddings": 0}),
                         ["reward", "all weights are 0"]),
-    "partial reward": (_set("reward", {"rate_constants": 1.0}), ["reward.slopes is missing"]),
+    "partial reward": (_set("reward", {"rate_constants": 1.0}), ["'reward.slopes' is missing"]),
     "unknown reward key": (_set("reward", {"rate_constant": 1.0, "slopes": 0, "embeddings": 0}),
                            ["'reward.rate_constant'", "did you mean 'rate_constants'"]),
     "unknown threshold": (_set("thresholds", {"converged_R2": 0.8}),
