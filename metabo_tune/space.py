@@ -68,6 +68,7 @@ class Parameter:
     kind: ParameterKind
     low: float | None = None
     high: float | None = None
+    requires: str | None = None  # 'section.key' that must be truthy for this value to matter
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ def get_value(cfg: Config, name: str) -> Any:
 _TOP_LEVEL = ("base", "budget", "frozen", "parameters", "initial_spread", "reward", "thresholds", "block_size",
               "ucb_c", "replicates")
 _REQUIRED = ("base", "parameters", "initial_spread")
-_SPEC_KEYS = ("type", "low", "high")
+_SPEC_KEYS = ("type", "low", "high", "requires")
 _KINDS: tuple[str, ...] = typing.get_args(ParameterKind)
 _BUDGET_KEYS = ("n_epochs", "data_augmentation_loop")
 _NOT_TUNABLE = {
@@ -235,6 +236,11 @@ def _parse_spec(name: str, spec: Any, where: str) -> Parameter:
     for key in spec:
         if key not in _SPEC_KEYS:
             raise SpaceError(f"{where}: unknown key '{key}' ({_hint(str(key), _SPEC_KEYS)})")
+    requires = spec.get("requires")
+    if requires is not None:
+        problem = _config_key_problem(requires) if isinstance(requires, str) else "expected 'section.key'"
+        if problem:
+            raise SpaceError(f"{where}.requires: {problem}")
     kind = spec.get("type")
     if kind not in _KINDS:
         raise SpaceError(f"{where}.type: expected one of {', '.join(_KINDS)}, got {kind!r}")
@@ -248,7 +254,7 @@ def _parse_spec(name: str, spec: Any, where: str) -> Parameter:
         extra = [key for key in ("low", "high") if key in spec]
         if extra:
             raise SpaceError(f"{where}.{extra[0]}: a bool parameter has no range (only 'type')")
-        return Parameter(name, kind)
+        return Parameter(name, kind, requires=requires)
     for key in ("low", "high"):
         if key not in spec:
             raise SpaceError(f"{where}: '{key}' is missing (a {kind} parameter needs low and high)")
@@ -258,7 +264,7 @@ def _parse_spec(name: str, spec: Any, where: str) -> Parameter:
         raise SpaceError(f"{where}.low: a log_float needs low > 0, got {low!r} (use type float for a range from 0)")
     if low >= high:
         raise SpaceError(f"{where}: low ({low!r}) must be < high ({high!r})")
-    return Parameter(name, kind, low, high)
+    return Parameter(name, kind, low, high, requires)
 
 
 def _check_domain(parameter: Parameter, base: Config, where: str) -> None:

@@ -30,12 +30,10 @@ import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from metabo_tune.space import Parameter, SearchSpace, get_value
 from metabo_tune.tree import Effect, Node, Tree, changed_parameters
-
-if TYPE_CHECKING:  # the rules only read the space
-    from metabo_tune.space import Parameter, SearchSpace
 
 LR_NODE = "training.learning_rate_node"
 LR_EMBEDDING = "training.learning_rate_embedding"
@@ -175,9 +173,18 @@ def _replicate(node: Node) -> Proposal:
                     replicate_of=node.node_id)
 
 
+def _active(space: SearchSpace, node: Node, name: str) -> bool:
+    """False when the parameter's `requires` is off in the node's config (time_step without
+    recurrent_training, say): changing it would train the same model again."""
+    requires = space.parameters[name].requires
+    if requires is None:
+        return True
+    return bool(node.config[requires] if requires in node.config else get_value(space.base, requires))
+
+
 def _movable(space: SearchSpace, node: Node) -> list[str]:
-    """The tunable parameters the node has a value for."""
-    return [name for name in space.parameters if node.config.get(name) is not None]
+    """The tunable parameters the node has a value for and that have an effect there."""
+    return [name for name in space.parameters if node.config.get(name) is not None and _active(space, node, name)]
 
 
 def _tunable(space: SearchSpace, node: Node, *names: str) -> bool:
@@ -219,7 +226,7 @@ def _best_positive_effect(tree: Tree, space: SearchSpace) -> Effect | None:
 
 
 def _edge_child(tree: Tree, space: SearchSpace, node: Node, name: str, up: bool) -> Proposal | None:
-    if not _tunable(space, node, name):
+    if not _tunable(space, node, name) or not _active(space, node, name):
         return None
     return _child(tree, node, {name: edge(space.parameters[name], up)}, "boundary-probe")
 
@@ -358,7 +365,8 @@ def principle_test(tree: Tree, space: SearchSpace, rng: random.Random) -> Propos
         learned = set(effect.evidence) | {tree.nodes[child].parent_id for child in effect.evidence}
         param, up = space.parameters[effect.parameter], effect.direction in UP_DIRECTIONS
         for node in ranked:
-            if node.node_id in learned or not _tunable(space, node, effect.parameter):
+            if (node.node_id in learned or not _tunable(space, node, effect.parameter)
+                    or not _active(space, node, effect.parameter)):
                 continue
             proposal = _child(tree, node, {param.name: shift(param, node.config[param.name], up, rng)},
                               "principle-test")

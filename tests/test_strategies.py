@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from metabo_tune.config import load_config
-from metabo_tune.metrics import classify
-from metabo_tune.space import Parameter, SearchSpace
+from metabo_tune.labels import classify
+from metabo_tune.space import Parameter, SearchSpace, load_space
 from metabo_tune.strategies import (
     LR_EMBEDDING,
     LR_NODE,
@@ -405,3 +405,25 @@ def test_exhausted_space_falls_back_to_a_replicate(space: SearchSpace) -> None:
     assert (flipped.strategy, flipped.mutation) == ("explore", f"{RECURRENT}: False -> True")
     record(tree, flipped, [None])
     assert propose(tree, tiny, rng, 2).strategy == "replicate"
+
+
+def test_a_parameter_whose_requirement_is_off_is_never_moved():
+    """time_step does nothing while recurrent_training is off, so no rule spends a trial on it."""
+    space = load_space(HOMEO.with_name("smoke.yaml"))
+    assert space.parameters["training.time_step"].requires == "training.recurrent_training"
+    tree, rng = Tree(), random.Random(3)
+    for i in range(60):
+        proposal = propose(tree, space, rng, slot=i % 4)
+        node_id = f"n{i}"
+        if proposal.replicate_of is None:
+            tree.add_node(node_id, proposal.parent_id, proposal.config, proposal.mutation, proposal.strategy)
+        else:
+            node_id = proposal.replicate_of
+        trial_id = f"t{i}"
+        tree.add_trial(node_id, trial_id, seed=i)
+        tree.complete_trial(trial_id, "completed", (i * 37 % 11) / 11, {"rate_constants_R2": 0.5})
+        parent = tree.nodes.get(proposal.parent_id) if proposal.parent_id else None
+        if parent is None or proposal.replicate_of is not None:
+            continue
+        if set(changed_parameters(parent.config, proposal.config)) == {TIME_STEP}:
+            assert parent.config[RECURRENT], proposal.mutation
