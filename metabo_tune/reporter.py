@@ -9,6 +9,7 @@ that had finished.
 from __future__ import annotations
 
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -66,12 +67,18 @@ class TrialTable(tune.Callback):
         result.setdefault("diagnosis", diagnosis)
         row |= {key: value for key, value in result.items() if key not in _SKIP and not key.startswith("config/")}
         row |= {key: value for key, value in config.get("values", {}).items()}
-        row["trial_dir"] = result.get("trial_dir", "")
-        row["ray_trial_path"] = trial.path
+        # Relative to the experiment directory, so an experiment copied off a cluster still resolves.
+        row["trial_dir"] = self._relative(result.get("trial_dir", ""))
+        row["ray_trial_dir"] = self._relative(trial.path)
         self.rows[trial.trial_id] = row
         self._write()
         if self.echo:
             self._print_progress()
+
+    def _relative(self, path: str) -> str:
+        if not path:
+            return ""
+        return os.path.relpath(path, self.experiment_dir) if os.path.isabs(path) else path
 
     def _write(self) -> None:
         directory = Path(self.experiment_dir)

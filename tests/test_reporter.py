@@ -20,7 +20,7 @@ def fake_trial(trial_id, result, node_id="a", parent_id=None):
 
 def test_rows_are_written_deduplicated_and_reloaded_after_a_restart(tmp_path):
     table = TrialTable(tmp_path, num_trials=3, echo=False)
-    table.on_trial_complete(0, [], fake_trial("t1", FINAL))
+    table.on_trial_complete(0, [], fake_trial("t1", FINAL | {"trial_dir": str(tmp_path / "trials" / "node_a_seed_77")}))
     table.on_trial_error(0, [], fake_trial("t2", {"status": "running", "reward": 0.2}, node_id="b", parent_id="a"))
     table.on_trial_complete(0, [], fake_trial("t2", FINAL | {"reward": 0.7}, node_id="b", parent_id="a"))
     rows = pd.read_csv(tmp_path / "trials.csv")
@@ -29,6 +29,7 @@ def test_rows_are_written_deduplicated_and_reloaded_after_a_restart(tmp_path):
     assert rows.loc[1, "reward"] == 0.7 and rows.loc[1, "parent_id"] == "a"
     assert rows.loc[0, "diagnosis"] == "mixed" and math.isclose(rows.loc[0, "degeneracy_gap"], 0.5 - 0.93)
     assert rows.loc[0, "training.learning_rate_k"] == 0.005
+    assert rows.loc[0, "trial_dir"] == "trials/node_a_seed_77"  # relative: the experiment can move
     restarted = TrialTable(tmp_path, num_trials=3, echo=False)  # as unpickled by Tune on resume
     restarted.setup()
     restarted.on_trial_complete(0, [], fake_trial("t3", FINAL, node_id="c"))

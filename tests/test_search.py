@@ -107,7 +107,7 @@ def test_smoke_search_runs_eight_trials_four_at_a_time(ray_tmp, tmp_path):
     assert (experiment / "ucb_scores.txt").read_text().startswith("=== UCB Scores")
     assert "## Iter 1:" in (experiment / "analysis.md").read_text()
     assert (experiment / "memory.md").is_file()
-    trial_dirs = [Path(p) for p in table["trial_dir"]]
+    trial_dirs = [experiment / p for p in table["trial_dir"]]
     assert all((d / "analysis.log").is_file() and (d / "mlp_node.png").is_file() for d in trial_dirs)
     assert "8/8 trials done" in proc.stderr
 
