@@ -431,20 +431,22 @@ def _display(frame: pd.DataFrame) -> pd.DataFrame:
     return shown.map(_cell)
 
 
-def _board_display(board: pd.DataFrame) -> pd.DataFrame:
-    reward = [f"{mean:.3f}" + ("" if pd.isna(sd) else f" ± {sd:.3f}")
-              for mean, sd in zip(board["reward_mean"], board["reward_sd"], strict=True)]
-    shown = board.drop(columns=["reward_mean", "reward_sd"])
-    shown.insert(1, "reward", reward)
+def _with_spread(frame: pd.DataFrame, mean: str, spread: str, label: str, position: int,
+                 sign: str = "") -> pd.DataFrame:
+    """Replace a mean and a spread column by one 'mean ± spread' text column."""
+    text = [f"{m:{sign}.3f}" + ("" if pd.isna(s) else f" ± {s:.3f}")
+            for m, s in zip(frame[mean], frame[spread], strict=True)]
+    shown = frame.drop(columns=[mean, spread])
+    shown.insert(position, label, text)
     return _display(shown)
+
+
+def _board_display(board: pd.DataFrame) -> pd.DataFrame:
+    return _with_spread(board, "reward_mean", "reward_sd", "reward", 1)
 
 
 def _effects_display(effects: pd.DataFrame) -> pd.DataFrame:
-    delta = [f"{mean:+.3f}" + ("" if pd.isna(se) else f" ± {se:.3f}")
-             for mean, se in zip(effects["mean_delta"], effects["stderr"], strict=True)]
-    shown = effects.drop(columns=["mean_delta", "stderr"])
-    shown.insert(2, "Δreward", delta)
-    return _display(shown)
+    return _with_spread(effects, "mean_delta", "stderr", "Δreward", 2, sign="+")
 
 
 def _numeric(cells: pd.Series) -> bool:
