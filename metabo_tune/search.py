@@ -109,6 +109,12 @@ def run(args: argparse.Namespace) -> int:
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                 callbacks=[TrialTable(experiment_dir, args.num_trials)]))
     results = tuner.fit()
+    unfinished = sum(1 for result in results if result.error is None and not result.metrics.get("final", False))
+    if unfinished or len(results) < args.num_trials:
+        # Tune catches Ctrl-C itself and returns; its own hint names Tuner.restore, ours the command.
+        print(f"[metabo_tune] interrupted with {unfinished} trials unfinished and {len(results)} of "
+              f"{args.num_trials} started: run the same command with --resume to continue", file=sys.stderr)
+        return 130
     print(f"[metabo_tune] finished: {len(results)} trials, {results.num_errors} errored; "
           f"see {experiment_dir}/trials.csv and analysis.md", file=sys.stderr)
     return 0

@@ -139,6 +139,21 @@ def test_killed_driver_resumes_without_losing_or_repeating_a_trial(ray_tmp, tmp_
     assert (table["resumed_from"] > 0).any(), "no interrupted trial continued from its checkpoint"
 
 
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(ray_tmp, tmp_path):
+    space = derived_space(tmp_path, "slow", lambda raw: raw["budget"].update(data_augmentation_loop=300))
+    args = ["--space", str(space), "--num-trials", "8", "--name", "stopped", "--storage", str(tmp_path / "results")]
+    driver = subprocess.Popen(search_command(*args), env=environment(ray_tmp, tmp_path), cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    trials_csv = tmp_path / "results" / "stopped" / "trials.csv"
+    deadline = time.time() + 180
+    while time.time() < deadline and not trials_csv.exists():
+        time.sleep(0.2)
+    driver.send_signal(signal.SIGINT)
+    _, stderr = driver.communicate(timeout=120)
+    assert driver.returncode == 130, stderr[-2000:]
+    assert "run the same command with --resume" in stderr
+
+
 def test_failing_and_diverging_trials_become_failed_nodes(ray_tmp, tmp_path):
     def spread(raw):
         raw["parameters"]["training.learning_rate_k"]["high"] = 100.0
