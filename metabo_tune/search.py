@@ -43,9 +43,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def trial_resources(cluster: dict[str, float], gpus_per_trial: str, concurrency: int) -> dict[str, float]:
     """Resources of one trial. Never asks for a GPU the cluster lacks: Ray would wait forever."""
     gpus = cluster.get("GPU", 0.0)
-    cpus = cluster.get("CPU", 1.0)
+    cpu_share = {"cpu": max(0.1, min(1.0, cluster.get("CPU", 1.0) / concurrency))}
     if gpus_per_trial == "auto":
-        return {"cpu": 1.0, "gpu": 1.0} if gpus >= 1 else {"cpu": max(0.1, min(1.0, cpus / concurrency))}
+        return {"cpu": 1.0, "gpu": 1.0} if gpus >= 1 else cpu_share
     try:
         wanted = float(gpus_per_trial)
     except ValueError:
@@ -53,11 +53,11 @@ def trial_resources(cluster: dict[str, float], gpus_per_trial: str, concurrency:
     if wanted < 0:
         raise SearchError(f"--gpus-per-trial {wanted}: must be >= 0")
     if wanted == 0:
-        return {"cpu": max(0.1, min(1.0, cpus / concurrency))}
+        return cpu_share
     if wanted > gpus:
         raise SearchError(f"--gpus-per-trial {wanted}: the Ray cluster has {gpus:g} GPUs; use --gpus-per-trial "
                           "auto or 0 to train on CPUs, or start GPU workers first")
-    return {"cpu": min(1.0, cpus / concurrency), "gpu": wanted}
+    return cpu_share | {"gpu": wanted}
 
 
 def trial_name(trial) -> str:

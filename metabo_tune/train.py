@@ -299,6 +299,9 @@ def train(cfg: Config, observed: Observed, *, checkpoint_path: str | Path | None
 # One trial: data → train → metrics → plots → files
 
 
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
 @dataclass
 class TrialOutcome:
     metrics: dict[str, float | int | str]
@@ -311,14 +314,12 @@ def run_trial(cfg: Config, out_dir: str | Path, *, dataset: Dataset | None = Non
     """Train one config and write everything a user needs into out_dir: the resolved config,
     analysis.log, metrics.json, losses.csv, identifiability.txt, plots and the final checkpoint.
     A checkpoint of the same config already in out_dir is resumed, not restarted."""
-    from metabo_tune import metrics, plots
+    from metabo_tune import metrics
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     if dataset is None:
         dataset = load_or_simulate(cfg.simulation)
-    write_identifiability(dataset, out_dir / "identifiability.txt")
+    write_trial_inputs(out_dir, cfg, dataset)
 
     def progress(trainer: Trainer) -> dict[str, float]:
         return {"R2": metrics.progress_r2(trainer.model, dataset)} if dataset.truth is not None else {}
@@ -327,14 +328,28 @@ def run_trial(cfg: Config, out_dir: str | Path, *, dataset: Dataset | None = Non
                    show_progress=show_progress, device=device)
     values = metrics.compute_metrics(result.model, dataset, status=result.status, loss_history=result.loss_history,
                                      training_time_s=result.training_time_s, iterations=result.iterations)
+    write_trial_outputs(out_dir, dataset, result, values)
+    return TrialOutcome(values, out_dir, result)
+
+
+def write_trial_inputs(out_dir: Path, cfg: Config, dataset: Dataset) -> None:
+    """What a trial starts from, written before training so an interrupted run still shows it."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    write_identifiability(dataset, out_dir / "identifiability.txt")
+
+
+def write_trial_outputs(out_dir: Path, dataset: Dataset, result: TrainResult,
+                        values: dict[str, float | int | str]) -> None:
+    """The files of one finished trial, for the train command and for a search trial alike."""
+    from metabo_tune import metrics, plots
+
     (out_dir / "analysis.log").write_text(metrics.format_analysis_log(values))
     (out_dir / "metrics.json").write_text(json.dumps(values, indent=1))
     write_loss_table(result.loss_history, out_dir / "losses.csv")
     plots.write_trial_plots(result.model, dataset, result.loss_history, out_dir)
-    return TrialOutcome(values, out_dir, result)
 
 
-CHECKPOINT_NAME = "checkpoint.pt"
 HEADLINE_METRICS = ("rate_constants_R2", "rate_constants_R2_all", "avg_slope_ratio", "embedding_cluster_acc",
                     "test_pearson", "final_loss", "training_time_min")
 

@@ -9,7 +9,6 @@ The suggested config carries `node_id`, `parent_id`, `strategy`, `mutation`, `se
 from __future__ import annotations
 
 import dataclasses
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,10 +17,10 @@ import ray
 import torch
 from ray import tune
 
-from metabo_tune import metrics, plots
+from metabo_tune import metrics
 from metabo_tune.simulate import load_or_simulate
 from metabo_tune.space import SearchSpace, reward, reward_inputs
-from metabo_tune.train import Trainer, write_loss_table
+from metabo_tune.train import Trainer, write_trial_inputs, write_trial_outputs
 
 REPORTS_PER_TRIAL = 10
 CHECKPOINT_FILE = "trainer.pt"
@@ -45,7 +44,7 @@ def run_search_trial(config: dict[str, Any], space: SearchSpace, trials_dir: str
             trainer.load_checkpoint(Path(directory) / CHECKPOINT_FILE)
     resumed_from = trainer.iteration
     out_dir = Path(trials_dir) / trial_dir_name(config)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    write_trial_inputs(out_dir, cfg, dataset)
     every = max(1, trainer.total_iterations // REPORTS_PER_TRIAL)
     progress_data = dataclasses.replace(dataset, heldout=None)  # interim reports skip the slow rollout
     while not trainer.done:
@@ -58,11 +57,7 @@ def run_search_trial(config: dict[str, Any], space: SearchSpace, trials_dir: str
         _report(trainer, inputs | {"reward": interim["reward"], "status": "running", "resumed_from": resumed_from},
                 final=False, out_dir=out_dir)
     final = _metrics(trainer, dataset, space)
-    result = trainer.result()
-    (out_dir / "analysis.log").write_text(metrics.format_analysis_log(final))
-    (out_dir / "metrics.json").write_text(json.dumps(final, indent=1))
-    write_loss_table(result.loss_history, out_dir / "losses.csv")
-    plots.write_trial_plots(result.model, dataset, result.loss_history, out_dir)
+    write_trial_outputs(out_dir, dataset, trainer.result(), final)
     _report(trainer, final | {"resumed_from": resumed_from}, final=True, out_dir=out_dir)
 
 

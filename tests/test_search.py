@@ -108,7 +108,8 @@ def test_smoke_search_runs_eight_trials_four_at_a_time(ray_tmp, tmp_path):
     assert "## Iter 1:" in (experiment / "analysis.md").read_text()
     assert (experiment / "memory.md").is_file()
     trial_dirs = [experiment / p for p in table["trial_dir"]]
-    assert all((d / "analysis.log").is_file() and (d / "mlp_node.png").is_file() for d in trial_dirs)
+    assert all((d / "analysis.log").is_file() and (d / "mlp_node.png").is_file() and (d / "config.yaml").is_file()
+               for d in trial_dirs)
     assert "8/8 trials done" in proc.stderr
 
 
