@@ -80,6 +80,8 @@ def tune_param_space(space: SearchSpace) -> dict[str, Any]:
             domains[name] = tune.uniform(parameter.low, parameter.high)
         elif parameter.kind == "int":
             domains[name] = tune.randint(int(parameter.low), int(parameter.high) + 1)  # randint excludes high
+        elif parameter.kind == "choice":
+            domains[name] = tune.choice(list(parameter.values))
         else:
             domains[name] = tune.choice([False, True])
     return domains

@@ -32,6 +32,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
 from metabo_tune.labels import LABELS, Thresholds
+from metabo_tune.tree import direction
 
 REQUIRED_COLUMNS = ("trial_id", "node_id", "parent_id", "mutation", "seed", "status", "reward")
 SECTIONS = ("simulation", "graph_model", "training")
@@ -362,7 +363,7 @@ def parameter_effects(df: pd.DataFrame) -> pd.DataFrame:
             old, new = parent[name], child[name]
             if pd.isna(old) or pd.isna(new) or old == new:
                 continue
-            way = ("on" if new else "off") if pd.api.types.is_bool_dtype(df[name]) else ("up" if new > old else "down")
+            way = ("on" if new else "off") if pd.api.types.is_bool_dtype(df[name]) else direction(old, new)
             deltas.setdefault((name, way), []).append((child["reward_mean"] - parent["reward_mean"], str(node_id)))
     rows = []
     for (name, way), items in deltas.items():

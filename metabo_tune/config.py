@@ -11,7 +11,7 @@ import difflib
 import re
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -97,6 +97,12 @@ class GraphModelConfig(_Section):
     normalize_inputs: bool = Field(
         True, description="Feed c/xnorm (xnorm = 1.5·std of observed c) to the MLPs; the rate law keeps raw c."
     )
+    substrate_form: Literal["mlp", "power"] = Field(
+        "mlp", description="'mlp': MLP_sub(c, |s|) free. 'power': c^|s|·exp(g(c, |s|)) with g the MLP, so the "
+                           "mass-action shape is built in and the MLP learns only a correction.")
+    homeostasis_head: Literal["mlp", "linear"] = Field(
+        "mlp", description="'mlp': h_i = MLP_node(c_i, a_i). 'linear': h_i = -λ(a_i)·(c_i - b(a_i)) with "
+                           "log λ and b affine in the embedding (DESIGN.md §1).")
 
 
 class TrainingConfig(_Section):
@@ -127,7 +133,13 @@ class TrainingConfig(_Section):
     # Our additions; each is documented in the README's config table.
     lr_schedule: Literal["constant", "cosine"] = "constant"
     coeff_conservation: float = Field(0.0, ge=0)
-    conservation_frames: int = Field(64, ge=1)
+    conservation_frames: Annotated[int, Field(ge=1)] | Literal["all"] = Field(
+        64, description="Frames per step for the conservation loss, or 'all' (exact moments with the linear head).")
+    detach_homeostasis: bool = Field(
+        False, description="The prediction loss sees the homeostasis as a constant: the head and the embeddings "
+                           "learn from the conservation loss only.")
+    coeff_embedding_fusion: float = Field(
+        0.0, ge=0, description="Sum-of-norms penalty Σ_{i<j} ||a_i - a_j||: pulls embeddings into groups.")
     sub_norm_concentration: float = Field(1.0, gt=0)
     log_k_init_min: float = -2.0
     log_k_init_max: float = 1.0
@@ -144,6 +156,10 @@ class TrainingConfig(_Section):
         _require_value(self, "measurement_noise_level", 0.0, "measurement noise is not implemented")
         if self.log_k_init_min >= self.log_k_init_max:
             raise ValueError("log_k_init_min must be < log_k_init_max")
+        if self.detach_homeostasis and self.coeff_conservation == 0:
+            # A warning, not an error: a search may step coeff_conservation to 0 on a detached node.
+            warnings.warn("training.detach_homeostasis without coeff_conservation > 0: the homeostasis "
+                          "head gets no gradient and stays at its start", stacklevel=2)
         return self
 
     def learning_rate(self, group: Literal["k", "embedding", "node", "sub"]) -> float:

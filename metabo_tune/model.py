@@ -1,6 +1,8 @@
-"""The learner: rate constants, metabolite embeddings, MLP_node (homeostasis) and MLP_sub (substrate).
+"""The learner: rate constants, metabolite embeddings, a homeostasis head and MLP_sub (substrate).
 
-    dc_i/dt = MLP_node(c_i, a_i) + Σ_j S_ij · 10^log_k_j · Π_{e ∈ sub(j)} |MLP_sub(c_e, |s_e|)|
+    dc_i/dt = h(c_i, a_i) + Σ_j S_ij · 10^log_k_j · Π_{e ∈ sub(j)} |MLP_sub(c_e, |s_e|)|
+
+The homeostasis head h is either MLP_node(c_i, a_i) or the linear relaxation −λ(a_i)·(c_i − b(a_i)).
 
 S and the substrate edges are given and frozen. MLP_sub depends only on (c, |s|), so it is evaluated
 once per distinct (metabolite, order) pair and gathered onto reactions (100 rows instead of 510 here).
@@ -10,6 +12,7 @@ Both MLPs see c/input_scale (xnorm); the rate law's product is taken over the ML
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import torch
@@ -52,17 +55,54 @@ def mlp(n_in: int, hidden: int, n_layers: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+class LinearRelaxation(nn.Module):
+    """h_i = −λ(a_i)·(c_i − b(a_i)) with log λ and b/xnorm affine in the embedding.
+
+    Linear in c, so every metabolite relaxes towards a baseline, which the free MLP_node does not
+    enforce; λ stays positive. Both maps start flat (zero weights), so at first all metabolites share one
+    (λ, b), set by `initialise` from data; the embeddings then receive gradient through the weights."""
+
+    def __init__(self, embedding_dim: int, input_scale: float) -> None:
+        super().__init__()
+        self.log_rate = nn.Linear(embedding_dim, 1)
+        self.baseline = nn.Linear(embedding_dim, 1)
+        for layer in (self.log_rate, self.baseline):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        self.input_scale = input_scale
+
+    @torch.no_grad()
+    def initialise(self, rate: float, baseline: float) -> None:
+        self.log_rate.bias.fill_(math.log(rate))
+        self.baseline.bias.fill_(baseline / self.input_scale)
+
+    def coefficients(self, embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(λ_i, b_i) per metabolite, in raw concentration units."""
+        rate = torch.exp(self.log_rate(embedding).squeeze(-1))
+        return rate, self.baseline(embedding).squeeze(-1) * self.input_scale
+
+    def forward(self, conc: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        rate, baseline = self.coefficients(embedding)
+        return -rate * (conc - baseline)
+
+
 class MetabolicGNN(nn.Module):
     def __init__(self, network: Network, cfg: GraphModelConfig, input_scale: float,
                  log_k_init: tuple[float, float] = (-2.0, 1.0)) -> None:
         super().__init__()
         n, n_rxn = network.n_metabolites, network.n_reactions
         self.rate_softplus = cfg.rate_softplus
+        self.substrate_power = cfg.substrate_form == "power"
         self.embedding = nn.Parameter(0.1 * torch.randn(n, cfg.embedding_dim))
-        self.node_mlp = mlp(1 + cfg.embedding_dim, cfg.hidden_dim_node, cfg.n_layers_node)
-        last = self.node_mlp[-1]
-        nn.init.zeros_(last.weight)  # output starts at 0; hidden layers keep their init so gradients flow
-        nn.init.zeros_(last.bias)
+        self.node_mlp: nn.Sequential | None = None
+        self.relaxation: LinearRelaxation | None = None
+        if cfg.homeostasis_head == "linear":
+            self.relaxation = LinearRelaxation(cfg.embedding_dim, input_scale)
+        else:
+            self.node_mlp = mlp(1 + cfg.embedding_dim, cfg.hidden_dim_node, cfg.n_layers_node)
+            last = self.node_mlp[-1]
+            nn.init.zeros_(last.weight)  # output starts at 0; hidden layers keep their init so gradients flow
+            nn.init.zeros_(last.bias)
         self.sub_mlp = mlp(2, cfg.hidden_dim_sub, cfg.n_layers_sub)
         self.log_k = nn.Parameter(torch.empty(n_rxn).uniform_(*log_k_init))
 
@@ -83,7 +123,9 @@ class MetabolicGNN(nn.Module):
     # -- components ------------------------------------------------------------------------
 
     def homeostasis(self, conc: torch.Tensor) -> torch.Tensor:
-        """MLP_node(c_i, a_i) for every metabolite; conc is [..., n] → [..., n]."""
+        """h(c_i, a_i) for every metabolite; conc is [..., n] → [..., n]."""
+        if self.relaxation is not None:
+            return self.relaxation(conc, self.embedding)
         emb = self.embedding.expand(*conc.shape, self.embedding.shape[1])
         inputs = torch.cat([(conc / self.input_scale).unsqueeze(-1), emb], dim=-1)
         return self.node_mlp(inputs).squeeze(-1)
@@ -91,7 +133,10 @@ class MetabolicGNN(nn.Module):
     def substrate(self, conc: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
         """MLP_sub(c, |s|) elementwise on broadcastable tensors, in raw concentration units."""
         conc, order = torch.broadcast_tensors(conc, order)
-        return self.sub_mlp(torch.stack([conc / self.input_scale, order], dim=-1)).squeeze(-1)
+        out = self.sub_mlp(torch.stack([conc / self.input_scale, order], dim=-1)).squeeze(-1)
+        if self.substrate_power:
+            return conc.clamp(min=0.0).pow(order) * torch.exp(out)
+        return out
 
     def rates(self, conc: torch.Tensor, substrate_values: torch.Tensor | None = None) -> torch.Tensor:
         """Reaction rates v [..., n_reactions] at concentrations [..., n]. `substrate_values`
@@ -109,15 +154,16 @@ class MetabolicGNN(nn.Module):
     def reaction_part(self, conc: torch.Tensor, substrate_values: torch.Tensor | None = None) -> torch.Tensor:
         return self.rates(conc, substrate_values) @ self.stoichiometry.T
 
-    def forward(self, conc: torch.Tensor) -> torch.Tensor:
+    def forward(self, conc: torch.Tensor, detach_homeostasis: bool = False) -> torch.Tensor:
         """Predicted dc/dt [..., n] at concentrations [..., n]."""
-        return self.reaction_part(conc) + self.homeostasis(conc)
+        homeo = self.homeostasis(conc)
+        return self.reaction_part(conc) + (homeo.detach() if detach_homeostasis else homeo)
 
     # -- groups for the optimiser ----------------------------------------------------------
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"k": [self.log_k], "embedding": [self.embedding],
-                "node": list(self.node_mlp.parameters()), "sub": list(self.sub_mlp.parameters())}
+                "node": list((self.relaxation or self.node_mlp).parameters()), "sub": list(self.sub_mlp.parameters())}
 
 
 def build_model(network: Network, cfg: GraphModelConfig, input_scale: float, seed: int,

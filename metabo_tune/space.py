@@ -25,12 +25,13 @@ falls back to the defaults shown::
     replicates: 2
 
 Parameter types: `log_float` (a positive float, multiplicative steps), `float` and `int` (additive
-steps), `bool` (flipped; no low/high). `low` < `high`, both inclusive, and both must be valid config
-values. The budget keys (n_epochs, data_augmentation_loop) and training.seed cannot be parameters: the
-first fix what a trial costs, the seed is noise that replicates vary. The base's own value of every
-parameter must lie in its range (an error, not a warning): the base is the first trial, and the
-strategies step from it and keep every value they propose in range. Every problem is a `SpaceError`
-whose one-line message names the file and the key.
+steps), `bool` (flipped; no low/high), `choice` (`values: [mlp, linear]`, any config values, in an
+order: a step moves to the neighbouring value; no low/high). `low` < `high`, both inclusive, and both
+must be valid config values. The budget keys (n_epochs, data_augmentation_loop) and training.seed
+cannot be parameters: the first fix what a trial costs, the seed is noise that replicates vary. The
+base's own value of every parameter must lie in its range (an error, not a warning): the base is the
+first trial, and the strategies step from it and keep every value they propose in range. Every problem
+is a `SpaceError` whose one-line message names the file and the key.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import math
 import re
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -50,7 +52,7 @@ from pydantic import BaseModel
 from metabo_tune.config import Config, ConfigError, _number_or_text, config_from_dict, read_yaml
 from metabo_tune.labels import Thresholds, classify
 
-ParameterKind = Literal["log_float", "float", "int", "bool"]
+ParameterKind = Literal["log_float", "float", "int", "bool", "choice"]
 
 
 class SpaceError(ValueError):
@@ -62,13 +64,15 @@ class Parameter:
     """One tunable config value, addressed as 'section.key' (e.g. 'training.learning_rate_node').
 
     log_float: a positive float moved by multiplicative steps; float / int: moved by additive steps;
-    bool: flipped. `low`/`high` bound every value the search may propose (inclusive)."""
+    bool: flipped; choice: one of `values`, stepping to a neighbour in their order. `low`/`high` bound
+    every value the search may propose (inclusive)."""
 
     name: str
     kind: ParameterKind
     low: float | None = None
     high: float | None = None
     requires: str | None = None  # 'section.key' that must be truthy for this value to matter
+    values: tuple[Any, ...] | None = None  # a choice's options, in order
 
 
 @dataclass(frozen=True)
@@ -129,7 +133,7 @@ def get_value(cfg: Config, name: str) -> Any:
 _TOP_LEVEL = ("base", "budget", "frozen", "parameters", "initial_spread", "reward", "thresholds", "block_size",
               "ucb_c", "replicates")
 _REQUIRED = ("base", "parameters", "initial_spread")
-_SPEC_KEYS = ("type", "low", "high", "requires")
+_SPEC_KEYS = ("type", "low", "high", "values", "requires")
 _KINDS: tuple[str, ...] = typing.get_args(ParameterKind)
 _BUDGET_KEYS = ("n_epochs", "data_augmentation_loop")
 _NOT_TUNABLE = {
@@ -244,11 +248,15 @@ def _parse_spec(name: str, spec: Any, where: str) -> Parameter:
     kind = spec.get("type")
     if kind not in _KINDS:
         raise SpaceError(f"{where}.type: expected one of {', '.join(_KINDS)}, got {kind!r}")
+    if kind == "choice":
+        return _parse_choice(name, spec, where, requires)
+    if "values" in spec:
+        raise SpaceError(f"{where}.values: only a choice parameter has values (a {kind} has low and high)")
     value_type = _field_type(name)
     fits = {"bool": bool, "int": int, "float": float, "log_float": float}[kind]
     if value_type is not fits:
         expected = {bool: "bool", int: "int", float: "log_float or float"}.get(value_type)
-        what = f"use type {expected}" if expected else "only numeric and bool config values can be parameters"
+        what = f"use type {expected}" if expected else "a word-valued key needs type choice with its values"
         raise SpaceError(f"{where}.type: '{kind}' does not fit this config value ({what})")
     if kind == "bool":
         extra = [key for key in ("low", "high") if key in spec]
@@ -267,19 +275,40 @@ def _parse_spec(name: str, spec: Any, where: str) -> Parameter:
     return Parameter(name, kind, low, high, requires)
 
 
+def _parse_choice(name: str, spec: dict, where: str, requires: str | None) -> Parameter:
+    extra = [key for key in ("low", "high") if key in spec]
+    if extra:
+        raise SpaceError(f"{where}.{extra[0]}: a choice parameter has no range (give 'values')")
+    values = spec.get("values")
+    if not isinstance(values, list) or len(values) < 2:
+        raise SpaceError(f"{where}.values: expected a list of at least two config values, got {values!r}")
+    values = [_number_or_text(value) for value in values]
+    if any(isinstance(value, (list, dict)) or value is None for value in values):
+        raise SpaceError(f"{where}.values: every value must be a single number, bool or word, got {values!r}")
+    if len({repr(value) for value in values}) < len(values):
+        raise SpaceError(f"{where}.values: {values!r} repeats a value")
+    return Parameter(name, "choice", requires=requires, values=tuple(values))
+
+
 def _check_domain(parameter: Parameter, base: Config, where: str) -> None:
-    """Every bound (both values of a bool) must give a valid config, and the base must lie in range."""
+    """Every bound (both values of a bool, each value of a choice) must give a valid config, and the base
+    must lie in range."""
     if parameter.kind == "bool":
         bounds = [("value", False), ("value", True)]
+    elif parameter.kind == "choice":
+        bounds = [("value", value) for value in parameter.values]
     else:
         bounds = [("low", parameter.low), ("high", parameter.high)]
     for label, value in bounds:
         problem = _config_problem(base, {parameter.name: value})
         if problem:
             raise SpaceError(f"{where}: {label} {value!r} is not a valid config value ({problem})")
-    if parameter.kind == "bool":
-        return
     current = get_value(base, parameter.name)
+    if parameter.kind == "choice" and current not in parameter.values:
+        raise SpaceError(f"{where}: the base value {current!r} is not one of the values {list(parameter.values)!r}; "
+                         f"add it or change base")
+    if parameter.kind in ("bool", "choice"):
+        return
     if current is None:
         raise SpaceError(f"{where}: the base config leaves it unset; give it a value in "
                          f"[{parameter.low!r}, {parameter.high!r}] under base")
@@ -380,9 +409,15 @@ def _field_type(name: str) -> type | None:
     section, key = name.split(".")
     annotation = _SECTIONS[section].model_fields[key].annotation
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        options = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        # None and word options (conservation_frames: int | 'all') leave the numeric type to range over.
+        options = [_unannotated(arg) for arg in typing.get_args(annotation)
+                   if arg is not type(None) and typing.get_origin(arg) is not Literal]
         annotation = options[0] if len(options) == 1 else None
     return annotation if annotation in (bool, int, float) else None
+
+
+def _unannotated(annotation: Any) -> Any:
+    return typing.get_args(annotation)[0] if typing.get_origin(annotation) is typing.Annotated else annotation
 
 
 def _config_problem(base: Config, values: dict[str, Any]) -> str | None:
@@ -391,7 +426,9 @@ def _config_problem(base: Config, values: dict[str, Any]) -> str | None:
         section, key = name.split(".")
         raw[section][key] = value
     try:
-        config_from_dict(raw, source="base")
+        with warnings.catch_warnings():  # a config that merely warns is valid here
+            warnings.simplefilter("ignore")
+            config_from_dict(raw, source="base")
     except ConfigError as exc:
         return str(exc).removeprefix("base: ")
     return None
@@ -414,6 +451,11 @@ def _value(value: Any, kind: str, where: str) -> Any:
 
 
 def _in_range(value: Any, parameter: Parameter, where: str) -> Any:
+    if parameter.kind == "choice":
+        value = _number_or_text(value)
+        if value not in parameter.values:
+            raise SpaceError(f"{where}: {value!r} is not one of the parameter's values {list(parameter.values)!r}")
+        return value
     value = _value(value, parameter.kind, where)
     if parameter.kind != "bool" and not parameter.low <= value <= parameter.high:
         raise SpaceError(f"{where}: {value!r} is outside the parameter's range [{parameter.low!r}, {parameter.high!r}]")

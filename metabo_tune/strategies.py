@@ -103,6 +103,8 @@ def fit(param: Parameter, value: Any) -> Any:
     """The value as the parameter's kind, clipped into [low, high]; floats to three significant digits."""
     if param.kind == "bool":
         return bool(value)
+    if param.kind == "choice":
+        return value
     low, high = _bounds(param)
     if param.kind == "int":
         return min(max(round(value), math.ceil(low)), math.floor(high))
@@ -122,9 +124,13 @@ def _additive_step(param: Parameter, value: float, rng: random.Random) -> float:
 
 def shift(param: Parameter, value: Any, up: bool, rng: random.Random) -> Any:
     """One conservative step up or down: log_float × or ÷ 1.5 or 2, float ±10–20 % of the value,
-    int ±1 (hidden dims ±25 %, wide ranges like a float), bool set on (up) or off."""
+    int ±1 (hidden dims ±25 %, wide ranges like a float), bool set on (up) or off, a choice to the next
+    (up) or previous value."""
     if param.kind == "bool":
         return up
+    if param.kind == "choice":
+        index = param.values.index(value) + (1 if up else -1)
+        return param.values[min(max(index, 0), len(param.values) - 1)]
     if param.kind == "log_float":
         factor = rng.choice(LOG_FACTORS)
         return fit(param, value * factor if up else value / factor)
@@ -133,18 +139,26 @@ def shift(param: Parameter, value: Any, up: bool, rng: random.Random) -> Any:
 
 
 def neighbours(param: Parameter, value: Any, rng: random.Random) -> list[Any]:
-    """The conservative steps from value, in random order (a bool has one: the flip)."""
+    """The conservative steps from value, in random order (a bool has one: the flip; a choice every
+    other value)."""
     if param.kind == "bool":
         return [not value]
+    if param.kind == "choice":
+        others = [option for option in param.values if option != value]
+        rng.shuffle(others)
+        return others
     ways = [True, False]
     rng.shuffle(ways)
     return [shift(param, value, up, rng) for up in ways]
 
 
 def sample(param: Parameter, value: Any, rng: random.Random) -> Any:
-    """A value anywhere in range: log-uniform for log_float, uniform otherwise; a bool flips."""
+    """A value anywhere in range: log-uniform for log_float, uniform otherwise; a bool flips, a choice
+    takes another value."""
     if param.kind == "bool":
         return not value
+    if param.kind == "choice":
+        return rng.choice([option for option in param.values if option != value])
     low, high = _bounds(param)
     if param.kind == "log_float":
         return fit(param, math.exp(rng.uniform(math.log(low), math.log(high))))
@@ -154,7 +168,28 @@ def sample(param: Parameter, value: Any, rng: random.Random) -> Any:
 
 
 def edge(param: Parameter, up: bool) -> Any:
+    if param.kind == "choice":
+        return param.values[-1 if up else 0]
     return up if param.kind == "bool" else fit(param, _bounds(param)[1 if up else 0])
+
+
+def _named_value(param: Parameter, way: str) -> Any:
+    """The choice value an effect's direction 'to <value>' names, or None for up/down/on/off."""
+    if param.kind != "choice" or not way.startswith("to "):
+        return None
+    return next((option for option in param.values if str(option) == way.removeprefix("to ")), None)
+
+
+def step_towards(param: Parameter, value: Any, way: str, rng: random.Random) -> Any:
+    """One step in an effect's direction: the named value of a choice, else shift up or down."""
+    named = _named_value(param, way)
+    return named if named is not None else shift(param, value, way in UP_DIRECTIONS, rng)
+
+
+def edge_towards(param: Parameter, way: str) -> Any:
+    """The range edge in an effect's direction (a choice: the value it names)."""
+    named = _named_value(param, way)
+    return named if named is not None else edge(param, way in UP_DIRECTIONS)
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -225,10 +260,11 @@ def _best_positive_effect(tree: Tree, space: SearchSpace) -> Effect | None:
     return next((e for e in tree.parameter_effects() if e.mean_delta > 0 and e.parameter in space.parameters), None)
 
 
-def _edge_child(tree: Tree, space: SearchSpace, node: Node, name: str, up: bool) -> Proposal | None:
+def _edge_child(tree: Tree, space: SearchSpace, node: Node, name: str, way: str) -> Proposal | None:
+    """The node with parameter `name` at its edge in direction `way` (up, down, on, off, to <value>)."""
     if not _tunable(space, node, name) or not _active(space, node, name):
         return None
-    return _child(tree, node, {name: edge(space.parameters[name], up)}, "boundary-probe")
+    return _child(tree, node, {name: edge_towards(space.parameters[name], way)}, "boundary-probe")
 
 
 # ------------------------------------------------------------------------------------------ rules
@@ -301,8 +337,7 @@ def boundary_probe(tree: Tree, space: SearchSpace, rng: random.Random) -> Propos
     if best is None or not _last_finished_all(tree, BOUNDARY_RUN, lambda n: n.classification == "converged"):
         return None
     effect = _best_positive_effect(tree, space)
-    return None if effect is None else _edge_child(tree, space, best, effect.parameter,
-                                                   effect.direction in UP_DIRECTIONS)
+    return None if effect is None else _edge_child(tree, space, best, effect.parameter, effect.direction)
 
 
 def _perturb(tree: Tree, space: SearchSpace, rng: random.Random, node: Node, strategy: str) -> Proposal | None:
@@ -363,13 +398,13 @@ def principle_test(tree: Tree, space: SearchSpace, rng: random.Random) -> Propos
         if effect.count < PRINCIPLE_MIN_COUNT or effect.parameter not in space.parameters:
             continue
         learned = set(effect.evidence) | {tree.nodes[child].parent_id for child in effect.evidence}
-        param, up = space.parameters[effect.parameter], effect.direction in UP_DIRECTIONS
+        param = space.parameters[effect.parameter]
         for node in ranked:
             if (node.node_id in learned or not _tunable(space, node, effect.parameter)
                     or not _active(space, node, effect.parameter)):
                 continue
-            proposal = _child(tree, node, {param.name: shift(param, node.config[param.name], up, rng)},
-                              "principle-test")
+            value = step_towards(param, node.config[param.name], effect.direction, rng)
+            proposal = _child(tree, node, {param.name: value}, "principle-test")
             if proposal is not None:
                 return proposal
     return None
@@ -384,16 +419,16 @@ def probe_extreme(tree: Tree, space: SearchSpace, rng: random.Random) -> Proposa
     node = ranked[0][0]
     effect = _best_positive_effect(tree, space)
     if effect is not None:
-        proposal = _edge_child(tree, space, node, effect.parameter, effect.direction in UP_DIRECTIONS)
+        proposal = _edge_child(tree, space, node, effect.parameter, effect.direction)
         if proposal is not None:
             return proposal
     names = _movable(space, node)
     rng.shuffle(names)
     for name in names:
-        ways = [True, False]
+        ways = ["up", "down"]
         rng.shuffle(ways)
-        for up in ways:
-            proposal = _edge_child(tree, space, node, name, up)
+        for way in ways:
+            proposal = _edge_child(tree, space, node, name, way)
             if proposal is not None:
                 return proposal
     return None

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import statistics
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -125,7 +126,7 @@ class Effect:
     """What changing one parameter in one direction did to the reward, child minus parent."""
 
     parameter: str
-    direction: str  # up | down | on | off
+    direction: str  # up | down | on | off | "to <value>" (a choice's words)
     mean_delta: float
     stderr: float | None  # None with a single observation
     count: int
@@ -140,7 +141,9 @@ def changed_parameters(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 def direction(old: Any, new: Any) -> str:
     if isinstance(new, bool):
         return "on" if new else "off"
-    return "up" if new > old else "down"
+    if isinstance(old, numbers.Real) and isinstance(new, numbers.Real):
+        return "up" if new > old else "down"
+    return f"to {new}"
 
 
 @dataclass

@@ -131,3 +131,66 @@ def test_tanh_matches_torch_in_value_and_gradient():
     (grad_ref,) = torch.autograd.grad(ref.sum(), x)
     torch.testing.assert_close(ours, ref, atol=1e-12, rtol=0)
     torch.testing.assert_close(grad_ours, grad_ref, atol=1e-12, rtol=0)
+
+
+def linear_head_model(network):
+    return build_model(network, GraphModelConfig(homeostasis_head="linear"), 2.0, seed=0, log_k_init=(-2, 1))
+
+
+def test_linear_head_is_a_relaxation_with_positive_rate(reference_dataset):
+    model = linear_head_model(reference_dataset.observed.network)
+    relaxation = model.relaxation
+    assert model.node_mlp is None
+    with torch.no_grad():
+        model.embedding.copy_(torch.randn(100, 2))
+        relaxation.log_rate.weight.copy_(torch.tensor([[3.0, -1.0]]))  # large weights: λ spans decades
+        relaxation.log_rate.bias.fill_(-5.0)
+        relaxation.baseline.weight.copy_(torch.tensor([[0.5, 0.2]]))
+        relaxation.baseline.bias.fill_(1.5)
+    rate, baseline = relaxation.coefficients(model.embedding)
+    assert (rate > 0).all()
+    conc = torch.rand(4, 100) * 10
+    expected = -rate * (conc - baseline)
+    torch.testing.assert_close(model.homeostasis(conc), expected)
+    # b is in raw concentration units: input_scale (2.0) times the affine map
+    torch.testing.assert_close(baseline, 2.0 * (model.embedding @ torch.tensor([0.5, 0.2]) + 1.5))
+
+
+def test_linear_head_starts_shared_and_gives_the_embeddings_gradient(reference_dataset):
+    model = linear_head_model(reference_dataset.observed.network)
+    model.relaxation.initialise(rate=1.5e-3, baseline=5.0)
+    rate, baseline = model.relaxation.coefficients(model.embedding)
+    torch.testing.assert_close(rate, torch.full((100,), 1.5e-3))
+    torch.testing.assert_close(baseline, torch.full((100,), 5.0))
+    # the embeddings are random, the maps flat: the weights get gradient first, then the embeddings
+    model.homeostasis(torch.rand(4, 100) * 10).square().sum().backward()
+    assert torch.count_nonzero(model.relaxation.log_rate.weight.grad) == 2
+    assert torch.count_nonzero(model.relaxation.baseline.weight.grad) == 2
+
+
+def test_linear_head_parameters_are_the_node_group(reference_dataset):
+    model = linear_head_model(reference_dataset.observed.network)
+    groups = model.parameter_groups()
+    assert {id(p) for p in groups["node"]} == {id(p) for p in model.relaxation.parameters()}
+    grouped = sorted(id(p) for params in groups.values() for p in params)
+    assert grouped == sorted(id(p) for p in model.parameters())
+
+
+def test_detached_homeostasis_passes_no_gradient(reference_dataset):
+    model = linear_head_model(reference_dataset.observed.network)
+    model(torch.rand(4, 100) * 10, detach_homeostasis=True).sum().backward()
+    assert model.relaxation.log_rate.bias.grad is None and model.embedding.grad is None
+    assert model.log_k.grad is not None
+
+
+def test_power_substrate_form_is_mass_action_times_a_learned_factor(reference_dataset):
+    model = build_model(reference_dataset.observed.network, GraphModelConfig(substrate_form="power"), 3.0, seed=0,
+                        log_k_init=(-2, 1))
+    conc, order = torch.rand(50) * 10, torch.tensor([1.0, 2.0]).repeat(25)
+    factor = torch.exp(model.sub_mlp(torch.stack([conc / 3.0, order], -1)).squeeze(-1))
+    torch.testing.assert_close(model.substrate(conc, order), conc**order * factor)
+    last = model.sub_mlp[-1]
+    with torch.no_grad():  # a zero correction leaves exact mass action
+        last.weight.zero_()
+        last.bias.zero_()
+    torch.testing.assert_close(model.substrate(conc, order), conc**order)

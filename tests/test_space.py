@@ -31,6 +31,9 @@ def test_shipped_spaces_load_with_the_budget_applied_and_the_spread_in_range(pat
     for slot in space.initial_spread:
         for name, value in slot.items():
             parameter = space.parameters[name]
+            if parameter.kind == "choice":
+                assert value in parameter.values
+                continue
             assert type(value) is type(space.base_values()[name])
             if parameter.kind != "bool":
                 assert parameter.low <= value <= parameter.high
@@ -53,12 +56,15 @@ def test_homeo_space_is_the_mission() -> None:
     assert {key: values[f"graph_model.{key}"] for key in (
         "hidden_dim_sub", "n_layers_sub", "hidden_dim_node", "n_layers_node")} == {
         "hidden_dim_sub": 64, "n_layers_sub": 4, "hidden_dim_node": 32, "n_layers_node": 2}
-    assert space.initial_spread[1:] == (
-        {"training.learning_rate_node": 5e-4},
-        {"training.coeff_MLP_node_L1": 0.1},
-        {"training.recurrent_training": True, "training.time_step": 4, "training.learning_rate_k": 2e-3})
+    linear_head = {"graph_model.homeostasis_head": "linear", "training.detach_homeostasis": True,
+                   "training.coeff_conservation": 1e4, "training.conservation_frames": "all",
+                   "training.coeff_MLP_node_L1": 0.0, "training.learning_rate_node": 1e-3,
+                   "training.learning_rate_embedding": 1e-3, "training.lr_schedule": "cosine"}
+    assert space.initial_spread[1:] == (linear_head, linear_head | {"training.coeff_embedding_fusion": 1e-7},
+                                        linear_head | {"graph_model.substrate_form": "power"})
     assert "simulation" in space.frozen
-    assert space.parameters["training.learning_rate_node"].high == 1e-3
+    assert space.parameters["graph_model.homeostasis_head"].values == ("mlp", "linear")
+    assert space.parameters["training.time_step"].high == 4
     assert (space.block_size, space.ucb_c, space.replicates) == (12, 0.25, 2)
     assert space.reward == RewardWeights(0.4, 0.3, 0.3)
     assert space.thresholds == Thresholds()
@@ -177,7 +183,24 @@ INVALID = {
     "type does not fit the key": (_set_param("training.learning_rate_k", {"type": "int", "low": 1, "high": 2}),
                                   ["parameters.training.learning_rate_k.type", "log_float or float"]),
     "text key": (_set_param("training.lr_schedule", {"type": "bool"}),
-                 ["parameters.training.lr_schedule.type", "numeric and bool"]),
+                 ["parameters.training.lr_schedule.type", "type choice"]),
+    "choice without values": (_set_param("graph_model.homeostasis_head", {"type": "choice"}),
+                              ["parameters.graph_model.homeostasis_head.values", "at least two"]),
+    "choice with a range": (_set_param("graph_model.homeostasis_head", {"type": "choice", "values": ["mlp", "linear"],
+                                                                        "low": 0}),
+                            ["parameters.graph_model.homeostasis_head.low", "no range"]),
+    "choice value not a config value": (_set_param("graph_model.homeostasis_head",
+                                                   {"type": "choice", "values": ["mlp", "quadratic"]}),
+                                        ["parameters.graph_model.homeostasis_head", "value 'quadratic'"]),
+    "choice repeats a value": (_set_param("graph_model.homeostasis_head",
+                                          {"type": "choice", "values": ["mlp", "linear", "mlp"]}),
+                               ["parameters.graph_model.homeostasis_head.values", "repeats"]),
+    "choice without the base value": (_set_param("training.conservation_frames",
+                                                 {"type": "choice", "values": [128, "all"]}),
+                                      ["parameters.training.conservation_frames", "base value 64", "not one of"]),
+    "values on a float": (_set_param("training.coeff_MLP_node_L1", {"type": "float", "low": 0.0, "high": 1.0,
+                                                                    "values": [0.0, 1.0]}),
+                          ["parameters.training.coeff_MLP_node_L1.values", "only a choice"]),
     "base value outside the range": (_set_param("training.coeff_MLP_node_L1",
                                                 {"type": "float", "low": 2.0, "high": 5.0}),
                                      ["parameters.training.coeff_MLP_node_L1", "base value 1.0", "outside"]),
@@ -335,3 +358,21 @@ def test_reward_orders_the_classes_strictly() -> None:
     assert seen == set(tiers)
     for tier in range(3):
         assert max(by_tier[tier]) < min(by_tier[tier + 1])
+
+
+def test_choice_parameters_load_with_their_values_in_order(tmp_path: Path) -> None:
+    raw = yaml.safe_load(SMOKE.read_text())
+    raw["parameters"]["graph_model.homeostasis_head"] = {"type": "choice", "values": ["mlp", "linear"]}
+    raw["parameters"]["training.conservation_frames"] = {"type": "choice", "values": [64, 256, "all"]}
+    raw["initial_spread"][1] = {"graph_model.homeostasis_head": "linear", "training.conservation_frames": "all"}
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    space = load_space(path)
+    assert space.parameters["training.conservation_frames"].values == (64, 256, "all")
+    assert space.base_values()["graph_model.homeostasis_head"] == "mlp"
+    cfg = space.config_for({**space.base_values(), **space.initial_spread[1]})
+    assert (cfg.graph_model.homeostasis_head, cfg.training.conservation_frames) == ("linear", "all")
+    raw["initial_spread"][1] = {"graph_model.homeostasis_head": "quadratic"}
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(SpaceError, match=r"initial_spread\[1\].graph_model.homeostasis_head: 'quadratic' is not one"):
+        load_space(path)

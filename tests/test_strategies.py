@@ -23,9 +23,11 @@ from metabo_tune.strategies import (
     edge,
     fit,
     mutation_text,
+    neighbours,
     propose,
     sample,
     shift,
+    step_towards,
 )
 from metabo_tune.tree import Tree, changed_parameters
 
@@ -100,6 +102,9 @@ def in_range(space: SearchSpace, config: dict[str, Any]) -> None:
         value = config[name]
         if param.kind == "bool":
             assert type(value) is bool, name
+            continue
+        if param.kind == "choice":
+            assert value in param.values, (name, value)
             continue
         assert param.low <= value <= param.high, (name, value)
         if param.kind == "int":
@@ -427,3 +432,49 @@ def test_a_parameter_whose_requirement_is_off_is_never_moved():
             continue
         if set(changed_parameters(parent.config, proposal.config)) == {TIME_STEP}:
             assert parent.config[RECURRENT], proposal.mutation
+
+
+# ------------------------------------------------------------------------------------------ choice
+
+
+HEAD = "graph_model.homeostasis_head"
+FRAMES = "training.conservation_frames"
+
+
+def choice_space() -> SearchSpace:
+    parameters = {LR_K: Parameter(LR_K, "log_float", 1e-4, 1e-2),
+                  HEAD: Parameter(HEAD, "choice", values=("mlp", "linear")),
+                  FRAMES: Parameter(FRAMES, "choice", values=(64, 256, "all"))}
+    return SearchSpace(source="test", base=load_config(HOMEO), frozen=("simulation",), parameters=parameters,
+                       initial_spread=({}, {HEAD: "linear"}), ucb_c=0.3, replicates=1)
+
+
+def test_choice_moves_stay_among_its_values() -> None:
+    frames, rng = choice_space().parameters[FRAMES], random.Random(0)
+    assert (shift(frames, 64, True, rng), shift(frames, 256, True, rng), shift(frames, "all", True, rng)) == \
+        (256, "all", "all")
+    assert (shift(frames, 256, False, rng), shift(frames, 64, False, rng)) == (64, 64)
+    assert sorted(map(str, neighbours(frames, 256, rng))) == ["64", "all"]
+    assert {sample(frames, 64, rng) for _ in range(50)} == {256, "all"}
+    assert (edge(frames, True), edge(frames, False), fit(frames, "all")) == ("all", 64, "all")
+
+
+def test_an_effect_on_a_choice_is_tested_again_with_the_value_it_names() -> None:
+    """Switching to the linear head helped twice: the principle-test and the boundary-probe both switch
+    other nodes to it, not merely to the 'next' value."""
+    space = choice_space()
+    tree = Tree()
+    for rewards in ([0.3], [0.2]):
+        record(tree, propose(tree, space, random.Random(0), len(tree.nodes)), rewards)
+    tree.nodes["1"].config[HEAD] = "mlp"  # make both roots use MLP_node with different lr_k
+    tree.nodes["1"].config[LR_K] = 1e-3
+    child(tree, "0", {HEAD: "linear"}, [0.6])
+    child(tree, "1", {HEAD: "linear"}, [0.5])
+    fresh = child(tree, "1", {LR_K: 2e-3}, [0.25])
+    [effect] = [e for e in tree.parameter_effects() if e.parameter == HEAD]
+    assert (effect.direction, effect.count) == ("to linear", 2)
+    proposal = propose(tree, space, random.Random(0), slot=3)
+    assert (proposal.strategy, proposal.parent_id) == ("principle-test", fresh)
+    assert proposal.mutation == f"{HEAD}: mlp -> linear"
+    assert step_towards(space.parameters[FRAMES], 64, "to all", random.Random(0)) == "all"
+    assert step_towards(space.parameters[FRAMES], 64, "up", random.Random(0)) == 256

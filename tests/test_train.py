@@ -10,8 +10,16 @@ import torch
 from metabo_tune import metrics
 from metabo_tune.config import config_from_dict
 from metabo_tune.metrics import parse_analysis_log
-from metabo_tune.simulate import simulate
-from metabo_tune.train import CheckpointMismatch, GroupAdam, Trainer, main, run_trial, train
+from metabo_tune.simulate import left_null_space, simulate
+from metabo_tune.train import (
+    CheckpointMismatch,
+    GroupAdam,
+    Trainer,
+    main,
+    run_trial,
+    shared_relaxation_fit,
+    train,
+)
 
 SMALL_SIM = {"n_metabolites": 20, "n_reactions": 30, "n_frames": 300}
 
@@ -263,3 +271,74 @@ def test_group_adam_takes_the_same_steps_as_torch_adam():
     for name in lrs:
         for mine, ref in zip(ours[name], theirs[name], strict=True):
             torch.testing.assert_close(mine, ref, rtol=1e-6, atol=1e-7)
+
+
+# -- the linear homeostasis head and its conservation loss ----------------------------------------
+
+
+def linear_head_config(**training):
+    raw = small_config(coeff_conservation=1.0, conservation_frames="all", detach_homeostasis=True,
+                       coeff_MLP_node_L1=0.0, **training).to_dict()
+    raw["graph_model"]["homeostasis_head"] = "linear"
+    return config_from_dict(raw)
+
+
+def test_moment_conservation_loss_equals_the_loss_over_every_frame(small_dataset):
+    trainer = Trainer(linear_head_config(), small_dataset.observed, "cpu")
+    model = trainer.model
+    with torch.no_grad():  # a head far from its start, with per-metabolite rates and baselines
+        model.embedding.normal_(generator=torch.Generator().manual_seed(1))
+        model.relaxation.log_rate.weight.fill_(0.4)
+        model.relaxation.baseline.weight.fill_(-0.3)
+        all_frames = ((model.homeostasis(trainer.conc) - trainer.deriv) @ trainer.null_space).square().sum(-1).mean()
+    losses = trainer.losses(0)
+    torch.testing.assert_close(losses["conservation"], all_frames, rtol=1e-5, atol=0)
+    assert losses["conservation"] > 0
+
+
+def test_sampled_conservation_over_all_frames_matches_the_moments(small_dataset):
+    """The MLP head cannot use moments; with conservation_frames 'all' it visits every frame, which gives
+    the same value as the linear head's moments for the same homeostasis."""
+    moments = Trainer(linear_head_config(), small_dataset.observed, "cpu")
+    raw = linear_head_config().to_dict()
+    raw["training"]["detach_homeostasis"] = False
+    sampled = Trainer(config_from_dict(raw), small_dataset.observed, "cpu")
+    sampled.moments = None
+    sampled.model.load_state_dict(moments.model.state_dict())
+    torch.testing.assert_close(sampled.losses(0)["conservation"], moments.losses(0)["conservation"], rtol=1e-5, atol=0)
+
+
+def test_shared_relaxation_fit_is_exact_for_one_type_without_reactions():
+    sim = {"n_metabolites": 12, "n_reactions": 1, "n_frames": 300, "n_metabolite_types": 1,
+           "homeostatic_lambda_per_type": [0.003], "homeostatic_baseline_per_type": [5.5]}
+    dataset = simulate(config_from_dict({"simulation": sim}).simulation)
+    traj, network = dataset.observed.trajectory, dataset.observed.network
+    rate, baseline = shared_relaxation_fit(traj.concentrations, traj.derivatives,
+                                           left_null_space(network.stoichiometry))
+    assert rate == pytest.approx(0.003, rel=1e-6)
+    assert baseline == pytest.approx(5.5, rel=1e-6)
+
+
+def test_detached_homeostasis_learns_from_the_conservation_loss_only(small_dataset):
+    trainer = Trainer(linear_head_config(), small_dataset.observed, "cpu")
+    losses = trainer.losses(0)
+    grads = torch.autograd.grad(losses["prediction"], [trainer.model.embedding, trainer.model.log_k],
+                                allow_unused=True)
+    assert grads[0] is None and grads[1] is not None
+    assert torch.autograd.grad(losses["conservation"], trainer.model.relaxation.log_rate.bias)[0] != 0
+
+
+def test_embedding_fusion_is_the_sum_of_pairwise_distances(small_dataset):
+    trainer = Trainer(linear_head_config(coeff_embedding_fusion=0.5), small_dataset.observed, "cpu")
+    emb = trainer.model.embedding.detach()
+    expected = 0.5 * torch.pdist(emb).sum()
+    torch.testing.assert_close(trainer.losses(0)["embedding_fusion"], expected)
+    with torch.no_grad():  # coinciding embeddings keep a finite gradient
+        trainer.model.embedding.zero_()
+    trainer.losses(0)["loss"].backward()
+    assert torch.isfinite(trainer.model.embedding.grad).all()
+
+
+def test_detach_without_conservation_warns_that_the_head_cannot_learn():
+    with pytest.warns(UserWarning, match="detach_homeostasis without coeff_conservation > 0"):
+        small_config(detach_homeostasis=True)
