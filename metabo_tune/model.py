@@ -21,11 +21,15 @@ from torch import nn
 from metabo_tune.config import GraphModelConfig
 from metabo_tune.simulate import Network
 
+_ONE = torch.ones(())
+
 
 class _SigmoidTanh(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        y = torch.sigmoid(x * 2.0).mul_(2.0).sub_(1.0)
+        # x + x and s + s − 1, not × 2.0: a Python scalar costs a tensor conversion per call
+        y = torch.sigmoid(x + x)
+        y = y.add_(y).sub_(_ONE)  # a 0-dim CPU tensor is valid with CUDA tensors too
         ctx.save_for_backward(y)
         return y
 

@@ -45,15 +45,17 @@ class GroupAdam:
     """Adam with PyTorch's defaults over named parameter groups: one fused kernel per group per step.
 
     The arithmetic is torch.optim.Adam(fused=True)'s own kernel (a test checks equality), without the
-    ~0.2 ms of Python bookkeeping per step that torch.optim spends: a tenth of an iteration here."""
+    ~0.2 ms of Python bookkeeping per step that torch.optim spends: a tenth of an iteration here. All
+    groups step together, so one step counter serves every parameter (the kernel only reads it)."""
 
     def __init__(self, groups: dict[str, list[torch.nn.Parameter]], lrs: dict[str, float],
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
         self.groups, self.lrs, self.betas, self.eps = groups, lrs, betas, eps
         self.exp_avg = {name: [torch.zeros_like(p) for p in params] for name, params in groups.items()}
         self.exp_avg_sq = {name: [torch.zeros_like(p) for p in params] for name, params in groups.items()}
-        self.steps = {name: [torch.zeros((), dtype=torch.float32, device=p.device) for p in params]
-                      for name, params in groups.items()}
+        device = next(p.device for params in groups.values() for p in params)
+        self.step_count = torch.zeros((), dtype=torch.float32, device=device)
+        self._one = torch.ones((), dtype=torch.float32, device=device)
 
     def zero_grad(self) -> None:
         for params in self.groups.values():
@@ -62,21 +64,23 @@ class GroupAdam:
 
     @torch.no_grad()
     def step(self, lr_factor: float = 1.0) -> None:
+        self.step_count.add_(self._one)
         for name, params in self.groups.items():
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-            torch._foreach_add_(self.steps[name], 1)
-            torch._fused_adam_(params, grads, self.exp_avg[name], self.exp_avg_sq[name], [], self.steps[name],
-                               amsgrad=False, lr=self.lrs[name] * lr_factor, beta1=self.betas[0],
-                               beta2=self.betas[1], weight_decay=0.0, eps=self.eps, maximize=False)
+            torch._fused_adam_(params, grads, self.exp_avg[name], self.exp_avg_sq[name], [],
+                               [self.step_count] * len(params), amsgrad=False, lr=self.lrs[name] * lr_factor,
+                               beta1=self.betas[0], beta2=self.betas[1], weight_decay=0.0, eps=self.eps,
+                               maximize=False)
 
     def state_dict(self) -> dict:
-        return {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq, "steps": self.steps}
+        return {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq, "step_count": self.step_count}
 
     def load_state_dict(self, state: dict) -> None:
-        for key in ("exp_avg", "exp_avg_sq", "steps"):
+        for key in ("exp_avg", "exp_avg_sq"):
             for name, tensors in getattr(self, key).items():
                 for mine, stored in zip(tensors, state[key][name], strict=True):
                     mine.copy_(stored)
+        self.step_count.copy_(state["step_count"])
 
 
 def shared_relaxation_fit(concentrations: np.ndarray, derivatives: np.ndarray,
@@ -167,6 +171,11 @@ class Trainer:
         self.moments: ConservationMoments | None = None
         if tcfg.coeff_conservation > 0 and tcfg.conservation_frames == "all" and relaxation is not None:
             self.moments = ConservationMoments(traj.concentrations, traj.derivatives, null, self.device)
+        self.constants = {key: torch.tensor(float(getattr(tcfg, key)), device=self.device) for key in (
+            "coeff_MLP_sub_diff", "coeff_MLP_node_L1", "coeff_MLP_sub_norm", "coeff_k_floor", "k_floor_threshold",
+            "sub_norm_concentration", "coeff_conservation", "coeff_embedding_fusion")}
+        self.constants["inverse_batch"] = torch.tensor(1.0 / tcfg.batch_size, device=self.device)
+        self.zero = torch.zeros((), device=self.device)
         n = observed.network.n_metabolites
         self.fusion_pairs = torch.triu_indices(n, n, offset=1, device=self.device)
         # Probe points of the MLP_sub regularisers: the monotonicity grid [0.1, 2·xnorm] plus one step
@@ -220,19 +229,22 @@ class Trainer:
         n_pair_values = conc.shape[0] * model.pair_metabolite.shape[0]
         sub_values = model.substrate(torch.cat([conc[:, model.pair_metabolite].reshape(-1), self.probe_conc]),
                                      self.probe_order_with(conc.shape[0]))
-        pair_values = sub_values[:n_pair_values].view(conc.shape[0], model.pair_metabolite.shape[0])
-        probes = sub_values[n_pair_values:]
+        # split, not slices: its backward is one concatenation instead of a zero-filled copy per slice
+        pair_values, grid_values, norm_value = torch.split(sub_values, self._sub_split(n_pair_values))
+        pair_values = pair_values.view(conc.shape[0], model.pair_metabolite.shape[0])
         sampled_conservation = tcfg.coeff_conservation > 0 and self.moments is None
         if tcfg.conservation_frames == "all":
             cons_frames = torch.arange(self.conc.shape[0], device=self.device)
         node_in = torch.cat([conc, self.conc[cons_frames]]) if sampled_conservation else conc
         node_out = model.homeostasis(node_in)
-        homeo = node_out[: conc.shape[0]]
+        homeo, cons_out = (torch.split(node_out, [conc.shape[0], node_out.shape[0] - conc.shape[0]])
+                           if sampled_conservation else (node_out, None))
         out: dict[str, torch.Tensor] = {}
         detach = tcfg.detach_homeostasis
         first_step = model.reaction_part(conc, pair_values) + (homeo.detach() if detach else homeo)
         if self.rollout == 1:
-            out["prediction"] = (first_step - self.deriv[batch]).square().sum(-1).mean()
+            residual = first_step - self.deriv[batch]
+            out["prediction"] = (residual * residual).sum() * self.constants["inverse_batch"]
         else:
             state, step_losses = conc, []
             for step in range(1, self.rollout + 1):
@@ -242,26 +254,35 @@ class Trainer:
                 step_losses.append(err.square().sum(-1).mean())
             out["prediction"] = torch.stack(step_losses).mean()
         # The regularisers are cheap once the probes are evaluated; a zero coefficient zeroes the term.
-        grid = probes[:-1].view(len(self.sub_orders), self.grid_points).abs()
-        out["MLP_sub_diff"] = tcfg.coeff_MLP_sub_diff * torch.linalg.vector_norm(torch.relu(grid[:, :-1] - grid[:, 1:]))
-        out["MLP_node_L1"] = tcfg.coeff_MLP_node_L1 * homeo.abs().mean()
-        out["MLP_sub_norm"] = tcfg.coeff_MLP_sub_norm * (probes[-1].abs() - tcfg.sub_norm_concentration).square()
-        out["k_floor"] = tcfg.coeff_k_floor * torch.relu(tcfg.k_floor_threshold - model.log_k).square().sum()
-        out["conservation"] = out["prediction"].new_zeros(())
+        # Constants are 0-dim tensors: a Python float would be converted to a tensor on every use.
+        const = self.constants
+        grid = grid_values.view(len(self.sub_orders), self.grid_points).abs()
+        out["MLP_sub_diff"] = const["coeff_MLP_sub_diff"] * torch.linalg.vector_norm(
+            torch.relu(grid[:, :-1] - grid[:, 1:]))
+        out["MLP_node_L1"] = const["coeff_MLP_node_L1"] * homeo.abs().mean()
+        pin_error = norm_value.abs() - const["sub_norm_concentration"]
+        out["MLP_sub_norm"] = const["coeff_MLP_sub_norm"] * (pin_error * pin_error).sum()
+        below_floor = torch.relu(const["k_floor_threshold"] - model.log_k)
+        out["k_floor"] = const["coeff_k_floor"] * (below_floor * below_floor).sum()
+        out["conservation"] = self.zero
         if self.moments is not None:
             coefficients = model.relaxation.coefficients(model.embedding)
-            out["conservation"] = tcfg.coeff_conservation * self.moments.loss(*coefficients)
-        elif tcfg.coeff_conservation > 0:
+            out["conservation"] = const["coeff_conservation"] * self.moments.loss(*coefficients)
+        elif cons_out is not None:
             # Left-null-space projection of the residual: S's part cancels exactly, only the homeostasis remains.
-            resid = (node_out[conc.shape[0]:] - self.deriv[cons_frames]) @ self.null_space
-            out["conservation"] = tcfg.coeff_conservation * resid.square().sum(-1).mean()
-        out["embedding_fusion"] = out["prediction"].new_zeros(())
+            resid = (cons_out - self.deriv[cons_frames]) @ self.null_space
+            out["conservation"] = const["coeff_conservation"] * resid.square().sum(-1).mean()
+        out["embedding_fusion"] = self.zero
         if tcfg.coeff_embedding_fusion > 0:
             diff = model.embedding[self.fusion_pairs[0]] - model.embedding[self.fusion_pairs[1]]
             # +1e-12 keeps the gradient finite where two embeddings coincide.
-            out["embedding_fusion"] = tcfg.coeff_embedding_fusion * (diff.square().sum(-1) + 1e-12).sqrt().sum()
-        out["loss"] = sum(out.values())
+            out["embedding_fusion"] = const["coeff_embedding_fusion"] * (diff.square().sum(-1) + 1e-12).sqrt().sum()
+        out["loss"] = sum(out.values(), start=self.zero)
         return out
+
+    def _sub_split(self, n_pair_values: int) -> list[int]:
+        """Sizes of [batch pairs, monotonicity grid, the pinned point] in one MLP_sub pass."""
+        return [n_pair_values, self.probe_conc.shape[0] - 1, 1]
 
     def probe_order_with(self, batch_size: int) -> torch.Tensor:
         """The order column for [batch pairs, probes], cached per batch size."""
