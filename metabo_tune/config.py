@@ -138,6 +138,9 @@ class TrainingConfig(_Section):
     detach_homeostasis: bool = Field(
         False, description="The prediction loss sees the homeostasis as a constant: the head and the embeddings "
                            "learn from the conservation loss only.")
+    attach_homeostasis_fraction: float = Field(
+        1.0, ge=0, le=1, description="With detach_homeostasis: the fraction of iterations after which the "
+                                     "prediction loss trains the head too (1: never).")
     coeff_embedding_fusion: float = Field(
         0.0, ge=0, description="Sum-of-norms penalty Σ_{i<j} ||a_i - a_j||: pulls embeddings into groups.")
     sub_norm_concentration: float = Field(1.0, gt=0)

@@ -194,6 +194,7 @@ class Trainer:
         self.optimizer = GroupAdam(groups, {name: tcfg.learning_rate(name) for name in groups})
         # The reference counts iterations from the configured n_frames, not the saved frame count.
         self.total_iterations = tcfg.n_epochs * tcfg.iterations_per_epoch(cfg.simulation.n_frames)
+        self.attach_iteration = math.ceil(tcfg.attach_homeostasis_fraction * self.total_iterations)
         self.iteration = 0
         self.status = "running"
         self.elapsed_s = 0.0
@@ -240,7 +241,7 @@ class Trainer:
         homeo, cons_out = (torch.split(node_out, [conc.shape[0], node_out.shape[0] - conc.shape[0]])
                            if sampled_conservation else (node_out, None))
         out: dict[str, torch.Tensor] = {}
-        detach = tcfg.detach_homeostasis
+        detach = tcfg.detach_homeostasis and iteration < self.attach_iteration
         first_step = model.reaction_part(conc, pair_values) + (homeo.detach() if detach else homeo)
         if self.rollout == 1:
             residual = first_step - self.deriv[batch]

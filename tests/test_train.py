@@ -283,6 +283,35 @@ def linear_head_config(**training):
     return config_from_dict(raw)
 
 
+def test_linear_head_recovers_rate_constants_slopes_and_types_together():
+    """The mission's joint recovery on a small network (30 metabolites, 45 reactions, 1000 frames,
+    10 000 iterations): the linear head trained by the all-frame conservation loss alone, reactions by the
+    prediction loss. Measured when written: R² 1.000, slope ratios 1.07 / 1.02, both types found."""
+    raw = linear_head_config(data_augmentation_loop=400, learning_rate_embedding=1e-3, lr_schedule="cosine",
+                             seed=2).to_dict()
+    raw["training"]["coeff_conservation"] = 1e4
+    raw["simulation"] = {"n_metabolites": 30, "n_reactions": 45, "n_frames": 1000,
+                         "homeostatic_lambda_per_type": [0.005, 0.01]}
+    raw["graph_model"]["hidden_dim_sub"] = 32
+    cfg = config_from_dict(raw)
+    dataset = simulate(cfg.simulation)
+    result = train(cfg, dataset.observed, show_progress=False)
+    values = evaluate(result, dataset)
+    assert values["rate_constants_R2"] > 0.95
+    for t in (0, 1):
+        assert 0.8 <= values[f"MLP_node_slope_ratio_{t}"] <= 1.2
+    assert values["embedding_cluster_acc"] == 1.0 and values["embedding_n_clusters"] == 2
+    assert values["classification"] == "converged"
+
+
+def test_attached_homeostasis_learns_from_the_prediction_loss_after_the_switch(small_dataset):
+    trainer = Trainer(linear_head_config(attach_homeostasis_fraction=0.5), small_dataset.observed, "cpu")
+    head = trainer.model.relaxation.log_rate.bias
+    before = torch.autograd.grad(trainer.losses(0)["prediction"], head, allow_unused=True)[0]
+    after = torch.autograd.grad(trainer.losses(trainer.total_iterations // 2)["prediction"], head)[0]
+    assert before is None and after != 0
+
+
 def test_moment_conservation_loss_equals_the_loss_over_every_frame(small_dataset):
     trainer = Trainer(linear_head_config(), small_dataset.observed, "cpu")
     model = trainer.model
