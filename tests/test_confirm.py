@@ -1,0 +1,77 @@
+import csv
+import json
+
+import pytest
+
+from metabo_tune.config import config_from_dict
+from metabo_tune.confirm import fresh_seeds, main
+from metabo_tune.train import run_trial
+
+TINY = {
+    "simulation": {"n_metabolites": 20, "n_reactions": 30, "n_frames": 300},
+    "graph_model": {"hidden_dim_sub": 16, "n_layers_sub": 3, "hidden_dim_node": 16},
+    "training": {"data_augmentation_loop": 10, "learning_rate_k": 5e-3, "seed": 77},
+}
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("METABO_TUNE_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def experiment(tmp_path):
+    """An experiment directory as the search leaves it: trials.csv rows pointing at trial directories.
+    Node 'good' (seeds 77 and 0) outranks node 'weak'."""
+    directory = tmp_path / "exp"
+    rows = []
+    for node, seed, reward in (("good", 77, 0.7), ("good", 0, 0.6), ("weak", 77, 0.2)):
+        trial_dir = directory / "trials" / f"node_{node}_seed_{seed}"
+        lr = 5e-3 if node == "good" else 1e-4
+        cfg = config_from_dict(TINY | {"training": TINY["training"] | {"seed": seed, "learning_rate_k": lr}})
+        run_trial(cfg, trial_dir, show_progress=False)
+        rows.append({"trial_id": f"{node}{seed}", "node_id": node, "parent_id": "", "strategy": "initial",
+                     "mutation": "baseline",
+                     "seed": seed, "status": "completed", "reward": reward, "classification": "partial",
+                     "trial_dir": f"trials/node_{node}_seed_{seed}"})
+    with open(directory / "trials.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return directory
+
+
+def test_fresh_seeds_skip_the_seeds_the_search_used():
+    assert fresh_seeds({0, 2, 77}, 3) == [1, 3, 4]
+    assert fresh_seeds(set(), 2) == [0, 1]
+
+
+def test_confirm_retrains_the_best_node_on_fresh_seeds(experiment, capsys):
+    code = main([str(experiment), "--n-seeds", "2"])
+    out_dir = experiment / "confirm" / "node_good"
+    per_seed = list(csv.DictReader((out_dir / "confirm.csv").read_text().splitlines()))
+    assert [row["seed"] for row in per_seed] == ["1", "2"]  # 0 and 77 were the search's
+    assert code == (0 if all(row["classification"] == "converged" for row in per_seed) else 1)
+    # each seed is a full trial of the node's config with only the seed changed
+    trained = json.loads((out_dir / "seed_1" / "metrics.json").read_text())
+    assert float(per_seed[0]["rate_constants_R2"]) == pytest.approx(trained["rate_constants_R2"])
+    node_config = (experiment / "trials" / "node_good_seed_77" / "config.yaml").read_text()
+    assert (out_dir / "seed_1" / "config.yaml").read_text() == node_config.replace("seed: 77", "seed: 1")
+    report = capsys.readouterr().out
+    assert report == (out_dir / "confirm.md").read_text()
+    assert "| rate_constants_R2 |" in report and "mean ± sd" in report and "seed 2" in report
+
+
+def test_confirm_a_named_node_with_given_seeds(experiment):
+    main([str(experiment), "--node", "weak", "--seeds", "5", "6"])
+    assert sorted(p.name for p in (experiment / "confirm" / "node_weak").glob("seed_*")) == ["seed_5", "seed_6"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["missing_dir"], "no such directory"),
+    (["{exp}", "--node", "nosuch"], "no finished trial of node 'nosuch'"),
+])
+def test_bad_input_is_one_line_and_exit_2(experiment, capsys, args, message):
+    code = main([arg.format(exp=experiment) for arg in args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and message in err
