@@ -141,6 +141,13 @@ class TrainingConfig(_Section):
     attach_homeostasis_fraction: float = Field(
         1.0, ge=0, le=1, description="With detach_homeostasis: the fraction of iterations after which the "
                                      "prediction loss trains the head too (1: never).")
+    coeff_residual_fit: float = Field(
+        0.0, ge=0, description="Linear head only: weight of its fit to every metabolite's residual dc/dt − "
+                               "reactions over all frames, the reactions frozen at the last refresh.")
+    residual_fit_start: float = Field(
+        0.5, ge=0, lt=1, description="Fraction of the run after which coeff_residual_fit applies: the "
+                                     "reaction fit must be near exact first, or the head learns its misfit.")
+    residual_refresh_every: int = Field(2000, ge=1, description="Iterations between residual refreshes.")
     coeff_embedding_fusion: float = Field(
         0.0, ge=0, description="Sum-of-norms penalty Σ_{i<j} ||a_i - a_j||: pulls embeddings into groups.")
     sub_norm_concentration: float = Field(1.0, gt=0)
@@ -186,6 +193,12 @@ class Config(_Section):
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)
     graph_model: GraphModelConfig = Field(default_factory=GraphModelConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+
+    @model_validator(mode="after")
+    def _head_options(self) -> Config:
+        if self.training.coeff_residual_fit > 0 and self.graph_model.homeostasis_head != "linear":
+            raise ValueError("training.coeff_residual_fit > 0 needs graph_model.homeostasis_head: linear")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -253,6 +266,8 @@ def _describe(exc: ValidationError) -> str:
         hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(allowed)}"
         return f"unknown key '{where}' ({hint})"
     message = err["msg"].removeprefix("Value error, ")
+    if not loc:  # a rule across sections names its keys itself
+        return message
     if err["type"] == "value_error" or "input" not in err:
         return f"{where}: {message}"
     return f"{where}: {message} (got {err['input']!r})"

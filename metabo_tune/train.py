@@ -26,7 +26,7 @@ from metabo_tune.model import MetabolicGNN, build_model
 from metabo_tune.simulate import DataError, Dataset, Observed, left_null_space, load_or_simulate
 
 LOSS_COMPONENTS = ("loss", "prediction", "MLP_sub_diff", "MLP_node_L1", "MLP_sub_norm", "k_floor", "conservation",
-                   "embedding_fusion")
+                   "residual_fit", "embedding_fusion")
 _SAMPLE_CHUNK = 1000  # iterations whose frame draws come from one seeded generator
 
 
@@ -133,6 +133,36 @@ class ConservationMoments:
         return (quadratic + offset.square()).sum().float()
 
 
+class ResidualMoments:
+    """The linear head's fit to each metabolite's residual r_i(t) = dc_i/dt − reactions_i(c(t)) over every
+    frame, Σ_i mean_t (−λ_i(c_i − b_i) − r_i)², from per-metabolite moments of c and r (exact, cheap).
+
+    The conservation loss sees only sums over metabolites, which leave metabolites that sit near c = 0
+    undetermined; the residual pins each one, once the reactions fit well. r is recomputed with the
+    current reaction part every `residual_refresh_every` iterations and held fixed in between."""
+
+    def __init__(self, concentrations: torch.Tensor, residual: torch.Tensor) -> None:
+        c, r = concentrations.double(), residual.double()
+        self.c_mean, self.c_sq, self.r_mean = c.mean(0), (c * c).mean(0), r.mean(0)
+        self.cr_mean, self.r_sq = (c * r).mean(0), (r * r).mean(0)
+
+    def loss(self, rate: torch.Tensor, baseline: torch.Tensor) -> torch.Tensor:
+        lam, b = rate.double(), baseline.double()
+        spread = self.c_sq - 2.0 * b * self.c_mean + b * b  # mean (c − b)²
+        coupling = self.cr_mean - b * self.r_mean  # mean (c − b)·r
+        return (lam * lam * spread + 2.0 * lam * coupling + self.r_sq).sum().float()
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, name) for name in ("c_mean", "c_sq", "r_mean", "cr_mean", "r_sq")}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, torch.Tensor]) -> ResidualMoments:
+        moments = cls.__new__(cls)
+        for name, value in state.items():
+            setattr(moments, name, value)
+        return moments
+
+
 class CheckpointMismatch(ValueError):
     """A checkpoint that belongs to another config."""
 
@@ -173,7 +203,7 @@ class Trainer:
             self.moments = ConservationMoments(traj.concentrations, traj.derivatives, null, self.device)
         self.constants = {key: torch.tensor(float(getattr(tcfg, key)), device=self.device) for key in (
             "coeff_MLP_sub_diff", "coeff_MLP_node_L1", "coeff_MLP_sub_norm", "coeff_k_floor", "k_floor_threshold",
-            "sub_norm_concentration", "coeff_conservation", "coeff_embedding_fusion")}
+            "sub_norm_concentration", "coeff_conservation", "coeff_residual_fit", "coeff_embedding_fusion")}
         self.constants["inverse_batch"] = torch.tensor(1.0 / tcfg.batch_size, device=self.device)
         self.zero = torch.zeros((), device=self.device)
         n = observed.network.n_metabolites
@@ -195,6 +225,8 @@ class Trainer:
         # The reference counts iterations from the configured n_frames, not the saved frame count.
         self.total_iterations = tcfg.n_epochs * tcfg.iterations_per_epoch(cfg.simulation.n_frames)
         self.attach_iteration = math.ceil(tcfg.attach_homeostasis_fraction * self.total_iterations)
+        self.residual_start = math.ceil(tcfg.residual_fit_start * self.total_iterations)
+        self.residual: ResidualMoments | None = None
         self.iteration = 0
         self.status = "running"
         self.elapsed_s = 0.0
@@ -273,6 +305,12 @@ class Trainer:
             # Left-null-space projection of the residual: S's part cancels exactly, only the homeostasis remains.
             resid = (cons_out - self.deriv[cons_frames]) @ self.null_space
             out["conservation"] = const["coeff_conservation"] * resid.square().sum(-1).mean()
+        out["residual_fit"] = self.zero
+        if tcfg.coeff_residual_fit > 0 and iteration >= self.residual_start:
+            if (iteration - self.residual_start) % tcfg.residual_refresh_every == 0 or self.residual is None:
+                self.residual = self.residual_moments()
+            coefficients = model.relaxation.coefficients(model.embedding)
+            out["residual_fit"] = const["coeff_residual_fit"] * self.residual.loss(*coefficients)
         out["embedding_fusion"] = self.zero
         if tcfg.coeff_embedding_fusion > 0:
             diff = model.embedding[self.fusion_pairs[0]] - model.embedding[self.fusion_pairs[1]]
@@ -280,6 +318,12 @@ class Trainer:
             out["embedding_fusion"] = const["coeff_embedding_fusion"] * (diff.square().sum(-1) + 1e-12).sqrt().sum()
         out["loss"] = sum(out.values(), start=self.zero)
         return out
+
+    @torch.no_grad()
+    def residual_moments(self) -> ResidualMoments:
+        """Per-metabolite moments of c and of dc/dt − reactions(c) over every frame, in chunks."""
+        reactions = torch.cat([self.model.reaction_part(chunk) for chunk in torch.split(self.conc, 512)])
+        return ResidualMoments(self.conc, self.deriv - reactions)
 
     def _sub_split(self, n_pair_values: int) -> list[int]:
         """Sizes of [batch pairs, monotonicity grid, the pinned point] in one MLP_sub pass."""
@@ -334,6 +378,7 @@ class Trainer:
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "residual": None if self.residual is None else self.residual.state_dict(),
                 "iteration": self.iteration, "status": self.status, "elapsed_s": self.elapsed_s,
                 "history": self.history[: self.iteration].cpu(), "config": self.cfg.to_dict()}
 
@@ -344,6 +389,9 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.iteration, self.status, self.elapsed_s = state["iteration"], state["status"], state["elapsed_s"]
+        residual = state.get("residual")
+        self.residual = None if residual is None else ResidualMoments.from_state_dict(
+            {name: value.to(self.device) for name, value in residual.items()})
         self.history[: self.iteration] = state["history"].to(self.device)
 
     def save_checkpoint(self, path: str | Path) -> None:

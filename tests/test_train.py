@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from metabo_tune import metrics
-from metabo_tune.config import config_from_dict
+from metabo_tune.config import ConfigError, config_from_dict
 from metabo_tune.metrics import parse_analysis_log
 from metabo_tune.simulate import left_null_space, simulate
 from metabo_tune.train import (
@@ -277,9 +277,10 @@ def test_group_adam_takes_the_same_steps_as_torch_adam():
 
 
 def linear_head_config(**training):
-    raw = small_config(coeff_conservation=1.0, conservation_frames="all", detach_homeostasis=True,
-                       coeff_MLP_node_L1=0.0, **training).to_dict()
+    raw = small_config().to_dict()
     raw["graph_model"]["homeostasis_head"] = "linear"
+    raw["training"] |= {"coeff_conservation": 1.0, "conservation_frames": "all", "detach_homeostasis": True,
+                        "coeff_MLP_node_L1": 0.0} | training
     return config_from_dict(raw)
 
 
@@ -355,6 +356,52 @@ def test_detached_homeostasis_learns_from_the_conservation_loss_only(small_datas
                                 allow_unused=True)
     assert grads[0] is None and grads[1] is not None
     assert torch.autograd.grad(losses["conservation"], trainer.model.relaxation.log_rate.bias)[0] != 0
+
+
+def test_residual_moments_give_the_per_metabolite_fit_over_every_frame(small_dataset):
+    trainer = Trainer(linear_head_config(coeff_residual_fit=2.0, residual_fit_start=0.0), small_dataset.observed, "cpu")
+    model = trainer.model
+    with torch.no_grad():
+        model.embedding.normal_(generator=torch.Generator().manual_seed(4))
+        model.relaxation.log_rate.weight.fill_(0.3)
+        model.relaxation.baseline.weight.fill_(0.5)
+        residual = trainer.deriv - model.reaction_part(trainer.conc)
+        direct = (model.homeostasis(trainer.conc) - residual).square().mean(0).sum()
+    losses = trainer.losses(0)
+    torch.testing.assert_close(losses["residual_fit"], 2.0 * direct, rtol=1e-5, atol=0)
+    # the reactions enter as data: only the head and the embeddings learn from this term
+    grads = torch.autograd.grad(losses["residual_fit"], [model.log_k, model.embedding], allow_unused=True)
+    assert grads[0] is None and grads[1].abs().sum() > 0
+
+
+def test_residual_fit_starts_at_its_fraction_of_the_run(small_dataset):
+    trainer = Trainer(linear_head_config(coeff_residual_fit=1.0, residual_fit_start=0.5), small_dataset.observed, "cpu")
+    half = trainer.total_iterations // 2
+    assert trainer.losses(half - 1)["residual_fit"] == 0 and trainer.residual is None
+    assert trainer.losses(half)["residual_fit"] > 0
+
+
+def test_a_run_resumed_inside_the_residual_phase_equals_an_uninterrupted_one(small_dataset, tmp_path):
+    cfg = linear_head_config(data_augmentation_loop=40, coeff_residual_fit=1e3, residual_fit_start=0.3,
+                             residual_refresh_every=100)
+    straight = Trainer(cfg, small_dataset.observed)
+    straight.run()
+    interrupted = Trainer(cfg, small_dataset.observed)
+    interrupted.run(until=int(0.3 * straight.total_iterations) + 150)  # between two refreshes
+    interrupted.save_checkpoint(tmp_path / "ckpt.pt")
+    resumed = Trainer(cfg, small_dataset.observed)
+    resumed.load_checkpoint(tmp_path / "ckpt.pt")
+    resumed.run()
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert torch.equal(straight.history, resumed.history)
+
+
+def test_residual_fit_needs_the_linear_head():
+    raw = small_config().to_dict()
+    raw["training"]["coeff_residual_fit"] = 1.0
+    with pytest.raises(ConfigError, match=r"coeff_residual_fit > 0 needs graph_model\.homeostasis_head: linear"):
+        config_from_dict(raw)
 
 
 def test_embedding_fusion_is_the_sum_of_pairwise_distances(small_dataset):
