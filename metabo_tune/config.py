@@ -196,8 +196,10 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _head_options(self) -> Config:
+        # A warning, not an error: a search may switch the head of a node that uses the residual fit.
         if self.training.coeff_residual_fit > 0 and self.graph_model.homeostasis_head != "linear":
-            raise ValueError("training.coeff_residual_fit > 0 needs graph_model.homeostasis_head: linear")
+            warnings.warn("training.coeff_residual_fit applies to graph_model.homeostasis_head: linear only; "
+                          "with the MLP head it is ignored", stacklevel=2)
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -306,7 +306,7 @@ class Trainer:
             resid = (cons_out - self.deriv[cons_frames]) @ self.null_space
             out["conservation"] = const["coeff_conservation"] * resid.square().sum(-1).mean()
         out["residual_fit"] = self.zero
-        if tcfg.coeff_residual_fit > 0 and iteration >= self.residual_start:
+        if tcfg.coeff_residual_fit > 0 and model.relaxation is not None and iteration >= self.residual_start:
             if (iteration - self.residual_start) % tcfg.residual_refresh_every == 0 or self.residual is None:
                 self.residual = self.residual_moments()
             coefficients = model.relaxation.coefficients(model.embedding)

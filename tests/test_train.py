@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from metabo_tune import metrics
-from metabo_tune.config import ConfigError, config_from_dict
+from metabo_tune.config import config_from_dict
 from metabo_tune.metrics import parse_analysis_log
 from metabo_tune.simulate import left_null_space, simulate
 from metabo_tune.train import (
@@ -397,11 +397,12 @@ def test_a_run_resumed_inside_the_residual_phase_equals_an_uninterrupted_one(sma
     assert torch.equal(straight.history, resumed.history)
 
 
-def test_residual_fit_needs_the_linear_head():
-    raw = small_config().to_dict()
-    raw["training"]["coeff_residual_fit"] = 1.0
-    with pytest.raises(ConfigError, match=r"coeff_residual_fit > 0 needs graph_model\.homeostasis_head: linear"):
-        config_from_dict(raw)
+def test_residual_fit_with_the_mlp_head_warns_and_is_ignored(small_dataset):
+    raw = small_config(coeff_conservation=1.0).to_dict()
+    raw["training"] |= {"coeff_residual_fit": 1.0, "residual_fit_start": 0.0}
+    with pytest.warns(UserWarning, match="homeostasis_head: linear only"):
+        cfg = config_from_dict(raw)
+    assert Trainer(cfg, small_dataset.observed, "cpu").losses(0)["residual_fit"] == 0
 
 
 def test_embedding_fusion_is_the_sum_of_pairwise_distances(small_dataset):
