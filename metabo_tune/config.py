@@ -150,9 +150,6 @@ class TrainingConfig(_Section):
     residual_refresh_every: int = Field(500, ge=1, description="Iterations between residual refreshes.")
     coeff_embedding_fusion: float = Field(
         0.0, ge=0, description="Sum-of-norms penalty Σ_{i<j} ||a_i - a_j||: pulls embeddings into groups.")
-    embedding_fusion_start: float = Field(
-        0.0, ge=0, lt=1, description="Fraction of the run after which coeff_embedding_fusion applies: late, "
-                                     "it pulls loose metabolites into groups the data have already formed.")
     sub_norm_concentration: float = Field(1.0, gt=0)
     log_k_init_min: float = -2.0
     log_k_init_max: float = 1.0

@@ -226,7 +226,6 @@ class Trainer:
         self.total_iterations = tcfg.n_epochs * tcfg.iterations_per_epoch(cfg.simulation.n_frames)
         self.attach_iteration = math.ceil(tcfg.attach_homeostasis_fraction * self.total_iterations)
         self.residual_start = math.ceil(tcfg.residual_fit_start * self.total_iterations)
-        self.fusion_start = math.ceil(tcfg.embedding_fusion_start * self.total_iterations)
         self.residual: ResidualMoments | None = None
         self.iteration = 0
         self.status = "running"
@@ -313,7 +312,7 @@ class Trainer:
             coefficients = model.relaxation.coefficients(model.embedding)
             out["residual_fit"] = const["coeff_residual_fit"] * self.residual.loss(*coefficients)
         out["embedding_fusion"] = self.zero
-        if tcfg.coeff_embedding_fusion > 0 and iteration >= self.fusion_start:
+        if tcfg.coeff_embedding_fusion > 0:
             diff = model.embedding[self.fusion_pairs[0]] - model.embedding[self.fusion_pairs[1]]
             # +1e-12 keeps the gradient finite where two embeddings coincide.
             out["embedding_fusion"] = const["coeff_embedding_fusion"] * (diff.square().sum(-1) + 1e-12).sqrt().sum()

@@ -1,6 +1,5 @@
 import dataclasses
 import json
-import math
 import subprocess
 import sys
 
@@ -415,14 +414,6 @@ def test_embedding_fusion_is_the_sum_of_pairwise_distances(small_dataset):
         trainer.model.embedding.zero_()
     trainer.losses(0)["loss"].backward()
     assert torch.isfinite(trainer.model.embedding.grad).all()
-
-
-def test_embedding_fusion_starts_at_its_fraction_of_the_run(small_dataset):
-    trainer = Trainer(linear_head_config(coeff_embedding_fusion=0.5, embedding_fusion_start=0.8),
-                      small_dataset.observed, "cpu")
-    start = math.ceil(0.8 * trainer.total_iterations)
-    assert trainer.losses(start - 1)["embedding_fusion"] == 0
-    assert trainer.losses(start)["embedding_fusion"] > 0
 
 
 def test_detach_without_conservation_warns_that_the_head_cannot_learn():
