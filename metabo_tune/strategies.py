@@ -40,13 +40,14 @@ LR_EMBEDDING = "training.learning_rate_embedding"
 NODE_L1 = "training.coeff_MLP_node_L1"
 RECURRENT = "training.recurrent_training"
 TIME_STEP = "training.time_step"
+FUSION = "training.coeff_embedding_fusion"
 
 # homeo-kick: rate constants found (R² above this) while MLP_node stays flat (|avg_slope_ratio| below).
 HOMEO_KICK_MIN_R2 = 0.9
 HOMEO_KICK_MAX_SLOPE = 0.1
-# embedding-focus: homeostasis moves (avg_slope_ratio in this band) but the types stay mixed.
+# embedding-focus: homeostasis moves (avg_slope_ratio in this band) but the types are not all separated
+# (cluster accuracy below the space's converged bar).
 EMBEDDING_FOCUS_SLOPES = (0.3, 3.0)
-EMBEDDING_FOCUS_MAX_ACC = 0.9
 # k-protect: this many finished nodes in a row are partial-k.
 K_PROTECT_RUN = 4
 # degeneracy-break: this many finished nodes in a row have test_pearson − R² above the gap.
@@ -300,17 +301,25 @@ def homeo_kick(tree: Tree, space: SearchSpace, rng: random.Random) -> Proposal |
 
 
 def embedding_focus(tree: Tree, space: SearchSpace, rng: random.Random) -> Proposal | None:
-    """Slopes move but the types stay mixed: lr_embedding × 2 on the best node, at most lr_node."""
+    """Slopes move but the types are not all separated: lr_embedding × 2 on the best node, at most
+    lr_node; when it is there already, embedding fusion × 2 (from 0: 1 % of its range)."""
     best = tree.best()
     if best is None or not _tunable(space, best, LR_EMBEDDING, LR_NODE):
         return None
     low, high = EMBEDDING_FOCUS_SLOPES
     if not (low <= _metric(best, "avg_slope_ratio") <= high and _metric(best, "embedding_cluster_acc")
-            < EMBEDDING_FOCUS_MAX_ACC):
+            < space.thresholds.converged_cluster_acc):
         return None
     current = best.config[LR_EMBEDDING]
     raised = fit(space.parameters[LR_EMBEDDING], min(2 * current, best.config[LR_NODE]))
-    return _child(tree, best, {LR_EMBEDDING: raised}, "embedding-focus") if raised > current else None
+    if raised > current:
+        return _child(tree, best, {LR_EMBEDDING: raised}, "embedding-focus")
+    if not _tunable(space, best, FUSION):
+        return None
+    fusion = space.parameters[FUSION]
+    value = best.config[FUSION]
+    stronger = fit(fusion, 2 * value if value > 0 else NEAR_ZERO_SCALE * (fusion.high - fusion.low))
+    return _child(tree, best, {FUSION: stronger}, "embedding-focus") if stronger > value else None
 
 
 def k_protect(tree: Tree, space: SearchSpace, rng: random.Random) -> Proposal | None:

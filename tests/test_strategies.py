@@ -14,6 +14,7 @@ from metabo_tune.config import load_config
 from metabo_tune.labels import classify
 from metabo_tune.space import Parameter, SearchSpace, load_space
 from metabo_tune.strategies import (
+    FUSION,
     LR_EMBEDDING,
     LR_NODE,
     NODE_L1,
@@ -223,6 +224,26 @@ def test_embedding_focus_not_triggered(space: SearchSpace) -> None:
     assert propose(tree, space, random.Random(0), slot=0).strategy == "exploit"
     tree = spread_tree(space, metrics=(mixed, NEUTRAL, NEUTRAL, NEUTRAL))  # lr_embedding already = lr_node
     assert propose(tree, space, random.Random(0), slot=0).strategy == "exploit"
+
+
+def test_embedding_focus_turns_to_fusion_when_lr_embedding_is_at_lr_node(space: SearchSpace) -> None:
+    """The linear head's case: k and slopes recovered, one metabolite of 100 in the wrong place, lr_embedding
+    = lr_node already. A cluster accuracy of 0.99 is below the converged bar (1.0), so the rule fires."""
+    fusion = Parameter(FUSION, "float", 0.0, 1e-6)
+    with_fusion = dataclasses.replace(space, parameters={**space.parameters, FUSION: fusion},
+                                      initial_spread=({}, {LR_NODE: 5e-4}))
+    almost = metrics(rate_constants_R2=1.0, avg_slope_ratio=1.05, embedding_cluster_acc=0.99,
+                     classification="partial-k")
+    tree = Tree()
+    for _ in range(2):
+        record(tree, propose(tree, with_fusion, random.Random(0), len(tree.nodes)), [0.5, 0.5], NEUTRAL)
+    best = child(tree, "0", {LR_EMBEDDING: 1e-4}, [0.9, 0.9], almost)  # lr_embedding = lr_node = 1e-4
+    proposal = propose(tree, with_fusion, random.Random(0), slot=0)
+    assert (proposal.strategy, proposal.parent_id) == ("embedding-focus", best)
+    assert proposal.mutation == f"{FUSION}: 0 -> 1e-08"
+    record(tree, proposal, [0.95, 0.95], almost)
+    again = propose(tree, with_fusion, random.Random(0), slot=0)
+    assert again.strategy == "embedding-focus" and again.config[FUSION] == 2e-8
 
 
 def test_k_protect(space: SearchSpace) -> None:
