@@ -137,9 +137,10 @@ class ResidualMoments:
     """The linear head's fit to each metabolite's residual r_i(t) = dc_i/dt − reactions_i(c(t)) over every
     frame, Σ_i mean_t (−λ_i(c_i − b_i) − r_i)², from per-metabolite moments of c and r (exact, cheap).
 
-    The conservation loss sees only sums over metabolites, which leave metabolites that sit near c = 0
-    undetermined; the residual pins each one, once the reactions fit well. r is recomputed with the
-    current reaction part every `residual_refresh_every` iterations and held fixed in between."""
+    The conservation loss sees only sums over metabolites, which condition each metabolite's (λ, b)
+    badly; the residual constrains every metabolite on its own, once the reactions fit well (a metabolite
+    whose concentration barely moves still fixes only λ·(b − c̄)). r is recomputed with the current
+    reaction part every `residual_refresh_every` iterations and held fixed in between."""
 
     def __init__(self, concentrations: torch.Tensor, residual: torch.Tensor) -> None:
         c, r = concentrations.double(), residual.double()
