@@ -14,7 +14,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +133,7 @@ class ConservationMoments:
         return (quadratic + offset.square()).sum().float()
 
 
+@dataclass
 class ResidualMoments:
     """The linear head's fit to each metabolite's residual r_i(t) = dc_i/dt − reactions_i(c(t)) over every
     frame, Σ_i mean_t (−λ_i(c_i − b_i) − r_i)², from per-metabolite moments of c and r (exact, cheap).
@@ -142,26 +143,22 @@ class ResidualMoments:
     whose concentration barely moves still fixes only λ·(b − c̄)). r is recomputed with the current
     reaction part every `residual_refresh_every` iterations and held fixed in between."""
 
-    def __init__(self, concentrations: torch.Tensor, residual: torch.Tensor) -> None:
+    c_mean: torch.Tensor
+    c_sq: torch.Tensor
+    r_mean: torch.Tensor
+    cr_mean: torch.Tensor
+    r_sq: torch.Tensor
+
+    @classmethod
+    def of(cls, concentrations: torch.Tensor, residual: torch.Tensor) -> ResidualMoments:
         c, r = concentrations.double(), residual.double()
-        self.c_mean, self.c_sq, self.r_mean = c.mean(0), (c * c).mean(0), r.mean(0)
-        self.cr_mean, self.r_sq = (c * r).mean(0), (r * r).mean(0)
+        return cls(c.mean(0), (c * c).mean(0), r.mean(0), (c * r).mean(0), (r * r).mean(0))
 
     def loss(self, rate: torch.Tensor, baseline: torch.Tensor) -> torch.Tensor:
         lam, b = rate.double(), baseline.double()
         spread = self.c_sq - 2.0 * b * self.c_mean + b * b  # mean (c − b)²
         coupling = self.cr_mean - b * self.r_mean  # mean (c − b)·r
         return (lam * lam * spread + 2.0 * lam * coupling + self.r_sq).sum().float()
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {name: getattr(self, name) for name in ("c_mean", "c_sq", "r_mean", "cr_mean", "r_sq")}
-
-    @classmethod
-    def from_state_dict(cls, state: dict[str, torch.Tensor]) -> ResidualMoments:
-        moments = cls.__new__(cls)
-        for name, value in state.items():
-            setattr(moments, name, value)
-        return moments
 
 
 class CheckpointMismatch(ValueError):
@@ -267,9 +264,11 @@ class Trainer:
         pair_values, grid_values, norm_value = torch.split(sub_values, self._sub_split(n_pair_values))
         pair_values = pair_values.view(conc.shape[0], model.pair_metabolite.shape[0])
         sampled_conservation = tcfg.coeff_conservation > 0 and self.moments is None
-        if tcfg.conservation_frames == "all":
-            cons_frames = torch.arange(self.conc.shape[0], device=self.device)
-        node_in = torch.cat([conc, self.conc[cons_frames]]) if sampled_conservation else conc
+        if tcfg.conservation_frames == "all":  # the MLP head has no moments: it visits every frame
+            cons_conc, cons_deriv = self.conc, self.deriv
+        else:
+            cons_conc, cons_deriv = self.conc[cons_frames], self.deriv[cons_frames]
+        node_in = torch.cat([conc, cons_conc]) if sampled_conservation else conc
         node_out = model.homeostasis(node_in)
         homeo, cons_out = (torch.split(node_out, [conc.shape[0], node_out.shape[0] - conc.shape[0]])
                            if sampled_conservation else (node_out, None))
@@ -298,19 +297,21 @@ class Trainer:
         out["MLP_sub_norm"] = const["coeff_MLP_sub_norm"] * (pin_error * pin_error).sum()
         below_floor = torch.relu(const["k_floor_threshold"] - model.log_k)
         out["k_floor"] = const["coeff_k_floor"] * (below_floor * below_floor).sum()
+        fit_residual = tcfg.coeff_residual_fit > 0 and model.relaxation is not None and iteration >= self.residual_start
+        # (λ_i, b_i) once for the moment losses below
+        coefficients = (model.relaxation.coefficients(model.embedding)
+                        if self.moments is not None or fit_residual else None)
         out["conservation"] = self.zero
         if self.moments is not None:
-            coefficients = model.relaxation.coefficients(model.embedding)
             out["conservation"] = const["coeff_conservation"] * self.moments.loss(*coefficients)
         elif cons_out is not None:
             # Left-null-space projection of the residual: S's part cancels exactly, only the homeostasis remains.
-            resid = (cons_out - self.deriv[cons_frames]) @ self.null_space
+            resid = (cons_out - cons_deriv) @ self.null_space
             out["conservation"] = const["coeff_conservation"] * resid.square().sum(-1).mean()
         out["residual_fit"] = self.zero
-        if tcfg.coeff_residual_fit > 0 and model.relaxation is not None and iteration >= self.residual_start:
+        if fit_residual:
             if (iteration - self.residual_start) % tcfg.residual_refresh_every == 0 or self.residual is None:
                 self.residual = self.residual_moments()
-            coefficients = model.relaxation.coefficients(model.embedding)
             out["residual_fit"] = const["coeff_residual_fit"] * self.residual.loss(*coefficients)
         out["embedding_fusion"] = self.zero
         if tcfg.coeff_embedding_fusion > 0:
@@ -324,7 +325,7 @@ class Trainer:
     def residual_moments(self) -> ResidualMoments:
         """Per-metabolite moments of c and of dc/dt − reactions(c) over every frame, in chunks."""
         reactions = torch.cat([self.model.reaction_part(chunk) for chunk in torch.split(self.conc, 512)])
-        return ResidualMoments(self.conc, self.deriv - reactions)
+        return ResidualMoments.of(self.conc, self.deriv - reactions)
 
     def _sub_split(self, n_pair_values: int) -> list[int]:
         """Sizes of [batch pairs, monotonicity grid, the pinned point] in one MLP_sub pass."""
@@ -379,7 +380,7 @@ class Trainer:
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "residual": None if self.residual is None else self.residual.state_dict(),
+                "residual": None if self.residual is None else asdict(self.residual),
                 "iteration": self.iteration, "status": self.status, "elapsed_s": self.elapsed_s,
                 "history": self.history[: self.iteration].cpu(), "config": self.cfg.to_dict()}
 
@@ -391,8 +392,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.iteration, self.status, self.elapsed_s = state["iteration"], state["status"], state["elapsed_s"]
         residual = state.get("residual")
-        self.residual = None if residual is None else ResidualMoments.from_state_dict(
-            {name: value.to(self.device) for name, value in residual.items()})
+        self.residual = None if residual is None else ResidualMoments(
+            **{name: value.to(self.device) for name, value in residual.items()})
         self.history[: self.iteration] = state["history"].to(self.device)
 
     def save_checkpoint(self, path: str | Path) -> None:
