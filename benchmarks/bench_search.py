@@ -2,7 +2,7 @@
 
     python benchmarks/bench_search.py [--space search_spaces/smoke.yaml] [--num-trials 8] [--concurrency 4]
                                       [--reps 5] [--methods tree,random,tpe] [--out results/bench_search]
-                                      [--cpus N]
+                                      [--cpus N] [--resume]
 
 Compared, each with real training through the project's trainable (`trainable.run_search_trial`) and
 scored by the project's reward (searcher.METRIC, in [0, 1]):
@@ -25,7 +25,8 @@ Repetition r seeds every searcher with r; the methods alternate within a repetit
 gets slower or busier affects them alike. Per run it records the best reward after each finished trial
 (completion order), the first trial classified `converged` and the wall time, writes
 `<out>/runs.csv` (one row per run) and `<out>/summary.md`, and prints the summary table. Each run is its
-own Tune experiment in `<out>/<method>_rep<r>/`.
+own Tune experiment in `<out>/<method>_rep<r>/`. With --resume, the runs already in `<out>/runs.csv` are
+kept and skipped, and a run directory without a row (a run cut off by a crash) is started again.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import argparse
 import contextlib
 import math
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -58,6 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated (default: %(default)s)")
     parser.add_argument("--out", default="results/bench_search", help="output directory (default: %(default)s)")
     parser.add_argument("--cpus", type=float, help="CPUs of the local Ray instance (default: all)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the runs recorded in <out>/runs.csv and do only the missing ones")
     args = parser.parse_args(argv)
     if min(args.num_trials, args.concurrency, args.reps) < 1:
         parser.error("--num-trials, --concurrency and --reps must be >= 1")
@@ -202,6 +206,18 @@ def summarize(runs: pd.DataFrame, num_trials: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def recorded_runs(out: Path, num_trials: int) -> list[dict[str, Any]]:
+    """The rows of `<out>/runs.csv` (none if it does not exist yet); they must come from runs of
+    `num_trials` trials, since rewards after different budgets do not compare."""
+    path = out / "runs.csv"
+    if not path.exists():
+        return []
+    runs = pd.read_csv(path)
+    if f"best_after_{num_trials}" not in runs or f"best_after_{num_trials + 1}" in runs:
+        raise ValueError(f"{path} holds runs of another --num-trials than {num_trials}; resume with the same one")
+    return runs.to_dict("records")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -210,9 +226,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out).resolve()
-    taken = [out / f"{m}_rep{r}" for r in range(args.reps) for m in args.methods if (out / f"{m}_rep{r}").exists()]
-    if taken:
-        print(f"error: {taken[0]} already exists; choose another --out", file=sys.stderr)
+    try:
+        rows = recorded_runs(out, args.num_trials) if args.resume else []
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    done = {(row["method"], int(row["rep"])) for row in rows}
+    todo = [(rep, m) for rep in range(args.reps) for m in args.methods if (m, rep) not in done]
+    taken = [out / f"{m}_rep{r}" for r, m in todo if (out / f"{m}_rep{r}").exists()]
+    if taken and not args.resume:
+        print(f"error: {taken[0]} already exists; choose another --out, or add --resume", file=sys.stderr)
         return 2
     if "tpe" in args.methods:
         try:
@@ -231,19 +254,22 @@ def main(argv: list[str] | None = None) -> int:
     resources = trial_resources(ray.cluster_resources(), "auto", args.concurrency)
     print(f"[bench] {args.space}: {args.num_trials} trials, {args.concurrency} at once, {resources} each, "
           f"{args.reps} reps of {', '.join(args.methods)}; results in {out}", file=sys.stderr, flush=True)
-    rows = []
-    for rep in range(args.reps):
-        for method in args.methods:
-            row = run_once(method, rep, space, args, resources, out)
-            rows.append(row)
-            pd.DataFrame(rows).to_csv(out / "runs.csv", index=False)
-            first = row["first_converged"]
-            print(f"[bench] {method} rep {rep}: best {row[f'best_after_{args.num_trials}']:.3f} after "
-                  f"{row['trials_done']} trials ({row['errors']} errored), first converged at "
-                  f"{'none' if math.isnan(first) else f'trial {first:g}'}, {row['wall_s']:.0f} s",
-                  file=sys.stderr, flush=True)
+    for path in taken:
+        print(f"[bench] {path.name} has no row in runs.csv (cut off); running it again", file=sys.stderr)
+        shutil.rmtree(path)
+    for rep, method in todo:
+        row = run_once(method, rep, space, args, resources, out)
+        rows.append(row)
+        pd.DataFrame(rows).to_csv(out / "runs.csv", index=False)
+        first = row["first_converged"]
+        print(f"[bench] {method} rep {rep}: best {row[f'best_after_{args.num_trials}']:.3f} after "
+              f"{row['trials_done']} trials ({row['errors']} errored), first converged at "
+              f"{'none' if math.isnan(first) else f'trial {first:g}'}, {row['wall_s']:.0f} s",
+              file=sys.stderr, flush=True)
     ray.shutdown()
-    summary = summarize(pd.DataFrame(rows), args.num_trials)
+    runs = pd.DataFrame(rows)
+    runs = runs[runs["rep"].lt(args.reps) & runs["method"].isin(args.methods)]
+    summary = summarize(runs, args.num_trials)
     (out / "summary.md").write_text(
         f"# Search benchmark: {args.space}\n\n{args.num_trials} trials per run, {args.concurrency} at once, "
         f"{args.reps} repetitions (seeds 0–{args.reps - 1}); rewards median [min–max] over repetitions.\n\n"
