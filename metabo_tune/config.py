@@ -148,6 +148,10 @@ class TrainingConfig(_Section):
         0.5, ge=0, lt=1, description="Fraction of the run after which coeff_residual_fit applies: the "
                                      "reaction fit must be near exact first, or the head learns its misfit.")
     residual_refresh_every: int = Field(500, ge=1, description="Iterations between residual refreshes.")
+    residual_fit_learning_rate: float = Field(
+        0.0, ge=0, description="With the residual fit: the head's and the embeddings' learning rate restarts at "
+                               "this value when the fit starts and follows lr_schedule over the rest of the run "
+                               "(0: their rates go on as before).")
     coeff_embedding_fusion: float = Field(
         0.0, ge=0, description="Sum-of-norms penalty Σ_{i<j} ||a_i - a_j||: pulls embeddings into groups.")
     sub_norm_concentration: float = Field(1.0, gt=0)

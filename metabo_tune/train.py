@@ -63,12 +63,14 @@ class GroupAdam:
                 p.grad = None
 
     @torch.no_grad()
-    def step(self, lr_factor: float = 1.0) -> None:
+    def step(self, lrs: dict[str, float] | None = None) -> None:
+        """One step with the learning rates `lrs` per group (default: those given at construction)."""
+        lrs = self.lrs if lrs is None else lrs
         self.step_count.add_(self._one)
         for name, params in self.groups.items():
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
             torch._fused_adam_(params, grads, self.exp_avg[name], self.exp_avg_sq[name], [],
-                               [self.step_count] * len(params), amsgrad=False, lr=self.lrs[name] * lr_factor,
+                               [self.step_count] * len(params), amsgrad=False, lr=lrs[name],
                                beta1=self.betas[0], beta2=self.betas[1], weight_decay=0.0, eps=self.eps,
                                maximize=False)
 
@@ -219,11 +221,13 @@ class Trainer:
         self._probe_order: tuple[int, torch.Tensor] | None = None
 
         groups = self.model.parameter_groups()
-        self.optimizer = GroupAdam(groups, {name: tcfg.learning_rate(name) for name in groups})
+        self.base_lrs = {name: tcfg.learning_rate(name) for name in groups}
+        self.optimizer = GroupAdam(groups, self.base_lrs)
         # The reference counts iterations from the configured n_frames, not the saved frame count.
         self.total_iterations = tcfg.n_epochs * tcfg.iterations_per_epoch(cfg.simulation.n_frames)
         self.attach_iteration = math.ceil(tcfg.attach_homeostasis_fraction * self.total_iterations)
         self.residual_start = math.ceil(tcfg.residual_fit_start * self.total_iterations)
+        self.fits_residual = tcfg.coeff_residual_fit > 0 and self.model.relaxation is not None
         self.residual: ResidualMoments | None = None
         self.iteration = 0
         self.status = "running"
@@ -297,7 +301,7 @@ class Trainer:
         out["MLP_sub_norm"] = const["coeff_MLP_sub_norm"] * (pin_error * pin_error).sum()
         below_floor = torch.relu(const["k_floor_threshold"] - model.log_k)
         out["k_floor"] = const["coeff_k_floor"] * (below_floor * below_floor).sum()
-        fit_residual = tcfg.coeff_residual_fit > 0 and model.relaxation is not None and iteration >= self.residual_start
+        fit_residual = self.fits_residual and iteration >= self.residual_start
         # (λ_i, b_i) once for the moment losses below
         coefficients = (model.relaxation.coefficients(model.embedding)
                         if self.moments is not None or fit_residual else None)
@@ -355,17 +359,30 @@ class Trainer:
                 self.status = "diverged"
                 break
             total.backward()
-            self.optimizer.step(self.lr_factor(it))
+            self.optimizer.step(self.learning_rates(it))
             self.history[it] = torch.stack([losses[name].detach() for name in LOSS_COMPONENTS])
             self.iteration += 1
         if self.status == "running" and self.iteration >= self.total_iterations:
             self.status = "completed"
         self.elapsed_s += time.perf_counter() - start
 
-    def lr_factor(self, iteration: int) -> float:
+    def _schedule(self, progress: float) -> float:
+        """The learning-rate factor at `progress` ∈ [0, 1) of a (sub-)run."""
         if self.cfg.training.lr_schedule == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * iteration / self.total_iterations))
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
         return 1.0
+
+    def learning_rates(self, iteration: int) -> dict[str, float]:
+        """Every group's rate at `iteration`. In the residual-fit phase with residual_fit_learning_rate set,
+        the head and the embeddings restart there: by then a cosine schedule has left them too little
+        rate to move to the residual's per-metabolite (λ, b), which the conservation moments alone leave loose."""
+        factor = self._schedule(iteration / self.total_iterations)
+        lrs = {name: lr * factor for name, lr in self.base_lrs.items()}
+        restart = self.cfg.training.residual_fit_learning_rate
+        if restart > 0 and self.fits_residual and iteration >= self.residual_start:
+            phase = (iteration - self.residual_start) / (self.total_iterations - self.residual_start)
+            lrs["node"] = lrs["embedding"] = restart * self._schedule(phase)
+        return lrs
 
     @property
     def done(self) -> bool:

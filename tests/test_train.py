@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import math
 import subprocess
 import sys
 
@@ -379,6 +380,28 @@ def test_residual_fit_starts_at_its_fraction_of_the_run(small_dataset):
     half = trainer.total_iterations // 2
     assert trainer.losses(half - 1)["residual_fit"] == 0 and trainer.residual is None
     assert trainer.losses(half)["residual_fit"] > 0
+
+
+def test_the_residual_fit_restarts_the_heads_learning_rate_only(small_dataset):
+    cfg = linear_head_config(coeff_residual_fit=1.0, residual_fit_start=0.5, residual_fit_learning_rate=1e-4,
+                             lr_schedule="cosine", learning_rate_k=1e-2, learning_rate_node=1e-3,
+                             learning_rate_embedding=2e-3, learning_rate_sub=3e-3)
+    trainer = Trainer(cfg, small_dataset.observed, "cpu")
+    total = trainer.total_iterations
+    half, three_quarters = trainer.residual_start, (trainer.residual_start + total) // 2
+    before = trainer.learning_rates(half - 1)
+    cosine = 0.5 * (1 + math.cos(math.pi * (half - 1) / total))
+    assert before == pytest.approx({"k": 1e-2 * cosine, "node": 1e-3 * cosine, "embedding": 2e-3 * cosine,
+                                    "sub": 3e-3 * cosine})
+    at_start, midway = trainer.learning_rates(half), trainer.learning_rates(three_quarters)
+    assert at_start["node"] == at_start["embedding"] == pytest.approx(1e-4)
+    restarted = 0.5 * (1 + math.cos(math.pi * (three_quarters - half) / (total - half)))
+    assert midway["node"] == midway["embedding"] == pytest.approx(1e-4 * restarted)
+    assert 0.45e-4 < midway["node"] < 0.55e-4  # about half-way through the restarted cosine
+    assert midway["k"] == pytest.approx(1e-2 * 0.5 * (1 + math.cos(math.pi * three_quarters / total)))
+    unset = Trainer(linear_head_config(coeff_residual_fit=1.0, residual_fit_start=0.5, lr_schedule="cosine"),
+                    small_dataset.observed, "cpu")
+    assert unset.learning_rates(three_quarters)["node"] < 1e-3 * 0.5  # no restart without the key
 
 
 def test_a_run_resumed_inside_the_residual_phase_equals_an_uninterrupted_one(small_dataset, tmp_path):
