@@ -170,8 +170,7 @@ class MetabolicGNN(nn.Module):
         [..., n_pairs] are MLP_sub at the (metabolite, order) pairs when the caller evaluated them."""
         if substrate_values is None:
             substrate_values = self.substrate(conc[..., self.pair_metabolite], self.pair_order)
-        terms = substrate_values.abs()
-        terms = torch.cat([terms, terms.new_ones((*terms.shape[:-1], 1))], dim=-1)
+        terms = nn.functional.pad(substrate_values.abs(), (0, 1), value=1.0)  # the constant-1 column
         gathered = terms.index_select(-1, self.reaction_gather.flatten())
         products = gathered.unflatten(-1, self.reaction_gather.shape).prod(dim=-1)
         if self.rate_softplus:
