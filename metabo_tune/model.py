@@ -27,9 +27,11 @@ _ONE = torch.ones(())
 class _SigmoidTanh(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        # x + x and s + s − 1, not × 2.0: a Python scalar costs a tensor conversion per call
-        y = torch.sigmoid(x + x)
+        # In place in x (a Linear's output, which no backward needs): no new [rows, hidden] buffers.
+        # x + x and s + s − 1, not × 2.0: a Python scalar costs a tensor conversion per call.
+        y = x.add_(x).sigmoid_()
         y = y.add_(y).sub_(_ONE)  # a 0-dim CPU tensor is valid with CUDA tensors too
+        ctx.mark_dirty(x)
         ctx.save_for_backward(y)
         return y
 
@@ -42,7 +44,9 @@ class _SigmoidTanh(torch.autograd.Function):
 class Tanh(nn.Module):
     """tanh as 2·sigmoid(2x) − 1 (equal to within 2e-7). On torch 2.13's CPU build the native tanh
     forward took 6× longer than sigmoid (131 vs 22 µs for 800×64, one thread, measured), which made it
-    the largest single cost of a training step; the backward keeps the native kernel, which is fast."""
+    the largest single cost of a training step; the backward keeps the native kernel, which is fast.
+    It overwrites its input, which must be a layer's output that nothing else reads and not a view
+    (autograd would add a slow copy back into the base)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _SigmoidTanh.apply(x)
@@ -64,11 +68,11 @@ class _NarrowLinearFunction(torch.autograd.Function):
 class NarrowLinear(nn.Linear):
     """nn.Linear for a layer with few inputs (the MLPs' first). Autograd's backward of x @ Wᵀ takes
     gradᵀ @ x for the weight and grad @ W for x; with 2 or 3 input columns MKL computes those 2–6× slower
-    than the transposed products (x ᵀ@ grad)ᵀ and (Wᵀ @ gradᵀ)ᵀ, which give the same values (measured)."""
+    than the transposed products (xᵀ @ grad)ᵀ and (Wᵀ @ gradᵀ)ᵀ, which give the same values (measured).
+    x is 2-D [rows, in_features]."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = _NarrowLinearFunction.apply(x.reshape(-1, self.in_features), self.weight, self.bias)
-        return out.view(*x.shape[:-1], self.out_features)
+        return _NarrowLinearFunction.apply(x, self.weight, self.bias)
 
 
 def mlp(n_in: int, hidden: int, n_layers: int) -> nn.Sequential:
@@ -155,12 +159,14 @@ class MetabolicGNN(nn.Module):
             return self.relaxation(conc, self.embedding)
         emb = self.embedding.expand(*conc.shape, self.embedding.shape[1])
         inputs = torch.cat([(conc / self.input_scale).unsqueeze(-1), emb], dim=-1)
-        return self.node_mlp(inputs).squeeze(-1)
+        # 2-D rows: NarrowLinear takes them, and no layer output is a view that Tanh would overwrite
+        return self.node_mlp(inputs.flatten(0, -2)).view(conc.shape)
 
     def substrate(self, conc: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
         """MLP_sub(c, |s|) elementwise on broadcastable tensors, in raw concentration units."""
         conc, order = torch.broadcast_tensors(conc, order)
-        out = self.sub_mlp(torch.stack([conc / self.input_scale, order], dim=-1)).squeeze(-1)
+        inputs = torch.stack([conc / self.input_scale, order], dim=-1)
+        out = self.sub_mlp(inputs.view(-1, 2)).view(conc.shape)  # 2-D rows, as for MLP_node
         if self.substrate_power:
             return conc.clamp(min=0.0).pow(order) * torch.exp(out)
         return out
