@@ -27,9 +27,11 @@ _ONE = torch.ones(())
 class _SigmoidTanh(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        # x + x and s + s − 1, not × 2.0: a Python scalar costs a tensor conversion per call
-        y = torch.sigmoid(x + x)
+        # In place in x (a Linear's output, which no backward needs): no new [rows, hidden] buffers.
+        # x + x and s + s − 1, not × 2.0: a Python scalar costs a tensor conversion per call.
+        y = x.add_(x).sigmoid_()
         y = y.add_(y).sub_(_ONE)  # a 0-dim CPU tensor is valid with CUDA tensors too
+        ctx.mark_dirty(x)
         ctx.save_for_backward(y)
         return y
 
@@ -42,10 +44,35 @@ class _SigmoidTanh(torch.autograd.Function):
 class Tanh(nn.Module):
     """tanh as 2·sigmoid(2x) − 1 (equal to within 2e-7). On torch 2.13's CPU build the native tanh
     forward took 6× longer than sigmoid (131 vs 22 µs for 800×64, one thread, measured), which made it
-    the largest single cost of a training step; the backward keeps the native kernel, which is fast."""
+    the largest single cost of a training step; the backward keeps the native kernel, which is fast.
+    It overwrites its input, which must be a layer's output that nothing else reads and not a view
+    (autograd would add a slow copy back into the base)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _SigmoidTanh.apply(x)
+
+
+class _NarrowLinearFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        return torch.addmm(bias, x, weight.t())
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        x, weight = ctx.saved_tensors
+        grad_x = (weight.t() @ grad.t()).t() if ctx.needs_input_grad[0] else None
+        return grad_x, (x.t() @ grad).t(), grad.sum(0)
+
+
+class NarrowLinear(nn.Linear):
+    """nn.Linear for a layer with few inputs (the MLPs' first). Autograd's backward of x @ Wᵀ takes
+    gradᵀ @ x for the weight and grad @ W for x; with 2 or 3 input columns MKL computes those 2–6× slower
+    than the transposed products (xᵀ @ grad)ᵀ and (Wᵀ @ gradᵀ)ᵀ, which give the same values (measured).
+    x is 2-D [rows, in_features]."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _NarrowLinearFunction.apply(x, self.weight, self.bias)
 
 
 def mlp(n_in: int, hidden: int, n_layers: int) -> nn.Sequential:
@@ -53,7 +80,7 @@ def mlp(n_in: int, hidden: int, n_layers: int) -> nn.Sequential:
     sizes = [n_in] + [hidden] * (n_layers - 1) + [1]
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(itertools.pairwise(sizes)):
-        layers.append(nn.Linear(a, b))
+        layers.append(NarrowLinear(a, b) if i == 0 else nn.Linear(a, b))
         if i < len(sizes) - 2:
             layers.append(Tanh())
     return nn.Sequential(*layers)
@@ -132,12 +159,14 @@ class MetabolicGNN(nn.Module):
             return self.relaxation(conc, self.embedding)
         emb = self.embedding.expand(*conc.shape, self.embedding.shape[1])
         inputs = torch.cat([(conc / self.input_scale).unsqueeze(-1), emb], dim=-1)
-        return self.node_mlp(inputs).squeeze(-1)
+        # 2-D rows: NarrowLinear takes them, and no layer output is a view that Tanh would overwrite
+        return self.node_mlp(inputs.flatten(0, -2)).view(conc.shape)
 
     def substrate(self, conc: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
         """MLP_sub(c, |s|) elementwise on broadcastable tensors, in raw concentration units."""
         conc, order = torch.broadcast_tensors(conc, order)
-        out = self.sub_mlp(torch.stack([conc / self.input_scale, order], dim=-1)).squeeze(-1)
+        inputs = torch.stack([conc / self.input_scale, order], dim=-1)
+        out = self.sub_mlp(inputs.view(-1, 2)).view(conc.shape)  # 2-D rows, as for MLP_node
         if self.substrate_power:
             return conc.clamp(min=0.0).pow(order) * torch.exp(out)
         return out
@@ -147,8 +176,7 @@ class MetabolicGNN(nn.Module):
         [..., n_pairs] are MLP_sub at the (metabolite, order) pairs when the caller evaluated them."""
         if substrate_values is None:
             substrate_values = self.substrate(conc[..., self.pair_metabolite], self.pair_order)
-        terms = substrate_values.abs()
-        terms = torch.cat([terms, terms.new_ones((*terms.shape[:-1], 1))], dim=-1)
+        terms = nn.functional.pad(substrate_values.abs(), (0, 1), value=1.0)  # the constant-1 column
         gathered = terms.index_select(-1, self.reaction_gather.flatten())
         products = gathered.unflatten(-1, self.reaction_gather.shape).prod(dim=-1)
         if self.rate_softplus:

@@ -205,8 +205,9 @@ class Trainer:
             "coeff_MLP_sub_diff", "coeff_MLP_node_L1", "coeff_MLP_sub_norm", "coeff_k_floor", "k_floor_threshold",
             "sub_norm_concentration", "coeff_conservation", "coeff_residual_fit", "coeff_embedding_fusion")}
         self.constants["inverse_batch"] = torch.tensor(1.0 / tcfg.batch_size, device=self.device)
-        self.zero = torch.zeros((), device=self.device)
         n = observed.network.n_metabolites
+        self.constants["homeo_count"] = torch.tensor(float(tcfg.batch_size * n), device=self.device)
+        self.zero = torch.zeros((), device=self.device)
         self.fusion_pairs = torch.triu_indices(n, n, offset=1, device=self.device)
         # Probe points of the MLP_sub regularisers: the monotonicity grid [0.1, 2·xnorm] plus one step
         # for every order present, then the point c* where |MLP_sub(c*, 1)| = c* is pinned.
@@ -260,19 +261,21 @@ class Trainer:
         together with the conservation frames: two MLP passes instead of five."""
         tcfg, model = self.cfg.training, self.model
         batch, cons_frames = self._frames(iteration)
-        conc = self.conc[batch]
+        conc = self.conc.index_select(0, batch)  # index_select, not [batch]: less dispatch per call
         n_pair_values = conc.shape[0] * model.pair_metabolite.shape[0]
-        sub_values = model.substrate(torch.cat([conc[:, model.pair_metabolite].reshape(-1), self.probe_conc]),
-                                     self.probe_order_with(conc.shape[0]))
+        sub_values = model.substrate(torch.cat([conc.index_select(1, model.pair_metabolite).reshape(-1),
+                                                self.probe_conc]), self.probe_order_with(conc.shape[0]))
         # split, not slices: its backward is one concatenation instead of a zero-filled copy per slice
         pair_values, grid_values, norm_value = torch.split(sub_values, self._sub_split(n_pair_values))
         pair_values = pair_values.view(conc.shape[0], model.pair_metabolite.shape[0])
         sampled_conservation = tcfg.coeff_conservation > 0 and self.moments is None
-        if tcfg.conservation_frames == "all":  # the MLP head has no moments: it visits every frame
-            cons_conc, cons_deriv = self.conc, self.deriv
-        else:
-            cons_conc, cons_deriv = self.conc[cons_frames], self.deriv[cons_frames]
-        node_in = torch.cat([conc, cons_conc]) if sampled_conservation else conc
+        node_in, cons_deriv = conc, None
+        if sampled_conservation:
+            if tcfg.conservation_frames == "all":  # the MLP head has no moments: it visits every frame
+                cons_conc, cons_deriv = self.conc, self.deriv
+            else:
+                cons_conc, cons_deriv = self.conc[cons_frames], self.deriv[cons_frames]
+            node_in = torch.cat([conc, cons_conc])
         node_out = model.homeostasis(node_in)
         homeo, cons_out = (torch.split(node_out, [conc.shape[0], node_out.shape[0] - conc.shape[0]])
                            if sampled_conservation else (node_out, None))
@@ -280,14 +283,14 @@ class Trainer:
         detach = tcfg.detach_homeostasis and iteration < self.attach_iteration
         first_step = model.reaction_part(conc, pair_values) + (homeo.detach() if detach else homeo)
         if self.rollout == 1:
-            residual = first_step - self.deriv[batch]
+            residual = first_step - self.deriv.index_select(0, batch)
             out["prediction"] = (residual * residual).sum() * self.constants["inverse_batch"]
         else:
             state, step_losses = conc, []
             for step in range(1, self.rollout + 1):
                 deriv = first_step if step == 1 else model(state, detach_homeostasis=detach)
                 state = torch.clamp(state + self.delta_t * deriv, min=0.0)
-                err = (state - self.conc[batch + step]) / (self.delta_t * step)
+                err = (state - self.conc.index_select(0, batch + step)) / (self.delta_t * step)
                 step_losses.append(err.square().sum(-1).mean())
             out["prediction"] = torch.stack(step_losses).mean()
         # The regularisers are cheap once the probes are evaluated; a zero coefficient zeroes the term.
@@ -296,7 +299,8 @@ class Trainer:
         grid = grid_values.view(len(self.sub_orders), self.grid_points).abs()
         out["MLP_sub_diff"] = const["coeff_MLP_sub_diff"] * torch.linalg.vector_norm(
             torch.relu(grid[:, :-1] - grid[:, 1:]))
-        out["MLP_node_L1"] = const["coeff_MLP_node_L1"] * homeo.abs().mean()
+        # sum / count is mean()'s own arithmetic, without the count's conversion to a tensor each call
+        out["MLP_node_L1"] = const["coeff_MLP_node_L1"] * (homeo.abs().sum() / const["homeo_count"])
         pin_error = norm_value.abs() - const["sub_norm_concentration"]
         out["MLP_sub_norm"] = const["coeff_MLP_sub_norm"] * (pin_error * pin_error).sum()
         below_floor = torch.relu(const["k_floor_threshold"] - model.log_k)
@@ -322,7 +326,9 @@ class Trainer:
             diff = model.embedding[self.fusion_pairs[0]] - model.embedding[self.fusion_pairs[1]]
             # +1e-12 keeps the gradient finite where two embeddings coincide.
             out["embedding_fusion"] = const["coeff_embedding_fusion"] * (diff.square().sum(-1) + 1e-12).sqrt().sum()
-        out["loss"] = sum(out.values(), start=self.zero)
+        # The stored zeros (terms switched off) are left out: adding 0 changes no bit.
+        terms = [term for term in out.values() if term is not self.zero]
+        out["loss"] = sum(terms[1:], start=terms[0])
         return out
 
     @torch.no_grad()
@@ -360,7 +366,7 @@ class Trainer:
                 break
             total.backward()
             self.optimizer.step(self.learning_rates(it))
-            self.history[it] = torch.stack([losses[name].detach() for name in LOSS_COMPONENTS])
+            torch.stack([losses[name].detach() for name in LOSS_COMPONENTS], out=self.history[it])
             self.iteration += 1
         if self.status == "running" and self.iteration >= self.total_iterations:
             self.status = "completed"
