@@ -63,7 +63,8 @@ def test_homeo_space_is_the_mission() -> None:
     assert space.initial_spread[1:] == (
         linear_head,
         linear_head | {"training.attach_homeostasis_fraction": 0.8, "training.coeff_embedding_fusion": 1e-8},
-        linear_head | {"training.coeff_residual_fit": 1e4, "training.residual_fit_start": 0.9})
+        linear_head | {"training.coeff_residual_fit": 1e4, "training.residual_fit_start": 0.9,
+                       "training.residual_fit_learning_rate": 1e-4})
     assert "simulation" in space.frozen
     assert space.parameters["graph_model.homeostasis_head"].values == ("mlp", "linear")
     assert space.parameters["training.time_step"].high == 4
