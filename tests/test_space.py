@@ -15,6 +15,7 @@ from metabo_tune.space import RewardWeights, SpaceError, load_space, reward, rew
 SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
 HOMEO = SPACES / "homeo_rank_50.yaml"
 SMOKE = SPACES / "smoke.yaml"
+SMALL_JOINT = SPACES / "small_joint.yaml"
 Mutation = Callable[[dict], object]
 
 
@@ -22,7 +23,7 @@ Mutation = Callable[[dict], object]
 # The shipped files
 
 
-@pytest.mark.parametrize("path", [HOMEO, SMOKE], ids=["homeo", "smoke"])
+@pytest.mark.parametrize("path", [HOMEO, SMOKE, SMALL_JOINT], ids=["homeo", "smoke", "small_joint"])
 def test_shipped_spaces_load_with_the_budget_applied_and_the_spread_in_range(path: Path) -> None:
     space = load_space(path)
     assert space.base.training.n_epochs == 1
@@ -79,6 +80,14 @@ def test_smoke_space_is_small() -> None:
     assert space.base.simulation.n_metabolites == 20
     assert space.block_size == 4
     assert space.initial_spread[3]["training.time_step"] == 2
+
+
+def test_small_joint_space_is_the_learning_tests_network_at_10000_iterations() -> None:
+    space = load_space(SMALL_JOINT)
+    sim = space.base.simulation
+    assert (sim.n_metabolites, sim.n_reactions, sim.n_frames) == (30, 45, 1000)
+    assert space.base.training.iterations_per_epoch(sim.n_frames) == 10_000
+    assert space.base.graph_model.homeostasis_head == "mlp" and space.base.training.coeff_conservation == 0
 
 
 def test_config_for_applies_values_and_seed() -> None:
