@@ -124,6 +124,10 @@ def make_completion_log() -> Any:
     return CompletionLog()
 
 
+class RunInterrupted(RuntimeError):
+    """A run that ended before its trial budget: it gets no row, so --resume runs it again."""
+
+
 def run_once(method: str, rep: int, space: SearchSpace, args: argparse.Namespace, resources: dict[str, float],
              out: Path) -> dict[str, Any]:
     """One search of `method` with seed `rep`; returns the run's row for runs.csv."""
@@ -167,6 +171,8 @@ def run_once(method: str, rep: int, space: SearchSpace, args: argparse.Namespace
     with contextlib.redirect_stdout(sys.stderr):  # Tune's experiment banners; stdout keeps the table alone
         tuner.fit()
     wall_s = time.perf_counter() - start
+    if len(log.finished) < args.num_trials:  # Tune returns normally after a Ctrl-C
+        raise RunInterrupted(f"{name} stopped after {len(log.finished)} of {args.num_trials} trials")
 
     row: dict[str, Any] = {"method": method, "rep": rep, "seed": rep, "trials_done": len(log.finished),
                            "errors": sum(1 for _, label in log.finished if label == "error"),
@@ -258,7 +264,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench] {path.name} has no row in runs.csv (cut off); running it again", file=sys.stderr)
         shutil.rmtree(path)
     for rep, method in todo:
-        row = run_once(method, rep, space, args, resources, out)
+        try:
+            row = run_once(method, rep, space, args, resources, out)
+        except RunInterrupted as exc:
+            ray.shutdown()
+            print(f"[bench] {exc}; the finished runs are in {out / 'runs.csv'}, add --resume to go on",
+                  file=sys.stderr)
+            return 130
         rows.append(row)
         pd.DataFrame(rows).to_csv(out / "runs.csv", index=False)
         first = row["first_converged"]
