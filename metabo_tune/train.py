@@ -305,7 +305,7 @@ class Trainer:
         out["MLP_sub_norm"] = const["coeff_MLP_sub_norm"] * (pin_error * pin_error).sum()
         below_floor = torch.relu(const["k_floor_threshold"] - model.log_k)
         out["k_floor"] = const["coeff_k_floor"] * (below_floor * below_floor).sum()
-        fit_residual = self.fits_residual and iteration >= self.residual_start
+        fit_residual = self.in_residual_phase(iteration)
         # (λ_i, b_i) once for the moment losses below
         coefficients = (model.relaxation.coefficients(model.embedding)
                         if self.moments is not None or fit_residual else None)
@@ -372,6 +372,10 @@ class Trainer:
             self.status = "completed"
         self.elapsed_s += time.perf_counter() - start
 
+    def in_residual_phase(self, iteration: int) -> bool:
+        """Whether the linear head fits the residual at `iteration` (and its learning rate may restart)."""
+        return self.fits_residual and iteration >= self.residual_start
+
     def _schedule(self, progress: float) -> float:
         """The learning-rate factor at `progress` ∈ [0, 1) of a (sub-)run."""
         if self.cfg.training.lr_schedule == "cosine":
@@ -385,7 +389,7 @@ class Trainer:
         factor = self._schedule(iteration / self.total_iterations)
         lrs = {name: lr * factor for name, lr in self.base_lrs.items()}
         restart = self.cfg.training.residual_fit_learning_rate
-        if restart > 0 and self.fits_residual and iteration >= self.residual_start:
+        if restart > 0 and self.in_residual_phase(iteration):
             phase = (iteration - self.residual_start) / (self.total_iterations - self.residual_start)
             lrs["node"] = lrs["embedding"] = restart * self._schedule(phase)
         return lrs
