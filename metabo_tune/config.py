@@ -154,6 +154,12 @@ class TrainingConfig(_Section):
                                "(0: their rates go on as before).")
     coeff_embedding_fusion: float = Field(
         0.0, ge=0, description="Sum-of-norms penalty Σ_{i<j} ||a_i - a_j||: pulls embeddings into groups.")
+    coeff_residual_fusion: float = Field(
+        0.0, ge=0, description="With the residual fit, during its phase: Σ_i Σ_(j ∈ kNN(i)) ||a_i - a_j||, each "
+                               "embedding pulled towards its nearest neighbours (convex clustering with kNN "
+                               "weights), so that metabolites whose residual fixes only λ·(b − mean c) join a group.")
+    residual_fusion_neighbours: int = Field(
+        10, ge=1, description="k of coeff_residual_fusion's nearest neighbours, found anew every iteration.")
     sub_norm_concentration: float = Field(1.0, gt=0)
     log_k_init_min: float = -2.0
     log_k_init_max: float = 1.0
@@ -204,6 +210,9 @@ class Config(_Section):
         if self.training.coeff_residual_fit > 0 and self.graph_model.homeostasis_head != "linear":
             warnings.warn("training.coeff_residual_fit applies to graph_model.homeostasis_head: linear only; "
                           "with the MLP head it is ignored", stacklevel=2)
+        if self.training.coeff_residual_fusion > 0 and self.training.coeff_residual_fit == 0:
+            warnings.warn("training.coeff_residual_fusion acts during the residual fit only; with "
+                          "coeff_residual_fit 0 it is ignored", stacklevel=2)
         return self
 
     def to_dict(self) -> dict[str, Any]:

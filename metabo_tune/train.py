@@ -203,7 +203,8 @@ class Trainer:
             self.moments = ConservationMoments(traj.concentrations, traj.derivatives, null, self.device)
         self.constants = {key: torch.tensor(float(getattr(tcfg, key)), device=self.device) for key in (
             "coeff_MLP_sub_diff", "coeff_MLP_node_L1", "coeff_MLP_sub_norm", "coeff_k_floor", "k_floor_threshold",
-            "sub_norm_concentration", "coeff_conservation", "coeff_residual_fit", "coeff_embedding_fusion")}
+            "sub_norm_concentration", "coeff_conservation", "coeff_residual_fit", "coeff_embedding_fusion",
+            "coeff_residual_fusion")}
         self.constants["inverse_batch"] = torch.tensor(1.0 / tcfg.batch_size, device=self.device)
         n = observed.network.n_metabolites
         self.constants["homeo_count"] = torch.tensor(float(tcfg.batch_size * n), device=self.device)
@@ -326,10 +327,28 @@ class Trainer:
             diff = model.embedding[self.fusion_pairs[0]] - model.embedding[self.fusion_pairs[1]]
             # +1e-12 keeps the gradient finite where two embeddings coincide.
             out["embedding_fusion"] = const["coeff_embedding_fusion"] * (diff.square().sum(-1) + 1e-12).sqrt().sum()
+        if fit_residual and tcfg.coeff_residual_fusion > 0:
+            neighbour_term = const["coeff_residual_fusion"] * self.neighbour_fusion()
+            fusion = out["embedding_fusion"]
+            out["embedding_fusion"] = neighbour_term if fusion is self.zero else fusion + neighbour_term
         # The stored zeros (terms switched off) are left out: adding 0 changes no bit.
         terms = [term for term in out.values() if term is not self.zero]
         out["loss"] = sum(terms[1:], start=terms[0])
         return out
+
+    def neighbour_fusion(self) -> torch.Tensor:
+        """Σ_i Σ_(j ∈ kNN(i)) ||a_i − a_j||, the neighbours found at the current embeddings. Unlike the
+        all-pairs fusion it pulls no metabolite towards another group: with two equal groups that pull
+        sums to the midpoint between them."""
+        embedding = self.model.embedding
+        with torch.no_grad():
+            distances = torch.cdist(embedding, embedding)
+            distances.fill_diagonal_(float("inf"))
+            k = min(self.cfg.training.residual_fusion_neighbours, embedding.shape[0] - 1)
+            neighbours = distances.topk(k, largest=False).indices
+        diff = embedding.unsqueeze(1) - embedding[neighbours]
+        # +1e-12 keeps the gradient finite where two embeddings coincide.
+        return (diff.square().sum(-1) + 1e-12).sqrt().sum()
 
     @torch.no_grad()
     def residual_moments(self) -> ResidualMoments:

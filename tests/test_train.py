@@ -428,6 +428,33 @@ def test_residual_fit_with_the_mlp_head_warns_and_is_ignored(small_dataset):
     assert Trainer(cfg, small_dataset.observed, "cpu").losses(0)["residual_fit"] == 0
 
 
+def test_residual_fusion_pulls_each_embedding_towards_its_nearest_neighbours_in_the_residual_phase(small_dataset):
+    cfg = linear_head_config(coeff_residual_fit=1.0, residual_fit_start=0.5, coeff_residual_fusion=0.5,
+                             residual_fusion_neighbours=3)
+    trainer = Trainer(cfg, small_dataset.observed, "cpu")
+    assert trainer.losses(trainer.residual_start - 1)["embedding_fusion"] == 0
+    emb = trainer.model.embedding.detach().numpy().astype(np.float64)
+    distances = np.linalg.norm(emb[:, None] - emb[None], axis=-1)
+    np.fill_diagonal(distances, np.inf)
+    expected = 0.5 * np.sort(distances, axis=1)[:, :3].sum()
+    fused = trainer.losses(trainer.residual_start)["embedding_fusion"]
+    assert fused.item() == pytest.approx(expected, rel=1e-5)
+    assert fused.item() < 0.5 * np.triu(np.where(np.isinf(distances), 0, distances)).sum()  # not all pairs
+    fused.backward()
+    emb_t = trainer.model.embedding
+    # a metabolite's gradient points away from its neighbours' mean: descent moves it towards them
+    nearest = np.argsort(distances[0])[:3]
+    towards = emb[nearest].mean(0) - emb[0]
+    assert float(np.dot(-emb_t.grad[0].numpy(), towards)) > 0
+
+
+def test_residual_fusion_without_the_residual_fit_warns_and_is_ignored(small_dataset):
+    with pytest.warns(UserWarning, match="coeff_residual_fusion"):
+        cfg = linear_head_config(coeff_residual_fusion=1.0)
+    trainer = Trainer(cfg, small_dataset.observed, "cpu")
+    assert trainer.losses(trainer.total_iterations - 1)["embedding_fusion"] == 0
+
+
 def test_embedding_fusion_is_the_sum_of_pairwise_distances(small_dataset):
     trainer = Trainer(linear_head_config(coeff_embedding_fusion=0.5), small_dataset.observed, "cpu")
     emb = trainer.model.embedding.detach()
