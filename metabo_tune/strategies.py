@@ -41,6 +41,8 @@ NODE_L1 = "training.coeff_MLP_node_L1"
 RECURRENT = "training.recurrent_training"
 TIME_STEP = "training.time_step"
 FUSION = "training.coeff_embedding_fusion"
+RESIDUAL_FIT = "training.coeff_residual_fit"
+RESIDUAL_FUSION = "training.coeff_residual_fusion"
 
 # homeo-kick: rate constants found (R² above this) while MLP_node stays flat (|avg_slope_ratio| below).
 HOMEO_KICK_MIN_R2 = 0.9
@@ -302,7 +304,8 @@ def homeo_kick(tree: Tree, space: SearchSpace, rng: random.Random) -> Proposal |
 
 def embedding_focus(tree: Tree, space: SearchSpace, rng: random.Random) -> Proposal | None:
     """Slopes move but the types are not all separated: lr_embedding × 2 on the best node, at most
-    lr_node; when it is there already, embedding fusion × 2 (from 0: 1 % of its range)."""
+    lr_node; when it is there already, embedding fusion × 2 (from 0: 1 % of its range): the residual
+    phase's kNN fusion where the best node fits the residual, else the all-pairs fusion."""
     best = tree.best()
     if best is None or not _tunable(space, best, LR_EMBEDDING, LR_NODE):
         return None
@@ -314,12 +317,13 @@ def embedding_focus(tree: Tree, space: SearchSpace, rng: random.Random) -> Propo
     raised = fit(space.parameters[LR_EMBEDDING], min(2 * current, best.config[LR_NODE]))
     if raised > current:
         return _child(tree, best, {LR_EMBEDDING: raised}, "embedding-focus")
-    if not _tunable(space, best, FUSION):
+    name = RESIDUAL_FUSION if (best.config.get(RESIDUAL_FIT) or 0) > 0 else FUSION
+    if not _tunable(space, best, name):
         return None
-    fusion = space.parameters[FUSION]
-    value = best.config[FUSION]
+    fusion = space.parameters[name]
+    value = best.config[name]
     stronger = fit(fusion, 2 * value if value > 0 else NEAR_ZERO_SCALE * (fusion.high - fusion.low))
-    return _child(tree, best, {FUSION: stronger}, "embedding-focus") if stronger > value else None
+    return _child(tree, best, {name: stronger}, "embedding-focus") if stronger > value else None
 
 
 def k_protect(tree: Tree, space: SearchSpace, rng: random.Random) -> Proposal | None:

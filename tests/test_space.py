@@ -61,11 +61,13 @@ def test_homeo_space_is_the_mission() -> None:
                    "training.coeff_conservation": 1e4, "training.conservation_frames": "all",
                    "training.coeff_MLP_node_L1": 0.0, "training.learning_rate_node": 1e-3,
                    "training.learning_rate_embedding": 1e-3, "training.lr_schedule": "cosine"}
+    residual_restart = linear_head | {"training.coeff_residual_fit": 1e4, "training.residual_fit_start": 0.9,
+                                      "training.residual_fit_learning_rate": 1e-4}
     assert space.initial_spread[1:] == (
         linear_head,
-        linear_head | {"training.attach_homeostasis_fraction": 0.8, "training.coeff_embedding_fusion": 1e-8},
-        linear_head | {"training.coeff_residual_fit": 1e4, "training.residual_fit_start": 0.9,
-                       "training.residual_fit_learning_rate": 1e-4})
+        residual_restart,
+        residual_restart | {"graph_model.substrate_form": "power", "training.log_k_init_max": -1.0,
+                            "training.residual_fit_learning_rate": 1e-3, "training.coeff_residual_fusion": 1e-2})
     assert "simulation" in space.frozen
     assert space.parameters["graph_model.homeostasis_head"].values == ("mlp", "linear")
     assert space.parameters["training.time_step"].high == 4

@@ -19,6 +19,8 @@ from metabo_tune.strategies import (
     LR_NODE,
     NODE_L1,
     RECURRENT,
+    RESIDUAL_FIT,
+    RESIDUAL_FUSION,
     TIME_STEP,
     Proposal,
     edge,
@@ -244,6 +246,25 @@ def test_embedding_focus_turns_to_fusion_when_lr_embedding_is_at_lr_node(space: 
     record(tree, proposal, [0.95, 0.95], almost)
     again = propose(tree, with_fusion, random.Random(0), slot=0)
     assert again.strategy == "embedding-focus" and again.config[FUSION] == 2e-8
+
+
+def test_embedding_focus_raises_the_residual_fusion_where_the_best_fits_the_residual(space: SearchSpace) -> None:
+    residual_fit = Parameter(RESIDUAL_FIT, "float", 0.0, 1e5)
+    residual_fusion = Parameter(RESIDUAL_FUSION, "float", 0.0, 0.1, requires=RESIDUAL_FIT)
+    fusion = Parameter(FUSION, "float", 0.0, 1e-6)
+    extended = dataclasses.replace(
+        space, parameters={**space.parameters, FUSION: fusion, RESIDUAL_FIT: residual_fit,
+                           RESIDUAL_FUSION: residual_fusion},
+        initial_spread=({}, {LR_NODE: 5e-4}))
+    almost = metrics(rate_constants_R2=1.0, avg_slope_ratio=1.0, embedding_cluster_acc=0.97,
+                     classification="partial-k")
+    tree = Tree()
+    for _ in range(2):
+        record(tree, propose(tree, extended, random.Random(0), len(tree.nodes)), [0.5, 0.5], NEUTRAL)
+    best = child(tree, "0", {LR_EMBEDDING: 1e-4, RESIDUAL_FIT: 1e4, RESIDUAL_FUSION: 0.01}, [0.9, 0.9], almost)
+    proposal = propose(tree, extended, random.Random(0), slot=0)
+    assert (proposal.strategy, proposal.parent_id) == ("embedding-focus", best)
+    assert proposal.config[RESIDUAL_FUSION] == 0.02 and proposal.config[FUSION] == 0
 
 
 def test_k_protect(space: SearchSpace) -> None:
