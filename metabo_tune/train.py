@@ -337,9 +337,9 @@ class Trainer:
         return out
 
     def neighbour_fusion(self) -> torch.Tensor:
-        """Σ_i Σ_(j ∈ kNN(i)) ||a_i − a_j||, the neighbours found at the current embeddings. Unlike the
-        all-pairs fusion it pulls no metabolite towards another group: with two equal groups that pull
-        sums to the midpoint between them."""
+        """Σ_i Σ_(j ∈ kNN(i)) ||a_i − a_j||, the neighbours found at the current embeddings. It pulls each
+        metabolite towards its own neighbourhood; the all-pairs fusion pulls it towards the midpoint of
+        two equal groups, i.e. across the gap between the types."""
         embedding = self.model.embedding
         with torch.no_grad():
             distances = torch.cdist(embedding, embedding)

@@ -68,7 +68,8 @@ def test_homeo_space_is_the_mission() -> None:
         residual_restart,
         residual_restart | {"graph_model.substrate_form": "power", "training.log_k_init_max": -1.0,
                             "training.learning_rate_sub": 2e-3, "training.learning_rate_k": 2e-3,
-                            "training.residual_fit_learning_rate": 1e-3, "training.coeff_residual_fusion": 1e-2})
+                            "training.residual_fit_learning_rate": 1e-3, "training.coeff_residual_fusion": 1e-2,
+                            "training.residual_fusion_neighbours": 25})
     assert "simulation" in space.frozen
     assert space.parameters["graph_model.homeostasis_head"].values == ("mlp", "linear")
     assert space.parameters["training.time_step"].high == 4
