@@ -155,11 +155,11 @@ class TrainingConfig(_Section):
     coeff_embedding_fusion: float = Field(
         0.0, ge=0, description="Sum-of-norms penalty Σ_{i<j} ||a_i - a_j||: pulls embeddings into groups.")
     coeff_residual_fusion: float = Field(
-        0.0, ge=0, description="With the residual fit, during its phase: Σ_i Σ_(j ∈ kNN(i)) ||a_i - a_j||, each "
-                               "embedding pulled towards its nearest neighbours (convex clustering with kNN "
-                               "weights), so that metabolites whose residual fixes only λ·(b − mean c) join a group.")
+        0.0, ge=0, description="With the residual fit, during its phase: Σ_i Σ_(j ∈ N(i)) ||a_i - a_j||, each "
+                               "embedding pulled towards the k metabolites whose (λ, b) fit its own residual best, "
+                               "so that metabolites whose residual fixes only λ·(b − mean c) join their group.")
     residual_fusion_neighbours: int = Field(
-        10, ge=1, description="k of coeff_residual_fusion's nearest neighbours, found anew every iteration.")
+        10, ge=1, description="k of coeff_residual_fusion's neighbours, found anew every iteration.")
     sub_norm_concentration: float = Field(1.0, gt=0)
     log_k_init_min: float = -2.0
     log_k_init_max: float = 1.0

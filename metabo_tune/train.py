@@ -156,6 +156,13 @@ class ResidualMoments:
         c, r = concentrations.double(), residual.double()
         return cls(c.mean(0), (c * c).mean(0), r.mean(0), (c * r).mean(0), (r * r).mean(0))
 
+    def cross_fit(self, rate: torch.Tensor, baseline: torch.Tensor) -> torch.Tensor:
+        """[i, j]: mean_t (−λ_j(c_i − b_j) − r_i)², metabolite i's residual fitted with j's coefficients."""
+        lam, b = rate.double()[None, :], baseline.double()[None, :]
+        c_mean, c_sq, r_mean = self.c_mean[:, None], self.c_sq[:, None], self.r_mean[:, None]
+        return (lam * lam * (c_sq - 2.0 * b * c_mean + b * b) + 2.0 * lam * (self.cr_mean[:, None] - b * r_mean)
+                + self.r_sq[:, None])
+
     def loss(self, rate: torch.Tensor, baseline: torch.Tensor) -> torch.Tensor:
         lam, b = rate.double(), baseline.double()
         spread = self.c_sq - 2.0 * b * self.c_mean + b * b  # mean (c − b)²
@@ -328,7 +335,7 @@ class Trainer:
             # +1e-12 keeps the gradient finite where two embeddings coincide.
             out["embedding_fusion"] = const["coeff_embedding_fusion"] * (diff.square().sum(-1) + 1e-12).sqrt().sum()
         if fit_residual and tcfg.coeff_residual_fusion > 0:
-            neighbour_term = const["coeff_residual_fusion"] * self.neighbour_fusion()
+            neighbour_term = const["coeff_residual_fusion"] * self.neighbour_fusion(*coefficients)
             fusion = out["embedding_fusion"]
             out["embedding_fusion"] = neighbour_term if fusion is self.zero else fusion + neighbour_term
         # The stored zeros (terms switched off) are left out: adding 0 changes no bit.
@@ -336,17 +343,19 @@ class Trainer:
         out["loss"] = sum(terms[1:], start=terms[0])
         return out
 
-    def neighbour_fusion(self) -> torch.Tensor:
-        """Σ_i Σ_(j ∈ kNN(i)) ||a_i − a_j||, the neighbours found at the current embeddings. It pulls each
-        metabolite towards its own neighbourhood; the all-pairs fusion pulls it towards the midpoint of
-        two equal groups, i.e. across the gap between the types."""
+    def neighbour_fusion(self, rate: torch.Tensor, baseline: torch.Tensor) -> torch.Tensor:
+        """Σ_i Σ_(j ∈ N(i)) ||a_i − a_j||, a_j held fixed: each metabolite pulled towards the k metabolites
+        whose (λ_j, b_j) fit its own residual best. Neighbours by that fit rather than by embedding
+        distance: a metabolite that sits nearer the other type's embeddings still draws its pull from its
+        own type, and a clump that the head's maps cannot tell from its group (the maps may leave a
+        direction of the embedding unused) still finds the group."""
         embedding = self.model.embedding
         with torch.no_grad():
-            distances = torch.cdist(embedding, embedding)
-            distances.fill_diagonal_(float("inf"))
+            fit = self.residual.cross_fit(rate, baseline)
+            fit.fill_diagonal_(float("inf"))
             k = min(self.cfg.training.residual_fusion_neighbours, embedding.shape[0] - 1)
-            neighbours = distances.topk(k, largest=False).indices
-        diff = embedding.unsqueeze(1) - embedding[neighbours]
+            neighbours = fit.topk(k, largest=False).indices
+        diff = embedding.unsqueeze(1) - embedding.detach()[neighbours]
         # +1e-12 keeps the gradient finite where two embeddings coincide.
         return (diff.square().sum(-1) + 1e-12).sqrt().sum()
 

@@ -428,24 +428,34 @@ def test_residual_fit_with_the_mlp_head_warns_and_is_ignored(small_dataset):
     assert Trainer(cfg, small_dataset.observed, "cpu").losses(0)["residual_fit"] == 0
 
 
-def test_residual_fusion_pulls_each_embedding_towards_its_nearest_neighbours_in_the_residual_phase(small_dataset):
+def test_residual_fusion_pulls_each_embedding_towards_the_metabolites_that_fit_its_residual_best(small_dataset):
     cfg = linear_head_config(coeff_residual_fit=1.0, residual_fit_start=0.5, coeff_residual_fusion=0.5,
                              residual_fusion_neighbours=3)
     trainer = Trainer(cfg, small_dataset.observed, "cpu")
+    model = trainer.model
+    with torch.no_grad():  # distinct coefficients per metabolite (a fresh head gives all the same)
+        model.relaxation.log_rate.weight.normal_(generator=torch.Generator().manual_seed(0))
+        model.relaxation.baseline.weight.normal_(generator=torch.Generator().manual_seed(1))
     assert trainer.losses(trainer.residual_start - 1)["embedding_fusion"] == 0
-    emb = trainer.model.embedding.detach().numpy().astype(np.float64)
-    distances = np.linalg.norm(emb[:, None] - emb[None], axis=-1)
-    np.fill_diagonal(distances, np.inf)
-    expected = 0.5 * np.sort(distances, axis=1)[:, :3].sum()
     fused = trainer.losses(trainer.residual_start)["embedding_fusion"]
+    with torch.no_grad():
+        rate, baseline = (v.double().numpy() for v in model.relaxation.coefficients(model.embedding))
+    c = small_dataset.observed.trajectory.concentrations.astype(np.float64)
+    residual = trainer.deriv.double().numpy() - model.reaction_part(trainer.conc).detach().double().numpy()
+    # metabolite i's residual fitted with metabolite j's (λ_j, b_j), straight from the frames
+    cross = ((-rate[None, None, :] * (c[:, :, None] - baseline[None, None, :]) - residual[:, :, None]) ** 2).mean(0)
+    with torch.no_grad():
+        moment_form = trainer.residual.cross_fit(*model.relaxation.coefficients(model.embedding)).numpy()
+    np.testing.assert_allclose(moment_form, cross, rtol=1e-6, atol=1e-12)
+    np.fill_diagonal(cross, np.inf)
+    neighbours = np.argsort(cross, axis=1)[:, :3]
+    emb = model.embedding.detach().double().numpy()
+    expected = 0.5 * np.linalg.norm(emb[:, None] - emb[neighbours], axis=-1).sum()
     assert fused.item() == pytest.approx(expected, rel=1e-5)
-    assert fused.item() < 0.5 * np.triu(np.where(np.isinf(distances), 0, distances)).sum()  # not all pairs
     fused.backward()
-    emb_t = trainer.model.embedding
-    # a metabolite's gradient points away from its neighbours' mean: descent moves it towards them
-    nearest = np.argsort(distances[0])[:3]
-    towards = emb[nearest].mean(0) - emb[0]
-    assert float(np.dot(-emb_t.grad[0].numpy(), towards)) > 0
+    # descent moves metabolite 0 towards its neighbours' mean
+    towards = emb[neighbours[0]].mean(0) - emb[0]
+    assert float(np.dot(-model.embedding.grad[0].double().numpy(), towards)) > 0
 
 
 def test_residual_fusion_without_the_residual_fit_warns_and_is_ignored(small_dataset):
