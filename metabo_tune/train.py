@@ -85,6 +85,12 @@ class GroupAdam:
         self.step_count.copy_(state["step_count"])
 
 
+def sum_of_norms(diff: torch.Tensor) -> torch.Tensor:
+    """Σ ||diff|| over the last axis, the fusion penalties' form; +1e-12 keeps the gradient finite where
+    two embeddings coincide."""
+    return (diff.square().sum(-1) + 1e-12).sqrt().sum()
+
+
 def shared_relaxation_fit(concentrations: np.ndarray, derivatives: np.ndarray,
                           null_space: np.ndarray) -> tuple[float, float]:
     """(λ, b) of one relaxation −λ(c − b) shared by all metabolites, fitted by least squares to the
@@ -156,18 +162,20 @@ class ResidualMoments:
         c, r = concentrations.double(), residual.double()
         return cls(c.mean(0), (c * c).mean(0), r.mean(0), (c * r).mean(0), (r * r).mean(0))
 
+    def _mean_square(self, rate: torch.Tensor, baseline: torch.Tensor, metabolites: slice | None) -> torch.Tensor:
+        """mean_t (−λ(c − b) − r)², the moments indexed by `metabolites` (None adds an axis) so that
+        they broadcast against the coefficients."""
+        lam, b = rate.double(), baseline.double()
+        spread = self.c_sq[metabolites] - 2.0 * b * self.c_mean[metabolites] + b * b  # mean (c − b)²
+        coupling = self.cr_mean[metabolites] - b * self.r_mean[metabolites]  # mean (c − b)·r
+        return lam * lam * spread + 2.0 * lam * coupling + self.r_sq[metabolites]
+
     def cross_fit(self, rate: torch.Tensor, baseline: torch.Tensor) -> torch.Tensor:
         """[i, j]: mean_t (−λ_j(c_i − b_j) − r_i)², metabolite i's residual fitted with j's coefficients."""
-        lam, b = rate.double()[None, :], baseline.double()[None, :]
-        c_mean, c_sq, r_mean = self.c_mean[:, None], self.c_sq[:, None], self.r_mean[:, None]
-        return (lam * lam * (c_sq - 2.0 * b * c_mean + b * b) + 2.0 * lam * (self.cr_mean[:, None] - b * r_mean)
-                + self.r_sq[:, None])
+        return self._mean_square(rate[None, :], baseline[None, :], (slice(None), None))
 
     def loss(self, rate: torch.Tensor, baseline: torch.Tensor) -> torch.Tensor:
-        lam, b = rate.double(), baseline.double()
-        spread = self.c_sq - 2.0 * b * self.c_mean + b * b  # mean (c − b)²
-        coupling = self.cr_mean - b * self.r_mean  # mean (c − b)·r
-        return (lam * lam * spread + 2.0 * lam * coupling + self.r_sq).sum().float()
+        return self._mean_square(rate, baseline, slice(None)).sum().float()
 
 
 class CheckpointMismatch(ValueError):
@@ -332,8 +340,7 @@ class Trainer:
         out["embedding_fusion"] = self.zero
         if tcfg.coeff_embedding_fusion > 0:
             diff = model.embedding[self.fusion_pairs[0]] - model.embedding[self.fusion_pairs[1]]
-            # +1e-12 keeps the gradient finite where two embeddings coincide.
-            out["embedding_fusion"] = const["coeff_embedding_fusion"] * (diff.square().sum(-1) + 1e-12).sqrt().sum()
+            out["embedding_fusion"] = const["coeff_embedding_fusion"] * sum_of_norms(diff)
         if fit_residual and tcfg.coeff_residual_fusion > 0:
             neighbour_term = const["coeff_residual_fusion"] * self.neighbour_fusion(*coefficients)
             fusion = out["embedding_fusion"]
@@ -355,9 +362,7 @@ class Trainer:
             fit.fill_diagonal_(float("inf"))
             k = min(self.cfg.training.residual_fusion_neighbours, embedding.shape[0] - 1)
             neighbours = fit.topk(k, largest=False).indices
-        diff = embedding.unsqueeze(1) - embedding.detach()[neighbours]
-        # +1e-12 keeps the gradient finite where two embeddings coincide.
-        return (diff.square().sum(-1) + 1e-12).sqrt().sum()
+        return sum_of_norms(embedding.unsqueeze(1) - embedding.detach()[neighbours])
 
     @torch.no_grad()
     def residual_moments(self) -> ResidualMoments:
