@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 import pandas as pd
@@ -27,10 +25,7 @@ import pandas as pd
 from metabo_tune import analysis
 from metabo_tune.config import Config, ConfigError, load_config
 from metabo_tune.simulate import DataError
-
-REPORTED = ("rate_constants_R2", "rate_constants_R2_all", "MLP_node_slope_ratio_0", "MLP_node_slope_ratio_1",
-            "avg_slope_ratio", "MLP_node_baseline_0", "MLP_node_baseline_1", "homeostasis_R2",
-            "embedding_cluster_acc", "embedding_n_clusters", "test_pearson", "training_time_min")
+from metabo_tune.sweep import reported_columns, train_runs, with_values
 
 
 class ConfirmError(ValueError):
@@ -69,29 +64,17 @@ def fresh_seeds(used: set[int], n: int) -> list[int]:
     return seeds
 
 
-def _train_seed(cfg: Config, seed: int, out_dir: Path) -> dict:
-    from metabo_tune.train import run_trial
-
-    raw = cfg.to_dict()
-    raw["training"]["seed"] = seed
-    return run_trial(Config.model_validate(raw), out_dir, show_progress=False).metrics
-
-
 def confirm(cfg: Config, seeds: list[int], out_dir: Path, jobs: int = 1) -> pd.DataFrame:
     """One row per seed (its metrics), trained `jobs` at a time in separate processes."""
-    targets = [out_dir / f"seed_{seed}" for seed in seeds]
-    if jobs == 1:
-        results = [_train_seed(cfg, seed, target) for seed, target in zip(seeds, targets, strict=True)]
-    else:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            results = list(pool.map(_train_seed, [cfg] * len(seeds), seeds, targets))
+    configs = [with_values(cfg, {"training.seed": seed}) for seed in seeds]
+    results = train_runs(configs, [out_dir / f"seed_{seed}" for seed in seeds], jobs)
     table = pd.DataFrame(results, index=pd.Index(seeds, name="seed"))
-    return table[[name for name in ("status", "classification", *REPORTED) if name in table]]
+    return table[[name for name in ("status", "classification") if name in table] + reported_columns(table.columns)]
 
 
 def summary_table(per_seed: pd.DataFrame) -> pd.DataFrame:
     """Per metric: mean, sd (ddof 1), min and max over the seeds."""
-    numeric = per_seed[[name for name in REPORTED if name in per_seed]].astype(float)
+    numeric = per_seed[reported_columns(per_seed.columns)].astype(float)
     table = pd.DataFrame({"mean": numeric.mean(), "sd": numeric.std(ddof=1), "min": numeric.min(),
                           "max": numeric.max()})
     table.index.name = "metric"
