@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from metabo_tune.config import load_config
 from metabo_tune.metrics import Thresholds, classify
 from metabo_tune.space import RewardWeights, SpaceError, load_space, reward, reward_inputs
 
@@ -392,3 +393,13 @@ def test_choice_parameters_load_with_their_values_in_order(tmp_path: Path) -> No
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(SpaceError, match=r"initial_spread\[1\].graph_model.homeostasis_head: 'quadratic' is not one"):
         load_space(path)
+
+
+def test_the_joint_recovery_config_is_the_mission_spreads_last_slot() -> None:
+    """configs/joint_recovery.yaml writes out the spread's converged slot; the two must not drift apart."""
+    space = load_space(HOMEO)
+    written = load_config(SPACES.parent / "configs" / "joint_recovery.yaml").to_dict()
+    slot = space.config_for(space.initial_spread[3]).to_dict()
+    for section in ("simulation", "graph_model", "training"):
+        assert written[section] == slot[section], section
+    assert written["graph_model"]["substrate_form"] == "power"
