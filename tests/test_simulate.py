@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy.signal import savgol_filter
 
+from metabo_tune import simulate as simulate_module
 from metabo_tune.config import Config, GraphModelConfig, SimulationConfig, TrainingConfig
 from metabo_tune.simulate import (
     DataError,
@@ -320,6 +321,26 @@ def euler_increments(traj) -> tuple[np.ndarray, np.ndarray]:
     stepped = np.maximum(traj.concentrations[:-1] + traj.delta_t * traj.derivatives[:-1], 0.0)
     away = (stepped > 6 * SIGMA) & (traj.concentrations[1:] > 0)
     return traj.concentrations[1:] - stepped, away
+
+
+def test_noise_comes_from_its_own_named_streams(process_noisy, measured, small):
+    """Each noise is σ times the standard normals of its own stream of simulation.seed, so it shares
+    no draws with the initial states, the rate constants or the other trajectory."""
+    def draws(stream: int, shape: tuple[int, int]) -> np.ndarray:
+        return SIGMA * np.random.default_rng([SMALL.seed, stream]).standard_normal(shape)
+
+    for traj, stream in ((process_noisy.observed.trajectory, simulate_module._STREAM_PROCESS_NOISE),
+                         (process_noisy.heldout, simulate_module._STREAM_HELDOUT_PROCESS_NOISE)):
+        increments, away = euler_increments(traj)
+        np.testing.assert_allclose(increments[away], draws(stream, increments.shape)[away], rtol=0, atol=1e-12)
+    for noisy, clean, stream in (
+            (measured.observed.trajectory, small.observed.trajectory, simulate_module._STREAM_MEASUREMENT_NOISE),
+            (measured.heldout, small.heldout, simulate_module._STREAM_HELDOUT_MEASUREMENT_NOISE)):
+        away = clean.concentrations > 6 * SIGMA
+        np.testing.assert_allclose((noisy.concentrations - clean.concentrations)[away],
+                                   draws(stream, clean.concentrations.shape)[away], rtol=0, atol=1e-12)
+    streams = [getattr(simulate_module, name) for name in dir(simulate_module) if name.startswith("_STREAM_")]
+    assert len(set(streams)) == len(streams) == 7
 
 
 def test_process_noise_increments_have_the_configured_std(process_noisy, small):
