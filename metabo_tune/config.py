@@ -51,20 +51,30 @@ class SimulationConfig(_Section):
     baseline_concentration: float = 5.0
     circadian_amplitude: float = 0.0
     circadian_period: float = Field(1440.0, gt=0)
-    noise_model_level: float = 0.0
+    noise_model_level: float = Field(
+        0.0, ge=0, allow_inf_nan=False, description="Process noise σ_p: after every Euler step and its clamp, "
+                                                     "c ← max(c + N(0, σ_p²), 0).")
     external_input_type: Literal["none"] = "none"
     n_runs: int = Field(1, ge=1, le=1)
     data_dir: str | None = Field(
         None, description="Directory of .npy files to train on instead of simulating (README: 'Your own data')."
     )
+    derivative_window: int = Field(
+        7, ge=3, description="With data_dir and no derivatives.npy: frames of the Savitzky–Golay fit that "
+                             "estimates dc/dt (odd; wider smooths more noise and more of the dynamics).")
+    derivative_polyorder: int = Field(3, ge=1, description="Degree of that fit's local polynomial (< the window).")
 
     @model_validator(mode="after")
     def _consistent(self) -> SimulationConfig:
         _require_value(self, "flux_limit", False, "flux limiting is not implemented")
         _require_value(self, "use_mass_action", True, "only mass-action rate laws are simulated")
         _require_value(self, "circadian_amplitude", 0.0, "circadian forcing is not implemented")
-        _require_value(self, "noise_model_level", 0.0, "process noise is not implemented")
         _require_value(self, "homeostatic_strength", 0.0, "homeostasis is set per type by the *_per_type lists")
+        if self.derivative_window % 2 == 0:
+            raise ValueError(f"derivative_window must be odd, got {self.derivative_window}")
+        if self.derivative_polyorder >= self.derivative_window:
+            raise ValueError(f"derivative_polyorder must be < derivative_window ({self.derivative_window}), "
+                             f"got {self.derivative_polyorder}")
         if self.concentration_min >= self.concentration_max:
             raise ValueError("concentration_min must be < concentration_max")
         if self.log_k_min >= self.log_k_max:
@@ -129,7 +139,10 @@ class TrainingConfig(_Section):
     coeff_S_L1: float = Field(0.0, ge=0)
     coeff_S_integer: float = Field(0.0, ge=0)
     coeff_mass_conservation: float = Field(0.0, ge=0)
-    measurement_noise_level: float = Field(0.0, ge=0)
+    measurement_noise_level: float = Field(
+        0.0, ge=0, allow_inf_nan=False, description="Measurement noise σ_m (concentration units): every observed c "
+                                                     "gets N(0, σ_m²), clamped at 0; dc/dt becomes forward "
+                                                     "differences (simulate.add_measurement_noise).")
     # Our additions; each is documented in the README's config table.
     lr_schedule: Literal["constant", "cosine"] = "constant"
     coeff_conservation: float = Field(0.0, ge=0)
@@ -173,7 +186,6 @@ class TrainingConfig(_Section):
         _require_value(self, "freeze_stoichiometry", True, "S is given and frozen; learning S is not supported")
         for key in ("learning_rate_S_start", "coeff_S_L1", "coeff_S_integer", "coeff_mass_conservation"):
             _require_value(self, key, 0.0, "S is frozen, so S terms must stay 0")
-        _require_value(self, "measurement_noise_level", 0.0, "measurement noise is not implemented")
         if self.log_k_init_min >= self.log_k_init_max:
             raise ValueError("log_k_init_min must be < log_k_init_max")
         if self.detach_homeostasis and self.coeff_conservation == 0:

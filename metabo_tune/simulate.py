@@ -7,10 +7,17 @@ the learner's architecture or on the device (the predecessor's k changed with it
 
 A `Dataset` keeps what training may see (`observed`) apart from the hidden parameters (`truth`) and
 the held-out trajectory used only for test metrics.
+
+Noise follows the predecessor's two options (DESIGN.md §8). Process noise (`noise_model_level`) is
+part of the simulation and of its cache key; measurement noise (`training.measurement_noise_level`) is
+added after the noise-free data are loaded, so one cached simulation serves every level. Both draw from
+their own named streams of `simulation.seed` (one for the training trajectory, one for the held-out
+one): the noise-free data do not change, and a training seed never changes the data.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -19,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy.signal import savgol_filter
 
 from metabo_tune.config import SimulationConfig
 
@@ -26,6 +34,10 @@ GENERATOR_VERSION = 1
 _STREAM_LOG_K = 1
 _STREAM_INITIAL_STATE = 2
 _STREAM_HELDOUT_STATE = 3
+_STREAM_PROCESS_NOISE = 4
+_STREAM_HELDOUT_PROCESS_NOISE = 5
+_STREAM_MEASUREMENT_NOISE = 6
+_STREAM_HELDOUT_MEASUREMENT_NOISE = 7
 
 
 class DataError(ValueError):
@@ -193,15 +205,23 @@ def rate_law_rhs(concentrations: np.ndarray, network: Network, log_k: np.ndarray
     return (10.0 ** log_k * products) @ network.stoichiometry.T + homeostasis
 
 
-def integrate(network: Network, truth: Truth, c0: np.ndarray, n_steps: int, delta_t: float) -> Trajectory:
-    """Explicit Euler with a clamp at zero; frame t stores c_t and the exact pre-clamp f(c_t)."""
+def integrate(network: Network, truth: Truth, c0: np.ndarray, n_steps: int, delta_t: float,
+              process_noise: float = 0.0, rng: np.random.Generator | None = None) -> Trajectory:
+    """Explicit Euler with a clamp at zero; frame t stores c_t and the exact pre-clamp f(c_t).
+
+    With process_noise σ_p > 0 (drawn from rng), every step and its clamp are followed by
+    c ← max(c + N(0, σ_p²), 0): frame t then stores that noisy state and the model's f at it."""
     conc = np.empty((n_steps + 1, network.n_metabolites))
     deriv = np.empty_like(conc)
     c = c0.astype(float)
     for t in range(n_steps + 1):
         y = rate_law_rhs(c, network, truth.log_k, truth.homeostasis(c))
         conc[t], deriv[t] = c, y
+        if t == n_steps:
+            break
         c = np.maximum(c + delta_t * y, 0.0)
+        if process_noise > 0:
+            c = np.maximum(c + rng.normal(0.0, process_noise, c.shape), 0.0)
     return Trajectory(conc, deriv, delta_t)
 
 
@@ -210,11 +230,17 @@ def _initial_state(cfg: SimulationConfig, stream: int) -> np.ndarray:
 
 
 def simulate(cfg: SimulationConfig) -> Dataset:
-    """Generate the network, the training trajectory and a held-out one from another initial state."""
+    """Generate the network, the training trajectory and a held-out one from another initial state
+    (each with its own process-noise draws)."""
     network = generate_network(cfg)
     truth = generate_truth(cfg)
-    train = integrate(network, truth, _initial_state(cfg, _STREAM_INITIAL_STATE), cfg.n_frames, cfg.delta_t)
-    heldout = integrate(network, truth, _initial_state(cfg, _STREAM_HELDOUT_STATE), cfg.n_frames, cfg.delta_t)
+
+    def run(state: int, noise: int) -> Trajectory:
+        return integrate(network, truth, _initial_state(cfg, state), cfg.n_frames, cfg.delta_t,
+                         cfg.noise_model_level, _stream(cfg.seed, noise))
+
+    train = run(_STREAM_INITIAL_STATE, _STREAM_PROCESS_NOISE)
+    heldout = run(_STREAM_HELDOUT_STATE, _STREAM_HELDOUT_PROCESS_NOISE)
     return Dataset(Observed(network, train), heldout, truth, analyse_identifiability(network))
 
 
@@ -283,8 +309,11 @@ def cache_dir() -> Path:
     return Path(os.environ.get("METABO_TUNE_CACHE", Path.home() / ".cache" / "metabo_tune"))
 
 
+USER_DATA_KEYS = {"data_dir", "derivative_window", "derivative_polyorder"}  # no effect on a simulation
+
+
 def simulation_key(cfg: SimulationConfig) -> str:
-    payload = cfg.model_dump(mode="json", exclude={"data_dir"})
+    payload = cfg.model_dump(mode="json", exclude=USER_DATA_KEYS)
     payload["_generator_version"] = GENERATOR_VERSION
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -316,10 +345,40 @@ def _dataset_from_arrays(arrays: dict[str, np.ndarray], delta_t: float, source: 
     return Dataset(observed, heldout, truth, analyse_identifiability(network), source)
 
 
-def load_or_simulate(cfg: SimulationConfig, use_cache: bool = True) -> Dataset:
-    """The dataset for a simulation section: user .npy files, the on-disk cache, or a fresh run."""
+def add_measurement_noise(trajectory: Trajectory, level: float, rng: np.random.Generator) -> Trajectory:
+    """The predecessor's measurement noise (trainer.md §1.6): every c gets N(0, level²) and is clamped
+    at 0, and dc/dt at frames 1 … T−2 becomes the forward difference (c[t+1] − c[t]) / dt of the noisy c.
+
+    Frames 0 and T−1 keep the derivative the trajectory had (for simulated data the exact f at the
+    noise-free state), as the predecessor does: at those two frames the noisy c and dc/dt do not match.
+    """
+    conc = np.maximum(trajectory.concentrations + rng.normal(0.0, level, trajectory.concentrations.shape), 0.0)
+    deriv = trajectory.derivatives.copy()
+    deriv[1:-1] = (conc[2:] - conc[1:-1]) / trajectory.delta_t
+    return Trajectory(conc, deriv, trajectory.delta_t)
+
+
+def with_measurement_noise(dataset: Dataset, level: float, seed: int) -> Dataset:
+    """The dataset as measured with noise `level`: the training and the held-out trajectory each get
+    their own draws; the network, the truth and the identifiability stay as they are."""
+    if level == 0:
+        return dataset
+    train = add_measurement_noise(dataset.observed.trajectory, level, _stream(seed, _STREAM_MEASUREMENT_NOISE))
+    heldout = (add_measurement_noise(dataset.heldout, level, _stream(seed, _STREAM_HELDOUT_MEASUREMENT_NOISE))
+               if dataset.heldout is not None else None)
+    return dataclasses.replace(dataset, observed=Observed(dataset.observed.network, train), heldout=heldout,
+                               source=f"{dataset.source} + measurement noise {level:g}")
+
+
+def load_or_simulate(cfg: SimulationConfig, use_cache: bool = True, measurement_noise_level: float = 0.0) -> Dataset:
+    """The dataset for a simulation section: user .npy files, the on-disk cache, or a fresh run, then
+    measurement noise of `measurement_noise_level` (the training section's key) seeded by cfg.seed."""
+    return with_measurement_noise(_load_or_simulate(cfg, use_cache), measurement_noise_level, cfg.seed)
+
+
+def _load_or_simulate(cfg: SimulationConfig, use_cache: bool) -> Dataset:
     if cfg.data_dir is not None:
-        return load_npy_dataset(cfg.data_dir, cfg.delta_t)
+        return load_npy_dataset(cfg.data_dir, cfg.delta_t, cfg.derivative_window, cfg.derivative_polyorder)
     path = cache_dir() / f"simulation-{simulation_key(cfg)}.npz"
     if use_cache and path.is_file():
         with np.load(path) as stored:
@@ -341,11 +400,11 @@ def load_or_simulate(cfg: SimulationConfig, use_cache: bool = True) -> Dataset:
 
 NPY_FORMAT = {
     "concentrations.npy": "float [frames, metabolites]: c(t), one row per saved frame",
-    "derivatives.npy": "float [frames, metabolites]: dc/dt at the same frames",
+    "derivatives.npy": "optional, float [frames, metabolites]: dc/dt at the same frames (estimated from c if absent)",
     "stoichiometry.npy": "float [metabolites, reactions]: signed net change S",
     "substrate_orders.npy": "int [metabolites, reactions]: |s| of each substrate in the rate law, 0 if not one",
     "heldout_concentrations.npy": "optional, float [frames, metabolites]: a trajectory kept for test metrics",
-    "heldout_derivatives.npy": "optional, float [frames, metabolites]: its dc/dt",
+    "heldout_derivatives.npy": "optional, float [frames, metabolites]: its dc/dt (estimated from c if absent)",
     "truth_log_k.npy": "optional (truth), float [reactions]: log10 rate constants",
     "truth_types.npy": "optional (truth), int [metabolites]: type index per metabolite",
     "truth_lambda.npy": "optional (truth), float [types]: homeostasis rate per type",
@@ -354,8 +413,20 @@ NPY_FORMAT = {
 _TRUTH_FILES = ("truth_log_k.npy", "truth_types.npy", "truth_lambda.npy", "truth_baseline.npy")
 
 
-def load_npy_dataset(directory: str | Path, delta_t: float) -> Dataset:
-    """Load user data in the NPY_FORMAT layout; errors name the file and what is wrong with it."""
+def estimate_derivatives(concentrations: np.ndarray, delta_t: float, window: int, polyorder: int) -> np.ndarray:
+    """dc/dt from sampled c: the first derivative of a Savitzky–Golay fit (a local polynomial of degree
+    polyorder over `window` frames, fitted to the first and last window at the ends).
+
+    Local polynomials, not differences: a least-squares fit averages measurement noise over the window
+    while following the curvature a finite difference would blur into a lag, and it needs no smoothing
+    parameter beyond the window."""
+    return savgol_filter(concentrations, window, polyorder, deriv=1, delta=delta_t, axis=0)
+
+
+def load_npy_dataset(directory: str | Path, delta_t: float, derivative_window: int = 7,
+                     derivative_polyorder: int = 3) -> Dataset:
+    """Load user data in the NPY_FORMAT layout; errors name the file and what is wrong with it.
+    Missing derivative files are estimated from the concentrations (estimate_derivatives)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise DataError(f"{directory}: data directory does not exist")
@@ -380,16 +451,24 @@ def load_npy_dataset(directory: str | Path, delta_t: float) -> Dataset:
             raise DataError(f"{path}: {int(bad.sum())} non-finite values (first at index {first})")
         return arr
 
+    def derivatives(name: str, conc: np.ndarray, conc_name: str) -> np.ndarray:
+        deriv = read(name, 2, required=False)
+        if deriv is None:
+            if conc.shape[0] < derivative_window:
+                raise DataError(f"{directory / name}: missing, and estimating it needs at least "
+                                f"simulation.derivative_window = {derivative_window} frames, got {conc.shape[0]}")
+            return estimate_derivatives(conc.astype(float), delta_t, derivative_window, derivative_polyorder)
+        if deriv.shape != conc.shape:
+            raise DataError(f"{directory / name}: shape {deriv.shape} differs from {conc_name} {conc.shape}")
+        return deriv
+
     conc = read("concentrations.npy", 2)
-    deriv = read("derivatives.npy", 2)
     stoich = read("stoichiometry.npy", 2).astype(float)
     orders = read("substrate_orders.npy", 2)
     n_frames, n_met = conc.shape
-    if deriv.shape != conc.shape:
-        raise DataError(f"{directory / 'derivatives.npy'}: shape {deriv.shape} differs from "
-                        f"concentrations {conc.shape}")
     if n_frames < 3:
         raise DataError(f"{directory / 'concentrations.npy'}: needs at least 3 frames, got {n_frames}")
+    deriv = derivatives("derivatives.npy", conc, "concentrations.npy")
     if stoich.shape[0] != n_met:
         raise DataError(f"{directory / 'stoichiometry.npy'}: has {stoich.shape[0]} rows, expected {n_met} "
                         "(one per metabolite column of concentrations.npy)")
@@ -405,9 +484,10 @@ def load_npy_dataset(directory: str | Path, delta_t: float) -> Dataset:
     heldout = None
     h_conc = read("heldout_concentrations.npy", 2, required=False)
     if h_conc is not None:
-        h_deriv = read("heldout_derivatives.npy", 2)
-        if h_conc.shape[1] != n_met or h_deriv.shape != h_conc.shape:
-            raise DataError(f"{directory}: held-out arrays must be [frames, {n_met}] and of equal shape")
+        if h_conc.shape[1] != n_met:
+            raise DataError(f"{directory / 'heldout_concentrations.npy'}: must be [frames, {n_met}], "
+                            f"got shape {h_conc.shape}")
+        h_deriv = derivatives("heldout_derivatives.npy", h_conc, "heldout_concentrations.npy")
         heldout = Trajectory(h_conc.astype(float), h_deriv.astype(float), delta_t)
     present = [name for name in _TRUTH_FILES if (directory / name).is_file()]
     truth = None

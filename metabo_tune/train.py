@@ -522,7 +522,7 @@ def run_trial(cfg: Config, out_dir: str | Path, *, dataset: Dataset | None = Non
 
     out_dir = Path(out_dir)
     if dataset is None:
-        dataset = load_or_simulate(cfg.simulation)
+        dataset = load_or_simulate(cfg.simulation, measurement_noise_level=cfg.training.measurement_noise_level)
     write_trial_inputs(out_dir, cfg, dataset)
 
     def progress(trainer: Trainer) -> dict[str, float]:

@@ -36,7 +36,7 @@ def run_search_trial(config: dict[str, Any], space: SearchSpace, trials_dir: str
     cfg.training.n_threads = max(1, int(resources.get("CPU", 1)))
     torch.set_num_threads(cfg.training.n_threads)
     device = "cuda" if ray.get_gpu_ids() else "cpu"  # Ray's assignment, not torch.cuda.is_available()
-    dataset = load_or_simulate(cfg.simulation)
+    dataset = load_or_simulate(cfg.simulation, measurement_noise_level=cfg.training.measurement_noise_level)
     trainer = Trainer(cfg, dataset.observed, device=device)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:

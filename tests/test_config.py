@@ -215,13 +215,34 @@ def test_out_of_domain_value_names_the_key(raw, key):
         ({"simulation": {"use_mass_action": False}}, "use_mass_action", "mass-action"),
         ({"training": {"freeze_stoichiometry": False}}, "freeze_stoichiometry", "frozen"),
         ({"training": {"coeff_S_L1": 0.1}}, "coeff_S_L1", "S is frozen"),
-        ({"training": {"measurement_noise_level": 0.01}}, "measurement_noise_level", "not implemented"),
     ],
 )
 def test_unsupported_fixed_value_says_why(raw, key, why):
     message = dict_error(raw)
     assert key in message
     assert why in message
+
+
+def test_noise_levels_are_accepted():
+    cfg = config_from_dict({"simulation": {"noise_model_level": 0.02}, "training": {"measurement_noise_level": 0.01}})
+    assert cfg.simulation.noise_model_level == 0.02
+    assert cfg.training.measurement_noise_level == 0.01
+
+
+@pytest.mark.parametrize("section_key", ["simulation.noise_model_level", "training.measurement_noise_level"])
+@pytest.mark.parametrize("bad", [-0.01, float("nan"), float("inf")])
+def test_bad_noise_level_names_the_key(section_key, bad):
+    section, key = section_key.split(".")
+    assert section_key in dict_error({section: {key: bad}})
+
+
+@pytest.mark.parametrize(("window", "polyorder", "expected"), [
+    (8, 3, "derivative_window must be odd"),
+    (5, 5, "derivative_polyorder must be < derivative_window (5)"),
+    (1, 0, "simulation.derivative_window"),
+])
+def test_bad_derivative_fit_names_the_key(window, polyorder, expected):
+    assert expected in dict_error({"simulation": {"derivative_window": window, "derivative_polyorder": polyorder}})
 
 
 @pytest.mark.parametrize("c_min", [9.0, 10.0])

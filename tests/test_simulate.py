@@ -1,13 +1,18 @@
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
+from scipy.signal import savgol_filter
 
+from metabo_tune import simulate as simulate_module
 from metabo_tune.config import Config, GraphModelConfig, SimulationConfig, TrainingConfig
 from metabo_tune.simulate import (
     DataError,
     Dataset,
     Network,
+    add_measurement_noise,
     analyse_identifiability,
     generate_network,
     generate_truth,
@@ -239,12 +244,20 @@ def test_learner_settings_do_not_change_the_simulation_key():
     assert simulation_key(a.simulation) == simulation_key(b.simulation)
 
 
-def test_data_dir_is_not_part_of_the_simulation_key():
-    assert simulation_key(SMALL) == simulation_key(SMALL.model_copy(update={"data_dir": "/elsewhere"}))
+@pytest.mark.parametrize("change", [{"data_dir": "/elsewhere"}, {"derivative_window": 11, "derivative_polyorder": 4}])
+def test_user_data_keys_are_not_part_of_the_simulation_key(change):
+    assert simulation_key(SMALL) == simulation_key(SMALL.model_copy(update=change))
+
+
+def test_existing_cache_keys_are_unchanged():
+    # Computed by the code before the noise options (commit 61bc0b4): old cache files stay valid.
+    assert simulation_key(SimulationConfig()) == "35cdbd117bf1fb9b"
+    assert simulation_key(SMALL) == "d80ae674d6e59381"
 
 
 @pytest.mark.parametrize(
-    "change", [{"seed": 43}, {"delta_t": 0.05}, {"n_frames": 301}, {"log_k_max": -0.5}, {"cycle_fraction": 0.5}]
+    "change", [{"seed": 43}, {"delta_t": 0.05}, {"n_frames": 301}, {"log_k_max": -0.5}, {"cycle_fraction": 0.5},
+               {"noise_model_level": 0.01}, {"noise_model_level": 0.02}]
 )
 def test_simulation_key_changes_with_any_simulation_value(change):
     changed = SimulationConfig(**{**SMALL.model_dump(), **change})
@@ -281,6 +294,153 @@ def test_types_are_contiguous_blocks(n, n_types, expected):
     types = generate_truth(cfg).types
     assert (np.diff(types) >= 0).all()
     assert np.bincount(types).tolist() == expected
+
+
+# --------------------------------------------------------------------------------------------
+# Noise (DESIGN.md §8: the predecessor's two options)
+
+SIGMA = 0.05
+NOISY = SMALL.model_copy(update={"noise_model_level": SIGMA})
+
+
+def noise_std_within_sampling_error(samples: np.ndarray, sigma: float) -> None:
+    """The sample std of zero-mean Gaussian draws is sigma within 5 of its standard errors."""
+    n = samples.size
+    assert n > 1000
+    assert abs(samples.mean()) < 5 * sigma / np.sqrt(n)
+    assert abs(samples.std() - sigma) < 5 * sigma / np.sqrt(2 * n)
+
+
+@pytest.fixture(scope="module")
+def process_noisy() -> Dataset:
+    return simulate(NOISY)
+
+
+def euler_increments(traj) -> tuple[np.ndarray, np.ndarray]:
+    """What each step added after the clamped Euler update, and where that update stayed well above 0."""
+    stepped = np.maximum(traj.concentrations[:-1] + traj.delta_t * traj.derivatives[:-1], 0.0)
+    away = (stepped > 6 * SIGMA) & (traj.concentrations[1:] > 0)
+    return traj.concentrations[1:] - stepped, away
+
+
+def test_noise_comes_from_its_own_named_streams(process_noisy, measured, small):
+    """Each noise is σ times the standard normals of its own stream of simulation.seed, so it shares
+    no draws with the initial states, the rate constants or the other trajectory."""
+    def draws(stream: int, shape: tuple[int, int]) -> np.ndarray:
+        return SIGMA * np.random.default_rng([SMALL.seed, stream]).standard_normal(shape)
+
+    for traj, stream in ((process_noisy.observed.trajectory, simulate_module._STREAM_PROCESS_NOISE),
+                         (process_noisy.heldout, simulate_module._STREAM_HELDOUT_PROCESS_NOISE)):
+        increments, away = euler_increments(traj)
+        np.testing.assert_allclose(increments[away], draws(stream, increments.shape)[away], rtol=0, atol=1e-12)
+    for noisy, clean, stream in (
+            (measured.observed.trajectory, small.observed.trajectory, simulate_module._STREAM_MEASUREMENT_NOISE),
+            (measured.heldout, small.heldout, simulate_module._STREAM_HELDOUT_MEASUREMENT_NOISE)):
+        away = clean.concentrations > 6 * SIGMA
+        np.testing.assert_allclose((noisy.concentrations - clean.concentrations)[away],
+                                   draws(stream, clean.concentrations.shape)[away], rtol=0, atol=1e-12)
+    streams = [getattr(simulate_module, name) for name in dir(simulate_module) if name.startswith("_STREAM_")]
+    assert len(set(streams)) == len(streams) == 7
+
+
+def test_process_noise_increments_have_the_configured_std(process_noisy, small):
+    for traj in (process_noisy.observed.trajectory, process_noisy.heldout):
+        increments, away = euler_increments(traj)
+        noise_std_within_sampling_error(increments[away], SIGMA)
+        assert traj.concentrations.min() >= 0.0
+    train, _ = euler_increments(process_noisy.observed.trajectory)
+    heldout, _ = euler_increments(process_noisy.heldout)
+    assert abs(np.corrcoef(train.ravel(), heldout.ravel())[0, 1]) < 0.1  # the held-out run has its own draws
+    assert np.array_equal(process_noisy.observed.trajectory.concentrations[0],
+                          small.observed.trajectory.concentrations[0])  # the noise starts after frame 0
+
+
+def test_process_noise_derivatives_are_the_model_at_the_noisy_state(process_noisy):
+    net, truth = process_noisy.observed.network, process_noisy.truth
+    for traj in (process_noisy.observed.trajectory, process_noisy.heldout):
+        c = traj.concentrations
+        assert np.abs(traj.derivatives - rate_law_rhs(c, net, truth.log_k, truth.homeostasis(c))).max() < 1e-12
+
+
+def test_process_noise_is_deterministic_and_differs_per_level(process_noisy, small):
+    again = simulate(NOISY)
+    other = simulate(SMALL.model_copy(update={"noise_model_level": 2 * SIGMA}))
+    pairs = ((again.observed.trajectory, process_noisy.observed.trajectory), (again.heldout, process_noisy.heldout))
+    for a, b in pairs:
+        assert np.array_equal(a.concentrations, b.concentrations)
+        assert np.array_equal(a.derivatives, b.derivatives)
+    assert not np.allclose(other.observed.trajectory.concentrations, process_noisy.observed.trajectory.concentrations)
+    assert not np.allclose(process_noisy.observed.trajectory.concentrations, small.observed.trajectory.concentrations)
+    assert np.array_equal(process_noisy.truth.log_k, small.truth.log_k)
+
+
+@pytest.fixture(scope="module")
+def measured() -> Dataset:
+    return load_or_simulate(SMALL, use_cache=False, measurement_noise_level=SIGMA)
+
+
+def test_measurement_noise_has_the_configured_std(measured, small):
+    for noisy, clean in ((measured.observed.trajectory, small.observed.trajectory), (measured.heldout, small.heldout)):
+        away = clean.concentrations > 6 * SIGMA
+        noise_std_within_sampling_error((noisy.concentrations - clean.concentrations)[away], SIGMA)
+        assert noisy.concentrations.min() >= 0.0
+    train = measured.observed.trajectory.concentrations - small.observed.trajectory.concentrations
+    heldout = measured.heldout.concentrations - small.heldout.concentrations
+    assert abs(np.corrcoef(train.ravel(), heldout.ravel())[0, 1]) < 0.1  # the held-out run has its own draws
+
+
+def test_measurement_noise_clamps_at_zero():
+    traj = simulate(SMALL).observed.trajectory
+    low = dataclasses.replace(traj, concentrations=np.full_like(traj.concentrations, 0.01))
+    noisy = add_measurement_noise(low, SIGMA, np.random.default_rng(0))
+    assert noisy.concentrations.min() == 0.0
+    assert 0.3 < (noisy.concentrations == 0).mean() < 0.5  # P(N(0.01, 0.05²) < 0) = 0.42
+
+
+def test_measurement_noise_derivatives_are_forward_differences_with_exact_end_frames(measured, small):
+    for noisy, clean in ((measured.observed.trajectory, small.observed.trajectory), (measured.heldout, small.heldout)):
+        c = noisy.concentrations
+        assert np.array_equal(noisy.derivatives[1:-1], (c[2:] - c[1:-1]) / 0.1)
+        assert np.array_equal(noisy.derivatives[[0, -1]], clean.derivatives[[0, -1]])
+        assert noisy.delta_t == clean.delta_t
+
+
+def test_measurement_noise_leaves_network_and_truth_alone(measured, small):
+    assert np.array_equal(measured.observed.network.stoichiometry, small.observed.network.stoichiometry)
+    assert np.array_equal(measured.truth.log_k, small.truth.log_k)
+    assert measured.identifiability.combinations == small.identifiability.combinations
+    assert "measurement noise 0.05" in measured.source
+
+
+def test_measurement_noise_is_deterministic_through_the_cache_and_differs_per_level(cache, measured):
+    fresh = load_or_simulate(SMALL, measurement_noise_level=SIGMA)  # simulates and writes the cache
+    cached = load_or_simulate(SMALL, measurement_noise_level=SIGMA)
+    assert cached.source.startswith("cache:")
+    other = load_or_simulate(SMALL, measurement_noise_level=2 * SIGMA)
+    for ds in (fresh, cached):
+        assert np.array_equal(ds.observed.trajectory.concentrations, measured.observed.trajectory.concentrations)
+        assert np.array_equal(ds.observed.trajectory.derivatives, measured.observed.trajectory.derivatives)
+        assert np.array_equal(ds.heldout.concentrations, measured.heldout.concentrations)
+    assert not np.allclose(other.observed.trajectory.concentrations, measured.observed.trajectory.concentrations)
+    assert len(list(cache.iterdir())) == 1  # one noise-free simulation serves every measurement level
+
+
+def test_noise_levels_zero_give_the_noise_free_arrays(cache, small):
+    explicit = SMALL.model_copy(update={"noise_model_level": 0.0})
+    for ds in (simulate(explicit), load_or_simulate(explicit, measurement_noise_level=0.0),
+               load_or_simulate(explicit, measurement_noise_level=0.0)):
+        for a, b in ((ds.observed.trajectory, small.observed.trajectory), (ds.heldout, small.heldout)):
+            assert np.array_equal(a.concentrations, b.concentrations)
+            assert np.array_equal(a.derivatives, b.derivatives)
+
+
+def test_both_noises_together(cache):
+    both = load_or_simulate(NOISY, measurement_noise_level=SIGMA)
+    process_only = simulate(NOISY)
+    noise = both.observed.trajectory.concentrations - process_only.observed.trajectory.concentrations
+    noise_std_within_sampling_error(noise[process_only.observed.trajectory.concentrations > 6 * SIGMA], SIGMA)
+    c = both.observed.trajectory.concentrations
+    assert np.array_equal(both.observed.trajectory.derivatives[1:-1], (c[2:] - c[1:-1]) / 0.1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -428,9 +588,9 @@ def test_load_or_simulate_uses_user_data(cache, npy_dir, small):
 
 
 def test_missing_required_file_is_a_data_error(npy_dir):
-    (npy_dir / "derivatives.npy").unlink()
+    (npy_dir / "stoichiometry.npy").unlink()
     message = one_line_data_error(npy_dir, 0.1)
-    assert str(npy_dir / "derivatives.npy") in message
+    assert str(npy_dir / "stoichiometry.npy") in message
     assert "missing" in message
 
 
@@ -489,9 +649,77 @@ def test_partial_truth_files_are_a_data_error(npy_dir):
     assert "truth_baseline.npy, truth_lambda.npy, truth_types.npy" in message
 
 
-def test_heldout_concentrations_without_derivatives_is_a_data_error(npy_dir):
-    (npy_dir / "heldout_derivatives.npy").unlink()
-    assert str(npy_dir / "heldout_derivatives.npy") in one_line_data_error(npy_dir, 0.1)
+def test_heldout_derivatives_of_another_shape_are_a_data_error(npy_dir, small):
+    np.save(npy_dir / "heldout_derivatives.npy", small.heldout.derivatives[:-1])
+    message = one_line_data_error(npy_dir, 0.1)
+    assert str(npy_dir / "heldout_derivatives.npy") in message
+    assert "(300, 20)" in message and "(301, 20)" in message
+
+
+def test_heldout_of_another_width_is_a_data_error(npy_dir, small):
+    np.save(npy_dir / "heldout_concentrations.npy", small.heldout.concentrations[:, :19])
+    message = one_line_data_error(npy_dir, 0.1)
+    assert str(npy_dir / "heldout_concentrations.npy") in message
+    assert "[frames, 20]" in message
+
+
+# A trajectory smooth on the scale of its frames (dt 0.01), so that its derivative can be estimated.
+SMOOTH = SimulationConfig(n_metabolites=20, n_reactions=30, n_frames=300, delta_t=0.01)
+
+
+@pytest.fixture(scope="module")
+def smooth() -> Dataset:
+    return simulate(SMOOTH)
+
+
+@pytest.fixture
+def smooth_dir_without_derivatives(tmp_path, smooth):
+    directory = tmp_path / "smooth"
+    save_npy_dataset(smooth, directory)
+    (directory / "derivatives.npy").unlink()
+    (directory / "heldout_derivatives.npy").unlink()
+    return directory
+
+
+def test_npy_without_derivatives_estimates_them_close_to_the_truth(smooth_dir_without_derivatives, smooth):
+    loaded = load_npy_dataset(smooth_dir_without_derivatives, 0.01)
+    pairs = ((loaded.observed.trajectory, smooth.observed.trajectory), (loaded.heldout, smooth.heldout))
+    for estimated, exact in pairs:
+        assert np.array_equal(estimated.concentrations, exact.concentrations)
+        error = estimated.derivatives - exact.derivatives
+        assert np.sqrt((error ** 2).mean()) < 0.01 * np.sqrt((exact.derivatives ** 2).mean())
+        assert np.abs(error).max() < 0.01 * np.abs(exact.derivatives).max()
+
+
+def test_derivative_fit_follows_the_config(smooth_dir_without_derivatives):
+    cfg = SimulationConfig(data_dir=str(smooth_dir_without_derivatives), delta_t=0.01, derivative_window=11,
+                           derivative_polyorder=2)
+    loaded = load_or_simulate(cfg)
+    c = loaded.observed.trajectory.concentrations
+    np.testing.assert_allclose(loaded.observed.trajectory.derivatives,
+                               savgol_filter(c, 11, 2, deriv=1, delta=0.01, axis=0), rtol=0, atol=1e-12)
+    default = load_or_simulate(SimulationConfig(data_dir=str(smooth_dir_without_derivatives), delta_t=0.01))
+    assert not np.allclose(default.observed.trajectory.derivatives, loaded.observed.trajectory.derivatives,
+                           rtol=0, atol=1e-9)
+
+
+def test_too_few_frames_for_the_derivative_fit_is_a_data_error(npy_dir, small):
+    (npy_dir / "derivatives.npy").unlink()
+    np.save(npy_dir / "concentrations.npy", small.observed.trajectory.concentrations[:5])
+    message = one_line_data_error(npy_dir, 0.1, 7, 3)
+    assert str(npy_dir / "derivatives.npy") in message
+    assert "derivative_window = 7" in message and "got 5" in message
+
+
+def test_measurement_noise_on_user_data(cache, npy_dir, small):
+    ds = load_or_simulate(SimulationConfig(data_dir=str(npy_dir)), measurement_noise_level=SIGMA)
+    assert ds.source == f"npy:{npy_dir} + measurement noise 0.05"
+    for noisy, clean in ((ds.observed.trajectory, small.observed.trajectory), (ds.heldout, small.heldout)):
+        c = noisy.concentrations
+        noise_std_within_sampling_error((c - clean.concentrations)[clean.concentrations > 6 * SIGMA], SIGMA)
+        assert np.array_equal(noisy.derivatives[1:-1], (c[2:] - c[1:-1]) / 0.1)
+        assert np.array_equal(noisy.derivatives[[0, -1]], clean.derivatives[[0, -1]])
+    assert not cache.exists()
 
 
 def test_too_few_frames_is_a_data_error(npy_dir, small):
