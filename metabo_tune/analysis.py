@@ -10,15 +10,12 @@ Only files are read (no Ray, no torch), so this works on a running experiment an
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import re
 import shutil
 import sys
 import textwrap
-import time
-import warnings
 from collections.abc import Sequence
 from os import PathLike, path
 from pathlib import Path
@@ -35,6 +32,7 @@ from metabo_tune.labels import LABELS, Thresholds
 from metabo_tune.tree import direction
 
 REQUIRED_COLUMNS = ("trial_id", "node_id", "parent_id", "mutation", "seed", "status", "reward")
+TREE_KEYS = ("node_id", "parent_id", "config", "mutation", "strategy", "index", "trials")
 SECTIONS = ("simulation", "graph_model", "training")
 STRING_COLUMNS = ("trial_id", "node_id", "parent_id", "mutation", "trial_dir", "ray_trial_dir")
 CATEGORIES: dict[str, tuple[str, ...]] = {
@@ -47,23 +45,19 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
 # Integer metrics that a missing value would otherwise turn into floats.
 _COUNT_NAME = re.compile(r"(^|_)n_|^(iteration|total_iterations|resumed_from|test_rollout_diverged_at)$")
 _INTEGER_TEXT = re.compile(r"-?\d+")
-_NUMBER_TEXT = re.compile(r"[+-]?\d+(\.\d+)?( ± \d+(\.\d+)?)?")
 KEY_METRICS = ("rate_constants_R2", "avg_slope_ratio", "embedding_cluster_acc", "test_pearson")
 TRIAL_PLOTS = ("rate_constants.png", "mlp_sub.png", "mlp_node.png", "embeddings.png", "loss.png")
 FIGURES = {"reward.png": "reward per trial", "tree.png": "exploration tree", "effects.png": "parameter effects",
            "recovery.png": "rate-constant R² against slope ratio"}
 COLOURS = {"converged": "#2ca02c", "partial-k": "#1f77b4", "partial-homeo": "#ff7f0e", "partial": "#9467bd",
            "failed": "#d62728", "unknown": "#7f7f7f"}
-RETRY_DELAY_S = 0.2
 EXPORT_FORMATS = ("csv", "parquet", "json")
+NOTHING_FINISHED = "No trial has finished yet."
+NO_PAIRS = "No parent–child pair has finished yet."
 
 
 class AnalysisError(Exception):
-    """The experiment cannot be read (missing, not an experiment, no finished trial, unreadable table)."""
-
-
-class AnalysisWarning(UserWarning):
-    """Part of the experiment was skipped (an incomplete or malformed line)."""
+    """The experiment cannot be read (missing, not an experiment, nothing to show, unreadable table)."""
 
 
 # ------------------------------------------------------------------------------------------ loading
@@ -82,21 +76,20 @@ def load(experiment_dir: str | PathLike[str]) -> pd.DataFrame:
         if any(directory.glob("experiment_state-*.json")):  # Ray's: a search that has just started
             raise AnalysisError(f"{experiment_dir}: no trial has finished yet (no trials.csv)")
         raise AnalysisError(f"{experiment_dir}: not an experiment directory (no trials.csv)")
-    header, records, skipped = _read_trials(table)
-    if not records:
-        if skipped:
-            raise AnalysisError(f"{table}: no complete row ({_lines(skipped)} incomplete or malformed)")
-        raise AnalysisError(f"{table}: no trial has finished yet (the table has no rows)")
-    if skipped:
-        warnings.warn(f"{table}: skipped {_lines(skipped)} incomplete or malformed "
-                      f"(line {', '.join(map(str, skipped))})", AnalysisWarning, stacklevel=2)
+    finished = _read_trials(table)
     nodes = _read_tree(directory / "tree.jsonl")
-    rows = [dict(zip(header, record, strict=True)) for record in records]
-    finished = {row["trial_id"] for row in rows}
-    rows += [row for row in _running_rows(nodes) if row["trial_id"] not in finished]
-    raw = pd.DataFrame(rows, columns=list(dict.fromkeys(key for row in rows for key in row)), dtype=object)
-    frame = _typed(raw.where(raw.notna() & raw.ne(""), None), _parameter_types(nodes))
-    frame.insert(0, "trial_number", pd.array(list(range(1, len(records) + 1)) + [None] * (len(rows) - len(records)),
+    done_ids = set(finished["trial_id"])
+    running = [row for row in _running_rows(nodes) if row["trial_id"] not in done_ids]
+    if finished.empty and not running:
+        raise AnalysisError(f"{table}: no trial has finished yet (the table has no rows)")
+    rows = finished.to_dict("records") + running
+    columns = dict.fromkeys([*finished.columns, "classification", *(key for row in running for key in row)])
+    raw = pd.DataFrame(rows, columns=list(columns), dtype=object)
+    try:
+        frame = _typed(raw.where(raw.notna() & raw.ne(""), None), _parameter_types(nodes))
+    except ValueError as exc:
+        raise AnalysisError(f"{table}: not a readable trials table ({exc})") from None
+    frame.insert(0, "trial_number", pd.array(list(range(1, len(finished) + 1)) + [None] * len(running),
                                              dtype="Int64"))
     creation = ({node["node_id"]: node["index"] for node in nodes} if nodes
                 else {node_id: i for i, node_id in enumerate(dict.fromkeys(frame["node_id"]))})
@@ -107,78 +100,30 @@ def load(experiment_dir: str | PathLike[str]) -> pd.DataFrame:
     return frame
 
 
-def _lines(numbers: list[int]) -> str:
-    return f"{len(numbers)} line" + ("" if len(numbers) == 1 else "s")
-
-
-def _read_trials(table: Path) -> tuple[list[str], list[list[str]], list[int]]:
-    """Header, complete records and the numbers of the skipped lines. A read that looks partial (a line
-    cut off, an unreadable header) is tried once more: the search rewrites the file after every trial."""
+def _read_trials(table: Path) -> pd.DataFrame:
+    """trials.csv as text. The reporter replaces the file atomically, so a read never sees half of it."""
     try:
-        parsed = _parse_trials(table)
-        if not parsed[2]:
-            return parsed
-    except AnalysisError:
-        pass
-    time.sleep(RETRY_DELAY_S)
-    return _parse_trials(table)
-
-
-def _parse_trials(table: Path) -> tuple[list[str], list[list[str]], list[int]]:
-    """Line by line, so that one bad line costs only itself (trials.csv has no multi-line values)."""
-    lines = table.read_text(encoding="utf-8", errors="replace").splitlines()
-    if not lines:
-        raise AnalysisError(f"{table}: empty file (no trial has finished yet)")
-    header = _fields(lines[0]) or []
-    missing = [name for name in REQUIRED_COLUMNS if name not in header]
+        raw = pd.read_csv(table, dtype=str, keep_default_na=False, encoding_errors="replace")
+    except pd.errors.EmptyDataError:
+        raise AnalysisError(f"{table}: empty file (no trial has finished yet)") from None
+    except pd.errors.ParserError as exc:
+        raise AnalysisError(f"{table}: not a readable trials table ({str(exc).strip()})") from None
+    missing = [name for name in REQUIRED_COLUMNS if name not in raw.columns]
     if missing:
         raise AnalysisError(f"{table}: not a trials table (the header lacks {', '.join(missing)})")
-    records, skipped = [], []
-    for number, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            continue
-        fields = _fields(line)
-        if fields is not None and len(fields) == len(header) and _complete(dict(zip(header, fields, strict=True))):
-            records.append(fields)
-        else:
-            skipped.append(number)
-    return header, records, skipped
-
-
-def _fields(line: str) -> list[str] | None:
-    try:
-        return next(csv.reader([line], strict=True))
-    except csv.Error:
-        return None
-
-
-def _complete(row: dict[str, str]) -> bool:
-    if not row["trial_id"] or not _INTEGER_TEXT.fullmatch(row["seed"]):
-        return False
-    try:
-        float(row["reward"] or "nan")
-    except ValueError:
-        return False
-    return True
+    return raw
 
 
 def _read_tree(tree_file: Path) -> list[dict[str, Any]]:
-    """The nodes of tree.jsonl; none when the file is missing. Unreadable lines are skipped with a warning."""
+    """The nodes of tree.jsonl (written atomically by the searcher); none when the file is missing."""
     if not tree_file.is_file():
         return []
-    nodes, skipped = [], []
-    for number, line in enumerate(tree_file.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            node = json.loads(line)
-            nodes.append({key: node[key] for key in ("node_id", "parent_id", "config", "mutation", "strategy",
-                                                      "index", "trials")})
-        except (json.JSONDecodeError, KeyError, TypeError):
-            skipped.append(number)
-    if skipped:
-        warnings.warn(f"{tree_file}: skipped {_lines(skipped)} that are not tree nodes "
-                      f"(line {', '.join(map(str, skipped))})", AnalysisWarning, stacklevel=3)
+    try:
+        nodes = [json.loads(line) for line in tree_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AnalysisError(f"{tree_file}: not a tree of nodes ({exc})") from None
+    if not all(isinstance(node, dict) and all(key in node for key in TREE_KEYS) for node in nodes):
+        raise AnalysisError(f"{tree_file}: not a tree of nodes (a line lacks one of {', '.join(TREE_KEYS)})")
     return nodes
 
 
@@ -333,18 +278,13 @@ def counts(df: pd.DataFrame) -> pd.DataFrame:
 def best_so_far(df: pd.DataFrame) -> pd.DataFrame:
     """Per finished trial, in completion order: its reward, the best trial reward so far and the node that
     holds it (the first to reach it), and whether this trial set a new best."""
-    done = df[df["trial_number"].notna()].sort_values("trial_number")
-    best, holder, rows = -math.inf, None, []
-    for trial in done.itertuples(index=False):
-        improved = not pd.isna(trial.reward) and trial.reward > best
-        if improved:
-            best, holder = trial.reward, trial.node_id
-        rows.append({"trial_number": trial.trial_number, "trial_id": trial.trial_id, "node_id": trial.node_id,
-                     "reward": trial.reward, "best_reward": best if holder is not None else math.nan,
-                     "best_node": holder, "improved": improved})
-    table = pd.DataFrame(rows).set_index("trial_number")
-    table["best_node"] = table["best_node"].astype("string")
-    return table
+    done = df[df["trial_number"].notna()].sort_values("trial_number").set_index("trial_number")
+    table = done[["trial_id", "node_id", "reward"]].copy()
+    running_max = table["reward"].fillna(-math.inf).cummax()
+    table["best_reward"] = running_max.replace(-math.inf, math.nan)
+    table["improved"] = table["reward"] > running_max.shift(fill_value=-math.inf)
+    table["best_node"] = table["node_id"].where(table["improved"]).ffill()
+    return table[["trial_id", "node_id", "reward", "best_reward", "best_node", "improved"]]
 
 
 def parameter_effects(df: pd.DataFrame) -> pd.DataFrame:
@@ -354,7 +294,7 @@ def parameter_effects(df: pd.DataFrame) -> pd.DataFrame:
     pair), count, evidence (the children's node ids). Strongest first."""
     table = nodes(df)
     rewarded = table[table["n"] > 0]
-    deltas: dict[tuple[str, str], list[tuple[float, str]]] = {}
+    pairs = []
     for node_id, child in rewarded.iterrows():
         if pd.isna(child["parent_id"]) or child["parent_id"] not in rewarded.index:
             continue
@@ -364,15 +304,11 @@ def parameter_effects(df: pd.DataFrame) -> pd.DataFrame:
             if pd.isna(old) or pd.isna(new) or old == new:
                 continue
             way = ("on" if new else "off") if pd.api.types.is_bool_dtype(df[name]) else direction(old, new)
-            deltas.setdefault((name, way), []).append((child["reward_mean"] - parent["reward_mean"], str(node_id)))
-    rows = []
-    for (name, way), items in deltas.items():
-        values = np.array([delta for delta, _ in items])
-        stderr = values.std(ddof=1) / math.sqrt(len(values)) if len(values) > 1 else math.nan
-        rows.append({"parameter": name, "direction": way, "mean_delta": values.mean(), "stderr": stderr,
-                     "count": len(values), "evidence": ", ".join(node for _, node in items)})
-    columns = ["parameter", "direction", "mean_delta", "stderr", "count", "evidence"]
-    effects = pd.DataFrame(rows, columns=columns)
+            pairs.append((name, way, child["reward_mean"] - parent["reward_mean"], str(node_id)))
+    effects = (pd.DataFrame(pairs, columns=["parameter", "direction", "delta", "node"])
+               .groupby(["parameter", "direction"], sort=False)
+               .agg(mean_delta=("delta", "mean"), stderr=("delta", "sem"), count=("delta", "size"),
+                    evidence=("node", ", ".join)).reset_index())
     effects = effects.assign(_strength=effects["mean_delta"].abs()).sort_values(
         ["_strength", "parameter", "direction"], ascending=[False, True, True]).drop(columns="_strength")
     return effects.reset_index(drop=True).astype({"count": "int64"})
@@ -390,7 +326,7 @@ def summary(df: pd.DataFrame) -> pd.Series:
         "best classification": board["classification"].iloc[0] if len(board) else None,
         "trials until the first converged": converged.min() if len(converged) else None,
     }
-    by_class = counts(df).loc["classification", "trials"]
+    by_class = done["classification"].value_counts()
     values |= {f"classification: {label}": int(by_class.get(label, 0)) for label in LABELS}
     return pd.Series(values, dtype=object)
 
@@ -438,8 +374,8 @@ def _with_spread(frame: pd.DataFrame, mean: str, spread: str, label: str, positi
     text = [f"{m:{sign}.3f}" + ("" if pd.isna(s) else f" ± {s:.3f}")
             for m, s in zip(frame[mean], frame[spread], strict=True)]
     shown = frame.drop(columns=[mean, spread])
-    shown.insert(position, label, text)
-    return _display(shown)
+    shown.insert(position, label, pd.Series(text, index=frame.index, dtype=object))
+    return shown
 
 
 def _board_display(board: pd.DataFrame) -> pd.DataFrame:
@@ -450,38 +386,30 @@ def _effects_display(effects: pd.DataFrame) -> pd.DataFrame:
     return _with_spread(effects, "mean_delta", "stderr", "Δreward", 2, sign="+")
 
 
-def _numeric(cells: pd.Series) -> bool:
-    return bool(cells[cells != ""].str.fullmatch(_NUMBER_TEXT).all())
-
-
-def _aligned(cells: pd.DataFrame) -> pd.DataFrame:
-    """Text columns padded on the right, so that `to_string` shows them left-aligned (numbers stay right)."""
-    padded = cells.copy()
-    for column in padded.columns:
-        if not _numeric(padded[column]):
-            width = max(padded[column].str.len().max(), len(str(column)))
-            padded[column] = padded[column].str.ljust(width)
-    return padded
+def _table(frame: pd.DataFrame, tablefmt: str) -> str:
+    """The frame with its index (when named) as a tabulate table: numbers right-aligned, text left-aligned."""
+    flat = frame.reset_index() if any(name is not None for name in frame.index.names) else frame
+    cells = _display(flat)
+    if tablefmt == "pipe":
+        cells = cells.map(lambda cell: cell.replace("|", "\\|"))
+    align = ["right" if pd.api.types.is_numeric_dtype(flat[column]) else "left" for column in flat.columns]
+    return cells.to_markdown(index=False, tablefmt=tablefmt, disable_numparse=True, colalign=align)
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
     """A GitHub markdown table of the frame with its index (numbers right-aligned)."""
-    flat = frame.reset_index() if any(name is not None for name in frame.index.names) else frame
-    cells = _display(flat)
-    lines = ["| " + " | ".join(map(str, flat.columns)) + " |",
-             "|" + "|".join("---:" if _numeric(cells[column]) else "---" for column in cells.columns) + "|"]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |"
-              for row in cells.itertuples(index=False)]
-    return "\n".join(lines)
+    return _table(frame, "pipe")
 
 
 def _headline(df: pd.DataFrame, name: str) -> str:
     facts = summary(df)
     first = facts["trials until the first converged"]
-    return (f"{name}: {facts['finished trials']} finished trials, {facts['running trials']} running, "
-            f"{facts['nodes']} nodes; best node {facts['best node']} with reward "
-            f"{facts['best reward (replicate mean)']:.3f} ({facts['best classification']}); first converged trial: "
-            + ("none" if first is None else f"#{first}"))
+    counted = (f"{name}: {facts['finished trials']} finished trials, {facts['running trials']} running, "
+               f"{facts['nodes']} nodes; ")
+    if facts["best node"] is None:
+        return counted + "no trial has finished yet"
+    return (counted + f"best node {facts['best node']} with reward {facts['best reward (replicate mean)']:.3f} "
+            f"({facts['best classification']}); first converged trial: " + ("none" if first is None else f"#{first}"))
 
 
 # ------------------------------------------------------------------------------------------ figures
@@ -619,7 +547,7 @@ def effects_figure(effects: pd.DataFrame, target: Path, title: str = "") -> Path
     ax = figure.add_subplot()
     ax.set_title(f"{title}: parameter effects, Δreward child − parent (± stderr)".lstrip(": "))
     if effects.empty:
-        ax.text(0.5, 0.5, "no parent–child pair has finished yet", ha="center", va="center", transform=ax.transAxes)
+        ax.text(0.5, 0.5, NO_PAIRS, ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
         return _save(figure, target)
     positions = np.arange(len(effects))
@@ -646,8 +574,8 @@ def recovery_figure(df: pd.DataFrame, target: Path, title: str = "") -> Path:
     figure = Figure(figsize=(8, 5.8), layout="constrained")
     ax = figure.add_subplot()
     done = _finished(df)
-    usable = done[(done.get("avg_slope_ratio", pd.Series(dtype=float)) > 0)
-                  & done.get("rate_constants_R2", pd.Series(dtype=float)).notna()]
+    points = done.reindex(columns=["classification", "avg_slope_ratio", "rate_constants_R2"])  # an error has none
+    usable = points[(points["avg_slope_ratio"] > 0) & points["rate_constants_R2"].notna()]
     ratio_max = max(th.slope_ratio_max * 2, float(usable["avg_slope_ratio"].max()) * 1.5) if len(usable) else 4.0
     ratio_min = min(th.slope_ratio_min / 2, float(usable["avg_slope_ratio"].min()) / 1.5) if len(usable) else 0.25
     r2_min = min(0.0, float(usable["rate_constants_R2"].min()) - 0.05) if len(usable) else 0.0
@@ -697,20 +625,24 @@ def write_report(df: pd.DataFrame, report_dir: str | PathLike[str], name: str = 
     recovery_figure(df, out / "recovery.png", name)
     lines = [f"# Experiment {name}".rstrip(), "", _headline(df, name), "",
              "## Leaderboard", "", "Nodes by reward (mean ± sd over replicates, n = replicates), best first.", "",
-             markdown_table(_board_display(board).set_index("node_id")), "",
-             "## Trials by classification and diagnosis", "", markdown_table(counts(df)), "",
+             _markdown_or(_board_display(board).set_index("node_id"), NOTHING_FINISHED), "",
+             "## Trials by classification and diagnosis", "", _markdown_or(counts(df), NOTHING_FINISHED), "",
              "## Best so far", "", f"![{FIGURES['reward.png']}](reward.png)", "",
              "Trials that set a new best reward:", "",
-             markdown_table(best[best["improved"]].drop(columns="improved")), "",
-             "## Parameter effects", "", f"![{FIGURES['effects.png']}](effects.png)", ""]
-    lines += [markdown_table(_effects_display(effects).set_index("parameter")) if len(effects)
-              else "No parent–child pair has finished yet.", ""]
-    lines += ["## Recovery", "", f"![{FIGURES['recovery.png']}](recovery.png)", "",
-              "## Exploration tree", "", f"![{FIGURES['tree.png']}](tree.png)", ""]
-    lines += _best_node_section(df, str(board["node_id"].iloc[0]), out)
+             _markdown_or(best[best["improved"]].drop(columns="improved"), NOTHING_FINISHED), "",
+             "## Parameter effects", "", f"![{FIGURES['effects.png']}](effects.png)", "",
+             _markdown_or(_effects_display(effects).set_index("parameter"), NO_PAIRS), "",
+             "## Recovery", "", f"![{FIGURES['recovery.png']}](recovery.png)", "",
+             "## Exploration tree", "", f"![{FIGURES['tree.png']}](tree.png)", ""]
+    if len(board):
+        lines += _best_node_section(df, str(board["node_id"].iloc[0]), out)
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return report
+
+
+def _markdown_or(frame: pd.DataFrame, empty: str) -> str:
+    return markdown_table(frame) if len(frame) else empty
 
 
 def _best_node_section(df: pd.DataFrame, node_id: str, out: Path) -> list[str]:
@@ -758,8 +690,8 @@ def export(df: pd.DataFrame, target: str | PathLike[str], fmt: str) -> Path:
 # ------------------------------------------------------------------------------------------ command
 
 
-def _print_table(title: str, cells: pd.DataFrame) -> None:
-    print(f"\n{title}\n{_aligned(cells).to_string()}")
+def _print_table(title: str, frame: pd.DataFrame, empty: str = NOTHING_FINISHED) -> None:
+    print(f"\n{title}\n" + (_table(frame, "simple") if len(frame) else empty))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -772,21 +704,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.format == "parquet":
             _require_pyarrow()  # before the report is written, not after
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", AnalysisWarning)
-            df = load(args.experiment)
-        for warning in caught:
-            print(f"warning: {warning.message}", file=sys.stderr)
+        df = load(args.experiment)
         name = Path(args.experiment).resolve().name
         out = Path(args.out) if args.out else Path(args.experiment) / "report"
         print(_headline(df, name))
         _print_table("Leaderboard (reward: mean ± sd over n replicates)", _board_display(leaderboard(df)))
-        _print_table("Finished trials by classification and diagnosis", _display(counts(df)))
+        _print_table("Finished trials by classification and diagnosis", counts(df))
         best = best_so_far(df)
-        _print_table("Trials that set a new best reward", _display(best[best["improved"]].drop(columns="improved")))
-        effects = parameter_effects(df)
+        _print_table("Trials that set a new best reward", best[best["improved"]].drop(columns="improved"))
         _print_table("Parameter effects (Δreward child − parent ± stderr)",
-                     _effects_display(effects).set_index("parameter"))
+                     _effects_display(parameter_effects(df)).set_index("parameter"), NO_PAIRS)
         report = write_report(df, out, name)
         written = [report.name, *FIGURES] + (["best_node/"] if (out / "best_node").is_dir() else [])
         if args.format:

@@ -15,9 +15,11 @@ import shutil
 import struct
 import subprocess
 import sys
-import warnings
+import tempfile
+import time
 import zlib
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -25,7 +27,6 @@ import pytest
 from metabo_tune import analysis
 from metabo_tune.analysis import (
     AnalysisError,
-    AnalysisWarning,
     best_so_far,
     compare,
     counts,
@@ -73,16 +74,19 @@ def tiny_png() -> bytes:
 def metrics_of(reward: float, status: str) -> dict:
     if status == "diverged":  # a trial that stopped early has its reward inputs only
         return {"rate_constants_R2": math.nan, "avg_slope_ratio": math.nan}
+    if status == "error":  # the reporter's row of a trial that raised: no metrics at all
+        return {}
     return {"rate_constants_R2": 0.5 + reward / 2, "avg_slope_ratio": 0.25 + 2 * reward,
             "embedding_cluster_acc": 1.0, "test_pearson": 0.97, "MLP_node_slope_ratio_0": 2 * reward,
             "MLP_node_slope_ratio_1": 0.3, "n_outliers": 3, "embedding_n_clusters": 2}
 
 
-def make_experiment(directory: Path) -> Path:
+def make_experiment(directory: Path, nodes: dict = NODES, trials: list = TRIALS, running: list = RUNNING) -> Path:
     """trials.csv as reporter.TrialTable writes it, tree.jsonl as TreeSearcher writes it, trial dirs."""
+    directory.mkdir(parents=True)
     rows = []
-    for trial_id, node_id, seed, status, label, diagnosis, reward in TRIALS:
-        parent, mutation, strategy, changes = NODES[node_id]
+    for trial_id, node_id, seed, status, label, diagnosis, reward in trials:
+        parent, mutation, strategy, changes = nodes[node_id]
         replicate = trial_id != node_id
         metrics = metrics_of(reward, status)
         trial_dir = Path("trials") / f"node_{node_id}_seed_{seed}"
@@ -95,19 +99,21 @@ def make_experiment(directory: Path) -> Path:
             "experiment_tag": f"1_node_id={node_id},seed={seed}",  # quoted in the file: it has commas
             **BASE, **changes, "trial_dir": str(trial_dir), "ray_trial_dir": f"trial_{node_id}_{trial_id}"})
         (directory / trial_dir).mkdir(parents=True)
-        (directory / trial_dir / "analysis.log").write_text(f"rate_constants_R2: {metrics['rate_constants_R2']}\n")
+        (directory / trial_dir / "analysis.log").write_text(f"rate_constants_R2: {metrics.get('rate_constants_R2')}\n")
         (directory / trial_dir / "metrics.json").write_text(json.dumps(metrics))
         for plot in analysis.TRIAL_PLOTS:
             (directory / trial_dir / plot).write_bytes(tiny_png())
-    pd.DataFrame(rows).to_csv(directory / "trials.csv", index=False)
+    header = None if rows else ["trial_id", "node_id", "parent_id", "strategy", "mutation", "seed", "status",
+                                "classification", "reward"]
+    pd.DataFrame(rows, columns=header).to_csv(directory / "trials.csv", index=False)
     finished = {(node_id, trial_id): (seed, status, reward, metrics_of(reward, status) | {"classification": label})
-                for trial_id, node_id, seed, status, label, _, reward in TRIALS}
+                for trial_id, node_id, seed, status, label, _, reward in trials}
     with (directory / "tree.jsonl").open("w") as tree:
-        for index, (node_id, (parent, mutation, strategy, changes)) in enumerate(NODES.items()):
+        for index, (node_id, (parent, mutation, strategy, changes)) in enumerate(nodes.items()):
             trials = [{"trial_id": t, "seed": s, "status": st, "reward": r, "metrics": m}
                       for (n, t), (s, st, r, m) in finished.items() if n == node_id]
             trials += [{"trial_id": t, "seed": s, "status": "running", "reward": None, "metrics": {}}
-                       for t, n, s in RUNNING if n == node_id]
+                       for t, n, s in running if n == node_id]
             tree.write(json.dumps({"node_id": node_id, "parent_id": parent, "config": BASE | changes,
                                    "mutation": mutation, "strategy": strategy, "index": index, "trials": trials})
                        + "\n")
@@ -126,6 +132,22 @@ def df(experiment: Path) -> pd.DataFrame:
 
 def by_trial(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.set_index("trial_id")
+
+
+def report_section(report: str, heading: str) -> str:
+    """The text of report.md under `## heading`, up to the next section."""
+    return report.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def markdown_rows(report: str, heading: str) -> list[list[str]]:
+    """The body rows of the markdown table under `## heading`, each a list of stripped cells."""
+    lines = [line for line in report_section(report, heading).splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in line.strip("|").split(" | ")] for line in lines[2:]]
+
+
+def printed_section(out: str, title: str) -> list[str]:
+    """The lines the command printed under a table title, up to the next blank line."""
+    return out.split(f"\n{title}", 1)[1].split("\n\n", 1)[0].splitlines()[1:]
 
 
 # ------------------------------------------------------------------------------------------ load
@@ -275,7 +297,10 @@ def test_tree_layout_puts_parents_between_their_children(df):
 def test_markdown_table():
     frame = pd.DataFrame({"node": ["a|b", "c"], "reward": [0.5, math.nan]}, index=pd.Index([1, 2], name="rank"))
     assert analysis.markdown_table(frame).splitlines() == [
-        "| rank | node | reward |", "|---:|---|---:|", "| 1 | a\\|b | 0.500 |", "| 2 | c |  |"]
+        "|   rank | node   |   reward |",
+        "|-------:|:-------|---------:|",
+        "|      1 | a\\|b   |    0.500 |",
+        "|      2 | c      |          |"]
 
 
 # ------------------------------------------------------------------------------------------ command
@@ -297,7 +322,7 @@ def test_command_prints_the_tables_and_writes_the_report(experiment, capsys):
         assert (report / "best_node" / plot).read_bytes() == tiny_png()
         assert f"](best_node/{plot})" in text
     assert f"## Best node {C}" in text and f"](../trials/node_{C}_seed_77)" in text
-    assert f"| {C} | 0.800 | 1 | converged |" in text
+    assert markdown_rows(text, "Leaderboard")[0][:4] == [C, "0.800", "1", "converged"]
     assert pd.read_parquet(report / "trials.parquet").shape == load(experiment).shape
 
 
@@ -341,6 +366,130 @@ def test_parquet_without_pyarrow_is_a_clear_error(experiment, monkeypatch, capsy
     assert not (experiment / "report").exists()
 
 
+# ------------------------------------------------------------------------------------------ young experiments
+
+ROOTS = {A: NODES[A], B: NODES[B]}
+EFFECTS_TITLE = "Parameter effects (Δreward child − parent ± stderr)"
+BOARD_TITLE = "Leaderboard (reward: mean ± sd over n replicates)"
+
+
+def analyse(experiment: Path, capsys) -> SimpleNamespace:
+    """Every view, the command (printed tables, report.md, figures) and the export of one experiment."""
+    df = load(experiment)
+    seen = SimpleNamespace(df=df, board=leaderboard(df), counts=counts(df), best=best_so_far(df),
+                           effects=parameter_effects(df), compare=compare(df, df),
+                           layout=analysis.tree_layout(analysis.nodes(df)))
+    assert analysis.main([str(experiment), "--format", "json"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    report = experiment / "report"
+    for figure in analysis.FIGURES:
+        assert (report / figure).stat().st_size > 5000, figure
+    pd.testing.assert_frame_equal(pd.read_json(report / "trials.json", orient="table"), df)
+    seen.out, seen.report = captured.out, (report / "report.md").read_text()
+    return seen
+
+
+def test_no_child_node_yet(tmp_path, capsys):
+    """A search's whole first block: initial nodes only, so there is no parameter effect yet."""
+    seen = analyse(make_experiment(tmp_path / "exp", ROOTS, TRIALS[:2], []), capsys)
+    assert seen.effects.empty
+    assert list(seen.effects.columns) == ["parameter", "direction", "mean_delta", "stderr", "count", "evidence"]
+    assert printed_section(seen.out, EFFECTS_TITLE) == ["No parent–child pair has finished yet."]
+    assert report_section(seen.report, "Parameter effects").strip().endswith("No parent–child pair has finished yet.")
+    assert [row[0] for row in markdown_rows(seen.report, "Leaderboard")] == [A, B]
+    assert seen.layout == {A: (0, 0), B: (0, 1)}
+
+
+def test_no_trial_of_a_classification_yet(tmp_path, capsys):
+    """Every trial so far raised: all failed, no metric column at all, nothing converged or partial."""
+    errors = [(A, A, 77, "error", "failed", "unknown", 0.0), (B, B, 77, "error", "failed", "unknown", 0.0)]
+    seen = analyse(make_experiment(tmp_path / "exp", ROOTS, errors, []), capsys)
+    assert not {"rate_constants_R2", "avg_slope_ratio"} & set(seen.df.columns)
+    assert seen.counts["trials"].to_dict() == {("classification", "failed"): 2, ("diagnosis", "unknown"): 2}
+    assert markdown_rows(seen.report, "Trials by classification and diagnosis") == [
+        ["classification", "failed", "2", "1.000"], ["diagnosis", "unknown", "2", "1.000"]]
+    assert seen.compare.loc["classification: failed"].tolist() == [2, 2]
+    assert "classification: converged" not in seen.compare.index
+    assert list(seen.board.columns) == ["node_id", "reward_mean", "reward_sd", "n", "classification", "mutation",
+                                        "parent_id"]
+    assert seen.out.splitlines()[0].endswith(f"best node {A} with reward 0.000 (failed); first converged trial: none")
+
+
+def test_a_running_trial_without_metrics(tmp_path, capsys):
+    seen = analyse(make_experiment(tmp_path / "exp", ROOTS, TRIALS[:1], [(B, B, 77)]), capsys)
+    running = by_trial(seen.df).loc[B]
+    assert running["status"] == "running" and pd.isna(running["trial_number"])
+    assert math.isnan(running["reward"]) and math.isnan(running["rate_constants_R2"])
+    assert list(seen.board["node_id"]) == [A] and [row[0] for row in markdown_rows(seen.report, "Leaderboard")] == [A]
+    assert seen.out.startswith(f"exp: 1 finished trials, 1 running, 2 nodes; best node {A} with reward 0.400")
+    assert seen.compare.loc["running trials"].tolist() == [1, 1]
+    assert seen.layout == {A: (0, 0), B: (0, 1)}
+
+
+def test_exactly_one_trial(tmp_path, capsys):
+    seen = analyse(make_experiment(tmp_path / "exp", {A: NODES[A]}, TRIALS[:1], []), capsys)
+    assert len(seen.df) == 1
+    assert markdown_rows(seen.report, "Leaderboard") == [
+        [A, "0.400", "1", "partial-k", "0.700", "1.050", "1.000", "0.970", "baseline", ""]]
+    assert printed_section(seen.out, BOARD_TITLE)[2].split() == [
+        "1", A, "0.400", "1", "partial-k", "0.700", "1.050", "1.000", "0.970", "baseline"]
+    assert seen.counts.loc[("classification", "partial-k"), "share"] == 1.0
+    assert (list(seen.best["improved"]), list(seen.best["best_node"])) == ([True], [A])
+    assert seen.effects.empty and seen.layout == {A: (0, 0)}
+    assert f"## Best node {A}" in seen.report
+
+
+def test_no_finished_trial_yet(tmp_path, capsys):
+    """trials.csv has only its header and tree.jsonl lists the initial trials as running."""
+    seen = analyse(make_experiment(tmp_path / "exp", ROOTS, [], [(A, A, 77), (B, B, 77)]), capsys)
+    assert list(seen.df["status"]) == ["running", "running"] and seen.df["trial_number"].isna().all()
+    assert seen.board.empty and seen.counts.empty and seen.best.empty and seen.effects.empty
+    assert seen.compare.loc["finished trials"].tolist() == [0, 0]
+    assert seen.compare.loc["best node"].tolist() == [None, None]
+    assert seen.layout == {A: (0, 0), B: (0, 1)}
+    assert seen.out.startswith("exp: 0 finished trials, 2 running, 2 nodes; no trial has finished yet\n")
+    assert printed_section(seen.out, BOARD_TITLE) == ["No trial has finished yet."]
+    for heading in ("Leaderboard", "Trials by classification and diagnosis", "Best so far"):
+        assert report_section(seen.report, heading).strip().endswith("No trial has finished yet."), heading
+    assert "## Best node" not in seen.report
+
+
+@pytest.mark.slow
+def test_the_command_on_a_search_in_its_first_block(tmp_path, record_property):
+    """The real smoke search (four initial nodes, so no parameter effect), analysed as soon as a trial has
+    finished: while the search still runs if it is caught running, else right after it ended."""
+    from test_search import SMOKE, environment, kill_processes_mentioning, search_command
+
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths have a length limit
+    storage = tmp_path / "results"
+    args = ["--space", str(SMOKE), "--num-trials", "4", "--concurrency", "4", "--name", "live", "--storage",
+            str(storage)]
+    with (tmp_path / "search.log").open("w") as log:
+        search = subprocess.Popen(search_command(*args), env=environment(ray_tmp, tmp_path), cwd=tmp_path,
+                                  stdout=log, stderr=log)
+    try:
+        deadline = time.time() + 300  # seconds on an idle machine; generous for a loaded one
+        while time.time() < deadline and search.poll() is None and not (storage / "live" / "trials.csv").is_file():
+            time.sleep(0.1)
+        while_running = search.poll() is None
+        assert (storage / "live" / "trials.csv").is_file(), "no trial finished in time"
+        record_property("analysed_while_the_search_ran", while_running)
+        print(f"analysed {'while the search ran' if while_running else 'after the search ended'}")
+        result = subprocess.run([sys.executable, "-m", "metabo_tune.analysis", str(storage / "live")],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+        report = (storage / "live" / "report" / "report.md").read_text()
+        assert markdown_rows(report, "Leaderboard")
+        assert "No parent–child pair has finished yet." in report_section(report, "Parameter effects")
+        assert search.wait(timeout=120) == 0, (tmp_path / "search.log").read_text()[-3000:]
+    finally:
+        search.kill()
+        search.wait()
+        kill_processes_mentioning(str(ray_tmp))
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
 # ------------------------------------------------------------------------------------------ bad input
 
 
@@ -363,6 +512,7 @@ def header_only(path: Path) -> Path:
     experiment = make_experiment(path / "exp")
     lines = (experiment / "trials.csv").read_text().splitlines(keepends=True)
     (experiment / "trials.csv").write_text(lines[0])
+    (experiment / "tree.jsonl").unlink()  # no running trial either: nothing to show
     return experiment
 
 
@@ -374,14 +524,33 @@ def empty_file(path: Path) -> Path:
 
 def foreign_table(path: Path) -> Path:
     experiment = make_experiment(path / "exp")
+    (experiment / "trials.csv").write_text("garbage,not,a,table\n1,2,3,4\n")
+    return experiment
+
+
+def binary_file(path: Path) -> Path:
+    experiment = make_experiment(path / "exp")
     (experiment / "trials.csv").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00garbage,not,a,table\n1,2,3,4\n")
     return experiment
 
 
-def every_row_corrupted(path: Path) -> Path:
+def corrupted_rows(path: Path) -> Path:
     experiment = make_experiment(path / "exp")
     header = (experiment / "trials.csv").read_text().splitlines()[0]
     (experiment / "trials.csv").write_text(header + "\nx,y,z\n\"unterminated,1,2\n")
+    return experiment
+
+
+def seed_not_a_number(path: Path) -> Path:
+    experiment = make_experiment(path / "exp")
+    text = (experiment / "trials.csv").read_text()
+    (experiment / "trials.csv").write_text(text.replace(",78,", ",seventy-eight,"))
+    return experiment
+
+
+def broken_tree(path: Path) -> Path:
+    experiment = make_experiment(path / "exp")
+    (experiment / "tree.jsonl").write_text('{"node_id": "a"}\n')
     return experiment
 
 
@@ -390,9 +559,11 @@ def every_row_corrupted(path: Path) -> Path:
     (just_started, "no trial has finished yet (no trials.csv)"),
     (header_only, "no trial has finished yet (the table has no rows)"), (empty_file, "empty file"),
     (foreign_table, "not a trials table (the header lacks trial_id"),
-    (every_row_corrupted, "no complete row (2 lines incomplete or malformed)")])
-def test_bad_input_is_one_clear_line(tmp_path, capsys, monkeypatch, make, message):
-    monkeypatch.setattr(analysis, "RETRY_DELAY_S", 0.0)
+    (binary_file, "not a readable trials table (Error tokenizing data"),
+    (corrupted_rows, "not a readable trials table (Error tokenizing data"),
+    (seed_not_a_number, "not a readable trials table ("),
+    (broken_tree, "tree.jsonl: not a tree of nodes (a line lacks one of")])
+def test_bad_input_is_one_clear_line(tmp_path, capsys, make, message):
     directory = make(tmp_path)
     with pytest.raises(AnalysisError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load(directory)
@@ -410,45 +581,3 @@ def test_command_line_entry_point_and_imports(tmp_path):
     probe = "import sys, metabo_tune.analysis; print(sorted({'ray', 'torch'} & set(sys.modules)))"
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           timeout=60).stdout.strip() == "[]"
-
-
-def test_a_line_cut_off_mid_write_is_skipped_with_a_warning(experiment, capsys):
-    text = (experiment / "trials.csv").read_text()
-    (experiment / "trials.csv").write_text(text[:-60])  # the last row loses its tail and its newline
-    with pytest.warns(AnalysisWarning, match=r"skipped 1 line incomplete or malformed \(line 8\)"):
-        df = load(experiment)
-    # E finished in tree.jsonl but has no row: it is left out until trials.csv has it (only running trials
-    # are taken from the tree).
-    assert list(df["trial_id"]) == [t[0] for t in TRIALS[:-1]] + ["rep00009", G]
-    assert analysis.main([str(experiment)]) == 0
-    err = capsys.readouterr().err
-    assert err.startswith("warning: ") and "skipped 1 line" in err and err.count("\n") == 1
-
-
-def test_a_malformed_line_in_the_middle_costs_only_itself(experiment):
-    lines = (experiment / "trials.csv").read_text().splitlines(keepends=True)
-    lines[3] = lines[3].replace(",", ";", 4)  # wrong field count
-    lines[5] = lines[5].replace(",78,", ",seventy-eight,")  # right field count, seed not a number
-    (experiment / "trials.csv").write_text("".join(lines))
-    with pytest.warns(AnalysisWarning, match=r"skipped 2 lines incomplete or malformed \(line 4, 6\)"):
-        df = load(experiment)
-    assert D not in set(df["trial_id"]) and "rep00008" not in set(df["trial_id"])
-    assert list(df["trial_number"].dropna()) == [1, 2, 3, 4, 5]
-
-
-def test_a_partial_read_is_retried_once(experiment, monkeypatch):
-    """The search rewrites trials.csv after every trial: a read that caught it mid-write reads it again."""
-    full = (experiment / "trials.csv").read_text()
-    (experiment / "trials.csv").write_text(full[:-60])
-    waits = []
-
-    def writer_finishes(seconds: float) -> None:
-        waits.append(seconds)
-        (experiment / "trials.csv").write_text(full)
-
-    monkeypatch.setattr(analysis.time, "sleep", writer_finishes)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", AnalysisWarning)
-        df = load(experiment)
-    assert waits == [analysis.RETRY_DELAY_S]
-    assert list(df["trial_id"]) == [t[0] for t in TRIALS] + ["rep00009", G]
