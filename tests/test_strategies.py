@@ -613,6 +613,8 @@ def test_merge_skips_conflicts_descendants_and_parameters_switched_off(space: Se
     assert (proposal.parent_id, proposal.mutation) == (a, f"{RECURRENT}: False -> True")
     record(tree, proposal, [None])
     assert merge_into(tree, space, tree.nodes[a]) is None
+    # Into deeper, the sibling's lr_k 1e-2 would undo a's 7.5e-3 in a config not yet tried: still a conflict.
+    assert merge_into(tree, space, tree.nodes[deeper]).mutation == f"{RECURRENT}: False -> True"
 
 
 def test_merge_stays_in_range(space: SearchSpace) -> None:
@@ -649,3 +651,14 @@ def test_step_further_only_after_a_one_parameter_move_that_improved(space: Searc
     assert step_further(tree, space, tree.nodes["0"]) is None  # the baseline has no mutation
     record(tree, proposal, [None])
     assert step_further(tree, space, tree.nodes[up]) is None  # once: the step is a node now
+
+
+def test_open_space_merges_the_linear_head_and_the_power_form_once_both_beat_the_baseline() -> None:
+    """The first step of discovery in search_spaces/homeo_rank_50_open.yaml: the spread holds the linear
+    head and the power form apart; when both beat iter_116, the top slot proposes them together."""
+    space = load_space(HOMEO.with_name("homeo_rank_50_open.yaml"))
+    tree = spread_tree(space, rewards=(0.35, 0.74, 0.4, 0.3))  # base, linear head, power form, cosine
+    proposal = propose(tree, space, random.Random(0), slot=0)
+    assert (proposal.strategy, proposal.parent_id) == ("merge", "1")
+    assert proposal.config == space.base_values() | space.initial_spread[1] | space.initial_spread[2]
+    assert proposal.mutation == "graph_model.substrate_form: mlp -> power; training.log_k_init_max: 1 -> -1"
