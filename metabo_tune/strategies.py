@@ -488,8 +488,8 @@ def _perturb(tree: Tree, space: SearchSpace, rng: random.Random, node: Node, str
 def _exploit(tree: Tree, space: SearchSpace, rng: random.Random, node: Node, strategy: str) -> Proposal | None:
     """Build on what worked first: a merge into the node, else a step further along its own mutation,
     else a conservative change."""
-    return merge_into(tree, space, node) or step_further(tree, space, node) or _perturb(tree, space, rng, node,
-                                                                                       strategy)
+    return (merge_into(tree, space, node) or step_further(tree, space, node)
+            or _perturb(tree, space, rng, node, strategy))
 
 
 def exploit(tree: Tree, space: SearchSpace, rng: random.Random) -> Proposal | None:
