@@ -8,19 +8,29 @@
 3. condition overrides, each triggered by the finished nodes and applied to the best node: homeo-kick,
    embedding-focus, k-protect, degeneracy-break, boundary-probe (thresholds below);
 4. the slot's role in the wave of four: exploit the top-UCB node; exploit the second; explore;
-   principle-test, or boundary-probe when no effect has been seen twice;
+   principle-test, or boundary-probe when no effect has been seen twice. An exploit slot builds on
+   what worked before it perturbs: when the node's own mutation improved on its origin, it first
+   merges another branch's improving mutation into the node (`merge_into`), else takes one more step
+   along the node's own mutation (`step_further`, strategy "direction"), else changes one parameter
+   conservatively;
 5. explore (any role that found nothing), and last a replicate of the best node, when every move the
    rules know would repeat a config already in the tree.
+
+A node's mutation is what changed from its origin: its parent, or, for a root of the initial spread,
+the baseline root (the spread's `{}`), so that improvements found from different spread entries can be
+combined too. It improved when the node's reward (replicate mean) is above its origin's.
 
 Every rule is a pure function (tree, space, rng) -> Proposal | None; None means the rule does not
 apply, its parameters are not tunable in this space, or each of its moves would repeat a config that
 is already a node. An override therefore fires once per best node: its child is in the tree the next
-time it is asked. `propose` relies on the caller adding each proposal to the tree (a node, or a trial
-for a replicate) before the next call. The only randomness is `rng`.
+time it is asked, and so does each merge and direction step. `propose` relies on the caller adding
+each proposal to the tree (a node, or a trial for a replicate) before the next call. The only
+randomness is `rng`; merge and direction use none.
 
-A proposal changes one parameter of its parent; the overrides change a named pair. Values are clipped
-into [low, high], ints stay int and bools bool, and floats are rounded to three significant digits so
-the mutation text ("param: old -> new", `%.3g`) shows the exact value.
+A proposal changes one parameter of its parent; the overrides change a named pair, and a merge the
+parameters of the mutation it brings in. Values are clipped into [low, high], ints stay int and bools
+bool, and floats are rounded to three significant digits so the mutation text ("param: old -> new",
+`%.3g`) shows the exact value.
 """
 
 from __future__ import annotations
@@ -214,10 +224,14 @@ def _replicate(node: Node) -> Proposal:
 def _active(space: SearchSpace, node: Node, name: str) -> bool:
     """False when the parameter's `requires` is off in the node's config (time_step without
     recurrent_training, say): changing it would train the same model again."""
+    return _active_in(space, node.config, name)
+
+
+def _active_in(space: SearchSpace, config: dict[str, Any], name: str) -> bool:
     requires = space.parameters[name].requires
     if requires is None:
         return True
-    return bool(node.config[requires] if requires in node.config else get_value(space.base, requires))
+    return bool(config[requires] if requires in config else get_value(space.base, requires))
 
 
 def _movable(space: SearchSpace, node: Node) -> list[str]:
@@ -268,6 +282,109 @@ def _edge_child(tree: Tree, space: SearchSpace, node: Node, name: str, way: str)
     if not _tunable(space, node, name) or not _active(space, node, name):
         return None
     return _child(tree, node, {name: edge_towards(space.parameters[name], way)}, "boundary-probe")
+
+
+# ------------------------------------------------------------------------------------------ what worked
+
+
+@dataclass(frozen=True)
+class Improvement:
+    """A node whose own mutation raised the reward over its origin."""
+
+    node: Node
+    origin: Node
+    changes: dict[str, Any]  # the mutation: parameter -> the node's value
+    delta: float  # node reward − origin reward, > 0
+
+
+def _baseline(tree: Tree, space: SearchSpace) -> Node | None:
+    """The root whose config is the base (the spread's `{}`)."""
+    base = space.base_values()
+    return next((node for node in tree.nodes.values() if node.parent_id is None and node.config == base), None)
+
+
+def _origin(node: Node, tree: Tree, baseline: Node | None) -> Node | None:
+    """What the node's mutation is measured from: its parent; for another root of the spread, the
+    baseline root (its spread entry is then its mutation)."""
+    if node.parent_id is not None:
+        return tree.nodes[node.parent_id]
+    return None if baseline is None or baseline is node else baseline
+
+
+def improvements(tree: Tree, space: SearchSpace) -> list[Improvement]:
+    """Every finished node that beat its finished origin, largest Δreward first (ties: older first)."""
+    baseline = _baseline(tree, space)
+    found = []
+    for node in tree.finished_nodes():
+        origin = _origin(node, tree, baseline)
+        if origin is None or origin.reward is None or node.reward <= origin.reward:
+            continue
+        changes = {name: node.config.get(name) for name in changed_parameters(origin.config, node.config)}
+        found.append(Improvement(node, origin, changes, node.reward - origin.reward))
+    return sorted(found, key=lambda i: (-i.delta, i.node.index))
+
+
+def _lineage(node: Node, tree: Tree, baseline: Node | None) -> set[str]:
+    """The node and everything its config was built from (parents, and the baseline for the spread)."""
+    ids: set[str] = set()
+    current: Node | None = node
+    while current is not None and current.node_id not in ids:
+        ids.add(current.node_id)
+        current = _origin(current, tree, baseline)
+    return ids
+
+
+def merge_into(tree: Tree, space: SearchSpace, node: Node) -> Proposal | None:
+    """When the node's own mutation improved: another branch's improving mutation applied to it as
+    well, largest Δreward first. For siblings this is their parent with both mutations. A mutation is
+    taken whole, and only where it applies cleanly: the node still has the values it started from
+    (so it neither undoes the node's own changes nor overwrites a different one), it is in range and
+    every parameter it sets has its `requires` on in the merged config. Neither node may be built on
+    the other."""
+    found = improvements(tree, space)
+    if not any(i.node is node for i in found):
+        return None
+    baseline = _baseline(tree, space)
+    lineage = _lineage(node, tree, baseline)
+    for other in found:
+        if other.node.node_id in lineage or node.node_id in _lineage(other.node, tree, baseline):
+            continue
+        names = list(other.changes)
+        if not all(name in space.parameters and node.config.get(name) == other.origin.config.get(name)
+                   for name in names):
+            continue
+        changes = {name: fit(space.parameters[name], other.changes[name]) for name in names}
+        merged = {**node.config, **changes}
+        if all(_active_in(space, merged, name) for name in names):
+            proposal = _child(tree, node, changes, "merge")
+            if proposal is not None:
+                return proposal
+    return None
+
+
+def further(param: Parameter, old: Any, new: Any) -> Any:
+    """One more step of the move old -> new: a log_float by the same factor, a float or int by the same
+    difference, a choice to the next value the same way; None for a bool or when the range ends."""
+    if param.kind == "bool":
+        return None
+    if param.kind == "choice":
+        step = param.values.index(new) - param.values.index(old)
+        index = param.values.index(new) + (1 if step > 0 else -1)
+        return param.values[index] if step and 0 <= index < len(param.values) else None
+    value = fit(param, new * (new / old) if param.kind == "log_float" else new + (new - old))
+    return None if value == new else value
+
+
+def step_further(tree: Tree, space: SearchSpace, node: Node) -> Proposal | None:
+    """When the node's own mutation changed one parameter and improved: one more step the same way."""
+    own = next((i for i in improvements(tree, space) if i.node is node), None)
+    if own is None or len(own.changes) != 1:
+        return None
+    (name,) = own.changes
+    if name not in space.parameters or not _active(space, node, name):
+        return None
+    value = further(space.parameters[name], own.origin.config[name], node.config[name])
+    return None if value is None else _child(tree, node, {name: value}, "direction")
 
 
 # ------------------------------------------------------------------------------------------ rules
@@ -368,16 +485,23 @@ def _perturb(tree: Tree, space: SearchSpace, rng: random.Random, node: Node, str
     return None
 
 
+def _exploit(tree: Tree, space: SearchSpace, rng: random.Random, node: Node, strategy: str) -> Proposal | None:
+    """Build on what worked first: a merge into the node, else a step further along its own mutation,
+    else a conservative change."""
+    return (merge_into(tree, space, node) or step_further(tree, space, node)
+            or _perturb(tree, space, rng, node, strategy))
+
+
 def exploit(tree: Tree, space: SearchSpace, rng: random.Random) -> Proposal | None:
-    """Slot 0: a conservative change of the top-UCB node."""
+    """Slot 0: the top-UCB node (merge, direction or a conservative change)."""
     ranked = tree.ranked(space.ucb_c)
-    return _perturb(tree, space, rng, ranked[0][0], "exploit") if ranked else None
+    return _exploit(tree, space, rng, ranked[0][0], "exploit") if ranked else None
 
 
 def exploit_second(tree: Tree, space: SearchSpace, rng: random.Random) -> Proposal | None:
-    """Slot 1: the second-ranked node, or the top one (another parameter) while only one has finished."""
+    """Slot 1: the same on the second-ranked node, or on the top one while only one has finished."""
     ranked = tree.ranked(space.ucb_c)
-    return _perturb(tree, space, rng, ranked[min(1, len(ranked) - 1)][0], "exploit-2") if ranked else None
+    return _exploit(tree, space, rng, ranked[min(1, len(ranked) - 1)][0], "exploit-2") if ranked else None
 
 
 def explore(tree: Tree, space: SearchSpace, rng: random.Random) -> Proposal | None:

@@ -15,6 +15,7 @@ from metabo_tune.space import RewardWeights, SpaceError, load_space, reward, rew
 
 SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
 HOMEO = SPACES / "homeo_rank_50.yaml"
+OPEN = SPACES / "homeo_rank_50_open.yaml"
 SMOKE = SPACES / "smoke.yaml"
 SMALL_JOINT = SPACES / "small_joint.yaml"
 Mutation = Callable[[dict], object]
@@ -24,7 +25,7 @@ Mutation = Callable[[dict], object]
 # The shipped files
 
 
-@pytest.mark.parametrize("path", [HOMEO, SMOKE, SMALL_JOINT], ids=["homeo", "smoke", "small_joint"])
+@pytest.mark.parametrize("path", [HOMEO, OPEN, SMOKE, SMALL_JOINT], ids=["homeo", "open", "smoke", "small_joint"])
 def test_shipped_spaces_load_with_the_budget_applied_and_the_spread_in_range(path: Path) -> None:
     space = load_space(path)
     assert space.base.training.n_epochs == 1
@@ -77,6 +78,44 @@ def test_homeo_space_is_the_mission() -> None:
     assert (space.block_size, space.ucb_c, space.replicates) == (12, 0.25, 2)
     assert space.reward == RewardWeights(0.4, 0.3, 0.3)
     assert space.thresholds == Thresholds()
+
+
+# Each structural choice with the keys that are documented to go with it (README, Results): a slot of
+# the open spread may make one of these choices and change nothing but its companions.
+STRUCTURAL_COMPANIONS = {
+    "graph_model.homeostasis_head": {"training.detach_homeostasis", "training.coeff_conservation",
+                                     "training.conservation_frames", "training.coeff_MLP_node_L1",
+                                     "training.learning_rate_node", "training.learning_rate_embedding",
+                                     "training.lr_schedule"},
+    "graph_model.substrate_form": {"training.log_k_init_max"},
+    "training.lr_schedule": set(),
+    "training.coeff_conservation": {"training.conservation_frames", "training.detach_homeostasis"},
+    "training.coeff_residual_fit": {"training.residual_fit_start", "training.residual_fit_learning_rate"},
+    "training.coeff_residual_fusion": {"training.residual_fusion_neighbours"},
+    "training.coeff_embedding_fusion": set(),
+    "training.recurrent_training": {"training.time_step"},
+}
+
+
+def test_open_space_is_the_mission_without_its_answer() -> None:
+    mission, open_space = load_space(HOMEO), load_space(OPEN)
+    assert open_space.base == mission.base  # the network, the data and the budget (applied onto base)
+    assert yaml.safe_load(OPEN.read_text())["budget"] == yaml.safe_load(HOMEO.read_text())["budget"]
+    assert open_space.parameters == mission.parameters
+    assert (open_space.frozen, open_space.reward, open_space.thresholds) == \
+        (mission.frozen, mission.reward, mission.thresholds)
+    assert (open_space.block_size, open_space.ucb_c, open_space.replicates) == \
+        (mission.block_size, mission.ucb_c, mission.replicates)
+    answer = mission.initial_spread[3]
+    assert set(answer) <= set(open_space.parameters)  # every knob of the answer can be found
+    base = open_space.base_values()
+    assert len(open_space.initial_spread) == 4 and open_space.initial_spread[0] == {}
+    for slot in open_space.initial_spread:
+        config = base | slot
+        assert not all(config[name] == value for name, value in answer.items()), slot
+        changed = {name for name, value in slot.items() if value != base[name]}
+        assert not changed or any(changed - {choice} <= STRUCTURAL_COMPANIONS[choice]
+                                  for choice in changed & set(STRUCTURAL_COMPANIONS)), slot
 
 
 def test_smoke_space_is_small() -> None:

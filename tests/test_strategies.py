@@ -25,20 +25,24 @@ from metabo_tune.strategies import (
     Proposal,
     edge,
     fit,
+    further,
+    improvements,
+    merge_into,
     mutation_text,
     neighbours,
     propose,
     sample,
     shift,
+    step_further,
     step_towards,
 )
-from metabo_tune.tree import Tree, changed_parameters
+from metabo_tune.tree import Node, Tree, changed_parameters
 
 HOMEO = Path(__file__).parents[1] / "search_spaces" / "homeo_rank_50.yaml"
 LR_K = "training.learning_rate_k"
 PAIR_STRATEGIES = ("homeo-kick", "k-protect", "degeneracy-break")
 STRATEGIES = ("exploit", "exploit-2", "explore", "principle-test", "boundary-probe", "homeo-kick", "embedding-focus",
-              "k-protect", "degeneracy-break", "replicate", "initial")
+              "k-protect", "degeneracy-break", "replicate", "initial", "merge", "direction")
 MUTATION = re.compile(r"^[\w.]+: \S+ -> \S+(; [\w.]+: \S+ -> \S+)*$")
 # Metrics that trigger no override: R² fine, slopes moving, types found, no degeneracy.
 NEUTRAL = {"rate_constants_R2": 0.6, "avg_slope_ratio": 0.6, "embedding_cluster_acc": 1.0, "test_pearson": 0.7,
@@ -223,7 +227,8 @@ def test_embedding_focus_not_triggered(space: SearchSpace) -> None:
     mixed = metrics(avg_slope_ratio=1.0, embedding_cluster_acc=0.5)
     found = metrics(avg_slope_ratio=1.0, embedding_cluster_acc=1.0)
     tree = spread_tree(space, rewards=(0.4, 0.5, 0.3, 0.2), metrics=(NEUTRAL, found, NEUTRAL, NEUTRAL))
-    assert propose(tree, space, random.Random(0), slot=0).strategy == "exploit"
+    proposal = propose(tree, space, random.Random(0), slot=0)  # no override: slot 1's lr_node 5e-4 beat
+    assert (proposal.strategy, proposal.mutation) == ("direction", f"{LR_NODE}: 0.0005 -> 0.001")  # the base
     tree = spread_tree(space, metrics=(mixed, NEUTRAL, NEUTRAL, NEUTRAL))  # lr_embedding already = lr_node
     assert propose(tree, space, random.Random(0), slot=0).strategy == "exploit"
 
@@ -301,7 +306,9 @@ def test_boundary_probe(space: SearchSpace) -> None:
     assert proposal.mutation == f"{LR_NODE}: 0.0002 -> 0.001"
     tree.nodes[better].trials[0].metrics = NEUTRAL  # the last three are no longer all converged
     tree.nodes[better].trials[1].metrics = NEUTRAL
-    assert propose(tree, space, random.Random(0), slot=0).strategy == "exploit"
+    proposal = propose(tree, space, random.Random(0), slot=0)  # no override: the exploit slot follows the
+    assert (proposal.strategy, proposal.parent_id) == ("direction", better)  # improving lr_node × 2 once more
+    assert proposal.mutation == f"{LR_NODE}: 0.0002 -> 0.0004"
 
 
 # ------------------------------------------------------------------------------------------ slot roles
@@ -411,9 +418,38 @@ def check(tree: Tree, space: SearchSpace, proposal: Proposal, number: int) -> No
     assert not tree.has_config(proposal.config)
     parent = tree.nodes[proposal.parent_id]
     changed = changed_parameters(parent.config, proposal.config)
-    assert 1 <= len(changed) <= (2 if proposal.strategy in PAIR_STRATEGIES else 1), proposal
+    if proposal.strategy == "merge":  # another node's improving mutation, whole, onto an improved parent
+        brought = {name: proposal.config[name] for name in changed}
+        assert gain(tree, parent) > 0
+        assert any(gain(tree, node) > 0 and own_mutation(tree, node) == brought for node in tree.nodes.values())
+    elif proposal.strategy == "direction":  # the parent's improving one-parameter move, once more
+        assert gain(tree, parent) > 0 and changed == list(own_mutation(tree, parent))
+        (name,) = changed
+        before, after = origin(tree, parent).config[name], parent.config[name]
+        assert (after > before) == (proposal.config[name] > after)
+    else:
+        assert 1 <= len(changed) <= (2 if proposal.strategy in PAIR_STRATEGIES else 1), proposal
     assert proposal.mutation == mutation_text(parent.config, proposal.config)
     assert MUTATION.match(proposal.mutation), proposal.mutation
+
+
+def origin(tree: Tree, node: Node) -> Node | None:
+    """The parent; for a root, the baseline root "0" (every tree here starts with the spread)."""
+    if node.parent_id is not None:
+        return tree.nodes[node.parent_id]
+    return None if node.node_id == "0" else tree.nodes["0"]
+
+
+def gain(tree: Tree, node: Node) -> float:
+    start = origin(tree, node)
+    if start is None or node.reward is None or start.reward is None:
+        return math.nan
+    return node.reward - start.reward
+
+
+def own_mutation(tree: Tree, node: Node) -> dict[str, Any]:
+    start = origin(tree, node)
+    return {} if start is None else {name: node.config[name] for name in changed_parameters(start.config, node.config)}
 
 
 def test_constraints_over_200_proposals(space: SearchSpace) -> None:
@@ -424,7 +460,7 @@ def test_constraints_over_200_proposals(space: SearchSpace) -> None:
     strategies = Counter(p.strategy for p in proposals)
     assert strategies["initial"] == 4
     assert {"exploit", "exploit-2", "explore", "principle-test", "boundary-probe", "replicate", "homeo-kick",
-            "degeneracy-break"} <= set(strategies)
+            "degeneracy-break", "merge", "direction"} <= set(strategies)
     assert tree.best().reward > tree.nodes["0"].reward  # the rules do find something on a smooth landscape
 
 
@@ -520,3 +556,109 @@ def test_an_effect_on_a_choice_is_tested_again_with_the_value_it_names() -> None
     assert proposal.mutation == f"{HEAD}: mlp -> linear"
     assert step_towards(space.parameters[FRAMES], 64, "to all", random.Random(0)) == "all"
     assert step_towards(space.parameters[FRAMES], 64, "up", random.Random(0)) == 256
+
+
+# ------------------------------------------------------------------------------------------ merge, direction
+
+SUB_NORM = "training.coeff_MLP_sub_norm"
+BATCH = "training.batch_size"
+
+
+def test_merge_brings_a_siblings_improving_mutation_largest_gain_first(space: SearchSpace) -> None:
+    tree = spread_tree(space)  # roots 1–3 are worse than the baseline: no spread mutation improved
+    a = child(tree, "0", {LR_K: 7.5e-3}, [0.7, 0.7])  # +0.2
+    child(tree, "0", {SUB_NORM: 2.0}, [0.55, 0.55])  # +0.05
+    child(tree, "0", {NODE_L1: 0.5}, [0.6, 0.6])  # +0.1
+    child(tree, "0", {LR_NODE: 2e-4}, [0.45, 0.45])  # −0.05: did not improve
+    proposal = merge_into(tree, space, tree.nodes[a])
+    assert (proposal.parent_id, proposal.strategy) == (a, "merge")
+    assert proposal.config == {**tree.nodes["0"].config, LR_K: 7.5e-3, NODE_L1: 0.5}  # the parent, both mutations
+    assert proposal.mutation == f"{NODE_L1}: 1 -> 0.5"
+    assert propose(tree, space, random.Random(0), slot=0) == proposal  # a is the top-UCB node
+    record(tree, proposal, [None])
+    assert merge_into(tree, space, tree.nodes[a]).config == {**tree.nodes["0"].config, LR_K: 7.5e-3, SUB_NORM: 2.0}
+    record(tree, merge_into(tree, space, tree.nodes[a]), [None])
+    assert merge_into(tree, space, tree.nodes[a]) is None  # the sibling that did not improve is never brought in
+    assert merge_into(tree, space, tree.nodes["1"]) is None  # nor into a node whose own mutation did not improve
+
+
+def test_merge_combines_spread_entries_as_mutations_of_the_baseline(space: SearchSpace) -> None:
+    """The open space's case: two spread entries each beat the baseline; the merge holds both, which no
+    entry does."""
+    tree = spread_tree(space, rewards=(0.3, 0.5, 0.4, 0.2))
+    assert [(i.node.node_id, round(i.delta, 6)) for i in improvements(tree, space)] == [("1", 0.2), ("2", 0.1)]
+    proposal = merge_into(tree, space, tree.nodes["1"])
+    assert (proposal.parent_id, proposal.mutation) == ("1", f"{NODE_L1}: 1 -> 0.1")
+    assert proposal.config == {**tree.nodes["0"].config, LR_NODE: 5e-4, NODE_L1: 0.1}
+    assert merge_into(tree, space, tree.nodes["2"]).config == proposal.config  # the other way round: the same
+    first = propose(tree, space, random.Random(0), slot=0)  # the exploit slot prefers the merge
+    assert (first.strategy, first.parent_id, first.config) == ("merge", "1", proposal.config)
+    record(tree, first, [None])
+    second = propose(tree, space, random.Random(0), slot=1)  # on root 2 that merge is taken: a direction step
+    assert (second.strategy, second.parent_id, second.mutation) == ("direction", "2", f"{NODE_L1}: 0.1 -> 0")
+
+
+def test_merge_skips_conflicts_descendants_and_parameters_switched_off(space: SearchSpace) -> None:
+    space = dataclasses.replace(space, parameters={
+        **space.parameters, TIME_STEP: Parameter(TIME_STEP, "int", 1, 16, requires=RECURRENT)})
+    tree = spread_tree(space, rewards=(0.3, 0.2, 0.25, 0.4))  # root 3 (recurrent, time_step 4, lr_k 2e-3): +0.1
+    a = child(tree, "0", {LR_K: 7.5e-3}, [0.6, 0.6])  # +0.3
+    child(tree, "0", {LR_K: 1e-2}, [0.5, 0.5])  # +0.2, but a moved lr_k already: a conflict
+    recurrent = child(tree, "0", {RECURRENT: True}, [0.35, 0.35])  # +0.05
+    child(tree, recurrent, {TIME_STEP: 2}, [0.5, 0.5])  # +0.15, but a does not train recurrently
+    deeper = child(tree, a, {SUB_NORM: 2.0}, [0.7, 0.7])  # +0.1, built on a
+    child(tree, deeper, {NODE_L1: 0.5}, [0.8, 0.8])  # +0.1, built on a: a plus this alone is no merge
+    assert [i.delta > 0 for i in improvements(tree, space)] == [True] * 7
+    proposal = merge_into(tree, space, tree.nodes[a])  # root 3's entry conflicts on lr_k too
+    assert (proposal.parent_id, proposal.mutation) == (a, f"{RECURRENT}: False -> True")
+    record(tree, proposal, [None])
+    assert merge_into(tree, space, tree.nodes[a]) is None
+    # Into deeper, the sibling's lr_k 1e-2 would undo a's 7.5e-3 in a config not yet tried: still a conflict.
+    assert merge_into(tree, space, tree.nodes[deeper]).mutation == f"{RECURRENT}: False -> True"
+
+
+def test_merge_stays_in_range(space: SearchSpace) -> None:
+    tree = spread_tree(space)
+    a = child(tree, "0", {NODE_L1: 0.5}, [0.7])
+    child(tree, "0", {LR_K: 1e-2}, [0.6])
+    narrower = dataclasses.replace(space, parameters={**space.parameters,
+                                                      LR_K: Parameter(LR_K, "log_float", 1e-4, 8e-3)})
+    assert merge_into(tree, narrower, tree.nodes[a]).config[LR_K] == 8e-3
+
+
+def test_further_repeats_the_move_once() -> None:
+    p = _parameters()
+    frames = choice_space().parameters[FRAMES]
+    assert further(p[LR_NODE], 1e-4, 2e-4) == 4e-4  # log_float: the same factor
+    assert further(p[LR_NODE], 1e-4, 6.67e-5) == 4.45e-5
+    assert further(p[NODE_L1], 1.0, 0.8) == 0.6  # float: the same difference
+    assert further(p[NODE_L1], 1.0, 0.5) == 0.0  # clipped at low
+    assert further(p[BATCH], 8, 10) == 12 and type(further(p[BATCH], 8, 10)) is int
+    assert (further(frames, 64, 256), further(frames, 256, 64), further(frames, "all", 256)) == ("all", None, 64)
+    assert further(frames, 256, "all") is None  # the last value
+    assert further(p[LR_K], 5e-3, 1e-2) is None  # at the range's edge already
+    assert further(p[RECURRENT], False, True) is None
+
+
+def test_step_further_only_after_a_one_parameter_move_that_improved(space: SearchSpace) -> None:
+    tree = spread_tree(space, rewards=(0.3, 0.2, 0.25, 0.4))  # root 3 improved, but moved three parameters
+    up = child(tree, "0", {BATCH: 10}, [0.5])
+    down = child(tree, "0", {NODE_L1: 0.8}, [0.2])
+    proposal = step_further(tree, space, tree.nodes[up])
+    assert (proposal.parent_id, proposal.strategy, proposal.mutation) == (up, "direction", f"{BATCH}: 10 -> 12")
+    assert step_further(tree, space, tree.nodes[down]) is None  # did not improve
+    assert step_further(tree, space, tree.nodes["3"]) is None
+    assert step_further(tree, space, tree.nodes["0"]) is None  # the baseline has no mutation
+    record(tree, proposal, [None])
+    assert step_further(tree, space, tree.nodes[up]) is None  # once: the step is a node now
+
+
+def test_open_space_merges_the_linear_head_and_the_power_form_once_both_beat_the_baseline() -> None:
+    """The first step of discovery in search_spaces/homeo_rank_50_open.yaml: the spread holds the linear
+    head and the power form apart; when both beat iter_116, the top slot proposes them together."""
+    space = load_space(HOMEO.with_name("homeo_rank_50_open.yaml"))
+    tree = spread_tree(space, rewards=(0.35, 0.74, 0.4, 0.3))  # base, linear head, power form, cosine
+    proposal = propose(tree, space, random.Random(0), slot=0)
+    assert (proposal.strategy, proposal.parent_id) == ("merge", "1")
+    assert proposal.config == space.base_values() | space.initial_spread[1] | space.initial_spread[2]
+    assert proposal.mutation == "graph_model.substrate_form: mlp -> power; training.log_k_init_max: 1 -> -1"
