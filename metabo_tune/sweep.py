@@ -23,7 +23,7 @@ metric), `DIR/compare.md` (the same rows, the headline metrics as 'mean ± sd') 
 per sweep: `noise_curve.png` when the key is training.measurement_noise_level, else `curve.png`. A noise
 curve for two configurations (default output directory: runs/compare):
 
-    python -m metabo_tune.sweep configs/joint_recovery.yaml --out runs/noise_joint --jobs 2 \
+    python -m metabo_tune.sweep configs/joint_recovery.yaml --out runs/noise_joint --jobs 2 \\
         --vary training.measurement_noise_level=0,0.001,0.003,0.01,0.03,0.05,0.1 --vary simulation.seed=1,2,3
     python -m metabo_tune.sweep NOISY.yaml --out runs/noise_noisy --jobs 2 --vary ... (the same two)
     python -m metabo_tune.sweep --compare runs/noise_joint runs/noise_noisy --labels joint noisy --out runs/noise

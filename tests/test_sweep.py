@@ -133,12 +133,12 @@ def run_row(level, seed, classification, r2, **extra):
             "MLP_node_baseline_0": 4.0 + level, "embedding_cluster_acc": 1.0, **extra}
 
 
-# Two hand-built sweeps over the noise level and two network seeds; `noisy` also has level 0.1.
+# Two hand-built sweeps over the noise level and network seeds; `noisy` also has level 0.1, with 3 seeds.
 JOINT = [run_row(0, 1, "converged", 1.0), run_row(0, 2, "converged", 0.8),
          run_row(0.01, 1, "partial-k", 0.5), run_row(0.01, 2, "failed", 0.3)]
 NOISY = [run_row(0, 1, "converged", 0.9), run_row(0, 2, "partial", 0.7),
          run_row(0.01, 1, "converged", 0.95), run_row(0.01, 2, "converged", 0.85),
-         run_row(0.1, 1, "failed", 0.1), run_row(0.1, 2, "failed", 0.2)]
+         run_row(0.1, 1, "failed", 0.1), run_row(0.1, 2, "failed", 0.2), run_row(0.1, 3, "converged", 0.95)]
 
 
 def training_seeds(rows):
@@ -159,12 +159,12 @@ def test_the_combined_table_has_a_row_per_level_and_sweep_with_counts_and_means(
     table = combined_table({"joint": pd.DataFrame(JOINT), "noisy": pd.DataFrame(NOISY)}, NOISE)
     assert list(zip(table[NOISE], table["configuration"], strict=True)) == [
         (0, "joint"), (0, "noisy"), (0.01, "joint"), (0.01, "noisy"), (0.1, "noisy")]
-    assert table["runs"].tolist() == [2, 2, 2, 2, 2]
-    assert table["converged"].tolist() == [2, 1, 0, 2, 0]
+    assert table["runs"].tolist() == [2, 2, 2, 2, 3]
+    assert table["converged"].tolist() == [2, 1, 0, 2, 1]
     assert table["failed"].tolist() == [0, 0, 1, 0, 2]
     assert table["partial-k"].tolist() == [0, 0, 1, 0, 0]  # a class one sweep never saw counts 0 there
-    assert table["converged_fraction"].tolist() == [1.0, 0.5, 0.0, 1.0, 0.0]
-    assert table["rate_constants_R2_mean"].tolist() == pytest.approx([0.9, 0.8, 0.4, 0.9, 0.15])
+    assert table["converged_fraction"].tolist() == pytest.approx([1.0, 0.5, 0.0, 1.0, 1 / 3])
+    assert table["rate_constants_R2_mean"].tolist() == pytest.approx([0.9, 0.8, 0.4, 0.9, 1.25 / 3])
     assert table["rate_constants_R2_sd"].iloc[2] == pytest.approx(pd.Series([0.5, 0.3]).std())
     assert table["MLP_node_baseline_0_mean"].tolist() == pytest.approx([4.0, 4.0, 4.01, 4.01, 4.1])
 
@@ -213,7 +213,7 @@ def test_compare_writes_the_table_and_the_noise_curve(tmp_path, capsys):
     assert main(["--compare", str(joint), str(noisy), "--labels", "final", "noise-ready", "--out", str(out)]) == 0
     table = pd.read_csv(out / "compare.csv")
     assert table["configuration"].tolist() == ["final", "noise-ready", "final", "noise-ready", "noise-ready"]
-    assert table["converged"].tolist() == [2, 1, 0, 2, 0]
+    assert table["converged"].tolist() == [2, 1, 0, 2, 1]
     markdown = (out / "compare.md").read_text()
     assert markdown == capsys.readouterr().out
     assert "| noise-ready" in markdown and "0.9 ± 0.14" in markdown and "training_time_min" not in markdown
@@ -228,7 +228,7 @@ def test_compare_over_another_key_draws_curve_png(tmp_path):
                  "--out", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "curve.png").is_file()
     table = pd.read_csv(tmp_path / "out" / "compare.csv")
-    assert table["training.seed"].tolist() == [1, 1, 2, 2] and table["runs"].tolist() == [2, 3, 2, 3]
+    assert table["training.seed"].tolist() == [1, 1, 2, 2, 3] and table["runs"].tolist() == [2, 3, 2, 3, 1]
 
 
 @pytest.mark.parametrize(("second", "extra", "message"), [
