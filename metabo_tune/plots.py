@@ -1,4 +1,5 @@
-"""Per-trial PNGs: MLP_sub, MLP_node, learned vs true k, embeddings and loss curves.
+"""Per-trial PNGs (MLP_sub, MLP_node, learned vs true k, embeddings and loss curves) and the sweep's
+metric-against-value curves.
 
 Figures are built on matplotlib's object API with the Agg canvas, never pyplot, so nothing touches a
 global figure registry or the backend of the process (trials may share one). Curves come from the
@@ -7,13 +8,16 @@ helpers in metrics.py, so plots and metrics show the same numbers.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 
 from metabo_tune import metrics as m
 from metabo_tune.model import MetabolicGNN
@@ -155,3 +159,46 @@ def write_trial_plots(model: MetabolicGNN, dataset: Dataset, loss_history: dict[
     written.append(_save(out / "embeddings.png", lambda ax: _plot_embeddings(ax, model, dataset)))
     written.append(_save(out / "loss.png", lambda ax: _plot_loss(ax, loss_history)))
     return written
+
+
+def _value_axis(ax: Axes, values: np.ndarray) -> None:
+    """Log x when every value is positive, else symlog linear up to the smallest non-zero |value| (so 0
+    is shown); a tick at each value."""
+    values = np.unique(values)
+    if (values > 0).all():
+        ax.set_xscale("log")
+    else:
+        nonzero = np.abs(values[values != 0])
+        ax.set_xscale("symlog", linthresh=float(nonzero.min()) if nonzero.size else 1.0)
+    ax.set_xticks(values, [f"{v:g}" for v in values], rotation=45, fontsize="small")
+    ax.xaxis.set_minor_locator(NullLocator())
+
+
+def curve_figure(curves: dict[str, pd.DataFrame], key: str, panels: list[str],
+                 truths: dict[str, float] | None = None, columns: int = 3) -> Figure:
+    """One panel per name in `panels`: each curve (label → table indexed by the values of `key`) as
+    `<name>_mean` with `<name>_sd` error bars, or as the plain column `<name>` without; a dashed line
+    at `truths[name]` where given. A curve without the panel's column is left out of that panel."""
+    rows = math.ceil(len(panels) / columns)
+    fig = Figure(figsize=(4.2 * columns, 3.4 * rows), dpi=DPI)
+    FigureCanvasAgg(fig)
+    values = np.concatenate([np.asarray(table.index, dtype=float) for table in curves.values()])
+    for n, name in enumerate(panels):
+        ax = fig.add_subplot(rows, columns, n + 1)
+        _value_axis(ax, values)
+        for i, (label, table) in enumerate(curves.items()):
+            table = table.sort_index()
+            x = np.asarray(table.index, dtype=float)
+            style = {"marker": "os^vD"[i % 5], "color": f"C{i}", "label": label}
+            if f"{name}_mean" in table:
+                ax.errorbar(x, table[f"{name}_mean"], yerr=table[f"{name}_sd"].fillna(0.0), capsize=3, **style)
+            elif name in table:
+                ax.errorbar(x, table[name], **style)
+        if truths and name in truths:
+            ax.axhline(truths[name], color="black", ls="--", lw=1, label="true value")
+        ax.set_title(name, fontsize="medium")
+        ax.set_xlabel(key, fontsize="small")
+        if n == 0 or (truths and name in truths):
+            ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig

@@ -1,15 +1,32 @@
 """`python -m metabo_tune.sweep CONFIG --vary SECTION.KEY=V1,V2,...`: train one configuration over a grid
-of values (training seeds, network seeds, noise levels) and tabulate every headline metric.
+of values (training seeds, network seeds, noise levels) and tabulate every headline metric; with
+`--compare`, put finished sweeps side by side.
 
     python -m metabo_tune.sweep CONFIG.yaml [--set SECTION.KEY=VALUE ...] --vary SECTION.KEY=V1,V2,...
                                 [--vary ...] [--over SECTION.KEY] [--out DIR] [--jobs 2]
+    python -m metabo_tune.sweep --compare DIR1 DIR2 ... [--labels A B ...] [--key SECTION.KEY] [--out DIR]
 
 Each point of the grid (the product of the `--vary` lists) is a full trial (`train.run_trial`) in
 `DIR/runs/<key=value,...>/`; a rerun resumes or reuses them, so an interrupted sweep goes on where it
 stopped. `DIR/sweep.csv` has one row per run: the varied values, status, classification and every
 metric. `DIR/summary.csv` and `summary.md` aggregate over the `--over` key (default: the last `--vary`
 key) for each combination of the others: the number of runs, the count per classification, and mean and
-sd of each reported metric. The exit code is 0 when every run converged, 1 when not, 2 on bad input.
+sd of each reported metric. When that leaves exactly one numeric key, `DIR/curve.png` draws each headline
+metric (rate_constants_R2, log_k_rmse, slope ratio and baseline per type, embedding_cluster_acc) and the
+converged fraction against it: mean with sd error bars, log x (symlog when 0 is among the values), the
+simulated baselines as dashed lines. The exit code is 0 when every run converged, 1 when not, 2 on bad input.
+
+`--compare` reads the `sweep.csv` of each sweep directory (all must vary the same keys), groups by `--key`
+(default: the first varied key) and averages over the other varied keys. It writes `DIR/compare.csv` (one
+row per value and sweep: runs, count per classification, converged fraction, mean and sd of every reported
+metric), `DIR/compare.md` (the same rows, the headline metrics as 'mean ± sd') and a figure with one line
+per sweep: `noise_curve.png` when the key is training.measurement_noise_level, else `curve.png`. A noise
+curve for two configurations (default output directory: runs/compare):
+
+    python -m metabo_tune.sweep configs/joint_recovery.yaml --out runs/noise_joint --jobs 2 \\
+        --vary training.measurement_noise_level=0,0.001,0.003,0.01,0.03,0.05,0.1 --vary simulation.seed=1,2,3
+    python -m metabo_tune.sweep NOISY.yaml --out runs/noise_noisy --jobs 2 --vary ... (the same two)
+    python -m metabo_tune.sweep --compare runs/noise_joint runs/noise_noisy --labels joint noisy --out runs/noise
 """
 
 from __future__ import annotations
@@ -24,8 +41,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 
 from metabo_tune.config import Config, ConfigError, apply_overrides, config_from_dict, load_config
+from metabo_tune.labels import LABELS
+from metabo_tune.plots import curve_figure
 from metabo_tune.simulate import DataError
 
 # Per-type metrics appear once per metabolite type; REPORTED lists them with {t} for the type.
@@ -33,12 +53,20 @@ REPORTED = ("rate_constants_R2", "rate_constants_R2_all", "log_k_rmse", "slope",
             "avg_slope_ratio", "MLP_node_baseline_{t}", "homeostasis_R2", "embedding_cluster_acc",
             "embedding_n_clusters", "embedding_ari", "test_onestep_R2", "test_pearson", "final_loss",
             "training_time_min")
+# The metrics drawn against the swept value and shown in compare.md.
+HEADLINE = ("rate_constants_R2", "log_k_rmse", "MLP_node_slope_ratio_{t}", "MLP_node_baseline_{t}",
+            "embedding_cluster_acc")
+NOISE_KEY = "training.measurement_noise_level"
 
 
-def reported_columns(columns: pd.Index | list[str]) -> list[str]:
-    """The REPORTED metrics present in `columns`, per-type ones expanded in type order."""
+class SweepError(ValueError):
+    """Sweep directories that cannot be compared."""
+
+
+def reported_columns(columns: pd.Index | list[str], names: tuple[str, ...] = REPORTED) -> list[str]:
+    """The metrics of `names` present in `columns`, per-type ones expanded in type order."""
     present = []
-    for name in REPORTED:
+    for name in names:
         if "{t}" not in name:
             present += [name] if name in columns else []
             continue
@@ -136,31 +164,151 @@ def summary_table(per_run: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     return table
 
 
+def _mean_sd(table: pd.DataFrame, metric: str) -> list[str]:
+    return [f"{mean:.4g} ± {sd:.2g}" for mean, sd in
+            zip(table[f"{metric}_mean"], table[f"{metric}_sd"].fillna(0.0), strict=True)]
+
+
+def _metrics_of(table: pd.DataFrame) -> list[str]:
+    return [name[: -len("_mean")] for name in table.columns if name.endswith("_mean")]
+
+
 def summary_markdown(summary: pd.DataFrame) -> str:
     """The summary with each metric as one 'mean ± sd' column."""
-    metrics = [name[: -len("_mean")] for name in summary.columns if name.endswith("_mean")]
+    metrics = _metrics_of(summary)
     shown = summary.drop(columns=[f"{m}_{s}" for m in metrics for s in ("mean", "sd")])
     for metric in metrics:
-        shown[metric] = [f"{mean:.4g} ± {sd:.2g}" for mean, sd in
-                         zip(summary[f"{metric}_mean"], summary[f"{metric}_sd"].fillna(0.0), strict=True)]
+        shown[metric] = _mean_sd(summary, metric)
     return shown.T.to_markdown() + "\n"
+
+
+def curve_table(per_run: pd.DataFrame, key: str) -> pd.DataFrame:
+    """The summary grouped by `key`, sorted by it, with the fraction of runs that converged."""
+    table = summary_table(per_run, [key]).sort_index()
+    converged = table.get("converged", 0)
+    return table.assign(converged_fraction=converged / table["runs"])
+
+
+def curve_panels(columns: pd.Index | list[str]) -> list[str]:
+    return [*reported_columns(columns, HEADLINE), "converged_fraction"]
+
+
+def true_baselines(simulations: list[dict]) -> dict[str, float]:
+    """{MLP_node_baseline_t: b_t} when every simulation section gives the same baselines and none trains on
+    its own data (data_dir: no known truth); else empty. Config values for a reference line, never trained on."""
+    found = {() if section.get("data_dir") else tuple(section.get("homeostatic_baseline_per_type") or ())
+             for section in simulations}
+    if len(found) != 1 or not (baselines := found.pop()):
+        return {}
+    return {f"MLP_node_baseline_{t}": float(b) for t, b in enumerate(baselines)}
+
+
+def varied_columns(per_run: pd.DataFrame) -> list[str]:
+    """The columns of a sweep.csv that hold the varied values."""
+    measured = {"status", "classification", *reported_columns(per_run.columns)}
+    return [name for name in per_run.columns if name not in measured]
+
+
+def read_sweep(directory: Path) -> pd.DataFrame:
+    path = directory / "sweep.csv"
+    if not path.is_file():
+        raise SweepError(f"{directory}: no sweep.csv (not a sweep directory, or its sweep has not finished)")
+    per_run = pd.read_csv(path)
+    if "classification" not in per_run:
+        raise SweepError(f"{path}: no classification column, not written by a sweep")
+    return per_run
+
+
+def combined_table(per_runs: dict[str, pd.DataFrame], key: str) -> pd.DataFrame:
+    """One row per value of `key` and sweep (label → its per-run table), the sweeps in the given order
+    within a value: runs, count per classification, converged fraction, mean and sd of each reported metric."""
+    parts = [curve_table(per_run, key).reset_index().assign(configuration=label)
+             for label, per_run in per_runs.items()]
+    table = pd.concat(parts, ignore_index=True).sort_values(key, kind="stable", ignore_index=True)
+    classes = [label for label in LABELS if label in table]
+    table[classes] = table[classes].fillna(0).astype(int)
+    metrics = reported_columns(sorted(set().union(*(per_run.columns for per_run in per_runs.values()))))
+    stats = [f"{metric}_{stat}" for metric in metrics for stat in ("mean", "sd")]
+    return table[[key, "configuration", "runs", *classes, "converged_fraction", *stats]]
+
+
+def combined_markdown(table: pd.DataFrame) -> str:
+    """The combined table with the headline metrics as 'mean ± sd' columns."""
+    shown = table[table.columns[: table.columns.get_loc("converged_fraction")]].copy()
+    for metric in reported_columns(_metrics_of(table), HEADLINE):
+        shown[metric] = _mean_sd(table, metric)
+    return shown.to_markdown(index=False) + "\n"
+
+
+def compare(directories: list[Path], labels: list[str] | None, key: str | None, out_dir: Path) -> pd.DataFrame:
+    """Write compare.csv, compare.md and the figure of the sweeps in `directories`; the table."""
+    if labels is None:
+        names = [directory.name for directory in directories]
+        labels = names if len(set(names)) == len(names) else [str(directory) for directory in directories]
+    if len(labels) != len(directories):
+        raise SweepError(f"--labels: {len(labels)} labels for {len(directories)} sweeps")
+    if len(set(labels)) != len(labels):
+        raise SweepError(f"--labels: the labels must differ, got {' '.join(labels)}")
+    per_runs = {label: read_sweep(directory) for label, directory in zip(labels, directories, strict=True)}
+    varied = {label: varied_columns(per_run) for label, per_run in per_runs.items()}
+    if len({frozenset(keys) for keys in varied.values()}) > 1:
+        raise SweepError("the sweeps vary different keys: "
+                         + "; ".join(f"{label} varies {', '.join(keys)}" for label, keys in varied.items()))
+    key = key or next(iter(varied.values()))[0]
+    if key not in next(iter(varied.values())):
+        raise SweepError(f"--key {key}: not a varied key of the sweeps ({', '.join(next(iter(varied.values())))})")
+    if not all(pd.api.types.is_numeric_dtype(per_run[key]) for per_run in per_runs.values()):
+        raise SweepError(f"--key {key}: the values are not all numbers, nothing to draw a curve against")
+    table = combined_table(per_runs, key)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out_dir / "compare.csv", index=False)
+    text = combined_markdown(table)
+    (out_dir / "compare.md").write_text(text)
+    columns = sorted(set().union(*(per_run.columns for per_run in per_runs.values())))
+    simulations = [(yaml.safe_load(path.read_text()) or {}).get("simulation", {})
+                   for directory in directories for path in sorted(directory.glob("runs/*/config.yaml"))]
+    figure = curve_figure({label: curve_table(per_run, key) for label, per_run in per_runs.items()}, key,
+                          curve_panels(columns), true_baselines(simulations))
+    figure.savefig(out_dir / ("noise_curve.png" if key == NOISE_KEY else "curve.png"))
+    print(text, end="")
+    return table
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m metabo_tune.sweep", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", help="run config YAML, or a search-space YAML (its `base` is trained)")
+    parser.add_argument("config", nargs="?",
+                        help="run config YAML, or a search-space YAML (its `base` is trained)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one config value for every run (repeatable)")
-    parser.add_argument("--vary", action="append", required=True, metavar="SECTION.KEY=V1,V2,...",
+    parser.add_argument("--vary", action="append", default=[], metavar="SECTION.KEY=V1,V2,...",
                         help="values of one key to train over (repeatable: the runs are the product)")
     parser.add_argument("--over", metavar="SECTION.KEY",
                         help="the varied key the summary averages over (default: the last --vary key)")
-    parser.add_argument("--out", help="output directory (default: runs/sweep_<config name>)")
+    parser.add_argument("--out", help="output directory (default: runs/sweep_<config name>, runs/compare)")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once (default: %(default)s)")
+    parser.add_argument("--compare", nargs="+", type=Path, metavar="DIR",
+                        help="put these finished sweeps side by side instead of training")
+    parser.add_argument("--labels", nargs="+", metavar="LABEL",
+                        help="with --compare: a name per sweep (default: the directory names)")
+    parser.add_argument("--key", metavar="SECTION.KEY",
+                        help="with --compare: the varied key on the x axis (default: the first varied key)")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error("--jobs must be >= 1")
+    if args.compare:
+        if args.config or args.vary or args.overrides or args.over:
+            parser.error("--compare takes no CONFIG, --set, --vary or --over")
+        try:
+            compare(args.compare, args.labels, args.key, Path(args.out or Path("runs") / "compare"))
+        except SweepError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    if not args.config or not args.vary:
+        parser.error("CONFIG and --vary are required (or --compare DIR ...)")
+    if args.labels or args.key:
+        parser.error("--labels and --key go with --compare")
     out_dir = Path(args.out or Path("runs") / f"sweep_{Path(args.config).stem}")
     try:
         grid = parse_vary(args.vary)
@@ -177,11 +325,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     per_run = per_run_table(points, metrics)
-    summary = summary_table(per_run, [key for key in grid if key != over])
+    by = [key for key in grid if key != over]
+    summary = summary_table(per_run, by)
+    out_dir.mkdir(parents=True, exist_ok=True)
     per_run.to_csv(out_dir / "sweep.csv", index=False)
     summary.to_csv(out_dir / "summary.csv")
     text = summary_markdown(summary)
     (out_dir / "summary.md").write_text(text)
+    if len(by) == 1 and pd.api.types.is_numeric_dtype(per_run[by[0]]):
+        truths = true_baselines([cfg.to_dict()["simulation"] for cfg in configs])
+        figure = curve_figure({Path(args.config).stem: curve_table(per_run, by[0])}, by[0],
+                              curve_panels(per_run.columns), truths)
+        figure.savefig(out_dir / "curve.png")
     print(text, end="")
     return 0 if (per_run["classification"] == "converged").all() else 1
 

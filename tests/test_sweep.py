@@ -2,9 +2,16 @@ import json
 
 import pandas as pd
 import pytest
+from matplotlib.container import ErrorbarContainer
+from matplotlib.image import imread
 
+from metabo_tune import sweep
 from metabo_tune.config import ConfigError, config_from_dict
+from metabo_tune.plots import curve_figure
 from metabo_tune.sweep import (
+    combined_table,
+    curve_panels,
+    curve_table,
     grid_points,
     main,
     parse_vary,
@@ -12,6 +19,7 @@ from metabo_tune.sweep import (
     reported_columns,
     summary_markdown,
     summary_table,
+    true_baselines,
     with_values,
 )
 
@@ -114,3 +122,162 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, extra, message):
     assert main([str(config), *extra, "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and message in err[-1]
+
+
+NOISE = "training.measurement_noise_level"
+
+
+def run_row(level, seed, classification, r2, **extra):
+    return {NOISE: level, "simulation.seed": seed, "status": "completed", "classification": classification,
+            "rate_constants_R2": r2, "log_k_rmse": 1 - r2, "MLP_node_slope_ratio_0": 1.0,
+            "MLP_node_baseline_0": 4.0 + level, "embedding_cluster_acc": 1.0, **extra}
+
+
+# Two hand-built sweeps over the noise level and network seeds; `noisy` also has level 0.1, with 3 seeds.
+JOINT = [run_row(0, 1, "converged", 1.0), run_row(0, 2, "converged", 0.8),
+         run_row(0.01, 1, "partial-k", 0.5), run_row(0.01, 2, "failed", 0.3)]
+NOISY = [run_row(0, 1, "converged", 0.9), run_row(0, 2, "partial", 0.7),
+         run_row(0.01, 1, "converged", 0.95), run_row(0.01, 2, "converged", 0.85),
+         run_row(0.1, 1, "failed", 0.1), run_row(0.1, 2, "failed", 0.2), run_row(0.1, 3, "converged", 0.95)]
+
+
+def training_seeds(rows):
+    """The rows with the network seed renamed to a training seed: a sweep over other keys."""
+    return [{("training.seed" if key == "simulation.seed" else key): value for key, value in row.items()}
+            for row in rows]
+
+
+def write_sweep(directory, rows, baselines=(4.0, 6.0)):
+    (directory / "runs" / "a").mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(directory / "sweep.csv", index=False)
+    (directory / "runs" / "a" / "config.yaml").write_text(
+        json.dumps({"simulation": {"homeostatic_baseline_per_type": list(baselines)}}))
+    return directory
+
+
+def test_the_combined_table_has_a_row_per_level_and_sweep_with_counts_and_means():
+    table = combined_table({"joint": pd.DataFrame(JOINT), "noisy": pd.DataFrame(NOISY)}, NOISE)
+    assert list(zip(table[NOISE], table["configuration"], strict=True)) == [
+        (0, "joint"), (0, "noisy"), (0.01, "joint"), (0.01, "noisy"), (0.1, "noisy")]
+    assert table["runs"].tolist() == [2, 2, 2, 2, 3]
+    assert table["converged"].tolist() == [2, 1, 0, 2, 1]
+    assert table["failed"].tolist() == [0, 0, 1, 0, 2]
+    assert table["partial-k"].tolist() == [0, 0, 1, 0, 0]  # a class one sweep never saw counts 0 there
+    assert table["converged_fraction"].tolist() == pytest.approx([1.0, 0.5, 0.0, 1.0, 1 / 3])
+    assert table["rate_constants_R2_mean"].tolist() == pytest.approx([0.9, 0.8, 0.4, 0.9, 1.25 / 3])
+    assert table["rate_constants_R2_sd"].iloc[2] == pytest.approx(pd.Series([0.5, 0.3]).std())
+    assert table["MLP_node_baseline_0_mean"].tolist() == pytest.approx([4.0, 4.0, 4.01, 4.01, 4.1])
+
+
+def test_true_baselines_only_when_every_simulated_run_agrees():
+    assert true_baselines([{"homeostatic_baseline_per_type": [4.0, 6.0]}] * 2) == {
+        "MLP_node_baseline_0": 4.0, "MLP_node_baseline_1": 6.0}
+    assert true_baselines([{"homeostatic_baseline_per_type": [4.0, 6.0]},
+                           {"homeostatic_baseline_per_type": [4.0, 5.0]}]) == {}
+    assert true_baselines([{"homeostatic_baseline_per_type": [4.0, 6.0], "data_dir": "mine"}]) == {}
+    assert true_baselines([]) == {}
+
+
+def errorbars(ax):
+    return [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+
+
+@pytest.mark.parametrize(("levels", "scale"), [((0, 0.01), "symlog"), ((0.001, 0.01), "log")])
+def test_the_curve_has_one_errorbar_line_per_sweep_in_every_panel(levels, scale):
+    joint, noisy = (pd.DataFrame(rows) for rows in (JOINT, NOISY))
+    joint[NOISE] = joint[NOISE].map(dict(zip((0, 0.01), levels, strict=True)))
+    noisy = noisy[noisy[NOISE] < 0.1].assign(**{NOISE: joint[NOISE].to_numpy()})
+    panels = curve_panels(joint.columns)
+    assert panels == ["rate_constants_R2", "log_k_rmse", "MLP_node_slope_ratio_0", "MLP_node_baseline_0",
+                      "embedding_cluster_acc", "converged_fraction"]
+    fig = curve_figure({"joint": curve_table(joint, NOISE), "noisy": curve_table(noisy, NOISE)}, NOISE, panels,
+                       {"MLP_node_baseline_0": 4.0})
+    assert [ax.get_title() for ax in fig.axes] == panels
+    for ax in fig.axes:
+        assert [c.get_label() for c in errorbars(ax)] == ["joint", "noisy"]
+        assert ax.get_xscale() == scale
+        assert ax.get_xlim()[0] <= min(levels)
+    r2 = errorbars(fig.axes[0])[0]
+    assert r2.lines[0].get_xdata().tolist() == list(levels)
+    assert r2.lines[0].get_ydata().tolist() == pytest.approx([0.9, 0.4])
+    converged = errorbars(fig.axes[-1])[1].lines[0].get_ydata().tolist()
+    assert converged == [0.5, 1.0]
+    dashed = [line for ax in fig.axes for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert len(dashed) == 1 and dashed[0].axes.get_title() == "MLP_node_baseline_0"
+    assert list(dashed[0].get_ydata()) == [4.0, 4.0]
+
+
+def test_compare_writes_the_table_and_the_noise_curve(tmp_path, capsys):
+    joint, noisy = write_sweep(tmp_path / "joint", JOINT), write_sweep(tmp_path / "noisy", NOISY)
+    out = tmp_path / "out"
+    assert main(["--compare", str(joint), str(noisy), "--labels", "final", "noise-ready", "--out", str(out)]) == 0
+    table = pd.read_csv(out / "compare.csv")
+    assert table["configuration"].tolist() == ["final", "noise-ready", "final", "noise-ready", "noise-ready"]
+    assert table["converged"].tolist() == [2, 1, 0, 2, 1]
+    markdown = (out / "compare.md").read_text()
+    assert markdown == capsys.readouterr().out
+    assert "| noise-ready" in markdown and "0.9 ± 0.14" in markdown and "training_time_min" not in markdown
+    assert imread(out / "noise_curve.png").shape[2] == 4
+    assert not (out / "curve.png").exists()
+
+
+def test_compare_over_another_key_draws_curve_png(tmp_path):
+    write_sweep(tmp_path / "a", training_seeds(JOINT))
+    write_sweep(tmp_path / "b", training_seeds(NOISY))
+    assert main(["--compare", str(tmp_path / "a"), str(tmp_path / "b"), "--key", "training.seed",
+                 "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "curve.png").is_file()
+    table = pd.read_csv(tmp_path / "out" / "compare.csv")
+    assert table["training.seed"].tolist() == [1, 1, 2, 2, 3] and table["runs"].tolist() == [2, 3, 2, 3, 1]
+
+
+@pytest.mark.parametrize(("second", "extra", "message"), [
+    ("empty", [], "empty: no sweep.csv"),
+    ("seeds", [], "the sweeps vary different keys: joint varies training.measurement_noise_level, simulation.seed; "
+                  "seeds varies training.measurement_noise_level, training.seed"),
+    ("noisy", ["--labels", "one"], "--labels: 1 labels for 2 sweeps"),
+    ("noisy", ["--key", "training.seed"], "--key training.seed: not a varied key"),
+])
+def test_compare_refuses_bad_input_in_one_line(tmp_path, capsys, second, extra, message):
+    write_sweep(tmp_path / "joint", JOINT)
+    write_sweep(tmp_path / "noisy", NOISY)
+    write_sweep(tmp_path / "seeds", training_seeds(NOISY))
+    (tmp_path / "empty").mkdir()
+    assert main(["--compare", str(tmp_path / "joint"), str(tmp_path / second), *extra,
+                 "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_noise_by_seed_sweep_draws_its_curve_with_the_simulated_baselines(tmp_path, monkeypatch):
+    def fake_train(cfg, out_dir):
+        level, seed = cfg.training.measurement_noise_level, cfg.simulation.seed
+        r2 = 1.0 - 10 * level - 0.01 * seed
+        return {"status": "completed", "classification": "converged" if r2 > 0.9 else "partial-k",
+                "rate_constants_R2": r2, "MLP_node_baseline_0": 4.0 + level, "MLP_node_baseline_1": 6.0}
+
+    figures = []
+
+    def recording_curve_figure(*args, **kwargs):
+        figures.append(curve_figure(*args, **kwargs))
+        return figures[-1]
+
+    monkeypatch.setattr(sweep, "_train", fake_train)
+    monkeypatch.setattr(sweep, "curve_figure", recording_curve_figure)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(json.dumps(TINY))
+    out = tmp_path / "sweep"
+    assert main([str(config), "--vary", f"{NOISE}=0,0.01", "--vary", "simulation.seed=1,2", "--out", str(out)]) == 1
+    assert imread(out / "curve.png").shape[2] == 4
+    (fig,) = figures
+    assert [ax.get_title() for ax in fig.axes] == ["rate_constants_R2", "MLP_node_baseline_0", "MLP_node_baseline_1",
+                                                   "converged_fraction"]
+    assert fig.axes[0].get_xscale() == "symlog"
+    assert errorbars(fig.axes[0])[0].lines[0].get_ydata().tolist() == pytest.approx([0.985, 0.885])
+    assert errorbars(fig.axes[3])[0].lines[0].get_ydata().tolist() == [1.0, 0.0]
+    truths = [[line.get_ydata()[0] for line in ax.get_lines() if line.get_linestyle() == "--"] for ax in fig.axes]
+    assert truths == [[], [4.0], [6.0], []]  # TINY simulates the default baselines 4 and 6
+
+    assert main([str(config), "--vary", "simulation.seed=1,2", "--out", str(tmp_path / "seeds")]) == 0
+    assert len(figures) == 1 and not (tmp_path / "seeds" / "curve.png").exists()  # averaged over the only key
