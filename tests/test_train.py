@@ -11,14 +11,13 @@ import torch
 from metabo_tune import metrics
 from metabo_tune.config import config_from_dict
 from metabo_tune.metrics import parse_analysis_log
-from metabo_tune.simulate import left_null_space, simulate
+from metabo_tune.simulate import simulate
 from metabo_tune.train import (
     CheckpointMismatch,
     GroupAdam,
     Trainer,
     main,
     run_trial,
-    shared_relaxation_fit,
     train,
 )
 
@@ -314,42 +313,6 @@ def test_attached_homeostasis_learns_from_the_prediction_loss_after_the_switch(s
     assert before is None and after != 0
 
 
-def test_moment_conservation_loss_equals_the_loss_over_every_frame(small_dataset):
-    trainer = Trainer(linear_head_config(), small_dataset.observed, "cpu")
-    model = trainer.model
-    with torch.no_grad():  # a head far from its start, with per-metabolite rates and baselines
-        model.embedding.normal_(generator=torch.Generator().manual_seed(1))
-        model.relaxation.log_rate.weight.fill_(0.4)
-        model.relaxation.baseline.weight.fill_(-0.3)
-        all_frames = ((model.homeostasis(trainer.conc) - trainer.deriv) @ trainer.null_space).square().sum(-1).mean()
-    losses = trainer.losses(0)
-    torch.testing.assert_close(losses["conservation"], all_frames, rtol=1e-5, atol=0)
-    assert losses["conservation"] > 0
-
-
-def test_sampled_conservation_over_all_frames_matches_the_moments(small_dataset):
-    """The MLP head cannot use moments; with conservation_frames 'all' it visits every frame, which gives
-    the same value as the linear head's moments for the same homeostasis."""
-    moments = Trainer(linear_head_config(), small_dataset.observed, "cpu")
-    raw = linear_head_config().to_dict()
-    raw["training"]["detach_homeostasis"] = False
-    sampled = Trainer(config_from_dict(raw), small_dataset.observed, "cpu")
-    sampled.moments = None
-    sampled.model.load_state_dict(moments.model.state_dict())
-    torch.testing.assert_close(sampled.losses(0)["conservation"], moments.losses(0)["conservation"], rtol=1e-5, atol=0)
-
-
-def test_shared_relaxation_fit_is_exact_for_one_type_without_reactions():
-    sim = {"n_metabolites": 12, "n_reactions": 1, "n_frames": 300, "n_metabolite_types": 1,
-           "homeostatic_lambda_per_type": [0.003], "homeostatic_baseline_per_type": [5.5]}
-    dataset = simulate(config_from_dict({"simulation": sim}).simulation)
-    traj, network = dataset.observed.trajectory, dataset.observed.network
-    rate, baseline = shared_relaxation_fit(traj.concentrations, traj.derivatives,
-                                           left_null_space(network.stoichiometry))
-    assert rate == pytest.approx(0.003, rel=1e-6)
-    assert baseline == pytest.approx(5.5, rel=1e-6)
-
-
 def test_detached_homeostasis_learns_from_the_conservation_loss_only(small_dataset):
     trainer = Trainer(linear_head_config(), small_dataset.observed, "cpu")
     losses = trainer.losses(0)
@@ -359,36 +322,14 @@ def test_detached_homeostasis_learns_from_the_conservation_loss_only(small_datas
     assert torch.autograd.grad(losses["conservation"], trainer.model.relaxation.log_rate.bias)[0] != 0
 
 
-def test_residual_moments_give_the_per_metabolite_fit_over_every_frame(small_dataset):
-    trainer = Trainer(linear_head_config(coeff_residual_fit=2.0, residual_fit_start=0.0), small_dataset.observed, "cpu")
-    model = trainer.model
-    with torch.no_grad():
-        model.embedding.normal_(generator=torch.Generator().manual_seed(4))
-        model.relaxation.log_rate.weight.fill_(0.3)
-        model.relaxation.baseline.weight.fill_(0.5)
-        residual = trainer.deriv - model.reaction_part(trainer.conc)
-        direct = (model.homeostasis(trainer.conc) - residual).square().mean(0).sum()
-    losses = trainer.losses(0)
-    torch.testing.assert_close(losses["residual_fit"], 2.0 * direct, rtol=1e-5, atol=0)
-    # the reactions enter as data: only the head and the embeddings learn from this term
-    grads = torch.autograd.grad(losses["residual_fit"], [model.log_k, model.embedding], allow_unused=True)
-    assert grads[0] is None and grads[1].abs().sum() > 0
-
-
-def test_residual_fit_starts_at_its_fraction_of_the_run(small_dataset):
-    trainer = Trainer(linear_head_config(coeff_residual_fit=1.0, residual_fit_start=0.5), small_dataset.observed, "cpu")
-    half = trainer.total_iterations // 2
-    assert trainer.losses(half - 1)["residual_fit"] == 0 and trainer.residual is None
-    assert trainer.losses(half)["residual_fit"] > 0
-
-
 def test_the_residual_fit_restarts_the_heads_learning_rate_only(small_dataset):
     cfg = linear_head_config(coeff_residual_fit=1.0, residual_fit_start=0.5, residual_fit_learning_rate=1e-4,
                              lr_schedule="cosine", learning_rate_k=1e-2, learning_rate_node=1e-3,
                              learning_rate_embedding=2e-3, learning_rate_sub=3e-3)
     trainer = Trainer(cfg, small_dataset.observed, "cpu")
     total = trainer.total_iterations
-    half, three_quarters = trainer.residual_start, (trainer.residual_start + total) // 2
+    half = trainer.homeostasis_losses.residual_start
+    three_quarters = (half + total) // 2
     before = trainer.learning_rates(half - 1)
     cosine = 0.5 * (1 + math.cos(math.pi * (half - 1) / total))
     assert before == pytest.approx({"k": 1e-2 * cosine, "node": 1e-3 * cosine, "embedding": 2e-3 * cosine,
@@ -418,62 +359,6 @@ def test_a_run_resumed_inside_the_residual_phase_equals_an_uninterrupted_one(sma
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     assert torch.equal(straight.history, resumed.history)
-
-
-def test_residual_fit_with_the_mlp_head_warns_and_is_ignored(small_dataset):
-    raw = small_config(coeff_conservation=1.0).to_dict()
-    raw["training"] |= {"coeff_residual_fit": 1.0, "residual_fit_start": 0.0}
-    with pytest.warns(UserWarning, match="homeostasis_head: linear only"):
-        cfg = config_from_dict(raw)
-    assert Trainer(cfg, small_dataset.observed, "cpu").losses(0)["residual_fit"] == 0
-
-
-def test_residual_fusion_pulls_each_embedding_towards_the_metabolites_that_fit_its_residual_best(small_dataset):
-    cfg = linear_head_config(coeff_residual_fit=1.0, residual_fit_start=0.5, coeff_residual_fusion=0.5,
-                             residual_fusion_neighbours=3)
-    trainer = Trainer(cfg, small_dataset.observed, "cpu")
-    model = trainer.model
-    with torch.no_grad():  # distinct coefficients per metabolite (a fresh head gives all the same)
-        model.relaxation.log_rate.weight.normal_(generator=torch.Generator().manual_seed(0))
-        model.relaxation.baseline.weight.normal_(generator=torch.Generator().manual_seed(1))
-    assert trainer.losses(trainer.residual_start - 1)["embedding_fusion"] == 0
-    fused = trainer.losses(trainer.residual_start)["embedding_fusion"]
-    with torch.no_grad():
-        rate, baseline = (v.double().numpy() for v in model.relaxation.coefficients(model.embedding))
-    c = small_dataset.observed.trajectory.concentrations.astype(np.float64)
-    residual = trainer.deriv.double().numpy() - model.reaction_part(trainer.conc).detach().double().numpy()
-    # metabolite i's residual fitted with metabolite j's (λ_j, b_j), straight from the frames
-    cross = ((-rate[None, None, :] * (c[:, :, None] - baseline[None, None, :]) - residual[:, :, None]) ** 2).mean(0)
-    with torch.no_grad():
-        moment_form = trainer.residual.cross_fit(*model.relaxation.coefficients(model.embedding)).numpy()
-    np.testing.assert_allclose(moment_form, cross, rtol=1e-6, atol=1e-12)
-    np.fill_diagonal(cross, np.inf)
-    neighbours = np.argsort(cross, axis=1)[:, :3]
-    emb = model.embedding.detach().double().numpy()
-    expected = 0.5 * np.linalg.norm(emb[:, None] - emb[neighbours], axis=-1).sum()
-    assert fused.item() == pytest.approx(expected, rel=1e-5)
-    fused.backward()
-    # descent moves metabolite 0 towards its neighbours' mean
-    towards = emb[neighbours[0]].mean(0) - emb[0]
-    assert float(np.dot(-model.embedding.grad[0].double().numpy(), towards)) > 0
-
-
-def test_residual_fusion_without_the_residual_fit_warns_and_is_ignored(small_dataset):
-    with pytest.warns(UserWarning, match="coeff_residual_fusion"):
-        cfg = linear_head_config(coeff_residual_fusion=1.0)
-    trainer = Trainer(cfg, small_dataset.observed, "cpu")
-    assert trainer.losses(trainer.total_iterations - 1)["embedding_fusion"] == 0
-
-
-def test_embedding_fusion_is_the_sum_of_pairwise_distances(small_dataset):
-    trainer = Trainer(linear_head_config(coeff_embedding_fusion=0.5), small_dataset.observed, "cpu")
-    emb = trainer.model.embedding.detach()
-    expected = 0.5 * torch.pdist(emb).sum()
-    torch.testing.assert_close(trainer.losses(0)["embedding_fusion"], expected)
-    with torch.no_grad():  # coinciding embeddings keep a finite gradient
-        trainer.model.embedding.zero_()
-    trainer.losses(0)["loss"].backward()
-    assert torch.isfinite(trainer.model.embedding.grad).all()
 
 
 def test_detach_without_conservation_warns_that_the_head_cannot_learn():
