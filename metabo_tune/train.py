@@ -1,4 +1,5 @@
-"""Training loop: loss, regularisers, rollout, optimiser groups, seeding, checkpoints.
+"""Training loop: loss, regularisers, rollout, optimiser groups, seeding, checkpoints. The optional
+homeostasis terms (conservation, residual fit, embedding fusion) are in `homeostasis_losses`.
 
 Only `Observed` data reach this module's trainer: concentrations, derivatives, S and the substrate
 edges. A `Trainer` advances in segments (`run(until)`) and can save and restore its whole state, so a
