@@ -1,4 +1,5 @@
-"""Training loop: loss, regularisers, rollout, optimiser groups, seeding, checkpoints.
+"""Training loop: loss, regularisers, rollout, optimiser groups, seeding, checkpoints. The optional
+homeostasis terms (conservation, residual fit, embedding fusion) are in `homeostasis_losses`.
 
 Only `Observed` data reach this module's trainer: concentrations, derivatives, S and the substrate
 edges. A `Trainer` advances in segments (`run(until)`) and can save and restore its whole state, so a
@@ -14,7 +15,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ import torch
 import yaml
 
 from metabo_tune.config import Config, ConfigError, load_config
+from metabo_tune.homeostasis_losses import HomeostasisLosses, shared_relaxation_fit
 from metabo_tune.model import MetabolicGNN, build_model
 from metabo_tune.simulate import DataError, Dataset, Observed, left_null_space, load_or_simulate
 
@@ -85,99 +87,6 @@ class GroupAdam:
         self.step_count.copy_(state["step_count"])
 
 
-def sum_of_norms(diff: torch.Tensor) -> torch.Tensor:
-    """Σ ||diff|| over the last axis, the fusion penalties' form; +1e-12 keeps the gradient finite where
-    two embeddings coincide."""
-    return (diff.square().sum(-1) + 1e-12).sqrt().sum()
-
-
-def shared_relaxation_fit(concentrations: np.ndarray, derivatives: np.ndarray,
-                          null_space: np.ndarray) -> tuple[float, float]:
-    """(λ, b) of one relaxation −λ(c − b) shared by all metabolites, fitted by least squares to the
-    left-null-space projections of dc/dt (where the reactions cancel). It uses observed data only and
-    starts the linear head at the best label-free guess instead of an arbitrary scale."""
-    c_proj = (concentrations @ null_space).ravel()
-    ones_proj = np.broadcast_to(null_space.sum(0), (len(concentrations), null_space.shape[1])).ravel()
-    target = (derivatives @ null_space).ravel()
-    if null_space.shape[1] > 0:
-        (slope, offset), *_ = np.linalg.lstsq(np.stack([c_proj, ones_proj], 1), target, rcond=None)
-        if slope < 0 and np.isfinite(slope):
-            rate = -float(slope)
-            low, high = float(concentrations.min()), float(concentrations.max())
-            return rate, float(np.clip(offset / rate, low, high))
-    return 1e-6, float(concentrations.mean())
-
-
-class ConservationMoments:
-    """The conservation loss over all frames for a head linear in c, from precomputed moments.
-
-    With h_i = −λ_i(c_i − b_i) the residual on null vector n_k is r_k(t) = −u_k·c(t) + v_k − n_k·y(t),
-    u_k = n_k ⊙ λ, v_k = Σ_i n_ki λ_i b_i, so its mean square over frames is a quadratic form in u_k and
-    v_k with the frames' means and covariances: exact, and ~1e4× cheaper than visiting 2881 frames.
-    Float64 because the minimum sits far below the terms that cancel in it."""
-
-    def __init__(self, concentrations: np.ndarray, derivatives: np.ndarray, null_space: np.ndarray,
-                 device: torch.device) -> None:
-        c = concentrations.astype(np.float64)
-        z = derivatives.astype(np.float64) @ null_space
-        c_mean, z_mean = c.mean(0), z.mean(0)
-        dc, dz = c - c_mean, z - z_mean
-
-        def as_tensor(a: np.ndarray) -> torch.Tensor:
-            return torch.tensor(a, dtype=torch.float64, device=device)
-
-        self.null_space = as_tensor(null_space)
-        self.c_mean, self.z_mean = as_tensor(c_mean), as_tensor(z_mean)
-        self.c_cov = as_tensor(dc.T @ dc / len(c))
-        self.cz_cov = as_tensor(dc.T @ dz / len(c))
-        self.z_var = as_tensor((dz**2).mean(0))
-
-    def loss(self, rate: torch.Tensor, baseline: torch.Tensor) -> torch.Tensor:
-        """Σ_k mean_t r_k(t)², the same quantity the sampled conservation loss estimates."""
-        u = self.null_space * rate.double()[:, None]
-        v = (u * baseline.double()[:, None]).sum(0)
-        quadratic = (u * (self.c_cov @ u)).sum(0) + 2.0 * (u * self.cz_cov).sum(0) + self.z_var
-        offset = v - self.c_mean @ u - self.z_mean
-        return (quadratic + offset.square()).sum().float()
-
-
-@dataclass
-class ResidualMoments:
-    """The linear head's fit to each metabolite's residual r_i(t) = dc_i/dt − reactions_i(c(t)) over every
-    frame, Σ_i mean_t (−λ_i(c_i − b_i) − r_i)², from per-metabolite moments of c and r (exact, cheap).
-
-    The conservation loss sees only sums over metabolites, which condition each metabolite's (λ, b)
-    badly; the residual constrains every metabolite on its own, once the reactions fit well (a metabolite
-    whose concentration barely moves still fixes only λ·(b − c̄)). r is recomputed with the current
-    reaction part every `residual_refresh_every` iterations and held fixed in between."""
-
-    c_mean: torch.Tensor
-    c_sq: torch.Tensor
-    r_mean: torch.Tensor
-    cr_mean: torch.Tensor
-    r_sq: torch.Tensor
-
-    @classmethod
-    def of(cls, concentrations: torch.Tensor, residual: torch.Tensor) -> ResidualMoments:
-        c, r = concentrations.double(), residual.double()
-        return cls(c.mean(0), (c * c).mean(0), r.mean(0), (c * r).mean(0), (r * r).mean(0))
-
-    def _mean_square(self, rate: torch.Tensor, baseline: torch.Tensor, metabolites: slice | None) -> torch.Tensor:
-        """mean_t (−λ(c − b) − r)², the moments indexed by `metabolites` (None adds an axis) so that
-        they broadcast against the coefficients."""
-        lam, b = rate.double(), baseline.double()
-        spread = self.c_sq[metabolites] - 2.0 * b * self.c_mean[metabolites] + b * b  # mean (c − b)²
-        coupling = self.cr_mean[metabolites] - b * self.r_mean[metabolites]  # mean (c − b)·r
-        return lam * lam * spread + 2.0 * lam * coupling + self.r_sq[metabolites]
-
-    def cross_fit(self, rate: torch.Tensor, baseline: torch.Tensor) -> torch.Tensor:
-        """[i, j]: mean_t (−λ_j(c_i − b_j) − r_i)², metabolite i's residual fitted with j's coefficients."""
-        return self._mean_square(rate[None, :], baseline[None, :], (slice(None), None))
-
-    def loss(self, rate: torch.Tensor, baseline: torch.Tensor) -> torch.Tensor:
-        return self._mean_square(rate, baseline, slice(None)).sum().float()
-
-
 class CheckpointMismatch(ValueError):
     """A checkpoint that belongs to another config."""
 
@@ -209,22 +118,16 @@ class Trainer:
         if self.n_start_frames < 1:
             raise ValueError(f"time_step {self.rollout} needs more than {traj.n_frames} frames")
         null = left_null_space(observed.network.stoichiometry)
-        self.null_space = torch.tensor(null, dtype=torch.float32, device=self.device)
-        relaxation = self.model.relaxation
-        if relaxation is not None:
-            relaxation.initialise(*shared_relaxation_fit(traj.concentrations, traj.derivatives, null))
-        self.moments: ConservationMoments | None = None
-        if tcfg.coeff_conservation > 0 and tcfg.conservation_frames == "all" and relaxation is not None:
-            self.moments = ConservationMoments(traj.concentrations, traj.derivatives, null, self.device)
+        if self.model.relaxation is not None:
+            self.model.relaxation.initialise(*shared_relaxation_fit(traj.concentrations, traj.derivatives, null))
+        # Constants are 0-dim tensors: a Python float would be converted to a tensor on every use.
         self.constants = {key: torch.tensor(float(getattr(tcfg, key)), device=self.device) for key in (
             "coeff_MLP_sub_diff", "coeff_MLP_node_L1", "coeff_MLP_sub_norm", "coeff_k_floor", "k_floor_threshold",
-            "sub_norm_concentration", "coeff_conservation", "coeff_residual_fit", "coeff_embedding_fusion",
-            "coeff_residual_fusion")}
+            "sub_norm_concentration")}
         self.constants["inverse_batch"] = torch.tensor(1.0 / tcfg.batch_size, device=self.device)
         n = observed.network.n_metabolites
         self.constants["homeo_count"] = torch.tensor(float(tcfg.batch_size * n), device=self.device)
         self.zero = torch.zeros((), device=self.device)
-        self.fusion_pairs = torch.triu_indices(n, n, offset=1, device=self.device)
         # Probe points of the MLP_sub regularisers: the monotonicity grid [0.1, 2·xnorm] plus one step
         # for every order present, then the point c* where |MLP_sub(c*, 1)| = c* is pinned.
         orders = np.unique(observed.network.substrate_order)
@@ -243,9 +146,8 @@ class Trainer:
         # The reference counts iterations from the configured n_frames, not the saved frame count.
         self.total_iterations = tcfg.n_epochs * tcfg.iterations_per_epoch(cfg.simulation.n_frames)
         self.attach_iteration = math.ceil(tcfg.attach_homeostasis_fraction * self.total_iterations)
-        self.residual_start = math.ceil(tcfg.residual_fit_start * self.total_iterations)
-        self.fits_residual = tcfg.coeff_residual_fit > 0 and self.model.relaxation is not None
-        self.residual: ResidualMoments | None = None
+        self.homeostasis_losses = HomeostasisLosses(tcfg, self.model, traj, null, self.conc, self.deriv,
+                                                    self.total_iterations)
         self.iteration = 0
         self.status = "running"
         self.elapsed_s = 0.0
@@ -273,9 +175,9 @@ class Trainer:
 
     def losses(self, iteration: int) -> dict[str, torch.Tensor]:
         """Every loss term for one iteration. MLP_sub is evaluated once on the batch's (metabolite,
-        order) pairs together with the regularisers' probe points, and MLP_node once on the batch
-        together with the conservation frames: two MLP passes instead of five."""
-        tcfg, model = self.cfg.training, self.model
+        order) pairs together with the regularisers' probe points, and the homeostasis head once on the
+        batch together with the sampled conservation frames: two MLP passes instead of five."""
+        model = self.model
         batch, cons_frames = self._frames(iteration)
         conc = self.conc.index_select(0, batch)  # index_select, not [batch]: less dispatch per call
         n_pair_values = conc.shape[0] * model.pair_metabolite.shape[0]
@@ -284,34 +186,41 @@ class Trainer:
         # split, not slices: its backward is one concatenation instead of a zero-filled copy per slice
         pair_values, grid_values, norm_value = torch.split(sub_values, self._sub_split(n_pair_values))
         pair_values = pair_values.view(conc.shape[0], model.pair_metabolite.shape[0])
-        sampled_conservation = tcfg.coeff_conservation > 0 and self.moments is None
-        node_in, cons_deriv = conc, None
-        if sampled_conservation:
-            if tcfg.conservation_frames == "all":  # the MLP head has no moments: it visits every frame
-                cons_conc, cons_deriv = self.conc, self.deriv
-            else:
-                cons_conc, cons_deriv = self.conc[cons_frames], self.deriv[cons_frames]
-            node_in = torch.cat([conc, cons_conc])
-        node_out = model.homeostasis(node_in)
-        homeo, cons_out = (torch.split(node_out, [conc.shape[0], node_out.shape[0] - conc.shape[0]])
-                           if sampled_conservation else (node_out, None))
-        out: dict[str, torch.Tensor] = {}
-        detach = tcfg.detach_homeostasis and iteration < self.attach_iteration
+        cons = self.homeostasis_losses.conservation_frames(cons_frames)
+        node_out = model.homeostasis(conc if cons is None else torch.cat([conc, cons[0]]))
+        homeo, cons_out = ((node_out, None) if cons is None
+                           else torch.split(node_out, [conc.shape[0], node_out.shape[0] - conc.shape[0]]))
+        out = {"prediction": self.prediction_loss(iteration, batch, conc, pair_values, homeo)}
+        out |= self.regularisers(grid_values, norm_value, homeo)
+        out |= self.homeostasis_losses.terms(iteration, None if cons is None else (cons_out, cons[1]))
+        terms = list(out.values())
+        out["loss"] = sum(terms[1:], start=terms[0])
+        for name in LOSS_COMPONENTS:  # the terms switched off: recorded as 0, left out of the sum
+            out.setdefault(name, self.zero)
+        return out
+
+    def prediction_loss(self, iteration: int, batch: torch.Tensor, conc: torch.Tensor, pair_values: torch.Tensor,
+                        homeo: torch.Tensor) -> torch.Tensor:
+        """Squared error of dc/dt on the batch, or of the rolled-out states with recurrent_training."""
+        model = self.model
+        detach = self.cfg.training.detach_homeostasis and iteration < self.attach_iteration
         first_step = model.reaction_part(conc, pair_values) + (homeo.detach() if detach else homeo)
         if self.rollout == 1:
             residual = first_step - self.deriv.index_select(0, batch)
-            out["prediction"] = (residual * residual).sum() * self.constants["inverse_batch"]
-        else:
-            state, step_losses = conc, []
-            for step in range(1, self.rollout + 1):
-                deriv = first_step if step == 1 else model(state, detach_homeostasis=detach)
-                state = torch.clamp(state + self.delta_t * deriv, min=0.0)
-                err = (state - self.conc.index_select(0, batch + step)) / (self.delta_t * step)
-                step_losses.append(err.square().sum(-1).mean())
-            out["prediction"] = torch.stack(step_losses).mean()
-        # The regularisers are cheap once the probes are evaluated; a zero coefficient zeroes the term.
-        # Constants are 0-dim tensors: a Python float would be converted to a tensor on every use.
-        const = self.constants
+            return (residual * residual).sum() * self.constants["inverse_batch"]
+        state, step_losses = conc, []
+        for step in range(1, self.rollout + 1):
+            deriv = first_step if step == 1 else model(state, detach_homeostasis=detach)
+            state = torch.clamp(state + self.delta_t * deriv, min=0.0)
+            err = (state - self.conc.index_select(0, batch + step)) / (self.delta_t * step)
+            step_losses.append(err.square().sum(-1).mean())
+        return torch.stack(step_losses).mean()
+
+    def regularisers(self, grid_values: torch.Tensor, norm_value: torch.Tensor,
+                     homeo: torch.Tensor) -> dict[str, torch.Tensor]:
+        """MLP_sub's monotonicity and pinned point, the head's L1, the k floor: cheap once the probes are
+        evaluated; a zero coefficient zeroes the term."""
+        const, out = self.constants, {}
         grid = grid_values.view(len(self.sub_orders), self.grid_points).abs()
         out["MLP_sub_diff"] = const["coeff_MLP_sub_diff"] * torch.linalg.vector_norm(
             torch.relu(grid[:, :-1] - grid[:, 1:]))
@@ -319,56 +228,9 @@ class Trainer:
         out["MLP_node_L1"] = const["coeff_MLP_node_L1"] * (homeo.abs().sum() / const["homeo_count"])
         pin_error = norm_value.abs() - const["sub_norm_concentration"]
         out["MLP_sub_norm"] = const["coeff_MLP_sub_norm"] * (pin_error * pin_error).sum()
-        below_floor = torch.relu(const["k_floor_threshold"] - model.log_k)
+        below_floor = torch.relu(const["k_floor_threshold"] - self.model.log_k)
         out["k_floor"] = const["coeff_k_floor"] * (below_floor * below_floor).sum()
-        fit_residual = self.in_residual_phase(iteration)
-        # (λ_i, b_i) once for the moment losses below
-        coefficients = (model.relaxation.coefficients(model.embedding)
-                        if self.moments is not None or fit_residual else None)
-        out["conservation"] = self.zero
-        if self.moments is not None:
-            out["conservation"] = const["coeff_conservation"] * self.moments.loss(*coefficients)
-        elif cons_out is not None:
-            # Left-null-space projection of the residual: S's part cancels exactly, only the homeostasis remains.
-            resid = (cons_out - cons_deriv) @ self.null_space
-            out["conservation"] = const["coeff_conservation"] * resid.square().sum(-1).mean()
-        out["residual_fit"] = self.zero
-        if fit_residual:
-            if (iteration - self.residual_start) % tcfg.residual_refresh_every == 0 or self.residual is None:
-                self.residual = self.residual_moments()
-            out["residual_fit"] = const["coeff_residual_fit"] * self.residual.loss(*coefficients)
-        out["embedding_fusion"] = self.zero
-        if tcfg.coeff_embedding_fusion > 0:
-            diff = model.embedding[self.fusion_pairs[0]] - model.embedding[self.fusion_pairs[1]]
-            out["embedding_fusion"] = const["coeff_embedding_fusion"] * sum_of_norms(diff)
-        if fit_residual and tcfg.coeff_residual_fusion > 0:
-            neighbour_term = const["coeff_residual_fusion"] * self.neighbour_fusion(*coefficients)
-            fusion = out["embedding_fusion"]
-            out["embedding_fusion"] = neighbour_term if fusion is self.zero else fusion + neighbour_term
-        # The stored zeros (terms switched off) are left out: adding 0 changes no bit.
-        terms = [term for term in out.values() if term is not self.zero]
-        out["loss"] = sum(terms[1:], start=terms[0])
         return out
-
-    def neighbour_fusion(self, rate: torch.Tensor, baseline: torch.Tensor) -> torch.Tensor:
-        """Σ_i Σ_(j ∈ N(i)) ||a_i − a_j||, a_j held fixed: each metabolite pulled towards the k metabolites
-        whose (λ_j, b_j) fit its own residual best. Neighbours by that fit rather than by embedding
-        distance: a metabolite that sits nearer the other type's embeddings still draws its pull from its
-        own type, and a clump that the head's maps cannot tell from its group (the maps may leave a
-        direction of the embedding unused) still finds the group."""
-        embedding = self.model.embedding
-        with torch.no_grad():
-            fit = self.residual.cross_fit(rate, baseline)
-            fit.fill_diagonal_(float("inf"))
-            k = min(self.cfg.training.residual_fusion_neighbours, embedding.shape[0] - 1)
-            neighbours = fit.topk(k, largest=False).indices
-        return sum_of_norms(embedding.unsqueeze(1) - embedding.detach()[neighbours])
-
-    @torch.no_grad()
-    def residual_moments(self) -> ResidualMoments:
-        """Per-metabolite moments of c and of dc/dt − reactions(c) over every frame, in chunks."""
-        reactions = torch.cat([self.model.reaction_part(chunk) for chunk in torch.split(self.conc, 512)])
-        return ResidualMoments.of(self.conc, self.deriv - reactions)
 
     def _sub_split(self, n_pair_values: int) -> list[int]:
         """Sizes of [batch pairs, monotonicity grid, the pinned point] in one MLP_sub pass."""
@@ -405,10 +267,6 @@ class Trainer:
             self.status = "completed"
         self.elapsed_s += time.perf_counter() - start
 
-    def in_residual_phase(self, iteration: int) -> bool:
-        """Whether the linear head fits the residual at `iteration` (and its learning rate may restart)."""
-        return self.fits_residual and iteration >= self.residual_start
-
     def _schedule(self, progress: float) -> float:
         """The learning-rate factor at `progress` ∈ [0, 1) of a (sub-)run."""
         if self.cfg.training.lr_schedule == "cosine":
@@ -421,9 +279,9 @@ class Trainer:
         rate to move to the residual's per-metabolite (λ, b), which the conservation moments alone leave loose."""
         factor = self._schedule(iteration / self.total_iterations)
         lrs = {name: lr * factor for name, lr in self.base_lrs.items()}
-        restart = self.cfg.training.residual_fit_learning_rate
-        if restart > 0 and self.in_residual_phase(iteration):
-            phase = (iteration - self.residual_start) / (self.total_iterations - self.residual_start)
+        restart, start = self.cfg.training.residual_fit_learning_rate, self.homeostasis_losses.residual_start
+        if restart > 0 and self.homeostasis_losses.in_residual_phase(iteration):
+            phase = (iteration - start) / (self.total_iterations - start)
             lrs["node"] = lrs["embedding"] = restart * self._schedule(phase)
         return lrs
 
@@ -440,7 +298,7 @@ class Trainer:
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "residual": None if self.residual is None else asdict(self.residual),
+                "residual": self.homeostasis_losses.state_dict(),
                 "iteration": self.iteration, "status": self.status, "elapsed_s": self.elapsed_s,
                 "history": self.history[: self.iteration].cpu(), "config": self.cfg.to_dict()}
 
@@ -451,9 +309,7 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.iteration, self.status, self.elapsed_s = state["iteration"], state["status"], state["elapsed_s"]
-        residual = state.get("residual")
-        self.residual = None if residual is None else ResidualMoments(
-            **{name: value.to(self.device) for name, value in residual.items()})
+        self.homeostasis_losses.load_state_dict(state.get("residual"))
         self.history[: self.iteration] = state["history"].to(self.device)
 
     def save_checkpoint(self, path: str | Path) -> None:

@@ -194,3 +194,84 @@ def test_power_substrate_form_is_mass_action_times_a_learned_factor(reference_da
         last.weight.zero_()
         last.bias.zero_()
     torch.testing.assert_close(model.substrate(conc, order), conc**order)
+
+
+SIMS_WITH_SQUARES = [
+    SimulationConfig(n_metabolites=20, n_reactions=30, n_frames=200),
+    SimulationConfig(n_metabolites=15, n_reactions=24, n_frames=200, cycle_fraction=0.5, seed=3),
+]
+
+
+def power_model(network, head="mlp"):
+    return build_model(network, GraphModelConfig(substrate_form="power", homeostasis_head=head), 3.0, seed=0,
+                       log_k_init=(-2, 1))
+
+
+def test_power_form_is_exactly_zero_at_zero_concentration():
+    dataset = simulate(SIMS_WITH_SQUARES[1])
+    model = power_model(dataset.observed.network)
+    order = torch.tensor([1.0, 2.0])
+    assert torch.equal(model.substrate(torch.zeros(2), order), torch.zeros(2))
+    assert (model.substrate(torch.full((2,), 1e-3), order) > 0).all()
+    # every reaction with metabolite m as a substrate stops when c_m = 0, and only those
+    network = dataset.observed.network
+    m = int(network.substrate_metabolite[0])
+    conc = torch.rand(3, network.n_metabolites) + 0.5
+    conc[:, m] = 0.0
+    rates = model.rates(conc)
+    stopped = np.zeros(network.n_reactions, dtype=bool)
+    stopped[network.substrate_reaction[network.substrate_metabolite == m]] = True
+    assert torch.count_nonzero(rates[:, stopped]) == 0
+    assert (rates[:, ~stopped] > 0).all()
+
+
+def test_power_form_has_finite_gradients_at_zero_concentration():
+    """c^|s|·exp(g) written as exp(|s|·log c + g) would give the exact zero too, but 0·∞ = nan gradients."""
+    network = simulate(SIMS_WITH_SQUARES[1]).observed.network
+    model = power_model(network)
+    conc = torch.zeros(2, requires_grad=True)
+    values = model.substrate(conc, torch.tensor([1.0, 2.0]))
+    (grad,) = torch.autograd.grad(values.sum(), conc)
+    # d/dc [c·e^g(c)] = e^g(0) at c = 0; d/dc [c²·e^g(c)] = 0
+    g_at_zero = model.sub_mlp(torch.tensor([[0.0, 1.0]])).squeeze()
+    torch.testing.assert_close(grad, torch.stack([torch.exp(g_at_zero), torch.zeros(())]).detach())
+    # the whole model, one state with every c at 0 and one with a few: finite gradients everywhere
+    conc = torch.rand(2, network.n_metabolites) + 0.5
+    conc[0] = 0.0
+    conc[1, network.substrate_metabolite[:3]] = 0.0
+    conc.requires_grad_(True)
+    model(conc).square().sum().add(model.rates(conc).sum()).backward()
+    assert torch.isfinite(conc.grad).all()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    assert model.sub_mlp[0].weight.grad.abs().sum() > 0
+
+
+def exact_power_model(dataset):
+    """The power form with g = 0 (exact mass action), the true log k, and the linear head set to each
+    type's true (λ, b) through the embedding (column 0: the type), in float64."""
+    truth = dataset.truth
+    model = power_model(dataset.observed.network, head="linear").double()
+    lam, base = np.log(truth.lambda_per_type), truth.baseline_per_type / 3.0
+    with torch.no_grad():
+        model.sub_mlp[-1].weight.zero_()
+        model.sub_mlp[-1].bias.zero_()
+        model.log_k.copy_(torch.tensor(truth.log_k))
+        model.embedding.zero_()
+        model.embedding[:, 0] = torch.tensor(truth.types, dtype=torch.float64)
+        for layer, (at_0, at_1) in ((model.relaxation.log_rate, lam), (model.relaxation.baseline, base)):
+            layer.weight.zero_()
+            layer.weight[0, 0] = at_1 - at_0
+            layer.bias.fill_(at_0)
+    return model
+
+
+@pytest.mark.parametrize("sim", SIMS_WITH_SQUARES)
+def test_power_form_with_no_correction_reproduces_the_simulated_derivatives(sim):
+    dataset = simulate(sim)
+    assert sim.cycle_fraction == 1.0 or (dataset.observed.network.substrate_order == 2).any()
+    model = exact_power_model(dataset)
+    traj = dataset.observed.trajectory
+    with torch.no_grad():
+        pred = model(torch.tensor(traj.concentrations)).numpy()
+    np.testing.assert_allclose(pred, traj.derivatives, rtol=1e-10, atol=1e-12)

@@ -1,0 +1,222 @@
+"""The optional homeostasis terms of the loss: conservation, the linear head's residual fit, and the
+embedding fusion (all pairs, and each metabolite towards the neighbours that fit its residual best).
+
+`HomeostasisLosses` holds what these terms need between iterations (the conservation moments, the
+residual refreshed every `residual_refresh_every` iterations) and gives the trainer every active term
+of one iteration in one call. Only observed data reach it, as for the trainer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from metabo_tune.config import TrainingConfig
+from metabo_tune.model import MetabolicGNN
+from metabo_tune.simulate import Trajectory
+
+
+def sum_of_norms(diff: torch.Tensor) -> torch.Tensor:
+    """Σ ||diff|| over the last axis, the fusion penalties' form; +1e-12 keeps the gradient finite where
+    two embeddings coincide."""
+    return (diff.square().sum(-1) + 1e-12).sqrt().sum()
+
+
+def shared_relaxation_fit(concentrations: np.ndarray, derivatives: np.ndarray,
+                          null_space: np.ndarray) -> tuple[float, float]:
+    """(λ, b) of one relaxation −λ(c − b) shared by all metabolites, fitted by least squares to the
+    left-null-space projections of dc/dt (where the reactions cancel). It uses observed data only and
+    starts the linear head at the best label-free guess instead of an arbitrary scale."""
+    c_proj = (concentrations @ null_space).ravel()
+    ones_proj = np.broadcast_to(null_space.sum(0), (len(concentrations), null_space.shape[1])).ravel()
+    target = (derivatives @ null_space).ravel()
+    if null_space.shape[1] > 0:
+        (slope, offset), *_ = np.linalg.lstsq(np.stack([c_proj, ones_proj], 1), target, rcond=None)
+        if slope < 0 and np.isfinite(slope):
+            rate = -float(slope)
+            low, high = float(concentrations.min()), float(concentrations.max())
+            return rate, float(np.clip(offset / rate, low, high))
+    return 1e-6, float(concentrations.mean())
+
+
+class ConservationMoments:
+    """The conservation loss over all frames for a head linear in c, from precomputed moments.
+
+    With h_i = −λ_i(c_i − b_i) the residual on null vector n_k is r_k(t) = −u_k·c(t) + v_k − n_k·y(t),
+    u_k = n_k ⊙ λ, v_k = Σ_i n_ki λ_i b_i, so its mean square over frames is a quadratic form in u_k and
+    v_k with the frames' means and covariances: exact, and ~1e4× cheaper than visiting 2881 frames.
+    Float64 because the minimum sits far below the terms that cancel in it."""
+
+    def __init__(self, concentrations: np.ndarray, derivatives: np.ndarray, null_space: np.ndarray,
+                 device: torch.device) -> None:
+        c = concentrations.astype(np.float64)
+        z = derivatives.astype(np.float64) @ null_space
+        c_mean, z_mean = c.mean(0), z.mean(0)
+        dc, dz = c - c_mean, z - z_mean
+
+        def as_tensor(a: np.ndarray) -> torch.Tensor:
+            return torch.tensor(a, dtype=torch.float64, device=device)
+
+        self.null_space = as_tensor(null_space)
+        self.c_mean, self.z_mean = as_tensor(c_mean), as_tensor(z_mean)
+        self.c_cov = as_tensor(dc.T @ dc / len(c))
+        self.cz_cov = as_tensor(dc.T @ dz / len(c))
+        self.z_var = as_tensor((dz**2).mean(0))
+
+    def loss(self, rate: torch.Tensor, baseline: torch.Tensor) -> torch.Tensor:
+        """Σ_k mean_t r_k(t)², the same quantity the sampled conservation loss estimates."""
+        u = self.null_space * rate.double()[:, None]
+        v = (u * baseline.double()[:, None]).sum(0)
+        quadratic = (u * (self.c_cov @ u)).sum(0) + 2.0 * (u * self.cz_cov).sum(0) + self.z_var
+        offset = v - self.c_mean @ u - self.z_mean
+        return (quadratic + offset.square()).sum().float()
+
+
+@dataclass
+class ResidualMoments:
+    """The linear head's fit to each metabolite's residual r_i(t) = dc_i/dt − reactions_i(c(t)) over every
+    frame, Σ_i mean_t (−λ_i(c_i − b_i) − r_i)², from per-metabolite moments of c and r (exact, cheap).
+
+    The conservation loss sees only sums over metabolites, which condition each metabolite's (λ, b)
+    badly; the residual constrains every metabolite on its own, once the reactions fit well (a metabolite
+    whose concentration barely moves still fixes only λ·(b − c̄)). r is recomputed with the current
+    reaction part every `residual_refresh_every` iterations and held fixed in between."""
+
+    c_mean: torch.Tensor
+    c_sq: torch.Tensor
+    r_mean: torch.Tensor
+    cr_mean: torch.Tensor
+    r_sq: torch.Tensor
+
+    @classmethod
+    def of(cls, concentrations: torch.Tensor, residual: torch.Tensor) -> ResidualMoments:
+        c, r = concentrations.double(), residual.double()
+        return cls(c.mean(0), (c * c).mean(0), r.mean(0), (c * r).mean(0), (r * r).mean(0))
+
+    def _mean_square(self, rate: torch.Tensor, baseline: torch.Tensor, metabolites: slice | None) -> torch.Tensor:
+        """mean_t (−λ(c − b) − r)², the moments indexed by `metabolites` (None adds an axis) so that
+        they broadcast against the coefficients."""
+        lam, b = rate.double(), baseline.double()
+        spread = self.c_sq[metabolites] - 2.0 * b * self.c_mean[metabolites] + b * b  # mean (c − b)²
+        coupling = self.cr_mean[metabolites] - b * self.r_mean[metabolites]  # mean (c − b)·r
+        return lam * lam * spread + 2.0 * lam * coupling + self.r_sq[metabolites]
+
+    def cross_fit(self, rate: torch.Tensor, baseline: torch.Tensor) -> torch.Tensor:
+        """[i, j]: mean_t (−λ_j(c_i − b_j) − r_i)², metabolite i's residual fitted with j's coefficients."""
+        return self._mean_square(rate[None, :], baseline[None, :], (slice(None), None))
+
+    def loss(self, rate: torch.Tensor, baseline: torch.Tensor) -> torch.Tensor:
+        return self._mean_square(rate, baseline, slice(None)).sum().float()
+
+
+class HomeostasisLosses:
+    """conservation, residual_fit and embedding_fusion for one iteration; a term whose coefficient is 0
+    (or that the head cannot use) is left out of the result.
+
+    `conc` and `deriv` are the trainer's float32 copies of the trajectory (every frame); the conservation
+    moments are taken from the trajectory's own float64 arrays."""
+
+    def __init__(self, tcfg: TrainingConfig, model: MetabolicGNN, trajectory: Trajectory, null_space: np.ndarray,
+                 conc: torch.Tensor, deriv: torch.Tensor, total_iterations: int) -> None:
+        self.tcfg, self.model, self.conc, self.deriv = tcfg, model, conc, deriv
+        device = conc.device
+        self.null_space = torch.tensor(null_space, dtype=torch.float32, device=device)
+        self.moments: ConservationMoments | None = None
+        if tcfg.coeff_conservation > 0 and tcfg.conservation_frames == "all" and model.relaxation is not None:
+            self.moments = ConservationMoments(trajectory.concentrations, trajectory.derivatives, null_space, device)
+        self.fits_residual = tcfg.coeff_residual_fit > 0 and model.relaxation is not None
+        self.residual_start = math.ceil(tcfg.residual_fit_start * total_iterations)
+        self.residual: ResidualMoments | None = None
+        self.coeff = {key: torch.tensor(float(getattr(tcfg, key)), device=device) for key in (
+            "coeff_conservation", "coeff_residual_fit", "coeff_embedding_fusion", "coeff_residual_fusion")}
+        n = conc.shape[1]
+        self.fusion_pairs = torch.triu_indices(n, n, offset=1, device=device)
+
+    def in_residual_phase(self, iteration: int) -> bool:
+        """Whether the linear head fits the residual at `iteration` (and its learning rate may restart)."""
+        return self.fits_residual and iteration >= self.residual_start
+
+    def conservation_frames(self, sampled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(c, dc/dt) of the frames the sampled conservation loss visits (`sampled`, or every frame with
+        conservation_frames 'all'), or None where there is no sampled conservation loss."""
+        if self.tcfg.coeff_conservation == 0 or self.moments is not None:
+            return None
+        if self.tcfg.conservation_frames == "all":  # the MLP head has no moments: it visits every frame
+            return self.conc, self.deriv
+        return self.conc[sampled], self.deriv[sampled]
+
+    def terms(self, iteration: int, sampled: tuple[torch.Tensor, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+        """The active terms at `iteration`. `sampled` is (h, dc/dt) at the conservation frames that
+        `conservation_frames` gave (None with moments or without the loss)."""
+        fit_residual = self.in_residual_phase(iteration)
+        # (λ_i, b_i) once for the moment losses
+        coefficients = (self.model.relaxation.coefficients(self.model.embedding)
+                        if self.moments is not None or fit_residual else None)
+        out: dict[str, torch.Tensor] = {}
+        if self.moments is not None:
+            out["conservation"] = self.coeff["coeff_conservation"] * self.moments.loss(*coefficients)
+        elif sampled is not None:
+            out["conservation"] = self.coeff["coeff_conservation"] * self.sampled_conservation_loss(*sampled)
+        if fit_residual:
+            self.refresh_residual(iteration)
+            out["residual_fit"] = self.coeff["coeff_residual_fit"] * self.residual.loss(*coefficients)
+        fusion = self.fusion(coefficients if fit_residual else None)
+        if fusion is not None:
+            out["embedding_fusion"] = fusion
+        return out
+
+    def sampled_conservation_loss(self, homeostasis: torch.Tensor, derivatives: torch.Tensor) -> torch.Tensor:
+        """Left-null-space projection of the residual: S's part cancels exactly, only the homeostasis remains."""
+        resid = (homeostasis - derivatives) @ self.null_space
+        return resid.square().sum(-1).mean()
+
+    def refresh_residual(self, iteration: int) -> None:
+        """Recompute the residual with the current reactions at the phase's start and every
+        `residual_refresh_every` iterations after it."""
+        if (iteration - self.residual_start) % self.tcfg.residual_refresh_every == 0 or self.residual is None:
+            self.residual = self.residual_moments()
+
+    @torch.no_grad()
+    def residual_moments(self) -> ResidualMoments:
+        """Per-metabolite moments of c and of dc/dt − reactions(c) over every frame, in chunks."""
+        reactions = torch.cat([self.model.reaction_part(chunk) for chunk in torch.split(self.conc, 512)])
+        return ResidualMoments.of(self.conc, self.deriv - reactions)
+
+    def fusion(self, coefficients: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor | None:
+        """The all-pairs fusion plus, given the residual phase's `coefficients`, the neighbour fusion."""
+        fusion = None
+        if self.tcfg.coeff_embedding_fusion > 0:
+            embedding = self.model.embedding
+            diff = embedding[self.fusion_pairs[0]] - embedding[self.fusion_pairs[1]]
+            fusion = self.coeff["coeff_embedding_fusion"] * sum_of_norms(diff)
+        if coefficients is not None and self.tcfg.coeff_residual_fusion > 0:
+            neighbour_term = self.coeff["coeff_residual_fusion"] * self.neighbour_fusion(*coefficients)
+            fusion = neighbour_term if fusion is None else fusion + neighbour_term
+        return fusion
+
+    def neighbour_fusion(self, rate: torch.Tensor, baseline: torch.Tensor) -> torch.Tensor:
+        """Σ_i Σ_(j ∈ N(i)) ||a_i − a_j||, a_j held fixed: each metabolite pulled towards the k metabolites
+        whose (λ_j, b_j) fit its own residual best. Neighbours by that fit rather than by embedding
+        distance: a metabolite that sits nearer the other type's embeddings still draws its pull from its
+        own type, and a clump that the head's maps cannot tell from its group (the maps may leave a
+        direction of the embedding unused) still finds the group."""
+        embedding = self.model.embedding
+        with torch.no_grad():
+            fit = self.residual.cross_fit(rate, baseline)
+            fit.fill_diagonal_(float("inf"))
+            k = min(self.tcfg.residual_fusion_neighbours, embedding.shape[0] - 1)
+            neighbours = fit.topk(k, largest=False).indices
+        return sum_of_norms(embedding.unsqueeze(1) - embedding.detach()[neighbours])
+
+    # -- checkpoints: the residual is the only state kept between iterations ------------------
+
+    def state_dict(self) -> dict[str, torch.Tensor] | None:
+        return None if self.residual is None else asdict(self.residual)
+
+    def load_state_dict(self, state: dict[str, torch.Tensor] | None) -> None:
+        device = self.conc.device
+        self.residual = None if state is None else ResidualMoments(
+            **{name: value.to(device) for name, value in state.items()})

@@ -1,0 +1,191 @@
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from metabo_tune.config import config_from_dict
+from metabo_tune.homeostasis_losses import shared_relaxation_fit
+from metabo_tune.simulate import left_null_space, simulate
+from metabo_tune.train import Trainer
+
+SMALL_SIM = {"n_metabolites": 20, "n_reactions": 30, "n_frames": 300}
+
+
+def small_config(**training):
+    return config_from_dict({
+        "simulation": SMALL_SIM,
+        "graph_model": {"hidden_dim_sub": 16, "n_layers_sub": 3, "hidden_dim_node": 16},
+        "training": {"data_augmentation_loop": 20, "learning_rate_k": 5e-3, "learning_rate_sub": 5e-3,
+                     "learning_rate_node": 1e-3, "coeff_MLP_sub_norm": 1.0, "coeff_MLP_sub_diff": 6,
+                     "coeff_MLP_node_L1": 1.0, "coeff_k_floor": 1.0, "seed": 3} | training,
+    })
+
+
+def linear_head_config(**training):
+    raw = small_config().to_dict()
+    raw["graph_model"]["homeostasis_head"] = "linear"
+    raw["training"] |= {"coeff_conservation": 1.0, "conservation_frames": "all", "detach_homeostasis": True,
+                        "coeff_MLP_node_L1": 0.0} | training
+    return config_from_dict(raw)
+
+
+@pytest.fixture(scope="module")
+def small_dataset():
+    return simulate(small_config().simulation)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread, as `train` sets it: these tests drive the Trainer directly."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_moment_conservation_loss_equals_the_loss_over_every_frame(small_dataset):
+    trainer = Trainer(linear_head_config(), small_dataset.observed, "cpu")
+    model = trainer.model
+    with torch.no_grad():  # a head far from its start, with per-metabolite rates and baselines
+        model.embedding.normal_(generator=torch.Generator().manual_seed(1))
+        model.relaxation.log_rate.weight.fill_(0.4)
+        model.relaxation.baseline.weight.fill_(-0.3)
+        null_space = trainer.homeostasis_losses.null_space
+        all_frames = ((model.homeostasis(trainer.conc) - trainer.deriv) @ null_space).square().sum(-1).mean()
+    losses = trainer.losses(0)
+    torch.testing.assert_close(losses["conservation"], all_frames, rtol=1e-5, atol=0)
+    assert losses["conservation"] > 0
+
+
+def test_sampled_conservation_over_all_frames_matches_the_moments(small_dataset):
+    """The MLP head cannot use moments; with conservation_frames 'all' it visits every frame, which gives
+    the same value as the linear head's moments for the same homeostasis."""
+    moments = Trainer(linear_head_config(), small_dataset.observed, "cpu")
+    raw = linear_head_config().to_dict()
+    raw["training"]["detach_homeostasis"] = False
+    sampled = Trainer(config_from_dict(raw), small_dataset.observed, "cpu")
+    sampled.homeostasis_losses.moments = None  # the linear head through the sampled path
+    sampled.model.load_state_dict(moments.model.state_dict())
+    torch.testing.assert_close(sampled.losses(0)["conservation"], moments.losses(0)["conservation"], rtol=1e-5, atol=0)
+
+
+def test_shared_relaxation_fit_is_exact_for_one_type_without_reactions():
+    sim = {"n_metabolites": 12, "n_reactions": 1, "n_frames": 300, "n_metabolite_types": 1,
+           "homeostatic_lambda_per_type": [0.003], "homeostatic_baseline_per_type": [5.5]}
+    dataset = simulate(config_from_dict({"simulation": sim}).simulation)
+    traj, network = dataset.observed.trajectory, dataset.observed.network
+    rate, baseline = shared_relaxation_fit(traj.concentrations, traj.derivatives,
+                                           left_null_space(network.stoichiometry))
+    assert rate == pytest.approx(0.003, rel=1e-6)
+    assert baseline == pytest.approx(5.5, rel=1e-6)
+
+
+def test_residual_moments_give_the_per_metabolite_fit_over_every_frame(small_dataset):
+    trainer = Trainer(linear_head_config(coeff_residual_fit=2.0, residual_fit_start=0.0), small_dataset.observed, "cpu")
+    model = trainer.model
+    with torch.no_grad():
+        model.embedding.normal_(generator=torch.Generator().manual_seed(4))
+        model.relaxation.log_rate.weight.fill_(0.3)
+        model.relaxation.baseline.weight.fill_(0.5)
+        residual = trainer.deriv - model.reaction_part(trainer.conc)
+        direct = (model.homeostasis(trainer.conc) - residual).square().mean(0).sum()
+    losses = trainer.losses(0)
+    torch.testing.assert_close(losses["residual_fit"], 2.0 * direct, rtol=1e-5, atol=0)
+    # the reactions enter as data: only the head and the embeddings learn from this term
+    grads = torch.autograd.grad(losses["residual_fit"], [model.log_k, model.embedding], allow_unused=True)
+    assert grads[0] is None and grads[1].abs().sum() > 0
+
+
+def test_residual_fit_starts_at_its_fraction_of_the_run(small_dataset):
+    trainer = Trainer(linear_head_config(coeff_residual_fit=1.0, residual_fit_start=0.5), small_dataset.observed, "cpu")
+    half = trainer.total_iterations // 2
+    assert trainer.losses(half - 1)["residual_fit"] == 0 and trainer.homeostasis_losses.residual is None
+    assert trainer.losses(half)["residual_fit"] > 0
+
+
+def test_residual_fit_with_the_mlp_head_warns_and_is_ignored(small_dataset):
+    raw = small_config(coeff_conservation=1.0).to_dict()
+    raw["training"] |= {"coeff_residual_fit": 1.0, "residual_fit_start": 0.0}
+    with pytest.warns(UserWarning, match="homeostasis_head: linear only"):
+        cfg = config_from_dict(raw)
+    assert Trainer(cfg, small_dataset.observed, "cpu").losses(0)["residual_fit"] == 0
+
+
+def test_residual_fusion_pulls_each_embedding_towards_the_metabolites_that_fit_its_residual_best(small_dataset):
+    cfg = linear_head_config(coeff_residual_fit=1.0, residual_fit_start=0.5, coeff_residual_fusion=0.5,
+                             residual_fusion_neighbours=3)
+    trainer = Trainer(cfg, small_dataset.observed, "cpu")
+    model = trainer.model
+    with torch.no_grad():  # distinct coefficients per metabolite (a fresh head gives all the same)
+        model.relaxation.log_rate.weight.normal_(generator=torch.Generator().manual_seed(0))
+        model.relaxation.baseline.weight.normal_(generator=torch.Generator().manual_seed(1))
+    assert trainer.losses(trainer.homeostasis_losses.residual_start - 1)["embedding_fusion"] == 0
+    fused = trainer.losses(trainer.homeostasis_losses.residual_start)["embedding_fusion"]
+    with torch.no_grad():
+        rate, baseline = (v.double().numpy() for v in model.relaxation.coefficients(model.embedding))
+    c = small_dataset.observed.trajectory.concentrations.astype(np.float64)
+    residual = trainer.deriv.double().numpy() - model.reaction_part(trainer.conc).detach().double().numpy()
+    # metabolite i's residual fitted with metabolite j's (λ_j, b_j), straight from the frames
+    cross = ((-rate[None, None, :] * (c[:, :, None] - baseline[None, None, :]) - residual[:, :, None]) ** 2).mean(0)
+    with torch.no_grad():
+        coefficients = model.relaxation.coefficients(model.embedding)
+        moment_form = trainer.homeostasis_losses.residual.cross_fit(*coefficients).numpy()
+    np.testing.assert_allclose(moment_form, cross, rtol=1e-6, atol=1e-12)
+    np.fill_diagonal(cross, np.inf)
+    neighbours = np.argsort(cross, axis=1)[:, :3]
+    emb = model.embedding.detach().double().numpy()
+    expected = 0.5 * np.linalg.norm(emb[:, None] - emb[neighbours], axis=-1).sum()
+    assert fused.item() == pytest.approx(expected, rel=1e-5)
+    fused.backward()
+    # descent moves metabolite 0 towards its neighbours' mean
+    towards = emb[neighbours[0]].mean(0) - emb[0]
+    assert float(np.dot(-model.embedding.grad[0].double().numpy(), towards)) > 0
+
+
+def test_residual_fusion_without_the_residual_fit_warns_and_is_ignored(small_dataset):
+    with pytest.warns(UserWarning, match="coeff_residual_fusion"):
+        cfg = linear_head_config(coeff_residual_fusion=1.0)
+    trainer = Trainer(cfg, small_dataset.observed, "cpu")
+    assert trainer.losses(trainer.total_iterations - 1)["embedding_fusion"] == 0
+
+
+def test_embedding_fusion_is_the_sum_of_pairwise_distances(small_dataset):
+    trainer = Trainer(linear_head_config(coeff_embedding_fusion=0.5), small_dataset.observed, "cpu")
+    emb = trainer.model.embedding.detach()
+    expected = 0.5 * torch.pdist(emb).sum()
+    torch.testing.assert_close(trainer.losses(0)["embedding_fusion"], expected)
+    with torch.no_grad():  # coinciding embeddings keep a finite gradient
+        trainer.model.embedding.zero_()
+    trainer.losses(0)["loss"].backward()
+    assert torch.isfinite(trainer.model.embedding.grad).all()
+
+
+def test_switched_off_terms_are_left_out_and_recorded_as_zero(small_dataset):
+    trainer = Trainer(small_config(), small_dataset.observed, "cpu")
+    assert trainer.homeostasis_losses.terms(0, None) == {}
+    losses = trainer.losses(0)
+    assert all(losses[name] == 0 for name in ("conservation", "residual_fit", "embedding_fusion"))
+    assert losses["loss"] == sum(losses[name] for name in ("prediction", "MLP_sub_diff", "MLP_node_L1",
+                                                           "MLP_sub_norm", "k_floor"))
+
+
+def test_the_residual_is_refreshed_at_exactly_every_residual_refresh_every_iterations(small_dataset):
+    """Refreshed with the reactions as they stand when the refresh is due, and held fixed in between."""
+    cfg = linear_head_config(coeff_residual_fit=1e3, residual_fit_start=0.5, residual_refresh_every=7)
+    trainer = Trainer(cfg, small_dataset.observed, "cpu")
+    terms = trainer.homeostasis_losses
+    start, total = terms.residual_start, trainer.total_iterations
+    trainer.run(until=start)
+    assert terms.residual is None
+    previous, refreshed = None, []
+    for iteration in range(start, total):
+        fresh = dataclasses.asdict(terms.residual_moments())  # the current reactions' residual
+        trainer.run(until=iteration + 1)
+        held = {name: value.clone() for name, value in dataclasses.asdict(terms.residual).items()}
+        if previous is None or any(not torch.equal(held[name], previous[name]) for name in held):
+            refreshed.append(iteration)
+            assert all(torch.equal(held[name], fresh[name]) for name in held), iteration
+        previous = held
+    assert refreshed == list(range(start, total, 7))
+    assert len(refreshed) > 5
