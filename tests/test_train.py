@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from metabo_tune import metrics
+from metabo_tune import train as train_module
 from metabo_tune.config import config_from_dict
 from metabo_tune.metrics import parse_analysis_log
-from metabo_tune.simulate import Truth, simulate
+from metabo_tune.simulate import Truth, load_or_simulate, simulate
 from metabo_tune.train import (
     CheckpointMismatch,
     GroupAdam,
@@ -226,6 +227,24 @@ def test_ground_truth_is_read_only_by_metrics_and_plots(small_dataset, tmp_path,
     for name in active_terms:  # each optional term did run under the guard
         assert (outcome.result.loss_history[name] > 0).any(), name
     assert outcome.metrics["classification"] != "unknown"  # the metrics did see the truth
+    assert guarded.readers == {"metabo_tune.metrics", "metabo_tune.plots"}
+
+
+def test_ground_truth_stays_out_of_training_on_the_noisy_path(tmp_path, monkeypatch):
+    """With measurement noise the trial loads its own (noisy) data: the truth is guarded from there on."""
+    loaded = []
+
+    def guarded_load(simulation, **kwargs):
+        dataset = load_or_simulate(simulation, **kwargs)
+        loaded.append((kwargs, GuardedTruth(dataset.truth)))
+        return dataclasses.replace(dataset, truth=loaded[-1][1])
+
+    monkeypatch.setattr(train_module, "load_or_simulate", guarded_load)
+    cfg = final_config(**EVERY_OPTIONAL_TERM, measurement_noise_level=0.01)
+    outcome = run_trial(cfg, tmp_path / "run", show_progress=False)
+    (kwargs, guarded), = loaded
+    assert kwargs == {"measurement_noise_level": 0.01}
+    assert outcome.result.status == "completed" and outcome.metrics["classification"] != "unknown"
     assert guarded.readers == {"metabo_tune.metrics", "metabo_tune.plots"}
 
 
