@@ -1,9 +1,10 @@
 """Ray Tune callback that keeps the experiment's tables: one row per trial in `trials.csv`, one entry per
 trial in `analysis.md` (the mission's log form), and a one-line progress display on the console.
 
-Rows are kept by trial id (a trial resumed after an error reports again and replaces its row), and
-both files are rewritten whole and atomically after every trial, so a killed driver loses nothing
-that had finished.
+Rows are kept by trial id: a trial resumed after an error reports again and replaces its error row,
+while the row of a finished trial is final (a trial that finished just before the driver was killed
+may be started again by the resume, see trainable.py, and must not change its row). Both files are
+rewritten whole and atomically after every trial, so a killed driver loses nothing that had finished.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ class TrialTable(tune.Callback):
 
     def _record(self, trial, error: bool) -> None:
         self.running.discard(trial.trial_id)
+        if self.rows.get(trial.trial_id, {}).get("status", "error") != "error":
+            return
         result = dict(trial.last_result or {})
         config = trial.config
         row: dict[str, Any] = {

@@ -9,6 +9,7 @@ The suggested config carries `node_id`, `parent_id`, `strategy`, `mutation`, `se
 from __future__ import annotations
 
 import dataclasses
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from metabo_tune.train import Trainer, write_trial_inputs, write_trial_outputs
 
 REPORTS_PER_TRIAL = 10
 CHECKPOINT_FILE = "trainer.pt"
+# The final report, written after every other file of the trial: a trial dir holding it has finished.
+FINAL_REPORT_FILE = "final_report.json"
 
 
 def trial_dir_name(config: dict[str, Any]) -> str:
@@ -31,6 +34,12 @@ def trial_dir_name(config: dict[str, Any]) -> str:
 
 
 def run_search_trial(config: dict[str, Any], space: SearchSpace, trials_dir: str) -> None:
+    out_dir = Path(trials_dir) / trial_dir_name(config)
+    if (out_dir / FINAL_REPORT_FILE).is_file():
+        # Finished, but a driver killed before its next experiment snapshot left Tune believing it still
+        # ran, so a resume starts it again: report its result again, retrain and rewrite nothing.
+        tune.report(json.loads((out_dir / FINAL_REPORT_FILE).read_text()))
+        return
     cfg = space.config_for(config["values"], seed=config["seed"])
     resources = tune.get_context().get_trial_resources().required_resources
     cfg.training.n_threads = max(1, int(resources.get("CPU", 1)))
@@ -43,7 +52,6 @@ def run_search_trial(config: dict[str, Any], space: SearchSpace, trials_dir: str
         with checkpoint.as_directory() as directory:
             trainer.load_checkpoint(Path(directory) / CHECKPOINT_FILE)
     resumed_from = trainer.iteration
-    out_dir = Path(trials_dir) / trial_dir_name(config)
     write_trial_inputs(out_dir, cfg, dataset)
     every = max(1, trainer.total_iterations // REPORTS_PER_TRIAL)
     progress_data = dataclasses.replace(dataset, heldout=None)  # interim reports skip the slow rollout
@@ -75,6 +83,10 @@ def _metrics(trainer: Trainer, dataset, space: SearchSpace) -> dict[str, Any]:
 def _report(trainer: Trainer, values: dict[str, Any], *, final: bool, out_dir: Path) -> None:
     values = values | {"iteration": trainer.iteration, "total_iterations": trainer.total_iterations,
                        "trial_dir": str(out_dir), "final": final}
+    if final:
+        tmp = out_dir / (FINAL_REPORT_FILE + ".tmp")
+        tmp.write_text(json.dumps(values, indent=1))
+        tmp.replace(out_dir / FINAL_REPORT_FILE)
     with tempfile.TemporaryDirectory() as directory:
         trainer.save_checkpoint(Path(directory) / CHECKPOINT_FILE)
         tune.report(values, checkpoint=tune.Checkpoint.from_directory(directory))

@@ -59,3 +59,18 @@ def test_visual_line_reads_the_plot_measurements():
     assert "MLP_sub=linear in c" in line and "slope ratios 3.30 / 1.50" in line
     assert "4 outliers of 239 identifiable" in line and "1 clusters, accuracy 0.51" in line
     assert visual_line({}) == "no plots (trial did not finish)"
+
+
+def test_a_finished_row_is_final_even_when_a_resume_runs_the_trial_again(tmp_path):
+    table = TrialTable(tmp_path, num_trials=2, echo=False)
+    table.on_trial_complete(0, [], fake_trial("t1", FINAL | {"time_total_s": 30.0}))
+    table.on_trial_error(0, [], fake_trial("t2", {"status": "running", "reward": 0.2}, node_id="b"))
+    written = (tmp_path / "trials.csv").read_text()
+    restarted = TrialTable(tmp_path, num_trials=2, echo=False)  # the driver was killed; Tune resumes
+    restarted.setup()
+    restarted.on_trial_complete(0, [], fake_trial("t1", FINAL | {"time_total_s": 2.0, "reward": 0.1}))
+    assert (tmp_path / "trials.csv").read_text() == written
+    restarted.on_trial_complete(0, [], fake_trial("t2", FINAL | {"reward": 0.7}, node_id="b"))  # errored: rerun
+    rows = pd.read_csv(tmp_path / "trials.csv").set_index("trial_id")
+    assert rows.at["t1", "reward"] == 0.61 and rows.at["t1", "time_total_s"] == 30.0
+    assert rows.at["t2", "reward"] == 0.7 and rows.at["t2", "status"] == "completed"

@@ -3,10 +3,13 @@ its own process with its own Ray instance (and its own Ray temp dir, so a killed
 found and stopped without touching any other Ray on the machine)."""
 
 import contextlib
+import itertools
 import json
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -25,23 +28,28 @@ SMOKE = REPO / "search_spaces" / "smoke.yaml"
 
 
 @pytest.fixture
-def ray_tmp():
+def ray_tmp(tmp_path):
     path = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths have a length limit
     yield path
-    kill_processes_mentioning(str(path))
+    kill_ray_of(path, tmp_path)
     shutil.rmtree(path, ignore_errors=True)
 
 
-def kill_processes_mentioning(text: str) -> None:
+def kill_ray_of(ray_tmp: Path, tmp_path: Path) -> None:
+    """Kill the processes of this test's Ray only: those whose command line, environment or working
+    directory names its Ray temp dir, or whose working directory is the test's (Ray's agents overwrite
+    their command line and environment with a process title, but keep the directory they started in)."""
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
         try:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             environ = (proc / "environ").read_bytes().decode(errors="replace")
+            cwd = Path(os.readlink(proc / "cwd"))
         except OSError:
             continue
-        if text in cmdline or text in environ:
+        ours = str(ray_tmp) in cmdline or str(ray_tmp) in environ
+        if ours or cwd.is_relative_to(ray_tmp) or cwd.is_relative_to(tmp_path):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(proc.name), signal.SIGKILL)
 
@@ -108,9 +116,24 @@ def test_smoke_search_runs_eight_trials_four_at_a_time(ray_tmp, tmp_path):
     assert "## Iter 1:" in (experiment / "analysis.md").read_text()
     assert (experiment / "memory.md").is_file()
     trial_dirs = [experiment / p for p in table["trial_dir"]]
-    assert all((d / "analysis.log").is_file() and (d / "mlp_node.png").is_file() and (d / "config.yaml").is_file()
-               for d in trial_dirs)
+    assert all((d / name).is_file() for d in trial_dirs
+               for name in ("analysis.log", "mlp_node.png", "config.yaml", "final_report.json"))
     assert "8/8 trials done" in proc.stderr
+    # a trial writes config.yaml before it trains and metrics.json when it ends
+    spans = sorted((file_time(d / "config.yaml"), file_time(d / "metrics.json")) for d in trial_dirs)
+    assert any(later[0] < earlier[1] for earlier, later in itertools.pairwise(spans)), "no two trials ran at once"
+    analysed = subprocess.run([sys.executable, "-m", "metabo_tune.analysis", str(experiment)], capture_output=True,
+                              text=True, timeout=120, env=environment(ray_tmp, tmp_path))
+    assert analysed.returncode == 0, analysed.stderr[-3000:]
+    assert "smoke: 8 finished trials, 0 running" in (experiment / "report" / "report.md").read_text()
+
+
+def file_time(path: Path) -> int:
+    return path.stat().st_mtime_ns
+
+
+def trial_files(experiment: Path, trial_dir: str) -> dict[str, int]:
+    return {f.name: file_time(f) for f in sorted((experiment / trial_dir).iterdir()) if f.is_file()}
 
 
 def test_killed_driver_resumes_without_losing_or_repeating_a_trial(ray_tmp, tmp_path):
@@ -127,13 +150,21 @@ def test_killed_driver_resumes_without_losing_or_repeating_a_trial(ray_tmp, tmp_
     time.sleep(1.5)
     driver.send_signal(signal.SIGKILL)
     driver.wait()
-    kill_processes_mentioning(str(ray_tmp))  # the orphans a SIGKILLed driver leaves behind
-    done_before = len(pd.read_csv(trials_csv))
-    assert done_before < 8, "the search finished before it could be killed"
+    kill_ray_of(ray_tmp, tmp_path)  # the orphans a SIGKILLed driver leaves behind
+    experiment = storage / "crash"
+    before = pd.read_csv(trials_csv, dtype={"trial_id": str}).set_index("trial_id")
+    assert len(before) < 8, "the search finished before it could be killed"
+    files_before = {trial_id: trial_files(experiment, trial_dir) for trial_id, trial_dir in before["trial_dir"].items()}
     proc = run_search(ray_tmp, tmp_path, *args, "--resume")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    table = pd.read_csv(trials_csv)
+    table = pd.read_csv(trials_csv, dtype={"trial_id": str})
     assert len(table) == 8 and table["trial_id"].is_unique and table["node_id"].notna().all()
+    assert table["trial_dir"].is_unique and len(list((experiment / "trials").iterdir())) == 8
+    # a trial that had finished is not run again: its row (metrics, times) and its files are untouched
+    after = table.set_index("trial_id")
+    pd.testing.assert_frame_equal(after.loc[before.index, before.columns], before, check_dtype=False)
+    for trial_id, files in files_before.items():
+        assert trial_files(experiment, before.at[trial_id, "trial_dir"]) == files, trial_id
     assert (table["status"] == "completed").all()
     trial_ids = [t["trial_id"] for node in read_tree(storage / "crash") for t in node["trials"]]
     assert sorted(trial_ids) == sorted(table["trial_id"])
@@ -174,21 +205,31 @@ def test_failing_and_diverging_trials_become_failed_nodes(ray_tmp, tmp_path):
     assert (failed["classification"] == "failed").all() and (failed["reward"] == 0).all()
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def test_address_auto_joins_a_running_cluster(ray_tmp, tmp_path):
+    # No --temp-dir: `ray start` then records its address under $RAY_TMPDIR/ray, where the search's
+    # ray.init(address="auto") looks first, so another Ray running on this machine is never chosen.
     env = environment(ray_tmp, tmp_path)
     ray_bin = str(Path(sys.executable).with_name("ray"))
-    start = subprocess.run([ray_bin, "start", "--head", "--num-cpus", "2", "--port", "6390",
-                            "--include-dashboard", "false", f"--temp-dir={ray_tmp}"], env=env,
-                           capture_output=True, text=True, timeout=120)
+    port = free_port()
+    start = subprocess.run([ray_bin, "start", "--head", "--num-cpus", "2", "--port", str(port),
+                            "--include-dashboard", "false"], env=env, cwd=tmp_path, capture_output=True, text=True,
+                           timeout=120)
     assert start.returncode == 0, start.stderr[-2000:]
     try:
         proc = run_search(ray_tmp, tmp_path, "--address", "auto", "--space", str(SMOKE), "--num-trials", "2",
                           "--name", "joined", "--storage", str(tmp_path / "results"))
         assert proc.returncode == 0, proc.stderr[-3000:]
-        assert "Connected to Ray cluster" in proc.stderr or "Connecting to existing Ray cluster" in proc.stderr
+        joined = re.search(r"Connecting to existing Ray cluster at address: (\S+?)\.\.\.", proc.stderr)
+        assert joined and joined[1].endswith(f":{port}"), proc.stderr[-3000:]
         assert len(pd.read_csv(tmp_path / "results" / "joined" / "trials.csv")) == 2
     finally:
-        kill_processes_mentioning(str(ray_tmp))  # this cluster only: `ray stop` would stop every Ray here
+        kill_ray_of(ray_tmp, tmp_path)  # this cluster only: `ray stop` would stop every Ray here
 
 
 def test_resume_of_a_missing_experiment_fails_fast(ray_tmp, tmp_path):

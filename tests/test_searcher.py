@@ -1,5 +1,6 @@
 """The Ray searcher's contract without a Ray instance: Tune only calls these methods."""
 
+import dataclasses
 import random
 from pathlib import Path
 
@@ -61,3 +62,24 @@ def test_save_and_restore_continue_exactly_where_it_stopped(tmp_path):
             searcher.on_trial_complete(f"t{i - 2}", finished(0.1 * (i % 5)))
         assert original.suggest(f"t{i}") == restored.suggest(f"t{i}")
     assert original.tree.to_json() == restored.tree.to_json()
+
+
+def test_a_replicate_gets_a_seed_its_node_never_used_and_a_new_node_the_base_seed(tmp_path):
+    space = dataclasses.replace(load_space(SMOKE), replicates=3)  # the best node is replicated twice
+    base_seed = space.base.training.seed
+    searcher = TreeSearcher(space, tmp_path, seed=0)
+    searcher.set_max_concurrency(1)  # one at a time: each replicate sees the seeds of all earlier trials
+    replicated = []
+    for i in range(10):
+        suggestion = searcher.suggest(f"t{i}")
+        node = searcher.tree.nodes[suggestion["node_id"]]
+        if suggestion["strategy"] == "replicate":
+            earlier = [trial.seed for trial in node.trials if trial.trial_id != f"t{i}"]
+            assert earlier and suggestion["seed"] not in earlier, (suggestion["seed"], earlier)
+            replicated.append(node.node_id)
+        else:
+            assert node.node_id == f"t{i}" and suggestion["seed"] == base_seed
+        searcher.on_trial_complete(f"t{i}", finished(0.9 if node.node_id == "t0" else 0.1))
+    assert replicated == ["t0", "t0"]  # the rule fired for both missing replicates of the best node
+    seeds = [trial.seed for trial in searcher.tree.nodes["t0"].trials]
+    assert seeds[0] == base_seed and len(set(seeds)) == 3
