@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from metabo_tune import confirm
+from metabo_tune import sweep
 from metabo_tune.config import config_from_dict
 from metabo_tune.confirm import fresh_seeds, main
 from metabo_tune.train import run_trial
@@ -87,13 +87,13 @@ def test_exit_code_is_0_only_when_every_seed_converged(tmp_path, monkeypatch, ca
     experiment = write_experiment(tmp_path / "exp", train=False)
     trained = []
 
-    def fake_train_seed(cfg, seed, out_dir):
+    def fake_train(cfg, out_dir):
         out_dir.mkdir(parents=True)
-        trained.append((cfg.training.learning_rate_k, seed))
+        trained.append((cfg.training.learning_rate_k, cfg.training.seed))
         return {"status": "completed", "classification": labels[len(trained) - 1], "rate_constants_R2": 0.95,
                 "avg_slope_ratio": 1.0, "embedding_cluster_acc": 1.0}
 
-    monkeypatch.setattr(confirm, "_train_seed", fake_train_seed)
+    monkeypatch.setattr(sweep, "_train", fake_train)
     assert main([str(experiment), "--n-seeds", "2"]) == code
     assert trained == [(5e-3, 1), (5e-3, 2)]  # the best node's config, on the seeds the search did not use
     assert f"{labels.count('converged')} of 2 seeds classified converged." in capsys.readouterr().out
