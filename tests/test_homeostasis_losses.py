@@ -3,23 +3,12 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from test_train import small_config
 
 from metabo_tune.config import config_from_dict
 from metabo_tune.homeostasis_losses import shared_relaxation_fit
 from metabo_tune.simulate import left_null_space, simulate
 from metabo_tune.train import Trainer
-
-SMALL_SIM = {"n_metabolites": 20, "n_reactions": 30, "n_frames": 300}
-
-
-def small_config(**training):
-    return config_from_dict({
-        "simulation": SMALL_SIM,
-        "graph_model": {"hidden_dim_sub": 16, "n_layers_sub": 3, "hidden_dim_node": 16},
-        "training": {"data_augmentation_loop": 20, "learning_rate_k": 5e-3, "learning_rate_sub": 5e-3,
-                     "learning_rate_node": 1e-3, "coeff_MLP_sub_norm": 1.0, "coeff_MLP_sub_diff": 6,
-                     "coeff_MLP_node_L1": 1.0, "coeff_k_floor": 1.0, "seed": 3} | training,
-    })
 
 
 def linear_head_config(**training):

@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 from matplotlib.container import ErrorbarContainer
 from matplotlib.image import imread
+from test_confirm import TINY, private_cache  # noqa: F401  (private_cache: autouse fixture)
 
 from metabo_tune import sweep
 from metabo_tune.config import ConfigError, config_from_dict
@@ -22,17 +23,6 @@ from metabo_tune.sweep import (
     true_baselines,
     with_values,
 )
-
-TINY = {
-    "simulation": {"n_metabolites": 20, "n_reactions": 30, "n_frames": 300},
-    "graph_model": {"hidden_dim_sub": 16, "n_layers_sub": 3, "hidden_dim_node": 16},
-    "training": {"data_augmentation_loop": 10, "learning_rate_k": 5e-3, "seed": 77},
-}
-
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("METABO_TUNE_CACHE", str(tmp_path / "cache"))
 
 
 def test_the_grid_is_the_product_with_the_last_key_fastest():
