@@ -161,6 +161,12 @@ class TrainingConfig(_Section):
         0.5, ge=0, lt=1, description="Fraction of the run after which coeff_residual_fit applies: the "
                                      "reaction fit must be near exact first, or the head learns its misfit.")
     residual_refresh_every: int = Field(500, ge=1, description="Iterations between residual refreshes.")
+    moment_window: int = Field(
+        1, ge=1, description="Frames averaged (sliding box) before the conservation and residual-fit moments and "
+                             "the head's start: the weak form of both fits. The mean of forward differences "
+                             "telescopes to (c[t+W] − c[t]) / (W·dt), so measurement noise in dc/dt shrinks W-fold "
+                             "and stops correlating with c; both fits stay exact since the head is linear in c "
+                             "(1: every frame on its own).")
     residual_fit_learning_rate: float = Field(
         0.0, ge=0, description="With the residual fit: the head's and the embeddings' learning rate restarts at "
                                "this value when the fit starts and follows lr_schedule over the rest of the run "

@@ -16,13 +16,23 @@ import torch
 
 from metabo_tune.config import TrainingConfig
 from metabo_tune.model import MetabolicGNN
-from metabo_tune.simulate import Trajectory
+from metabo_tune.simulate import DataError, Trajectory
 
 
 def sum_of_norms(diff: torch.Tensor) -> torch.Tensor:
     """Σ ||diff|| over the last axis, the fusion penalties' form; +1e-12 keeps the gradient finite where
     two embeddings coincide."""
     return (diff.square().sum(-1) + 1e-12).sqrt().sum()
+
+
+def sliding_mean(values: np.ndarray | torch.Tensor, window: int) -> np.ndarray | torch.Tensor:
+    """Means over every run of `window` consecutive frames (axis 0), in float64: [frames − window + 1, ...]."""
+    if window == 1:
+        return values
+    as_tensor = torch.as_tensor(values).double()
+    sums = torch.cat([as_tensor.new_zeros((1, *as_tensor.shape[1:])), as_tensor.cumsum(0)])
+    means = (sums[window:] - sums[:-window]) / window
+    return means.numpy() if isinstance(values, np.ndarray) else means
 
 
 def shared_relaxation_fit(concentrations: np.ndarray, derivatives: np.ndarray,
@@ -117,16 +127,24 @@ class HomeostasisLosses:
     (or that the head cannot use) is left out of the result.
 
     `conc` and `deriv` are the trainer's float32 copies of the trajectory (every frame); the conservation
-    moments are taken from the trajectory's own float64 arrays."""
+    moments are taken from the trajectory's own float64 arrays. With `moment_window` W > 1 both moment
+    losses see sliding W-frame means of c and of dc/dt (or of the residual) instead of single frames: the
+    weak form, in which measurement noise in dc/dt averages out (`window_concentrations`/`_derivatives`)."""
 
     def __init__(self, tcfg: TrainingConfig, model: MetabolicGNN, trajectory: Trajectory, null_space: np.ndarray,
                  conc: torch.Tensor, deriv: torch.Tensor, total_iterations: int) -> None:
         self.tcfg, self.model, self.conc, self.deriv = tcfg, model, conc, deriv
         device = conc.device
         self.null_space = torch.tensor(null_space, dtype=torch.float32, device=device)
+        window = tcfg.moment_window
+        if window > trajectory.n_frames:
+            raise DataError(f"training.moment_window {window} exceeds the {trajectory.n_frames} frames of the data: "
+                            "choose a smaller window")
+        self.window_concentrations = sliding_mean(trajectory.concentrations, window)
+        self.window_derivatives = sliding_mean(trajectory.derivatives, window)
         self.moments: ConservationMoments | None = None
         if tcfg.coeff_conservation > 0 and tcfg.conservation_frames == "all" and model.relaxation is not None:
-            self.moments = ConservationMoments(trajectory.concentrations, trajectory.derivatives, null_space, device)
+            self.moments = ConservationMoments(self.window_concentrations, self.window_derivatives, null_space, device)
         self.fits_residual = tcfg.coeff_residual_fit > 0 and model.relaxation is not None
         self.residual_start = math.ceil(tcfg.residual_fit_start * total_iterations)
         self.residual: ResidualMoments | None = None
@@ -181,9 +199,10 @@ class HomeostasisLosses:
 
     @torch.no_grad()
     def residual_moments(self) -> ResidualMoments:
-        """Per-metabolite moments of c and of dc/dt − reactions(c) over every frame, in chunks."""
+        """Per-metabolite moments of c and of dc/dt − reactions(c) over every frame (or window), in chunks."""
         reactions = torch.cat([self.model.reaction_part(chunk) for chunk in torch.split(self.conc, 512)])
-        return ResidualMoments.of(self.conc, self.deriv - reactions)
+        window = self.tcfg.moment_window
+        return ResidualMoments.of(sliding_mean(self.conc, window), sliding_mean(self.deriv - reactions, window))
 
     def fusion(self, coefficients: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor | None:
         """The all-pairs fusion plus, given the residual phase's `coefficients`, the neighbour fusion."""

@@ -116,10 +116,8 @@ class Trainer:
         self.rollout = tcfg.time_step if tcfg.recurrent_training else 1
         self.n_start_frames = traj.n_frames - self.rollout
         if self.n_start_frames < 1:
-            raise ValueError(f"time_step {self.rollout} needs more than {traj.n_frames} frames")
+            raise DataError(f"training.time_step {self.rollout} needs more than the {traj.n_frames} frames of the data")
         null = left_null_space(observed.network.stoichiometry)
-        if self.model.relaxation is not None:
-            self.model.relaxation.initialise(*shared_relaxation_fit(traj.concentrations, traj.derivatives, null))
         # Constants are 0-dim tensors: a Python float would be converted to a tensor on every use.
         self.constants = {key: torch.tensor(float(getattr(tcfg, key)), device=self.device) for key in (
             "coeff_MLP_sub_diff", "coeff_MLP_node_L1", "coeff_MLP_sub_norm", "coeff_k_floor", "k_floor_threshold",
@@ -148,6 +146,9 @@ class Trainer:
         self.attach_iteration = math.ceil(tcfg.attach_homeostasis_fraction * self.total_iterations)
         self.homeostasis_losses = HomeostasisLosses(tcfg, self.model, traj, null, self.conc, self.deriv,
                                                     self.total_iterations)
+        if self.model.relaxation is not None:
+            self.model.relaxation.initialise(*shared_relaxation_fit(
+                self.homeostasis_losses.window_concentrations, self.homeostasis_losses.window_derivatives, null))
         self.iteration = 0
         self.status = "running"
         self.elapsed_s = 0.0

@@ -6,8 +6,8 @@ import torch
 from test_train import small_config
 
 from metabo_tune.config import config_from_dict
-from metabo_tune.homeostasis_losses import shared_relaxation_fit
-from metabo_tune.simulate import left_null_space, simulate
+from metabo_tune.homeostasis_losses import shared_relaxation_fit, sliding_mean
+from metabo_tune.simulate import add_measurement_noise, left_null_space, simulate
 from metabo_tune.train import Trainer
 
 
@@ -68,6 +68,60 @@ def test_shared_relaxation_fit_is_exact_for_one_type_without_reactions():
                                            left_null_space(network.stoichiometry))
     assert rate == pytest.approx(0.003, rel=1e-6)
     assert baseline == pytest.approx(5.5, rel=1e-6)
+
+
+def test_sliding_mean_averages_every_run_of_window_frames():
+    values = np.random.default_rng(0).normal(size=(20, 3))
+    expected = np.stack([values[t:t + 4].mean(0) for t in range(17)])
+    np.testing.assert_allclose(sliding_mean(values, 4), expected, rtol=1e-12)
+    torch.testing.assert_close(sliding_mean(torch.tensor(values, dtype=torch.float32), 4),
+                               torch.tensor(expected), rtol=1e-6, atol=1e-6)
+    assert sliding_mean(values, 1) is values
+
+
+def test_the_weak_form_removes_the_noise_bias_of_the_relaxation_fit():
+    """Forward differences of noisy c carry −noise(t)/dt, which correlates with the noise in c(t) and
+    inflates a fitted relaxation rate; over 30-frame means the noise telescopes and decorrelates.
+    Measured when written: 0.00469 pointwise, 0.00298 over windows (truth 0.003)."""
+    sim = {"n_metabolites": 12, "n_reactions": 1, "n_frames": 300, "n_metabolite_types": 1,
+           "homeostatic_lambda_per_type": [0.003], "homeostatic_baseline_per_type": [5.5]}
+    dataset = simulate(config_from_dict({"simulation": sim}).simulation)
+    null = left_null_space(dataset.observed.network.stoichiometry)
+    noisy = add_measurement_noise(dataset.observed.trajectory, 0.03, np.random.default_rng(0))
+    c, dcdt = noisy.concentrations, noisy.derivatives
+    pointwise_rate, _ = shared_relaxation_fit(c, dcdt, null)
+    window_rate, window_baseline = shared_relaxation_fit(sliding_mean(c, 30), sliding_mean(dcdt, 30), null)
+    assert pointwise_rate > 1.4 * 0.003
+    assert window_rate == pytest.approx(0.003, rel=0.03)
+    assert window_baseline == pytest.approx(5.5, rel=0.01)
+
+
+def test_weak_form_moments_are_the_losses_over_window_means(small_dataset):
+    """With moment_window W both moment losses equal their definitions on W-frame means of c, dc/dt
+    and the residual: the weak form is exact for a head linear in c."""
+    window = 5
+    trainer = Trainer(linear_head_config(coeff_residual_fit=2.0, residual_fit_start=0.0, moment_window=window),
+                      small_dataset.observed, "cpu")
+    model = trainer.model
+    with torch.no_grad():
+        model.embedding.normal_(generator=torch.Generator().manual_seed(4))
+        model.relaxation.log_rate.weight.fill_(0.3)
+        model.relaxation.baseline.weight.fill_(0.5)
+        c = sliding_mean(trainer.conc.double(), window)
+        dcdt = sliding_mean(trainer.deriv.double(), window)
+        residual = sliding_mean((trainer.deriv - model.reaction_part(trainer.conc)).double(), window)
+        rate, baseline = (x.double() for x in model.relaxation.coefficients(model.embedding))
+        head = -rate * (c - baseline)
+        conservation = ((head - dcdt) @ trainer.homeostasis_losses.null_space.double()).square().sum(-1).mean()
+        residual_fit = (head - residual).square().mean(0).sum()
+    losses = trainer.losses(0)
+    torch.testing.assert_close(losses["conservation"].double(), conservation, rtol=1e-5, atol=0)
+    torch.testing.assert_close(losses["residual_fit"].double(), 2.0 * residual_fit, rtol=1e-5, atol=0)
+
+
+def test_a_moment_window_longer_than_the_data_is_refused(small_dataset):
+    with pytest.raises(ValueError, match="moment_window 302 exceeds the 301 frames"):
+        Trainer(linear_head_config(moment_window=302), small_dataset.observed, "cpu")
 
 
 def test_residual_moments_give_the_per_metabolite_fit_over_every_frame(small_dataset):

@@ -18,6 +18,7 @@ HOMEO = SPACES / "homeo_rank_50.yaml"
 OPEN = SPACES / "homeo_rank_50_open.yaml"
 SMOKE = SPACES / "smoke.yaml"
 SMALL_JOINT = SPACES / "small_joint.yaml"
+NOISY = SPACES / "noisy_rank_50.yaml"
 Mutation = Callable[[dict], object]
 
 
@@ -25,7 +26,8 @@ Mutation = Callable[[dict], object]
 # The shipped files
 
 
-@pytest.mark.parametrize("path", [HOMEO, OPEN, SMOKE, SMALL_JOINT], ids=["homeo", "open", "smoke", "small_joint"])
+@pytest.mark.parametrize("path", [HOMEO, OPEN, SMOKE, SMALL_JOINT, NOISY],
+                         ids=["homeo", "open", "smoke", "small_joint", "noisy"])
 def test_shipped_spaces_load_with_the_budget_applied_and_the_spread_in_range(path: Path) -> None:
     space = load_space(path)
     assert space.base.training.n_epochs == 1
@@ -442,3 +444,20 @@ def test_the_joint_recovery_config_is_the_mission_spreads_last_slot() -> None:
     for section in ("simulation", "graph_model", "training"):
         assert written[section] == slot[section], section
     assert written["graph_model"]["substrate_form"] == "power"
+
+
+def test_the_noisy_space_is_the_joint_recovery_config_in_weak_form_on_noisy_data(tmp_path: Path) -> None:
+    """noisy_rank_50's base is configs/joint_recovery.yaml plus the weak form, on the mission network
+    measured with σ_m = 0.01; the noise level is part of the data, so the search may not change it."""
+    space = load_space(NOISY)
+    exact = load_config(SPACES.parent / "configs" / "joint_recovery.yaml").to_dict()
+    noisy = space.base.to_dict()
+    assert noisy["simulation"] == exact["simulation"] and noisy["graph_model"] == exact["graph_model"]
+    changed = {key: value for key, value in noisy["training"].items() if exact["training"][key] != value}
+    assert changed == {"measurement_noise_level": 0.01, "moment_window": 100}
+    assert "training.moment_window" in space.parameters
+    raw = yaml.safe_load(NOISY.read_text())
+    raw["parameters"]["training.measurement_noise_level"] = {"type": "float", "low": 0.0, "high": 0.1}
+    (tmp_path / "tuned_noise.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(SpaceError, match=r"training\.measurement_noise_level"):
+        load_space(tmp_path / "tuned_noise.yaml")
