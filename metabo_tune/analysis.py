@@ -5,6 +5,11 @@ summarise it, and `python -m metabo_tune.analysis results/<experiment>` prints t
     python -m metabo_tune.analysis results/<experiment> [--format csv|parquet|json] [--out DIR]
 
 Only files are read (no Ray, no torch), so this works on a running experiment and on one copied off a cluster.
+
+Fidelity: in an experiment that screened (a space with a fidelity section), rewards are compared only within
+one fidelity. The leaderboard ranks full-budget results first, then the nodes that were only screened; the
+parameter effects use each node's search (screen) reward, as the searcher's memory does; best-so-far runs per
+fidelity; and "converged" counts only full-budget trials. The `fidelity` column then shows in the tables.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
 from metabo_tune.labels import LABELS, Thresholds
-from metabo_tune.tree import direction
+from metabo_tune.tree import FIDELITIES, FULL, SCREEN, direction
 
 REQUIRED_COLUMNS = ("trial_id", "node_id", "parent_id", "mutation", "seed", "status", "reward")
 TREE_KEYS = ("node_id", "parent_id", "config", "mutation", "strategy", "index", "trials")
@@ -41,7 +46,10 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
     "classification": LABELS,
     "diagnosis": ("healthy", "degenerate", "severely degenerate", "failed", "mixed", "unknown"),
     "homeostasis_assessment": ("correct", "partial", "wrong", "inactive", "unknown"),
+    "fidelity": FIDELITIES,
 }
+# Mutation texts of a node's later trials: the searcher's replicates and promotions.
+LATER_TRIALS = ("replicate of", "promotion of")
 # Integer metrics that a missing value would otherwise turn into floats.
 _COUNT_NAME = re.compile(r"(^|_)n_|^(iteration|total_iterations|resumed_from|test_rollout_diverged_at)$")
 _INTEGER_TEXT = re.compile(r"-?\d+")
@@ -67,7 +75,8 @@ def load(experiment_dir: str | PathLike[str]) -> pd.DataFrame:
     """One typed row per trial of trials.csv, in completion order (`trial_number` 1, 2, ...), then the trials
     that tree.jsonl lists as running (status 'running', no `trial_number`). `index` is the node's creation
     order from tree.jsonl (without it, the order in which nodes first appear in trials.csv). `trial_dir` and
-    `ray_trial_dir` are resolved against `experiment_dir`."""
+    `ray_trial_dir` are resolved against `experiment_dir`. `fidelity` is 'full' where the table has none (an
+    experiment from before fidelities)."""
     directory = Path(experiment_dir).resolve()
     if not directory.is_dir():
         raise AnalysisError(f"{experiment_dir}: no such directory")
@@ -94,6 +103,10 @@ def load(experiment_dir: str | PathLike[str]) -> pd.DataFrame:
     creation = ({node["node_id"]: node["index"] for node in nodes} if nodes
                 else {node_id: i for i, node_id in enumerate(dict.fromkeys(frame["node_id"]))})
     frame.insert(1, "index", pd.array(frame["node_id"].map(creation).tolist(), dtype="Int64"))
+    if "fidelity" not in frame or frame["fidelity"].isna().any():
+        fidelity = (frame["fidelity"].astype(object) if "fidelity" in frame
+                    else pd.Series(None, index=frame.index, dtype=object))
+        frame["fidelity"] = _categorical(fidelity.fillna(FULL), FIDELITIES, ordered=False)
     for column in ("trial_dir", "ray_trial_dir"):
         if column in frame:
             frame[column] = pd.array([_resolve(directory, value) for value in frame[column]], dtype="string")
@@ -128,19 +141,25 @@ def _read_tree(tree_file: Path) -> list[dict[str, Any]]:
 
 
 def _running_rows(nodes: list[dict[str, Any]]) -> list[dict[str, str | None]]:
-    """Rows in trials.csv's text form for the running trials; a node's first trial is the node's own,
-    the later ones are replicates (as the searcher makes them)."""
+    """Rows in trials.csv's text form for the running trials, as the searcher makes them: a node's first
+    trial is the node's own, a later one the first at its fidelity is a promotion, any other a replicate."""
     rows = []
     for node in nodes:
+        seen: set[str] = set()
         for position, trial in enumerate(node["trials"]):
+            fidelity = trial.get("fidelity", FULL)
+            first_at, _ = fidelity not in seen, seen.add(fidelity)
             if trial.get("status") != "running":
                 continue
-            replicate = position > 0
+            if position == 0:
+                strategy, mutation = node["strategy"], node["mutation"]
+            elif first_at:
+                strategy, mutation = "promotion", f"promotion of {node['node_id']}"
+            else:
+                strategy, mutation = "replicate", f"replicate of {node['node_id']}"
             rows.append({"trial_id": str(trial["trial_id"]), "node_id": str(node["node_id"]),
-                         "parent_id": node["parent_id"],
-                         "strategy": "replicate" if replicate else node["strategy"],
-                         "mutation": f"replicate of {node['node_id']}" if replicate else node["mutation"],
-                         "seed": str(trial["seed"]), "status": "running",
+                         "parent_id": node["parent_id"], "strategy": strategy, "mutation": mutation,
+                         "seed": str(trial["seed"]), "fidelity": fidelity, "status": "running",
                          **{name: str(value) for name, value in node["config"].items()}})
     return rows
 
@@ -227,23 +246,39 @@ def _finished(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["status"] != "running"]
 
 
+def screened(df: pd.DataFrame) -> bool:
+    """Whether the experiment has screening trials (its space had a fidelity section)."""
+    return "fidelity" in df and bool((df["fidelity"] == SCREEN).any())
+
+
+def _fidelities(df: pd.DataFrame) -> pd.Series:
+    """Each trial's fidelity as text ('full' where the frame has no fidelity column)."""
+    return df["fidelity"].astype(str) if "fidelity" in df else pd.Series(FULL, index=df.index)
+
+
 def parameters(df: pd.DataFrame) -> list[str]:
     """The tunable-value columns, in table order."""
     return [column for column in df.columns if is_parameter(column)]
 
 
-def nodes(df: pd.DataFrame) -> pd.DataFrame:
+def nodes(df: pd.DataFrame, fidelity: str | None = None) -> pd.DataFrame:
     """One row per node, in creation order: its own trial's columns (parent, strategy, mutation, config),
-    the reward mean, sd and count over its finished replicates, the key metrics averaged over them, and
-    the classification of its last finished trial. Indexed by node_id."""
-    own = (df.assign(_replicate=df["mutation"].fillna("").str.startswith("replicate of"))
-           .sort_values(["_replicate", "trial_number"], na_position="last", kind="stable")
+    the reward mean, sd and count over its finished replicates at `fidelity` (None: at the node's search
+    fidelity, that of its own trial), the key metrics averaged over them, the classification of its last
+    finished trial there, and that `fidelity`. Indexed by node_id."""
+    own = (df.assign(_later=df["mutation"].fillna("").str.startswith(LATER_TRIALS))
+           .sort_values(["_later", "trial_number"], na_position="last", kind="stable")
            .drop_duplicates("node_id").set_index("node_id"))
+    own_fidelity = _fidelities(own)
     done = _finished(df)
+    wanted = done["node_id"].map(own_fidelity) if fidelity is None else fidelity
+    done = done[_fidelities(done) == wanted]
     by_node = done.groupby("node_id", sort=False)
     table = own[["index", "parent_id", "strategy", "mutation", *parameters(df)]].join(
         by_node["reward"].agg(reward_mean="mean", reward_sd="std", n="count"))
     table["n"] = table["n"].fillna(0).astype("int64")
+    table["fidelity"] = pd.Categorical(own_fidelity if fidelity is None else [fidelity] * len(table),
+                                       categories=FIDELITIES)
     last = done.sort_values("trial_number", kind="stable").groupby("node_id", sort=False)["classification"].last()
     table["classification"] = pd.Categorical(last.reindex(table.index), dtype=df["classification"].dtype)
     metrics = [name for name in KEY_METRICS if name in df]
@@ -252,10 +287,16 @@ def nodes(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def leaderboard(df: pd.DataFrame, top: int | None = 10) -> pd.DataFrame:
-    """Nodes by replicate-mean reward, best first (ties: more replicates, then the older node); index: rank."""
-    table = nodes(df)
-    ranked = table[table["n"] > 0].sort_values(["reward_mean", "n", "index"], ascending=[False, False, True])
-    columns = ["reward_mean", "reward_sd", "n", "classification",
+    """Nodes by replicate-mean reward, best first (ties: more replicates, then the older node); index: rank.
+    Full-budget results rank first, then the nodes that were only screened (by their screen reward), so
+    rewards are compared within one fidelity; the `fidelity` column says which, when the experiment screened."""
+    full = nodes(df, FULL)
+    full = full[full["n"] > 0]
+    own = nodes(df)
+    parts = [part.sort_values(["reward_mean", "n", "index"], ascending=[False, False, True])
+             for part in (full, own[(own["n"] > 0) & ~own.index.isin(full.index)]) if len(part)]
+    ranked = pd.concat(parts) if parts else full
+    columns = ["reward_mean", "reward_sd", "n", *(["fidelity"] if screened(df) else []), "classification",
                *[name for name in KEY_METRICS if name in ranked], "mutation", "parent_id"]
     board = ranked[columns].reset_index().head(top)
     board.index = pd.RangeIndex(1, len(board) + 1, name="rank")
@@ -263,8 +304,16 @@ def leaderboard(df: pd.DataFrame, top: int | None = 10) -> pd.DataFrame:
 
 
 def counts(df: pd.DataFrame) -> pd.DataFrame:
-    """Finished trials by classification and by diagnosis: index (by, label), columns trials and share."""
+    """Finished trials by classification and by diagnosis: index (by, label), columns trials and share; in an
+    experiment that screened, per fidelity first: index (fidelity, by, label), shares within the fidelity."""
     done = _finished(df)
+    fidelities = _fidelities(done)
+    parts = {fidelity: _counts(done[fidelities == fidelity]) for fidelity in FIDELITIES
+             if screened(df) and (fidelities == fidelity).any()}
+    return pd.concat(parts, names=["fidelity"]) if parts else _counts(done)
+
+
+def _counts(done: pd.DataFrame) -> pd.DataFrame:
     parts = {}
     for column in ("classification", "diagnosis"):
         if column in done:
@@ -277,14 +326,20 @@ def counts(df: pd.DataFrame) -> pd.DataFrame:
 
 def best_so_far(df: pd.DataFrame) -> pd.DataFrame:
     """Per finished trial, in completion order: its reward, the best trial reward so far and the node that
-    holds it (the first to reach it), and whether this trial set a new best."""
+    holds it (the first to reach it), and whether this trial set a new best. In an experiment that screened
+    the best is kept per fidelity (a `fidelity` column says which), as rewards compare only within one."""
     done = df[df["trial_number"].notna()].sort_values("trial_number").set_index("trial_number")
     table = done[["trial_id", "node_id", "reward"]].copy()
-    running_max = table["reward"].fillna(-math.inf).cummax()
+    split = screened(df)
+    groups = _fidelities(done) if split else pd.Series("", index=done.index)
+    running_max = table["reward"].fillna(-math.inf).groupby(groups).cummax()
+    before = running_max.groupby(groups).shift(fill_value=-math.inf)
     table["best_reward"] = running_max.replace(-math.inf, math.nan)
-    table["improved"] = table["reward"] > running_max.shift(fill_value=-math.inf)
-    table["best_node"] = table["node_id"].where(table["improved"]).ffill()
-    return table[["trial_id", "node_id", "reward", "best_reward", "best_node", "improved"]]
+    table["improved"] = table["reward"] > before
+    table["best_node"] = table["node_id"].where(table["improved"]).groupby(groups).ffill()
+    table["fidelity"] = _fidelities(done)
+    return table[["trial_id", "node_id", *(["fidelity"] if split else []), "reward", "best_reward", "best_node",
+                  "improved"]]
 
 
 def parameter_effects(df: pd.DataFrame) -> pd.DataFrame:
@@ -315,27 +370,32 @@ def parameter_effects(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def summary(df: pd.DataFrame) -> pd.Series:
-    """One experiment in a few numbers: trials, nodes, best node, first converged trial, classification counts."""
+    """One experiment in a few numbers: trials, nodes, best node, first converged trial, classification counts.
+    Only full-budget trials count as converged and in the classification counts; `screen trials` counts the
+    finished screening trials."""
     done = _finished(df)
     board = leaderboard(df, top=1)
-    converged = done.loc[done["classification"] == "converged", "trial_number"]
+    full = done[_fidelities(done) == FULL]
+    converged = full.loc[full["classification"] == "converged", "trial_number"]
     values: dict[str, Any] = {
-        "finished trials": len(done), "running trials": len(df) - len(done), "nodes": df["node_id"].nunique(),
+        "finished trials": len(done), "running trials": len(df) - len(done),
+        "screen trials": len(done) - len(full), "nodes": df["node_id"].nunique(),
         "best node": board["node_id"].iloc[0] if len(board) else None,
         "best reward (replicate mean)": board["reward_mean"].iloc[0] if len(board) else math.nan,
         "best classification": board["classification"].iloc[0] if len(board) else None,
         "trials until the first converged": converged.min() if len(converged) else None,
     }
-    by_class = done["classification"].value_counts()
+    by_class = full["classification"].value_counts()
     values |= {f"classification: {label}": int(by_class.get(label, 0)) for label in LABELS}
     return pd.Series(values, dtype=object)
 
 
 def compare(df_a: pd.DataFrame, df_b: pd.DataFrame, names: Sequence[str] = ("a", "b")) -> pd.DataFrame:
     """Two experiments side by side (one column each): the rows of `summary`; classifications that neither
-    experiment has are left out."""
+    experiment has, and screen trials when neither screened, are left out."""
     table = pd.DataFrame({names[0]: summary(df_a), names[1]: summary(df_b)})
-    unused = [row for row in table.index if row.startswith("classification: ") and (table.loc[row] == 0).all()]
+    unused = [row for row in table.index if (row.startswith("classification: ") or row == "screen trials")
+              and (table.loc[row] == 0).all()]
     table = table.drop(index=unused)
     table.index.name = "measure"
     return table
@@ -408,7 +468,9 @@ def _headline(df: pd.DataFrame, name: str) -> str:
                f"{facts['nodes']} nodes; ")
     if facts["best node"] is None:
         return counted + "no trial has finished yet"
-    return (counted + f"best node {facts['best node']} with reward {facts['best reward (replicate mean)']:.3f} "
+    board = leaderboard(df, top=1)
+    reward = f"{board['fidelity'].iloc[0]} reward" if "fidelity" in board else "reward"
+    return (counted + f"best node {facts['best node']} with {reward} {facts['best reward (replicate mean)']:.3f} "
             f"({facts['best classification']}); first converged trial: " + ("none" if first is None else f"#{first}"))
 
 
@@ -431,23 +493,37 @@ def _class_legend(ax: Any, labels: Sequence[Any], **extra: Any) -> None:
 
 
 def reward_figure(df: pd.DataFrame, target: Path, title: str = "") -> Path:
-    """Reward per trial in completion order, coloured by classification, with the best-so-far line."""
+    """Reward per trial in completion order, coloured by classification, with the best-so-far line; in an
+    experiment that screened, screening trials are squares and each fidelity has its own best-so-far line."""
     done = df[df["trial_number"].notna()].sort_values("trial_number")
     best = best_so_far(df)
+    split = screened(df)
     figure = Figure(figsize=(10, 4.8), layout="constrained")
     ax = figure.add_subplot()
     labels = [label for label in done["classification"].cat.categories if (done["classification"] == label).any()]
+    fidelities = _fidelities(done)
     for label in labels:
-        rows = done[done["classification"] == label]
-        ax.scatter(rows["trial_number"].astype(float), rows["reward"], s=40, color=_colour(label),
-                   edgecolors="black", linewidths=0.5, zorder=3)
-    ax.step(best.index.astype(float), best["best_reward"], where="post", color="black", linewidth=1.3, zorder=2)
-    if best["improved"].any():
-        top = best[best["improved"]].iloc[-1]
-        ax.annotate(f"node {top['best_node']}", (float(top.name), top["best_reward"]), xytext=(6, 6),
-                    textcoords="offset points", fontsize=8)
+        for fidelity, marker in ((FULL, "o"), (SCREEN, "s")):
+            rows = done[(done["classification"] == label) & (fidelities == fidelity)]
+            ax.scatter(rows["trial_number"].astype(float), rows["reward"], s=40 if fidelity == FULL else 24,
+                       marker=marker, color=_colour(label), edgecolors="black", linewidths=0.5, zorder=3)
+    handles = []
+    for fidelity, style in ((FULL, "-"), (SCREEN, "--")) if split else ((None, "-"),):
+        line = best if fidelity is None else best[best["fidelity"] == fidelity]
+        if fidelity is not None and line.empty:
+            continue
+        ax.step(line.index.astype(float), line["best_reward"], where="post", color="black", linewidth=1.3,
+                linestyle=style, zorder=2)
+        if line["improved"].any():
+            top = line[line["improved"]].iloc[-1]
+            ax.annotate(f"node {top['best_node']}", (float(top.name), top["best_reward"]), xytext=(6, 6),
+                        textcoords="offset points", fontsize=8)
+        handles.append(Line2D([], [], color="black", linewidth=1.3, linestyle=style,
+                              label="best so far" + (f" ({fidelity})" if fidelity else "")))
+    if split:
+        handles.append(Line2D([], [], marker="s", linestyle="", markerfacecolor="white", markeredgecolor="black",
+                              markersize=6, label="screening trial"))
     ax.set_ylim(bottom=0)
-    handles = [Line2D([], [], color="black", linewidth=1.3, label="best so far")]
     boundaries = [tier for tier in (0.25, 0.5, 0.75) if tier < ax.get_ylim()[1]]
     for tier in boundaries:
         ax.axhline(tier, color="grey", linewidth=0.6, linestyle=":", zorder=1)
@@ -503,6 +579,7 @@ def tree_figure(df: pd.DataFrame, target: Path, title: str = "") -> Path:
     """The exploration tree, depth left to right: each node coloured by classification and sized by reward
     (hollow while running), each edge labelled with the mutation that made the child."""
     table = nodes(df)
+    full = nodes(df, FULL)["reward_mean"] if screened(df) else pd.Series(math.nan, index=table.index)
     where = tree_layout(table)
     depth = max(d for d, _ in where.values())
     rows = max(r for _, r in where.values()) + 1
@@ -525,6 +602,8 @@ def tree_figure(df: pd.DataFrame, target: Path, title: str = "") -> Path:
                    edgecolors="black" if rewarded else "grey")
         caption = f"{node_id}\n" + (f"{node['reward_mean']:.3f}" + (f" ×{node['n']}" if node["n"] > 1 else "")
                                     if rewarded else "running")
+        if not pd.isna(full[node_id]):
+            caption += f"\nfull {full[node_id]:.3f}"
         ax.text(x, y + 0.27, caption, fontsize=6.5, ha="center", va="top", zorder=4)
     ax.set_xlim(-1.05, depth + 0.45)
     ax.set_ylim(rows - 0.35, -0.75)
@@ -607,9 +686,9 @@ def recovery_figure(df: pd.DataFrame, target: Path, title: str = "") -> Path:
 # ------------------------------------------------------------------------------------------ report
 
 
-def _best_trial(df: pd.DataFrame, node_id: str) -> pd.Series:
+def _best_trial(df: pd.DataFrame, node_id: str, fidelity: str) -> pd.Series:
     trials = _finished(df)
-    trials = trials[trials["node_id"] == node_id]
+    trials = trials[(trials["node_id"] == node_id) & (_fidelities(trials) == fidelity)]
     return trials.loc[trials["reward"].fillna(-math.inf).idxmax()]
 
 
@@ -624,7 +703,9 @@ def write_report(df: pd.DataFrame, report_dir: str | PathLike[str], name: str = 
     effects_figure(effects, out / "effects.png", name)
     recovery_figure(df, out / "recovery.png", name)
     lines = [f"# Experiment {name}".rstrip(), "", _headline(df, name), "",
-             "## Leaderboard", "", "Nodes by reward (mean ± sd over replicates, n = replicates), best first.", "",
+             "## Leaderboard", "", "Nodes by reward (mean ± sd over replicates, n = replicates), best first."
+             + (" Full-budget results first, then the nodes only screened: rewards compare within one fidelity."
+                if screened(df) else ""), "",
              _markdown_or(_board_display(board).set_index("node_id"), NOTHING_FINISHED), "",
              "## Trials by classification and diagnosis", "", _markdown_or(counts(df), NOTHING_FINISHED), "",
              "## Best so far", "", f"![{FIGURES['reward.png']}](reward.png)", "",
@@ -635,7 +716,8 @@ def write_report(df: pd.DataFrame, report_dir: str | PathLike[str], name: str = 
              "## Recovery", "", f"![{FIGURES['recovery.png']}](recovery.png)", "",
              "## Exploration tree", "", f"![{FIGURES['tree.png']}](tree.png)", ""]
     if len(board):
-        lines += _best_node_section(df, str(board["node_id"].iloc[0]), out)
+        fidelity = str(board["fidelity"].iloc[0]) if "fidelity" in board else FULL
+        lines += _best_node_section(df, str(board["node_id"].iloc[0]), fidelity, out)
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return report
@@ -645,10 +727,11 @@ def _markdown_or(frame: pd.DataFrame, empty: str) -> str:
     return markdown_table(frame) if len(frame) else empty
 
 
-def _best_node_section(df: pd.DataFrame, node_id: str, out: Path) -> list[str]:
-    trial = _best_trial(df, node_id)
+def _best_node_section(df: pd.DataFrame, node_id: str, fidelity: str, out: Path) -> list[str]:
+    trial = _best_trial(df, node_id, fidelity)
+    at = f" at {fidelity}" if screened(df) else ""
     lines = [f"## Best node {node_id}", "",
-             f"Trial {trial['trial_id']} (seed {trial['seed']}): reward {_cell(trial['reward'])}, "
+             f"Trial {trial['trial_id']} (seed {trial['seed']}{at}): reward {_cell(trial['reward'])}, "
              f"{trial['classification']}, mutation `{trial['mutation']}`.", ""]
     source = Path(str(trial["trial_dir"])) if not pd.isna(trial.get("trial_dir")) else None
     if source is None or not source.is_dir():

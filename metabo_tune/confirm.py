@@ -3,8 +3,9 @@ training seeds and report every headline metric as mean ± sd.
 
 A search ranks configs by one or two seeds each; seed noise on this problem is large (two seeds of one
 config have differed by 0.3 in R²), so a result counts only once it holds on seeds the search never
-used. By default the best node of the leaderboard is taken (`--node` picks another) and retrained on
-the first `--n-seeds` seeds that none of its search trials used:
+used. By default the best node of the leaderboard is taken (`--node` picks another) and retrained, with
+the config of its full-budget trial (a node that was only screened is refused), on the first `--n-seeds`
+seeds that none of its search trials used:
 
     python -m metabo_tune.confirm results/<experiment> [--node ID] [--n-seeds 3 | --seeds 1 2 3] [--jobs 2]
 
@@ -26,6 +27,7 @@ from metabo_tune import analysis
 from metabo_tune.config import Config, ConfigError, load_config
 from metabo_tune.simulate import DataError
 from metabo_tune.sweep import reported_columns, train_runs, with_values
+from metabo_tune.tree import FULL
 
 
 class ConfirmError(ValueError):
@@ -45,6 +47,10 @@ def node_config(experiment_dir: Path, node_id: str | None) -> tuple[str, Config,
     trials = df[(df["node_id"] == node_id) & (df["status"] != "running")]
     if trials.empty:
         raise ConfirmError(f"{experiment_dir}: no finished trial of node '{node_id}' (see trials.csv)")
+    trials = trials[trials["fidelity"] == FULL]  # a screening trial's config.yaml has the screening budget
+    if trials.empty:
+        raise ConfirmError(f"{experiment_dir}: node '{node_id}' was only screened; confirm needs a full-budget "
+                           "trial of it (see trials.csv, fidelity)")
     config_file = Path(str(trials["trial_dir"].iloc[0])) / "config.yaml"
     try:
         cfg = load_config(config_file)

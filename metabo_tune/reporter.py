@@ -19,9 +19,10 @@ import pandas as pd
 from ray import tune
 
 from metabo_tune.metrics import degeneracy
+from metabo_tune.tree import FULL, SCREEN
 
-IDENTITY_COLUMNS = ("trial_id", "node_id", "parent_id", "strategy", "mutation", "seed", "status", "classification",
-                    "reward", "degeneracy_gap", "diagnosis", "homeostasis_assessment")
+IDENTITY_COLUMNS = ("trial_id", "node_id", "parent_id", "strategy", "mutation", "seed", "fidelity", "status",
+                    "classification", "reward", "degeneracy_gap", "diagnosis", "homeostasis_assessment")
 _SKIP = {"config", "trial_dir", "final", "done", "training_iteration", "trial_id", "date", "timestamp",
          "pid", "hostname", "node_ip", "time_this_iter_s", "time_since_restore", "iterations_since_restore",
          "checkpoint_dir_name", "should_checkpoint"}
@@ -61,6 +62,7 @@ class TrialTable(tune.Callback):
         row: dict[str, Any] = {
             "trial_id": trial.trial_id, "node_id": config.get("node_id"), "parent_id": config.get("parent_id"),
             "strategy": config.get("strategy"), "mutation": config.get("mutation"), "seed": config.get("seed"),
+            "fidelity": config.get("fidelity", FULL),
         }
         if error or not result.get("final", False):
             result.update(status="error", classification="failed", reward=0.0)
@@ -97,9 +99,12 @@ class TrialTable(tune.Callback):
         tmp.replace(directory / "analysis.md")
 
     def _print_progress(self) -> None:
+        """The best trial at full budget, or at screen (and said so) while none has finished at full."""
         done = len(self.rows)
-        best = max(self.rows.values(), key=lambda r: r.get("reward") or 0.0)
-        print(f"[metabo_tune] {done}/{self.num_trials} trials done, {len(self.running)} running; best reward "
+        full = [row for row in self.rows.values() if row.get("fidelity") != SCREEN]
+        best = max(full or self.rows.values(), key=lambda r: r.get("reward") or 0.0)
+        at = "" if full else " at screen"
+        print(f"[metabo_tune] {done}/{self.num_trials} trials done, {len(self.running)} running; best reward{at} "
               f"{best.get('reward', 0.0):.3f} (node {best['node_id']}, {best.get('classification')}, "
               f"rate_constants_R2 {_fmt(best.get('rate_constants_R2'))}, avg_slope_ratio "
               f"{_fmt(best.get('avg_slope_ratio'))})", file=sys.stderr, flush=True)
@@ -150,7 +155,8 @@ def render_analysis(rows: list[dict[str, Any]]) -> str:
             f"## Iter {number}: {row.get('classification', 'unknown')}",
             f"Node: id={row.get('node_id')}, parent={row.get('parent_id') or 'root'}",
             f"Mode/Strategy: {row.get('strategy')}",
-            f"Config: seed={row.get('seed')}, {config}",
+            f"Config: seed={row.get('seed')}, " + (f"fidelity={row['fidelity']}, " if "fidelity" in row else "")
+            + config,
             f"Metrics: {metrics}",
             f"Visual: {visual_line(row)}",
             f"Mutation: {row.get('mutation')}",

@@ -1,8 +1,16 @@
 """Ray Tune `Searcher` adapter around the exploration tree and the strategy table.
 
 Thin on purpose: `suggest` asks `strategies.propose` for one mutation and records it in the tree,
-`on_trial_complete` records the reward, `save`/`restore` persist everything. Measured pitfalls of
-Ray 2.58–2.60 that shape it (reference/ray_tune_notes.md): the searcher owns concurrency
+`on_trial_complete` records the reward, `save`/`restore` persist everything (the promotion queue
+included).
+
+With a fidelity section in the space (space.py) every new node is suggested at screen, and a node is
+promoted (asynchronous successive halving) when its screen trial completes and its screen reward ranks in
+the top ceil(n / eta) of the n nodes screened so far, or it is classified converged at screen: it joins a
+queue that `suggest` serves before any new mutation, as one trial of the same config and seed at full
+budget. A node is promoted at most once (it is queued once, and never again once it has a full trial).
+
+Measured pitfalls of Ray 2.58–2.60 that shape it (reference/ray_tune_notes.md): the searcher owns concurrency
 (`set_max_concurrency` returns True, `suggest` returns None when full) because Ray's limiter forgets
 errored trials that a resume revives; errors arrive with `result=None`, so the last interim result is
 kept; on restore `set_search_properties` is not called again, so `restore` brings back every field.
@@ -11,6 +19,7 @@ kept; on restore `set_search_properties` is not called again, so `restore` bring
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import random
 from pathlib import Path
@@ -20,7 +29,7 @@ from ray.tune.search import Searcher
 
 from metabo_tune.space import SearchSpace
 from metabo_tune.strategies import propose
-from metabo_tune.tree import Tree
+from metabo_tune.tree import FULL, SCREEN, Node, Tree
 
 METRIC = "reward"
 
@@ -36,7 +45,8 @@ class TreeSearcher(Searcher):
         self.live: set[str] = set()
         self.last_results: dict[str, dict[str, Any]] = {}
         self.max_concurrent = 4
-        self.n_suggested = 0
+        self.n_suggested = 0  # suggestions made by the strategies (promotions do not take a wave slot)
+        self.promotions: list[str] = []  # node ids waiting for their full-budget trial, oldest first
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
         return True
@@ -48,19 +58,30 @@ class TreeSearcher(Searcher):
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         if len(self.live) >= self.max_concurrent:
             return None
-        proposal = propose(self.tree, self.space, self.rng, slot=self.n_suggested % self.max_concurrent)
-        if proposal.replicate_of is not None:
-            node = self.tree.nodes[proposal.replicate_of]
-            seed = self.space.base.training.seed + len(node.trials)  # a fresh seed per replicate
+        if self.promotions:
+            node = self.tree.nodes[self.promotions.pop(0)]
+            seed, fidelity = node.trials[0].seed, FULL
+            strategy, mutation = "promotion", f"promotion of {node.node_id}"
         else:
-            node = self.tree.add_node(trial_id, proposal.parent_id, proposal.config, proposal.mutation,
-                                      proposal.strategy)
-            seed = self.space.base.training.seed  # common seed: nodes differ by their config, not by noise
-        self.tree.add_trial(node.node_id, trial_id, seed)
+            proposal = propose(self.tree, self.space, self.rng, slot=self.n_suggested % self.max_concurrent)
+            strategy, mutation = proposal.strategy, proposal.mutation
+            if proposal.replicate_of is not None:
+                node = self.tree.nodes[proposal.replicate_of]
+                seed = self.space.base.training.seed + len(node.trials)  # a fresh seed per replicate
+                fidelity = node.result_fidelity  # where the result it re-tests came from
+            else:
+                node = self.tree.add_node(trial_id, proposal.parent_id, proposal.config, proposal.mutation,
+                                          proposal.strategy)
+                seed = self.space.base.training.seed  # common seed: nodes differ by their config, not by noise
+                fidelity = self.space.search_fidelity
+            self.n_suggested += 1
+        self.tree.add_trial(node.node_id, trial_id, seed, fidelity)
         self.live.add(trial_id)
-        self.n_suggested += 1
-        return {"node_id": node.node_id, "parent_id": node.parent_id, "strategy": proposal.strategy,
-                "mutation": proposal.mutation, "seed": seed, "values": dict(node.config)}
+        suggestion = {"node_id": node.node_id, "parent_id": node.parent_id, "strategy": strategy,
+                      "mutation": mutation, "seed": seed, "values": dict(node.config)}
+        if self.space.fidelity is not None:
+            suggestion["fidelity"] = fidelity
+        return suggestion
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         self.last_results[trial_id] = result
@@ -73,9 +94,26 @@ class TreeSearcher(Searcher):
         status = "error" if error else last.get("status", "error")
         value = 0.0 if status == "error" else float(last.get(METRIC, 0.0))
         kept = {key: value for key, value in last.items() if not key.startswith("config/")}
-        self.tree.complete_trial(trial_id, status, value, kept)
+        node = self.tree.complete_trial(trial_id, status, value, kept)
         self.last_results.pop(trial_id, None)
+        trial = next(t for t in node.trials if t.trial_id == trial_id)
+        if trial.fidelity == SCREEN and status == "completed" and self.promotable(node):
+            self.promotions.append(node.node_id)
         self.write_tree_files()
+
+    def promotable(self, node: Node) -> bool:
+        """Not promoted before, and its screen reward in the top ceil(n / eta) of the n nodes screened so far
+        (ties count in its favour), or classified converged at screen."""
+        if self.space.fidelity is None or node.node_id in self.promotions or node.trials_at(FULL):
+            return False
+        if node.reward is None:
+            return False
+        if node.classification == "converged":
+            return True
+        screened = [other.reward for other in self.tree.nodes.values()
+                    if other.fidelity == SCREEN and other.reward is not None]
+        better = sum(reward > node.reward for reward in screened)
+        return better < math.ceil(len(screened) / self.space.fidelity.promote_eta)
 
     def write_tree_files(self) -> None:
         directory = Path(self.experiment_dir)
@@ -87,7 +125,8 @@ class TreeSearcher(Searcher):
         _write(directory / "ucb_scores.txt", self.tree.render_ucb_scores(self.space.ucb_c, self.space.block_size))
         _write(directory / "memory.md", self.tree.render_memory(self.space.block_size))
 
-    _STATE = ("space", "experiment_dir", "seed", "live", "last_results", "max_concurrent", "n_suggested")
+    _STATE = ("space", "experiment_dir", "seed", "live", "last_results", "max_concurrent", "n_suggested",
+              "promotions")
 
     def save(self, checkpoint_path: str) -> None:
         state = {key: getattr(self, key) for key in self._STATE}
@@ -96,6 +135,7 @@ class TreeSearcher(Searcher):
 
     def restore(self, checkpoint_path: str) -> None:
         state = pickle.loads(Path(checkpoint_path).read_bytes())
+        state.setdefault("promotions", [])  # a searcher saved before fidelities existed
         for key in self._STATE:
             setattr(self, key, state[key])
         self.tree = Tree.from_json(state["tree"])

@@ -23,6 +23,9 @@ falls back to the defaults shown::
     block_size: 12
     ucb_c: 1.0
     replicates: 2
+    fidelity:                                                 # optional: screen new nodes cheaply first
+      screen: {training.data_augmentation_loop: 250}          # overrides of a screening trial
+      promote_eta: 3                                          # promote the top ceil(n/eta) of n screened
 
 Parameter types: `log_float` (a positive float, multiplicative steps), `float` and `int` (additive
 steps), `bool` (flipped; no low/high), `choice` (`values: [mlp, linear]`, any config values, in an
@@ -32,6 +35,12 @@ cannot be parameters: the first fix what a trial costs, the seed is noise that r
 base's own value of every parameter must lie in its range (an error, not a warning): the base is the
 first trial, and the strategies step from it and keep every value they propose in range. Every problem
 is a `SpaceError` whose one-line message names the file and the key.
+
+With a `fidelity` section every new node is first trained at the screening budget (`screen`: budget keys
+no larger than the budget, or declared parameters within their range, as 'section.key'), and a node whose
+screen reward ranks in the top ceil(n / promote_eta) of the n nodes screened so far, or that is classified
+converged at screen, is promoted once: one trial of the same config and seed at the full budget
+(asynchronous successive halving; the searcher applies the rule, the tree keeps the fidelities apart).
 """
 
 from __future__ import annotations
@@ -51,6 +60,7 @@ from pydantic import BaseModel
 
 from metabo_tune.config import Config, ConfigError, _number_or_text, config_from_dict, read_yaml
 from metabo_tune.labels import Thresholds, classify
+from metabo_tune.tree import FULL, SCREEN
 
 ParameterKind = Literal["log_float", "float", "int", "bool", "choice"]
 
@@ -95,6 +105,14 @@ class RewardWeights:
 
 
 @dataclass(frozen=True)
+class Fidelity:
+    """The screening budget: 'section.key' → value overrides of a screen trial, and the promotion rule."""
+
+    screen: dict[str, Any]
+    promote_eta: int = 3
+
+
+@dataclass(frozen=True)
 class SearchSpace:
     source: str
     base: Config  # the base config with the budget applied
@@ -106,13 +124,24 @@ class SearchSpace:
     block_size: int = 12
     ucb_c: float = 1.0
     replicates: int = 2  # trials (seeds) a new best needs before it is trusted
+    fidelity: Fidelity | None = None  # None: every trial at the full budget
+
+    @property
+    def search_fidelity(self) -> str:
+        """The fidelity every new node starts at."""
+        return FULL if self.fidelity is None else SCREEN
 
     def base_values(self) -> dict[str, Any]:
         """The base config's value of every tunable parameter, 'section.key' → value."""
         return {name: get_value(self.base, name) for name in self.parameters}
 
-    def config_for(self, values: dict[str, Any], seed: int | None = None) -> Config:
-        """The base config with `values` ('section.key' → value) and optionally the training seed set."""
+    def config_for(self, values: dict[str, Any], seed: int | None = None, fidelity: str = FULL) -> Config:
+        """The base config with `values` ('section.key' → value), optionally the training seed set, and
+        at screen fidelity the screening overrides on top."""
+        if fidelity == SCREEN:
+            if self.fidelity is None:
+                raise ValueError(f"{self.source}: a screen trial needs a fidelity section")
+            values = {**values, **self.fidelity.screen}
         raw = self.base.to_dict()
         for name, value in values.items():
             section, key = name.split(".")
@@ -131,7 +160,8 @@ def get_value(cfg: Config, name: str) -> Any:
 # Loading
 
 _TOP_LEVEL = ("base", "budget", "frozen", "parameters", "initial_spread", "reward", "thresholds", "block_size",
-              "ucb_c", "replicates")
+              "ucb_c", "replicates", "fidelity")
+_FIDELITY_KEYS = ("screen", "promote_eta")
 _REQUIRED = ("base", "parameters", "initial_spread")
 _SPEC_KEYS = ("type", "low", "high", "values", "requires")
 _KINDS: tuple[str, ...] = typing.get_args(ParameterKind)
@@ -172,6 +202,7 @@ def load_space(path: str | Path) -> SearchSpace:
         block_size=_integer(raw.get("block_size", 12), src, "block_size", minimum=1),
         ucb_c=_number(raw.get("ucb_c", 1.0), src, "ucb_c", minimum=0.0),
         replicates=_integer(raw.get("replicates", 2), src, "replicates", minimum=1),
+        fidelity=_load_fidelity(raw.get("fidelity"), base, frozen, parameters, src),
     )
 
 
@@ -342,6 +373,46 @@ def _load_spread(entries: Any, base: Config, parameters: dict[str, Parameter], s
                 raise SpaceError(f"{where}: gives the same config as initial_spread[{j}]")
         spread.append(slot)
     return tuple(spread)
+
+
+def _load_fidelity(raw: Any, base: Config, frozen: tuple[str, ...], parameters: dict[str, Parameter],
+                   src: str) -> Fidelity | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise SpaceError(f"{src}: fidelity: expected a mapping with keys {', '.join(_FIDELITY_KEYS)}, "
+                         f"got {type(raw).__name__}")
+    _check_keys(raw, _FIDELITY_KEYS, ("screen",), src, prefix="fidelity.", missing="the screening overrides")
+    screen = raw["screen"]
+    if not isinstance(screen, dict) or not screen:
+        raise SpaceError(f"{src}: fidelity.screen: expected a non-empty mapping of 'section.key' → value")
+    values = {}
+    for name, value in screen.items():
+        where = f"{src}: fidelity.screen.{name}"
+        problem = _config_key_problem(str(name))
+        if problem:
+            raise SpaceError(f"{where}: {problem}")
+        for entry in frozen:
+            if name == entry or name.startswith(entry + "."):
+                raise SpaceError(f"{where}: frozen by the entry '{entry}' under 'frozen'")
+        if name in parameters:
+            values[name] = _in_range(value, parameters[name], where)
+            continue
+        section, key = name.split(".")
+        if section != "training" or key not in _BUDGET_KEYS:
+            raise SpaceError(f"{where}: neither a budget key ({', '.join(_BUDGET_KEYS)}) nor a declared parameter")
+        value = _value(value, "int" if _field_type(name) is int else "float", where)
+        problem = _config_problem(base, {name: value})
+        if problem:
+            raise SpaceError(f"{where}: {value!r} is not a valid config value ({problem})")
+        full = get_value(base, name)
+        if value > full:
+            raise SpaceError(f"{where}: {value!r} is above the full budget {full!r}; a screen must be cheaper")
+        values[name] = value
+    if all(value == get_value(base, name) for name, value in values.items()):
+        raise SpaceError(f"{src}: fidelity.screen: changes nothing from the full budget and base")
+    eta = _integer(raw.get("promote_eta", 3), src, "fidelity.promote_eta", minimum=2)
+    return Fidelity(values, eta)
 
 
 def _load_reward(raw: Any, src: str) -> RewardWeights:

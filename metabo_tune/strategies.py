@@ -4,7 +4,8 @@
 
 1. initial spread: the search space's spread entries, in order, until there are that many nodes;
 2. replicate-before-trust: the best node is re-run with a fresh seed until it has `space.replicates`
-   trials (finished or running);
+   trials (finished or running) at the fidelity its result comes from (full once it has a full-budget
+   result: `Tree.best` ranks those first);
 3. condition overrides, each triggered by the finished nodes and applied to the best node: homeo-kick,
    embedding-focus, k-protect, degeneracy-break, boundary-probe (thresholds below);
 4. the slot's role in the wave of four: exploit the top-UCB node; exploit the second; explore;
@@ -251,8 +252,9 @@ def _metric(node: Node, key: str) -> float:
 
 
 def _last_finished_all(tree: Tree, n: int, condition: Callable[[Node], bool]) -> bool:
-    """Whether the last n nodes (index order) with a finished trial all meet the condition."""
-    done = [node for node in tree.nodes.values() if node.finished_trials]
+    """Whether the last n nodes (index order) with a finished search-fidelity trial all meet the condition."""
+    done = [node for node in tree.nodes.values()
+            if any(t.status != "running" for t in node.trials_at(node.fidelity))]
     return len(done) >= n and all(condition(node) for node in done[-n:])
 
 
@@ -405,7 +407,9 @@ def initial_spread(tree: Tree, space: SearchSpace, rng: random.Random) -> Propos
 def replicate_best(tree: Tree, space: SearchSpace, rng: random.Random) -> Proposal | None:
     """A new best is re-run with fresh seeds before the other rules build on it."""
     best = tree.best()
-    return _replicate(best) if best is not None and len(best.trials) < space.replicates else None
+    if best is None or len(best.trials_at(best.result_fidelity)) >= space.replicates:
+        return None
+    return _replicate(best)
 
 
 def homeo_kick(tree: Tree, space: SearchSpace, rng: random.Random) -> Proposal | None:

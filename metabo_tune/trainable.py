@@ -3,7 +3,8 @@ searcher suggested, reporting every 10 % of its iterations with a checkpoint so 
 resumes mid-way, and writing the trial's analysis.log, metrics.json and plots when it ends.
 
 The suggested config carries `node_id`, `parent_id`, `strategy`, `mutation`, `seed` and `values`
-(the tunable 'section.key' values); everything else comes from the search space's base config.
+(the tunable 'section.key' values), and `fidelity` when the space screens; everything else comes from the
+search space's base config, with the space's screening overrides on top for a screen trial.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ import torch
 from ray import tune
 
 from metabo_tune import metrics
+from metabo_tune.config import Config
 from metabo_tune.simulate import load_or_simulate
 from metabo_tune.space import SearchSpace, reward, reward_inputs
 from metabo_tune.train import Trainer, write_trial_inputs, write_trial_outputs
+from metabo_tune.tree import FULL
 
 REPORTS_PER_TRIAL = 10
 CHECKPOINT_FILE = "trainer.pt"
@@ -30,7 +33,15 @@ FINAL_REPORT_FILE = "final_report.json"
 
 
 def trial_dir_name(config: dict[str, Any]) -> str:
-    return f"node_{config['node_id']}_seed_{config['seed']}"
+    """node_<id>_seed_<s>, and _<fidelity> when the space screens: a promotion trains the screened node's
+    config and seed again, and must find neither the screen trial's final report nor its files."""
+    name = f"node_{config['node_id']}_seed_{config['seed']}"
+    return f"{name}_{config['fidelity']}" if "fidelity" in config else name
+
+
+def trial_config(config: dict[str, Any], space: SearchSpace) -> Config:
+    """The run config of a suggested trial: its values and seed, at its fidelity."""
+    return space.config_for(config["values"], seed=config["seed"], fidelity=config.get("fidelity", FULL))
 
 
 def run_search_trial(config: dict[str, Any], space: SearchSpace, trials_dir: str) -> None:
@@ -40,7 +51,7 @@ def run_search_trial(config: dict[str, Any], space: SearchSpace, trials_dir: str
         # ran, so a resume starts it again: report its result again, retrain and rewrite nothing.
         tune.report(json.loads((out_dir / FINAL_REPORT_FILE).read_text()))
         return
-    cfg = space.config_for(config["values"], seed=config["seed"])
+    cfg = trial_config(config, space)
     resources = tune.get_context().get_trial_resources().required_resources
     cfg.training.n_threads = max(1, int(resources.get("CPU", 1)))
     torch.set_num_threads(cfg.training.n_threads)

@@ -30,6 +30,16 @@ Why this form:
   as the predecessor's c·sqrt(N)/(1 + V) with c = 1.414 did.
 
 A finished trial without a reward (None or nan, e.g. an error) counts as a visit but not in any mean.
+
+Fidelity
+--------
+A trial runs at one of two budgets: "full" (the space's budget) or "screen" (its cheaper screening budget,
+when the space has a fidelity section). A node's search fidelity is that of its first trial: the searcher
+starts every node at screen when the space screens, else at full, and may later promote it with one
+full-budget trial. Everything the search compares, R, V and N above, the node reward, the strategies and
+the parameter effects, counts only the trials at the node's search fidelity, so rewards are compared within
+one fidelity. The full-budget result (`full_reward`, `full_metrics`, `full_classification`) is kept apart:
+`best` ranks nodes by it first, and "converged" counts only there.
 """
 
 from __future__ import annotations
@@ -43,6 +53,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 FINISHED_STATUSES = ("completed", "diverged", "error")
+SCREEN, FULL = "screen", "full"
+FIDELITIES = (SCREEN, FULL)
 
 # Metrics shown in the UCB table and the block summaries: (label, metrics key).
 _UCB_METRICS = (("R2", "rate_constants_R2"), ("Pearson", "test_pearson"), ("Cluster", "embedding_cluster_acc"))
@@ -68,6 +80,7 @@ class Trial:
     status: str = "running"  # running | completed | diverged | error
     reward: float | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    fidelity: str = FULL  # screen | full
 
 
 @dataclass
@@ -83,19 +96,41 @@ class Node:
     trials: list[Trial] = field(default_factory=list)
 
     @property
+    def fidelity(self) -> str:
+        """The search fidelity: that of the node's first trial (full while it has none)."""
+        return self.trials[0].fidelity if self.trials else FULL
+
+    @property
     def finished_trials(self) -> list[Trial]:
+        """Finished trials at every fidelity."""
         return [t for t in self.trials if t.status != "running"]
+
+    def trials_at(self, fidelity: str) -> list[Trial]:
+        return [t for t in self.trials if t.fidelity == fidelity]
+
+    def rewards_at(self, fidelity: str) -> list[float]:
+        """The rewards of the finished trials at `fidelity` that have one."""
+        return [t.reward for t in self.trials_at(fidelity) if t.status != "running" and _has_reward(t.reward)]
+
+    def reward_at(self, fidelity: str) -> float | None:
+        """Replicate mean at `fidelity`; None until a trial there finished with a reward."""
+        rewards = self.rewards_at(fidelity)
+        return statistics.fmean(rewards) if rewards else None
+
+    def metrics_at(self, fidelity: str) -> dict[str, Any]:
+        """The last finished trial's metrics at `fidelity`."""
+        finished = [t for t in self.trials_at(fidelity) if t.status != "running"]
+        return finished[-1].metrics if finished else {}
 
     @property
     def rewards(self) -> list[float]:
-        """The rewards of the finished trials that have one."""
-        return [t.reward for t in self.finished_trials if _has_reward(t.reward)]
+        """The search-fidelity rewards of the finished trials that have one."""
+        return self.rewards_at(self.fidelity)
 
     @property
     def reward(self) -> float | None:
-        """Replicate mean; None until a trial finished with a reward."""
-        rewards = self.rewards
-        return statistics.fmean(rewards) if rewards else None
+        """Replicate mean at the search fidelity; None until a trial there finished with a reward."""
+        return self.reward_at(self.fidelity)
 
     @property
     def reward_sd(self) -> float | None:
@@ -112,13 +147,31 @@ class Node:
 
     @property
     def metrics(self) -> dict[str, Any]:
-        """The last finished trial's metrics."""
-        finished = self.finished_trials
-        return finished[-1].metrics if finished else {}
+        """The last finished search-fidelity trial's metrics."""
+        return self.metrics_at(self.fidelity)
 
     @property
     def classification(self) -> str | None:
         return self.metrics.get("classification")
+
+    @property
+    def full_reward(self) -> float | None:
+        return self.reward_at(FULL)
+
+    @property
+    def full_metrics(self) -> dict[str, Any]:
+        return self.metrics_at(FULL)
+
+    @property
+    def full_classification(self) -> str | None:
+        """The classification at full budget, the only one that can call a node converged."""
+        return self.full_metrics.get("classification")
+
+    @property
+    def result_fidelity(self) -> str:
+        """Where the node's headline result comes from: full once a full-budget trial has a reward, else
+        the search fidelity."""
+        return FULL if self.full_reward is not None else self.fidelity
 
 
 @dataclass(frozen=True)
@@ -189,11 +242,13 @@ class Tree:
             raise ValueError(f"trial {trial_id!r} already exists")
         self._trial_nodes[trial_id] = node_id
 
-    def add_trial(self, node_id: str, trial_id: str, seed: int) -> Trial:
-        """A running trial of the node; a replicate is a further trial of the same node."""
+    def add_trial(self, node_id: str, trial_id: str, seed: int, fidelity: str = FULL) -> Trial:
+        """A running trial of the node; a replicate or a promotion is a further trial of the same node."""
+        if fidelity not in FIDELITIES:
+            raise ValueError(f"fidelity must be one of {', '.join(FIDELITIES)}, got {fidelity!r}")
         node = self._node(node_id)
         self._register_trial(trial_id, node_id)
-        trial = Trial(trial_id, seed)
+        trial = Trial(trial_id, seed, fidelity=fidelity)
         node.trials.append(trial)
         return trial
 
@@ -250,7 +305,7 @@ class Tree:
         stats = {node_id: _Stats() for node_id in self.nodes}
         for node in reversed(self.nodes.values()):
             own = stats[node.node_id]
-            own.visits += len(node.trials)
+            own.visits += len(node.trials_at(node.fidelity))
             if node.reward is not None:
                 own.reward_sum += node.reward
                 own.rewarded += 1
@@ -266,7 +321,7 @@ class Tree:
         return self._subtree_stats()[node_id]
 
     def visits(self, node_id: str) -> int:
-        """V(n): trials, finished or running, in n's subtree."""
+        """V(n): search-fidelity trials, finished or running, in n's subtree."""
         return self._stats(node_id).visits
 
     def visit_counts(self) -> dict[str, int]:
@@ -274,8 +329,8 @@ class Tree:
         return {node_id: s.visits for node_id, s in self._subtree_stats().items()}
 
     def total_visits(self) -> int:
-        """N: all trials in the tree."""
-        return sum(len(node.trials) for node in self.nodes.values())
+        """N: all search-fidelity trials in the tree."""
+        return sum(len(node.trials_at(node.fidelity)) for node in self.nodes.values())
 
     def subtree_reward(self, node_id: str) -> float | None:
         """Mean of the node rewards over the finished nodes of n's subtree."""
@@ -296,8 +351,13 @@ class Tree:
         return sorted(scored, key=lambda pair: (-pair[1], pair[0].index))
 
     def best(self) -> Node | None:
-        """Highest replicate-mean reward; ties go to more replicates, then to the older node."""
-        return max(self.finished_nodes(), key=_best_key, default=None)
+        """Highest replicate-mean reward at full budget; a node that has only been screened is the best
+        only while no node has a full-budget reward. Ties go to more replicates, then to the older node."""
+        return _best_of(list(self.nodes.values()))
+
+    def screened(self) -> bool:
+        """Whether the search fidelity is screen (the space has a fidelity section)."""
+        return any(node.fidelity == SCREEN for node in self.nodes.values())
 
     def parameter_effects(self) -> list[Effect]:
         """Child reward − parent reward per (parameter, direction) over every finished child of a
@@ -343,12 +403,16 @@ class Tree:
         block = max(1, math.ceil(finished / block_size))
         lines = [f"=== UCB Scores (N_total={self.total_visits()}, c={c}, block {block} of {block_size} trials) ===",
                  ""]
+        screened = self.screened()
+        if screened:
+            lines[1:1] = [_SCREEN_NOTE + " Full= is a promoted node's full-budget reward, kept out of UCB."]
         visits = self.visit_counts()
         for node, score in self.ranked(c):
             shown = ", ".join(f"{label}={_metric(node.metrics, key):.3f}" for label, key in _UCB_METRICS)
             parent = "root" if node.parent_id is None else node.parent_id
+            full = f", Full={node.full_reward:.3f}" if screened and node.full_reward is not None else ""
             lines.append(f"Node {node.node_id}: UCB={score:.3f}, parent={parent}, visits={visits[node.node_id]}, "
-                         f"{shown}, Reward={node.reward:.3f}, Mutation={node.mutation}")
+                         f"{shown}, Reward={node.reward:.3f}{full}, Mutation={node.mutation}")
         return "\n".join(lines) + "\n"
 
     def render_memory(self, block_size: int) -> str:
@@ -356,6 +420,8 @@ class Tree:
         completed block of `block_size` finished trials."""
         lines = ["# Exploration memory", "", "## Learned parameter effects", "",
                  "Δreward = child reward − parent reward (replicate means), per changed parameter and direction.", ""]
+        if self.screened():
+            lines[-1:-1] = [_SCREEN_NOTE]
         effects = self.parameter_effects()
         if effects:
             lines += ["| parameter | direction | mean Δreward ± stderr | n | evidence (nodes) |",
@@ -377,10 +443,12 @@ class Tree:
         nodes = list({node.node_id: node for node, _ in trials}.values())
         scored = [n for n in nodes if n.reward is not None]
         text = f"- Block {number}: {len(trials)} trials; {counts}"
-        if scored:
-            top = max(scored, key=_best_key)
-            shown = ", ".join(f"{label} {_metric(top.metrics, key):.3f}" for label, key in _BLOCK_METRICS)
-            text += f"; best node {top.node_id} reward {top.reward:.3f} ({shown})"
+        top = _best_of(nodes)
+        if top is not None:
+            fidelity = top.result_fidelity
+            shown = ", ".join(f"{label} {_metric(top.metrics_at(fidelity), key):.3f}" for label, key in _BLOCK_METRICS)
+            which = f"{fidelity} reward" if self.screened() else "reward"
+            text += f"; best node {top.node_id} {which} {top.reward_at(fidelity):.3f} ({shown})"
         improved = [f"{n.node_id} `{n.mutation}` ({n.reward - parent:+.3f})" for n in scored
                     if (parent := self._parent_reward(n)) is not None and n.reward > parent]
         return text + "; improved on parent: " + (", ".join(improved) if improved else "none")
@@ -389,8 +457,21 @@ class Tree:
         return None if node.parent_id is None else self.nodes[node.parent_id].reward
 
 
-def _best_key(node: Node) -> tuple[float, int, int]:
-    return node.reward, len(node.rewards), -node.index
+_SCREEN_NOTE = ("Rewards are screen-fidelity rewards (every node's first trial runs at the screening budget), "
+                "so nodes are compared within one fidelity.")
+
+
+def _best_of(nodes: list[Node]) -> Node | None:
+    """The best by full-budget reward, or by search-fidelity reward while none has a full one."""
+    full = [node for node in nodes if node.full_reward is not None]
+    fidelity = FULL if full else None
+    candidates = full or [node for node in nodes if node.reward is not None]
+
+    def key(node: Node) -> tuple[float, int, int]:
+        at = fidelity or node.fidelity
+        return node.reward_at(at), len(node.rewards_at(at)), -node.index
+
+    return max(candidates, key=key, default=None)
 
 
 def _metric(metrics: dict[str, Any], key: str) -> float:
@@ -402,8 +483,10 @@ def _metric(metrics: dict[str, Any], key: str) -> float:
 
 
 def _label(trial: Trial) -> str:
+    """The trial's classification; a screening trial's says so ('converged at screen' is not converged)."""
     default = "unknown" if trial.status == "completed" else "failed"
-    return trial.metrics.get("classification") or default
+    label = trial.metrics.get("classification") or default
+    return f"{label} at screen" if trial.fidelity == SCREEN else label
 
 
 def _effect_row(effect: Effect) -> str:

@@ -81,19 +81,32 @@ def metrics_of(reward: float, status: str) -> dict:
             "MLP_node_slope_ratio_1": 0.3, "n_outliers": 3, "embedding_n_clusters": 2}
 
 
-def make_experiment(directory: Path, nodes: dict = NODES, trials: list = TRIALS, running: list = RUNNING) -> Path:
-    """trials.csv as reporter.TrialTable writes it, tree.jsonl as TreeSearcher writes it, trial dirs."""
+def later_trial(trial_id: str, node_id: str, fidelity: dict[str, str]) -> tuple[str, str] | None:
+    """Strategy and mutation of a node's later trial: a promotion when it is the node's first at full after
+    a screen trial, else a replicate; None for the node's own trial."""
+    if trial_id == node_id:
+        return None
+    if fidelity.get(trial_id) == "full" and fidelity.get(node_id) == "screen" and trial_id.startswith("promo"):
+        return "promotion", f"promotion of {node_id}"
+    return "replicate", f"replicate of {node_id}"
+
+
+def make_experiment(directory: Path, nodes: dict = NODES, trials: list = TRIALS, running: list = RUNNING,
+                    fidelity: dict[str, str] | None = None) -> Path:
+    """trials.csv as reporter.TrialTable writes it, tree.jsonl as TreeSearcher writes it, trial dirs. With
+    `fidelity` (trial id → screen | full, as a space with a fidelity section gives) the fidelity column, the
+    fidelity in the trial directories' names and promotions (trial ids starting with 'promo')."""
     directory.mkdir(parents=True)
     rows = []
     for trial_id, node_id, seed, status, label, diagnosis, reward in trials:
         parent, mutation, strategy, changes = nodes[node_id]
-        replicate = trial_id != node_id
+        strategy, mutation = later_trial(trial_id, node_id, fidelity or {}) or (strategy, mutation)
         metrics = metrics_of(reward, status)
-        trial_dir = Path("trials") / f"node_{node_id}_seed_{seed}"
+        trial_dir = Path("trials") / (f"node_{node_id}_seed_{seed}" + (f"_{fidelity[trial_id]}" if fidelity else ""))
         rows.append({
-            "trial_id": trial_id, "node_id": node_id, "parent_id": parent,
-            "strategy": "replicate" if replicate else strategy,
-            "mutation": f"replicate of {node_id}" if replicate else mutation, "seed": seed, "status": status,
+            "trial_id": trial_id, "node_id": node_id, "parent_id": parent, "strategy": strategy,
+            "mutation": mutation, "seed": seed, **({"fidelity": fidelity[trial_id]} if fidelity else {}),
+            "status": status,
             "classification": label, "reward": reward, "degeneracy_gap": 0.1, "diagnosis": diagnosis,
             "homeostasis_assessment": "partial", **metrics, "time_total_s": 4.5,
             "experiment_tag": f"1_node_id={node_id},seed={seed}",  # quoted in the file: it has commas
@@ -114,6 +127,8 @@ def make_experiment(directory: Path, nodes: dict = NODES, trials: list = TRIALS,
                       for (n, t), (s, st, r, m) in finished.items() if n == node_id]
             trials += [{"trial_id": t, "seed": s, "status": "running", "reward": None, "metrics": {}}
                        for t, n, s in running if n == node_id]
+            if fidelity:
+                trials = [trial | {"fidelity": fidelity[trial["trial_id"]]} for trial in trials]
             tree.write(json.dumps({"node_id": node_id, "parent_id": parent, "config": BASE | changes,
                                    "mutation": mutation, "strategy": strategy, "index": index, "trials": trials})
                        + "\n")
@@ -364,6 +379,91 @@ def test_parquet_without_pyarrow_is_a_clear_error(experiment, monkeypatch, capsy
     err = capsys.readouterr().err
     assert err.startswith("error: --format parquet needs pyarrow") and err.count("\n") == 1
     assert not (experiment / "report").exists()
+
+
+# ------------------------------------------------------------------------------------------ fidelity
+
+# A screened search: every node's own trial at screen; A and C promoted (C converged at screen only, partial
+# at full); D's promotion still runs. Nodes and configs as in NODES.
+SCREENED_NODES = {node: NODES[node] for node in (A, B, C, D)}
+SCREENED_TRIALS = [
+    (A, A, 77, "completed", "partial", "mixed", 0.40),
+    (B, B, 77, "completed", "failed", "failed", 0.20),
+    ("promoA", A, 77, "completed", "partial-k", "degenerate", 0.55),
+    (C, C, 77, "completed", "converged", "healthy", 0.80),
+    (D, D, 77, "completed", "partial", "mixed", 0.30),
+    ("promoC", C, 77, "completed", "partial", "mixed", 0.50),
+]
+SCREENED_FIDELITY = {A: "screen", B: "screen", C: "screen", D: "screen", "promoA": "full", "promoC": "full",
+                     "promoD": "full"}
+
+
+@pytest.fixture
+def screened(tmp_path: Path) -> Path:
+    return make_experiment(tmp_path / "screened", SCREENED_NODES, SCREENED_TRIALS, [("promoD", D, 77)],
+                           fidelity=SCREENED_FIDELITY)
+
+
+def test_the_fidelity_column_of_a_screened_experiment(screened, df):
+    rows = by_trial(load(screened))
+    assert str(rows["fidelity"].dtype) == "category"
+    assert rows["fidelity"].astype(str).to_dict() == SCREENED_FIDELITY
+    promotion = rows.loc["promoD"]  # running: from tree.jsonl
+    assert (promotion["strategy"], promotion["mutation"], promotion["status"]) == ("promotion", f"promotion of {D}",
+                                                                                   "running")
+    assert set(df["fidelity"]) == {"full"}  # an experiment from before fidelities: every trial at full
+
+
+def test_the_leaderboard_ranks_full_budget_results_first(screened, df):
+    board = leaderboard(load(screened)).set_index("node_id")
+    assert list(board.index) == [A, C, D, B]  # C's screen 0.80 never competes with A's full 0.55
+    assert list(board["fidelity"]) == ["full", "full", "screen", "screen"]
+    assert list(board["reward_mean"]) == pytest.approx([0.55, 0.50, 0.30, 0.20])
+    assert list(board["classification"]) == ["partial-k", "partial", "partial", "failed"]
+    assert board.loc[C, "rate_constants_R2"] == pytest.approx(0.75)  # its full trial's metrics
+    assert "fidelity" not in leaderboard(df).columns  # shown only where the experiment screened
+
+
+def test_effects_use_screen_rewards_and_agree_with_the_searchers_memory(screened):
+    df = load(screened)
+    effects = parameter_effects(df).set_index(["parameter", "direction"])
+    assert effects.loc[(LR, "up"), "mean_delta"] == pytest.approx(0.80 - 0.40)
+    assert effects.loc[(L1, "down"), "mean_delta"] == pytest.approx(0.30 - 0.40)
+    lines = (screened / "tree.jsonl").read_text().splitlines()
+    tree = Tree.from_json(json.dumps({"nodes": [json.loads(line) for line in lines]}))
+    expected = {(e.parameter, e.direction): e.mean_delta for e in tree.parameter_effects()}
+    assert {key: pytest.approx(value) for key, value in expected.items()} == effects["mean_delta"].to_dict()
+
+
+def test_counts_best_so_far_and_convergence_are_per_fidelity(screened, df):
+    plain, df = df, load(screened)
+    table = counts(df)
+    assert table.loc[("screen", "classification"), "trials"].to_dict() == {"converged": 1, "partial": 2, "failed": 1}
+    assert table.loc[("full", "classification"), "trials"].to_dict() == {"partial-k": 1, "partial": 1}
+    assert table.loc[("full", "classification", "partial"), "share"] == 0.5
+    best = best_so_far(df)
+    assert list(best["fidelity"]) == ["screen", "screen", "full", "screen", "screen", "full"]
+    assert list(best["best_reward"]) == [0.40, 0.40, 0.55, 0.80, 0.80, 0.55]
+    assert list(best["best_node"]) == [A, A, A, C, C, A]
+    assert list(best["improved"]) == [True, False, True, True, False, False]
+    facts = analysis.summary(df)
+    assert facts["trials until the first converged"] is None  # C converged at screen only
+    assert (facts["screen trials"], facts["classification: converged"], facts["best node"]) == (4, 0, A)
+    assert compare(plain, df).loc["screen trials"].tolist() == [0, 4]
+    assert "screen trials" not in compare(plain, plain).index
+    assert "fidelity" not in best_so_far(plain) and counts(plain).index.names == ["by", "label"]
+
+
+def test_the_report_of_a_screened_experiment(screened, capsys):
+    assert analysis.main([str(screened)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"screened: 6 finished trials, 1 running, 4 nodes; best node {A} with full reward 0.550 "
+                          "(partial-k); first converged trial: none")
+    text = (screened / "report" / "report.md").read_text()
+    assert "Full-budget results first" in text
+    assert markdown_rows(text, "Leaderboard")[0][:5] == [A, "0.550", "1", "full", "partial-k"]
+    assert "Trial promoA (seed 77 at full): reward 0.550" in text
+    assert f"](../trials/node_{A}_seed_77_full)" in text
 
 
 # ------------------------------------------------------------------------------------------ young experiments

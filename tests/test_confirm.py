@@ -107,3 +107,37 @@ def test_bad_input_is_one_line_and_exit_2(experiment, capsys, args, message):
     code = main([arg.format(exp=experiment) for arg in args])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0 and message in err
+
+
+def test_a_screened_search_is_confirmed_with_the_full_budget_config(tmp_path, monkeypatch, capsys):
+    """Node 'good' was screened (budget 5) and promoted (budget 10); 'weak' has the higher reward, but at
+    screen only, so the leaderboard puts 'good' first, and confirm trains its full-budget config."""
+    directory = tmp_path / "exp"
+    rows = []
+    for trial_id, node, fidelity, budget, reward in (("g", "good", "screen", 5, 0.6), ("w", "weak", "screen", 5, 0.9),
+                                                    ("promo", "good", "full", 10, 0.7)):
+        trial_dir = Path("trials") / f"node_{node}_seed_77_{fidelity}"
+        cfg = config_from_dict(TINY | {"training": TINY["training"] | {"data_augmentation_loop": budget}})
+        (directory / trial_dir).mkdir(parents=True)
+        (directory / trial_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        rows.append({"trial_id": trial_id, "node_id": node, "parent_id": "", "strategy": "initial",
+                     "mutation": "promotion of good" if trial_id == "promo" else "baseline", "seed": 77,
+                     "fidelity": fidelity, "status": "completed", "reward": reward, "classification": "partial",
+                     "trial_dir": str(trial_dir)})
+    with open(directory / "trials.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    trained = []
+
+    def fake_train(cfg, out_dir):
+        out_dir.mkdir(parents=True)
+        trained.append(cfg.training.data_augmentation_loop)
+        return {"status": "completed", "classification": "converged", "rate_constants_R2": 0.95}
+
+    monkeypatch.setattr(sweep, "_train", fake_train)
+    assert main([str(directory), "--n-seeds", "2"]) == 0
+    assert trained == [10, 10] and (directory / "confirm" / "node_good").is_dir()
+    capsys.readouterr()
+    assert main([str(directory), "--node", "weak"]) == 2
+    assert "node 'weak' was only screened" in capsys.readouterr().err

@@ -74,3 +74,21 @@ def test_a_finished_row_is_final_even_when_a_resume_runs_the_trial_again(tmp_pat
     rows = pd.read_csv(tmp_path / "trials.csv").set_index("trial_id")
     assert rows.at["t1", "reward"] == 0.61 and rows.at["t1", "time_total_s"] == 30.0
     assert rows.at["t2", "reward"] == 0.7 and rows.at["t2", "status"] == "completed"
+
+
+def test_the_fidelity_goes_into_the_table_the_log_and_the_progress_line(tmp_path, capsys):
+    table = TrialTable(tmp_path, num_trials=3, echo=True)
+    screen = fake_trial("t1", FINAL | {"reward": 0.9, "classification": "converged"})
+    screen.config["fidelity"] = "screen"
+    table.on_trial_complete(0, [], screen)
+    assert "best reward at screen 0.900 (node a, converged" in capsys.readouterr().err
+    full = fake_trial("t2", FINAL | {"reward": 0.6}, node_id="a")
+    full.config |= {"fidelity": "full", "strategy": "promotion", "mutation": "promotion of a"}
+    table.on_trial_complete(0, [], full)
+    assert "best reward 0.600 (node a, partial-k" in capsys.readouterr().err  # full budget first
+    table.on_trial_complete(0, [], fake_trial("t3", FINAL | {"reward": 0.1}, node_id="b"))  # a space without one
+    rows = pd.read_csv(tmp_path / "trials.csv")
+    assert list(rows["fidelity"]) == ["screen", "full", "full"] and rows.columns[6] == "fidelity"
+    log = (tmp_path / "analysis.md").read_text()
+    assert log.count("Config: seed=77, fidelity=screen, learning_rate_k=") == 1
+    assert log.count("Config: seed=77, fidelity=full, ") == 2

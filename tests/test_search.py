@@ -171,6 +171,94 @@ def test_killed_driver_resumes_without_losing_or_repeating_a_trial(ray_tmp, tmp_
     assert (table["resumed_from"] > 0).any(), "no interrupted trial continued from its checkpoint"
 
 
+def screening(screen_budget: float, budget: float | None = None, replicates: int | None = None):
+    """A change for `derived_space`: a fidelity section screening at `screen_budget`."""
+    def change(raw):
+        raw["fidelity"] = {"screen": {"training.data_augmentation_loop": screen_budget}, "promote_eta": 3}
+        if budget is not None:
+            raw["budget"]["data_augmentation_loop"] = budget
+        if replicates is not None:
+            raw["replicates"] = replicates
+    return change
+
+
+def test_a_screened_search_runs_screen_trials_and_promotes_to_full(ray_tmp, tmp_path):
+    space = derived_space(tmp_path, "screened", screening(5))
+    proc = run_search(ray_tmp, tmp_path, "--space", str(space), "--num-trials", "8", "--name", "screened",
+                      "--storage", str(tmp_path / "results"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    experiment = tmp_path / "results" / "screened"
+    table = pd.read_csv(experiment / "trials.csv", dtype={"trial_id": str, "node_id": str})
+    assert len(table) == 8 and set(table["fidelity"]) == {"screen", "full"}
+    own = table[table["trial_id"] == table["node_id"]]
+    assert (own["fidelity"] == "screen").all()  # every node starts at screen
+    promotions = table[table["strategy"] == "promotion"]
+    assert len(promotions) >= 1 and promotions["node_id"].is_unique and promotions["node_id"].isin(own["node_id"]).all()
+    assert (promotions["fidelity"] == "full").all() and set(table[table["fidelity"] == "full"]["strategy"]) <= {
+        "promotion", "replicate"}
+    for row in table.itertuples():
+        assert row.trial_dir.endswith(f"_seed_{row.seed}_{row.fidelity}"), row.trial_dir
+        budget = yaml.safe_load((experiment / row.trial_dir / "config.yaml").read_text())["training"]
+        assert budget["data_augmentation_loop"] == (5 if row.fidelity == "screen" else 10), row.trial_dir
+    assert table["trial_dir"].is_unique
+    nodes = read_tree(experiment)
+    fidelities = {t["trial_id"]: t["fidelity"] for node in nodes for t in node["trials"]}
+    assert fidelities == dict(zip(table["trial_id"], table["fidelity"], strict=True))
+    assert "Rewards are screen-fidelity rewards" in (experiment / "ucb_scores.txt").read_text()
+    assert "fidelity=screen" in (experiment / "analysis.md").read_text()
+
+
+def test_a_killed_promotion_resumes_and_nothing_is_lost_or_repeated(ray_tmp, tmp_path):
+    # Two at a time, screens of 750 iterations and promotions of 4500, each checkpointed every 10 %: the
+    # first screen to finish is promoted at once (the top 1 of 1), and the kill catches it mid-way. (Much
+    # shorter trials checkpoint so fast that a loaded machine's experiment snapshot can lag behind
+    # CheckpointConfig(num_to_keep=2), and Tune then fails to restore a checkpoint it has deleted.)
+    space = derived_space(tmp_path, "promoting", screening(100, budget=600, replicates=1))
+    storage = tmp_path / "results"
+    experiment = storage / "promoting"
+    args = ["--space", str(space), "--num-trials", "6", "--concurrency", "2", "--name", "promoting",
+            "--storage", str(storage)]
+    driver = subprocess.Popen(search_command(*args), env=environment(ray_tmp, tmp_path), cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    running = None  # (trial dir, Ray trial id) of a promotion that has checkpointed and not finished
+    deadline = time.time() + 300
+    while time.time() < deadline and running is None and driver.poll() is None:
+        for trial_dir in (experiment / "trials").glob("node_*_full"):
+            node_id = trial_dir.name.removeprefix("node_").split("_seed_")[0]
+            for ray_dir in experiment.glob(f"trial_{node_id}_*"):
+                trial_id = ray_dir.name.removeprefix(f"trial_{node_id}_")
+                if (trial_id != node_id and next(ray_dir.glob("checkpoint_*"), None)
+                        and not (trial_dir / "final_report.json").exists()):
+                    running = trial_dir, trial_id
+        time.sleep(0.1)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    kill_ray_of(ray_tmp, tmp_path)
+    assert running is not None, "no promotion was caught running"
+    killed, killed_id = running
+    assert not (killed / "final_report.json").exists(), "the promotion finished before it could be killed"
+    trials_csv = experiment / "trials.csv"
+    before = pd.read_csv(trials_csv, dtype={"trial_id": str}).set_index("trial_id")
+    files_before = {trial_id: trial_files(experiment, trial_dir) for trial_id, trial_dir in before["trial_dir"].items()}
+    proc = run_search(ray_tmp, tmp_path, *args, "--resume", timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = pd.read_csv(trials_csv, dtype={"trial_id": str, "node_id": str})
+    assert len(table) == 6 and table["trial_id"].is_unique and (table["status"] == "completed").all()
+    assert table["trial_dir"].is_unique and len(list((experiment / "trials").iterdir())) == 6
+    after = table.set_index("trial_id")
+    pd.testing.assert_frame_equal(after.loc[before.index, before.columns], before, check_dtype=False)
+    for trial_id, files in files_before.items():
+        assert trial_files(experiment, before.at[trial_id, "trial_dir"]) == files, trial_id
+    per_node = table.groupby(["node_id", "fidelity"]).size()
+    assert (per_node == 1).all(), per_node  # one screen trial per node, one full trial per promoted node
+    assert (table.loc[table["fidelity"] == "full", "strategy"] == "promotion").all()
+    # the killed promotion went on as the same trial, into its own directory, and finished
+    assert after.at[killed_id, "trial_dir"] == str(killed.relative_to(experiment))
+    assert (killed / "final_report.json").is_file()
+    trial_ids = [t["trial_id"] for node in read_tree(experiment) for t in node["trials"]]
+    assert sorted(trial_ids) == sorted(table["trial_id"])
+
+
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(ray_tmp, tmp_path):
     space = derived_space(tmp_path, "slow", lambda raw: raw["budget"].update(data_augmentation_loop=300))
     args = ["--space", str(space), "--num-trials", "8", "--name", "stopped", "--storage", str(tmp_path / "results")]

@@ -5,7 +5,8 @@ import random
 from pathlib import Path
 
 from metabo_tune.searcher import TreeSearcher
-from metabo_tune.space import load_space
+from metabo_tune.space import Fidelity, load_space
+from metabo_tune.tree import FULL, SCREEN
 
 SMOKE = Path(__file__).resolve().parents[1] / "search_spaces" / "smoke.yaml"
 
@@ -83,3 +84,105 @@ def test_a_replicate_gets_a_seed_its_node_never_used_and_a_new_node_the_base_see
     assert replicated == ["t0", "t0"]  # the rule fired for both missing replicates of the best node
     seeds = [trial.seed for trial in searcher.tree.nodes["t0"].trials]
     assert seeds[0] == base_seed and len(set(seeds)) == 3
+
+
+# ------------------------------------------------------------------------------------------ fidelity
+
+SCREENING = Fidelity({"training.data_augmentation_loop": 5.0}, promote_eta=3)
+
+
+def screening_searcher(tmp_path: Path, concurrency: int = 4) -> TreeSearcher:
+    searcher = TreeSearcher(dataclasses.replace(load_space(SMOKE), fidelity=SCREENING), tmp_path, seed=0)
+    searcher.set_max_concurrency(concurrency)
+    return searcher
+
+
+def test_promotion_rule_top_ceil_n_over_eta_or_converged_at_screen(tmp_path):
+    searcher = screening_searcher(tmp_path, concurrency=8)
+    first = [searcher.suggest(f"t{i}") for i in range(6)]
+    assert all(s["fidelity"] == SCREEN and s["strategy"] != "promotion" for s in first)
+    assert [s["strategy"] for s in first[:4]] == ["initial"] * 4
+    # n screened, ceil(n / 3) promoted: 1 → top 1, 2 → top 1, 3 → top 1, 4 → top 2
+    for trial_id, reward, promoted in (("t0", 0.4, ["t0"]), ("t1", 0.3, ["t0"]), ("t2", 0.5, ["t0", "t2"]),
+                                       ("t3", 0.45, ["t0", "t2", "t3"]), ("t4", 0.42, ["t0", "t2", "t3"])):
+        searcher.on_trial_complete(trial_id, finished(reward))
+        assert searcher.promotions == promoted, trial_id
+    converged = finished(0.1) | {"classification": "converged"}  # the lowest reward, but converged at screen
+    searcher.on_trial_complete("t5", converged)
+    assert searcher.promotions == ["t0", "t2", "t3", "t5"]
+    # promotions are served first, oldest first, each as the same config and seed at full budget
+    served = [searcher.suggest(f"p{i}") for i in range(4)]
+    assert [s["node_id"] for s in served] == ["t0", "t2", "t3", "t5"] and searcher.promotions == []
+    for suggestion in served:
+        node = searcher.tree.nodes[suggestion["node_id"]]
+        assert (suggestion["fidelity"], suggestion["strategy"]) == (FULL, "promotion")
+        assert suggestion["values"] == node.config and suggestion["seed"] == node.trials[0].seed
+    assert searcher.suggest("n0")["fidelity"] == SCREEN  # then the strategies again, at screen
+
+
+def test_a_node_is_promoted_at_most_once_and_never_after_an_error(tmp_path):
+    searcher = screening_searcher(tmp_path)
+    for i in range(4):
+        searcher.suggest(f"t{i}")
+    searcher.on_trial_complete("t0", finished(0.5))
+    searcher.on_trial_complete("t0", finished(0.5))  # a resumed Ray reports a finished trial again
+    assert searcher.promotions == ["t0"]
+    assert searcher.suggest("p0")["strategy"] == "promotion"
+    searcher.on_trial_complete("p0", finished(0.9))
+    searcher.on_trial_complete("t0", finished(0.9))
+    assert searcher.promotions == []  # promoted already: it has a full-budget trial
+    searcher.on_trial_complete("t1", None, error=True)  # reward 0 counts as screened, but is never promoted
+    searcher.on_trial_complete("t2", finished(0.2) | {"status": "diverged"})
+    assert searcher.promotions == []
+    node = searcher.tree.nodes["t0"]
+    assert [(t.trial_id, t.fidelity) for t in node.trials] == [("t0", SCREEN), ("p0", FULL)]
+    assert (node.reward, node.full_reward) == (0.9, 0.9)
+
+
+def test_a_replicate_runs_at_the_fidelity_of_the_result_it_re_tests(tmp_path):
+    searcher = screening_searcher(tmp_path)
+    for i in range(4):
+        searcher.suggest(f"t{i}")
+    for trial_id, reward in (("t0", 0.5), ("t3", 0.05), ("t2", 0.04), ("t1", 0.03)):
+        searcher.on_trial_complete(trial_id, finished(reward))
+    assert searcher.promotions == ["t0"]
+    promotion = searcher.suggest("p0")
+    assert (promotion["node_id"], promotion["fidelity"]) == ("t0", FULL)
+    searcher.on_trial_complete("p0", finished(0.6))
+    replicate = searcher.suggest("r0")  # t0 is the best, with one full-budget trial
+    assert (replicate["strategy"], replicate["node_id"], replicate["fidelity"]) == ("replicate", "t0", FULL)
+    assert replicate["seed"] not in {t.seed for t in searcher.tree.nodes["t0"].trials if t.trial_id != "r0"}
+
+
+def test_without_a_fidelity_section_every_trial_is_full_and_the_config_has_no_fidelity(tmp_path):
+    searcher = TreeSearcher(load_space(SMOKE), tmp_path, seed=0)
+    suggestion = searcher.suggest("t0")
+    assert "fidelity" not in suggestion
+    searcher.on_trial_complete("t0", finished(0.9) | {"classification": "converged"})
+    assert searcher.promotions == [] and searcher.tree.nodes["t0"].trials[0].fidelity == FULL
+
+
+def test_save_and_restore_keep_a_queued_and_a_running_promotion(tmp_path):
+    original = screening_searcher(tmp_path)
+    for i in range(4):
+        original.suggest(f"t{i}")
+    original.on_trial_complete("t0", finished(0.5))
+    assert original.suggest("p0")["strategy"] == "promotion"  # running
+    original.on_trial_complete("t1", finished(0.7))
+    assert original.promotions == ["t1"]  # queued
+    original.save(str(tmp_path / "state.pkl"))
+    restored = TreeSearcher.__new__(TreeSearcher)
+    restored.restore(str(tmp_path / "state.pkl"))
+    assert restored.promotions == ["t1"] and restored.live == original.live
+    assert restored.space.fidelity == SCREENING
+    suggestions = []
+    for searcher in (original, restored):
+        searcher.on_trial_complete("p0", finished(0.8))
+        searcher.on_trial_complete("t2", finished(0.2))
+        suggestions.append([searcher.suggest(f"x{i}") for i in range(2)])
+    assert suggestions[0] == suggestions[1]
+    promotion, replicate = suggestions[0]
+    assert (promotion["node_id"], promotion["strategy"], promotion["fidelity"]) == ("t1", "promotion", FULL)
+    assert (replicate["node_id"], replicate["strategy"], replicate["fidelity"]) == ("t0", "replicate", FULL)
+    assert original.tree.to_json() == restored.tree.to_json()
+    assert [t.fidelity for t in restored.tree.nodes["t0"].trials] == [SCREEN, FULL, FULL]

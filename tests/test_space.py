@@ -11,7 +11,7 @@ import yaml
 
 from metabo_tune.config import load_config
 from metabo_tune.metrics import Thresholds, classify
-from metabo_tune.space import RewardWeights, SpaceError, load_space, reward, reward_inputs
+from metabo_tune.space import Fidelity, RewardWeights, SpaceError, load_space, reward, reward_inputs
 
 SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
 HOMEO = SPACES / "homeo_rank_50.yaml"
@@ -101,6 +101,8 @@ STRUCTURAL_COMPANIONS = {
 
 def test_open_space_is_the_mission_without_its_answer() -> None:
     mission, open_space = load_space(HOMEO), load_space(OPEN)
+    assert mission.fidelity is None  # the planted mission trains every trial at the full budget
+    assert open_space.fidelity == Fidelity({"training.data_augmentation_loop": 250.0}, promote_eta=3)
     assert open_space.base == mission.base  # the network, the data and the budget (applied onto base)
     assert yaml.safe_load(OPEN.read_text())["budget"] == yaml.safe_load(HOMEO.read_text())["budget"]
     assert open_space.parameters == mission.parameters
@@ -155,6 +157,23 @@ def test_budget_overrides_the_base(tmp_path: Path) -> None:
     space = load_space(path)
     assert space.base.training.data_augmentation_loop == 20
     assert space.base.training.iterations_per_epoch(300) == 150
+
+
+def test_a_fidelity_section_screens_with_its_overrides(tmp_path: Path) -> None:
+    raw = yaml.safe_load(SMOKE.read_text())
+    raw["fidelity"] = {"screen": {"training.data_augmentation_loop": 5, "training.learning_rate_node": "1e-3"}}
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    space = load_space(path)
+    assert space.fidelity == Fidelity({"training.data_augmentation_loop": 5.0, "training.learning_rate_node": 1e-3},
+                                      promote_eta=3)  # values as config values; eta defaults to 3
+    assert space.search_fidelity == "screen" and load_space(SMOKE).search_fidelity == "full"
+    screen = space.config_for({"training.learning_rate_k": 2e-3}, seed=4, fidelity="screen")
+    assert (screen.training.data_augmentation_loop, screen.training.learning_rate_node) == (5.0, 1e-3)
+    assert (screen.training.learning_rate_k, screen.training.seed) == (2e-3, 4)
+    assert space.config_for({}).training.data_augmentation_loop == 10
+    with pytest.raises(ValueError, match="needs a fidelity section"):
+        load_space(SMOKE).config_for({}, fidelity="screen")
 
 
 def test_yaml_text_numbers_and_integers_become_floats(tmp_path: Path) -> None:
@@ -300,6 +319,28 @@ INVALID = {
     "block_size not an integer": (_set("block_size", 2.5), ["block_size", "integer"]),
     "negative ucb_c": (_set("ucb_c", -0.5), ["ucb_c", ">= 0"]),
     "replicates 0": (_set("replicates", 0), ["replicates", ">= 1"]),
+    "screen key frozen": (_set("fidelity", {"screen": {"training.coeff_S_L1": 0.0}}),
+                          ["fidelity.screen.training.coeff_S_L1", "frozen by the entry 'training.coeff_S_L1'"]),
+    "screen key in a frozen section": (_set("fidelity", {"screen": {"simulation.n_frames": 100}}),
+                                       ["fidelity.screen.simulation.n_frames", "frozen by the entry 'simulation'"]),
+    "screen budget above the budget": (_set("fidelity", {"screen": {"training.data_augmentation_loop": 20}}),
+                                       ["fidelity.screen.training.data_augmentation_loop", "above the full budget"]),
+    "screen budget not a valid value": (_set("fidelity", {"screen": {"training.n_epochs": 0}}),
+                                        ["fidelity.screen.training.n_epochs", "not a valid config value"]),
+    "screen key neither budget nor parameter": (_set("fidelity", {"screen": {"training.seed": 1}}),
+                                                ["fidelity.screen.training.seed", "neither a budget key"]),
+    "screen value out of range": (_set("fidelity", {"screen": {"training.learning_rate_k": 1.0}}),
+                                  ["fidelity.screen.training.learning_rate_k", "outside"]),
+    "unknown screen key": (_set("fidelity", {"screen": {"training.data_augmentation_lop": 5}}),
+                           ["fidelity.screen.training.data_augmentation_lop", "did you mean 'data_augmentation_loop'"]),
+    "screen that changes nothing": (_set("fidelity", {"screen": {"training.data_augmentation_loop": 10}}),
+                                    ["fidelity.screen", "changes nothing"]),
+    "empty screen": (_set("fidelity", {"screen": {}}), ["fidelity.screen", "non-empty"]),
+    "fidelity without screen": (_set("fidelity", {"promote_eta": 3}), ["'fidelity.screen' is missing"]),
+    "unknown fidelity key": (_set("fidelity", {"screen": {"training.data_augmentation_loop": 5}, "promote_et": 3}),
+                             ["'fidelity.promote_et'", "did you mean 'promote_eta'"]),
+    "promote_eta 1": (_set("fidelity", {"screen": {"training.data_augmentation_loop": 5}, "promote_eta": 1}),
+                      ["fidelity.promote_eta", ">= 2"]),
 }
 
 

@@ -36,7 +36,7 @@ from metabo_tune.strategies import (
     step_further,
     step_towards,
 )
-from metabo_tune.tree import Node, Tree, changed_parameters
+from metabo_tune.tree import FULL, SCREEN, Node, Tree, changed_parameters
 
 HOMEO = Path(__file__).parents[1] / "search_spaces" / "homeo_rank_50.yaml"
 LR_K = "training.learning_rate_k"
@@ -662,3 +662,50 @@ def test_open_space_merges_the_linear_head_and_the_power_form_once_both_beat_the
     assert (proposal.strategy, proposal.parent_id) == ("merge", "1")
     assert proposal.config == space.base_values() | space.initial_spread[1] | space.initial_spread[2]
     assert proposal.mutation == "graph_model.substrate_form: mlp -> power; training.log_k_init_max: 1 -> -1"
+
+
+# ------------------------------------------------------------------------------------------ fidelity
+
+
+def screened_tree(space: SearchSpace, full: dict[str, float]) -> Tree:
+    """The spread and two children, every node screened once (rewards below), and the nodes in `full`
+    promoted with these full-budget rewards."""
+    tree = Tree()
+    for k, reward in enumerate((0.5, 0.4, 0.3, 0.2)):
+        proposal = propose(tree, space, random.Random(0), k)
+        tree.add_node(str(k), proposal.parent_id, proposal.config, proposal.mutation, proposal.strategy)
+        tree.add_trial(str(k), f"{k}-s", seed=77, fidelity=SCREEN)
+        tree.complete_trial(f"{k}-s", "completed", reward, NEUTRAL)
+    for node_id, (parent, changes, reward) in {"4": ("0", {LR_K: 1e-2}, 0.6), "5": ("1", {NODE_L1: 3.0}, 0.35)}.items():
+        config = {**tree.nodes[parent].config, **changes}
+        tree.add_node(node_id, parent, config, mutation_text(tree.nodes[parent].config, config), "exploit")
+        tree.add_trial(node_id, f"{node_id}-s", seed=77, fidelity=SCREEN)
+        tree.complete_trial(f"{node_id}-s", "completed", reward, NEUTRAL)
+    for node_id, reward in full.items():
+        tree.add_trial(node_id, f"{node_id}-f", seed=77, fidelity=FULL)
+        tree.complete_trial(f"{node_id}-f", "completed", reward, NEUTRAL)
+    return tree
+
+
+def test_full_budget_rewards_never_steer_the_slot_roles(space: SearchSpace) -> None:
+    one_seed = dataclasses.replace(space, replicates=1)  # replicate-before-trust is the only rule that reads them
+    low_high = screened_tree(one_seed, {"0": 0.1, "4": 0.95})
+    high_low = screened_tree(one_seed, {"0": 0.95, "4": 0.1})
+    for slot in range(4):
+        assert (propose(low_high, one_seed, random.Random(slot), slot)
+                == propose(high_low, one_seed, random.Random(slot), slot)), slot
+
+
+def test_a_replicate_re_tests_the_result_at_its_fidelity(space: SearchSpace) -> None:
+    tree = screened_tree(space, {})
+    first = propose(tree, space, random.Random(0), slot=0)
+    assert first.replicate_of == "4"  # no full result yet: the best screen node, with one screen trial
+    tree.add_trial("4", "4-s2", seed=78, fidelity=SCREEN)
+    assert propose(tree, space, random.Random(0), slot=0).strategy != "replicate"
+    tree.add_trial("1", "1-f", seed=77, fidelity=FULL)
+    tree.complete_trial("1-f", "completed", 0.3, NEUTRAL)
+    # 1 is the best now (the only full result) and has two trials, but one at full: replicate it there
+    assert tree.best().node_id == "1" and len(tree.nodes["1"].trials) == 2
+    assert propose(tree, space, random.Random(0), slot=0).replicate_of == "1"
+    tree.add_trial("1", "1-f2", seed=79, fidelity=FULL)
+    assert propose(tree, space, random.Random(0), slot=0).strategy != "replicate"

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import json
 import math
 import re
 
 import pytest
 
-from metabo_tune.tree import Effect, Tree, changed_parameters
+from metabo_tune.tree import FULL, SCREEN, Effect, Tree, changed_parameters
 
 LR = "training.learning_rate_node"
 L1 = "training.coeff_MLP_node_L1"
@@ -233,3 +234,97 @@ def test_render_memory_effects_and_blocks() -> None:
     assert blocks[0].startswith("- Block 1: 4 trials; partial-k 3, failed 1; ")
     assert "best node 3 reward 0.800 (R2 0.930, avg_slope_ratio 0.050, cluster_acc 0.500)" in blocks[0]
     assert blocks[0].endswith("improved on parent: 1 `lr: 0.0001 -> 0.0002` (+0.200), 3 `m` (+0.200)")
+
+
+# ------------------------------------------------------------------------------------------ fidelity
+
+
+def screen(tree: Tree, node_id: str, parent_id: str | None, reward: float | None, *, changes: dict | None = None,
+           label: str = "partial") -> None:
+    """A node whose first trial ran at screen (as the searcher starts every node when the space screens)."""
+    parent_config = BASE if parent_id is None else tree.nodes[parent_id].config
+    tree.add_node(node_id, parent_id, {**parent_config, **(changes or {})}, "m", "exploit")
+    tree.add_trial(node_id, f"{node_id}-s", seed=77, fidelity=SCREEN)
+    if reward is not None:
+        tree.complete_trial(f"{node_id}-s", "completed", reward, {"classification": label})
+
+
+def promote(tree: Tree, node_id: str, reward: float | None, label: str = "partial") -> None:
+    tree.add_trial(node_id, f"{node_id}-f", seed=77, fidelity=FULL)
+    if reward is not None:
+        tree.complete_trial(f"{node_id}-f", "completed", reward, {"classification": label})
+
+
+@pytest.fixture
+def screened() -> Tree:
+    """P: screen 0.5, full 0.9 ── Q: screen 0.7 (LR up), full 0.2
+                               └─ R: screen 0.3 (L1 down), never promoted"""
+    t = Tree()
+    screen(t, "P", None, 0.5)
+    screen(t, "Q", "P", 0.7, changes={LR: 2e-4})
+    screen(t, "R", "P", 0.3, changes={L1: 0.5})
+    promote(t, "P", 0.9)
+    promote(t, "Q", 0.2)
+    return t
+
+
+def test_a_full_budget_reward_never_enters_the_search_signal(screened: Tree) -> None:
+    p, q = screened.nodes["P"], screened.nodes["Q"]
+    assert (p.fidelity, p.reward, p.full_reward, p.result_fidelity) == (SCREEN, 0.5, 0.9, FULL)
+    assert (q.reward, q.full_reward, q.rewards) == (0.7, 0.2, [0.7])
+    assert screened.nodes["R"].result_fidelity == SCREEN and screened.nodes["R"].full_reward is None
+    # UCB by hand over the screen rewards only; the promotions are no visits either
+    assert screened.total_visits() == 3 and screened.visits("P") == 3
+    assert screened.ucb("P", 0.5) == pytest.approx((0.5 + 0.7 + 0.3) / 3 + 0.5 * math.sqrt(math.log(3) / 3))
+    assert screened.ucb("Q", 0.5) == pytest.approx(0.7 + 0.5 * math.sqrt(math.log(3)))
+    effects = {(e.parameter, e.direction): e.mean_delta for e in screened.parameter_effects()}
+    assert effects == {(LR, "up"): pytest.approx(0.2), (L1, "down"): pytest.approx(-0.2)}
+    running = Tree.from_json(screened.to_json())
+    promote(running, "R", None)  # a promotion that still runs changes nothing either
+    scores = [(node.node_id, score) for node, score in screened.ranked(0.5)]
+    assert [(node.node_id, score) for node, score in running.ranked(0.5)] == scores
+    assert running.total_visits() == 3
+
+
+def test_best_prefers_full_budget_results_and_converged_counts_only_there() -> None:
+    t = Tree()
+    screen(t, "A", None, 0.95, label="converged")
+    screen(t, "B", None, 0.6, changes={LR: 2e-4})
+    assert t.best().node_id == "A"  # screened only: the best while no node has a full result
+    promote(t, "B", None)
+    assert t.best().node_id == "A"  # a running promotion is no result yet
+    t.complete_trial("B-f", "completed", 0.55, {"classification": "partial"})
+    assert t.best().node_id == "B" and t.best().result_fidelity == FULL
+    a = t.nodes["A"]
+    assert (a.classification, a.full_classification) == ("converged", None)
+    promote(t, "A", 0.5, label="partial")
+    assert (a.classification, a.full_classification) == ("converged", "partial")
+    assert t.best().node_id == "B"  # 0.55 > 0.5 at full, although A's screen reward is higher
+    blocks = [line for line in t.render_memory(block_size=4).splitlines() if line.startswith("- Block")]
+    assert blocks == ["- Block 1: 4 trials; partial 2, converged at screen 1, partial at screen 1; "
+                      "best node B full reward 0.550 (R2 nan, avg_slope_ratio nan, cluster_acc nan); "
+                      "improved on parent: none"]
+
+
+def test_files_say_that_rewards_are_screen_rewards(screened: Tree) -> None:
+    ucb = screened.render_ucb_scores(0.5, block_size=4).splitlines()
+    assert ucb[1].startswith("Rewards are screen-fidelity rewards")
+    assert any(line.startswith("Node P:") and "Reward=0.500, Full=0.900, Mutation=m" in line for line in ucb)
+    assert any(line.startswith("Node R:") and "Reward=0.300, Mutation=m" in line for line in ucb)
+    assert "Rewards are screen-fidelity rewards" in screened.render_memory(block_size=4)
+    plain = Tree()
+    grow(plain, "A", None, [0.5])
+    assert "screen" not in plain.render_ucb_scores(0.5, 4) + plain.render_memory(4)
+
+
+def test_fidelity_survives_json_and_is_checked(screened: Tree) -> None:
+    copy = Tree.from_json(screened.to_json())
+    assert copy == screened
+    assert [t.fidelity for t in copy.nodes["P"].trials] == [SCREEN, FULL]
+    legacy = json.loads(screened.to_json())  # a tree.jsonl from before fidelities: every trial at full
+    for node in legacy["nodes"]:
+        for trial in node["trials"]:
+            del trial["fidelity"]
+    assert {t.fidelity for n in Tree.from_json(json.dumps(legacy)).nodes.values() for t in n.trials} == {FULL}
+    with pytest.raises(ValueError, match="fidelity"):
+        screened.add_trial("R", "R-x", seed=1, fidelity="half")
