@@ -1,96 +1,212 @@
-"""Training speed of the mission's base config, one torch thread: ms per iteration at time_step 1 and 4,
-and the projected wall time of one trial at data_augmentation_loop 1000 (72 000 iterations) including
-data, evaluation and plots.
+"""Training speed, one torch thread: ms per iteration of the mission's base config (time_step 1 and 4) and
+of configs/joint_recovery.yaml in each of its phases (conservation only; the residual fit, its refreshes
+included), the residual refresh alone, and the projected wall time of one trial at the mission budget
+(72 000 iterations) including data, evaluation and plots.
 
-    python benchmarks/bench_train.py [--space search_spaces/homeo_rank_50.yaml] [--iterations 1500]
+    python benchmarks/bench_train.py [--iterations 500] [--windows 10] [--compare GIT_REF]
+                                     [--cases base,base_ts4,joint_conservation,joint_residual]
 
-The machine is shared and noisy: each figure is the median over --repeats windows (min and max shown).
+Every case runs in its own process. `--compare REF` times the code of a git commit in the same process:
+its package, extracted with `git archive` and imported as `metabo_tune_ref`, trains a second trainer of
+the same case, and the two alternate window by window (ABBA), so that both see the same machine. The
+machine is shared and noisy: each figure is the median over the windows (min and max shown), in
+wall-clock ms and in CPU ms (the thread's own time, which another process on the core does not
+inflate). The residual phase starts at its first iteration without the training before it: its cost
+per iteration does not depend on the weights.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import json
+import os
+import re
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-
-from metabo_tune import metrics, plots
-from metabo_tune.config import load_config
-from metabo_tune.simulate import load_or_simulate, simulate
-from metabo_tune.train import Trainer
-
 REPO = Path(__file__).resolve().parents[1]
+JOINT = "configs/joint_recovery.yaml"
+MISSION = "search_spaces/homeo_rank_50.yaml"
+CASES = {  # name: (config, overrides, phase, share of --iterations per window)
+    "base": (MISSION, [], "start", 1.0),
+    "base_ts4": (MISSION, ["training.recurrent_training=true", "training.time_step=4"], "start", 0.25),
+    "joint_conservation": (JOINT, [], "start", 1.0),
+    "joint_residual": (JOINT, [], "residual", 1.0),
+}
+WARM_UP = 100  # iterations before the first window: allocator, first sampling chunk, first refresh
+REF_PACKAGE = "metabo_tune_ref"
 
 
-def ms_per_iteration(trainer: Trainer, iterations: int, repeats: int) -> list[float]:
-    trainer.run(until=trainer.iteration + 100)  # warm-up: allocator, first sampling chunk
-    windows = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        trainer.run(until=trainer.iteration + iterations)
-        windows.append((time.perf_counter() - start) / iterations * 1e3)
-    return windows
+def extract_ref(ref: str, directory: Path) -> None:
+    """`ref`'s metabo_tune under directory/metabo_tune_ref, its imports renamed to match."""
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref, "metabo_tune"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(directory)], input=archive.stdout, check=True)
+    (directory / "metabo_tune").rename(directory / REF_PACKAGE)
+    for path in (directory / REF_PACKAGE).glob("*.py"):
+        path.write_text(re.sub(r"\bmetabo_tune\b", REF_PACKAGE, path.read_text()))
 
 
-def seconds(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+def make_trainer(package: str, case: str):
+    config, overrides, phase, _ = CASES[case]
+    load_config = importlib.import_module(f"{package}.config").load_config
+    simulate = importlib.import_module(f"{package}.simulate")
+    cfg = load_config(REPO / config, overrides)
+    trainer = importlib.import_module(f"{package}.train").Trainer(
+        cfg, simulate.load_or_simulate(cfg.simulation).observed, device="cpu")
+    if phase == "residual":
+        trainer.iteration = trainer.homeostasis_losses.residual_start
+    trainer.run(until=trainer.iteration + WARM_UP)
+    return trainer
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--space", default=str(REPO / "search_spaces" / "homeo_rank_50.yaml"))
-    parser.add_argument("--iterations", type=int, default=1500, help="iterations per timing window")
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
+def worker(case: str, iterations: int, windows: int, ref_dir: str | None) -> dict:
+    """Time `windows` windows of `iterations` iterations of one case, alternating with the reference."""
+    import torch
+
     torch.set_num_threads(1)
+    iterations = max(1, int(iterations * CASES[case][3]))
+    packages = {"this tree": "metabo_tune"}
+    if ref_dir:
+        sys.path.insert(0, ref_dir)
+        packages = {"ref": REF_PACKAGE, "this tree": "metabo_tune"}
+    trainers = {label: make_trainer(package, case) for label, package in packages.items()}
+    for label, package in packages.items():
+        imported = Path(importlib.import_module(f"{package}.train").__file__)
+        if not imported.is_relative_to(Path(ref_dir) if label == "ref" else REPO):
+            raise SystemExit(f"error: {label} imported {imported}")
+    for trainer in trainers.values():
+        if trainer.iteration + windows * iterations > trainer.total_iterations:
+            raise SystemExit(f"error: {case}: {windows} windows of {iterations} iterations run past the end")
+    out = {label: {"wall": [], "cpu": []} for label in trainers}
+    labels = list(trainers)
+    for window in range(windows):
+        for label in labels if window % 2 == 0 else labels[::-1]:
+            trainer = trainers[label]
+            start_wall, start_cpu = time.perf_counter(), time.thread_time()
+            trainer.run(until=trainer.iteration + iterations)
+            out[label]["cpu"].append((time.thread_time() - start_cpu) / iterations * 1e3)
+            out[label]["wall"].append((time.perf_counter() - start_wall) / iterations * 1e3)
+    if CASES[case][2] == "residual":  # the refresh alone, ms per call
+        for window in range(windows):
+            for label in labels if window % 2 == 0 else labels[::-1]:
+                start_wall, start_cpu = time.perf_counter(), time.thread_time()
+                trainers[label].homeostasis_losses.residual_moments()
+                out[label].setdefault("refresh_cpu", []).append((time.thread_time() - start_cpu) * 1e3)
+                out[label].setdefault("refresh_wall", []).append((time.perf_counter() - start_wall) * 1e3)
+    return out
 
-    cfg = load_config(args.space)
+
+def run_worker(case: str, args: argparse.Namespace, ref_dir: Path | None) -> dict:
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", case,
+               "--iterations", str(args.iterations), "--windows", str(args.windows)]
+    if ref_dir is not None:
+        command += ["--ref-dir", str(ref_dir)]
+    env = os.environ | {"PYTHONPATH": str(REPO)}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"error: {case} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def cell(values: list[float]) -> str:
+    return f"{statistics.median(values):7.3f} ({min(values):.3f}–{max(values):.3f})"
+
+
+def trial_overhead(cases: dict[str, dict]) -> None:
+    """Data, evaluation and plots of one trial (this tree), and the projected trials."""
+    import torch
+
+    from metabo_tune import metrics, plots
+    from metabo_tune.config import load_config
+    from metabo_tune.simulate import load_or_simulate, simulate
+    from metabo_tune.train import Trainer
+
+    def seconds(fn) -> float:
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+
+    torch.set_num_threads(1)
+    cfg = load_config(REPO / MISSION)
     simulate_s = seconds(lambda: simulate(cfg.simulation))
-    with tempfile.TemporaryDirectory() as cache:
-        import os
-
-        os.environ["METABO_TUNE_CACHE"] = cache
-        load_or_simulate(cfg.simulation)
-        cached_s = seconds(lambda: load_or_simulate(cfg.simulation))
-        dataset = load_or_simulate(cfg.simulation)
-
-    rows = []
-    for time_step in (1, 4):
-        run_cfg = load_config(args.space, [f"training.recurrent_training={time_step > 1}",
-                                           f"training.time_step={time_step}"])
-        trainer = Trainer(run_cfg, dataset.observed, device="cpu")
-        windows = ms_per_iteration(trainer, args.iterations if time_step == 1 else args.iterations // 3, args.repeats)
-        rows.append((time_step, windows, trainer))
-
-    trainer = rows[0][2]
+    cached_s = seconds(lambda: load_or_simulate(cfg.simulation))
+    dataset = load_or_simulate(cfg.simulation)
+    trainer = Trainer(cfg, dataset.observed, device="cpu")
+    trainer.run(until=200)
     result = trainer.result()
     eval_s = seconds(lambda: metrics.compute_metrics(result.model, dataset, status="completed",
                                                      loss_history=result.loss_history, training_time_s=1.0,
                                                      iterations=result.iterations))
     with tempfile.TemporaryDirectory() as out:
         plot_s = seconds(lambda: plots.write_trial_plots(result.model, dataset, result.loss_history, out))
-
-    total_iterations = cfg.training.iterations_per_epoch(cfg.simulation.n_frames) * cfg.training.n_epochs
-    print(f"torch {torch.__version__}, 1 thread, config {Path(args.space).name} (batch {cfg.training.batch_size}, "
-          f"MLP_sub {cfg.graph_model.hidden_dim_sub}x{cfg.graph_model.n_layers_sub}, "
-          f"MLP_node {cfg.graph_model.hidden_dim_node}x{cfg.graph_model.n_layers_node})")
-    print(f"{'time_step':>9}  {'median ms/it':>12}  {'min':>6}  {'max':>6}  {'trial training':>14}")
-    for time_step, windows, _ in rows:
-        median = statistics.median(windows)
-        print(f"{time_step:>9}  {median:>12.2f}  {min(windows):>6.2f}  {max(windows):>6.2f}  "
-              f"{median * total_iterations / 60e3:>12.1f} min")
-    median = statistics.median(rows[0][1])
     overhead = cached_s + eval_s + plot_s
-    print(f"data: simulate {simulate_s:.2f} s (first trial), cached load {cached_s:.2f} s; "
+    print(f"\ndata: simulate {simulate_s:.2f} s (first trial on a machine), cached load {cached_s:.2f} s; "
           f"evaluation {eval_s:.2f} s; plots {plot_s:.2f} s")
-    print(f"projected trial at {total_iterations} iterations (time_step 1, cached data): "
-          f"{(median * total_iterations / 1e3 + overhead) / 60:.2f} min "
-          f"(first trial on a machine: +{simulate_s:.1f} s to simulate)")
+    total = trainer.total_iterations
+    if "base" in cases:
+        training_s = statistics.median(cases["base"]["wall"]) * total / 1e3
+        print(f"projected base trial ({total} iterations, cached data): {(training_s + overhead) / 60:.2f} min")
+    if "joint_conservation" in cases and "joint_residual" in cases:
+        joint = Trainer(load_config(REPO / JOINT), dataset.observed, device="cpu")
+        start = joint.homeostasis_losses.residual_start
+        training_s = (statistics.median(cases["joint_conservation"]["wall"]) * start
+                      + statistics.median(cases["joint_residual"]["wall"]) * (joint.total_iterations - start)) / 1e3
+        print(f"projected {Path(JOINT).name} trial ({joint.total_iterations} iterations, residual phase from "
+              f"{start}): {(training_s + overhead) / 60:.2f} min")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--iterations", type=int, default=500,
+                        help="iterations per timing window (a quarter of them at time_step 4)")
+    parser.add_argument("--windows", type=int, default=10, help="timing windows per case (and tree)")
+    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated subset of " + ", ".join(CASES))
+    parser.add_argument("--compare", metavar="GIT_REF", help="also time this commit, alternating with this tree")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--ref-dir", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    sys.path.insert(0, str(REPO))  # this tree's metabo_tune, installed or not
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.iterations, args.windows, args.ref_dir)))
+        return
+    cases = args.cases.split(",")
+    unknown = sorted(set(cases) - set(CASES))
+    if unknown:
+        raise SystemExit(f"error: unknown case {unknown[0]}; choose from {', '.join(CASES)}")
+
+    with tempfile.TemporaryDirectory() as scratch:
+        os.environ["METABO_TUNE_CACHE"] = str(Path(scratch) / "cache")  # simulated once, the same data for both
+        ref_dir = None
+        if args.compare:
+            ref_dir = Path(scratch) / "ref"
+            ref_dir.mkdir()
+            extract_ref(args.compare, ref_dir)
+        results = {}
+        for case in cases:
+            results[case] = run_worker(case, args, ref_dir)
+            print(f"{case} done", file=sys.stderr)
+
+        import torch
+
+        print(f"torch {torch.__version__}, 1 thread; ms per iteration, median (min–max) over {args.windows} "
+              f"windows of {args.iterations} iterations" + (f"; ref = {args.compare}" if args.compare else ""))
+        print(f"{'case':<20} {'tree':<10} {'wall ms/it':>24} {'CPU ms/it':>24}")
+        for case in cases:
+            for label, values in results[case].items():
+                print(f"{case:<20} {label:<10} {cell(values['wall']):>24} {cell(values['cpu']):>24}")
+                if "refresh_wall" in values:
+                    print(f"{'  residual refresh':<20} {label:<10} {cell(values['refresh_wall']):>21} ms "
+                          f"{cell(values['refresh_cpu']):>21} ms")
+            if args.compare:
+                ref, new = (results[case][label] for label in ("ref", "this tree"))
+                ratio = statistics.median(r / n for r, n in zip(ref["cpu"], new["cpu"], strict=True))
+                print(f"{'':<20} {'speed-up':<10} {'':>24} {ratio:>23.2f}×")
+        trial_overhead({case: values["this tree"] for case, values in results.items()})
 
 
 if __name__ == "__main__":

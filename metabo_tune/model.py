@@ -24,13 +24,18 @@ from metabo_tune.simulate import Network
 _ONE = torch.ones(())
 
 
+def _tanh_(x: torch.Tensor) -> torch.Tensor:
+    """tanh(x) as 2·sigmoid(2x) − 1 (see Tanh), in place in x (a Linear's output, which no backward
+    needs): no new [rows, hidden] buffers."""
+    # x + x and s + s − 1, not × 2.0: a Python scalar costs a tensor conversion per call.
+    y = x.add_(x).sigmoid_()
+    return y.add_(y).sub_(_ONE)  # a 0-dim CPU tensor is valid with CUDA tensors too
+
+
 class _SigmoidTanh(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        # In place in x (a Linear's output, which no backward needs): no new [rows, hidden] buffers.
-        # x + x and s + s − 1, not × 2.0: a Python scalar costs a tensor conversion per call.
-        y = x.add_(x).sigmoid_()
-        y = y.add_(y).sub_(_ONE)  # a 0-dim CPU tensor is valid with CUDA tensors too
+        y = _tanh_(x)
         ctx.mark_dirty(x)
         ctx.save_for_backward(y)
         return y
@@ -75,15 +80,51 @@ class NarrowLinear(nn.Linear):
         return _NarrowLinearFunction.apply(x, self.weight, self.bias)
 
 
-def mlp(n_in: int, hidden: int, n_layers: int) -> nn.Sequential:
-    """n_layers Linear layers (n_in → hidden → … → 1) with tanh between them."""
-    sizes = [n_in] + [hidden] * (n_layers - 1) + [1]
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
-        layers.append(NarrowLinear(a, b) if i == 0 else nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(Tanh())
-    return nn.Sequential(*layers)
+class _MLPFunction(torch.autograd.Function):
+    """Linear → tanh → … → Linear in one autograd node, with the backward that autograd builds from the
+    layers written out (the same kernels on the same operands: bit-identical values and gradients).
+    One node instead of three per layer saves the engine's per-node cost, which at these sizes is a
+    large part of the MLPs' time. Arguments: x, then weight and bias of every layer."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+        weights, biases = params[0::2], params[1::2]
+        inputs = [x]  # every layer's input; a hidden layer's is the tanh before it, computed in place
+        for weight, bias in zip(weights[:-1], biases[:-1], strict=True):
+            inputs.append(_tanh_(torch.addmm(bias, inputs[-1], weight.t())))
+        ctx.save_for_backward(*inputs, *weights)
+        return torch.addmm(biases[-1], inputs[-1], weights[-1].t())
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        saved = ctx.saved_tensors
+        inputs, weights = saved[: len(saved) // 2], saved[len(saved) // 2:]
+        param_grads = []  # bias, weight of the last layer first
+        for i in range(len(weights) - 1, 0, -1):  # nn.Linear's backward (addmm with Wᵀ), then tanh's
+            param_grads += [grad.sum(0), grad.t().mm(inputs[i])]
+            grad = torch.ops.aten.tanh_backward(grad.mm(weights[i]), inputs[i])
+        param_grads += [grad.sum(0), (inputs[0].t() @ grad).t()]  # NarrowLinear's
+        grad_x = (weights[0].t() @ grad.t()).t() if ctx.needs_input_grad[0] else None
+        return grad_x, *reversed(param_grads)
+
+
+class MLP(nn.Sequential):
+    """n_layers Linear layers (n_in → hidden → … → 1) with tanh between them. Indexed and saved as the
+    nn.Sequential of its layers, whose layer-by-layer forward it computes as one autograd node. x is
+    2-D [rows, n_in]."""
+
+    def __init__(self, n_in: int, hidden: int, n_layers: int) -> None:
+        sizes = [n_in] + [hidden] * (n_layers - 1) + [1]
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(itertools.pairwise(sizes)):
+            layers.append(NarrowLinear(a, b) if i == 0 else nn.Linear(a, b))
+            if i < len(sizes) - 2:
+                layers.append(Tanh())
+        super().__init__(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        params = [p for layer in self if isinstance(layer, nn.Linear) for p in (layer.weight, layer.bias)]
+        return _MLPFunction.apply(x, *params)
 
 
 class LinearRelaxation(nn.Module):
@@ -125,16 +166,16 @@ class MetabolicGNN(nn.Module):
         self.rate_softplus = cfg.rate_softplus
         self.substrate_power = cfg.substrate_form == "power"
         self.embedding = nn.Parameter(0.1 * torch.randn(n, cfg.embedding_dim))
-        self.node_mlp: nn.Sequential | None = None
+        self.node_mlp: MLP | None = None
         self.relaxation: LinearRelaxation | None = None
         if cfg.homeostasis_head == "linear":
             self.relaxation = LinearRelaxation(cfg.embedding_dim, input_scale)
         else:
-            self.node_mlp = mlp(1 + cfg.embedding_dim, cfg.hidden_dim_node, cfg.n_layers_node)
+            self.node_mlp = MLP(1 + cfg.embedding_dim, cfg.hidden_dim_node, cfg.n_layers_node)
             last = self.node_mlp[-1]
             nn.init.zeros_(last.weight)  # output starts at 0; hidden layers keep their init so gradients flow
             nn.init.zeros_(last.bias)
-        self.sub_mlp = mlp(2, cfg.hidden_dim_sub, cfg.n_layers_sub)
+        self.sub_mlp = MLP(2, cfg.hidden_dim_sub, cfg.n_layers_sub)
         self.log_k = nn.Parameter(torch.empty(n_rxn).uniform_(*log_k_init))
 
         pairs = np.unique(np.stack([network.substrate_metabolite, network.substrate_order], 1), axis=0)

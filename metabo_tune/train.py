@@ -66,13 +66,19 @@ class GroupAdam:
 
     @torch.no_grad()
     def step(self, lrs: dict[str, float] | None = None) -> None:
-        """One step with the learning rates `lrs` per group (default: those given at construction)."""
+        """One step with the learning rates `lrs` per group (default: those given at construction); the
+        groups that share a rate in one kernel call (the kernel treats every tensor on its own)."""
         lrs = self.lrs if lrs is None else lrs
         self.step_count.add_(self._one)
-        for name, params in self.groups.items():
+        by_rate: dict[float, list[str]] = {}
+        for name in self.groups:
+            by_rate.setdefault(lrs[name], []).append(name)
+        for lr, names in by_rate.items():
+            params = [p for name in names for p in self.groups[name]]
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-            torch._fused_adam_(params, grads, self.exp_avg[name], self.exp_avg_sq[name], [],
-                               [self.step_count] * len(params), amsgrad=False, lr=lrs[name],
+            torch._fused_adam_(params, grads, [m for name in names for m in self.exp_avg[name]],
+                               [v for name in names for v in self.exp_avg_sq[name]], [],
+                               [self.step_count] * len(params), amsgrad=False, lr=lr,
                                beta1=self.betas[0], beta2=self.betas[1], weight_decay=0.0, eps=self.eps,
                                maximize=False)
 
@@ -126,6 +132,8 @@ class Trainer:
         n = observed.network.n_metabolites
         self.constants["homeo_count"] = torch.tensor(float(tcfg.batch_size * n), device=self.device)
         self.zero = torch.zeros((), device=self.device)
+        self.regularised = {name for name in ("MLP_sub_diff", "MLP_node_L1", "MLP_sub_norm", "k_floor")
+                            if getattr(tcfg, f"coeff_{name}") > 0}
         # Probe points of the MLP_sub regularisers: the monotonicity grid [0.1, 2·xnorm] plus one step
         # for every order present, then the point c* where |MLP_sub(c*, 1)| = c* is pinned.
         orders = np.unique(observed.network.substrate_order)
@@ -188,7 +196,11 @@ class Trainer:
         pair_values, grid_values, norm_value = torch.split(sub_values, self._sub_split(n_pair_values))
         pair_values = pair_values.view(conc.shape[0], model.pair_metabolite.shape[0])
         cons = self.homeostasis_losses.conservation_frames(cons_frames)
-        node_out = model.homeostasis(conc if cons is None else torch.cat([conc, cons[0]]))
+        # nothing differentiates the head's output on the batch when the prediction loss detaches it, its L1
+        # is off and no conservation frames ride along: then it costs no autograd graph
+        head_gradient = cons is not None or not self.detached(iteration) or "MLP_node_L1" in self.regularised
+        with torch.set_grad_enabled(head_gradient):
+            node_out = model.homeostasis(conc if cons is None else torch.cat([conc, cons[0]]))
         homeo, cons_out = ((node_out, None) if cons is None
                            else torch.split(node_out, [conc.shape[0], node_out.shape[0] - conc.shape[0]]))
         out = {"prediction": self.prediction_loss(iteration, batch, conc, pair_values, homeo)}
@@ -204,7 +216,7 @@ class Trainer:
                         homeo: torch.Tensor) -> torch.Tensor:
         """Squared error of dc/dt on the batch, or of the rolled-out states with recurrent_training."""
         model = self.model
-        detach = self.cfg.training.detach_homeostasis and iteration < self.attach_iteration
+        detach = self.detached(iteration)
         first_step = model.reaction_part(conc, pair_values) + (homeo.detach() if detach else homeo)
         if self.rollout == 1:
             residual = first_step - self.deriv.index_select(0, batch)
@@ -217,20 +229,28 @@ class Trainer:
             step_losses.append(err.square().sum(-1).mean())
         return torch.stack(step_losses).mean()
 
+    def detached(self, iteration: int) -> bool:
+        """Whether the prediction loss sees the head's output as a constant at `iteration`."""
+        return self.cfg.training.detach_homeostasis and iteration < self.attach_iteration
+
     def regularisers(self, grid_values: torch.Tensor, norm_value: torch.Tensor,
                      homeo: torch.Tensor) -> dict[str, torch.Tensor]:
         """MLP_sub's monotonicity and pinned point, the head's L1, the k floor: cheap once the probes are
-        evaluated; a zero coefficient zeroes the term."""
-        const, out = self.constants, {}
-        grid = grid_values.view(len(self.sub_orders), self.grid_points).abs()
-        out["MLP_sub_diff"] = const["coeff_MLP_sub_diff"] * torch.linalg.vector_norm(
-            torch.relu(grid[:, :-1] - grid[:, 1:]))
-        # sum / count is mean()'s own arithmetic, without the count's conversion to a tensor each call
-        out["MLP_node_L1"] = const["coeff_MLP_node_L1"] * (homeo.abs().sum() / const["homeo_count"])
-        pin_error = norm_value.abs() - const["sub_norm_concentration"]
-        out["MLP_sub_norm"] = const["coeff_MLP_sub_norm"] * (pin_error * pin_error).sum()
-        below_floor = torch.relu(const["k_floor_threshold"] - self.model.log_k)
-        out["k_floor"] = const["coeff_k_floor"] * (below_floor * below_floor).sum()
+        evaluated; a term with a zero coefficient is left out (recorded as 0), as the optional terms are."""
+        const, out, active = self.constants, {}, self.regularised
+        if "MLP_sub_diff" in active:
+            grid = grid_values.view(len(self.sub_orders), self.grid_points).abs()
+            out["MLP_sub_diff"] = const["coeff_MLP_sub_diff"] * torch.linalg.vector_norm(
+                torch.relu(grid[:, :-1] - grid[:, 1:]))
+        if "MLP_node_L1" in active:
+            # sum / count is mean()'s own arithmetic, without the count's conversion to a tensor each call
+            out["MLP_node_L1"] = const["coeff_MLP_node_L1"] * (homeo.abs().sum() / const["homeo_count"])
+        if "MLP_sub_norm" in active:
+            pin_error = norm_value.abs() - const["sub_norm_concentration"]
+            out["MLP_sub_norm"] = const["coeff_MLP_sub_norm"] * (pin_error * pin_error).sum()
+        if "k_floor" in active:
+            below_floor = torch.relu(const["k_floor_threshold"] - self.model.log_k)
+            out["k_floor"] = const["coeff_k_floor"] * (below_floor * below_floor).sum()
         return out
 
     def _sub_split(self, n_pair_values: int) -> list[int]:
@@ -262,7 +282,8 @@ class Trainer:
                 break
             total.backward()
             self.optimizer.step(self.learning_rates(it))
-            torch.stack([losses[name].detach() for name in LOSS_COMPONENTS], out=self.history[it])
+            with torch.no_grad():
+                torch.stack([losses[name] for name in LOSS_COMPONENTS], out=self.history[it])
             self.iteration += 1
         if self.status == "running" and self.iteration >= self.total_iterations:
             self.status = "completed"

@@ -40,11 +40,15 @@ def test_moment_conservation_loss_equals_the_loss_over_every_frame(small_dataset
         model.embedding.normal_(generator=torch.Generator().manual_seed(1))
         model.relaxation.log_rate.weight.fill_(0.4)
         model.relaxation.baseline.weight.fill_(-0.3)
-        null_space = trainer.homeostasis_losses.null_space
-        all_frames = ((model.homeostasis(trainer.conc) - trainer.deriv) @ null_space).square().sum(-1).mean()
+    null_space = trainer.homeostasis_losses.null_space
+    head = [model.embedding, *model.relaxation.parameters()]
+    all_frames = ((model.homeostasis(trainer.conc) - trainer.deriv) @ null_space).square().sum(-1).mean()
     losses = trainer.losses(0)
     torch.testing.assert_close(losses["conservation"], all_frames, rtol=1e-5, atol=0)
     assert losses["conservation"] > 0
+    for mine, direct in zip(torch.autograd.grad(losses["conservation"], head), torch.autograd.grad(all_frames, head),
+                            strict=True):  # and so is its gradient
+        torch.testing.assert_close(mine, direct, rtol=1e-4, atol=1e-6 * direct.abs().max().item())
 
 
 def test_sampled_conservation_over_all_frames_matches_the_moments(small_dataset):

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from metabo_tune.config import GraphModelConfig, SimulationConfig
-from metabo_tune.model import Tanh, build_model
+from metabo_tune.model import MLP, Tanh, build_model
 from metabo_tune.simulate import simulate
 
 
@@ -131,6 +131,29 @@ def test_tanh_matches_torch_in_value_and_gradient():
     (grad_ref,) = torch.autograd.grad(ref.sum(), x)
     torch.testing.assert_close(ours, ref, atol=1e-12, rtol=0)
     torch.testing.assert_close(grad_ours, grad_ref, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize(("n_in", "hidden", "n_layers", "input_gradient"),
+                         [(2, 64, 4, False), (3, 32, 2, True), (2, 16, 1, False), (3, 8, 3, True)])
+def test_mlp_is_its_layers_in_one_autograd_node_with_bit_identical_values_and_gradients(
+        n_in, hidden, n_layers, input_gradient):
+    torch.manual_seed(0)
+    net = MLP(n_in, hidden, n_layers)
+    with torch.no_grad():  # weights of order 1, so that every tanh works in its curved range
+        for p in net.parameters():
+            p.normal_()
+    x = torch.randn(900, n_in, requires_grad=input_gradient)
+    upstream = torch.randn(900, 1)
+    results = []
+    for forward in (net.forward, lambda rows: nn.Sequential.forward(net, rows)):  # one node; layer by layer
+        out = forward(x)
+        inputs = [*net.parameters(), x] if input_gradient else list(net.parameters())
+        results.append((out, torch.autograd.grad(out, inputs, upstream)))
+    (fused, fused_grads), (layered, layered_grads) = results
+    assert torch.equal(fused, layered)
+    assert all(torch.equal(a, b) for a, b in zip(fused_grads, layered_grads, strict=True))
+    assert len(fused_grads) == 2 * n_layers + input_gradient
+    assert type(fused.grad_fn).__name__ == "_MLPFunctionBackward"
 
 
 def linear_head_model(network):

@@ -371,9 +371,10 @@ def test_command_line_exit_code_from_a_real_process(tmp_path):
 def test_group_adam_takes_the_same_steps_as_torch_adam():
     torch.manual_seed(0)
     ours = {"a": [torch.nn.Parameter(torch.randn(5, 3))], "b": [torch.nn.Parameter(torch.randn(4)),
-                                                             torch.nn.Parameter(torch.randn(2, 2))]}
+                                                             torch.nn.Parameter(torch.randn(2, 2))],
+            "c": [torch.nn.Parameter(torch.randn(3))]}
     theirs = {name: [torch.nn.Parameter(p.detach().clone()) for p in params] for name, params in ours.items()}
-    lrs = {"a": 1e-2, "b": 3e-3}
+    lrs = {"a": 1e-2, "b": 3e-3, "c": 1e-2}  # "a" and "c" share a rate: one kernel call
     optimizer = GroupAdam(ours, lrs)
     reference = torch.optim.Adam([{"params": theirs[name], "lr": lrs[name]} for name in lrs])
     for step in range(6):
@@ -472,6 +473,27 @@ def test_detached_homeostasis_learns_from_the_conservation_loss_only(small_datas
                                 allow_unused=True)
     assert grads[0] is None and grads[1] is not None
     assert torch.autograd.grad(losses["conservation"], trainer.model.relaxation.log_rate.bias)[0] != 0
+
+
+def test_terms_left_out_of_the_loss_change_no_gradient(small_dataset):
+    """Zero-weighted regularisers are left out, and so is the head's graph on the batch while the
+    prediction loss detaches it: every gradient is bit for bit the one of the loss that computes them all
+    (weight 0 included), before the head attaches and after."""
+    cfg = linear_head_config(attach_homeostasis_fraction=0.5, coeff_k_floor=0.0, coeff_MLP_node_L1=0.0)
+    lean, full = (Trainer(cfg, small_dataset.observed, "cpu") for _ in range(2))
+    full.regularised = {"MLP_sub_diff", "MLP_node_L1", "MLP_sub_norm", "k_floor"}
+    assert lean.regularised == {"MLP_sub_diff", "MLP_sub_norm"}
+    for iteration in (0, lean.total_iterations // 2):  # detached, then attached
+        grads, values = [], []
+        for trainer in (lean, full):
+            trainer.optimizer.zero_grad()
+            losses = trainer.losses(iteration)
+            losses["loss"].backward()
+            values.append({name: losses[name].item() for name in train_module.LOSS_COMPONENTS})
+            grads.append([torch.zeros_like(p) if p.grad is None else p.grad for p in trainer.model.parameters()])
+        assert values[0] == values[1]
+        assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True)), iteration
+        assert grads[0][1].abs().sum() > 0  # the embedding learns
 
 
 def test_the_residual_fit_restarts_the_heads_learning_rate_only(small_dataset):
