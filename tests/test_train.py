@@ -393,6 +393,19 @@ def test_group_adam_takes_the_same_steps_as_torch_adam():
 # -- the linear homeostasis head and its conservation loss ----------------------------------------
 
 
+# The learning tests' joint-recovery network: 30 metabolites, 45 reactions, 1 000 frames, fast relaxation.
+JOINT_SIM = {"n_metabolites": 30, "n_reactions": 45, "n_frames": 1000, "homeostatic_lambda_per_type": [0.005, 0.01]}
+
+
+def assert_joint_recovery(values, min_r2):
+    """k above min_r2, both slope ratios within 20 %, both types found: the mission's converged and more."""
+    assert values["rate_constants_R2"] > min_r2
+    for t in (0, 1):
+        assert 0.8 <= values[f"MLP_node_slope_ratio_{t}"] <= 1.2
+    assert values["embedding_cluster_acc"] == 1.0 and values["embedding_n_clusters"] == 2
+    assert values["classification"] == "converged"
+
+
 def linear_head_config(**training):
     raw = small_config().to_dict()
     raw["graph_model"]["homeostasis_head"] = "linear"
@@ -408,18 +421,13 @@ def test_linear_head_recovers_rate_constants_slopes_and_types_together():
     raw = linear_head_config(data_augmentation_loop=400, learning_rate_embedding=1e-3, lr_schedule="cosine",
                              seed=2).to_dict()
     raw["training"]["coeff_conservation"] = 1e4
-    raw["simulation"] = {"n_metabolites": 30, "n_reactions": 45, "n_frames": 1000,
-                         "homeostatic_lambda_per_type": [0.005, 0.01]}
+    raw["simulation"] = JOINT_SIM
     raw["graph_model"]["hidden_dim_sub"] = 32
     cfg = config_from_dict(raw)
     dataset = simulate(cfg.simulation)
     result = train(cfg, dataset.observed, show_progress=False)
     values = evaluate(result, dataset)
-    assert values["rate_constants_R2"] > 0.95
-    for t in (0, 1):
-        assert 0.8 <= values[f"MLP_node_slope_ratio_{t}"] <= 1.2
-    assert values["embedding_cluster_acc"] == 1.0 and values["embedding_n_clusters"] == 2
-    assert values["classification"] == "converged"
+    assert_joint_recovery(values, min_r2=0.95)
 
 
 def test_final_configuration_converges_on_a_small_network():
@@ -427,18 +435,13 @@ def test_final_configuration_converges_on_a_small_network():
     30 metabolites, 45 reactions, 1 000 frames, 5 000 iterations: the mission's joint recovery, k, slopes
     and types. Measured when written: R² 1.000, slope ratios 1.03 / 0.98, cluster accuracy 1.0 (and
     converged with 4 000 or 6 000 iterations, or 5 neighbours, too)."""
-    cfg = final_config(simulation={"n_metabolites": 30, "n_reactions": 45, "n_frames": 1000,
-                                   "homeostatic_lambda_per_type": [0.005, 0.01]},
+    cfg = final_config(simulation=JOINT_SIM,
                        hidden_dim_sub=32, data_augmentation_loop=200, seed=1)
     dataset = simulate(cfg.simulation)
     result = train(cfg, dataset.observed, show_progress=False)
     values = evaluate(result, dataset)
     assert result.status == "completed" and result.iterations == 5000
-    assert values["rate_constants_R2"] > 0.99
-    for t in (0, 1):
-        assert 0.8 <= values[f"MLP_node_slope_ratio_{t}"] <= 1.2
-    assert values["embedding_cluster_acc"] == 1.0 and values["embedding_n_clusters"] == 2
-    assert values["classification"] == "converged"
+    assert_joint_recovery(values, min_r2=0.99)
 
 
 def test_the_weak_form_converges_under_measurement_noise_on_a_small_network():
@@ -446,16 +449,12 @@ def test_the_weak_form_converges_under_measurement_noise_on_a_small_network():
     σ_m = 0.01 (derivative noise ≈ 0.14, about 10× the homeostasis signal): k, slopes and types recovered.
     Measured when written: R² 0.9997, slope ratios 0.99 / 1.01, cluster accuracy 1.0; the same run with
     moment_window 1 ends partial (R² 0.74, slope ratios 9.8 / 4.4, one cluster)."""
-    cfg = final_config(simulation={"n_metabolites": 30, "n_reactions": 45, "n_frames": 1000,
-                                   "homeostatic_lambda_per_type": [0.005, 0.01]},
+    cfg = final_config(simulation=JOINT_SIM,
                        hidden_dim_sub=32, data_augmentation_loop=200, seed=1, moment_window=30,
                        measurement_noise_level=0.01)
     dataset = load_or_simulate(cfg.simulation, measurement_noise_level=cfg.training.measurement_noise_level)
     values = evaluate(train(cfg, dataset.observed, show_progress=False), dataset)
-    assert values["rate_constants_R2"] > 0.99
-    for t in (0, 1):
-        assert 0.8 <= values[f"MLP_node_slope_ratio_{t}"] <= 1.2
-    assert values["embedding_cluster_acc"] == 1.0 and values["classification"] == "converged"
+    assert_joint_recovery(values, min_r2=0.99)
 
 
 def test_attached_homeostasis_learns_from_the_prediction_loss_after_the_switch(small_dataset):
