@@ -3,20 +3,12 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from test_train import small_config
+from test_train import linear_head_config, small_config
 
 from metabo_tune.config import config_from_dict
 from metabo_tune.homeostasis_losses import shared_relaxation_fit, sliding_mean
 from metabo_tune.simulate import add_measurement_noise, left_null_space, simulate
 from metabo_tune.train import Trainer
-
-
-def linear_head_config(**training):
-    raw = small_config().to_dict()
-    raw["graph_model"]["homeostasis_head"] = "linear"
-    raw["training"] |= {"coeff_conservation": 1.0, "conservation_frames": "all", "detach_homeostasis": True,
-                        "coeff_MLP_node_L1": 0.0} | training
-    return config_from_dict(raw)
 
 
 @pytest.fixture(scope="module")
