@@ -1,6 +1,10 @@
 """The Ray Tune function trainable: one trial of the search, i.e. `train.Trainer` on the config the
-searcher suggested, reporting every 10 % of its iterations with a checkpoint so an interrupted trial
-resumes mid-way, and writing the trial's analysis.log, metrics.json and plots when it ends.
+searcher suggested, reporting every 10 % of its iterations and checkpointing in its own trial dir so an
+interrupted trial resumes mid-way, and writing the trial's analysis.log, metrics.json and plots when it ends.
+
+The resume checkpoint is the trial's own file, not the one handed to Tune: after a SIGKILL, Tune's
+experiment state can name a checkpoint its `num_to_keep` rotation has already deleted, while ours is
+replaced atomically and written before each report. Tune gets the final trainer as the result's checkpoint.
 
 The suggested config carries `node_id`, `parent_id`, `strategy`, `mutation`, `seed` and `values`
 (the tunable 'section.key' values), and `fidelity` when the space screens; everything else comes from the
@@ -28,6 +32,8 @@ from metabo_tune.tree import FULL
 
 REPORTS_PER_TRIAL = 10
 CHECKPOINT_FILE = "trainer.pt"
+# The latest interim state of an unfinished trial, in its trial dir; removed once the trial has finished.
+RESUME_FILE = "resume.pt"
 # The final report, written after every other file of the trial: a trial dir holding it has finished.
 FINAL_REPORT_FILE = "final_report.json"
 
@@ -58,10 +64,8 @@ def run_search_trial(config: dict[str, Any], space: SearchSpace, trials_dir: str
     device = "cuda" if ray.get_gpu_ids() else "cpu"  # Ray's assignment, not torch.cuda.is_available()
     dataset = load_or_simulate(cfg.simulation, measurement_noise_level=cfg.training.measurement_noise_level)
     trainer = Trainer(cfg, dataset.observed, device=device)
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            trainer.load_checkpoint(Path(directory) / CHECKPOINT_FILE)
+    if (out_dir / RESUME_FILE).is_file():
+        trainer.load_checkpoint(out_dir / RESUME_FILE)
     resumed_from = trainer.iteration
     write_trial_inputs(out_dir, cfg, dataset)
     every = max(1, trainer.total_iterations // REPORTS_PER_TRIAL)
@@ -94,10 +98,14 @@ def _metrics(trainer: Trainer, dataset, space: SearchSpace) -> dict[str, Any]:
 def _report(trainer: Trainer, values: dict[str, Any], *, final: bool, out_dir: Path) -> None:
     values = values | {"iteration": trainer.iteration, "total_iterations": trainer.total_iterations,
                        "trial_dir": str(out_dir), "final": final}
-    if final:
-        tmp = out_dir / (FINAL_REPORT_FILE + ".tmp")
-        tmp.write_text(json.dumps(values, indent=1))
-        tmp.replace(out_dir / FINAL_REPORT_FILE)
+    if not final:
+        trainer.save_checkpoint(out_dir / RESUME_FILE)
+        tune.report(values)
+        return
+    tmp = out_dir / (FINAL_REPORT_FILE + ".tmp")
+    tmp.write_text(json.dumps(values, indent=1))
+    tmp.replace(out_dir / FINAL_REPORT_FILE)
+    (out_dir / RESUME_FILE).unlink(missing_ok=True)
     with tempfile.TemporaryDirectory() as directory:
         trainer.save_checkpoint(Path(directory) / CHECKPOINT_FILE)
         tune.report(values, checkpoint=tune.Checkpoint.from_directory(directory))

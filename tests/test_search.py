@@ -22,6 +22,7 @@ import yaml
 
 from metabo_tune.search import SearchError, trial_resources
 from metabo_tune.space import load_space
+from metabo_tune.trainable import RESUME_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "search_spaces" / "smoke.yaml"
@@ -210,9 +211,7 @@ def test_a_screened_search_runs_screen_trials_and_promotes_to_full(ray_tmp, tmp_
 
 def test_a_killed_promotion_resumes_and_nothing_is_lost_or_repeated(ray_tmp, tmp_path):
     # Two at a time, screens of 750 iterations and promotions of 4500, each checkpointed every 10 %: the
-    # first screen to finish is promoted at once (the top 1 of 1), and the kill catches it mid-way. (Much
-    # shorter trials checkpoint so fast that a loaded machine's experiment snapshot can lag behind
-    # CheckpointConfig(num_to_keep=2), and Tune then fails to restore a checkpoint it has deleted.)
+    # first screen to finish is promoted at once (the top 1 of 1), and the kill catches it mid-way.
     space = derived_space(tmp_path, "promoting", screening(100, budget=600, replicates=1))
     storage = tmp_path / "results"
     experiment = storage / "promoting"
@@ -227,7 +226,7 @@ def test_a_killed_promotion_resumes_and_nothing_is_lost_or_repeated(ray_tmp, tmp
             node_id = trial_dir.name.removeprefix("node_").split("_seed_")[0]
             for ray_dir in experiment.glob(f"trial_{node_id}_*"):
                 trial_id = ray_dir.name.removeprefix(f"trial_{node_id}_")
-                if (trial_id != node_id and next(ray_dir.glob("checkpoint_*"), None)
+                if (trial_id != node_id and (trial_dir / RESUME_FILE).exists()
                         and not (trial_dir / "final_report.json").exists()):
                     running = trial_dir, trial_id
         time.sleep(0.1)

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -73,3 +74,38 @@ def test_a_promotion_never_picks_up_the_screen_trial_of_its_node(tmp_path, monke
     assert reported == []
     trainable.run_search_trial(screen, space=space, trials_dir=str(tmp_path))  # the screen trial itself re-reports
     assert reported == [{"status": "completed", "reward": 0.5}]
+
+
+def test_an_interrupted_trial_resumes_from_its_own_checkpoint_and_removes_it_when_done(tmp_path, monkeypatch):
+    """Tune's checkpoint is never read back: after a SIGKILL its experiment state can name one that its
+    rotation has deleted. The trial's own resume file is written before each interim report."""
+    space = load_space(SMOKE)
+    config = {"node_id": "a1", "seed": 77, "values": space.base_values()}
+    out_dir = tmp_path / trainable.trial_dir_name(config)
+    cfg = trainable.trial_config(config, space)
+    trainer = trainable.Trainer(cfg, trainable.load_or_simulate(cfg.simulation).observed)
+    trainer.run(until=trainer.total_iterations // 2)
+    trainer.save_checkpoint(out_dir / trainable.RESUME_FILE)
+    reported = []
+
+    def report(metrics, checkpoint=None):
+        if not metrics["final"]:
+            state = trainable.torch.load(out_dir / trainable.RESUME_FILE, weights_only=False)
+            assert state["iteration"] == metrics["iteration"], "the resume file lags the report"
+        reported.append((metrics, checkpoint))
+
+    def never(*args, **kwargs):
+        raise AssertionError("Tune's checkpoint was consulted")
+
+    monkeypatch.setattr(trainable.tune, "report", report)
+    one_cpu = SimpleNamespace(get_trial_resources=lambda: SimpleNamespace(required_resources={"CPU": 1}))
+    monkeypatch.setattr(trainable.tune, "get_context", lambda: one_cpu)
+    monkeypatch.setattr(trainable.tune, "get_checkpoint", never)
+    monkeypatch.setattr(trainable.ray, "get_gpu_ids", list)
+    trainable.run_search_trial(config, space=space, trials_dir=str(tmp_path))
+    assert {metrics["resumed_from"] for metrics, _ in reported} == {trainer.total_iterations // 2}
+    assert [metrics["final"] for metrics, _ in reported][-1] and reported[-1][1] is not None
+    assert all(checkpoint is None for _, checkpoint in reported[:-1])
+    assert reported[-1][0]["iteration"] == trainer.total_iterations
+    assert not (out_dir / trainable.RESUME_FILE).exists()
+    assert (out_dir / trainable.FINAL_REPORT_FILE).is_file()
