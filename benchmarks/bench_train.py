@@ -1,10 +1,11 @@
 """Training speed, one torch thread: ms per iteration of the mission's base config (time_step 1 and 4) and
 of configs/joint_recovery.yaml in each of its phases (conservation only; the residual fit, its refreshes
-included), the residual refresh alone, and the projected wall time of one trial at the mission budget
-(72 000 iterations) including data, evaluation and plots.
+included), the residual refresh alone, the same for the noisy-data configuration (the base of
+search_spaces/noisy_rank_50.yaml: the weak form on σ_m 0.01 data), and the projected wall time of one
+trial at the mission budget (72 000 iterations) including data, evaluation and plots.
 
     python benchmarks/bench_train.py [--iterations 500] [--windows 10] [--compare GIT_REF]
-                                     [--cases base,base_ts4,joint_conservation,joint_residual]
+                                     [--cases base,base_ts4,joint_conservation,joint_residual,noisy_...]
 
 Every case runs in its own process. `--compare REF` times the code of a git commit in the same process:
 its package, extracted with `git archive` and imported as `metabo_tune_ref`, trains a second trainer of
@@ -31,12 +32,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 JOINT = "configs/joint_recovery.yaml"
+NOISY = "search_spaces/noisy_rank_50.yaml"  # its base: joint_recovery + the weak form, on noisy data
 MISSION = "search_spaces/homeo_rank_50.yaml"
 CASES = {  # name: (config, overrides, phase, share of --iterations per window)
     "base": (MISSION, [], "start", 1.0),
     "base_ts4": (MISSION, ["training.recurrent_training=true", "training.time_step=4"], "start", 0.25),
     "joint_conservation": (JOINT, [], "start", 1.0),
     "joint_residual": (JOINT, [], "residual", 1.0),
+    "noisy_conservation": (NOISY, [], "start", 1.0),
+    "noisy_residual": (NOISY, [], "residual", 1.0),
 }
 WARM_UP = 100  # iterations before the first window: allocator, first sampling chunk, first refresh
 REF_PACKAGE = "metabo_tune_ref"
@@ -56,8 +60,9 @@ def make_trainer(package: str, case: str):
     load_config = importlib.import_module(f"{package}.config").load_config
     simulate = importlib.import_module(f"{package}.simulate")
     cfg = load_config(REPO / config, overrides)
-    trainer = importlib.import_module(f"{package}.train").Trainer(
-        cfg, simulate.load_or_simulate(cfg.simulation).observed, device="cpu")
+    noise = getattr(cfg.training, "measurement_noise_level", 0.0)  # a reference commit may predate the key
+    dataset = simulate.load_or_simulate(cfg.simulation, **({"measurement_noise_level": noise} if noise else {}))
+    trainer = importlib.import_module(f"{package}.train").Trainer(cfg, dataset.observed, device="cpu")
     if phase == "residual":
         trainer.iteration = trainer.homeostasis_losses.residual_start
     trainer.run(until=trainer.iteration + WARM_UP)
