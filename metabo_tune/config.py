@@ -237,6 +237,15 @@ class Config(_Section):
         return self.model_dump(mode="json")
 
 
+def with_defaults(stored: dict[str, Any]) -> dict[str, Any]:
+    """A config dict written by an earlier version, completed with the defaults of the keys added since,
+    so that a checkpoint or a finished run stays the same config when a new key keeps its old behaviour."""
+    completed = {}
+    for key, default in Config().to_dict().items():
+        completed[key] = default | stored.get(key, {}) if isinstance(default, dict) else stored.get(key, default)
+    return completed | {key: value for key, value in stored.items() if key not in completed}
+
+
 def _require_value(section: BaseModel, key: str, required: object, reason: str) -> None:
     if getattr(section, key) != required:
         raise ValueError(f"{key} must be {required!r} ({reason}), got {getattr(section, key)!r}")

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import yaml
 
-from metabo_tune.config import Config, ConfigError, load_config
+from metabo_tune.config import Config, ConfigError, load_config, with_defaults
 from metabo_tune.homeostasis_losses import HomeostasisLosses, shared_relaxation_fit
 from metabo_tune.model import MetabolicGNN, build_model
 from metabo_tune.simulate import DataError, Dataset, Observed, left_null_space, load_or_simulate
@@ -325,7 +325,7 @@ class Trainer:
                 "history": self.history[: self.iteration].cpu(), "config": self.cfg.to_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        if state["config"] != self.cfg.to_dict():
+        if with_defaults(state["config"]) != self.cfg.to_dict():
             raise CheckpointMismatch("the checkpoint was written by a different config; "
                                      "train into another --out directory or delete the checkpoint")
         self.model.load_state_dict(state["model"])

@@ -178,6 +178,24 @@ def test_train_resumes_from_its_checkpoint_file(small_dataset, tmp_path):
         train(other, small_dataset.observed, checkpoint_path=path, show_progress=False)
 
 
+def test_a_checkpoint_from_before_a_new_key_resumes_while_the_key_keeps_its_default(small_dataset, tmp_path):
+    """A finished run or a checkpoint written before a config key existed stays valid as long as the key
+    keeps its default (the old behaviour); set to anything else, it is another config."""
+    cfg = small_config(data_augmentation_loop=200)
+    path = tmp_path / "ckpt.pt"
+    partial = Trainer(cfg, small_dataset.observed)
+    partial.run(until=700)
+    partial.save_checkpoint(path)
+    state = torch.load(path, weights_only=False)
+    del state["config"]["training"]["moment_window"]  # as written before the key existed
+    torch.save(state, path)
+    resumed = Trainer(cfg, small_dataset.observed)
+    resumed.load_checkpoint(path)
+    assert resumed.iteration == 700
+    with pytest.raises(CheckpointMismatch):
+        Trainer(small_config(data_augmentation_loop=200, moment_window=2), small_dataset.observed).load_checkpoint(path)
+
+
 def test_divergence_is_a_result_not_a_crash(small_dataset, tmp_path):
     cfg = small_config(learning_rate_k=50.0, learning_rate_sub=1.0)
     outcome = run_trial(cfg, tmp_path / "run", dataset=small_dataset, show_progress=False)
