@@ -167,6 +167,11 @@ class TrainingConfig(_Section):
                              "telescopes to (c[t+W] − c[t]) / (W·dt), so measurement noise in dc/dt shrinks W-fold "
                              "and stops correlating with c; both fits stay exact since the head is linear in c "
                              "(1: every frame on its own).")
+    moment_window_shape: Literal["box", "trapezoid"] = Field(
+        "box", description="How the weak form averages c against the window's W rates: `box` over the same W "
+                           "frames (exact for exact derivatives), `trapezoid` over the W + 1 frames that bound "
+                           "their forward differences with half-weight ends, which cancels the noise bias of "
+                           "forward differences at any W (W = 1: the midpoint of each step).")
     residual_fit_learning_rate: float = Field(
         0.0, ge=0, description="With the residual fit: the head's and the embeddings' learning rate restarts at "
                                "this value when the fit starts and follows lr_schedule over the rest of the run "

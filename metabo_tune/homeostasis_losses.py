@@ -35,6 +35,25 @@ def sliding_mean(values: np.ndarray | torch.Tensor, window: int) -> np.ndarray |
     return means.numpy() if isinstance(values, np.ndarray) else means
 
 
+def window_means(concentrations: np.ndarray | torch.Tensor, rates: np.ndarray | torch.Tensor, window: int,
+                 shape: str) -> tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor]:
+    """The pairs (mean c, mean dc/dt or residual) the weak form fits, one per window.
+
+    `box`: both over the same W frames t … t+W−1; W = 1 is every frame on its own, exact for exact
+    derivatives. `trapezoid`: the rates over frames t … t+W−1 and c over the W + 1 frames t … t+W that
+    bound their forward differences, the two end frames at half weight (the trapezoidal rule for the
+    integral whose derivative the rates are). Forward differences of noisy c carry −n(t)/dt and
+    +n(t+W)/dt at the ends; the box mean of c holds n(t) at weight 1/W and leaves a bias −σ²/(W²·dt) in
+    the fitted relaxation rate, the trapezoid holds n(t) and n(t+W) at 1/(2W) each and cancels it at any
+    W. W = 1 is the midpoint (c[t] + c[t+1]) / 2."""
+    if shape == "box":
+        return sliding_mean(concentrations, window), sliding_mean(rates, window)
+    c = torch.as_tensor(concentrations).double()
+    trapezoid = (sliding_mean(c, window + 1) * (window + 1) - (c[:-window] + c[window:]) / 2) / window
+    return (trapezoid.numpy() if isinstance(concentrations, np.ndarray) else trapezoid,
+            sliding_mean(rates[:-1], window))
+
+
 def shared_relaxation_fit(concentrations: np.ndarray, derivatives: np.ndarray,
                           null_space: np.ndarray) -> tuple[float, float]:
     """(λ, b) of one relaxation −λ(c − b) shared by all metabolites, fitted by least squares to the
@@ -130,7 +149,8 @@ class HomeostasisLosses:
     `conc` and `deriv` are the trainer's float32 copies of the trajectory (every frame); the conservation
     moments are taken from the trajectory's own float64 arrays. With `moment_window` W > 1 both moment
     losses see sliding W-frame means of c and of dc/dt (or of the residual) instead of single frames: the
-    weak form, in which measurement noise in dc/dt averages out (`window_concentrations`/`_derivatives`)."""
+    weak form, in which measurement noise in dc/dt averages out (`window_concentrations`/`_derivatives`;
+    `moment_window_shape` says how c is averaged, `window_means`)."""
 
     def __init__(self, tcfg: TrainingConfig, model: MetabolicGNN, trajectory: Trajectory, null_space: np.ndarray,
                  conc: torch.Tensor, deriv: torch.Tensor, total_iterations: int) -> None:
@@ -138,11 +158,13 @@ class HomeostasisLosses:
         device = conc.device
         self.null_space = torch.tensor(null_space, dtype=torch.float32, device=device)
         window = tcfg.moment_window
-        if window > trajectory.n_frames:
-            raise DataError(f"training.moment_window {window} exceeds the {trajectory.n_frames} frames of the data: "
-                            "choose a smaller window")
-        self.window_concentrations = sliding_mean(trajectory.concentrations, window)
-        self.window_derivatives = sliding_mean(trajectory.derivatives, window)
+        frames = window + (tcfg.moment_window_shape == "trapezoid")
+        if frames > trajectory.n_frames:
+            spans = " (a trapezoid window spans W + 1 frames)" if frames > window else ""
+            raise DataError(f"training.moment_window {window} exceeds the {trajectory.n_frames} frames of the data"
+                            f"{spans}: choose a smaller window")
+        self.window_concentrations, self.window_derivatives = window_means(
+            trajectory.concentrations, trajectory.derivatives, window, tcfg.moment_window_shape)
         self.moments: ConservationMoments | None = None
         if tcfg.coeff_conservation > 0 and tcfg.conservation_frames == "all" and model.relaxation is not None:
             self.moments = ConservationMoments(self.window_concentrations, self.window_derivatives, null_space, device)
@@ -203,8 +225,8 @@ class HomeostasisLosses:
         """Per-metabolite moments of c and of dc/dt − reactions(c) over every frame (or window), in chunks."""
         # 256 frames (25 000 MLP rows here) a chunk: its activations stay in cache, 25 % faster than 512
         reactions = torch.cat([self.model.reaction_part(chunk) for chunk in torch.split(self.conc, 256)])
-        window = self.tcfg.moment_window
-        return ResidualMoments.of(sliding_mean(self.conc, window), sliding_mean(self.deriv - reactions, window))
+        return ResidualMoments.of(*window_means(self.conc, self.deriv - reactions, self.tcfg.moment_window,
+                                                self.tcfg.moment_window_shape))
 
     def fusion(self, coefficients: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor | None:
         """The all-pairs fusion plus, given the residual phase's `coefficients`, the neighbour fusion."""
