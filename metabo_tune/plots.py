@@ -178,7 +178,8 @@ def curve_figure(curves: dict[str, pd.DataFrame], key: str, panels: list[str],
                  truths: dict[str, float] | None = None, columns: int = 3) -> Figure:
     """One panel per name in `panels`: each curve (label → table indexed by the values of `key`) as
     `<name>_mean` with `<name>_sd` error bars, or as the plain column `<name>` without; a dashed line
-    at `truths[name]` where given. A curve without the panel's column is left out of that panel."""
+    at `truths[name]` where given, and at 1 on the slope-ratio panels, which have a log y axis. A curve
+    without the panel's column is left out of that panel."""
     rows = math.ceil(len(panels) / columns)
     fig = Figure(figsize=(4.2 * columns, 3.4 * rows), dpi=DPI)
     FigureCanvasAgg(fig)
@@ -194,11 +195,14 @@ def curve_figure(curves: dict[str, pd.DataFrame], key: str, panels: list[str],
                 ax.errorbar(x, table[f"{name}_mean"], yerr=table[f"{name}_sd"].fillna(0.0), capsize=3, **style)
             elif name in table:
                 ax.errorbar(x, table[name], **style)
-        if truths and name in truths:
-            ax.axhline(truths[name], color="black", ls="--", lw=1, label="true value")
+        truth = 1.0 if "slope_ratio" in name else (truths or {}).get(name)
+        if "slope_ratio" in name:
+            ax.set_yscale("log")  # a ratio: 2× too steep and 2× too flat are equally wrong
+        if truth is not None:
+            ax.axhline(truth, color="black", ls="--", lw=1, label="true value")
         ax.set_title(name, fontsize="medium")
         ax.set_xlabel(key, fontsize="small")
-        if n == 0 or (truths and name in truths):
+        if n == 0 or truth is not None:
             ax.legend(fontsize="small")
     fig.tight_layout()
     return fig

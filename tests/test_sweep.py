@@ -192,9 +192,10 @@ def test_the_curve_has_one_errorbar_line_per_sweep_in_every_panel(levels, scale)
     assert r2.lines[0].get_ydata().tolist() == pytest.approx([0.9, 0.4])
     converged = errorbars(fig.axes[-1])[1].lines[0].get_ydata().tolist()
     assert converged == [0.5, 1.0]
-    dashed = [line for ax in fig.axes for line in ax.get_lines() if line.get_linestyle() == "--"]
-    assert len(dashed) == 1 and dashed[0].axes.get_title() == "MLP_node_baseline_0"
-    assert list(dashed[0].get_ydata()) == [4.0, 4.0]
+    dashed = {line.axes.get_title(): list(line.get_ydata())
+              for ax in fig.axes for line in ax.get_lines() if line.get_linestyle() == "--"}
+    assert dashed == {"MLP_node_baseline_0": [4.0, 4.0], "MLP_node_slope_ratio_0": [1.0, 1.0]}
+    assert [ax.get_yscale() for ax in fig.axes] == ["linear", "linear", "log", "linear", "linear", "linear"]
 
 
 def test_compare_writes_the_table_and_the_noise_curve(tmp_path, capsys):
