@@ -162,6 +162,17 @@ def test_run_figures_count_only_full_budget_trials():
     assert screens_only["best_node"] is None
 
 
+def test_resume_refuses_runs_recorded_without_fidelities(tmp_path, capsys):
+    columns = ["method", "rep", "seed", "trials_done", "errors", "first_converged", "wall_s"]
+    old = pd.DataFrame([["tree", 0, 0, 4, 0, 3, 10.0, 0.1, 0.2, 0.3, 0.4]],
+                       columns=columns + [f"best_after_{k}" for k in range(1, 5)])
+    old.to_csv(tmp_path / "runs.csv", index=False)
+    args = ["--space", str(SMOKE), "--methods", "tree", "--num-trials", "4", "--out", str(tmp_path), "--resume"]
+    assert bench.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "before fidelities were recorded" in err and err.count("\n") == 1
+
+
 # ------------------------------------------------------------------------------------- end to end
 
 @pytest.fixture
