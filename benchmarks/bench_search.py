@@ -1,15 +1,17 @@
-"""Search efficiency: how good a config each searcher finds at the same trial budget and concurrency.
+"""Search efficiency: how good a config each searcher finds at the same trial budget, concurrency and
+fidelity rule.
 
     python benchmarks/bench_search.py [--space search_spaces/smoke.yaml] [--num-trials 8] [--concurrency 4]
                                       [--reps 5] [--methods tree,random,tpe] [--out results/bench_search]
-                                      [--cpus N] [--resume]
+                                      [--cpus N] [--confirm-seeds 3] [--resume]
 
 Compared, each with real training through the project's trainable (`trainable.run_search_trial`) and
 scored by the project's reward (searcher.METRIC, in [0, 1]):
 
 * tree: `metabo_tune.searcher.TreeSearcher`, the UCB tree over one-parameter mutations, which starts
   from the space's base config and its initial spread;
-* random: Ray Tune's random search (`BasicVariantGenerator`) over the space's parameter ranges;
+* random: Ray Tune's `OptunaSearch` with Optuna's `RandomSampler` over the space's parameter ranges
+  (a `Searcher`, so it can be screened like TPE; Ray's `BasicVariantGenerator` cannot be wrapped);
 * tpe: Optuna's TPE (`ray.tune.search.optuna.OptunaSearch`) over the same ranges. Its first
   --concurrency trials are random (`n_startup_trials`), not Optuna's default 10, which at budgets of
   10 trials or fewer would make it random search again.
@@ -21,18 +23,51 @@ its new nodes, so configs differ by their values, not by noise. A parameter with
 always and takes effect only when its requirement is on, because the trainer ignores it otherwise (the
 same `SearchSpace.config_for` path the tree's configs take).
 
+Fidelity. When the space has a `fidelity` section, random and TPE follow the tree's rule
+(`ScreeningSearcher`): every config the sampler proposes is trained at screen, and when that trial
+completes it is promoted by `metabo_tune.tree.promotes`, the function `TreeSearcher.promotable` applies
+(classified converged at screen, or its screen reward in the top ceil(n / promote_eta) of the n screen
+rewards so far, an errored screen counting as 0, ties in its favour; a diverged or errored trial is never
+promoted). A promotion is served before any new config, once, as a trial of the same values and seed at
+full budget whose node id is the screened trial's id, so the two trial dirs pair up
+(node_<id>_seed_<s>_screen / _full). The sampler learns from the screen results only, so TPE compares
+rewards within one fidelity. --num-trials counts screens and promotions alike, as for the tree. Without a
+fidelity section every trial is at full budget. Rewards are compared within one fidelity, so the figures
+below use full-budget trials only: a screen trial is never "converged" and never a best.
+
 Repetition r seeds every searcher with r; the methods alternate within a repetition, so a machine that
-gets slower or busier affects them alike. Per run it records the best reward after each finished trial
-(completion order), the first trial classified `converged` and the wall time, writes
-`<out>/runs.csv` (one row per run) and `<out>/summary.md`, and prints the summary table. Each run is its
-own Tune experiment in `<out>/<method>_rep<r>/`. With --resume, the runs already in `<out>/runs.csv` are
-kept and skipped, and a run directory without a row (a run cut off by a crash) is started again.
+gets slower or busier affects them alike. Each run is its own Tune experiment in `<out>/<method>_rep<r>/`,
+whose `completions.csv` lists the finished trials in completion order: trial_id, node_id, seed,
+fidelity, reward (0 for an errored trial), classification ("error" for one) and time_s since the run
+started, and the values (JSON). From it, the run's row in `<out>/runs.csv`: trials_done, errors,
+screen_trials, full_trials, first_converged (the number of finished trials when the first full-budget
+trial classified converged finished; empty if none), wall_s_first_converged, wall_s, the best
+full-budget trial (best_reward, best_node, best_seed, best_values) and best_after_k for k = 1..N (the best
+full-budget reward among the first k finished trials; empty while there is none). With --resume, the
+runs already in `<out>/runs.csv` are kept and skipped, and a run directory without a row (a run cut off
+by a crash) is started again.
+
+Confirmation (--confirm-seeds N, default 3, 0 skips it): after all runs, each method's best full-budget
+trial over its repetitions (the highest best_reward, the lower repetition on a tie) is trained again at
+full budget (`space.config_for(values, seed=s)`, `metabo_tune.sweep.train_runs`, concurrency-many at
+once but no more than the CPUs) on N fresh training seeds: the first N non-negative integers that none of
+that method's trials used (`metabo_tune.confirm.fresh_seeds`). Each goes to
+`<out>/confirm/<method>/seed_<s>/`, where a rerun reuses a finished or interrupted training of the same
+config (one of another config, an earlier best, is deleted first). Classification and reward use the
+space's thresholds and weights. `<out>/confirmations.csv`: method, rep, node, seed, status,
+classification, reward and the headline metrics.
+
+Summary (`<out>/summary.md`, printed, and `<out>/summary.csv` with the same figures per method): runs,
+the trial of the first converged full-budget trial (median over the runs that had one, with their count),
+the wall time to it (median), the best full-budget reward after N/2 and N trials (median [min–max]), the
+wall time (median), and the confirmations ("3/3 converged").
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import os
 import shutil
@@ -42,13 +77,25 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
+from ray import tune
+from ray.tune.search import Searcher
 
+from metabo_tune.confirm import fresh_seeds
+from metabo_tune.labels import classify
 from metabo_tune.search import trial_name, trial_resources
+from metabo_tune.searcher import METRIC
 from metabo_tune.simulate import load_or_simulate
-from metabo_tune.space import SearchSpace, SpaceError, load_space
+from metabo_tune.space import SearchSpace, SpaceError, load_space, reward
+from metabo_tune.sweep import HEADLINE, reported_columns, train_runs
+from metabo_tune.tree import FULL, SCREEN, promotes
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("tree", "random", "tpe")
+COMPLETION_COLUMNS = ("trial_id", "node_id", "seed", "fidelity", "reward", "classification", "time_s", "values")
+RUN_COLUMNS = ("trials_done", "errors", "screen_trials", "full_trials", "first_converged",
+               "wall_s_first_converged", "best_reward", "best_node", "best_seed", "best_values")
+ID_COLUMNS = {"trial_id": str, "node_id": str, "best_node": str}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -60,11 +107,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated (default: %(default)s)")
     parser.add_argument("--out", default="results/bench_search", help="output directory (default: %(default)s)")
     parser.add_argument("--cpus", type=float, help="CPUs of the local Ray instance (default: all)")
+    parser.add_argument("--confirm-seeds", type=int, default=3,
+                        help="fresh training seeds for each method's best full-budget config; 0 skips "
+                             "(default: %(default)s)")
     parser.add_argument("--resume", action="store_true",
                         help="keep the runs recorded in <out>/runs.csv and do only the missing ones")
     args = parser.parse_args(argv)
     if min(args.num_trials, args.concurrency, args.reps) < 1:
         parser.error("--num-trials, --concurrency and --reps must be >= 1")
+    if args.confirm_seeds < 0:
+        parser.error("--confirm-seeds must be >= 0")
     args.methods = [method.strip() for method in args.methods.split(",") if method.strip()]
     unknown = sorted(set(args.methods) - set(METHODS))
     if unknown or not args.methods:
@@ -72,56 +124,159 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def tune_param_space(space: SearchSpace) -> dict[str, Any]:
-    """The space's parameters as Tune domains, 'section.key' → domain (ranges inclusive, as in the space)."""
-    from ray import tune
+# ------------------------------------------------------------------------------------- searchers
 
-    domains: dict[str, Any] = {}
+def optuna_space(space: SearchSpace) -> dict[str, Any]:
+    """The space's parameters as Optuna distributions, 'section.key' → distribution (ranges inclusive)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    distributions: dict[str, Any] = {}
     for name, parameter in space.parameters.items():
-        if parameter.kind == "log_float":
-            domains[name] = tune.loguniform(parameter.low, parameter.high)
-        elif parameter.kind == "float":
-            domains[name] = tune.uniform(parameter.low, parameter.high)
+        if parameter.kind in ("log_float", "float"):
+            distributions[name] = FloatDistribution(parameter.low, parameter.high, log=parameter.kind == "log_float")
         elif parameter.kind == "int":
-            domains[name] = tune.randint(int(parameter.low), int(parameter.high) + 1)  # randint excludes high
+            distributions[name] = IntDistribution(int(parameter.low), int(parameter.high))
         elif parameter.kind == "choice":
-            domains[name] = tune.choice(list(parameter.values))
+            distributions[name] = CategoricalDistribution(list(parameter.values))
         else:
-            domains[name] = tune.choice([False, True])
-    return domains
+            distributions[name] = CategoricalDistribution([False, True])
+    return distributions
 
 
-def values_trial(config: dict[str, Any], space: SearchSpace, trials_dir: str) -> None:
-    """A random/TPE config ('section.key' → value) in the form the project's trainable expects: the Ray
-    trial id as node id, the base seed, the sampled values."""
-    from ray import tune
+def sampler_searcher(method: str, space: SearchSpace, seed: int, concurrency: int) -> Searcher:
+    """Random search or TPE as a Ray `Searcher` that proposes 'section.key' → value dicts."""
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
 
-    from metabo_tune.trainable import run_search_trial
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if method == "random":
+        sampler = optuna.samplers.RandomSampler(seed=seed)
+    else:
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=concurrency)
+    return OptunaSearch(space=optuna_space(space), metric=METRIC, mode="max", sampler=sampler)
 
-    node = {"node_id": tune.get_context().get_trial_id(), "seed": space.base.training.seed, "values": dict(config)}
-    run_search_trial(node, space=space, trials_dir=trials_dir)
+
+class ScreeningSearcher(Searcher):
+    """An inner searcher's configs under the space's fidelity rule (module docstring, Fidelity): new
+    configs at screen, promotions by `tree.promotes` at full, served first. It owns the concurrency, as
+    TreeSearcher does, and tells the inner searcher only about the trials it proposed."""
+
+    def __init__(self, inner: Searcher, space: SearchSpace) -> None:
+        super().__init__(metric=METRIC, mode="max")
+        self.inner = inner
+        self.space = space
+        self.seed = space.base.training.seed
+        self.max_concurrent = 1
+        self.live: set[str] = set()
+        self.proposed: dict[str, dict[str, Any]] = {}  # trial id (= node id) → values, the inner's trials
+        self.screen_rewards: list[float] = []  # of every finished screen trial, for the rank
+        self.promotions: list[str] = []  # node ids waiting for their full-budget trial, oldest first
+        self.promoted: set[str] = set()
+        self.last_results: dict[str, dict[str, Any]] = {}
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+        return True
+
+    def set_max_concurrency(self, max_concurrent: int) -> bool:
+        self.max_concurrent = max_concurrent
+        return True
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if len(self.live) >= self.max_concurrent:
+            return None
+        if self.promotions:
+            node_id = self.promotions.pop(0)
+            self.promoted.add(node_id)
+            values, fidelity = self.proposed[node_id], FULL
+        else:
+            values = self.inner.suggest(trial_id)
+            if values is None or values == Searcher.FINISHED:
+                return values
+            node_id, fidelity = trial_id, self.space.search_fidelity
+            self.proposed[trial_id] = dict(values)
+        self.live.add(trial_id)
+        suggestion = {"node_id": node_id, "seed": self.seed, "values": dict(values)}
+        if self.space.fidelity is not None:
+            suggestion["fidelity"] = fidelity
+        return suggestion
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        self.last_results[trial_id] = result
+        if trial_id in self.proposed:
+            self.inner.on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        self.live.discard(trial_id)
+        last = result if result is not None else self.last_results.get(trial_id, {})
+        self.last_results.pop(trial_id, None)
+        if trial_id not in self.proposed:
+            return  # a promotion: the inner searcher learns within the screen fidelity only
+        self.inner.on_trial_complete(trial_id, result=result, error=error)
+        if self.space.fidelity is None:
+            return
+        status = "error" if error else last.get("status", "error")
+        value = 0.0 if status == "error" else float(last.get(METRIC, 0.0))
+        if math.isnan(value):
+            return  # no reward: out of the rank, as in the tree
+        self.screen_rewards.append(value)
+        if (status == "completed" and trial_id not in self.promoted and trial_id not in self.promotions
+                and promotes(value, self.screen_rewards, self.space.fidelity.promote_eta,
+                             converged=last.get("classification") == "converged")):
+            self.promotions.append(trial_id)
 
 
-def make_completion_log() -> Any:
-    """A Tune callback that keeps (reward, classification) of each trial in completion order; an errored
-    or unfinished trial counts as reward 0, as in the search's own tables."""
-    from ray import tune
+# ------------------------------------------------------------------------------------- one run
 
-    class CompletionLog(tune.Callback):
-        def __init__(self) -> None:
-            self.finished: list[tuple[float, str]] = []
+class CompletionLog(tune.Callback):
+    """Each finished trial in completion order (COMPLETION_COLUMNS); an errored or unfinished trial
+    counts as reward 0, classification 'error', as in the search's own tables."""
 
-        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            result = trial.last_result or {}
-            if result.get("final", False):
-                self.finished.append((float(result.get("reward", 0.0)), str(result.get("classification"))))
-            else:
-                self.finished.append((0.0, "error"))
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.rows: list[dict[str, Any]] = []
 
-        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self.finished.append((0.0, "error"))
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        result = trial.last_result or {}
+        self._add(trial, result if result.get("final", False) else None)
 
-    return CompletionLog()
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._add(trial, None)
+
+    def _add(self, trial: Any, result: dict[str, Any] | None) -> None:
+        config = trial.config
+        self.rows.append({
+            "trial_id": trial.trial_id, "node_id": str(config["node_id"]), "seed": int(config["seed"]),
+            "fidelity": config.get("fidelity", FULL),
+            "reward": 0.0 if result is None else float(result.get(METRIC, 0.0)),
+            "classification": "error" if result is None else str(result.get("classification")),
+            "time_s": time.perf_counter() - self.start, "values": json.dumps(config["values"], sort_keys=True)})
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=list(COMPLETION_COLUMNS))
+
+
+def run_figures(log: pd.DataFrame, num_trials: int) -> dict[str, Any]:
+    """A run's figures from its completion log (COMPLETION_COLUMNS, completion order); only full-budget
+    trials can be converged or best."""
+    log = log.reset_index(drop=True)
+    full = log["fidelity"].eq(FULL)
+    converged = log.index[full & log["classification"].eq("converged")]
+    first = converged[0] if len(converged) else None
+    figures: dict[str, Any] = {
+        "trials_done": len(log), "errors": int(log["classification"].eq("error").sum()),
+        "screen_trials": int(log["fidelity"].eq(SCREEN).sum()), "full_trials": int(full.sum()),
+        "first_converged": math.nan if first is None else int(first) + 1,
+        "wall_s_first_converged": math.nan if first is None else float(log.at[first, "time_s"])}
+    rated = log[full & log["classification"].ne("error")]
+    best = None if rated.empty else rated.loc[rated["reward"].idxmax()]
+    figures |= {"best_reward": math.nan if best is None else float(best["reward"]),
+                "best_node": None if best is None else best["node_id"],
+                "best_seed": math.nan if best is None else int(best["seed"]),
+                "best_values": None if best is None else best["values"]}
+    best_so_far = log["reward"].where(full).cummax().ffill()
+    for k in range(1, num_trials + 1):
+        figures[f"best_after_{k}"] = float(best_so_far[k - 1]) if k <= len(log) else math.nan
+    return figures
 
 
 class RunInterrupted(RuntimeError):
@@ -130,86 +285,36 @@ class RunInterrupted(RuntimeError):
 
 def run_once(method: str, rep: int, space: SearchSpace, args: argparse.Namespace, resources: dict[str, float],
              out: Path) -> dict[str, Any]:
-    """One search of `method` with seed `rep`; returns the run's row for runs.csv."""
-    from ray import tune
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
-    from metabo_tune.searcher import METRIC, TreeSearcher
+    """One search of `method` with seed `rep`; writes its completions.csv and returns its runs.csv row."""
+    from metabo_tune.searcher import TreeSearcher
     from metabo_tune.trainable import run_search_trial
 
     name = f"{method}_rep{rep}"
     experiment_dir = out / name
-    trials_dir = str(experiment_dir / "trials")
-    param_space: dict[str, Any] = {}
-    max_concurrent: int | None = args.concurrency
     if method == "tree":
-        trainable, search_alg = run_search_trial, TreeSearcher(space, experiment_dir, seed=rep)
+        search_alg: Searcher = TreeSearcher(space, experiment_dir, seed=rep)
     else:
-        trainable, param_space = values_trial, tune_param_space(space)
-        if method == "random":
-            # A SearchGenerator takes its concurrency itself; Tune ignores max_concurrent_trials for it.
-            search_alg, max_concurrent = BasicVariantGenerator(max_concurrent=args.concurrency, random_state=rep), None
-        else:
-            import optuna
-            from ray.tune.search.optuna import OptunaSearch
-
-            optuna.logging.set_verbosity(optuna.logging.WARNING)
-            sampler = optuna.samplers.TPESampler(seed=rep, n_startup_trials=args.concurrency)
-            search_alg = OptunaSearch(sampler=sampler)
-    log = make_completion_log()
+        search_alg = ScreeningSearcher(sampler_searcher(method, space, rep, args.concurrency), space)
+    log = CompletionLog()
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(trainable, space=space, trials_dir=trials_dir), resources),
-        param_space=param_space,
+        tune.with_resources(tune.with_parameters(run_search_trial, space=space,
+                                                 trials_dir=str(experiment_dir / "trials")), resources),
         tune_config=tune.TuneConfig(
             search_alg=search_alg, metric=METRIC, mode="max", num_samples=args.num_trials,
-            max_concurrent_trials=max_concurrent, reuse_actors=False,
+            max_concurrent_trials=args.concurrency, reuse_actors=False,
             trial_name_creator=trial_name, trial_dirname_creator=trial_name),
         run_config=tune.RunConfig(
             name=name, storage_path=str(out), verbose=0, failure_config=tune.FailureConfig(max_failures=0),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2), callbacks=[log]))
-    start = time.perf_counter()
+    log.start = start = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):  # Tune's experiment banners; stdout keeps the table alone
         tuner.fit()
     wall_s = time.perf_counter() - start
-    if len(log.finished) < args.num_trials:  # Tune returns normally after a Ctrl-C
-        raise RunInterrupted(f"{name} stopped after {len(log.finished)} of {args.num_trials} trials")
-
-    row: dict[str, Any] = {"method": method, "rep": rep, "seed": rep, "trials_done": len(log.finished),
-                           "errors": sum(1 for _, label in log.finished if label == "error"),
-                           "first_converged": math.nan, "wall_s": wall_s}
-    best = -math.inf
-    for k in range(1, args.num_trials + 1):
-        if k <= len(log.finished):
-            reward, label = log.finished[k - 1]
-            best = max(best, reward)
-            if label == "converged" and math.isnan(row["first_converged"]):
-                row["first_converged"] = k
-        row[f"best_after_{k}"] = best if k <= len(log.finished) else math.nan
-    return row
-
-
-def _range(values: pd.Series) -> str:
-    values = values.dropna()
-    if values.empty:
-        return "–"
-    return f"{values.median():.3f} [{values.min():.3f}–{values.max():.3f}]"
-
-
-def summarize(runs: pd.DataFrame, num_trials: int) -> str:
-    """Per method: best reward after N/2 and N trials (median [min–max] over repetitions), median trials
-    to the first converged trial (over the runs that had one) with that count, median wall time; markdown."""
-    half = max(1, num_trials // 2)
-    header = ["method", "runs", f"best after {half}", f"best after {num_trials}", "first converged at trial",
-              "wall time"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for method, group in runs.groupby("method", sort=False):
-        converged = group["first_converged"].dropna()
-        first = f"{converged.median():g}" if not converged.empty else "–"
-        cells = [str(method), str(len(group)), _range(group[f"best_after_{half}"]),
-                 _range(group[f"best_after_{num_trials}"]), f"{first} ({len(converged)}/{len(group)} runs)",
-                 f"{group['wall_s'].median():.0f} s"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    completions = log.table()
+    if len(completions) < args.num_trials:  # Tune returns normally after a Ctrl-C
+        raise RunInterrupted(f"{name} stopped after {len(completions)} of {args.num_trials} trials")
+    completions.to_csv(experiment_dir / "completions.csv", index=False)
+    return {"method": method, "rep": rep, "seed": rep, "wall_s": wall_s} | run_figures(completions, args.num_trials)
 
 
 def recorded_runs(out: Path, num_trials: int) -> list[dict[str, Any]]:
@@ -218,11 +323,109 @@ def recorded_runs(out: Path, num_trials: int) -> list[dict[str, Any]]:
     path = out / "runs.csv"
     if not path.exists():
         return []
-    runs = pd.read_csv(path)
+    runs = pd.read_csv(path, dtype=ID_COLUMNS)
     if f"best_after_{num_trials}" not in runs or f"best_after_{num_trials + 1}" in runs:
         raise ValueError(f"{path} holds runs of another --num-trials than {num_trials}; resume with the same one")
+    missing = [column for column in RUN_COLUMNS if column not in runs]
+    if missing:
+        raise ValueError(f"{path} was written before fidelities were recorded (no {missing[0]}); "
+                         "choose another --out")
     return runs.to_dict("records")
 
+
+# ------------------------------------------------------------------------------------- confirmation
+
+def confirmation_jobs(concurrency: int, cpus: float | None) -> int:
+    return max(1, min(concurrency, int(cpus) if cpus else os.cpu_count() or 1))
+
+
+def confirm_best(runs: pd.DataFrame, space: SearchSpace, out: Path, n_seeds: int, jobs: int) -> pd.DataFrame:
+    """Each method's best full-budget trial over its runs, trained again on `n_seeds` fresh seeds;
+    one row per (method, seed)."""
+    picked, configs, dirs = [], [], []
+    for method, group in runs.groupby("method", sort=False):
+        rated = group.dropna(subset=["best_reward"]).sort_values(["best_reward", "rep"], ascending=[False, True])
+        if rated.empty:
+            print(f"[bench] {method}: no full-budget trial finished, nothing to confirm", file=sys.stderr)
+            continue
+        best = rated.iloc[0]
+        used = set()
+        for rep in group["rep"]:
+            used |= set(pd.read_csv(out / f"{method}_rep{rep}" / "completions.csv")["seed"].astype(int))
+        values = json.loads(best["best_values"])
+        for seed in fresh_seeds(used, n_seeds):
+            cfg, directory = space.config_for(values, seed=seed), out / "confirm" / str(method) / f"seed_{seed}"
+            if (directory / "config.yaml").is_file() and yaml.safe_load((directory / "config.yaml").read_text()) \
+                    != cfg.to_dict():
+                print(f"[bench] {directory} holds another config (an earlier best); training it again",
+                      file=sys.stderr)
+                shutil.rmtree(directory)
+            picked.append({"method": method, "rep": int(best["rep"]), "node": best["best_node"], "seed": seed})
+            configs.append(cfg)
+            dirs.append(directory)
+    if not configs:
+        return pd.DataFrame(columns=["method", "rep", "node", "seed", "status", "classification", "reward"])
+    print(f"[bench] confirming {len(picked)} trainings, {jobs} at once, in {out / 'confirm'}", file=sys.stderr,
+          flush=True)
+    rows = []
+    for row, metrics in zip(picked, train_runs(configs, dirs, jobs), strict=True):
+        status = str(metrics.get("status", "completed"))
+        # run_trial classifies with the default thresholds; the space's own decide here, as in the search
+        rows.append(row | metrics | {"status": status, "classification": classify(metrics, status, space.thresholds),
+                                     "reward": reward(metrics, space.reward, space.thresholds)})
+    table = pd.DataFrame(rows)
+    fixed = ["method", "rep", "node", "seed", "status", "classification", "reward"]
+    return table[fixed + reported_columns(table.columns, HEADLINE)]
+
+
+# ------------------------------------------------------------------------------------- summary
+
+def summary_table(runs: pd.DataFrame, confirmations: pd.DataFrame, num_trials: int) -> pd.DataFrame:
+    """One row per method: the figures of the module docstring's Summary."""
+    half = max(1, num_trials // 2)
+    rows = []
+    for method, group in runs.groupby("method", sort=False):
+        converged = group.dropna(subset=["first_converged"])
+        row: dict[str, Any] = {"method": method, "runs": len(group), "runs_converged": len(converged),
+                               "first_converged_median": converged["first_converged"].median(),
+                               "wall_s_first_converged_median": converged["wall_s_first_converged"].median()}
+        for k in dict.fromkeys((half, num_trials)):
+            values = group[f"best_after_{k}"]
+            row |= {f"best_after_{k}_median": values.median(), f"best_after_{k}_min": values.min(),
+                    f"best_after_{k}_max": values.max()}
+        row["wall_s_median"] = group["wall_s"].median()
+        confirmed = confirmations[confirmations["method"] == method]
+        row |= {"confirm_node": confirmed["node"].iloc[0] if len(confirmed) else None,
+                "confirm_seeds": len(confirmed),
+                "confirm_converged": int(confirmed["classification"].eq("converged").sum())}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _range(table: pd.Series, k: int) -> str:
+    median = table[f"best_after_{k}_median"]
+    if pd.isna(median):
+        return "–"
+    return f"{median:.3f} [{table[f'best_after_{k}_min']:.3f}–{table[f'best_after_{k}_max']:.3f}]"
+
+
+def summary_markdown(summary: pd.DataFrame, num_trials: int) -> str:
+    half = max(1, num_trials // 2)
+    header = ["method", "runs", "first converged at trial", "wall time to first converged", f"best after {half}",
+              f"best after {num_trials}", "wall time", "confirmations"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in summary.to_dict("records"):
+        first, first_s = row["first_converged_median"], row["wall_s_first_converged_median"]
+        confirmed = f"{row['confirm_converged']}/{row['confirm_seeds']} converged" if row["confirm_seeds"] else "–"
+        cells = [str(row["method"]), str(row["runs"]),
+                 f"{'–' if pd.isna(first) else f'{first:g}'} ({row['runs_converged']}/{row['runs']} runs)",
+                 "–" if pd.isna(first_s) else f"{first_s:.0f} s", _range(row, half), _range(row, num_trials),
+                 f"{row['wall_s_median']:.0f} s", confirmed]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------- main
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
@@ -243,11 +446,11 @@ def main(argv: list[str] | None = None) -> int:
     if taken and not args.resume:
         print(f"error: {taken[0]} already exists; choose another --out, or add --resume", file=sys.stderr)
         return 2
-    if "tpe" in args.methods:
+    if {"random", "tpe"} & set(args.methods):
         try:
             import optuna  # noqa: F401
         except ImportError:
-            print("error: --methods tpe needs optuna: pip install -e '.[bench]'", file=sys.stderr)
+            print("error: --methods random and tpe need optuna: pip install -e '.[bench]'", file=sys.stderr)
             return 2
     out.mkdir(parents=True, exist_ok=True)
     load_or_simulate(space.base.simulation)  # the dataset cache is filled before any run is timed
@@ -259,7 +462,8 @@ def main(argv: list[str] | None = None) -> int:
     ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
     resources = trial_resources(ray.cluster_resources(), "auto", args.concurrency)
     print(f"[bench] {args.space}: {args.num_trials} trials, {args.concurrency} at once, {resources} each, "
-          f"{args.reps} reps of {', '.join(args.methods)}; results in {out}", file=sys.stderr, flush=True)
+          f"{'screened' if space.fidelity else 'all at full budget'}, {args.reps} reps of "
+          f"{', '.join(args.methods)}; results in {out}", file=sys.stderr, flush=True)
     for path in taken:
         print(f"[bench] {path.name} has no row in runs.csv (cut off); running it again", file=sys.stderr)
         shutil.rmtree(path)
@@ -274,19 +478,28 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         pd.DataFrame(rows).to_csv(out / "runs.csv", index=False)
         first = row["first_converged"]
-        print(f"[bench] {method} rep {rep}: best {row[f'best_after_{args.num_trials}']:.3f} after "
-              f"{row['trials_done']} trials ({row['errors']} errored), first converged at "
-              f"{'none' if math.isnan(first) else f'trial {first:g}'}, {row['wall_s']:.0f} s",
+        print(f"[bench] {method} rep {rep}: best full {row[f'best_after_{args.num_trials}']:.3f} after "
+              f"{row['trials_done']} trials ({row['screen_trials']} screen, {row['errors']} errored), first "
+              f"converged at {'none' if math.isnan(first) else f'trial {first:g}'}, {row['wall_s']:.0f} s",
               file=sys.stderr, flush=True)
     ray.shutdown()
     runs = pd.DataFrame(rows)
     runs = runs[runs["rep"].lt(args.reps) & runs["method"].isin(args.methods)]
-    summary = summarize(runs, args.num_trials)
+    confirmations = confirm_best(runs, space, out, args.confirm_seeds,
+                                 confirmation_jobs(args.concurrency, args.cpus)) if args.confirm_seeds else \
+        pd.DataFrame(columns=["method", "node", "classification"])
+    if args.confirm_seeds:
+        confirmations.to_csv(out / "confirmations.csv", index=False)
+    summary = summary_table(runs, confirmations, args.num_trials)
+    summary.to_csv(out / "summary.csv", index=False)
+    table = summary_markdown(summary, args.num_trials)
+    fidelity = (f"screened at {space.fidelity.screen}, promote_eta {space.fidelity.promote_eta}; rewards and "
+                "convergence at full budget only" if space.fidelity else "every trial at full budget")
     (out / "summary.md").write_text(
         f"# Search benchmark: {args.space}\n\n{args.num_trials} trials per run, {args.concurrency} at once, "
-        f"{args.reps} repetitions (seeds 0–{args.reps - 1}); rewards median [min–max] over repetitions.\n\n"
-        + summary)
-    print(summary, end="")
+        f"{fidelity}; {args.reps} repetitions (seeds 0–{args.reps - 1}); rewards median [min–max] over "
+        f"repetitions; confirmations on {args.confirm_seeds} fresh training seeds.\n\n" + table)
+    print(table, end="")
     return 0
 
 

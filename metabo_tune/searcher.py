@@ -19,7 +19,6 @@ kept; on restore `set_search_properties` is not called again, so `restore` bring
 from __future__ import annotations
 
 import json
-import math
 import pickle
 import random
 from pathlib import Path
@@ -29,7 +28,7 @@ from ray.tune.search import Searcher
 
 from metabo_tune.space import SearchSpace
 from metabo_tune.strategies import propose
-from metabo_tune.tree import FULL, SCREEN, Node, Tree
+from metabo_tune.tree import FULL, SCREEN, Node, Tree, promotes
 
 METRIC = "reward"
 
@@ -106,14 +105,10 @@ class TreeSearcher(Searcher):
         (ties count in its favour), or classified converged at screen."""
         if self.space.fidelity is None or node.node_id in self.promotions or node.trials_at(FULL):
             return False
-        if node.reward is None:
-            return False
-        if node.classification == "converged":
-            return True
         screened = [other.reward for other in self.tree.nodes.values()
                     if other.fidelity == SCREEN and other.reward is not None]
-        better = sum(reward > node.reward for reward in screened)
-        return better < math.ceil(len(screened) / self.space.fidelity.promote_eta)
+        return promotes(node.reward, screened, self.space.fidelity.promote_eta,
+                        converged=node.classification == "converged")
 
     def write_tree_files(self) -> None:
         directory = Path(self.experiment_dir)

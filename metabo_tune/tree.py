@@ -39,7 +39,8 @@ starts every node at screen when the space screens, else at full, and may later 
 full-budget trial. Everything the search compares, R, V and N above, the node reward, the strategies and
 the parameter effects, counts only the trials at the node's search fidelity, so rewards are compared within
 one fidelity. The full-budget result (`full_reward`, `full_metrics`, `full_classification`) is kept apart:
-`best` ranks nodes by it first, and "converged" counts only there.
+`best` ranks nodes by it first, and "converged" counts only there. `promotes` is the promotion rule
+itself, shared by the searcher and benchmarks/bench_search.py's screening of random search and TPE.
 """
 
 from __future__ import annotations
@@ -60,6 +61,19 @@ FIDELITIES = (SCREEN, FULL)
 _UCB_METRICS = (("R2", "rate_constants_R2"), ("Pearson", "test_pearson"), ("Cluster", "embedding_cluster_acc"))
 _BLOCK_METRICS = (("R2", "rate_constants_R2"), ("avg_slope_ratio", "avg_slope_ratio"),
                   ("cluster_acc", "embedding_cluster_acc"))
+
+
+def promotes(reward: float | None, screened: list[float], eta: int, *, converged: bool = False) -> bool:
+    """The promotion rule of asynchronous successive halving, on screen rewards: a screened config with a
+    reward is promoted when it was classified converged at screen, or when its reward ranks in the top
+    ceil(n / eta) of `screened`, the rewards of the n configs screened so far (its own included), ties
+    counting in its favour. Whether it was promoted before is the caller's bookkeeping."""
+    if reward is None:
+        return False
+    if converged:
+        return True
+    better = sum(other > reward for other in screened)
+    return better < math.ceil(len(screened) / eta)
 
 
 def _has_reward(reward: float | None) -> bool:

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from metabo_tune.tree import FULL, SCREEN, Effect, Tree, changed_parameters
+from metabo_tune.tree import FULL, SCREEN, Effect, Tree, changed_parameters, promotes
 
 LR = "training.learning_rate_node"
 L1 = "training.coeff_MLP_node_L1"
@@ -328,3 +328,14 @@ def test_fidelity_survives_json_and_is_checked(screened: Tree) -> None:
     assert {t.fidelity for n in Tree.from_json(json.dumps(legacy)).nodes.values() for t in n.trials} == {FULL}
     with pytest.raises(ValueError, match="fidelity"):
         screened.add_trial("R", "R-x", seed=1, fidelity="half")
+
+
+def test_promotes_the_top_ceil_n_over_eta_ties_included_or_converged_at_screen() -> None:
+    rewards = [0.5, 0.4, 0.3, 0.2, 0.1]  # n = 5, eta 3: the top 2
+    assert [promotes(r, rewards, 3) for r in rewards] == [True, True, False, False, False]
+    assert [promotes(r, rewards, 2) for r in rewards] == [True, True, True, False, False]  # top 3
+    assert promotes(0.4, [0.5, 0.4, 0.4, 0.2], 3)  # a tie for second place counts in its favour
+    assert not promotes(0.4, [0.5, 0.45, 0.4, 0.2], 3)
+    assert promotes(0.1, rewards, 3, converged=True)  # converged at screen: promoted whatever its rank
+    assert promotes(0.7, [0.7], 3)  # the first config screened is its own top
+    assert not promotes(None, rewards, 3, converged=True)  # no reward, no promotion

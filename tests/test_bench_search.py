@@ -1,0 +1,239 @@
+"""benchmarks/bench_search.py: the screening wrapper of random search and TPE against the tree's own
+promotion rule (no Ray training), a run's figures from a hand-built completion log, and one tiny
+benchmark end to end in its own process and Ray instance."""
+
+import dataclasses
+import importlib.util
+import json
+import math
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from test_search import derived_space, environment, kill_ray_of, screening
+
+from metabo_tune.searcher import TreeSearcher
+from metabo_tune.space import Fidelity, load_space
+from metabo_tune.tree import FULL, SCREEN
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "search_spaces" / "smoke.yaml"
+SCREENING = Fidelity({"training.data_augmentation_loop": 5.0}, promote_eta=3)
+LR = "training.learning_rate_k"
+
+_spec = importlib.util.spec_from_file_location("bench_search", REPO / "benchmarks" / "bench_search.py")
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+
+class StubSampler:
+    """An inner searcher: proposes a new learning rate each time, records what it is told."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.results: list[str] = []
+        self.completed: list[tuple[str, dict | None, bool]] = []
+
+    def suggest(self, trial_id: str) -> dict:
+        self.asked.append(trial_id)
+        return {LR: 1e-3 * len(self.asked)}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self.results.append(trial_id)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        self.completed.append((trial_id, result, error))
+
+
+def finished(reward: float, classification: str = "partial", status: str = "completed") -> dict:
+    return {"status": status, "reward": reward, "classification": classification, "final": True}
+
+
+def screening_searcher(fidelity: Fidelity | None = SCREENING, concurrency: int = 8):
+    space = dataclasses.replace(load_space(SMOKE), fidelity=fidelity)
+    searcher = bench.ScreeningSearcher(StubSampler(), space)
+    assert searcher.set_max_concurrency(concurrency) is True
+    return searcher, space
+
+
+def test_screened_configs_are_promoted_once_at_full_with_their_values_and_seed_served_first():
+    searcher, space = screening_searcher()
+    screens = {f"t{i}": searcher.suggest(f"t{i}") for i in range(6)}
+    for trial_id, suggestion in screens.items():
+        assert suggestion == {"node_id": trial_id, "seed": space.base.training.seed, "fidelity": SCREEN,
+                              "values": {LR: suggestion["values"][LR]}}
+    # n screened, ceil(n / 3) promoted: 1 → top 1, 2 → top 1, 3 → top 1, 4 → top 2, 5 → top 2
+    for trial_id, reward, queued in (("t0", 0.4, ["t0"]), ("t1", 0.3, ["t0"]), ("t2", 0.5, ["t0", "t2"]),
+                                     ("t3", 0.45, ["t0", "t2", "t3"]), ("t4", 0.42, ["t0", "t2", "t3"])):
+        searcher.on_trial_complete(trial_id, finished(reward))
+        assert searcher.promotions == queued, trial_id
+    searcher.on_trial_complete("t5", finished(0.1, "converged"))  # the lowest, but converged at screen
+    assert searcher.promotions == ["t0", "t2", "t3", "t5"]
+    asked = len(searcher.inner.asked)
+    served = [searcher.suggest(f"p{i}") for i in range(4)]
+    assert len(searcher.inner.asked) == asked  # promotions first: the sampler was not asked
+    assert [s["node_id"] for s in served] == ["t0", "t2", "t3", "t5"] and searcher.promotions == []
+    for promotion in served:
+        screen = screens[promotion["node_id"]]
+        assert promotion == screen | {"fidelity": FULL}
+    # a full result is never ranked, never promoted, and never reaches the sampler
+    searcher.on_trial_complete("p0", finished(0.99, "converged"))
+    assert searcher.promotions == [] and len(searcher.screen_rewards) == 6
+    assert [trial_id for trial_id, _, _ in searcher.inner.completed] == ["t0", "t1", "t2", "t3", "t4", "t5"]
+    assert searcher.suggest("n0")["fidelity"] == SCREEN and searcher.inner.asked[-1] == "n0"
+
+
+def test_the_wrapper_promotes_exactly_the_nodes_the_tree_promotes(tmp_path):
+    space = dataclasses.replace(load_space(SMOKE), fidelity=SCREENING)
+    tree = TreeSearcher(space, tmp_path, seed=0)
+    tree.set_max_concurrency(12)
+    wrapper, _ = screening_searcher(concurrency=12)
+    rewards = random.Random(3)
+    for i in range(12):
+        assert tree.suggest(f"t{i}")["node_id"] == wrapper.suggest(f"t{i}")["node_id"] == f"t{i}"  # new nodes
+    for i in rewards.sample(range(12), 12):
+        kind = rewards.random()
+        if kind < 0.15:
+            result, error = None, True
+        else:
+            label = "converged" if kind > 0.85 else "partial"
+            result, error = finished(rewards.random(), label, "diverged" if kind < 0.25 else "completed"), False
+        tree.on_trial_complete(f"t{i}", result, error=error)
+        wrapper.on_trial_complete(f"t{i}", result, error=error)
+        assert wrapper.promotions == tree.promotions
+    assert 2 <= len(tree.promotions) < 12, tree.promotions
+
+
+def test_concurrency_errors_and_a_space_without_fidelity():
+    searcher, _ = screening_searcher(concurrency=2)
+    assert searcher.suggest("t0") and searcher.suggest("t1")
+    assert searcher.suggest("t2") is None and searcher.inner.asked == ["t0", "t1"]  # full: Tune asks later
+    searcher.on_trial_result("t0", {"status": "running", "reward": 0.9})
+    searcher.on_trial_complete("t0", None, error=True)  # counts as screened with reward 0, never promoted
+    assert searcher.inner.completed == [("t0", None, True)] and searcher.inner.results == ["t0"]
+    assert searcher.screen_rewards == [0.0] and searcher.promotions == []
+    assert searcher.suggest("t2")["node_id"] == "t2"
+    searcher.on_trial_complete("t1", finished(0.9, "converged", status="diverged"))  # ranked, never promoted
+    assert searcher.screen_rewards == [0.0, 0.9] and searcher.promotions == []
+    searcher.on_trial_complete("t2", finished(0.5))  # n = 3: the top 1 only, and 0.9 is above it
+    assert searcher.promotions == []
+
+    plain, _ = screening_searcher(fidelity=None)
+    suggestion = plain.suggest("t0")
+    assert "fidelity" not in suggestion  # trial dirs and the completion log read it as full
+    plain.on_trial_complete("t0", finished(0.9, "converged"))
+    assert plain.promotions == [] and plain.inner.completed[0][0] == "t0"
+
+
+# ------------------------------------------------------------------------------------- a run's figures
+
+def completion(trial_id: str, fidelity: str, reward: float, classification: str, time_s: float,
+               node_id: str | None = None) -> dict:
+    return {"trial_id": trial_id, "node_id": node_id or trial_id, "seed": 77, "fidelity": fidelity,
+            "reward": reward, "classification": classification, "time_s": time_s,
+            "values": json.dumps({LR: 0.001 * time_s})}
+
+
+def test_run_figures_count_only_full_budget_trials():
+    log = pd.DataFrame([completion("a", SCREEN, 0.9, "converged", 1.0),
+                        completion("b", SCREEN, 0.95, "partial", 2.0),
+                        completion("c", FULL, 0.5, "partial", 3.0, node_id="b"),
+                        completion("d", FULL, 0.0, "error", 4.0, node_id="a"),
+                        completion("e", FULL, 0.8, "converged", 5.0, node_id="a"),
+                        completion("f", SCREEN, 0.99, "converged", 6.0),
+                        completion("g", FULL, 0.7, "converged", 7.0, node_id="f")])
+    figures = bench.run_figures(log, num_trials=8)
+    assert (figures["first_converged"], figures["wall_s_first_converged"]) == (5, 5.0)
+    best = [figures[f"best_after_{k}"] for k in range(1, 9)]
+    assert best[2:7] == [0.5, 0.5, 0.8, 0.8, 0.8]
+    assert all(math.isnan(b) for b in best[:2] + best[7:])  # no full trial yet / not run
+    assert (figures["trials_done"], figures["screen_trials"], figures["full_trials"], figures["errors"]) == (7, 3, 4, 1)
+    assert (figures["best_node"], figures["best_seed"], figures["best_reward"]) == ("a", 77, 0.8)
+    assert json.loads(figures["best_values"]) == {LR: 0.005}
+
+    screens_only = bench.run_figures(log.iloc[:2], num_trials=2)
+    assert math.isnan(screens_only["first_converged"]) and math.isnan(screens_only["best_after_2"])
+    assert screens_only["best_node"] is None
+
+
+def test_resume_refuses_runs_recorded_without_fidelities(tmp_path, capsys):
+    columns = ["method", "rep", "seed", "trials_done", "errors", "first_converged", "wall_s"]
+    old = pd.DataFrame([["tree", 0, 0, 4, 0, 3, 10.0, 0.1, 0.2, 0.3, 0.4]],
+                       columns=columns + [f"best_after_{k}" for k in range(1, 5)])
+    old.to_csv(tmp_path / "runs.csv", index=False)
+    args = ["--space", str(SMOKE), "--methods", "tree", "--num-trials", "4", "--out", str(tmp_path), "--resume"]
+    assert bench.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "before fidelities were recorded" in err and err.count("\n") == 1
+
+
+# ------------------------------------------------------------------------------------- end to end
+
+@pytest.fixture
+def ray_tmp(tmp_path):
+    path = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths have a length limit
+    yield path
+    kill_ray_of(path, tmp_path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_random_and_tpe_screen_promote_and_confirm_end_to_end(ray_tmp, tmp_path):
+    pytest.importorskip("optuna")
+    def screened_from_seed_0(raw):
+        screening(5)(raw)
+        raw["base"]["training"]["seed"] = 0  # the trials' seed, so the first fresh seed is 1
+
+    space_file = derived_space(tmp_path, "screened", screened_from_seed_0)
+    out = tmp_path / "bench"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "bench_search.py"), "--space", str(space_file), "--methods",
+         "random,tpe", "--reps", "1", "--num-trials", "6", "--concurrency", "2", "--cpus", "2",
+         "--confirm-seeds", "1", "--out", str(out)],
+        env=environment(ray_tmp, tmp_path), capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = pd.read_csv(out / "runs.csv", dtype=bench.ID_COLUMNS).set_index("method")
+    assert sorted(runs.index) == ["random", "tpe"] and (runs["trials_done"] == 6).all()
+    space = load_space(space_file)
+    for method, run in runs.iterrows():
+        log = pd.read_csv(out / f"{method}_rep0" / "completions.csv", dtype=bench.ID_COLUMNS)
+        assert len(log) == 6 and set(log["fidelity"]) == {SCREEN, FULL} and (log["seed"] == 0).all(), method
+        screens, fulls = log[log["fidelity"] == SCREEN], log[log["fidelity"] == FULL]
+        assert (screens["node_id"] == screens["trial_id"]).all() and fulls["node_id"].is_unique
+        paired = fulls.merge(screens, on="node_id", suffixes=("", "_screen"), validate="one_to_one")
+        assert len(paired) == len(fulls)  # every full trial is a promotion of a screened one
+        assert (paired["values"] == paired["values_screen"]).all() and (paired["seed"] == paired["seed_screen"]).all()
+        assert (paired["time_s"] > paired["time_s_screen"]).all()
+        for row in log.itertuples():
+            trial_dir = out / f"{method}_rep0" / "trials" / f"node_{row.node_id}_seed_{row.seed}_{row.fidelity}"
+            cfg = yaml.safe_load((trial_dir / "config.yaml").read_text())
+            assert cfg["training"]["data_augmentation_loop"] == (5 if row.fidelity == SCREEN else 10)
+        assert (run["screen_trials"], run["full_trials"]) == (len(screens), len(fulls))
+        assert run["best_after_6"] == pytest.approx(fulls["reward"].max())
+        converged = log.index[(log["fidelity"] == FULL) & (log["classification"] == "converged")]
+        assert (run["first_converged"] == converged[0] + 1) if len(converged) else math.isnan(run["first_converged"])
+
+    confirmations = pd.read_csv(out / "confirmations.csv", dtype={"node": str}).set_index("method")
+    assert sorted(confirmations.index) == ["random", "tpe"]
+    for method, confirmation in confirmations.iterrows():
+        assert confirmation["node"] == runs.at[method, "best_node"] and confirmation["seed"] == 1  # 0 was used
+        cfg = yaml.safe_load((out / "confirm" / method / "seed_1" / "config.yaml").read_text())
+        values = json.loads(runs.at[method, "best_values"])
+        assert cfg == space.config_for(values, seed=1).to_dict()  # full budget, fresh seed
+        assert confirmation["classification"] in {"converged", "partial-k", "partial-homeo", "partial", "failed"}
+        assert 0 <= confirmation["reward"] <= 1 and "rate_constants_R2" in confirmation
+
+    summary = pd.read_csv(out / "summary.csv").set_index("method")
+    assert sorted(summary.index) == ["random", "tpe"] and (summary["runs"] == 1).all()
+    for method in summary.index:
+        assert summary.at[method, "best_after_6_median"] == pytest.approx(runs.at[method, "best_after_6"])
+        assert summary.at[method, "best_after_3_median"] == pytest.approx(runs.at[method, "best_after_3"],
+                                                                          nan_ok=True)
+        assert summary.at[method, "confirm_seeds"] == 1
+        assert summary.at[method, "confirm_converged"] == int(confirmations.at[method, "classification"] == "converged")
+    assert (out / "summary.md").read_text().endswith(proc.stdout) and "| tpe | 1 |" in proc.stdout
