@@ -739,3 +739,43 @@ def test_load_or_simulate_with_missing_data_dir_is_a_data_error(cache, tmp_path)
     with pytest.raises(DataError, match="does not exist"):
         load_or_simulate(SimulationConfig(data_dir=str(tmp_path / "nowhere")))
     assert not cache.exists()
+
+
+def diverging_on_call(monkeypatch, call: int) -> None:
+    """Make the `call`-th trajectory of a simulation (1: training, 2: held-out) overflow, as explicit Euler
+    does past its stability limit (seen with noise_model_level 0.05 on network 2003's held-out state)."""
+    calls = []
+    integrate = simulate_module.integrate
+
+    def overflowing(*args, **kwargs):
+        trajectory = integrate(*args, **kwargs)
+        calls.append(trajectory)
+        if len(calls) == call:
+            trajectory.concentrations[-1, 0] = np.inf
+        return trajectory
+
+    monkeypatch.setattr(simulate_module, "integrate", overflowing)
+
+
+def test_a_diverged_heldout_trajectory_is_left_out_with_a_warning_and_cached_so(cache, monkeypatch):
+    diverging_on_call(monkeypatch, 2)
+    with pytest.warns(UserWarning, match="held-out trajectory diverged"):
+        dataset = load_or_simulate(SMALL)
+    assert dataset.heldout is None and np.isfinite(dataset.observed.trajectory.concentrations).all()
+    monkeypatch.undo()
+    monkeypatch.setenv("METABO_TUNE_CACHE", str(cache))
+    cached = load_or_simulate(SMALL)
+    assert cached.source.startswith("cache:") and cached.heldout is None
+    overflowed = simulate(SMALL)  # a cache written before the check held the overflowed trajectory
+    overflowed.heldout.concentrations[-1, 0] = np.inf
+    np.savez(next(cache.iterdir()), **simulate_module.cache_arrays(overflowed))
+    with pytest.warns(UserWarning, match="held-out trajectory diverged"):
+        assert load_or_simulate(SMALL).heldout is None
+    np.testing.assert_array_equal(cached.observed.trajectory.concentrations, dataset.observed.trajectory.concentrations)
+
+
+def test_a_diverged_training_trajectory_is_a_one_line_data_error(cache, monkeypatch):
+    diverging_on_call(monkeypatch, 1)
+    with pytest.raises(DataError, match="simulation seed 42: the training trajectory diverged"):
+        load_or_simulate(SMALL)
+    assert not cache.exists() or not any(cache.iterdir())
