@@ -184,7 +184,7 @@ def ray_tmp(tmp_path):
 
 
 def test_a_baseline_screens_promotes_and_confirms_end_to_end(ray_tmp, tmp_path):
-    """TPE only (random differs by its sampler alone, which the wrapper tests cover): 5 trials, 2 at once."""
+    """TPE only (random differs by its sampler alone, which the wrapper tests cover): 4 trials, 2 at once."""
     pytest.importorskip("optuna")
     def screened_from_seed_0(raw):
         screening(5)(raw)
@@ -194,16 +194,16 @@ def test_a_baseline_screens_promotes_and_confirms_end_to_end(ray_tmp, tmp_path):
     out = tmp_path / "bench"
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "bench_search.py"), "--space", str(space_file), "--methods",
-         "tpe", "--reps", "1", "--num-trials", "5", "--concurrency", "2", "--cpus", "2",
+         "tpe", "--reps", "1", "--num-trials", "4", "--concurrency", "2", "--cpus", "2",
          "--confirm-seeds", "1", "--out", str(out)],
         env=environment(ray_tmp, tmp_path), capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = pd.read_csv(out / "runs.csv", dtype=bench.ID_COLUMNS).set_index("method")
-    assert list(runs.index) == ["tpe"] and (runs["trials_done"] == 5).all()
+    assert list(runs.index) == ["tpe"] and (runs["trials_done"] == 4).all()
     space = load_space(space_file)
     for method, run in runs.iterrows():
         log = pd.read_csv(out / f"{method}_rep0" / "completions.csv", dtype=bench.ID_COLUMNS)
-        assert len(log) == 5 and set(log["fidelity"]) == {SCREEN, FULL} and (log["seed"] == 0).all(), method
+        assert len(log) == 4 and set(log["fidelity"]) == {SCREEN, FULL} and (log["seed"] == 0).all(), method
         screens, fulls = log[log["fidelity"] == SCREEN], log[log["fidelity"] == FULL]
         assert (screens["node_id"] == screens["trial_id"]).all() and fulls["node_id"].is_unique
         paired = fulls.merge(screens, on="node_id", suffixes=("", "_screen"), validate="one_to_one")
@@ -215,7 +215,7 @@ def test_a_baseline_screens_promotes_and_confirms_end_to_end(ray_tmp, tmp_path):
             cfg = yaml.safe_load((trial_dir / "config.yaml").read_text())
             assert cfg["training"]["data_augmentation_loop"] == (5 if row.fidelity == SCREEN else 10)
         assert (run["screen_trials"], run["full_trials"]) == (len(screens), len(fulls))
-        assert run["best_after_5"] == pytest.approx(fulls["reward"].max())
+        assert run["best_after_4"] == pytest.approx(fulls["reward"].max())
         converged = log.index[(log["fidelity"] == FULL) & (log["classification"] == "converged")]
         assert (run["first_converged"] == converged[0] + 1) if len(converged) else math.isnan(run["first_converged"])
 
@@ -232,7 +232,7 @@ def test_a_baseline_screens_promotes_and_confirms_end_to_end(ray_tmp, tmp_path):
     summary = pd.read_csv(out / "summary.csv").set_index("method")
     assert list(summary.index) == ["tpe"] and (summary["runs"] == 1).all()
     for method in summary.index:
-        assert summary.at[method, "best_after_5_median"] == pytest.approx(runs.at[method, "best_after_5"])
+        assert summary.at[method, "best_after_4_median"] == pytest.approx(runs.at[method, "best_after_4"])
         assert summary.at[method, "best_after_2_median"] == pytest.approx(runs.at[method, "best_after_2"],
                                                                           nan_ok=True)
         assert summary.at[method, "confirm_seeds"] == 1
