@@ -559,7 +559,8 @@ def test_no_finished_trial_yet(tmp_path, capsys):
 def test_the_command_on_a_search_in_its_first_block(tmp_path, record_property):
     """The real smoke search (four initial nodes, so no parameter effect), analysed as soon as a trial has
     finished: while the search still runs if it is caught running, else right after it ended."""
-    from test_search import SMOKE, environment, kill_ray_of, search_command
+    from conftest import kill_ray_of
+    from test_search import SMOKE, environment, search_command
 
     ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths have a length limit
     storage = tmp_path / "results"

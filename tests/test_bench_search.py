@@ -7,16 +7,14 @@ import importlib.util
 import json
 import math
 import random
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
-from test_search import derived_space, environment, kill_ray_of, screening
+from test_search import derived_space, environment, screening
 
 from metabo_tune.searcher import TreeSearcher
 from metabo_tune.space import Fidelity, load_space
@@ -174,14 +172,6 @@ def test_resume_refuses_runs_recorded_without_fidelities(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------- end to end
-
-@pytest.fixture
-def ray_tmp(tmp_path):
-    path = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths have a length limit
-    yield path
-    kill_ray_of(path, tmp_path)
-    shutil.rmtree(path, ignore_errors=True)
-
 
 def test_a_baseline_screens_promotes_and_confirms_end_to_end(ray_tmp, tmp_path):
     """TPE only (random differs by its sampler alone, which the wrapper tests cover): 4 trials, 2 at once."""

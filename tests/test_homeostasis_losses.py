@@ -55,13 +55,20 @@ def test_sampled_conservation_over_all_frames_matches_the_moments(small_dataset)
     torch.testing.assert_close(sampled.losses(0)["conservation"], moments.losses(0)["conservation"], rtol=1e-5, atol=0)
 
 
-def test_shared_relaxation_fit_is_exact_for_one_type_without_reactions():
+def one_type_relaxation(noise_level: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(c, dc/dt, left null space) of 12 metabolites of one type (λ 0.003, b 5.5) and one reaction, with
+    measurement noise of `noise_level` (dc/dt then by forward differences)."""
     sim = {"n_metabolites": 12, "n_reactions": 1, "n_frames": 300, "n_metabolite_types": 1,
            "homeostatic_lambda_per_type": [0.003], "homeostatic_baseline_per_type": [5.5]}
     dataset = simulate(config_from_dict({"simulation": sim}).simulation)
-    traj, network = dataset.observed.trajectory, dataset.observed.network
-    rate, baseline = shared_relaxation_fit(traj.concentrations, traj.derivatives,
-                                           left_null_space(network.stoichiometry))
+    trajectory = dataset.observed.trajectory
+    if noise_level:
+        trajectory = add_measurement_noise(trajectory, noise_level, np.random.default_rng(0))
+    return trajectory.concentrations, trajectory.derivatives, left_null_space(dataset.observed.network.stoichiometry)
+
+
+def test_shared_relaxation_fit_is_exact_for_one_type_without_reactions():
+    rate, baseline = shared_relaxation_fit(*one_type_relaxation())
     assert rate == pytest.approx(0.003, rel=1e-6)
     assert baseline == pytest.approx(5.5, rel=1e-6)
 
@@ -79,12 +86,7 @@ def test_the_weak_form_removes_the_noise_bias_of_the_relaxation_fit():
     """Forward differences of noisy c carry −noise(t)/dt, which correlates with the noise in c(t) and
     inflates a fitted relaxation rate; over 30-frame means the noise telescopes and decorrelates.
     Measured when written: 0.00469 pointwise, 0.00298 over windows (truth 0.003)."""
-    sim = {"n_metabolites": 12, "n_reactions": 1, "n_frames": 300, "n_metabolite_types": 1,
-           "homeostatic_lambda_per_type": [0.003], "homeostatic_baseline_per_type": [5.5]}
-    dataset = simulate(config_from_dict({"simulation": sim}).simulation)
-    null = left_null_space(dataset.observed.network.stoichiometry)
-    noisy = add_measurement_noise(dataset.observed.trajectory, 0.03, np.random.default_rng(0))
-    c, dcdt = noisy.concentrations, noisy.derivatives
+    c, dcdt, null = one_type_relaxation(noise_level=0.03)
     pointwise_rate, _ = shared_relaxation_fit(c, dcdt, null)
     window_rate, window_baseline = shared_relaxation_fit(sliding_mean(c, 30), sliding_mean(dcdt, 30), null)
     assert pointwise_rate > 1.4 * 0.003
@@ -97,12 +99,7 @@ def test_the_trapezoid_window_removes_the_noise_bias_at_any_width():
     weight at both ends: the noise at the ends cancels, so even W = 1 (the midpoint) fits without the
     bias that the box keeps at W = 1 and shrinks only as 1/W². Measured when written (truth 0.003):
     box 0.00469 / 0.00327 / 0.00304 at W = 1 / 3 / 10, trapezoid 0.00307 / 0.00312 / 0.00302."""
-    sim = {"n_metabolites": 12, "n_reactions": 1, "n_frames": 300, "n_metabolite_types": 1,
-           "homeostatic_lambda_per_type": [0.003], "homeostatic_baseline_per_type": [5.5]}
-    dataset = simulate(config_from_dict({"simulation": sim}).simulation)
-    null = left_null_space(dataset.observed.network.stoichiometry)
-    noisy = add_measurement_noise(dataset.observed.trajectory, 0.03, np.random.default_rng(0))
-    c, dcdt = noisy.concentrations, noisy.derivatives
+    c, dcdt, null = one_type_relaxation(noise_level=0.03)
     for window in (1, 3, 10):
         rate, baseline = shared_relaxation_fit(*window_means(c, dcdt, window, "trapezoid"), null)
         assert rate == pytest.approx(0.003, rel=0.05), window

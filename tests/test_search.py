@@ -2,23 +2,21 @@
 its own process with its own Ray instance (and its own Ray temp dir, so a killed driver's orphans can be
 found and stopped without touching any other Ray on the machine)."""
 
-import contextlib
 import itertools
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from conftest import kill_ray_of
 
 from metabo_tune.search import SearchError, trial_resources
 from metabo_tune.space import load_space
@@ -26,33 +24,6 @@ from metabo_tune.trainable import RESUME_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "search_spaces" / "smoke.yaml"
-
-
-@pytest.fixture
-def ray_tmp(tmp_path):
-    path = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths have a length limit
-    yield path
-    kill_ray_of(path, tmp_path)
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def kill_ray_of(ray_tmp: Path, tmp_path: Path) -> None:
-    """Kill the processes of this test's Ray only: those whose command line, environment or working
-    directory names its Ray temp dir, or whose working directory is the test's (Ray's agents overwrite
-    their command line and environment with a process title, but keep the directory they started in)."""
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            environ = (proc / "environ").read_bytes().decode(errors="replace")
-            cwd = Path(os.readlink(proc / "cwd"))
-        except OSError:
-            continue
-        ours = str(ray_tmp) in cmdline or str(ray_tmp) in environ
-        if ours or cwd.is_relative_to(ray_tmp) or cwd.is_relative_to(tmp_path):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(proc.name), signal.SIGKILL)
 
 
 def search_command(*args: str) -> list[str]:

@@ -1,0 +1,37 @@
+"""Fixtures shared by the test modules that start their own Ray instance."""
+
+import contextlib
+import os
+import shutil
+import signal
+import tempfile
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def ray_tmp(tmp_path):
+    path = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths have a length limit
+    yield path
+    kill_ray_of(path, tmp_path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def kill_ray_of(ray_tmp: Path, tmp_path: Path) -> None:
+    """Kill the processes of this test's Ray only: those whose command line, environment or working
+    directory names its Ray temp dir, or whose working directory is the test's (Ray's agents overwrite
+    their command line and environment with a process title, but keep the directory they started in)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            environ = (proc / "environ").read_bytes().decode(errors="replace")
+            cwd = Path(os.readlink(proc / "cwd"))
+        except OSError:
+            continue
+        ours = str(ray_tmp) in cmdline or str(ray_tmp) in environ
+        if ours or cwd.is_relative_to(ray_tmp) or cwd.is_relative_to(tmp_path):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc.name), signal.SIGKILL)
