@@ -84,7 +84,7 @@ from ray.tune.search import Searcher
 from metabo_tune.confirm import fresh_seeds
 from metabo_tune.labels import classify
 from metabo_tune.search import trial_name, trial_resources
-from metabo_tune.searcher import METRIC
+from metabo_tune.searcher import METRIC, ConcurrencyLimitedSearcher
 from metabo_tune.simulate import load_or_simulate
 from metabo_tune.space import SearchSpace, SpaceError, load_space, reward
 from metabo_tune.sweep import HEADLINE, reported_columns, train_runs
@@ -156,33 +156,24 @@ def sampler_searcher(method: str, space: SearchSpace, seed: int, concurrency: in
     return OptunaSearch(space=optuna_space(space), metric=METRIC, mode="max", sampler=sampler)
 
 
-class ScreeningSearcher(Searcher):
+class ScreeningSearcher(ConcurrencyLimitedSearcher):
     """An inner searcher's configs under the space's fidelity rule (module docstring, Fidelity): new
     configs at screen, promotions by `tree.promotes` at full, served first. It owns the concurrency, as
     TreeSearcher does, and tells the inner searcher only about the trials it proposed."""
 
     def __init__(self, inner: Searcher, space: SearchSpace) -> None:
-        super().__init__(metric=METRIC, mode="max")
+        super().__init__(max_concurrent=1)
         self.inner = inner
         self.space = space
         self.seed = space.base.training.seed
-        self.max_concurrent = 1
-        self.live: set[str] = set()
         self.proposed: dict[str, dict[str, Any]] = {}  # trial id (= node id) → values, the inner's trials
         self.screen_rewards: list[float] = []  # of every finished screen trial, for the rank
         self.promotions: list[str] = []  # node ids waiting for their full-budget trial, oldest first
         self.promoted: set[str] = set()
         self.last_results: dict[str, dict[str, Any]] = {}
 
-    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
-        return True
-
-    def set_max_concurrency(self, max_concurrent: int) -> bool:
-        self.max_concurrent = max_concurrent
-        return True
-
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        if len(self.live) >= self.max_concurrent:
+        if self.full():
             return None
         if self.promotions:
             node_id = self.promotions.pop(0)

@@ -33,19 +33,14 @@ from metabo_tune.tree import FULL, SCREEN, Node, Tree, promotes
 METRIC = "reward"
 
 
-class TreeSearcher(Searcher):
-    def __init__(self, space: SearchSpace, experiment_dir: str | Path, seed: int = 0) -> None:
+class ConcurrencyLimitedSearcher(Searcher):
+    """A searcher that owns its concurrency: Tune tells it the limit, and `full()` says when the trials
+    in `live` (added by the subclass's suggest, removed on completion) reach it."""
+
+    def __init__(self, max_concurrent: int) -> None:
         super().__init__(metric=METRIC, mode="max")
-        self.space = space
-        self.experiment_dir = str(experiment_dir)
-        self.seed = seed
-        self.tree = Tree()
-        self.rng = random.Random(seed)
+        self.max_concurrent = max_concurrent
         self.live: set[str] = set()
-        self.last_results: dict[str, dict[str, Any]] = {}
-        self.max_concurrent = 4
-        self.n_suggested = 0  # suggestions made by the strategies (promotions do not take a wave slot)
-        self.promotions: list[str] = []  # node ids waiting for their full-budget trial, oldest first
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
         return True
@@ -54,8 +49,24 @@ class TreeSearcher(Searcher):
         self.max_concurrent = max_concurrent
         return True
 
+    def full(self) -> bool:
+        return len(self.live) >= self.max_concurrent
+
+
+class TreeSearcher(ConcurrencyLimitedSearcher):
+    def __init__(self, space: SearchSpace, experiment_dir: str | Path, seed: int = 0) -> None:
+        super().__init__(max_concurrent=4)
+        self.space = space
+        self.experiment_dir = str(experiment_dir)
+        self.seed = seed
+        self.tree = Tree()
+        self.rng = random.Random(seed)
+        self.last_results: dict[str, dict[str, Any]] = {}
+        self.n_suggested = 0  # suggestions made by the strategies (promotions do not take a wave slot)
+        self.promotions: list[str] = []  # node ids waiting for their full-budget trial, oldest first
+
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        if len(self.live) >= self.max_concurrent:
+        if self.full():
             return None
         if self.promotions:
             node = self.tree.nodes[self.promotions.pop(0)]
