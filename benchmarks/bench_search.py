@@ -57,7 +57,10 @@ config (one of another config, an earlier best, is deleted first). Classificatio
 space's thresholds and weights. `<out>/confirmations.csv`: method, rep, node, seed, status,
 classification, reward and the headline metrics.
 
-Summary (`<out>/summary.md`, printed, and `<out>/summary.csv` with the same figures per method): runs,
+Summary (`<out>/summary.md`, printed, and `<out>/summary.csv` with the same figures per method), over every
+run in runs.csv of the chosen methods, also those of an earlier invocation with more --reps (so `--methods
+tree --reps 3` after `--reps 2` of all three, then `--reps 2 --resume`, summarises 3 tree runs and 2 of each
+baseline, and confirms each method's best over them): runs,
 the trial of the first converged full-budget trial (median over the runs that had one, with their count),
 the wall time to it (median), the best full-budget reward after N/2 and N trials (median [min–max]), the
 wall time (median), and the confirmations ("3/3 converged").
@@ -393,6 +396,15 @@ def summary_table(runs: pd.DataFrame, confirmations: pd.DataFrame, num_trials: i
     return pd.DataFrame(rows)
 
 
+def repetitions(runs: pd.DataFrame) -> str:
+    """Which repetitions (= searcher seeds) the summary covers, per method: "repetitions: tree 0–2, tpe 0–1"."""
+    spans = []
+    for method, reps in runs.groupby("method", sort=False)["rep"]:
+        low, high = int(reps.min()), int(reps.max())
+        spans.append(f"{method} {low}" if low == high else f"{method} {low}–{high}")
+    return "repetitions: " + ", ".join(spans)
+
+
 def _range(table: pd.Series, k: int) -> str:
     median = table[f"best_after_{k}_median"]
     if pd.isna(median):
@@ -475,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr, flush=True)
     ray.shutdown()
     runs = pd.DataFrame(rows)
-    runs = runs[runs["rep"].lt(args.reps) & runs["method"].isin(args.methods)]
+    runs = runs[runs["method"].isin(args.methods)]
     confirmations = confirm_best(runs, space, out, args.confirm_seeds,
                                  confirmation_jobs(args.concurrency, args.cpus)) if args.confirm_seeds else \
         pd.DataFrame(columns=["method", "node", "classification"])
@@ -488,8 +500,8 @@ def main(argv: list[str] | None = None) -> int:
                 "convergence at full budget only" if space.fidelity else "every trial at full budget")
     (out / "summary.md").write_text(
         f"# Search benchmark: {args.space}\n\n{args.num_trials} trials per run, {args.concurrency} at once, "
-        f"{fidelity}; {args.reps} repetitions (seeds 0–{args.reps - 1}); rewards median [min–max] over "
-        f"repetitions; confirmations on {args.confirm_seeds} fresh training seeds.\n\n" + table)
+        f"{fidelity}; {repetitions(runs)}; rewards median [min–max] over repetitions; confirmations on "
+        f"{args.confirm_seeds} fresh training seeds.\n\n" + table)
     print(table, end="")
     return 0
 

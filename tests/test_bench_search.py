@@ -160,6 +160,23 @@ def test_run_figures_count_only_full_budget_trials():
     assert screens_only["best_node"] is None
 
 
+def test_the_summary_counts_each_methods_own_repetitions():
+    """Three tree runs beside two of a baseline (a later `--methods tree --reps 3`): each method's figures
+    come from its own runs only, and the header names the repetitions of each."""
+    runs = pd.DataFrame({"method": ["tree", "tpe", "tree", "tpe", "tree"], "rep": [0, 0, 1, 1, 2],
+                         "first_converged": [10, math.nan, 20, 30, 40],
+                         "wall_s_first_converged": [100.0, math.nan, 200.0, 300.0, 400.0],
+                         "best_after_1": [0.1, 0.2, 0.3, 0.4, 0.5], "best_after_2": [0.6, 0.7, 0.8, 0.9, 1.0],
+                         "wall_s": [1.0, 2.0, 3.0, 4.0, 5.0]})
+    empty = pd.DataFrame(columns=["method", "node", "classification"])
+    summary = bench.summary_table(runs, empty, num_trials=2).set_index("method")
+    assert summary.loc["tree", ["runs", "runs_converged", "first_converged_median"]].tolist() == [3, 3, 20]
+    assert summary.loc["tpe", ["runs", "runs_converged", "first_converged_median"]].tolist() == [2, 1, 30]
+    assert summary.at["tree", "best_after_2_max"] == 1.0 and summary.at["tpe", "wall_s_median"] == 3.0
+    assert bench.repetitions(runs) == "repetitions: tree 0–2, tpe 0–1"
+    assert bench.repetitions(runs[runs["rep"].eq(1)]) == "repetitions: tree 1, tpe 1"
+
+
 def test_resume_refuses_runs_recorded_without_fidelities(tmp_path, capsys):
     columns = ["method", "rep", "seed", "trials_done", "errors", "first_converged", "wall_s"]
     old = pd.DataFrame([["tree", 0, 0, 4, 0, 3, 10.0, 0.1, 0.2, 0.3, 0.4]],
