@@ -45,7 +45,11 @@ trial classified converged finished; empty if none), wall_s_first_converged, wal
 full-budget trial (best_reward, best_node, best_seed, best_values) and best_after_k for k = 1..N (the best
 full-budget reward among the first k finished trials; empty while there is none). With --resume, the
 runs already in `<out>/runs.csv` are kept and skipped, and a run directory without a row (a run cut off
-by a crash) is started again.
+by Ctrl-C, a kill or the end of a session) is continued where Tune's last experiment snapshot left it
+(`Tuner.restore`): its finished trials are kept, its interrupted ones go on from their last checkpoint,
+and its searcher, completion log and clock are restored with it. Its times (time_s, wall_s) count the
+time it ran, before and after the interruption, up to its last snapshot before it; the gap between
+is not counted. A run directory Tune cannot restore is started again.
 
 Confirmation (--confirm-seeds N, default 3, 0 skips it): after all runs, each method's best full-budget
 trial over its repetitions (the highest best_reward, the lower repetition on a tie) is trained again at
@@ -73,6 +77,7 @@ import contextlib
 import json
 import math
 import os
+import pickle
 import shutil
 import sys
 import time
@@ -87,7 +92,7 @@ from ray.tune.search import Searcher
 from metabo_tune.confirm import fresh_seeds
 from metabo_tune.labels import classify
 from metabo_tune.search import trial_name, trial_resources
-from metabo_tune.searcher import METRIC, ConcurrencyLimitedSearcher
+from metabo_tune.searcher import METRIC, ConcurrencyLimitedSearcher, TreeSearcher
 from metabo_tune.simulate import load_or_simulate
 from metabo_tune.space import SearchSpace, SpaceError, load_space, reward
 from metabo_tune.sweep import HEADLINE, reported_columns, train_runs
@@ -114,7 +119,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="fresh training seeds for each method's best full-budget config; 0 skips "
                              "(default: %(default)s)")
     parser.add_argument("--resume", action="store_true",
-                        help="keep the runs recorded in <out>/runs.csv and do only the missing ones")
+                        help="keep the runs recorded in <out>/runs.csv, continue a run that was cut off, "
+                             "and do the missing ones")
     args = parser.parse_args(argv)
     if min(args.num_trials, args.concurrency, args.reps) < 1:
         parser.error("--num-trials, --concurrency and --reps must be >= 1")
@@ -218,16 +224,44 @@ class ScreeningSearcher(ConcurrencyLimitedSearcher):
                              converged=last.get("classification") == "converged")):
             self.promotions.append(trial_id)
 
+    def save(self, checkpoint_path: str) -> None:
+        """Everything, the inner searcher (Optuna's study and sampler) included, so that a restored run
+        proposes what the uninterrupted one would have."""
+        Path(checkpoint_path).write_bytes(pickle.dumps(self.__dict__))
+
+    def restore(self, checkpoint_path: str) -> None:
+        self.__dict__.update(pickle.loads(Path(checkpoint_path).read_bytes()))
+
 
 # ------------------------------------------------------------------------------------- one run
 
 class CompletionLog(tune.Callback):
     """Each finished trial in completion order (COMPLETION_COLUMNS); an errored or unfinished trial
-    counts as reward 0, classification 'error', as in the search's own tables."""
+    counts as reward 0, classification 'error', as in the search's own tables. Its clock runs while Tune
+    runs the experiment: Tune snapshots the log with the experiment (`get_state`), so a restored run goes
+    on with the rows and the time it had at that snapshot. When Tune's loop ends (finished or stopped) it
+    writes the rows to `path`."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: Path) -> None:
+        self.path = path
         self.start = time.perf_counter()
+        self.offset_s = 0.0  # time run before the last restore
         self.rows: list[dict[str, Any]] = []
+
+    def setup(self, **info: Any) -> None:
+        self.start = time.perf_counter()
+
+    def elapsed_s(self) -> float:
+        return self.offset_s + time.perf_counter() - self.start
+
+    def get_state(self) -> dict[str, Any]:
+        return {"rows": list(self.rows), "elapsed_s": self.elapsed_s()}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.rows, self.offset_s = list(state["rows"]), float(state["elapsed_s"])
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.table().to_csv(self.path, index=False)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         result = trial.last_result or {}
@@ -243,7 +277,7 @@ class CompletionLog(tune.Callback):
             "fidelity": config.get("fidelity", FULL),
             "reward": 0.0 if result is None else float(result.get(METRIC, 0.0)),
             "classification": "error" if result is None else str(result.get("classification")),
-            "time_s": time.perf_counter() - self.start, "values": json.dumps(config["values"], sort_keys=True)})
+            "time_s": self.elapsed_s(), "values": json.dumps(config["values"], sort_keys=True)})
 
     def table(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows, columns=list(COMPLETION_COLUMNS))
@@ -274,41 +308,54 @@ def run_figures(log: pd.DataFrame, num_trials: int) -> dict[str, Any]:
 
 
 class RunInterrupted(RuntimeError):
-    """A run that ended before its trial budget: it gets no row, so --resume runs it again."""
+    """A run that ended before its trial budget: it gets no row, so --resume continues it."""
 
 
 def run_once(method: str, rep: int, space: SearchSpace, args: argparse.Namespace, resources: dict[str, float],
              out: Path) -> dict[str, Any]:
-    """One search of `method` with seed `rep`; writes its completions.csv and returns its runs.csv row."""
-    from metabo_tune.searcher import TreeSearcher
+    """One search of `method` with seed `rep`, or the rest of one that was cut off; writes its
+    completions.csv and returns its runs.csv row."""
     from metabo_tune.trainable import run_search_trial
 
     name = f"{method}_rep{rep}"
     experiment_dir = out / name
+    trainable = tune.with_resources(tune.with_parameters(run_search_trial, space=space,
+                                                         trials_dir=str(experiment_dir / "trials")), resources)
+    # tuner.pkl is written as fit() starts, the experiment state at Tune's first snapshot
+    if tune.Tuner.can_restore(str(experiment_dir)) and any(experiment_dir.glob("experiment_state-*.json")):
+        print(f"[bench] {name} was cut off; continuing it", file=sys.stderr, flush=True)
+        tuner = tune.Tuner.restore(str(experiment_dir), trainable=trainable)
+    else:
+        if experiment_dir.exists():
+            print(f"[bench] {name} was cut off before Tune could snapshot it; starting it again", file=sys.stderr)
+            shutil.rmtree(experiment_dir)
+        tuner = new_tuner(method, rep, space, args, trainable, CompletionLog(experiment_dir / "completions.csv"))
+    with contextlib.redirect_stdout(sys.stderr):  # Tune's experiment banners; stdout keeps the table alone
+        tuner.fit()
+    completions = pd.read_csv(experiment_dir / "completions.csv", dtype=ID_COLUMNS)
+    if len(completions) < args.num_trials:  # Tune returns normally after a Ctrl-C
+        raise RunInterrupted(f"{name} stopped after {len(completions)} of {args.num_trials} trials")
+    return ({"method": method, "rep": rep, "seed": rep, "wall_s": float(completions["time_s"].max())}
+            | run_figures(completions, args.num_trials))
+
+
+def new_tuner(method: str, rep: int, space: SearchSpace, args: argparse.Namespace, trainable: Any,
+              log: CompletionLog) -> tune.Tuner:
+    experiment_dir = log.path.parent
     if method == "tree":
         search_alg: Searcher = TreeSearcher(space, experiment_dir, seed=rep)
     else:
         search_alg = ScreeningSearcher(sampler_searcher(method, space, rep, args.concurrency), space)
-    log = CompletionLog()
-    tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(run_search_trial, space=space,
-                                                 trials_dir=str(experiment_dir / "trials")), resources),
+    return tune.Tuner(
+        trainable,
         tune_config=tune.TuneConfig(
             search_alg=search_alg, metric=METRIC, mode="max", num_samples=args.num_trials,
             max_concurrent_trials=args.concurrency, reuse_actors=False,
             trial_name_creator=trial_name, trial_dirname_creator=trial_name),
         run_config=tune.RunConfig(
-            name=name, storage_path=str(out), verbose=0, failure_config=tune.FailureConfig(max_failures=0),
+            name=experiment_dir.name, storage_path=str(experiment_dir.parent), verbose=0,
+            failure_config=tune.FailureConfig(max_failures=0),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2), callbacks=[log]))
-    log.start = start = time.perf_counter()
-    with contextlib.redirect_stdout(sys.stderr):  # Tune's experiment banners; stdout keeps the table alone
-        tuner.fit()
-    wall_s = time.perf_counter() - start
-    completions = log.table()
-    if len(completions) < args.num_trials:  # Tune returns normally after a Ctrl-C
-        raise RunInterrupted(f"{name} stopped after {len(completions)} of {args.num_trials} trials")
-    completions.to_csv(experiment_dir / "completions.csv", index=False)
-    return {"method": method, "rep": rep, "seed": rep, "wall_s": wall_s} | run_figures(completions, args.num_trials)
 
 
 def recorded_runs(out: Path, num_trials: int) -> list[dict[str, Any]]:
@@ -467,9 +514,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[bench] {args.space}: {args.num_trials} trials, {args.concurrency} at once, {resources} each, "
           f"{'screened' if space.fidelity else 'all at full budget'}, {args.reps} reps of "
           f"{', '.join(args.methods)}; results in {out}", file=sys.stderr, flush=True)
-    for path in taken:
-        print(f"[bench] {path.name} has no row in runs.csv (cut off); running it again", file=sys.stderr)
-        shutil.rmtree(path)
     for rep, method in todo:
         try:
             row = run_once(method, rep, space, args, resources, out)

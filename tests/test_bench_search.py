@@ -7,13 +7,16 @@ import importlib.util
 import json
 import math
 import random
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from conftest import kill_ray_of
 from test_search import derived_space, environment, screening
 
 from metabo_tune.searcher import TreeSearcher
@@ -190,8 +193,15 @@ def test_resume_refuses_runs_recorded_without_fidelities(tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------- end to end
 
-def test_a_baseline_screens_promotes_and_confirms_end_to_end(ray_tmp, tmp_path):
-    """TPE only (random differs by its sampler alone, which the wrapper tests cover): 4 trials, 2 at once."""
+def finished_trial_files(run_dir: Path) -> dict[str, dict[str, int]]:
+    """name → modification time of every file, for each trial directory holding a final report."""
+    return {trial.name: {f.name: f.stat().st_mtime_ns for f in trial.iterdir() if f.is_file()}
+            for trial in (run_dir / "trials").glob("node_*") if (trial / "final_report.json").exists()}
+
+
+def test_a_baseline_killed_mid_run_resumes_then_screens_promotes_and_confirms(ray_tmp, tmp_path):
+    """TPE only (random differs by its sampler alone, which the wrapper tests cover): 4 trials, 2 at once,
+    the benchmark SIGKILLed once a trial has finished, then resumed with --resume."""
     pytest.importorskip("optuna")
     def screened_from_seed_0(raw):
         screening(5)(raw)
@@ -199,12 +209,29 @@ def test_a_baseline_screens_promotes_and_confirms_end_to_end(ray_tmp, tmp_path):
 
     space_file = derived_space(tmp_path, "screened", screened_from_seed_0)
     out = tmp_path / "bench"
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "bench_search.py"), "--space", str(space_file), "--methods",
-         "tpe", "--reps", "1", "--num-trials", "4", "--concurrency", "2", "--cpus", "2",
-         "--confirm-seeds", "1", "--out", str(out)],
-        env=environment(ray_tmp, tmp_path), capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    command = [sys.executable, str(REPO / "benchmarks" / "bench_search.py"), "--space", str(space_file), "--methods",
+               "tpe", "--reps", "1", "--num-trials", "4", "--concurrency", "2", "--cpus", "2",
+               "--confirm-seeds", "1", "--out", str(out)]
+    driver = subprocess.Popen(command, env=environment(ray_tmp, tmp_path), cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_dir = out / "tpe_rep0"
+    deadline = time.time() + 180
+    while time.time() < deadline and driver.poll() is None and not (
+            finished_trial_files(run_dir) and any(run_dir.glob("experiment_state-*.json"))):
+        time.sleep(0.1)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    kill_ray_of(ray_tmp, tmp_path)
+    finished_before = finished_trial_files(run_dir)
+    assert finished_before and not (out / "runs.csv").exists(), "the run ended before it could be killed"
+
+    proc = subprocess.run([*command, "--resume"], env=environment(ray_tmp, tmp_path), capture_output=True,
+                          text=True, timeout=240, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "tpe_rep0 was cut off; continuing it" in proc.stderr
+    for name, files in finished_before.items():  # not trained again
+        assert finished_trial_files(run_dir)[name] == files, name
+    assert len(list((run_dir / "trials").iterdir())) == 4  # no trial repeated or lost
     runs = pd.read_csv(out / "runs.csv", dtype=bench.ID_COLUMNS).set_index("method")
     assert list(runs.index) == ["tpe"] and (runs["trials_done"] == 4).all()
     space = load_space(space_file)
@@ -217,6 +244,8 @@ def test_a_baseline_screens_promotes_and_confirms_end_to_end(ray_tmp, tmp_path):
         assert len(paired) == len(fulls)  # every full trial is a promotion of a screened one
         assert (paired["values"] == paired["values_screen"]).all() and (paired["seed"] == paired["seed_screen"]).all()
         assert (paired["time_s"] > paired["time_s_screen"]).all()
+        assert log["time_s"].is_monotonic_increasing and run["wall_s"] == log["time_s"].max()
+        assert screens["values"].is_unique  # the restored sampler went on; a fresh one would repeat itself
         for row in log.itertuples():
             trial_dir = out / f"{method}_rep0" / "trials" / f"node_{row.node_id}_seed_{row.seed}_{row.fidelity}"
             cfg = yaml.safe_load((trial_dir / "config.yaml").read_text())
