@@ -60,14 +60,17 @@ def parse_mutation(text: str) -> dict[str, str]:
     return changes
 
 
-def test_smoke_search_runs_eight_trials_four_at_a_time(ray_tmp, tmp_path):
-    proc = run_search(ray_tmp, tmp_path, "--space", str(SMOKE), "--num-trials", "8", "--name", "smoke",
+def test_a_screened_smoke_search_runs_eight_trials_four_at_a_time_and_promotes_to_full(ray_tmp, tmp_path):
+    """The smoke space as a user runs it, with a fidelity section: new nodes screen at half the budget and
+    the best are promoted to the full budget (one search covers the tree, the tables and the fidelities)."""
+    space_file = derived_space(tmp_path, "smoke", screening(5))
+    proc = run_search(ray_tmp, tmp_path, "--space", str(space_file), "--num-trials", "8", "--name", "smoke",
                       "--storage", str(tmp_path / "results"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     experiment = tmp_path / "results" / "smoke"
-    table = pd.read_csv(experiment / "trials.csv")
+    table = pd.read_csv(experiment / "trials.csv", dtype={"trial_id": str, "node_id": str})
     assert len(table) == 8 and table["trial_id"].is_unique
-    space = load_space(SMOKE)
+    space = load_space(space_file)
     nodes = {node["node_id"]: node for node in read_tree(experiment)}
     first = sorted(nodes.values(), key=lambda n: n["index"])[:4]
     base = space.base_values()
@@ -94,6 +97,25 @@ def test_smoke_search_runs_eight_trials_four_at_a_time(ray_tmp, tmp_path):
     # a trial writes config.yaml before it trains and metrics.json when it ends
     spans = sorted((file_time(d / "config.yaml"), file_time(d / "metrics.json")) for d in trial_dirs)
     assert any(later[0] < earlier[1] for earlier, later in itertools.pairwise(spans)), "no two trials ran at once"
+
+    # fidelities: every node starts at screen; promotions (and their replicates) run at full budget
+    assert set(table["fidelity"]) == {"screen", "full"}
+    own = table[table["trial_id"] == table["node_id"]]
+    assert (own["fidelity"] == "screen").all()
+    promotions = table[table["strategy"] == "promotion"]
+    assert len(promotions) >= 1 and promotions["node_id"].is_unique and promotions["node_id"].isin(own["node_id"]).all()
+    assert (promotions["fidelity"] == "full").all() and set(table[table["fidelity"] == "full"]["strategy"]) <= {
+        "promotion", "replicate"}
+    for row in table.itertuples():
+        assert row.trial_dir.endswith(f"_seed_{row.seed}_{row.fidelity}"), row.trial_dir
+        budget = yaml.safe_load((experiment / row.trial_dir / "config.yaml").read_text())["training"]
+        assert budget["data_augmentation_loop"] == (5 if row.fidelity == "screen" else 10), row.trial_dir
+    assert table["trial_dir"].is_unique
+    fidelities = {t["trial_id"]: t["fidelity"] for node in nodes.values() for t in node["trials"]}
+    assert fidelities == dict(zip(table["trial_id"], table["fidelity"], strict=True))
+    assert "Rewards are screen-fidelity rewards" in (experiment / "ucb_scores.txt").read_text()
+    assert "fidelity=screen" in (experiment / "analysis.md").read_text()
+
     analysed = subprocess.run([sys.executable, "-m", "metabo_tune.analysis", str(experiment)], capture_output=True,
                               text=True, timeout=120, env=environment(ray_tmp, tmp_path))
     assert analysed.returncode == 0, analysed.stderr[-3000:]
@@ -152,32 +174,6 @@ def screening(screen_budget: float, budget: float | None = None, replicates: int
         if replicates is not None:
             raw["replicates"] = replicates
     return change
-
-
-def test_a_screened_search_runs_screen_trials_and_promotes_to_full(ray_tmp, tmp_path):
-    space = derived_space(tmp_path, "screened", screening(5))
-    proc = run_search(ray_tmp, tmp_path, "--space", str(space), "--num-trials", "8", "--name", "screened",
-                      "--storage", str(tmp_path / "results"))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    experiment = tmp_path / "results" / "screened"
-    table = pd.read_csv(experiment / "trials.csv", dtype={"trial_id": str, "node_id": str})
-    assert len(table) == 8 and set(table["fidelity"]) == {"screen", "full"}
-    own = table[table["trial_id"] == table["node_id"]]
-    assert (own["fidelity"] == "screen").all()  # every node starts at screen
-    promotions = table[table["strategy"] == "promotion"]
-    assert len(promotions) >= 1 and promotions["node_id"].is_unique and promotions["node_id"].isin(own["node_id"]).all()
-    assert (promotions["fidelity"] == "full").all() and set(table[table["fidelity"] == "full"]["strategy"]) <= {
-        "promotion", "replicate"}
-    for row in table.itertuples():
-        assert row.trial_dir.endswith(f"_seed_{row.seed}_{row.fidelity}"), row.trial_dir
-        budget = yaml.safe_load((experiment / row.trial_dir / "config.yaml").read_text())["training"]
-        assert budget["data_augmentation_loop"] == (5 if row.fidelity == "screen" else 10), row.trial_dir
-    assert table["trial_dir"].is_unique
-    nodes = read_tree(experiment)
-    fidelities = {t["trial_id"]: t["fidelity"] for node in nodes for t in node["trials"]}
-    assert fidelities == dict(zip(table["trial_id"], table["fidelity"], strict=True))
-    assert "Rewards are screen-fidelity rewards" in (experiment / "ucb_scores.txt").read_text()
-    assert "fidelity=screen" in (experiment / "analysis.md").read_text()
 
 
 def test_a_killed_promotion_resumes_and_nothing_is_lost_or_repeated(ray_tmp, tmp_path):
