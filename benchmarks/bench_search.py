@@ -329,7 +329,7 @@ def run_once(method: str, rep: int, space: SearchSpace, args: argparse.Namespace
         if experiment_dir.exists():
             print(f"[bench] {name} was cut off before Tune could snapshot it; starting it again", file=sys.stderr)
             shutil.rmtree(experiment_dir)
-        tuner = new_tuner(method, rep, space, args, trainable, CompletionLog(experiment_dir / "completions.csv"))
+        tuner = new_tuner(method, rep, space, args, trainable, experiment_dir)
     with contextlib.redirect_stdout(sys.stderr):  # Tune's experiment banners; stdout keeps the table alone
         tuner.fit()
     completions = pd.read_csv(experiment_dir / "completions.csv", dtype=ID_COLUMNS)
@@ -340,8 +340,7 @@ def run_once(method: str, rep: int, space: SearchSpace, args: argparse.Namespace
 
 
 def new_tuner(method: str, rep: int, space: SearchSpace, args: argparse.Namespace, trainable: Any,
-              log: CompletionLog) -> tune.Tuner:
-    experiment_dir = log.path.parent
+              experiment_dir: Path) -> tune.Tuner:
     if method == "tree":
         search_alg: Searcher = TreeSearcher(space, experiment_dir, seed=rep)
     else:
@@ -355,7 +354,8 @@ def new_tuner(method: str, rep: int, space: SearchSpace, args: argparse.Namespac
         run_config=tune.RunConfig(
             name=experiment_dir.name, storage_path=str(experiment_dir.parent), verbose=0,
             failure_config=tune.FailureConfig(max_failures=0),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2), callbacks=[log]))
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            callbacks=[CompletionLog(experiment_dir / "completions.csv")]))
 
 
 def recorded_runs(out: Path, num_trials: int) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import kill_ray_of
-from test_search import derived_space, environment, screening
+from test_search import derived_space, environment, screening, trial_files
 
 from metabo_tune.searcher import TreeSearcher
 from metabo_tune.space import Fidelity, load_space
@@ -194,8 +194,8 @@ def test_resume_refuses_runs_recorded_without_fidelities(tmp_path, capsys):
 # ------------------------------------------------------------------------------------- end to end
 
 def finished_trial_files(run_dir: Path) -> dict[str, dict[str, int]]:
-    """name → modification time of every file, for each trial directory holding a final report."""
-    return {trial.name: {f.name: f.stat().st_mtime_ns for f in trial.iterdir() if f.is_file()}
+    """trial_files of each trial directory holding a final report."""
+    return {trial.name: trial_files(run_dir / "trials", trial.name)
             for trial in (run_dir / "trials").glob("node_*") if (trial / "final_report.json").exists()}
 
 
