@@ -67,7 +67,9 @@ tree --reps 3` after `--reps 2` of all three, then `--reps 2 --resume`, summaris
 baseline, and confirms each method's best over them): runs,
 the trial of the first converged full-budget trial (median over the runs that had one, with their count),
 the wall time to it (median), the best full-budget reward after N/2 and N trials (median [min–max]), the
-wall time (median), and the confirmations ("3/3 converged").
+wall time (median), and the confirmations ("3/3 converged"). `<out>/progress.png` draws each run's best
+full-budget reward so far against finished trials and against wall time, a star at each converged
+full-budget trial.
 """
 
 from __future__ import annotations
@@ -86,6 +88,8 @@ from typing import Any
 
 import pandas as pd
 import yaml
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from ray import tune
 from ray.tune.search import Searcher
 
@@ -301,9 +305,9 @@ def run_figures(log: pd.DataFrame, num_trials: int) -> dict[str, Any]:
                 "best_node": None if best is None else best["node_id"],
                 "best_seed": math.nan if best is None else int(best["seed"]),
                 "best_values": None if best is None else best["values"]}
-    best_so_far = log["reward"].where(full).cummax().ffill()
+    best = best_so_far(log)["best_reward"]
     for k in range(1, num_trials + 1):
-        figures[f"best_after_{k}"] = float(best_so_far[k - 1]) if k <= len(log) else math.nan
+        figures[f"best_after_{k}"] = float(best[k - 1]) if k <= len(log) else math.nan
     return figures
 
 
@@ -475,6 +479,43 @@ def summary_markdown(summary: pd.DataFrame, num_trials: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+METHOD_COLOURS = {"tree": "tab:blue", "random": "tab:grey", "tpe": "tab:orange"}
+
+
+def best_so_far(log: pd.DataFrame) -> pd.DataFrame:
+    """A run's best full-budget reward after each finished trial (NaN before the first full-budget one),
+    with the trial's number and its time in minutes: the curve of progress.png."""
+    log = log.reset_index(drop=True)
+    full = log["fidelity"].eq(FULL) & log["classification"].ne("error")
+    return pd.DataFrame({"trial": log.index + 1, "minutes": log["time_s"] / 60,
+                         "best_reward": log["reward"].where(full).cummax().ffill(),
+                         "converged": full & log["classification"].eq("converged")})
+
+
+def progress_figure(logs: dict[tuple[str, int], pd.DataFrame]) -> Figure:
+    """Best full-budget reward so far against finished trials and against wall time, one line per run
+    ((method, rep) → its completion log), coloured by method; a star marks each full-budget trial that
+    converged."""
+    fig = Figure(figsize=(11, 4.2), dpi=100)
+    FigureCanvasAgg(fig)
+    by_trial, by_time = fig.subplots(1, 2, sharey=True)
+    for (method, rep), log in logs.items():
+        curve = best_so_far(log)
+        colour = METHOD_COLOURS.get(method, "tab:green")
+        for ax, x in ((by_trial, "trial"), (by_time, "minutes")):
+            ax.step(curve[x], curve["best_reward"], where="post", color=colour, alpha=0.8,
+                    label=f"{method} rep {rep}" if ax is by_trial else None)
+            hits = curve[curve["converged"]]
+            ax.plot(hits[x], hits["best_reward"], "*", color=colour, markersize=10)
+    by_trial.set(xlabel="finished trials (screens and promotions)", ylabel="best full-budget reward so far")
+    by_time.set(xlabel="wall time of the run (min)")
+    by_trial.legend(fontsize="small", loc="lower right")
+    for ax in (by_trial, by_time):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 # ------------------------------------------------------------------------------------- main
 
 def main(argv: list[str] | None = None) -> int:
@@ -546,6 +587,10 @@ def main(argv: list[str] | None = None) -> int:
         f"# Search benchmark: {args.space}\n\n{args.num_trials} trials per run, {args.concurrency} at once, "
         f"{fidelity}; {repetitions(runs)}; rewards median [min–max] over repetitions; confirmations on "
         f"{args.confirm_seeds} fresh training seeds.\n\n" + table)
+    logs = {(row["method"], int(row["rep"])): pd.read_csv(out / f"{row['method']}_rep{int(row['rep'])}" /
+                                                       "completions.csv")
+            for row in runs.to_dict("records")}
+    progress_figure(logs).savefig(out / "progress.png")
     print(table, end="")
     return 0
 

@@ -141,26 +141,50 @@ def completion(trial_id: str, fidelity: str, reward: float, classification: str,
             "values": json.dumps({LR: 0.001 * time_s})}
 
 
+def screened_log() -> pd.DataFrame:
+    """Screens that converge or score high (never a best), an errored full trial, two converged full ones."""
+    return pd.DataFrame([completion("a", SCREEN, 0.9, "converged", 60.0),
+                         completion("b", SCREEN, 0.95, "partial", 120.0),
+                         completion("c", FULL, 0.5, "partial", 180.0, node_id="b"),
+                         completion("d", FULL, 0.0, "error", 240.0, node_id="a"),
+                         completion("e", FULL, 0.8, "converged", 300.0, node_id="a"),
+                         completion("f", SCREEN, 0.99, "converged", 360.0),
+                         completion("g", FULL, 0.7, "converged", 420.0, node_id="f")])
+
+
 def test_run_figures_count_only_full_budget_trials():
-    log = pd.DataFrame([completion("a", SCREEN, 0.9, "converged", 1.0),
-                        completion("b", SCREEN, 0.95, "partial", 2.0),
-                        completion("c", FULL, 0.5, "partial", 3.0, node_id="b"),
-                        completion("d", FULL, 0.0, "error", 4.0, node_id="a"),
-                        completion("e", FULL, 0.8, "converged", 5.0, node_id="a"),
-                        completion("f", SCREEN, 0.99, "converged", 6.0),
-                        completion("g", FULL, 0.7, "converged", 7.0, node_id="f")])
+    log = screened_log()
     figures = bench.run_figures(log, num_trials=8)
-    assert (figures["first_converged"], figures["wall_s_first_converged"]) == (5, 5.0)
+    assert (figures["first_converged"], figures["wall_s_first_converged"]) == (5, 300.0)
     best = [figures[f"best_after_{k}"] for k in range(1, 9)]
     assert best[2:7] == [0.5, 0.5, 0.8, 0.8, 0.8]
     assert all(math.isnan(b) for b in best[:2] + best[7:])  # no full trial yet / not run
     assert (figures["trials_done"], figures["screen_trials"], figures["full_trials"], figures["errors"]) == (7, 3, 4, 1)
     assert (figures["best_node"], figures["best_seed"], figures["best_reward"]) == ("a", 77, 0.8)
-    assert json.loads(figures["best_values"]) == {LR: 0.005}
+    assert json.loads(figures["best_values"]) == {LR: 0.3}
 
     screens_only = bench.run_figures(log.iloc[:2], num_trials=2)
     assert math.isnan(screens_only["first_converged"]) and math.isnan(screens_only["best_after_2"])
     assert screens_only["best_node"] is None
+
+
+def test_progress_curves_follow_the_best_full_budget_reward_and_star_converged_full_trials():
+    curve = bench.best_so_far(screened_log())
+    assert curve["best_reward"].tolist()[2:] == [0.5, 0.5, 0.8, 0.8, 0.8]
+    assert curve["best_reward"].iloc[:2].isna().all()
+    assert curve["trial"].tolist() == list(range(1, 8)) and curve["minutes"].tolist() == list(range(1, 8))
+    assert curve["converged"].tolist() == [False, False, False, False, True, False, True]
+
+    tpe_log = screened_log().assign(reward=lambda log: log["reward"] / 2, classification="partial")
+    figure = bench.progress_figure({("tree", 0): screened_log(), ("tpe", 1): tpe_log})
+    by_trial, by_time = figure.axes
+    steps = [line for line in by_trial.get_lines() if line.get_linestyle() != "None"]
+    assert [line.get_label() for line in steps] == ["tree rep 0", "tpe rep 1"]
+    assert steps[0].get_color() != steps[1].get_color()
+    assert steps[1].get_ydata()[2:].tolist() == [0.25, 0.25, 0.4, 0.4, 0.4]
+    stars = [line for line in by_time.get_lines() if line.get_marker() == "*"]
+    assert [line.get_xdata().tolist() for line in stars] == [[5.0, 7.0], []]
+    assert stars[0].get_ydata().tolist() == [0.8, 0.8]
 
 
 def test_the_summary_counts_each_methods_own_repetitions():
@@ -274,3 +298,4 @@ def test_a_baseline_killed_mid_run_resumes_then_screens_promotes_and_confirms(ra
         assert summary.at[method, "confirm_seeds"] == 1
         assert summary.at[method, "confirm_converged"] == int(confirmations.at[method, "classification"] == "converged")
     assert (out / "summary.md").read_text().endswith(proc.stdout) and "| tpe | 1 |" in proc.stdout
+    assert (out / "progress.png").is_file()
