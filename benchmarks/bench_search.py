@@ -315,14 +315,19 @@ class RunInterrupted(RuntimeError):
     """A run that ended before its trial budget: it gets no row, so --resume continues it."""
 
 
+def run_dir(out: Path, method: str, rep: int) -> Path:
+    """The Tune experiment of one search of `method` with seed `rep`, its completions.csv inside."""
+    return out / f"{method}_rep{rep}"
+
+
 def run_once(method: str, rep: int, space: SearchSpace, args: argparse.Namespace, resources: dict[str, float],
              out: Path) -> dict[str, Any]:
     """One search of `method` with seed `rep`, or the rest of one that was cut off; writes its
     completions.csv and returns its runs.csv row."""
     from metabo_tune.trainable import run_search_trial
 
-    name = f"{method}_rep{rep}"
-    experiment_dir = out / name
+    experiment_dir = run_dir(out, method, rep)
+    name = experiment_dir.name
     trainable = tune.with_resources(tune.with_parameters(run_search_trial, space=space,
                                                          trials_dir=str(experiment_dir / "trials")), resources)
     # tuner.pkl is written as fit() starts, the experiment state at Tune's first snapshot
@@ -396,7 +401,7 @@ def confirm_best(runs: pd.DataFrame, space: SearchSpace, out: Path, n_seeds: int
         best = rated.iloc[0]
         used = set()
         for rep in group["rep"]:
-            used |= set(pd.read_csv(out / f"{method}_rep{rep}" / "completions.csv")["seed"].astype(int))
+            used |= set(pd.read_csv(run_dir(out, method, rep) / "completions.csv")["seed"].astype(int))
         values = json.loads(best["best_values"])
         for seed in fresh_seeds(used, n_seeds):
             cfg, directory = space.config_for(values, seed=seed), out / "confirm" / str(method) / f"seed_{seed}"
@@ -501,7 +506,7 @@ def progress_figure(logs: dict[tuple[str, int], pd.DataFrame]) -> Figure:
     by_trial, by_time = fig.subplots(1, 2, sharey=True)
     for (method, rep), log in logs.items():
         curve = best_so_far(log)
-        colour = METHOD_COLOURS.get(method, "tab:green")
+        colour = METHOD_COLOURS[method]
         for ax, x in ((by_trial, "trial"), (by_time, "minutes")):
             ax.step(curve[x], curve["best_reward"], where="post", color=colour, alpha=0.8,
                     label=f"{method} rep {rep}" if ax is by_trial else None)
@@ -533,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     done = {(row["method"], int(row["rep"])) for row in rows}
     todo = [(rep, m) for rep in range(args.reps) for m in args.methods if (m, rep) not in done]
-    taken = [out / f"{m}_rep{r}" for r, m in todo if (out / f"{m}_rep{r}").exists()]
+    taken = [run_dir(out, m, r) for r, m in todo if run_dir(out, m, r).exists()]
     if taken and not args.resume:
         print(f"error: {taken[0]} already exists; choose another --out, or add --resume", file=sys.stderr)
         return 2
@@ -587,9 +592,8 @@ def main(argv: list[str] | None = None) -> int:
         f"# Search benchmark: {args.space}\n\n{args.num_trials} trials per run, {args.concurrency} at once, "
         f"{fidelity}; {repetitions(runs)}; rewards median [min–max] over repetitions; confirmations on "
         f"{args.confirm_seeds} fresh training seeds.\n\n" + table)
-    logs = {(row["method"], int(row["rep"])): pd.read_csv(out / f"{row['method']}_rep{int(row['rep'])}" /
-                                                       "completions.csv")
-            for row in runs.to_dict("records")}
+    logs = {(method, rep): pd.read_csv(run_dir(out, method, rep) / "completions.csv")
+            for method, rep in zip(runs["method"], runs["rep"].astype(int), strict=True)}
     progress_figure(logs).savefig(out / "progress.png")
     print(table, end="")
     return 0
