@@ -7,7 +7,7 @@
    trials (finished or running) at the fidelity its result comes from (full once it has a full-budget
    result: `Tree.best` ranks those first);
 3. condition overrides, each triggered by the finished nodes and applied to the best node: homeo-kick,
-   embedding-focus, k-protect, degeneracy-break, boundary-probe (thresholds below);
+   switch-test, embedding-focus, k-protect, degeneracy-break, boundary-probe (thresholds below);
 4. the slot's role in the wave of four: exploit the top-UCB node; exploit the second; explore;
    principle-test, or boundary-probe when no effect has been seen twice. An exploit slot builds on
    what worked before it perturbs: when the node's own mutation improved on its origin, it first
@@ -29,7 +29,9 @@ each proposal to the tree (a node, or a trial for a replicate) before the next c
 randomness is `rng`; merge and direction use none.
 
 A proposal changes one parameter of its parent; the overrides change a named pair, and a merge the
-parameters of the mutation it brings in. Values are clipped into [low, high], ints stay int and bools
+parameters of the mutation it brings in. A switch-test switches on a loss term whose settings are other
+parameters; those keep the values the node has (for a term that is off: the space's base, where a space
+can give the companion settings that make the term work). Values are clipped into [low, high], ints stay int and bools
 bool, and floats are rounded to three significant digits so the mutation text ("param: old -> new",
 `%.3g`) shows the exact value.
 """
@@ -423,6 +425,49 @@ def homeo_kick(tree: Tree, space: SearchSpace, rng: random.Random) -> Proposal |
     return _scaled(tree, space, best, {LR_NODE: 2.0, NODE_L1: 0.5}, "homeo-kick")
 
 
+def gates(space: SearchSpace) -> list[str]:
+    """The numeric parameters that other parameters `require` and that can be 0: loss terms with settings
+    of their own, off at 0 (coeff_residual_fit, whose start and rate are parameters, say)."""
+    required = {param.requires for param in space.parameters.values() if param.requires is not None}
+    return [name for name, param in space.parameters.items()
+            if name in required and param.kind in ("float", "int") and param.low == 0]
+
+
+def structure(space: SearchSpace, config: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """What a config is built from rather than how it is tuned: the value of every choice and bool and
+    whether every gate is on, for the parameters in effect there."""
+    switches = set(gates(space))
+    return tuple((name, bool(config[name]) if name in switches else config[name])
+                 for name, param in space.parameters.items()
+                 if (name in switches or param.kind in ("bool", "choice")) and name in config
+                 and _active_in(space, config, name))
+
+
+def switch_test(tree: Tree, space: SearchSpace, rng: random.Random) -> Proposal | None:
+    """A best node short of converged that leaves a gate off: the gate switched on at 1 % of its range,
+    once per structure. A loss term that the search has never switched on in a config of this structure
+    gets one trial there, however the conservative steps would rank it: whether a term helps depends on
+    what the model is built from (on the mission network the residual fit converges at the screening
+    budget with the power-form MLP_sub and not without it), and one parameter in twenty-odd is rarely
+    drawn."""
+    best = tree.best()
+    if best is None or best.metrics_at(best.result_fidelity).get("classification") == "converged":
+        return None
+    shape = structure(space, best.config)
+    tested = {name for node in tree.nodes.values() if node.parent_id is not None
+              for name in gates(space)
+              if not tree.nodes[node.parent_id].config.get(name) and node.config.get(name)
+              and structure(space, tree.nodes[node.parent_id].config) == shape}
+    for name in gates(space):
+        if name in tested or best.config.get(name) != 0 or not _active(space, best, name):
+            continue
+        gate = space.parameters[name]
+        proposal = _child(tree, best, {name: fit(gate, NEAR_ZERO_SCALE * gate.high)}, "switch-test")
+        if proposal is not None:
+            return proposal
+    return None
+
+
 def embedding_focus(tree: Tree, space: SearchSpace, rng: random.Random) -> Proposal | None:
     """Slopes move but the types are not all separated: lr_embedding × 2 on the best node, at most
     lr_node; when it is there already, embedding fusion × 2 (from 0: 1 % of its range): the residual
@@ -575,7 +620,7 @@ def probe_extreme(tree: Tree, space: SearchSpace, rng: random.Random) -> Proposa
     return None
 
 
-OVERRIDES: tuple[Rule, ...] = (homeo_kick, embedding_focus, k_protect, degeneracy_break, boundary_probe)
+OVERRIDES: tuple[Rule, ...] = (homeo_kick, switch_test, embedding_focus, k_protect, degeneracy_break, boundary_probe)
 SLOT_ROLES: tuple[tuple[Rule, ...], ...] = ((exploit,), (exploit_second,), (explore,), (principle_test, probe_extreme))
 
 

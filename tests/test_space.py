@@ -113,6 +113,9 @@ def test_open_space_is_the_mission_without_its_answer() -> None:
     answer = mission.initial_spread[3]
     assert set(answer) <= set(open_space.parameters)  # every knob of the answer can be found
     base = open_space.base_values()
+    # the residual fit's companions: documented defaults, in effect only once a trial switches the fit on
+    assert base["training.coeff_residual_fit"] == 0
+    assert (base["training.residual_fit_start"], base["training.residual_fit_learning_rate"]) == (0.9, 1e-3)
     assert len(open_space.initial_spread) == 4 and open_space.initial_spread[0] == {}
     for slot in open_space.initial_spread:
         config = base | slot

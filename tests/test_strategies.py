@@ -26,6 +26,7 @@ from metabo_tune.strategies import (
     edge,
     fit,
     further,
+    gates,
     improvements,
     merge_into,
     mutation_text,
@@ -35,6 +36,7 @@ from metabo_tune.strategies import (
     shift,
     step_further,
     step_towards,
+    structure,
 )
 from metabo_tune.tree import FULL, SCREEN, Node, Tree, changed_parameters
 
@@ -42,7 +44,7 @@ HOMEO = Path(__file__).parents[1] / "search_spaces" / "homeo_rank_50.yaml"
 LR_K = "training.learning_rate_k"
 PAIR_STRATEGIES = ("homeo-kick", "k-protect", "degeneracy-break")
 STRATEGIES = ("exploit", "exploit-2", "explore", "principle-test", "boundary-probe", "homeo-kick", "embedding-focus",
-              "k-protect", "degeneracy-break", "replicate", "initial", "merge", "direction")
+              "k-protect", "degeneracy-break", "replicate", "initial", "merge", "direction", "switch-test")
 MUTATION = re.compile(r"^[\w.]+: \S+ -> \S+(; [\w.]+: \S+ -> \S+)*$")
 # Metrics that trigger no override: R² fine, slopes moving, types found, no degeneracy.
 NEUTRAL = {"rate_constants_R2": 0.6, "avg_slope_ratio": 0.6, "embedding_cluster_acc": 1.0, "test_pearson": 0.7,
@@ -270,6 +272,73 @@ def test_embedding_focus_raises_the_residual_fusion_where_the_best_fits_the_resi
     proposal = propose(tree, extended, random.Random(0), slot=0)
     assert (proposal.strategy, proposal.parent_id) == ("embedding-focus", best)
     assert proposal.config[RESIDUAL_FUSION] == 0.02 and proposal.config[FUSION] == 0
+
+
+FIT_START = "training.residual_fit_start"
+SUBSTRATE = "graph_model.substrate_form"
+
+
+def with_gates(space: SearchSpace) -> SearchSpace:
+    """The test space plus the residual fit (a gate: its start and the residual fusion require it), the
+    residual fusion (a gate too) and the substrate form (a structural choice)."""
+    extra = {RESIDUAL_FIT: Parameter(RESIDUAL_FIT, "float", 0.0, 1e5),
+             FIT_START: Parameter(FIT_START, "float", 0.5, 0.95, requires=RESIDUAL_FIT),
+             RESIDUAL_FUSION: Parameter(RESIDUAL_FUSION, "float", 0.0, 0.1, requires=RESIDUAL_FIT),
+             "training.residual_fusion_neighbours": Parameter("training.residual_fusion_neighbours", "int", 5, 45,
+                                                              requires=RESIDUAL_FUSION),
+             SUBSTRATE: Parameter(SUBSTRATE, "choice", values=("mlp", "power"))}
+    return dataclasses.replace(space, parameters={**space.parameters, **extra})
+
+
+def test_gates_are_the_numeric_switches_other_parameters_require(space: SearchSpace) -> None:
+    assert gates(with_gates(space)) == [RESIDUAL_FIT, RESIDUAL_FUSION]  # recurrent_training: a bool, flipped
+    assert gates(load_space(HOMEO.with_name("homeo_rank_50_open.yaml"))) == [
+        "training.coeff_conservation", RESIDUAL_FIT, RESIDUAL_FUSION]
+
+
+def test_structure_ignores_tuning_and_what_is_switched_off(space: SearchSpace) -> None:
+    gated = with_gates(space)
+    base = gated.base_values()
+    assert structure(gated, base) == ((RECURRENT, False), (RESIDUAL_FIT, False), (SUBSTRATE, "mlp"))
+    assert structure(gated, base | {LR_K: 5e-3, FIT_START: 0.5}) == structure(gated, base)
+    assert structure(gated, base | {RESIDUAL_FIT: 1e3}) == structure(gated, base | {RESIDUAL_FIT: 1e4}) == (
+        (RECURRENT, False), (RESIDUAL_FIT, True), (RESIDUAL_FUSION, False), (SUBSTRATE, "mlp"))
+    assert structure(gated, base | {SUBSTRATE: "power"}) != structure(gated, base)
+
+
+def test_switch_test_switches_a_loss_term_on_once_per_structure(space: SearchSpace) -> None:
+    gated = with_gates(space)
+    stuck = metrics(rate_constants_R2=1.0, avg_slope_ratio=1.0, embedding_cluster_acc=0.97,
+                    classification="partial-k")
+    tree = spread_tree(gated, rewards=(0.5, 0.74, 0.3, 0.2), metrics=(stuck,) * 4)
+    proposal = propose(tree, gated, random.Random(0), slot=0)
+    assert (proposal.strategy, proposal.parent_id, proposal.mutation) == (
+        "switch-test", "1", f"{RESIDUAL_FIT}: 0 -> 1e+03")  # 1 % of its range
+    assert proposal.config[FIT_START] == tree.nodes["1"].config[FIT_START]  # the companions as they were
+    record(tree, proposal, [0.7, 0.7], stuck)  # worse: node 1 stays the best
+    assert propose(tree, gated, random.Random(0), slot=0).strategy != "switch-test"  # tested in this structure
+    # the same structure tuned differently: still tested
+    tuned = child(tree, "1", {LR_K: 5e-3}, [0.8, 0.8], stuck)
+    assert propose(tree, gated, random.Random(0), slot=0).strategy != "switch-test"
+    # another structure (the power form): the residual fit gets its trial there too
+    power = child(tree, tuned, {SUBSTRATE: "power"}, [0.85, 0.85], stuck)
+    proposal = propose(tree, gated, random.Random(0), slot=0)
+    assert (proposal.strategy, proposal.parent_id, proposal.config[RESIDUAL_FIT]) == ("switch-test", power, 1e3)
+    # once the fit is on in the best node, the gate it opens (the residual fusion) is next
+    fitting = record(tree, proposal, [0.9, 0.9], stuck)
+    proposal = propose(tree, gated, random.Random(0), slot=0)
+    assert (proposal.strategy, proposal.parent_id, proposal.mutation) == (
+        "switch-test", fitting, f"{RESIDUAL_FUSION}: 0 -> 0.001")
+
+
+def test_switch_test_counts_a_switch_made_by_any_rule_and_leaves_a_converged_best_alone(space: SearchSpace) -> None:
+    gated = with_gates(space)
+    tree = spread_tree(gated, rewards=(0.5, 0.74, 0.3, 0.2))
+    child(tree, "0", {RESIDUAL_FIT: 181.0}, [0.2, 0.2])  # an exploit of the baseline's structure switched it on
+    assert propose(tree, gated, random.Random(0), slot=0).strategy != "switch-test"
+    done = metrics(rate_constants_R2=1.0, avg_slope_ratio=1.0, classification="converged")
+    tree = spread_tree(gated, rewards=(0.5, 0.99, 0.3, 0.2), metrics=(NEUTRAL, done, NEUTRAL, NEUTRAL))
+    assert propose(tree, gated, random.Random(0), slot=0).strategy != "switch-test"
 
 
 def test_k_protect(space: SearchSpace) -> None:
@@ -655,13 +724,37 @@ def test_step_further_only_after_a_one_parameter_move_that_improved(space: Searc
 
 def test_open_space_merges_the_linear_head_and_the_power_form_once_both_beat_the_baseline() -> None:
     """The first step of discovery in search_spaces/homeo_rank_50_open.yaml: the spread holds the linear
-    head and the power form apart; when both beat iter_116, the top slot proposes them together."""
+    head and the power form apart; when both beat iter_116, the top slot proposes them together (once the
+    best node's structure has had its switch-test)."""
     space = load_space(HOMEO.with_name("homeo_rank_50_open.yaml"))
     tree = spread_tree(space, rewards=(0.35, 0.74, 0.4, 0.3))  # base, linear head, power form, cosine
+    first = propose(tree, space, random.Random(0), slot=0)
+    assert (first.strategy, first.parent_id) == ("switch-test", "1")  # the best's own structure first
+    record(tree, first, [0.5, 0.5])  # worse: node 1 stays on top
     proposal = propose(tree, space, random.Random(0), slot=0)
     assert (proposal.strategy, proposal.parent_id) == ("merge", "1")
     assert proposal.config == space.base_values() | space.initial_spread[1] | space.initial_spread[2]
     assert proposal.mutation == "graph_model.substrate_form: mlp -> power; training.log_k_init_max: 1 -> -1"
+
+
+def test_open_space_switches_the_residual_fit_on_where_the_linear_head_meets_the_power_form() -> None:
+    """The second step of discovery: the merged node (linear head and power form) is the best and short of
+    converged, and its structure has not had the residual fit yet. The switch brings the space's
+    companions along (start at 90 %, the head's rate restarted at 1e-3): at the screening budget on the
+    mission network that config converges (docs/results.md, "The search that discovers")."""
+    space = load_space(HOMEO.with_name("homeo_rank_50_open.yaml"))
+    partial_k = metrics(rate_constants_R2=1.0, avg_slope_ratio=1.06, embedding_cluster_acc=0.98,
+                        classification="partial-k")
+    tree = spread_tree(space, rewards=(0.35, 0.74, 0.6, 0.63), metrics=(partial_k,) * 4)
+    child(tree, "1", {RESIDUAL_FIT: 1e3}, [0.72, 0.72], partial_k)  # the linear head's own switch-test
+    merged = child(tree, "1", {"graph_model.substrate_form": "power", "training.log_k_init_max": -1.0},
+                   [0.745, 0.745], partial_k)
+    proposal = propose(tree, space, random.Random(0), slot=0)
+    assert (proposal.strategy, proposal.parent_id) == ("switch-test", merged)
+    assert {name: proposal.config[name] for name in (RESIDUAL_FIT, FIT_START, "training.residual_fit_learning_rate",
+                                                     "graph_model.homeostasis_head", "graph_model.substrate_form")} \
+        == {RESIDUAL_FIT: 1e3, FIT_START: 0.9, "training.residual_fit_learning_rate": 1e-3,
+            "graph_model.homeostasis_head": "linear", "graph_model.substrate_form": "power"}
 
 
 # ------------------------------------------------------------------------------------------ fidelity
