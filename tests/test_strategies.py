@@ -16,7 +16,9 @@ from metabo_tune.space import Parameter, SearchSpace, load_space
 from metabo_tune.strategies import (
     FUSION,
     LR_EMBEDDING,
+    LR_K,
     LR_NODE,
+    LR_SUB,
     NODE_L1,
     RECURRENT,
     RESIDUAL_FIT,
@@ -41,10 +43,9 @@ from metabo_tune.strategies import (
 from metabo_tune.tree import FULL, SCREEN, Node, Tree, changed_parameters
 
 HOMEO = Path(__file__).parents[1] / "search_spaces" / "homeo_rank_50.yaml"
-LR_K = "training.learning_rate_k"
 PAIR_STRATEGIES = ("homeo-kick", "k-protect", "degeneracy-break")
 STRATEGIES = ("exploit", "exploit-2", "explore", "principle-test", "boundary-probe", "homeo-kick", "embedding-focus",
-              "k-protect", "degeneracy-break", "replicate", "initial", "merge", "direction", "switch-test")
+              "k-protect", "degeneracy-break", "replicate", "initial", "merge", "direction", "switch-test", "settle")
 MUTATION = re.compile(r"^[\w.]+: \S+ -> \S+(; [\w.]+: \S+ -> \S+)*$")
 # Metrics that trigger no override: R² fine, slopes moving, types found, no degeneracy.
 NEUTRAL = {"rate_constants_R2": 0.6, "avg_slope_ratio": 0.6, "embedding_cluster_acc": 1.0, "test_pearson": 0.7,
@@ -778,6 +779,32 @@ def screened_tree(space: SearchSpace, full: dict[str, float]) -> Tree:
         tree.add_trial(node_id, f"{node_id}-f", seed=77, fidelity=FULL)
         tree.complete_trial(f"{node_id}-f", "completed", reward, NEUTRAL)
     return tree
+
+
+def test_settle_halves_the_reaction_rates_where_the_screen_converged_and_the_full_budget_did_not(
+        space: SearchSpace) -> None:
+    converged = metrics(rate_constants_R2=1.0, avg_slope_ratio=1.0, classification="converged")
+    broke = metrics(rate_constants_R2=0.8, avg_slope_ratio=1.0, embedding_cluster_acc=0.93,
+                    classification="partial-homeo")
+    tree = screened_tree(space, {})
+    for node_id, reward in (("6", 0.99), ("7", 0.98)):  # two children of 4, converged at screen
+        config = {**tree.nodes["4"].config, NODE_L1: 1.0 + int(node_id)}
+        tree.add_node(node_id, "4", config, mutation_text(tree.nodes["4"].config, config), "exploit")
+        tree.add_trial(node_id, f"{node_id}-s", seed=77, fidelity=SCREEN)
+        tree.complete_trial(f"{node_id}-s", "completed", reward, converged)
+        tree.add_trial(node_id, f"{node_id}-s2", seed=78, fidelity=SCREEN)
+    assert propose(tree, space, random.Random(0), slot=0).strategy != "settle"  # no full result yet
+    for node_id, result in (("6", converged), ("7", broke)):
+        tree.add_trial(node_id, f"{node_id}-f", seed=77, fidelity=FULL)
+        tree.complete_trial(f"{node_id}-f", "completed", 0.99 if result is converged else 0.66, result)
+    tree.add_trial("6", "6-f2", seed=79, fidelity=FULL)  # the best's replicate, running
+    proposal = propose(tree, space, random.Random(0), slot=0)
+    assert (proposal.strategy, proposal.parent_id) == ("settle", "7")  # 6 converged at full too
+    before = tree.nodes["7"].config
+    assert (proposal.config[LR_K], proposal.config[LR_SUB]) == (before[LR_K] / 2, before[LR_SUB] / 2)
+    assert changed_parameters(before, proposal.config) == sorted([LR_K, LR_SUB])
+    tree.add_node("8", "7", proposal.config, proposal.mutation, proposal.strategy)
+    assert propose(tree, space, random.Random(0), slot=0).strategy != "settle"  # once per node
 
 
 def test_full_budget_rewards_never_steer_the_slot_roles(space: SearchSpace) -> None:
