@@ -444,6 +444,12 @@ def homeo_kick(tree: Tree, space: SearchSpace, rng: random.Random) -> Proposal |
     return _scaled(tree, space, best, {LR_NODE: 2.0, NODE_L1: 0.5}, "homeo-kick")
 
 
+def _switched_on(param: Parameter) -> Any:
+    """The value a rule gives a term it switches on from 0: 1 % of the range, small enough not to
+    swamp the losses the node was tuned with."""
+    return fit(param, NEAR_ZERO_SCALE * (param.high - param.low))
+
+
 def gates(space: SearchSpace) -> list[str]:
     """The numeric parameters that other parameters `require` and that can be 0: loss terms with settings
     of their own, off at 0 (coeff_residual_fit, whose start and rate are parameters, say)."""
@@ -472,16 +478,20 @@ def switch_test(tree: Tree, space: SearchSpace, rng: random.Random) -> Proposal 
     best = tree.best()
     if best is None or best.metrics_at(best.result_fidelity).get("classification") == "converged":
         return None
+    switches = gates(space)
     shape = structure(space, best.config)
-    tested = {name for node in tree.nodes.values() if node.parent_id is not None
-              for name in gates(space)
-              if not tree.nodes[node.parent_id].config.get(name) and node.config.get(name)
-              and structure(space, tree.nodes[node.parent_id].config) == shape}
-    for name in gates(space):
+    tested: set[str] = set()
+    for node in tree.nodes.values():
+        if node.parent_id is None:
+            continue
+        parent = tree.nodes[node.parent_id]
+        switched = [name for name in switches if not parent.config.get(name) and node.config.get(name)]
+        if switched and structure(space, parent.config) == shape:
+            tested.update(switched)
+    for name in switches:
         if name in tested or best.config.get(name) != 0 or not _active(space, best, name):
             continue
-        gate = space.parameters[name]
-        proposal = _child(tree, best, {name: fit(gate, NEAR_ZERO_SCALE * gate.high)}, "switch-test")
+        proposal = _child(tree, best, {name: _switched_on(space.parameters[name])}, "switch-test")
         if proposal is not None:
             return proposal
     return None
@@ -507,7 +517,7 @@ def embedding_focus(tree: Tree, space: SearchSpace, rng: random.Random) -> Propo
         return None
     fusion = space.parameters[name]
     value = best.config[name]
-    stronger = fit(fusion, 2 * value if value > 0 else NEAR_ZERO_SCALE * (fusion.high - fusion.low))
+    stronger = fit(fusion, 2 * value) if value > 0 else _switched_on(fusion)
     return _child(tree, best, {name: stronger}, "embedding-focus") if stronger > value else None
 
 
