@@ -115,6 +115,9 @@ class GraphModelConfig(_Section):
                            "log λ and b affine in the embedding (DESIGN.md §1).")
 
 
+DEFAULT_CONSERVATION_FRAMES = 64
+
+
 class TrainingConfig(_Section):
     """Optimisation, regularisers and budget (DESIGN.md §3)."""
 
@@ -147,7 +150,9 @@ class TrainingConfig(_Section):
     lr_schedule: Literal["constant", "cosine"] = "constant"
     coeff_conservation: float = Field(0.0, ge=0)
     conservation_frames: Annotated[int, Field(ge=1)] | Literal["all"] = Field(
-        64, description="Frames per step for the conservation loss, or 'all' (exact moments with the linear head).")
+        DEFAULT_CONSERVATION_FRAMES,
+        description="Frames per step for the conservation loss, or 'all' (exact moments with the linear head; the "
+                    "MLP head has none and samples the default).")
     detach_homeostasis: bool = Field(
         False, description="The prediction loss sees the homeostasis as a constant: the head and the embeddings "
                            "learn from the conservation loss only.")
@@ -233,10 +238,24 @@ class Config(_Section):
         if self.training.coeff_residual_fit > 0 and self.graph_model.homeostasis_head != "linear":
             warnings.warn("training.coeff_residual_fit applies to graph_model.homeostasis_head: linear only; "
                           "with the MLP head it is ignored", stacklevel=2)
+        if self.training.coeff_conservation > 0 and self.training.conservation_frames == "all" \
+                and self.graph_model.homeostasis_head != "linear":
+            warnings.warn(f"training.conservation_frames 'all' is the linear head's exact moment form; the MLP head "
+                          f"samples {DEFAULT_CONSERVATION_FRAMES} frames per step instead", stacklevel=2)
         if self.training.coeff_residual_fusion > 0 and self.training.coeff_residual_fit == 0:
             warnings.warn("training.coeff_residual_fusion acts during the residual fit only; with "
                           "coeff_residual_fit 0 it is ignored", stacklevel=2)
         return self
+
+    def sampled_conservation_frames(self) -> int | None:
+        """Frames per step of the sampled conservation loss; None where there is none (the loss off, or the
+        linear head's exact moments over every frame). With the MLP head, 'all' samples the default count:
+        every frame each step (2 880 on the mission network) made an iteration 60× slower, an hour per
+        screen, a trap a search steps into by switching the head of a node that uses 'all'."""
+        frames = self.training.conservation_frames
+        if self.training.coeff_conservation == 0 or (frames == "all" and self.graph_model.homeostasis_head == "linear"):
+            return None
+        return DEFAULT_CONSERVATION_FRAMES if frames == "all" else frames
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

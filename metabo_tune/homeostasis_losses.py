@@ -181,12 +181,10 @@ class HomeostasisLosses:
         return self.fits_residual and iteration >= self.residual_start
 
     def conservation_frames(self, sampled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(c, dc/dt) of the frames the sampled conservation loss visits (`sampled`, or every frame with
-        conservation_frames 'all'), or None where there is no sampled conservation loss."""
+        """(c, dc/dt) of the frames the sampled conservation loss visits (`sampled`, drawn by the trainer,
+        `Config.sampled_conservation_frames` of them), or None where there is no sampled conservation loss."""
         if self.tcfg.coeff_conservation == 0 or self.moments is not None:
             return None
-        if self.tcfg.conservation_frames == "all":  # the MLP head has no moments: it visits every frame
-            return self.conc, self.deriv
         return self.conc[sampled], self.deriv[sampled]
 
     def terms(self, iteration: int, sampled: tuple[torch.Tensor, torch.Tensor] | None) -> dict[str, torch.Tensor]:

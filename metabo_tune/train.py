@@ -173,8 +173,7 @@ class Trainer:
             gen = torch.Generator().manual_seed(self.cfg.training.seed * 1_000_003 + chunk)
             tcfg = self.cfg.training
             batch = torch.randint(self.n_start_frames, (_SAMPLE_CHUNK, tcfg.batch_size), generator=gen)
-            sampled = tcfg.coeff_conservation > 0 and tcfg.conservation_frames != "all"
-            n_cons = tcfg.conservation_frames if sampled else 1
+            n_cons = self.cfg.sampled_conservation_frames() or 1
             cons = torch.randint(self.conc.shape[0], (_SAMPLE_CHUNK, n_cons), generator=gen)
             self._chunk = (chunk, batch.to(self.device), cons.to(self.device))
         offset = iteration % _SAMPLE_CHUNK

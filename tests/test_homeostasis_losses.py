@@ -5,7 +5,7 @@ import pytest
 import torch
 from test_train import linear_head_config, small_config
 
-from metabo_tune.config import config_from_dict
+from metabo_tune.config import DEFAULT_CONSERVATION_FRAMES, config_from_dict
 from metabo_tune.homeostasis_losses import shared_relaxation_fit, sliding_mean, window_means
 from metabo_tune.simulate import add_measurement_noise, left_null_space, simulate
 from metabo_tune.train import Trainer
@@ -43,16 +43,22 @@ def test_moment_conservation_loss_equals_the_loss_over_every_frame(small_dataset
         torch.testing.assert_close(mine, direct, rtol=1e-4, atol=1e-6 * direct.abs().max().item())
 
 
-def test_sampled_conservation_over_all_frames_matches_the_moments(small_dataset):
-    """The MLP head cannot use moments; with conservation_frames 'all' it visits every frame, which gives
-    the same value as the linear head's moments for the same homeostasis."""
-    moments = Trainer(linear_head_config(), small_dataset.observed, "cpu")
-    raw = linear_head_config().to_dict()
-    raw["training"]["detach_homeostasis"] = False
-    sampled = Trainer(config_from_dict(raw), small_dataset.observed, "cpu")
-    sampled.homeostasis_losses.moments = None  # the linear head through the sampled path
-    sampled.model.load_state_dict(moments.model.state_dict())
-    torch.testing.assert_close(sampled.losses(0)["conservation"], moments.losses(0)["conservation"], rtol=1e-5, atol=0)
+def test_mlp_head_with_all_frames_samples_the_default_count_with_a_warning(small_dataset):
+    """The MLP head has no moments; 'all' would put every frame through it each step (60× an iteration on
+    the mission network), so it samples the default count, and the sampled loss is the all-frame formula
+    on those frames."""
+    raw = small_config().to_dict()
+    raw["training"] |= {"coeff_conservation": 1.0, "conservation_frames": "all"}
+    with pytest.warns(UserWarning, match="conservation_frames 'all' is the linear head's"):
+        cfg = config_from_dict(raw)
+    assert cfg.sampled_conservation_frames() == DEFAULT_CONSERVATION_FRAMES
+    trainer = Trainer(cfg, small_dataset.observed, "cpu")
+    _, sampled = trainer._frames(0)
+    assert sampled.shape == (DEFAULT_CONSERVATION_FRAMES,)
+    c, dcdt = trainer.homeostasis_losses.conservation_frames(sampled)
+    direct = ((trainer.model.homeostasis(c) - dcdt) @ trainer.homeostasis_losses.null_space).square().sum(-1).mean()
+    torch.testing.assert_close(trainer.losses(0)["conservation"], direct, rtol=1e-5, atol=0)
+    assert linear_head_config().sampled_conservation_frames() is None  # the moments, no sampling
 
 
 def one_type_relaxation(noise_level: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
