@@ -250,8 +250,8 @@ class Config(_Section):
     def sampled_conservation_frames(self) -> int | None:
         """Frames per step of the sampled conservation loss; None where there is none (the loss off, or the
         linear head's exact moments over every frame). With the MLP head, 'all' samples the default count:
-        every frame each step (2 880 on the mission network) made an iteration 60× slower, an hour per
-        screen, a trap a search steps into by switching the head of a node that uses 'all'."""
+        every frame each step (2 880 on the mission network) made an iteration 60× slower, a screen 21 min
+        instead of 1, a trap a search steps into by switching the head of a node that uses 'all'."""
         frames = self.training.conservation_frames
         if self.training.coeff_conservation == 0 or (frames == "all" and self.graph_model.homeostasis_head == "linear"):
             return None
