@@ -37,19 +37,24 @@ below use full-budget trials only: a screen trial is never "converged" and never
 
 Repetition r seeds every searcher with r; the methods alternate within a repetition, so a machine that
 gets slower or busier affects them alike. Each run is its own Tune experiment in `<out>/<method>_rep<r>/`,
-whose `completions.csv` lists the finished trials in completion order: trial_id, node_id, seed,
-fidelity, reward (0 for an errored trial), classification ("error" for one) and time_s since the run
-started, and the values (JSON). From it, the run's row in `<out>/runs.csv`: trials_done, errors,
-screen_trials, full_trials, first_converged (the number of finished trials when the first full-budget
-trial classified converged finished; empty if none), wall_s_first_converged, wall_s, the best
-full-budget trial (best_reward, best_node, best_seed, best_values) and best_after_k for k = 1..N (the best
-full-budget reward among the first k finished trials; empty while there is none). With --resume, the
-runs already in `<out>/runs.csv` are kept and skipped, and a run directory without a row (a run cut off
-by Ctrl-C, a kill or the end of a session) is continued where Tune's last experiment snapshot left it
+whose `completions.csv` lists the finished trials in completion order: trial_id, node_id, seed, fidelity,
+reward (0 for an errored trial), classification ("error" for one), status (completed, diverged or error)
+and time_s since the run started, and the values (JSON). From it, the run's row in `<out>/runs.csv`:
+trials_done, errors, screen_trials, full_trials, first_converged (the number of finished trials when the
+first full-budget trial classified converged finished; empty if none), wall_s_first_converged, wall_s, the
+best full-budget trial (best_reward, best_node, best_seed, best_values) and best_after_k for k = 1..N (the
+best full-budget reward among the first k finished trials; empty while there is none). With --resume, the
+runs already in `<out>/runs.csv` are kept and skipped, and a run directory without a row (a run cut off by
+Ctrl-C, a kill or the end of a session) is continued where Tune's last experiment snapshot left it
 (`Tuner.restore`): its finished trials are kept, its interrupted ones go on from their last checkpoint,
-and its searcher, completion log and clock are restored with it. Its times (time_s, wall_s) count the
-time it ran, before and after the interruption, up to its last snapshot before it; the gap between
-is not counted. A run directory Tune cannot restore is started again.
+and its searcher, completion log and clock are restored with it. Its times (time_s, wall_s) count the time
+it ran, before and after the interruption, up to its last snapshot before it; the gap between is not
+counted. A random or TPE run whose Tune snapshot is gone but whose completions.csv is there (a new
+machine, where only the committed logs were put back) is replayed from the log
+(`ScreeningSearcher.replay`): its recorded trials are kept, the promotion rule is applied to them again,
+and the sampler is brought to where it was (random exactly, TPE from the recorded screens as evaluated
+points); the trials in flight at the cut are trained again from the start, and its clock goes on from its
+last recorded completion. Any other run directory Tune cannot restore is started again.
 
 Confirmation (--confirm-seeds N, default 3, 0 skips it): after all runs, each method's best full-budget
 trial over its repetitions (the highest best_reward, the lower repetition on a tie) is trained again at
@@ -104,10 +109,12 @@ from metabo_tune.tree import FULL, SCREEN, promotes
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("tree", "random", "tpe")
-COMPLETION_COLUMNS = ("trial_id", "node_id", "seed", "fidelity", "reward", "classification", "time_s", "values")
+COMPLETION_COLUMNS = ("trial_id", "node_id", "seed", "fidelity", "reward", "classification", "status", "time_s",
+                      "values")
 RUN_COLUMNS = ("trials_done", "errors", "screen_trials", "full_trials", "first_converged",
                "wall_s_first_converged", "best_reward", "best_node", "best_seed", "best_values")
 ID_COLUMNS = {"trial_id": str, "node_id": str, "best_node": str}
+REPLAY_SLACK = 64  # proposals beyond the recorded screens a replay may find in flight before it gives up
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -184,6 +191,8 @@ class ScreeningSearcher(ConcurrencyLimitedSearcher):
         self.promotions: list[str] = []  # node ids waiting for their full-budget trial, oldest first
         self.promoted: set[str] = set()
         self.last_results: dict[str, dict[str, Any]] = {}
+        self.reproposals: list[tuple[str, dict[str, Any]]] = []  # (inner id, values) to serve again (replay)
+        self.inner_ids: dict[str, str] = {}  # trial id → the inner's id for it, where they differ (replay)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         if self.full():
@@ -192,6 +201,10 @@ class ScreeningSearcher(ConcurrencyLimitedSearcher):
             node_id = self.promotions.pop(0)
             self.promoted.add(node_id)
             values, fidelity = self.proposed[node_id], FULL
+        elif self.reproposals:
+            self.inner_ids[trial_id], values = self.reproposals.pop(0)
+            node_id, fidelity = trial_id, self.space.search_fidelity
+            self.proposed[trial_id] = dict(values)
         else:
             values = self.inner.suggest(trial_id)
             if values is None or values == Searcher.FINISHED:
@@ -207,7 +220,7 @@ class ScreeningSearcher(ConcurrencyLimitedSearcher):
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         self.last_results[trial_id] = result
         if trial_id in self.proposed:
-            self.inner.on_trial_result(trial_id, result)
+            self.inner.on_trial_result(self.inner_ids.get(trial_id, trial_id), result)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         self.live.discard(trial_id)
@@ -215,18 +228,77 @@ class ScreeningSearcher(ConcurrencyLimitedSearcher):
         self.last_results.pop(trial_id, None)
         if trial_id not in self.proposed:
             return  # a promotion: the inner searcher learns within the screen fidelity only
-        self.inner.on_trial_complete(trial_id, result=result, error=error)
-        if self.space.fidelity is None:
-            return
+        self.inner.on_trial_complete(self.inner_ids.pop(trial_id, trial_id), result=result, error=error)
         status = "error" if error else last.get("status", "error")
         value = 0.0 if status == "error" else float(last.get(METRIC, 0.0))
-        if math.isnan(value):
-            return  # no reward: out of the rank, as in the tree
+        self._rank(trial_id, status, value, converged=last.get("classification") == "converged")
+
+    def _rank(self, trial_id: str, status: str, value: float, *, converged: bool) -> None:
+        """A finished screen joins the rank, and the promotions if the rule says so."""
+        if self.space.fidelity is None or math.isnan(value):
+            return  # no fidelity rule, or no reward: out of the rank, as in the tree
         self.screen_rewards.append(value)
         if (status == "completed" and trial_id not in self.promoted and trial_id not in self.promotions
-                and promotes(value, self.screen_rewards, self.space.fidelity.promote_eta,
-                             converged=last.get("classification") == "converged")):
+                and promotes(value, self.screen_rewards, self.space.fidelity.promote_eta, converged=converged)):
             self.promotions.append(trial_id)
+
+    def replay(self, log: pd.DataFrame, *, results_steer_proposals: bool) -> None:
+        """Take up a run from its completion log (COMPLETION_COLUMNS) when Tune's snapshot of it is gone, as
+        on a new machine. The rank and the promotions are derived again from the recorded trials in
+        completion order, and a promotion recorded at full budget counts as served; one promoted but not
+        recorded (in flight at the cut, or waiting) is served first. The inner searcher is brought to where
+        it was: with `results_steer_proposals` False (random search), its seeded sampler is asked again
+        until it has proposed every recorded screen, so that it goes on with the proposals the uninterrupted
+        run would have made, and those it proposed besides (in flight at the cut) are served again before
+        anything new; with it True (TPE), the recorded screens are told to it as evaluated points, and its
+        next proposals follow from them but not bit for bit as the uninterrupted run's would have (its
+        sampler's state at the cut is lost)."""
+        screened = [row for row in log.to_dict("records")
+                    if self.space.fidelity is None or row["fidelity"] == SCREEN]
+        for row in log.to_dict("records"):
+            if self.space.fidelity is not None and row["fidelity"] != SCREEN:
+                if row["node_id"] not in self.promotions:
+                    raise ReplayError(f"trial {row['trial_id']} at full budget promotes node {row['node_id']}, "
+                                     "which this space's promotion rule had not promoted: the log comes from "
+                                     "another space")
+                self.promotions.remove(row["node_id"])
+                self.promoted.add(row["node_id"])
+                continue
+            self.proposed[row["trial_id"]] = json.loads(row["values"])
+            self._rank(row["trial_id"], recorded_status(row), float(row["reward"]),
+                       converged=row["classification"] == "converged")
+        if results_steer_proposals:
+            for row in screened:
+                status, value = recorded_status(row), float(row["reward"])
+                self.inner.add_evaluated_point(json.loads(row["values"]), value,
+                                               error=status == "error" or math.isnan(value))
+        else:
+            self._propose_again(screened)
+
+    def _propose_again(self, screened: list[dict[str, Any]]) -> None:
+        """Ask the inner searcher until it has proposed every screened row's values, then tell it their
+        results in completion order."""
+        inner_ids: dict[str, str] = {}  # values (JSON, as logged) → the inner's id for them
+        waiting = {row["values"] for row in screened}
+        for number in range(len(screened) + REPLAY_SLACK):
+            if not waiting:
+                break
+            inner_id = f"replay_{number}"
+            values = self.inner.suggest(inner_id)
+            logged = json.dumps(values, sort_keys=True)
+            if logged in waiting:
+                waiting.remove(logged)
+                inner_ids[logged] = inner_id
+            else:
+                self.reproposals.append((inner_id, values))
+        if waiting:
+            raise ReplayError(f"{len(waiting)} recorded screens are not among the sampler's first "
+                              f"{len(screened) + REPLAY_SLACK} proposals: the log comes from another space, "
+                              "method or seed")
+        for row in screened:
+            status = recorded_status(row)
+            self.inner.on_trial_complete(inner_ids[row["values"]], error=status == "error",
+                                         result={METRIC: float(row["reward"]), "status": status})
 
     def save(self, checkpoint_path: str) -> None:
         """Everything, the inner searcher (Optuna's study and sampler) included, so that a restored run
@@ -281,6 +353,7 @@ class CompletionLog(tune.Callback):
             "fidelity": config.get("fidelity", FULL),
             "reward": 0.0 if result is None else float(result.get(METRIC, 0.0)),
             "classification": "error" if result is None else str(result.get("classification")),
+            "status": "error" if result is None else str(result.get("status", "completed")),
             "time_s": self.elapsed_s(), "values": json.dumps(config["values"], sort_keys=True)})
 
     def table(self) -> pd.DataFrame:
@@ -311,8 +384,24 @@ def run_figures(log: pd.DataFrame, num_trials: int) -> dict[str, Any]:
     return figures
 
 
+def recorded_status(row: dict[str, Any]) -> str:
+    """A logged trial's status. A log written before the status column was added infers it: 'error' from
+    the classification, 'diverged' from class 'failed' with reward 0 (`space.reward` gives 0 to a trial
+    that did not complete), 'completed' otherwise."""
+    status = row.get("status")
+    if isinstance(status, str):
+        return status
+    if row["classification"] == "error":
+        return "error"
+    return "diverged" if row["classification"] == "failed" and float(row["reward"]) == 0.0 else "completed"
+
+
 class RunInterrupted(RuntimeError):
     """A run that ended before its trial budget: it gets no row, so --resume continues it."""
+
+
+class ReplayError(ValueError):
+    """A completion log that this space, method and seed cannot have written."""
 
 
 def run_dir(out: Path, method: str, rep: int) -> Path:
@@ -330,13 +419,28 @@ def run_once(method: str, rep: int, space: SearchSpace, args: argparse.Namespace
     name = experiment_dir.name
     trainable = tune.with_resources(tune.with_parameters(run_search_trial, space=space,
                                                          trials_dir=str(experiment_dir / "trials")), resources)
+    log_path = experiment_dir / "completions.csv"
     # tuner.pkl is written as fit() starts, the experiment state at Tune's first snapshot
     if tune.Tuner.can_restore(str(experiment_dir)) and any(experiment_dir.glob("experiment_state-*.json")):
         print(f"[bench] {name} was cut off; continuing it", file=sys.stderr, flush=True)
         tuner = tune.Tuner.restore(str(experiment_dir), trainable=trainable)
+    elif method != "tree" and log_path.is_file():
+        recorded = pd.read_csv(log_path, dtype=ID_COLUMNS)
+        if len(recorded) >= args.num_trials:
+            print(f"[bench] {name} had finished; its row comes from its completions.csv", file=sys.stderr)
+            return {"method": method, "rep": rep, "seed": rep, "wall_s": float(recorded["time_s"].max())} \
+                | run_figures(recorded.head(args.num_trials), args.num_trials)
+        print(f"[bench] {name}: Tune's snapshot is gone; replaying the {len(recorded)} trials of its "
+              f"completions.csv and going on", file=sys.stderr, flush=True)
+        shutil.rmtree(experiment_dir)
+        experiment_dir.mkdir(parents=True)
+        recorded.to_csv(log_path, index=False)  # kept until Tune's first snapshot holds it
+        tuner = new_tuner(method, rep, space, args, trainable, experiment_dir, recorded)
     else:
         if experiment_dir.exists():
-            print(f"[bench] {name} was cut off before Tune could snapshot it; starting it again", file=sys.stderr)
+            why = ("a tree cannot be rebuilt from its completions.csv" if log_path.is_file()
+                   else "it was cut off before Tune could snapshot it")
+            print(f"[bench] {name}: {why}; starting it again", file=sys.stderr)
             shutil.rmtree(experiment_dir)
         tuner = new_tuner(method, rep, space, args, trainable, experiment_dir)
     with contextlib.redirect_stdout(sys.stderr):  # Tune's experiment banners; stdout keeps the table alone
@@ -349,22 +453,29 @@ def run_once(method: str, rep: int, space: SearchSpace, args: argparse.Namespace
 
 
 def new_tuner(method: str, rep: int, space: SearchSpace, args: argparse.Namespace, trainable: Any,
-              experiment_dir: Path) -> tune.Tuner:
+              experiment_dir: Path, recorded: pd.DataFrame | None = None) -> tune.Tuner:
+    """A new Tune experiment for one run; with `recorded`, the completion log of a random or TPE run whose
+    Tune snapshot is gone, one that goes on from it (`ScreeningSearcher.replay`)."""
+    log = CompletionLog(experiment_dir / "completions.csv")
     if method == "tree":
         search_alg: Searcher = TreeSearcher(space, experiment_dir, seed=rep)
     else:
         search_alg = ScreeningSearcher(sampler_searcher(method, space, rep, args.concurrency), space)
+    if recorded is not None and len(recorded):
+        search_alg.replay(recorded, results_steer_proposals=method == "tpe")
+        log.set_state({"rows": recorded.to_dict("records"), "elapsed_s": float(recorded["time_s"].max())})
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=search_alg, metric=METRIC, mode="max", num_samples=args.num_trials,
+            search_alg=search_alg, metric=METRIC, mode="max",
+            num_samples=args.num_trials - (0 if recorded is None else len(recorded)),
             max_concurrent_trials=args.concurrency, reuse_actors=False,
             trial_name_creator=trial_name, trial_dirname_creator=trial_name),
         run_config=tune.RunConfig(
             name=experiment_dir.name, storage_path=str(experiment_dir.parent), verbose=0,
             failure_config=tune.FailureConfig(max_failures=0),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            callbacks=[CompletionLog(experiment_dir / "completions.csv")]))
+            callbacks=[log]))
 
 
 def recorded_runs(out: Path, num_trials: int) -> list[dict[str, Any]]:
@@ -568,6 +679,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[bench] {exc}; the finished runs are in {out / 'runs.csv'}, add --resume to go on",
                   file=sys.stderr)
             return 130
+        except ReplayError as exc:
+            ray.shutdown()
+            print(f"error: {run_dir(out, method, rep) / 'completions.csv'}: {exc}; move it away to start the "
+                  "run again", file=sys.stderr)
+            return 2
         rows.append(row)
         pd.DataFrame(rows).to_csv(out / "runs.csv", index=False)
         first = row["first_converged"]

@@ -40,6 +40,7 @@ class StubSampler:
         self.asked: list[str] = []
         self.results: list[str] = []
         self.completed: list[tuple[str, dict | None, bool]] = []
+        self.evaluated: list[tuple[dict, float, bool]] = []
 
     def suggest(self, trial_id: str) -> dict:
         self.asked.append(trial_id)
@@ -50,6 +51,9 @@ class StubSampler:
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         self.completed.append((trial_id, result, error))
+
+    def add_evaluated_point(self, parameters: dict, value: float, error: bool = False) -> None:
+        self.evaluated.append((parameters, value, error))
 
 
 def finished(reward: float, classification: str = "partial", status: str = "completed") -> dict:
@@ -130,6 +134,108 @@ def test_concurrency_errors_and_a_space_without_fidelity():
     assert "fidelity" not in suggestion  # trial dirs and the completion log read it as full
     plain.on_trial_complete("t0", finished(0.9, "converged"))
     assert plain.promotions == [] and plain.inner.completed[0][0] == "t0"
+
+
+# ------------------------------------------------------------------------------------- replay from a log
+
+def logged(searcher, trial_id: str, suggestion: dict, result: dict | None, time_s: float) -> dict:
+    """Complete `trial_id` on `searcher` and return its completion-log row, as CompletionLog writes it."""
+    searcher.on_trial_complete(trial_id, result, error=result is None)
+    return {"trial_id": trial_id, "node_id": suggestion["node_id"], "seed": suggestion["seed"],
+            "fidelity": suggestion["fidelity"], "reward": 0.0 if result is None else result["reward"],
+            "classification": "error" if result is None else result["classification"],
+            "status": "error" if result is None else result["status"], "time_s": time_s,
+            "values": json.dumps(suggestion["values"], sort_keys=True)}
+
+
+def cut_run():
+    """A searcher cut off mid-run, and its completion log: six screens proposed, five finished (one errored,
+    one diverged), two of them promoted, one of those served and finished; t4 in flight."""
+    searcher, _ = screening_searcher()
+    screens = {f"t{i}": searcher.suggest(f"t{i}") for i in range(6)}
+    rows = [logged(searcher, "t1", screens["t1"], finished(0.3), 10.0),
+            logged(searcher, "t0", screens["t0"], finished(0.4), 20.0)]
+    promotion = searcher.suggest("p0")
+    rows += [logged(searcher, "t2", screens["t2"], None, 30.0),
+             logged(searcher, "t3", screens["t3"], finished(0.0, "failed", "diverged"), 40.0),
+             logged(searcher, "t5", screens["t5"], finished(0.2), 45.0),
+             logged(searcher, "p0", promotion, finished(0.8, "partial-k"), 50.0)]
+    assert (searcher.promotions, searcher.promoted, promotion["node_id"]) == (["t0"], {"t1"}, "t1")
+    return searcher, pd.DataFrame(rows)
+
+
+def test_a_replayed_log_restores_the_rank_and_the_promotions_and_the_sampler_goes_on():
+    uninterrupted, log = cut_run()
+    replayed, _ = screening_searcher()
+    replayed.replay(log, results_steer_proposals=False)
+    assert replayed.screen_rewards == uninterrupted.screen_rewards == [0.3, 0.4, 0.0, 0.0, 0.2]
+    assert (replayed.promotions, replayed.promoted) == (["t0"], {"t1"})
+    assert replayed.inner.asked == [f"replay_{i}" for i in range(6)]  # up to the last recorded screen, t5
+    assert [entry[0] for entry in replayed.inner.completed] == [f"replay_{i}" for i in (1, 0, 2, 3, 5)]
+    assert [entry[2] for entry in replayed.inner.completed] == [False, False, True, False, False]
+
+    # the waiting promotion first, then what was in flight again (t4), then the sequence goes on
+    assert replayed.suggest("n0") == uninterrupted.suggest("n0") == {
+        "node_id": "t0", "seed": 77, "fidelity": FULL, "values": {LR: 1e-3}}
+    assert replayed.suggest("n1")["values"] == {LR: 5e-3} and replayed.inner_ids == {"n1": "replay_4"}
+    assert replayed.suggest("n2")["values"] == uninterrupted.suggest("u0")["values"] == {LR: 7e-3}
+    replayed.on_trial_result("n1", {"status": "running", "reward": 0.5})
+    replayed.on_trial_complete("n1", finished(0.2))
+    assert replayed.inner.results == ["replay_4"] and replayed.inner.completed[-1][0] == "replay_4"
+    assert replayed.proposed["n1"] == {LR: 5e-3} and replayed.inner_ids == {} and replayed.inner.asked[-1] == "n2"
+
+
+def test_a_log_without_the_status_column_replays_alike_and_tpe_is_told_the_screens():
+    uninterrupted, log = cut_run()
+    rows = log.drop(columns="status").to_dict("records")
+    assert [bench.recorded_status(row) for row in rows] == ["completed", "completed", "error", "diverged",
+                                                            "completed", "completed"]
+    old, _ = screening_searcher()
+    old.replay(pd.DataFrame(rows), results_steer_proposals=False)
+    assert (old.screen_rewards, old.promotions, old.promoted) == (uninterrupted.screen_rewards, ["t0"], {"t1"})
+
+    tpe, _ = screening_searcher()
+    tpe.replay(log, results_steer_proposals=True)
+    assert tpe.inner.asked == [] and tpe.reproposals == []
+    assert tpe.inner.evaluated == [({LR: 2e-3}, 0.3, False), ({LR: 1e-3}, 0.4, False), ({LR: 3e-3}, 0.0, True),
+                                   ({LR: 4e-3}, 0.0, False), ({LR: 6e-3}, 0.2, False)]
+    assert tpe.suggest("n0")["node_id"] == "t0"
+    assert tpe.suggest("n1")["values"] == {LR: 1e-3}  # the sampler's own next proposal (the stub starts over)
+
+
+def test_a_log_this_space_and_sampler_cannot_have_written_is_refused():
+    _, log = cut_run()
+    unpromoted = log.copy()
+    unpromoted.loc[unpromoted["trial_id"] == "p0", "node_id"] = "t2"  # errored: never promoted
+    with pytest.raises(bench.ReplayError, match="p0 at full budget promotes node t2"):
+        screening_searcher()[0].replay(unpromoted, results_steer_proposals=False)
+    foreign = log.copy()
+    foreign.loc[foreign["trial_id"] == "t3", "values"] = json.dumps({LR: 0.5})
+    with pytest.raises(bench.ReplayError, match="1 recorded screens are not among the sampler's first 69"):
+        screening_searcher()[0].replay(foreign, results_steer_proposals=False)
+
+
+def test_random_search_replayed_proposes_what_the_uninterrupted_run_proposes():
+    """Optuna's seeded RandomSampler behind Ray's OptunaSearch: asked again, it repeats itself exactly."""
+    pytest.importorskip("optuna")
+    space = dataclasses.replace(load_space(SMOKE), fidelity=SCREENING)
+
+    def searcher():
+        wrapper = bench.ScreeningSearcher(bench.sampler_searcher("random", space, seed=3, concurrency=4), space)
+        wrapper.set_max_concurrency(4)
+        return wrapper
+
+    uninterrupted = searcher()
+    screens = {f"t{i}": uninterrupted.suggest(f"t{i}") for i in range(4)}
+    log = pd.DataFrame([logged(uninterrupted, "t2", screens["t2"], finished(0.1), 1.0),
+                        logged(uninterrupted, "t0", screens["t0"], finished(0.05), 2.0)])
+    ahead = [uninterrupted.suggest(f"u{i}") for i in range(2)]  # t2's promotion (the first screen), a new one
+    assert (ahead[0]["node_id"], ahead[0]["fidelity"], ahead[1]["fidelity"]) == ("t2", FULL, SCREEN)
+    replayed = searcher()
+    replayed.replay(log, results_steer_proposals=False)
+    served = [replayed.suggest(f"n{i}") for i in range(4)]
+    assert served[0] == ahead[0]  # then t1 (proposed before t2, in flight), t3 and the sampler's next
+    assert [s["values"] for s in served[1:]] == [screens["t1"]["values"], screens["t3"]["values"], ahead[1]["values"]]
 
 
 # ------------------------------------------------------------------------------------- a run's figures
@@ -299,3 +405,40 @@ def test_a_baseline_killed_mid_run_resumes_then_screens_promotes_and_confirms(ra
         assert summary.at[method, "confirm_converged"] == int(confirmations.at[method, "classification"] == "converged")
     assert (out / "summary.md").read_text().endswith(proc.stdout) and "| tpe | 1 |" in proc.stdout
     assert (out / "progress.png").is_file()
+
+
+def test_a_random_run_whose_tune_state_is_gone_goes_on_from_its_completion_log(ray_tmp, tmp_path):
+    """A new machine where only the committed completions.csv of a cut-off run was put back: two screens
+    of the seeded sampler's proposals are recorded; --resume trains the first one's promotion and the
+    sampler's third proposal, nothing else, and keeps the recorded rows and clock."""
+    pytest.importorskip("optuna")
+    space_file = derived_space(tmp_path, "screened", screening(5))
+    space = load_space(space_file)
+    proposals = bench.sampler_searcher("random", space, seed=0, concurrency=2)
+    values = [json.dumps(proposals.suggest(f"p{i}"), sort_keys=True) for i in range(3)]
+    recorded = pd.DataFrame([
+        {"trial_id": trial_id, "node_id": trial_id, "seed": space.base.training.seed, "fidelity": SCREEN,
+         "reward": reward, "classification": "partial", "status": "completed", "time_s": time_s, "values": logged}
+        for trial_id, reward, time_s, logged in (("0000aaaa", 0.3, 10.0, values[0]),
+                                                 ("0000bbbb", 0.2, 20.0, values[1]))])
+    run_dir = tmp_path / "bench" / "random_rep0"
+    run_dir.mkdir(parents=True)
+    recorded.to_csv(run_dir / "completions.csv", index=False)
+
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "bench_search.py"), "--space", str(space_file), "--methods",
+         "random", "--reps", "1", "--num-trials", "4", "--concurrency", "2", "--cpus", "2", "--confirm-seeds", "0",
+         "--out", str(tmp_path / "bench"), "--resume"],
+        env=environment(ray_tmp, tmp_path), capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "random_rep0: Tune's snapshot is gone; replaying the 2 trials of its completions.csv" in proc.stderr
+    log = pd.read_csv(run_dir / "completions.csv", dtype=bench.ID_COLUMNS)
+    pd.testing.assert_frame_equal(log.head(2), recorded, check_dtype=False)
+    new = log.iloc[2:].set_index("fidelity")
+    assert sorted(new.index) == [FULL, SCREEN] and (new["time_s"] > 20.0).all()
+    assert new.at[FULL, "node_id"] == "0000aaaa" and new.at[FULL, "values"] == values[0]  # the promotion
+    assert new.at[SCREEN, "values"] == values[2]  # the sampler went on where it was
+    assert sorted(trial.name for trial in (run_dir / "trials").iterdir()) == sorted(
+        f"node_{row.node_id}_seed_{row.seed}_{row.Index}" for row in new.itertuples())  # nothing else trained
+    run = pd.read_csv(tmp_path / "bench" / "runs.csv").iloc[0]
+    assert (run["trials_done"], run["screen_trials"], run["full_trials"]) == (4, 3, 1)
