@@ -259,8 +259,8 @@ class ScreeningSearcher(ConcurrencyLimitedSearcher):
             if self.space.fidelity is not None and row["fidelity"] != SCREEN:
                 if row["node_id"] not in self.promotions:
                     raise ReplayError(f"trial {row['trial_id']} at full budget promotes node {row['node_id']}, "
-                                     "which this space's promotion rule had not promoted: the log comes from "
-                                     "another space")
+                                      "which this space's promotion rule had not promoted: the log comes from "
+                                      "another space")
                 self.promotions.remove(row["node_id"])
                 self.promoted.add(row["node_id"])
                 continue
