@@ -66,15 +66,15 @@ config (one of another config, an earlier best, is deleted first). Classificatio
 space's thresholds and weights. `<out>/confirmations.csv`: method, rep, node, seed, status,
 classification, reward and the headline metrics.
 
-Summary (`<out>/summary.md`, printed, and `<out>/summary.csv` with the same figures per method), over every
-run in runs.csv of the chosen methods, also those of an earlier invocation with more --reps (so `--methods
-tree --reps 3` after `--reps 2` of all three, then `--reps 2 --resume`, summarises 3 tree runs and 2 of each
-baseline, and confirms each method's best over them): runs,
-the trial of the first converged full-budget trial (median over the runs that had one, with their count),
-the wall time to it (median), the best full-budget reward after N/2 and N trials (median [min–max]), the
-wall time (median), and the confirmations ("3/3 converged"). `<out>/progress.png` draws each run's best
-full-budget reward so far against finished trials and against wall time, a star at each converged
-full-budget trial.
+Summary (`<out>/summary.md`, printed, and `<out>/summary.csv` with the same figures per method), over
+every run in runs.csv of the chosen methods, also those of an earlier invocation with more --reps (so
+`--methods tree --reps 3` after `--reps 2` of all three, then `--reps 2 --resume`, summarises 3 tree runs
+and 2 of each baseline, and confirms each method's best over them): runs, the trial of the first converged
+full-budget trial (median over all runs, a run without one counting as beyond every run with one: "none"
+when half the runs or more had none; then each run's, in repetition order, "–" for none), the wall time to
+it (median, alike), the best full-budget reward after N/2 and N trials (median [min–max]), the wall time
+(median), and the confirmations ("3/3 converged"). `<out>/progress.png` draws each run's best full-budget
+reward so far against finished trials and against wall time, a star at each converged full-budget trial.
 """
 
 from __future__ import annotations
@@ -546,10 +546,13 @@ def summary_table(runs: pd.DataFrame, confirmations: pd.DataFrame, num_trials: i
     half = max(1, num_trials // 2)
     rows = []
     for method, group in runs.groupby("method", sort=False):
-        converged = group.dropna(subset=["first_converged"])
-        row: dict[str, Any] = {"method": method, "runs": len(group), "runs_converged": len(converged),
-                               "first_converged_median": converged["first_converged"].median(),
-                               "wall_s_first_converged_median": converged["wall_s_first_converged"].median()}
+        group = group.sort_values("rep")
+        row: dict[str, Any] = {"method": method, "runs": len(group),
+                               "runs_converged": int(group["first_converged"].notna().sum()),
+                               "first_converged_median": censored_median(group["first_converged"]),
+                               "first_converged_per_run": " ".join("–" if pd.isna(first) else f"{first:g}"
+                                                                   for first in group["first_converged"]),
+                               "wall_s_first_converged_median": censored_median(group["wall_s_first_converged"])}
         for k in dict.fromkeys((half, num_trials)):
             values = group[f"best_after_{k}"]
             row |= {f"best_after_{k}_median": values.median(), f"best_after_{k}_min": values.min(),
@@ -561,6 +564,14 @@ def summary_table(runs: pd.DataFrame, confirmations: pd.DataFrame, num_trials: i
                 "confirm_converged": int(confirmed["classification"].eq("converged").sum())}
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def censored_median(values: pd.Series) -> float:
+    """The median over all runs of a figure that a run without a converged trial lacks (NaN): such a run
+    counts as beyond every run that has one, so the median is inf when half the runs or more have none
+    (with an even count, the mean of the middle two, inf if either is). A median over the runs that
+    converged only would credit a method for its lucky runs."""
+    return float(values.fillna(math.inf).median())
 
 
 def repetitions(runs: pd.DataFrame) -> str:
@@ -588,8 +599,8 @@ def summary_markdown(summary: pd.DataFrame, num_trials: int) -> str:
         first, first_s = row["first_converged_median"], row["wall_s_first_converged_median"]
         confirmed = f"{row['confirm_converged']}/{row['confirm_seeds']} converged" if row["confirm_seeds"] else "–"
         cells = [str(row["method"]), str(row["runs"]),
-                 f"{'–' if pd.isna(first) else f'{first:g}'} ({row['runs_converged']}/{row['runs']} runs)",
-                 "–" if pd.isna(first_s) else f"{first_s:.0f} s", _range(row, half), _range(row, num_trials),
+                 f"{'none' if math.isinf(first) else f'{first:g}'} ({row['first_converged_per_run']})",
+                 "none" if math.isinf(first_s) else f"{first_s:.0f} s", _range(row, half), _range(row, num_trials),
                  f"{row['wall_s_median']:.0f} s", confirmed]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

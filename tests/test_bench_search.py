@@ -304,7 +304,15 @@ def test_the_summary_counts_each_methods_own_repetitions():
     empty = pd.DataFrame(columns=["method", "node", "classification"])
     summary = bench.summary_table(runs, empty, num_trials=2).set_index("method")
     assert summary.loc["tree", ["runs", "runs_converged", "first_converged_median"]].tolist() == [3, 3, 20]
-    assert summary.loc["tpe", ["runs", "runs_converged", "first_converged_median"]].tolist() == [2, 1, 30]
+    assert summary.at["tree", "first_converged_per_run"] == "10 20 40"
+    # one of two tpe runs converged: a median over its lucky run alone would say 30
+    assert summary.loc["tpe", ["runs", "runs_converged", "first_converged_median"]].tolist() == [2, 1, math.inf]
+    assert summary.at["tpe", "first_converged_per_run"] == "– 30"
+    assert summary.at["tpe", "wall_s_first_converged_median"] == math.inf
+    table = bench.summary_markdown(summary.reset_index(), num_trials=2)
+    assert "| tree | 3 | 20 (10 20 40) | 200 s |" in table and "| tpe | 2 | none (– 30) | none |" in table
+    three = bench.summary_table(pd.concat([runs, runs.iloc[[1]].assign(rep=2, first_converged=12.0)]), empty, 2)
+    assert three.set_index("method").at["tpe", "first_converged_median"] == 30  # two of three converged
     assert summary.at["tree", "best_after_2_max"] == 1.0 and summary.at["tpe", "wall_s_median"] == 3.0
     assert bench.repetitions(runs) == "repetitions: tree 0–2, tpe 0–1"
     assert bench.repetitions(runs[runs["rep"].eq(1)]) == "repetitions: tree 1, tpe 1"
