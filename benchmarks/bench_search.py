@@ -42,8 +42,12 @@ reward (0 for an errored trial), classification ("error" for one), status (compl
 and time_s since the run started, and the values (JSON). From it, the run's row in `<out>/runs.csv`:
 trials_done, errors, screen_trials, full_trials, first_converged (the number of finished trials when the
 first full-budget trial classified converged finished; empty if none), wall_s_first_converged, wall_s, the
-best full-budget trial (best_reward, best_node, best_seed, best_values) and best_after_k for k = 1..N (the
-best full-budget reward among the first k finished trials; empty while there is none). With --resume, the
+best full-budget trial (best_reward, best_node, best_seed, best_values), best_after_k for k = 1..N (the
+best full-budget reward among the first k finished trials; empty while there is none) and base_ms_per_it,
+the speed of the machine: ms per iteration of the space's base config on one torch thread (median of 3
+windows of 300 iterations after 100 to warm up), measured once per invocation before its first run, with
+nothing else running (a run resumed in a later invocation gets that one's; empty for a row rebuilt from a
+finished completions.csv); wall times on machines of different speeds compare only through it. With --resume, the
 runs already in `<out>/runs.csv` are kept and skipped, and a run directory without a row (a run cut off by
 Ctrl-C, a kill or the end of a session) is continued where Tune's last experiment snapshot left it
 (`Tuner.restore`): its finished trials are kept, its interrupted ones go on from their last checkpoint,
@@ -73,8 +77,9 @@ and 2 of each baseline, and confirms each method's best over them): runs, the tr
 full-budget trial (median over all runs, a run without one counting as beyond every run with one: "none"
 when half the runs or more had none; then each run's, in repetition order, "–" for none), the wall time to
 it (median, alike), the best full-budget reward after N/2 and N trials (median [min–max]), the wall time
-(median), and the confirmations ("3/3 converged"). `<out>/progress.png` draws each run's best full-budget
-reward so far against finished trials and against wall time, a star at each converged full-budget trial.
+(median), the confirmations ("3/3 converged") and base_ms_per_it (median [min–max]). `<out>/progress.png`
+draws each run's best full-budget reward so far against finished trials and against wall time, a star at
+each converged full-budget trial.
 """
 
 from __future__ import annotations
@@ -92,6 +97,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 import yaml
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -105,6 +111,7 @@ from metabo_tune.searcher import METRIC, ConcurrencyLimitedSearcher, TreeSearche
 from metabo_tune.simulate import load_or_simulate
 from metabo_tune.space import SearchSpace, SpaceError, load_space, reward
 from metabo_tune.sweep import HEADLINE, reported_columns, train_runs
+from metabo_tune.train import Trainer
 from metabo_tune.tree import FULL, SCREEN, promotes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -404,6 +411,26 @@ class ReplayError(ValueError):
     """A completion log that this space, method and seed cannot have written."""
 
 
+def machine_ms_per_iteration(space: SearchSpace, iterations: int = 300, windows: int = 3) -> float:
+    """The speed of this machine as the trials see it: median wall ms per iteration of the space's base
+    config on one torch thread, after 100 iterations to warm up (windows shortened to fit a small budget)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        trainer = Trainer(space.base, load_or_simulate(space.base.simulation).observed, device="cpu")
+        warm_up = min(100, trainer.total_iterations // 4)
+        iterations = max(1, min(iterations, (trainer.total_iterations - warm_up) // windows))
+        trainer.run(until=warm_up)
+        times = []
+        for _ in range(windows):
+            start = time.perf_counter()
+            trainer.run(until=trainer.iteration + iterations)
+            times.append((time.perf_counter() - start) / iterations * 1e3)
+    finally:
+        torch.set_num_threads(threads)
+    return float(pd.Series(times).median())
+
+
 def run_dir(out: Path, method: str, rep: int) -> Path:
     """The Tune experiment of one search of `method` with seed `rep`, its completions.csv inside."""
     return out / f"{method}_rep{rep}"
@@ -429,7 +456,7 @@ def run_once(method: str, rep: int, space: SearchSpace, args: argparse.Namespace
         if len(recorded) >= args.num_trials:
             print(f"[bench] {name} had finished; its row comes from its completions.csv", file=sys.stderr)
             return {"method": method, "rep": rep, "seed": rep, "wall_s": float(recorded["time_s"].max())} \
-                | run_figures(recorded.head(args.num_trials), args.num_trials)
+                | run_figures(recorded.head(args.num_trials), args.num_trials) | {"base_ms_per_it": math.nan}
         print(f"[bench] {name}: Tune's snapshot is gone; replaying the {len(recorded)} trials of its "
               f"completions.csv and going on", file=sys.stderr, flush=True)
         shutil.rmtree(experiment_dir)
@@ -558,6 +585,9 @@ def summary_table(runs: pd.DataFrame, confirmations: pd.DataFrame, num_trials: i
             row |= {f"best_after_{k}_median": values.median(), f"best_after_{k}_min": values.min(),
                     f"best_after_{k}_max": values.max()}
         row["wall_s_median"] = group["wall_s"].median()
+        speeds = group.get("base_ms_per_it", pd.Series(dtype=float))
+        row |= {"base_ms_per_it_median": speeds.median(), "base_ms_per_it_min": speeds.min(),
+                "base_ms_per_it_max": speeds.max()}
         confirmed = confirmations[confirmations["method"] == method]
         row |= {"confirm_node": confirmed["node"].iloc[0] if len(confirmed) else None,
                 "confirm_seeds": len(confirmed),
@@ -590,10 +620,17 @@ def _range(table: pd.Series, k: int) -> str:
     return f"{median:.3f} [{table[f'best_after_{k}_min']:.3f}–{table[f'best_after_{k}_max']:.3f}]"
 
 
+def _speed(row: dict[str, Any]) -> str:
+    median = row["base_ms_per_it_median"]
+    if pd.isna(median):
+        return "–"
+    return f"{median:.2f} [{row['base_ms_per_it_min']:.2f}–{row['base_ms_per_it_max']:.2f}]"
+
+
 def summary_markdown(summary: pd.DataFrame, num_trials: int) -> str:
     half = max(1, num_trials // 2)
     header = ["method", "runs", "first converged at trial", "wall time to first converged", f"best after {half}",
-              f"best after {num_trials}", "wall time", "confirmations"]
+              f"best after {num_trials}", "wall time", "confirmations", "base config ms/it"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in summary.to_dict("records"):
         first, first_s = row["first_converged_median"], row["wall_s_first_converged_median"]
@@ -601,7 +638,7 @@ def summary_markdown(summary: pd.DataFrame, num_trials: int) -> str:
         cells = [str(row["method"]), str(row["runs"]),
                  f"{'none' if math.isinf(first) else f'{first:g}'} ({row['first_converged_per_run']})",
                  "none" if math.isinf(first_s) else f"{first_s:.0f} s", _range(row, half), _range(row, num_trials),
-                 f"{row['wall_s_median']:.0f} s", confirmed]
+                 f"{row['wall_s_median']:.0f} s", confirmed, _speed(row)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -672,6 +709,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     out.mkdir(parents=True, exist_ok=True)
     load_or_simulate(space.base.simulation)  # the dataset cache is filled before any run is timed
+    speed = machine_ms_per_iteration(space) if todo else math.nan
+    if todo:
+        print(f"[bench] this machine: {speed:.2f} ms per iteration of the base config on one thread",
+              file=sys.stderr, flush=True)
 
     os.environ["RAY_AUTH_MODE"] = "disabled"  # a private local instance needs no token
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -695,6 +736,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {run_dir(out, method, rep) / 'completions.csv'}: {exc}; move it away to start the "
                   "run again", file=sys.stderr)
             return 2
+        row.setdefault("base_ms_per_it", speed)
         rows.append(row)
         pd.DataFrame(rows).to_csv(out / "runs.csv", index=False)
         first = row["first_converged"]

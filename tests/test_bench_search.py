@@ -300,7 +300,7 @@ def test_the_summary_counts_each_methods_own_repetitions():
                          "first_converged": [10, math.nan, 20, 30, 40],
                          "wall_s_first_converged": [100.0, math.nan, 200.0, 300.0, 400.0],
                          "best_after_1": [0.1, 0.2, 0.3, 0.4, 0.5], "best_after_2": [0.6, 0.7, 0.8, 0.9, 1.0],
-                         "wall_s": [1.0, 2.0, 3.0, 4.0, 5.0]})
+                         "wall_s": [1.0, 2.0, 3.0, 4.0, 5.0], "base_ms_per_it": [1.2, 6.0, 1.3, math.nan, 5.9]})
     empty = pd.DataFrame(columns=["method", "node", "classification"])
     summary = bench.summary_table(runs, empty, num_trials=2).set_index("method")
     assert summary.loc["tree", ["runs", "runs_converged", "first_converged_median"]].tolist() == [3, 3, 20]
@@ -311,11 +311,45 @@ def test_the_summary_counts_each_methods_own_repetitions():
     assert summary.at["tpe", "wall_s_first_converged_median"] == math.inf
     table = bench.summary_markdown(summary.reset_index(), num_trials=2)
     assert "| tree | 3 | 20 (10 20 40) | 200 s |" in table and "| tpe | 2 | none (– 30) | none |" in table
+    assert table.count("| 1.30 [1.20–5.90] |") == 1 and "| 6.00 [6.00–6.00] |" in table  # a NaN speed is left out
+    unmeasured = bench.summary_table(runs.drop(columns="base_ms_per_it"), empty, 2)  # a runs.csv from before
+    assert bench.summary_markdown(unmeasured, num_trials=2).count(" | – |\n") == 2
     three = bench.summary_table(pd.concat([runs, runs.iloc[[1]].assign(rep=2, first_converged=12.0)]), empty, 2)
     assert three.set_index("method").at["tpe", "first_converged_median"] == 30  # two of three converged
     assert summary.at["tree", "best_after_2_max"] == 1.0 and summary.at["tpe", "wall_s_median"] == 3.0
     assert bench.repetitions(runs) == "repetitions: tree 0–2, tpe 0–1"
     assert bench.repetitions(runs[runs["rep"].eq(1)]) == "repetitions: tree 1, tpe 1"
+
+
+class FakeTrainer:
+    """Each iteration takes 2 ms of a fake clock; records where each run() began and ended."""
+
+    def __init__(self, total_iterations: int, clock: list[float]) -> None:
+        self.total_iterations, self.iteration, self.clock, self.segments = total_iterations, 0, clock, []
+
+    def run(self, until: int) -> None:
+        until = min(until, self.total_iterations)
+        self.segments.append((self.iteration, until))
+        self.clock[0] += 2e-3 * (until - self.iteration)
+        self.iteration = until
+
+
+@pytest.mark.parametrize(("total", "segments"), [(72000, [(0, 100), (100, 400), (400, 700), (700, 1000)]),
+                                                 (200, [(0, 50), (50, 100), (100, 150), (150, 200)])])
+def test_the_machine_speed_is_the_median_window_after_a_warm_up_that_fits_the_budget(monkeypatch, total, segments):
+    clock, made = [0.0], []
+    monkeypatch.setattr(bench, "load_or_simulate", lambda simulation: type("Dataset", (), {"observed": None}))
+    monkeypatch.setattr(bench, "Trainer", lambda cfg, observed, device: made.append(FakeTrainer(total, clock))
+                        or made[-1])
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
+    threads = bench.torch.get_num_threads()
+    assert bench.machine_ms_per_iteration(load_space(SMOKE)) == pytest.approx(2.0)
+    assert made[0].segments == segments and bench.torch.get_num_threads() == threads
+
+
+def test_the_machine_speed_of_a_real_training_is_a_few_milliseconds_per_iteration():
+    speed = bench.machine_ms_per_iteration(load_space(SMOKE), iterations=20, windows=3)
+    assert 0.01 < speed < 1000
 
 
 def test_resume_refuses_runs_recorded_without_fidelities(tmp_path, capsys):
@@ -372,6 +406,7 @@ def test_a_baseline_killed_mid_run_resumes_then_screens_promotes_and_confirms(ra
     assert len(list((run_dir / "trials").iterdir())) == 4  # no trial repeated or lost
     runs = pd.read_csv(out / "runs.csv", dtype=bench.ID_COLUMNS).set_index("method")
     assert list(runs.index) == ["tpe"] and (runs["trials_done"] == 4).all()
+    assert (runs["base_ms_per_it"] > 0).all()  # measured by the invocation that finished the run
     space = load_space(space_file)
     for method, run in runs.iterrows():
         log = pd.read_csv(out / f"{method}_rep0" / "completions.csv", dtype=bench.ID_COLUMNS)
