@@ -66,7 +66,9 @@ full budget (`space.config_for(values, seed=s)`, `metabo_tune.sweep.train_runs`,
 once but no more than the CPUs) on N fresh training seeds: the first N non-negative integers that none of
 that method's trials used (`metabo_tune.confirm.fresh_seeds`). Each goes to
 `<out>/confirm/<method>/seed_<s>/`, where a rerun reuses a finished or interrupted training of the same
-config (one of another config, an earlier best, is deleted first). Classification and reward use the
+config (one of another config, an earlier best, is deleted first). A method whose best is the config of an
+earlier method's best (TPE's startup proposals are random search's) on the same seed shares that training:
+same config and seed, same metrics. Classification and reward use the
 space's thresholds and weights. `<out>/confirmations.csv`: method, rep, node, seed, status,
 classification, reward and the headline metrics.
 
@@ -530,7 +532,7 @@ def confirmation_jobs(concurrency: int, cpus: float | None) -> int:
 def confirm_best(runs: pd.DataFrame, space: SearchSpace, out: Path, n_seeds: int, jobs: int) -> pd.DataFrame:
     """Each method's best full-budget trial over its runs, trained again on `n_seeds` fresh seeds;
     one row per (method, seed)."""
-    picked, configs, dirs = [], [], []
+    picked, configs, dirs, trained = [], [], [], {}
     for method, group in runs.groupby("method", sort=False):
         rated = group.dropna(subset=["best_reward"]).sort_values(["best_reward", "rep"], ascending=[False, True])
         if rated.empty:
@@ -548,15 +550,20 @@ def confirm_best(runs: pd.DataFrame, space: SearchSpace, out: Path, n_seeds: int
                 print(f"[bench] {directory} holds another config (an earlier best); training it again",
                       file=sys.stderr)
                 shutil.rmtree(directory)
-            picked.append({"method": method, "rep": int(best["rep"]), "node": best["best_node"], "seed": seed})
-            configs.append(cfg)
-            dirs.append(directory)
+            key = json.dumps(cfg.to_dict(), sort_keys=True)
+            if key not in trained:  # another method's best can be the same config on the same seed
+                trained[key] = len(configs)
+                configs.append(cfg)
+                dirs.append(directory)
+            picked.append({"method": method, "rep": int(best["rep"]), "node": best["best_node"], "seed": seed,
+                           "training": trained[key]})
     if not configs:
         return pd.DataFrame(columns=["method", "rep", "node", "seed", "status", "classification", "reward"])
-    print(f"[bench] confirming {len(picked)} trainings, {jobs} at once, in {out / 'confirm'}", file=sys.stderr,
-          flush=True)
-    rows = []
-    for row, metrics in zip(picked, train_runs(configs, dirs, jobs), strict=True):
+    print(f"[bench] confirming {len(picked)} (method, seed) pairs by {len(configs)} trainings, {jobs} at once, in "
+          f"{out / 'confirm'}", file=sys.stderr, flush=True)
+    rows, results = [], train_runs(configs, dirs, jobs)
+    for row in picked:
+        metrics = results[row.pop("training")]
         status = str(metrics.get("status", "completed"))
         # run_trial classifies with the default thresholds; the space's own decide here, as in the search
         rows.append(row | metrics | {"status": status, "classification": classify(metrics, status, space.thresholds),

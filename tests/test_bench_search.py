@@ -352,6 +352,37 @@ def test_the_machine_speed_of_a_real_training_is_a_few_milliseconds_per_iteratio
     assert 0.01 < speed < 1000
 
 
+def test_methods_whose_best_is_the_same_config_share_its_confirmation_trainings(tmp_path, monkeypatch):
+    """TPE's startup proposals are random search's, so both can name the same best: each seed is trained
+    once, and both methods get its metrics; a third method's other best is trained on its own."""
+    space = load_space(SMOKE)
+    shared, other = {LR: 1e-3}, {LR: 2e-3}
+    runs = pd.DataFrame([(method, rep, reward, node, json.dumps(values)) for method, rep, reward, node, values in (
+        ("random", 0, 0.9, "aaaa0000", shared), ("tpe", 0, 0.9, "bbbb0000", shared),
+        ("tpe", 1, 0.5, "cccc0000", other), ("tree", 0, 0.8, "dddd0000", other))],
+        columns=["method", "rep", "best_reward", "best_node", "best_values"])
+    for method, rep in zip(runs["method"], runs["rep"], strict=True):
+        bench.run_dir(tmp_path, method, rep).mkdir(parents=True)
+        pd.DataFrame({"seed": [space.base.training.seed]}).to_csv(
+            bench.run_dir(tmp_path, method, rep) / "completions.csv", index=False)
+    trained = []
+
+    def train_runs(configs, dirs, jobs):
+        trained.extend(zip(configs, dirs, strict=True))
+        return [{"status": "completed", "classification": "partial", "rate_constants_R2": 0.1 * index}
+                for index in range(len(configs))]
+
+    monkeypatch.setattr(bench, "train_runs", train_runs)
+    table = bench.confirm_best(runs, space, tmp_path, n_seeds=2, jobs=2)
+    assert [(cfg.to_dict(), directory.relative_to(tmp_path).as_posix()) for cfg, directory in trained] == [
+        (space.config_for(values, seed=seed).to_dict(), f"confirm/{method}/seed_{seed}")
+        for method, values in (("random", shared), ("tree", other)) for seed in (0, 1)]
+    by_method = table.set_index(["method", "seed"])["rate_constants_R2"]
+    assert by_method.to_dict() == pytest.approx({("random", 0): 0.0, ("random", 1): 0.1, ("tpe", 0): 0.0,
+                                                 ("tpe", 1): 0.1, ("tree", 0): 0.2, ("tree", 1): 0.3})
+    assert table.set_index("method").loc["tpe", "node"].tolist() == ["bbbb0000"] * 2  # its own node id
+
+
 def test_resume_refuses_runs_recorded_without_fidelities(tmp_path, capsys):
     columns = ["method", "rep", "seed", "trials_done", "errors", "first_converged", "wall_s"]
     old = pd.DataFrame([["tree", 0, 0, 4, 0, 3, 10.0, 0.1, 0.2, 0.3, 0.4]],
