@@ -2,7 +2,8 @@
 fidelity rule.
 
     python benchmarks/bench_search.py [--space search_spaces/smoke.yaml] [--num-trials 8] [--concurrency 4]
-                                      [--reps 5] [--methods tree,random,tpe] [--out results/bench_search]
+                                      [--reps 5 | --reps tree=3,random=2,tpe=2] [--methods tree,random,tpe]
+                                      [--out results/bench_search]
                                       [--cpus N] [--confirm-seeds 3] [--resume]
 
 Compared, each with real training through the project's trainable (`trainable.run_search_trial`) and
@@ -35,8 +36,10 @@ rewards within one fidelity. --num-trials counts screens and promotions alike, a
 fidelity section every trial is at full budget. Rewards are compared within one fidelity, so the figures
 below use full-budget trials only: a screen trial is never "converged" and never a best.
 
-Repetition r seeds every searcher with r; the methods alternate within a repetition, so a machine that
-gets slower or busier affects them alike. Each run is its own Tune experiment in `<out>/<method>_rep<r>/`,
+Repetition r seeds every searcher with r (--reps N: repetitions 0..N-1 of every method; --reps
+tree=3,random=2,tpe=2: so many of each method named, which are then the methods unless --methods says
+otherwise); the methods alternate within a repetition, so a machine that gets slower or busier affects
+them alike. Each run is its own Tune experiment in `<out>/<method>_rep<r>/`,
 whose `completions.csv` lists the finished trials in completion order: trial_id, node_id, seed, fidelity,
 reward (0 for an errored trial), classification ("error" for one), status (completed, diverged or error)
 and time_s since the run started, and the values (JSON). From it, the run's row in `<out>/runs.csv`:
@@ -74,8 +77,8 @@ classification, reward and the headline metrics.
 
 Summary (`<out>/summary.md`, printed, and `<out>/summary.csv` with the same figures per method), over
 every run in runs.csv of the chosen methods, also those of an earlier invocation with more --reps (so
-`--methods tree --reps 3` after `--reps 2` of all three, then `--reps 2 --resume`, summarises 3 tree runs
-and 2 of each baseline, and confirms each method's best over them): runs, the trial of the first converged
+`--reps 2 --resume` after `--reps tree=3,random=2,tpe=2` summarises 3 tree runs and 2 of each baseline,
+and confirms each method's best over them): runs, the trial of the first converged
 full-budget trial (median over all runs, a run without one counting as beyond every run with one: "none"
 when half the runs or more had none; then each run's, in repetition order, "–" for none), the wall time to
 it (median, alike), the best full-budget reward after N/2 and N trials (median [min–max]), the wall time
@@ -131,8 +134,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--space", default=str(REPO / "search_spaces" / "smoke.yaml"))
     parser.add_argument("--num-trials", type=int, default=8, help="trials per run (default: %(default)s)")
     parser.add_argument("--concurrency", type=int, default=4, help="trials at once (default: %(default)s)")
-    parser.add_argument("--reps", type=int, default=5, help="repetitions per method, seeds 0.. (default: %(default)s)")
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated (default: %(default)s)")
+    parser.add_argument("--reps", default="5", help="repetitions per method, seeds 0..: N for every method, or "
+                        "METHOD=N,... for each method named (default: %(default)s)")
+    parser.add_argument("--methods", help=f"comma-separated (default: {','.join(METHODS)}, or those --reps names)")
     parser.add_argument("--out", default="results/bench_search", help="output directory (default: %(default)s)")
     parser.add_argument("--cpus", type=float, help="CPUs of the local Ray instance (default: all)")
     parser.add_argument("--confirm-seeds", type=int, default=3,
@@ -142,15 +146,53 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="keep the runs recorded in <out>/runs.csv, continue a run that was cut off, "
                              "and do the missing ones")
     args = parser.parse_args(argv)
-    if min(args.num_trials, args.concurrency, args.reps) < 1:
-        parser.error("--num-trials, --concurrency and --reps must be >= 1")
+    if min(args.num_trials, args.concurrency) < 1:
+        parser.error("--num-trials and --concurrency must be >= 1")
     if args.confirm_seeds < 0:
         parser.error("--confirm-seeds must be >= 0")
-    args.methods = [method.strip() for method in args.methods.split(",") if method.strip()]
+    methods = [method.strip() for method in (args.methods or ",".join(METHODS)).split(",") if method.strip()]
+    try:
+        counts = repetition_counts(args.reps, methods)
+    except ValueError as exc:
+        parser.error(f"--reps {args.reps}: {exc}")
+    if args.methods is not None and set(counts) != set(methods):
+        parser.error(f"--reps {args.reps} and --methods {args.methods} name different methods; give one of them")
+    args.methods, args.reps = (methods if args.methods is not None else list(counts)), counts
     unknown = sorted(set(args.methods) - set(METHODS))
     if unknown or not args.methods:
         parser.error(f"--methods: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(METHODS)}")
     return args
+
+
+def repetition_counts(reps: str, methods: list[str]) -> dict[str, int]:
+    """--reps as {method: repetitions}: "2" gives every method of --methods 2; "tree=3,tpe=2" the methods
+    named, which then are the methods run."""
+    if "=" not in reps:
+        counts = dict.fromkeys(methods, _count(reps))
+    else:
+        counts = {}
+        for item in filter(None, (part.strip() for part in reps.split(","))):
+            method, _, count = item.partition("=")
+            if method.strip() in counts:
+                raise ValueError(f"{method.strip()} is named twice")
+            counts[method.strip()] = _count(count)
+    return counts
+
+
+def pending_runs(reps: dict[str, int], done: set[tuple[str, int]]) -> list[tuple[int, str]]:
+    """(rep, method) of the runs still to do, repetition by repetition, the methods alternating within one."""
+    return [(rep, method) for rep in range(max(reps.values())) for method, count in reps.items()
+            if rep < count and (method, rep) not in done]
+
+
+def _count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise ValueError(f"{text.strip()!r} is not a whole number; give N or METHOD=N,...") from None
+    if count < 1:
+        raise ValueError("repetitions must be >= 1")
+    return count
 
 
 # ------------------------------------------------------------------------------------- searchers
@@ -703,7 +745,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     done = {(row["method"], int(row["rep"])) for row in rows}
-    todo = [(rep, m) for rep in range(args.reps) for m in args.methods if (m, rep) not in done]
+    todo = pending_runs(args.reps, done)
     taken = [run_dir(out, m, r) for r, m in todo if run_dir(out, m, r).exists()]
     if taken and not args.resume:
         print(f"error: {taken[0]} already exists; choose another --out, or add --resume", file=sys.stderr)
@@ -728,8 +770,8 @@ def main(argv: list[str] | None = None) -> int:
     ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
     resources = trial_resources(ray.cluster_resources(), "auto", args.concurrency)
     print(f"[bench] {args.space}: {args.num_trials} trials, {args.concurrency} at once, {resources} each, "
-          f"{'screened' if space.fidelity else 'all at full budget'}, {args.reps} reps of "
-          f"{', '.join(args.methods)}; results in {out}", file=sys.stderr, flush=True)
+          f"{'screened' if space.fidelity else 'all at full budget'}, repetitions: "
+          f"{', '.join(f'{m} {n}' for m, n in args.reps.items())}; results in {out}", file=sys.stderr, flush=True)
     for rep, method in todo:
         try:
             row = run_once(method, rep, space, args, resources, out)

@@ -115,6 +115,30 @@ def test_the_wrapper_promotes_exactly_the_nodes_the_tree_promotes(tmp_path):
     assert 2 <= len(tree.promotions) < 12, tree.promotions
 
 
+def test_repetitions_per_method_and_the_runs_left_to_do():
+    assert bench.parse_args(["--reps", "2"]).reps == {"tree": 2, "random": 2, "tpe": 2}
+    args = bench.parse_args(["--reps", "tree=3, random=2,tpe=2"])
+    assert args.reps == {"tree": 3, "random": 2, "tpe": 2} and args.methods == ["tree", "random", "tpe"]
+    assert bench.parse_args(["--reps", "tpe=1,tree=2"]).methods == ["tpe", "tree"]
+    assert bench.parse_args(["--reps", "tree=2,tpe=1", "--methods", "tpe,tree"]).methods == ["tpe", "tree"]
+    assert bench.pending_runs({"tree": 3, "random": 2, "tpe": 2}, done={("tree", 0), ("random", 1)}) == [
+        (0, "random"), (0, "tpe"), (1, "tree"), (1, "tpe"), (2, "tree")]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--reps", "0"], "--reps 0: repetitions must be >= 1"),
+    (["--reps", "tree=two"], "--reps tree=two: 'two' is not a whole number; give N or METHOD=N,..."),
+    (["--reps", "tree=2,tree=3"], "--reps tree=2,tree=3: tree is named twice"),
+    (["--reps", "tree=2", "--methods", "tree,tpe"], "--reps tree=2 and --methods tree,tpe name different methods"),
+    (["--reps", "grid=2"], "--methods: unknown grid"),
+])
+def test_bad_repetitions_are_refused_in_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.parse_args(argv)
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_info.value.code == 2 and message in err
+
+
 def test_concurrency_errors_and_a_space_without_fidelity():
     searcher, _ = screening_searcher(concurrency=2)
     assert searcher.suggest("t0") and searcher.suggest("t1")
