@@ -146,7 +146,7 @@ class TrainingConfig(_Section):
         0.0, ge=0, allow_inf_nan=False, description="Measurement noise σ_m (concentration units): every observed c "
                                                      "gets N(0, σ_m²), clamped at 0; dc/dt becomes forward "
                                                      "differences (simulate.add_measurement_noise).")
-    # Our additions; each is documented in the README's config table.
+    # Our additions; each is documented in docs/config.md.
     lr_schedule: Literal["constant", "cosine"] = "constant"
     coeff_conservation: float = Field(0.0, ge=0)
     conservation_frames: Annotated[int, Field(ge=1)] | Literal["all"] = Field(
