@@ -71,7 +71,9 @@ that method's trials used (`metabo_tune.confirm.fresh_seeds`). Each goes to
 `<out>/confirm/<method>/seed_<s>/`, where a rerun reuses a finished or interrupted training of the same
 config (one of another config, an earlier best, is deleted first). A method whose best is the config of an
 earlier method's best (TPE's startup proposals are random search's) on the same seed shares that training:
-same config and seed, same metrics. Classification and reward use the
+same config and seed, same metrics. With --resume, a (method, run, node, seed) already in
+`<out>/confirmations.csv` keeps its row and is not trained again (a new machine gets it back from the
+committed file). Classification and reward use the
 space's thresholds and weights. `<out>/confirmations.csv`: method, rep, node, seed, status,
 classification, reward and the headline metrics.
 
@@ -571,10 +573,14 @@ def confirmation_jobs(concurrency: int, cpus: float | None) -> int:
     return max(1, min(concurrency, int(cpus) if cpus else os.cpu_count() or 1))
 
 
-def confirm_best(runs: pd.DataFrame, space: SearchSpace, out: Path, n_seeds: int, jobs: int) -> pd.DataFrame:
+def confirm_best(runs: pd.DataFrame, space: SearchSpace, out: Path, n_seeds: int, jobs: int,
+                 recorded: pd.DataFrame | None = None) -> pd.DataFrame:
     """Each method's best full-budget trial over its runs, trained again on `n_seeds` fresh seeds;
-    one row per (method, seed)."""
+    one row per (method, seed). A row of `recorded` (an earlier confirmations.csv) for the same method,
+    run, node and seed is kept instead of training again."""
     picked, configs, dirs, trained = [], [], [], {}
+    kept = {} if recorded is None else {(row["method"], int(row["rep"]), str(row["node"]), int(row["seed"])): row
+                                        for row in recorded.to_dict("records")}
     for method, group in runs.groupby("method", sort=False):
         rated = group.dropna(subset=["best_reward"]).sort_values(["best_reward", "rep"], ascending=[False, True])
         if rated.empty:
@@ -586,6 +592,10 @@ def confirm_best(runs: pd.DataFrame, space: SearchSpace, out: Path, n_seeds: int
             used |= set(pd.read_csv(run_dir(out, method, rep) / "completions.csv")["seed"].astype(int))
         values = json.loads(best["best_values"])
         for seed in fresh_seeds(used, n_seeds):
+            pick = {"method": method, "rep": int(best["rep"]), "node": best["best_node"], "seed": seed}
+            if tuple(pick.values()) in kept:
+                picked.append({"recorded": kept[tuple(pick.values())]})
+                continue
             cfg, directory = space.config_for(values, seed=seed), out / "confirm" / str(method) / f"seed_{seed}"
             if (directory / "config.yaml").is_file() and yaml.safe_load((directory / "config.yaml").read_text()) \
                     != cfg.to_dict():
@@ -597,14 +607,17 @@ def confirm_best(runs: pd.DataFrame, space: SearchSpace, out: Path, n_seeds: int
                 trained[key] = len(configs)
                 configs.append(cfg)
                 dirs.append(directory)
-            picked.append({"method": method, "rep": int(best["rep"]), "node": best["best_node"], "seed": seed,
-                           "training": trained[key]})
-    if not configs:
+            picked.append(pick | {"training": trained[key]})
+    if not picked:
         return pd.DataFrame(columns=["method", "rep", "node", "seed", "status", "classification", "reward"])
-    print(f"[bench] confirming {len(picked)} (method, seed) pairs by {len(configs)} trainings, {jobs} at once, in "
-          f"{out / 'confirm'}", file=sys.stderr, flush=True)
-    rows, results = [], train_runs(configs, dirs, jobs)
+    reused = sum("recorded" in pick for pick in picked)
+    print(f"[bench] confirming {len(picked)} (method, seed) pairs: {reused} recorded in confirmations.csv, "
+          f"{len(configs)} to train, {jobs} at once, in {out / 'confirm'}", file=sys.stderr, flush=True)
+    rows, results = [], train_runs(configs, dirs, jobs) if configs else []
     for row in picked:
+        if "recorded" in row:
+            rows.append(row["recorded"])
+            continue
         metrics = results[row.pop("training")]
         status = str(metrics.get("status", "completed"))
         # run_trial classifies with the default thresholds; the space's own decide here, as in the search
@@ -796,8 +809,10 @@ def main(argv: list[str] | None = None) -> int:
     ray.shutdown()
     runs = pd.DataFrame(rows)
     runs = runs[runs["method"].isin(args.methods)]
-    confirmations = confirm_best(runs, space, out, args.confirm_seeds,
-                                 confirmation_jobs(args.concurrency, args.cpus)) if args.confirm_seeds else \
+    recorded = pd.read_csv(out / "confirmations.csv", dtype={"node": str}) \
+        if args.resume and (out / "confirmations.csv").is_file() else None
+    confirmations = confirm_best(runs, space, out, args.confirm_seeds, confirmation_jobs(args.concurrency, args.cpus),
+                                 recorded) if args.confirm_seeds else \
         pd.DataFrame(columns=["method", "node", "classification"])
     if args.confirm_seeds:
         confirmations.to_csv(out / "confirmations.csv", index=False)

@@ -376,9 +376,10 @@ def test_the_machine_speed_of_a_real_training_is_a_few_milliseconds_per_iteratio
     assert 0.01 < speed < 1000
 
 
-def test_methods_whose_best_is_the_same_config_share_its_confirmation_trainings(tmp_path, monkeypatch):
+def test_confirmations_share_a_config_between_methods_and_keep_what_was_recorded(tmp_path, monkeypatch):
     """TPE's startup proposals are random search's, so both can name the same best: each seed is trained
-    once, and both methods get its metrics; a third method's other best is trained on its own."""
+    once, and both methods get its metrics; a third method's other best is trained on its own. Resumed with
+    an earlier confirmations.csv, its rows of the same method, run, node and seed are kept, the rest trains."""
     space = load_space(SMOKE)
     shared, other = {LR: 1e-3}, {LR: 2e-3}
     runs = pd.DataFrame([(method, rep, reward, node, json.dumps(values)) for method, rep, reward, node, values in (
@@ -405,6 +406,17 @@ def test_methods_whose_best_is_the_same_config_share_its_confirmation_trainings(
     assert by_method.to_dict() == pytest.approx({("random", 0): 0.0, ("random", 1): 0.1, ("tpe", 0): 0.0,
                                                  ("tpe", 1): 0.1, ("tree", 0): 0.2, ("tree", 1): 0.3})
     assert table.set_index("method").loc["tpe", "node"].tolist() == ["bbbb0000"] * 2  # its own node id
+
+    trained.clear()  # resumed on a new machine from the committed confirmations.csv, two rows of which are stale
+    recorded = table.assign(reward=0.5).drop(index=table.index[(table["method"] == "tree") & (table["seed"] == 1)])
+    recorded.loc[recorded["method"] == "random", "node"] = "eeee0000"  # an earlier best of random's
+    again = bench.confirm_best(runs, space, tmp_path, n_seeds=2, jobs=2, recorded=recorded).set_index(
+        ["method", "seed"])
+    assert [(cfg.to_dict(), directory.name) for cfg, directory in trained] == [
+        (space.config_for(shared, seed=seed).to_dict(), f"seed_{seed}") for seed in (0, 1)] + [
+        (space.config_for(other, seed=1).to_dict(), "seed_1")]
+    assert again["reward"].eq(0.5).to_dict() == {("random", 0): False, ("random", 1): False, ("tpe", 0): True,
+                                                  ("tpe", 1): True, ("tree", 0): True, ("tree", 1): False}
 
 
 def test_resume_refuses_runs_recorded_without_fidelities(tmp_path, capsys):
