@@ -457,13 +457,13 @@ class ReplayError(ValueError):
     """A completion log that this space, method and seed cannot have written."""
 
 
-def machine_ms_per_iteration(space: SearchSpace, iterations: int = 300, windows: int = 3) -> float:
+def machine_ms_per_iteration(space: SearchSpace, observed: Any, iterations: int = 300, windows: int = 3) -> float:
     """The speed of this machine as the trials see it: median wall ms per iteration of the space's base
     config on one torch thread, after 100 iterations to warm up (windows shortened to fit a small budget)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        trainer = Trainer(space.base, load_or_simulate(space.base.simulation).observed, device="cpu")
+        trainer = Trainer(space.base, observed, device="cpu")
         warm_up = min(100, trainer.total_iterations // 4)
         iterations = max(1, min(iterations, (trainer.total_iterations - warm_up) // windows))
         trainer.run(until=warm_up)
@@ -675,18 +675,12 @@ def repetitions(runs: pd.DataFrame) -> str:
     return "repetitions: " + ", ".join(spans)
 
 
-def _range(table: pd.Series, k: int) -> str:
-    median = table[f"best_after_{k}_median"]
+def _range(row: dict[str, Any], name: str, digits: int = 3) -> str:
+    """A summary figure as "median [min–max]", "–" where no run has it."""
+    median = row[f"{name}_median"]
     if pd.isna(median):
         return "–"
-    return f"{median:.3f} [{table[f'best_after_{k}_min']:.3f}–{table[f'best_after_{k}_max']:.3f}]"
-
-
-def _speed(row: dict[str, Any]) -> str:
-    median = row["base_ms_per_it_median"]
-    if pd.isna(median):
-        return "–"
-    return f"{median:.2f} [{row['base_ms_per_it_min']:.2f}–{row['base_ms_per_it_max']:.2f}]"
+    return f"{median:.{digits}f} [{row[f'{name}_min']:.{digits}f}–{row[f'{name}_max']:.{digits}f}]"
 
 
 def summary_markdown(summary: pd.DataFrame, num_trials: int) -> str:
@@ -699,8 +693,9 @@ def summary_markdown(summary: pd.DataFrame, num_trials: int) -> str:
         confirmed = f"{row['confirm_converged']}/{row['confirm_seeds']} converged" if row["confirm_seeds"] else "–"
         cells = [str(row["method"]), str(row["runs"]),
                  f"{'none' if math.isinf(first) else f'{first:g}'} ({row['first_converged_per_run']})",
-                 "none" if math.isinf(first_s) else f"{first_s:.0f} s", _range(row, half), _range(row, num_trials),
-                 f"{row['wall_s_median']:.0f} s", confirmed, _speed(row)]
+                 "none" if math.isinf(first_s) else f"{first_s:.0f} s", _range(row, f"best_after_{half}"),
+                 _range(row, f"best_after_{num_trials}"),
+                 f"{row['wall_s_median']:.0f} s", confirmed, _range(row, "base_ms_per_it", 2)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -770,9 +765,10 @@ def main(argv: list[str] | None = None) -> int:
             print("error: --methods random and tpe need optuna: pip install -e '.[bench]'", file=sys.stderr)
             return 2
     out.mkdir(parents=True, exist_ok=True)
-    load_or_simulate(space.base.simulation)  # the dataset cache is filled before any run is timed
-    speed = machine_ms_per_iteration(space) if todo else math.nan
+    dataset = load_or_simulate(space.base.simulation)  # the dataset cache is filled before any run is timed
+    speed = math.nan
     if todo:
+        speed = machine_ms_per_iteration(space, dataset.observed)
         print(f"[bench] this machine: {speed:.2f} ms per iteration of the base config on one thread",
               file=sys.stderr, flush=True)
 

@@ -362,17 +362,18 @@ class FakeTrainer:
                                                  (200, [(0, 50), (50, 100), (100, 150), (150, 200)])])
 def test_the_machine_speed_is_the_median_window_after_a_warm_up_that_fits_the_budget(monkeypatch, total, segments):
     clock, made = [0.0], []
-    monkeypatch.setattr(bench, "load_or_simulate", lambda simulation: type("Dataset", (), {"observed": None}))
     monkeypatch.setattr(bench, "Trainer", lambda cfg, observed, device: made.append(FakeTrainer(total, clock))
                         or made[-1])
     monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
     threads = bench.torch.get_num_threads()
-    assert bench.machine_ms_per_iteration(load_space(SMOKE)) == pytest.approx(2.0)
+    assert bench.machine_ms_per_iteration(load_space(SMOKE), observed=None) == pytest.approx(2.0)
     assert made[0].segments == segments and bench.torch.get_num_threads() == threads
 
 
 def test_the_machine_speed_of_a_real_training_is_a_few_milliseconds_per_iteration():
-    speed = bench.machine_ms_per_iteration(load_space(SMOKE), iterations=20, windows=3)
+    space = load_space(SMOKE)
+    speed = bench.machine_ms_per_iteration(space, bench.load_or_simulate(space.base.simulation).observed,
+                                           iterations=20, windows=3)
     assert 0.01 < speed < 1000
 
 
