@@ -42,7 +42,9 @@ otherwise); the methods alternate within a repetition, so a machine that gets sl
 them alike. Each run is its own Tune experiment in `<out>/<method>_rep<r>/`,
 whose `completions.csv` lists the finished trials in completion order: trial_id, node_id, seed, fidelity,
 reward (0 for an errored trial), classification ("error" for one), status (completed, diverged or error)
-and time_s since the run started, and the values (JSON). From it, the run's row in `<out>/runs.csv`:
+and time_s since the run started, and the values (JSON). It is rewritten as each trial finishes, when a
+line on stderr says which and how the run stands, so what a killed run finished is on disk. From it, the
+run's row in `<out>/runs.csv`:
 trials_done, errors, screen_trials, full_trials, first_converged (the number of finished trials when the
 first full-budget trial classified converged finished; empty if none), wall_s_first_converged, wall_s, the
 best full-budget trial (best_reward, best_node, best_seed, best_values), best_after_k for k = 1..N (the
@@ -368,8 +370,8 @@ class CompletionLog(tune.Callback):
     """Each finished trial in completion order (COMPLETION_COLUMNS); an errored or unfinished trial
     counts as reward 0, classification 'error', as in the search's own tables. Its clock runs while Tune
     runs the experiment: Tune snapshots the log with the experiment (`get_state`), so a restored run goes
-    on with the rows and the time it had at that snapshot. When Tune's loop ends (finished or stopped) it
-    writes the rows to `path`."""
+    on with the rows and the time it had at that snapshot. It writes the rows to `path` as each trial
+    finishes and when Tune's loop ends (finished or stopped), and prints a progress line per trial."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -390,7 +392,7 @@ class CompletionLog(tune.Callback):
         self.rows, self.offset_s = list(state["rows"]), float(state["elapsed_s"])
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        self.table().to_csv(self.path, index=False)
+        self.write()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         result = trial.last_result or {}
@@ -408,9 +410,27 @@ class CompletionLog(tune.Callback):
             "classification": "error" if result is None else str(result.get("classification")),
             "status": "error" if result is None else str(result.get("status", "completed")),
             "time_s": self.elapsed_s(), "values": json.dumps(config["values"], sort_keys=True)})
+        self.write()
+        print(progress_line(self.path.parent.name, self.table()), file=sys.stderr, flush=True)
 
     def table(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows, columns=list(COMPLETION_COLUMNS))
+
+    def write(self) -> None:
+        """Replace `path` in one step, so a kill while writing leaves the previous complete file."""
+        partial = self.path.with_name(self.path.name + ".tmp")
+        self.table().to_csv(partial, index=False)
+        partial.replace(self.path)
+
+
+def progress_line(run: str, log: pd.DataFrame) -> str:
+    """The latest finished trial of a run and where the run stands (`run_figures`: full budget only)."""
+    last, figures = log.iloc[-1], run_figures(log, len(log))
+    first = figures["first_converged"]
+    return (f"[bench] {run} trial {len(log)} at {last['time_s'] / 60:.1f} min: node {last['node_id']} "
+            f"{last['fidelity']} {last['classification']} {last['reward']:.4f} | best full "
+            f"{'none yet' if math.isnan(figures['best_reward']) else format(figures['best_reward'], '.4f')}, "
+            f"first converged {'none yet' if math.isnan(first) else f'trial {first}'}")
 
 
 def run_figures(log: pd.DataFrame, num_trials: int) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -19,7 +20,7 @@ import yaml
 from conftest import kill_ray_of
 from test_search import derived_space, environment, screening, trial_files
 
-from metabo_tune.searcher import TreeSearcher
+from metabo_tune.searcher import METRIC, TreeSearcher
 from metabo_tune.space import Fidelity, load_space
 from metabo_tune.tree import FULL, SCREEN
 
@@ -296,6 +297,33 @@ def test_run_figures_count_only_full_budget_trials():
     screens_only = bench.run_figures(log.iloc[:2], num_trials=2)
     assert math.isnan(screens_only["first_converged"]) and math.isnan(screens_only["best_after_2"])
     assert screens_only["best_node"] is None
+
+
+def test_the_completion_log_is_on_disk_and_reported_after_every_trial(tmp_path, capsys):
+    """A run killed between two trials keeps every finished one in completions.csv; each finishes with
+    a progress line that names the trial and the run's full-budget figures so far."""
+    log = bench.CompletionLog(tmp_path / "tpe_rep1" / "completions.csv")
+    log.path.parent.mkdir()
+    log.set_state({"rows": [], "elapsed_s": 0.0})
+    rows = screened_log().to_dict("records")
+    for i, row in enumerate(rows):
+        trial = SimpleNamespace(trial_id=row["trial_id"], config={
+            "node_id": row["node_id"], "seed": row["seed"], "fidelity": row["fidelity"],
+            "values": json.loads(row["values"])}, last_result={
+            "final": True, METRIC: row["reward"], "classification": row["classification"], "status": "completed"})
+        if row["classification"] == "error":
+            log.on_trial_error(i, [], trial)
+        else:
+            log.on_trial_complete(i, [], trial)
+        written = pd.read_csv(log.path, dtype=bench.ID_COLUMNS)
+        assert written["trial_id"].tolist() == [r["trial_id"] for r in rows[:i + 1]]
+    assert not list(log.path.parent.glob("*.tmp"))
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == len(rows)
+    assert lines[1].startswith("[bench] tpe_rep1 trial 2 at ") and lines[1].endswith(
+        "node b screen partial 0.9500 | best full none yet, first converged none yet")
+    assert "node a full error 0.0000 | best full 0.5000, first converged none yet" in lines[3]
+    assert lines[6].endswith("node f full converged 0.7000 | best full 0.8000, first converged trial 5")
 
 
 def test_progress_curves_follow_the_best_full_budget_reward_and_star_converged_full_trials():
