@@ -116,7 +116,7 @@ from ray.tune.search import Searcher
 from metabo_tune.confirm import fresh_seeds
 from metabo_tune.labels import classify
 from metabo_tune.search import trial_name, trial_resources
-from metabo_tune.searcher import METRIC, ConcurrencyLimitedSearcher, TreeSearcher
+from metabo_tune.searcher import METRIC, ConcurrencyLimitedSearcher, TreeSearcher, write_atomically
 from metabo_tune.simulate import load_or_simulate
 from metabo_tune.space import SearchSpace, SpaceError, load_space, reward
 from metabo_tune.sweep import HEADLINE, reported_columns, train_runs
@@ -417,10 +417,7 @@ class CompletionLog(tune.Callback):
         return pd.DataFrame(self.rows, columns=list(COMPLETION_COLUMNS))
 
     def write(self) -> None:
-        """Replace `path` in one step, so a kill while writing leaves the previous complete file."""
-        partial = self.path.with_name(self.path.name + ".tmp")
-        self.table().to_csv(partial, index=False)
-        partial.replace(self.path)
+        write_atomically(self.path, self.table().to_csv(index=False))
 
 
 def progress_line(run: str, log: pd.DataFrame) -> str:

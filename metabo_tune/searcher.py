@@ -127,9 +127,10 @@ class TreeSearcher(ConcurrencyLimitedSearcher):
         # JSON Lines, one node per line: Ray copies the experiment dir's *.json/*.pkl files to its staging
         # dir on resume and back on every sync, which would overwrite a fresh tree.json with a stale one.
         nodes = json.loads(self.tree.to_json())["nodes"]
-        _write(directory / "tree.jsonl", "".join(json.dumps(node) + "\n" for node in nodes))
-        _write(directory / "ucb_scores.txt", self.tree.render_ucb_scores(self.space.ucb_c, self.space.block_size))
-        _write(directory / "memory.md", self.tree.render_memory(self.space.block_size))
+        write_atomically(directory / "tree.jsonl", "".join(json.dumps(node) + "\n" for node in nodes))
+        write_atomically(directory / "ucb_scores.txt",
+                         self.tree.render_ucb_scores(self.space.ucb_c, self.space.block_size))
+        write_atomically(directory / "memory.md", self.tree.render_memory(self.space.block_size))
 
     _STATE = ("space", "experiment_dir", "seed", "live", "last_results", "max_concurrent", "n_suggested",
               "promotions")
@@ -137,7 +138,7 @@ class TreeSearcher(ConcurrencyLimitedSearcher):
     def save(self, checkpoint_path: str) -> None:
         state = {key: getattr(self, key) for key in self._STATE}
         state |= {"tree": self.tree.to_json(), "rng": self.rng.getstate(), "metric": self.metric, "mode": self.mode}
-        _write(Path(checkpoint_path), pickle.dumps(state))
+        write_atomically(Path(checkpoint_path), pickle.dumps(state))
 
     def restore(self, checkpoint_path: str) -> None:
         state = pickle.loads(Path(checkpoint_path).read_bytes())
@@ -150,7 +151,7 @@ class TreeSearcher(ConcurrencyLimitedSearcher):
         self._metric, self._mode = state["metric"], state["mode"]
 
 
-def _write(path: Path, content: str | bytes) -> None:
+def write_atomically(path: Path, content: str | bytes) -> None:
     """Write atomically, so a killed driver never leaves half a file."""
     tmp = path.with_name(path.name + ".tmp")
     if isinstance(content, bytes):
