@@ -304,7 +304,6 @@ def test_the_completion_log_is_on_disk_and_reported_after_every_trial(tmp_path, 
     a progress line that names the trial and the run's full-budget figures so far."""
     log = bench.CompletionLog(tmp_path / "tpe_rep1" / "completions.csv")
     log.path.parent.mkdir()
-    log.set_state({"rows": [], "elapsed_s": 0.0})
     rows = screened_log().to_dict("records")
     for i, row in enumerate(rows):
         trial = SimpleNamespace(trial_id=row["trial_id"], config={
