@@ -113,10 +113,11 @@ from matplotlib.figure import Figure
 from ray import tune
 from ray.tune.search import Searcher
 
+from metabo_tune.atomic_file import write_atomically
 from metabo_tune.confirm import fresh_seeds
 from metabo_tune.labels import classify
 from metabo_tune.search import trial_name, trial_resources
-from metabo_tune.searcher import METRIC, ConcurrencyLimitedSearcher, TreeSearcher, write_atomically
+from metabo_tune.searcher import METRIC, ConcurrencyLimitedSearcher, TreeSearcher
 from metabo_tune.simulate import load_or_simulate
 from metabo_tune.space import SearchSpace, SpaceError, load_space, reward
 from metabo_tune.sweep import HEADLINE, reported_columns, train_runs

@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 from ray import tune
 
+from metabo_tune.atomic_file import write_atomically
 from metabo_tune.metrics import degeneracy
 from metabo_tune.tree import FULL, SCREEN
 
@@ -91,12 +92,8 @@ class TrialTable(tune.Callback):
         table = pd.DataFrame(list(self.rows.values()))
         ordered = [c for c in IDENTITY_COLUMNS if c in table.columns]
         table = table[ordered + [c for c in table.columns if c not in ordered]]
-        tmp = directory / "trials.csv.tmp"
-        table.to_csv(tmp, index=False)
-        tmp.replace(directory / "trials.csv")
-        tmp = directory / "analysis.md.tmp"
-        tmp.write_text(render_analysis(list(self.rows.values())))
-        tmp.replace(directory / "analysis.md")
+        write_atomically(directory / "trials.csv", table.to_csv(index=False))
+        write_atomically(directory / "analysis.md", render_analysis(list(self.rows.values())))
 
     def _print_progress(self) -> None:
         """The best trial at full budget, or at screen (and said so) while none has finished at full."""

@@ -26,6 +26,7 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
+from metabo_tune.atomic_file import write_atomically
 from metabo_tune.space import SearchSpace
 from metabo_tune.strategies import propose
 from metabo_tune.tree import FULL, SCREEN, Node, Tree, promotes
@@ -149,13 +150,3 @@ class TreeSearcher(ConcurrencyLimitedSearcher):
         self.rng = random.Random()
         self.rng.setstate(state["rng"])
         self._metric, self._mode = state["metric"], state["mode"]
-
-
-def write_atomically(path: Path, content: str | bytes) -> None:
-    """Write atomically, so a killed driver never leaves half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    if isinstance(content, bytes):
-        tmp.write_bytes(content)
-    else:
-        tmp.write_text(content)
-    tmp.replace(path)

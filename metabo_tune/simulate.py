@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import savgol_filter
 
+from metabo_tune.atomic_file import write_atomically
 from metabo_tune.config import SimulationConfig
 
 GENERATOR_VERSION = 1
@@ -416,9 +417,9 @@ def _load_or_simulate(cfg: SimulationConfig, use_cache: bool) -> Dataset:
     dataset = simulate(cfg)
     if use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as tmp:
-            np.savez(tmp, **cache_arrays(dataset))
-        os.replace(tmp.name, path)  # atomic: concurrent trials may write the same key
+        buffer = io.BytesIO()
+        np.savez(buffer, **cache_arrays(dataset))
+        write_atomically(path, buffer.getvalue())  # concurrent trials may write the same key
     return dataset
 
 

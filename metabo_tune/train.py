@@ -10,6 +10,7 @@ run can be checkpointed and resumed mid-way with identical results. The trial pi
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import sys
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 import yaml
 
+from metabo_tune.atomic_file import write_atomically
 from metabo_tune.config import Config, ConfigError, load_config, with_defaults
 from metabo_tune.homeostasis_losses import HomeostasisLosses, shared_relaxation_fit
 from metabo_tune.model import MetabolicGNN, build_model
@@ -336,9 +338,9 @@ class Trainer:
     def save_checkpoint(self, path: str | Path) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        tmp.replace(path)
+        buffer = io.BytesIO()
+        torch.save(self.state_dict(), buffer)
+        write_atomically(path, buffer.getvalue())
 
     def load_checkpoint(self, path: str | Path) -> None:
         self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))

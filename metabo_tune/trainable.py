@@ -24,6 +24,7 @@ import torch
 from ray import tune
 
 from metabo_tune import metrics
+from metabo_tune.atomic_file import write_atomically
 from metabo_tune.config import Config
 from metabo_tune.simulate import load_or_simulate
 from metabo_tune.space import SearchSpace, reward, reward_inputs
@@ -102,9 +103,7 @@ def _report(trainer: Trainer, values: dict[str, Any], *, final: bool, out_dir: P
         trainer.save_checkpoint(out_dir / RESUME_FILE)
         tune.report(values)
         return
-    tmp = out_dir / (FINAL_REPORT_FILE + ".tmp")
-    tmp.write_text(json.dumps(values, indent=1))
-    tmp.replace(out_dir / FINAL_REPORT_FILE)
+    write_atomically(out_dir / FINAL_REPORT_FILE, json.dumps(values, indent=1))
     (out_dir / RESUME_FILE).unlink(missing_ok=True)
     with tempfile.TemporaryDirectory() as directory:
         trainer.save_checkpoint(Path(directory) / CHECKPOINT_FILE)
