@@ -166,12 +166,13 @@ class TrainingConfig(_Section):
         0.5, ge=0, lt=1, description="Fraction of the run after which coeff_residual_fit applies: the "
                                      "reaction fit must be near exact first, or the head learns its misfit.")
     residual_refresh_every: int = Field(500, ge=1, description="Iterations between residual refreshes.")
-    moment_window: int = Field(
-        1, ge=1, description="Frames averaged (sliding box) before the conservation and residual-fit moments and "
+    moment_window: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        1, description="Frames averaged (sliding box) before the conservation and residual-fit moments and "
                              "the head's start: the weak form of both fits. The mean of forward differences "
                              "telescopes to (c[t+W] − c[t]) / (W·dt), so measurement noise in dc/dt shrinks W-fold "
                              "and stops correlating with c; both fits stay exact since the head is linear in c "
-                             "(1: every frame on its own).")
+                             "(1: every frame on its own; 'auto': chosen from the measurement noise read from the "
+                             "data, metabo_tune.noise_estimate).")
     moment_window_shape: Literal["box", "trapezoid"] = Field(
         "box", description="How the weak form averages c against the window's W rates: `box` over the same W "
                            "frames (exact for exact derivatives), `trapezoid` over the W + 1 frames that bound "
@@ -190,6 +191,10 @@ class TrainingConfig(_Section):
     residual_fusion_neighbours: int = Field(
         10, ge=1, description="k of coeff_residual_fusion's neighbours, found anew every iteration.")
     sub_norm_concentration: float = Field(1.0, gt=0)
+    init: Literal["random", "regression"] = Field(
+        "random", description="'regression': log k starts at the known-form regression's fit (metabo_tune.regress) "
+                              "where it is determined and positive, and the linear head at its one-type (λ, b); the "
+                              "regression assumes mass action and linear relaxation. Embeddings are never seeded.")
     log_k_init_min: float = -2.0
     log_k_init_max: float = 1.0
     checkpoint_every: int = Field(0, ge=0)
@@ -225,15 +230,31 @@ class TrainingConfig(_Section):
         return max(1, int((n_frames * self.data_augmentation_loop // self.batch_size) * 0.2))
 
 
+class RegressionConfig(_Section):
+    """The known-form least-squares fit (metabo_tune.regress): the weak form's window and the types' mixture."""
+
+    window: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="Frames per weak-form window (1: the strong form on the data's dc/dt); 'auto' chooses "
+                            "from the measurement noise read from the data.")
+    n_types: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="Metabolite types of the mixture of shared relaxations; 'auto' chooses by BIC.")
+    max_types: int = Field(4, ge=1, description="The largest number of types 'auto' tries.")
+
+
 class Config(_Section):
     description: str = ""
     dataset: str = ""
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)
     graph_model: GraphModelConfig = Field(default_factory=GraphModelConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    regression: RegressionConfig = Field(default_factory=RegressionConfig)
 
     @model_validator(mode="after")
     def _head_options(self) -> Config:
+        if self.simulation.data_dir is not None and self.training.measurement_noise_level > 0:
+            raise ValueError(f"training.measurement_noise_level must be 0 with simulation.data_dir (got "
+                             f"{self.training.measurement_noise_level:g}): your data already carry their noise, "
+                             f"which analysis.log reports as measurement_noise_estimate")
         # A warning, not an error: a search may switch the head of a node that uses the residual fit.
         if self.training.coeff_residual_fit > 0 and self.graph_model.homeostasis_head != "linear":
             warnings.warn("training.coeff_residual_fit applies to graph_model.homeostasis_head: linear only; "
@@ -289,7 +310,8 @@ IGNORED_KEYS = {
     "simulation": {"connectivity_type", "params", "model_name"},
 }
 
-_SECTIONS = {"simulation": SimulationConfig, "graph_model": GraphModelConfig, "training": TrainingConfig}
+_SECTIONS = {"simulation": SimulationConfig, "graph_model": GraphModelConfig, "training": TrainingConfig,
+             "regression": RegressionConfig}
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "<config>") -> Config:
@@ -322,9 +344,14 @@ def config_from_dict(raw: dict[str, Any], source: str = "<config>") -> Config:
 
 
 def _describe(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    loc = [str(part) for part in err["loc"]]
+    errors = exc.errors()
+    err = errors[0]
+    loc = _field_path(err["loc"])
     where = ".".join(loc) or "<top level>"
+    alternatives = [other for other in errors if _field_path(other["loc"]) == loc]
+    if len(alternatives) > 1:  # a key that takes a number or a word: say both
+        expected = " or ".join(_expected(other) for other in alternatives)
+        return f"{where}: expected {expected} (got {err['input']!r})"
     if err["type"] == "extra_forbidden":
         model: type[BaseModel] = Config if len(loc) == 1 else _SECTIONS.get(loc[0], Config)
         allowed = sorted(model.model_fields)
@@ -337,6 +364,24 @@ def _describe(exc: ValidationError) -> str:
     if err["type"] == "value_error" or "input" not in err:
         return f"{where}: {message}"
     return f"{where}: {message} (got {err['input']!r})"
+
+
+def _expected(error: dict) -> str:
+    """What one branch of a union accepts, in a few words."""
+    context = error.get("ctx", {})
+    if error["type"] in ("int_parsing", "int_type", "int_from_float"):
+        return "an integer"
+    if error["type"] == "greater_than_equal":
+        return f"an integer >= {context['ge']}"
+    if error["type"] == "literal_error":
+        return context["expected"]
+    return error["msg"].removeprefix("Input should be ")
+
+
+def _field_path(location: tuple) -> list[str]:
+    """The section and key of an error's location, without the tags pydantic adds inside a union
+    ('constrained-int', "literal['auto']")."""
+    return [str(part) for part in location if not (isinstance(part, str) and ("[" in part or "-" in part))]
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

@@ -153,11 +153,11 @@ class HomeostasisLosses:
     `moment_window_shape` says how c is averaged, `window_means`)."""
 
     def __init__(self, tcfg: TrainingConfig, model: MetabolicGNN, trajectory: Trajectory, null_space: np.ndarray,
-                 conc: torch.Tensor, deriv: torch.Tensor, total_iterations: int) -> None:
-        self.tcfg, self.model, self.conc, self.deriv = tcfg, model, conc, deriv
+                 conc: torch.Tensor, deriv: torch.Tensor, total_iterations: int, window: int) -> None:
+        """`window` is tcfg.moment_window, resolved from the data where it is 'auto'."""
+        self.tcfg, self.model, self.conc, self.deriv, self.window = tcfg, model, conc, deriv, window
         device = conc.device
         self.null_space = torch.tensor(null_space, dtype=torch.float32, device=device)
-        window = tcfg.moment_window
         frames = window + (tcfg.moment_window_shape == "trapezoid")
         if frames > trajectory.n_frames:
             spans = " (a trapezoid window spans W + 1 frames)" if frames > window else ""
@@ -223,7 +223,7 @@ class HomeostasisLosses:
         """Per-metabolite moments of c and of dc/dt − reactions(c) over every frame (or window), in chunks."""
         # 256 frames (25 000 MLP rows here) a chunk: its activations stay in cache, 25 % faster than 512
         reactions = torch.cat([self.model.reaction_part(chunk) for chunk in torch.split(self.conc, 256)])
-        return ResidualMoments.of(*window_means(self.conc, self.deriv - reactions, self.tcfg.moment_window,
+        return ResidualMoments.of(*window_means(self.conc, self.deriv - reactions, self.window,
                                                 self.tcfg.moment_window_shape))
 
     def fusion(self, coefficients: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor | None:

@@ -145,9 +145,10 @@ def _plot_loss(ax: Axes, loss_history: dict[str, np.ndarray]) -> None:
     ax.set_title(f"Training loss components (running mean over {window} iterations)")
 
 
-def write_trial_plots(model: MetabolicGNN, dataset: Dataset, loss_history: dict[str, np.ndarray],
+def write_trial_plots(model: MetabolicGNN, dataset: Dataset, loss_history: dict[str, np.ndarray] | None,
                       out_dir: str | Path) -> list[Path]:
-    """Write the trial's PNGs into out_dir; rate_constants.png needs the truth and is skipped without it."""
+    """Write the trial's PNGs into out_dir; rate_constants.png needs the truth and is skipped without it,
+    loss.png a loss history (the regression has none)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = [
@@ -157,7 +158,8 @@ def write_trial_plots(model: MetabolicGNN, dataset: Dataset, loss_history: dict[
     if dataset.truth is not None:
         written.append(_save(out / "rate_constants.png", lambda ax: _plot_rate_constants(ax, model, dataset)))
     written.append(_save(out / "embeddings.png", lambda ax: _plot_embeddings(ax, model, dataset)))
-    written.append(_save(out / "loss.png", lambda ax: _plot_loss(ax, loss_history)))
+    if loss_history is not None:
+        written.append(_save(out / "loss.png", lambda ax: _plot_loss(ax, loss_history)))
     return written
 
 

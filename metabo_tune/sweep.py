@@ -8,7 +8,10 @@ of values (training seeds, network seeds, noise levels) and tabulate every headl
 
 Each point of the grid (the product of the `--vary` lists) is a full trial (`train.run_trial`) in
 `DIR/runs/<key=value,...>/`; a rerun resumes or reuses them, so an interrupted sweep goes on where it
-stopped. `DIR/sweep.csv` has one row per run: the varied values, status, classification and every
+stopped. With `--method regression` each point is fitted by the known-form regression instead
+(`regress.regression_trial`, seconds a point): the baseline column of a `--compare`.
+
+`DIR/sweep.csv` has one row per run: the varied values, status, classification and every
 metric. `DIR/summary.csv` and `summary.md` aggregate over the `--over` key (default: the last `--vary`
 key) for each combination of the others: the number of runs, the count per classification, and mean and
 sd of each reported metric. When that leaves exactly one numeric key, `DIR/curve.png` draws each headline
@@ -52,7 +55,7 @@ from metabo_tune.simulate import DataError
 REPORTED = ("rate_constants_R2", "rate_constants_R2_all", "log_k_rmse", "slope", "MLP_node_slope_ratio_{t}",
             "avg_slope_ratio", "MLP_node_baseline_{t}", "homeostasis_R2", "embedding_cluster_acc",
             "embedding_n_clusters", "embedding_ari", "test_onestep_R2", "test_pearson", "final_loss",
-            "training_time_min")
+            "training_time_min", "measurement_noise_estimate")
 # The metrics drawn against the swept value and shown in compare.md.
 HEADLINE = ("rate_constants_R2", "log_k_rmse", "MLP_node_slope_ratio_{t}", "MLP_node_baseline_{t}",
             "embedding_cluster_acc")
@@ -103,15 +106,23 @@ def with_values(cfg: Config, point: dict[str, Any]) -> Config:
     return config_from_dict(apply_overrides(cfg.to_dict(), overrides, source="--vary"), source="--vary")
 
 
-def _train(cfg: Config, out_dir: Path) -> dict:
+METHODS = ("gnn", "regression")
+
+
+def _train(cfg: Config, out_dir: Path, method: str = "gnn") -> dict:
+    if method == "regression":
+        from metabo_tune.regress import regression_trial
+
+        return regression_trial(cfg, out_dir).metrics
     from metabo_tune.train import run_trial
 
-    return run_trial(cfg, out_dir, show_progress=False).metrics
+    return run_trial(cfg, out_dir, show_progress=False).metrics | {"method": "gnn"}
 
 
-def train_runs(configs: list[Config], out_dirs: list[Path], jobs: int = 1) -> list[dict]:
-    """Each config trained into its directory, `jobs` at a time in separate processes (one torch thread
-    each); the metrics in the given order. A line on stderr reports each finished run."""
+def train_runs(configs: list[Config], out_dirs: list[Path], jobs: int = 1, method: str = "gnn") -> list[dict]:
+    """Each config trained (or, with method 'regression', fitted by the known-form regression) into its
+    directory, `jobs` at a time in separate processes (one torch thread each); the metrics in the given
+    order. A line on stderr reports each finished run."""
     results: list[dict | None] = [None] * len(configs)
 
     def finished(index: int, metrics: dict) -> None:
@@ -122,10 +133,10 @@ def train_runs(configs: list[Config], out_dirs: list[Path], jobs: int = 1) -> li
 
     if jobs == 1:
         for index, (cfg, out_dir) in enumerate(zip(configs, out_dirs, strict=True)):
-            finished(index, _train(cfg, out_dir))
+            finished(index, _train(cfg, out_dir, method))
     else:
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(_train, cfg, out_dir): index
+            futures = {pool.submit(_train, cfg, out_dir, method): index
                        for index, (cfg, out_dir) in enumerate(zip(configs, out_dirs, strict=True))}
             for future in as_completed(futures):
                 finished(futures[future], future.result())
@@ -137,7 +148,7 @@ def per_run_table(points: list[dict[str, str]], metrics: list[dict]) -> pd.DataF
     varied = pd.DataFrame(points).apply(lambda column: pd.to_numeric(column) if column.map(_is_number).all()
                                         else column)
     values = pd.DataFrame(metrics)
-    columns = [name for name in ("status", "classification") if name in values]
+    columns = [name for name in ("method", "status", "classification") if name in values]
     return pd.concat([varied, values[columns + reported_columns(values.columns)]], axis=1)
 
 
@@ -205,7 +216,7 @@ def true_baselines(simulations: list[dict]) -> dict[str, float]:
 
 def varied_columns(per_run: pd.DataFrame) -> list[str]:
     """The columns of a sweep.csv that hold the varied values."""
-    measured = {"status", "classification", *reported_columns(per_run.columns)}
+    measured = {"method", "status", "classification", *reported_columns(per_run.columns)}
     return [name for name in per_run.columns if name not in measured]
 
 
@@ -287,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the varied key the summary averages over (default: the last --vary key)")
     parser.add_argument("--out", help="output directory (default: runs/sweep_<config name>, runs/compare)")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once (default: %(default)s)")
+    parser.add_argument("--method", choices=METHODS, default="gnn",
+                        help="'regression': fit each point by the known-form regression (metabo_tune.regress) "
+                             "instead of training, for a baseline sweep to --compare with (default: %(default)s)")
     parser.add_argument("--compare", nargs="+", type=Path, metavar="DIR",
                         help="put these finished sweeps side by side instead of training")
     parser.add_argument("--labels", nargs="+", metavar="LABEL",
@@ -320,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         configs = [with_values(base, point) for point in points]
         print(f"[metabo_tune] {len(points)} runs in {out_dir / 'runs'}, {args.jobs} at a time",
               file=sys.stderr, flush=True)
-        metrics = train_runs(configs, [out_dir / "runs" / point_name(point) for point in points], args.jobs)
+        metrics = train_runs(configs, [out_dir / "runs" / point_name(point) for point in points], args.jobs,
+                             args.method)
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -27,6 +27,8 @@ from metabo_tune.atomic_file import write_atomically
 from metabo_tune.config import Config, ConfigError, load_config, with_defaults
 from metabo_tune.homeostasis_losses import HomeostasisLosses, shared_relaxation_fit
 from metabo_tune.model import MetabolicGNN, build_model
+from metabo_tune.noise_estimate import noise_report, resolved_moment_window
+from metabo_tune.regress import KnownFormFit, fit_config
 from metabo_tune.simulate import DataError, Dataset, Observed, left_null_space, load_or_simulate
 
 LOSS_COMPONENTS = ("loss", "prediction", "MLP_sub_diff", "MLP_node_L1", "MLP_sub_norm", "k_floor", "conservation",
@@ -107,6 +109,7 @@ class TrainResult:
     total_iterations: int
     loss_history: dict[str, np.ndarray]
     training_time_s: float
+    moment_window: int  # training.moment_window as resolved
 
 
 class Trainer:
@@ -154,16 +157,29 @@ class Trainer:
         # The reference counts iterations from the configured n_frames, not the saved frame count.
         self.total_iterations = tcfg.n_epochs * tcfg.iterations_per_epoch(cfg.simulation.n_frames)
         self.attach_iteration = math.ceil(tcfg.attach_homeostasis_fraction * self.total_iterations)
+        self.moment_window = resolved_moment_window(tcfg.moment_window, traj.concentrations)
         self.homeostasis_losses = HomeostasisLosses(tcfg, self.model, traj, null, self.conc, self.deriv,
-                                                    self.total_iterations)
+                                                    self.total_iterations, self.moment_window)
+        warm_start = fit_config(cfg, observed) if tcfg.init == "regression" else None
         if self.model.relaxation is not None:
-            self.model.relaxation.initialise(*shared_relaxation_fit(
-                self.homeostasis_losses.window_concentrations, self.homeostasis_losses.window_derivatives, null))
+            shared = warm_start.shared_relaxation() if warm_start is not None else None
+            self.model.relaxation.initialise(*(shared or shared_relaxation_fit(
+                self.homeostasis_losses.window_concentrations, self.homeostasis_losses.window_derivatives, null)))
+        if warm_start is not None:
+            self.start_rate_constants(warm_start)
         self.iteration = 0
         self.status = "running"
         self.elapsed_s = 0.0
         self.history = torch.zeros(self.total_iterations, len(LOSS_COMPONENTS), device=self.device)
         self._chunk: tuple[int, torch.Tensor, torch.Tensor] | None = None
+
+    @torch.no_grad()
+    def start_rate_constants(self, fit: KnownFormFit) -> None:
+        """log k from the regression where the data determine k and it came out positive; the rest keep
+        their random start (a log of a non-positive k does not exist, an undetermined one is arbitrary)."""
+        usable = torch.tensor(fit.determined & (fit.rate_constants > 0), device=self.device)
+        start = torch.tensor(fit.log_k, dtype=self.model.log_k.dtype, device=self.device)
+        self.model.log_k.copy_(torch.where(usable, start, self.model.log_k))
 
     # -- sampling --------------------------------------------------------------------------
 
@@ -315,7 +331,8 @@ class Trainer:
     def result(self) -> TrainResult:
         hist = self.history[: self.iteration].cpu().numpy().astype(np.float64)
         return TrainResult(self.model, self.status, self.iteration, self.total_iterations,
-                           {name: hist[:, i] for i, name in enumerate(LOSS_COMPONENTS)}, self.elapsed_s)
+                           {name: hist[:, i] for i, name in enumerate(LOSS_COMPONENTS)}, self.elapsed_s,
+                           self.moment_window)
 
     # -- checkpoints -----------------------------------------------------------------------
 
@@ -411,8 +428,17 @@ def run_trial(cfg: Config, out_dir: str | Path, *, dataset: Dataset | None = Non
                    show_progress=show_progress, device=device)
     values = metrics.compute_metrics(result.model, dataset, status=result.status, loss_history=result.loss_history,
                                      training_time_s=result.training_time_s, iterations=result.iterations)
+    values |= data_report(cfg, dataset) | {"moment_window": result.moment_window}
     write_trial_outputs(out_dir, dataset, result, values)
     return TrialOutcome(values, out_dir, result)
+
+
+def data_report(cfg: Config, dataset: Dataset) -> dict[str, float]:
+    """The measurement noise read from the training data, beside the level simulated (known only when the data
+    were simulated here)."""
+    simulated = cfg.simulation.data_dir is None
+    return noise_report(dataset.observed.trajectory.concentrations,
+                        cfg.training.measurement_noise_level if simulated else None)
 
 
 def write_trial_inputs(out_dir: Path, cfg: Config, dataset: Dataset) -> None:

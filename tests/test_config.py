@@ -173,7 +173,7 @@ def test_unknown_section_is_an_error():
 def test_unknown_section_without_close_match_lists_allowed_sections():
     message = dict_error({"zzz": {}})
     assert "'zzz'" in message
-    assert "allowed: dataset, description, graph_model, simulation, training" in message
+    assert "allowed: dataset, description, graph_model, regression, simulation, training" in message
 
 
 def test_negative_learning_rate_names_the_key():

@@ -242,7 +242,7 @@ def test_compare_refuses_bad_input_in_one_line(tmp_path, capsys, second, extra, 
 
 
 def test_a_noise_by_seed_sweep_draws_its_curve_with_the_simulated_baselines(tmp_path, monkeypatch):
-    def fake_train(cfg, out_dir):
+    def fake_train(cfg, out_dir, method):
         level, seed = cfg.training.measurement_noise_level, cfg.simulation.seed
         r2 = 1.0 - 10 * level - 0.01 * seed
         return {"status": "completed", "classification": "converged" if r2 > 0.9 else "partial-k",
@@ -272,3 +272,22 @@ def test_a_noise_by_seed_sweep_draws_its_curve_with_the_simulated_baselines(tmp_
 
     assert main([str(config), "--vary", "simulation.seed=1,2", "--out", str(tmp_path / "seeds")]) == 0
     assert len(figures) == 1 and not (tmp_path / "seeds" / "curve.png").exists()  # averaged over the only key
+
+
+def test_a_regression_sweep_is_one_more_method_to_compare(tmp_path, capsys):
+    """`--method regression` fits every point by the known-form regression; --compare puts it beside a
+    trained sweep over the same keys, each row marked with its method."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text(json.dumps(TINY))
+    vary = ["--vary", "training.measurement_noise_level=0,0.01"]
+    assert main([str(config), *vary, "--out", str(tmp_path / "gnn")]) in (0, 1)
+    assert main([str(config), *vary, "--method", "regression", "--out", str(tmp_path / "regression")]) in (0, 1)
+    fitted = pd.read_csv(tmp_path / "regression" / "sweep.csv")
+    assert fitted["method"].tolist() == ["regression", "regression"]
+    assert fitted["rate_constants_R2"].iloc[0] > 0.9999  # exact data: the regression is exact
+    assert not (tmp_path / "regression" / "runs" / "training.measurement_noise_level=0" / "checkpoint.pt").exists()
+    assert pd.read_csv(tmp_path / "gnn" / "sweep.csv")["method"].tolist() == ["gnn", "gnn"]
+    capsys.readouterr()
+    assert main(["--compare", str(tmp_path / "gnn"), str(tmp_path / "regression"), "--out", str(tmp_path / "cmp")]) == 0
+    table = pd.read_csv(tmp_path / "cmp" / "compare.csv")
+    assert table["configuration"].tolist() == ["gnn", "regression", "gnn", "regression"]

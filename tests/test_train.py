@@ -234,7 +234,8 @@ class GuardedTruth:
 @pytest.mark.parametrize(("make_config", "active_terms"), [
     (small_config, ()),
     (lambda: final_config(**EVERY_OPTIONAL_TERM), OPTIONAL_TERMS),
-], ids=["free_mlp", "final_with_every_optional_term"])
+    (lambda: final_config(init="regression", moment_window="auto"), ()),
+], ids=["free_mlp", "final_with_every_optional_term", "regression_warm_start"])
 def test_ground_truth_is_read_only_by_metrics_and_plots(small_dataset, tmp_path, make_config, active_terms):
     guarded = GuardedTruth(small_dataset.truth)
     with pytest.raises(AssertionError, match="read by"):
@@ -555,3 +556,42 @@ def test_a_run_resumed_inside_the_residual_phase_equals_an_uninterrupted_one(sma
 def test_detach_without_conservation_warns_that_the_head_cannot_learn():
     with pytest.warns(UserWarning, match="detach_homeostasis without coeff_conservation > 0"):
         small_config(detach_homeostasis=True)
+
+
+# -- the regression's warm start and the windows read from the data ------------------------------------
+
+
+def test_the_warm_start_takes_the_regressions_determined_positive_rate_constants(small_dataset):
+    from metabo_tune.regress import fit_config
+
+    cfg = final_config(init="regression")
+    warm, cold = Trainer(cfg, small_dataset.observed), Trainer(final_config(), small_dataset.observed)
+    fit = fit_config(cfg, small_dataset.observed)
+    usable = fit.determined & (fit.rate_constants > 0)
+    assert usable.sum() >= 0.8 * len(usable)
+    warm_log_k, cold_log_k = (t.model.log_k.detach().double().numpy() for t in (warm, cold))
+    np.testing.assert_allclose(warm_log_k[usable], fit.log_k[usable], atol=1e-6)
+    np.testing.assert_array_equal(warm_log_k[~usable], cold_log_k[~usable])  # the rest keep their random start
+    assert torch.equal(warm.model.embedding, cold.model.embedding)  # embeddings are never seeded from it
+    rate, baseline = warm.model.relaxation.coefficients(warm.model.embedding)
+    shared_rate, shared_baseline = fit.shared_relaxation()
+    np.testing.assert_allclose(rate.detach().numpy(), shared_rate, rtol=1e-5)
+    np.testing.assert_allclose(baseline.detach().numpy(), shared_baseline, rtol=1e-5)
+
+
+def test_a_warm_started_trial_starts_near_the_exact_rate_constants(small_dataset, tmp_path):
+    """On exact data the regression is exact: a short run from it keeps k where a cold start is still far."""
+    warm = run_trial(final_config(init="regression", data_augmentation_loop=2), tmp_path / "warm",
+                     dataset=small_dataset, show_progress=False)
+    cold = run_trial(final_config(data_augmentation_loop=2), tmp_path / "cold", dataset=small_dataset,
+                     show_progress=False)
+    assert warm.metrics["log_k_rmse"] < 0.1 < cold.metrics["log_k_rmse"]
+
+
+def test_moment_window_auto_is_resolved_from_the_noise_and_reported(tmp_path):
+    cfg = final_config(moment_window="auto", measurement_noise_level=0.01, data_augmentation_loop=1)
+    outcome = run_trial(cfg, tmp_path / "run", show_progress=False)
+    assert outcome.result.moment_window == 100  # σ_m 0.01 moves these data by far more than 20 % of a step
+    logged = parse_analysis_log((tmp_path / "run" / "analysis.log").read_text())
+    assert logged["moment_window"] == 100 and logged["measurement_noise_level"] == 0.01
+    assert logged["measurement_noise_estimate"] == pytest.approx(0.01, rel=0.2)

@@ -1,0 +1,75 @@
+"""The measurement noise of observed concentrations, read from the data, and the weak-form windows it calls for.
+
+The windows are chosen from the noise relative to the data's own motion, σ̂ / median |c[t+1] − c[t]|, so that
+the rule does not depend on the units or the time step. Thresholds, measured on development networks (simulation
+seeds 42 and 43, σ_m 0 … 0.05; docs/results.md, "The known-form regression"):
+* regression: below 1 % the data's own dc/dt is used (the strong form); above, 10-frame windows, which
+  beat 1, 3, 30 and 100 from σ_m 0.003 to 0.05 (the mission network moves by a median 0.023 per frame);
+* the GNN's moment losses: 1 below 1 %, 30 up to 20 %, 100 above (the windows chosen earlier by hand:
+  30 at σ_m ≤ 0.003, 100 at σ_m 0.01; README, noisy measurements).
+
+Smooth dynamics sampled finely leave almost nothing in high-order differences of c: the fourth difference of
+a trajectory is dt⁴·c'''' (about 1e-6 here), while independent noise of standard deviation σ gives it the
+standard deviation σ·√70 (70 = 1 + 4² + 6² + 4² + 1, the squared binomial weights). So σ is read from a
+robust spread (the median absolute deviation) of the fourth differences, per metabolite, and the median over
+metabolites: clamped metabolites (held at 0, where the noise is cut in half) and the rare kinks of a clamp do
+not move it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+_DIFFERENCE_ORDER = 4
+_NOISE_GAIN = math.sqrt(70.0)  # std of the 4th difference of unit white noise
+_MAD_TO_SD = 1.4826  # MAD of a normal distribution × this = its standard deviation
+
+
+def estimate_measurement_noise(concentrations: np.ndarray) -> float:
+    """σ_m of c [frames, metabolites] (0 for fewer than five frames)."""
+    if concentrations.shape[0] <= _DIFFERENCE_ORDER:
+        return 0.0
+    differences = np.diff(concentrations, n=_DIFFERENCE_ORDER, axis=0)
+    deviation = np.median(np.abs(differences - np.median(differences, axis=0)), axis=0)
+    return float(np.median(deviation) * _MAD_TO_SD / _NOISE_GAIN)
+
+
+
+NEGLIGIBLE_NOISE_RATIO = 0.01
+LOW_NOISE_RATIO = 0.2
+
+
+def noise_ratio(noise: float, concentrations: np.ndarray) -> float:
+    """σ̂ over the median absolute one-frame change of c (inf for data that never move)."""
+    step = float(np.median(np.abs(np.diff(concentrations, axis=0)))) if concentrations.shape[0] > 1 else 0.0
+    return noise / step if step > 0 else (0.0 if noise == 0 else math.inf)
+
+
+def regression_window(ratio: float) -> int:
+    """`regression.window: auto`."""
+    return 1 if ratio < NEGLIGIBLE_NOISE_RATIO else 10
+
+
+def moment_window(ratio: float) -> int:
+    """`training.moment_window: auto`."""
+    if ratio < NEGLIGIBLE_NOISE_RATIO:
+        return 1
+    return 30 if ratio < LOW_NOISE_RATIO else 100
+
+
+def resolved_moment_window(setting: int | str, concentrations: np.ndarray) -> int:
+    """training.moment_window as a number of frames: 'auto' from the noise read from `concentrations`."""
+    if setting != "auto":
+        return int(setting)
+    return moment_window(noise_ratio(estimate_measurement_noise(concentrations), concentrations))
+
+
+def noise_report(concentrations: np.ndarray, true_level: float | None) -> dict[str, float]:
+    """analysis.log's noise keys: the estimate, its ratio to the data's motion, and the truth where known."""
+    estimate = estimate_measurement_noise(concentrations)
+    report = {"measurement_noise_estimate": estimate, "noise_ratio": noise_ratio(estimate, concentrations)}
+    if true_level is not None:
+        report["measurement_noise_level"] = true_level
+    return report

@@ -1,0 +1,452 @@
+"""The known-form regression: mass action and linear relaxation fitted by one least-squares solve.
+
+With the simulator's forms assumed, dc_i/dt = Σ_j S_ij k_j Π_e c_e^|s_e| − λ_i c_i + μ_i (μ_i = λ_i·b_i) is
+linear in (k, λ, μ). Over windows of W frames it is fitted in its weak form: (c[t+W] − c[t]) / (W·dt)
+against the features' left Riemann means over frames t … t+W−1, which is exact for the simulator's Euler
+steps (a trapezoid rule biases the weak homeostasis) and never differentiates the data. W = 1 is the
+strong form, fitted to the data's own dc/dt.
+
+The solve goes through the normal equations. Every row (t, i) of the design holds S_ij·M_tj for the
+reactions, so its Gram matrix over k is (SᵀS) ⊙ (MᵀM) with M the [windows, reactions] monomials: one
+shared Gram matrix, built in time linear in windows × substrate edges plus one matrix product. (λ_i, μ_i)
+touch the rows of metabolite i only, so they are eliminated exactly (a Schur complement over 2 × 2
+blocks) and recovered afterwards. The reduced system is Jacobi-scaled, so the monomials' decades do not
+ruin its conditioning, and solved by its eigen-decomposition: its (numerical) null space says which rate
+constants the data leave undetermined, and the solution has no component along it.
+
+Types: a mixture with one shared (λ, μ) per type, fitted to every metabolite's residual by hard
+assignment, the number of types given or chosen by BIC. Only observed data reach this module; the
+metrics of a fit are computed in `regression_trial`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import sparse
+from sklearn.cluster import KMeans
+from sklearn.exceptions import ConvergenceWarning
+
+from metabo_tune.config import Config, ConfigError, load_config
+from metabo_tune.noise_estimate import estimate_measurement_noise, noise_ratio, regression_window
+from metabo_tune.simulate import DataError, Dataset, Network, Observed, Trajectory, load_or_simulate
+
+NULL_SPACE_TOLERANCE = 1e-10  # eigenvalues of the scaled Gram matrix below this × the largest span its null space
+K_FLOOR = 1e-10  # log10 k of a non-positive fitted k is written as log10 of this: an outlier, not a nan
+
+
+@dataclass(frozen=True)
+class KnownFormFit:
+    """What the regression recovers, in the learner's terms."""
+
+    rate_constants: np.ndarray  # k [reactions], min-norm along the undetermined directions
+    determined: np.ndarray  # bool [reactions]: the data's null space leaves this k alone
+    relaxation_rate: np.ndarray  # λ_i [metabolites]
+    relaxation_offset: np.ndarray  # μ_i = λ_i·b_i [metabolites]
+    types: np.ndarray  # mixture assignment [metabolites]
+    type_rate: np.ndarray  # shared λ per type
+    type_offset: np.ndarray  # shared μ per type
+    type_scores: dict[int, float]  # BIC per number of types tried
+    shared: np.ndarray  # (λ, μ) of one relaxation shared by every metabolite
+    window: int
+    noise_estimate: float
+    residual_rms: float  # RMS of the fitted rows' residual (rate units)
+    solve_time_s: float
+
+    @property
+    def log_k(self) -> np.ndarray:
+        return np.log10(np.maximum(self.rate_constants, K_FLOOR))
+
+    @property
+    def baselines(self) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return self.relaxation_offset / self.relaxation_rate
+
+    @property
+    def type_baselines(self) -> np.ndarray:
+        return self.type_offset / self.type_rate
+
+    def shared_relaxation(self) -> tuple[float, float] | None:
+        """(λ, b) of the one relaxation all metabolites share best, None when its λ is not positive."""
+        rate, offset = (float(x) for x in self.shared)
+        return (rate, offset / rate) if rate > 0 else None
+
+
+def monomials(concentrations: np.ndarray, network: Network) -> np.ndarray:
+    """Π over each reaction's substrate edges of c^|s|, [frames, reactions]; an empty reaction gives 1."""
+    index, order = network.padded_substrates()
+    padded = np.concatenate([concentrations, np.ones((concentrations.shape[0], 1))], axis=1)
+    product = np.ones((concentrations.shape[0], network.n_reactions))
+    for slot in range(index.shape[1]):
+        product *= padded[:, index[:, slot]] ** order[:, slot]
+    return product
+
+
+def _left_means(values: np.ndarray, window: int, n_windows: int) -> np.ndarray:
+    """Means over frames t … t+W−1 for t = 0 … n_windows−1 (left Riemann sums divided by W)."""
+    if window == 1:
+        return values[:n_windows]
+    sums = np.concatenate([np.zeros((1, values.shape[1])), np.cumsum(values, axis=0)])
+    return (sums[window:window + n_windows] - sums[:n_windows]) / window
+
+
+def weak_form_rows(trajectory: Trajectory, network: Network, window: int) -> tuple[np.ndarray, np.ndarray,
+                                                                                   np.ndarray]:
+    """(M, C, Y): the windows' mean monomials [w, reactions], mean concentrations [w, n] and rates [w, n].
+    W = 1: every frame with the data's dc/dt (the strong form)."""
+    conc = trajectory.concentrations
+    if window == 1:
+        return monomials(conc, network), conc, trajectory.derivatives
+    n_windows = trajectory.n_frames - window
+    if n_windows < 1:
+        raise DataError(f"regression.window {window} needs more than the {trajectory.n_frames} frames of the data")
+    rates = (conc[window:] - conc[:-window]) / (window * trajectory.delta_t)
+    return (_left_means(monomials(conc, network), window, n_windows), _left_means(conc, window, n_windows), rates)
+
+
+@dataclass(frozen=True)
+class NoiseMoments:
+    """What measurement noise σ adds, in expectation, to the homeostasis moments of the weak form: the mean of
+    W noisy c has variance σ²/W, and it shares the noise of frame t with the rate (c[t+W] − c[t]) / (W·dt),
+    whose expected product with it is −σ²/(W²·dt). Subtracting both per row removes the bias they give the
+    fitted λ (about +25 % at σ 0.05, W 10 here). Zero for the strong form, whose dc/dt is the data's own."""
+
+    square: float = 0.0
+    cross: float = 0.0
+
+    @classmethod
+    def of(cls, noise: float, window: int, delta_t: float) -> NoiseMoments:
+        if window == 1:
+            return cls()
+        return cls(noise**2 / window, -(noise**2) / (window**2 * delta_t))
+
+
+def relaxation_blocks(conc_means: np.ndarray, noise: NoiseMoments) -> np.ndarray:
+    """[n, 2, 2]: each metabolite's Gram matrix of its (λ_i, μ_i) columns (−C_i, 1) over the rows."""
+    rows = conc_means.shape[0]
+    sum_c, sum_cc = conc_means.sum(0), (conc_means * conc_means).sum(0) - rows * noise.square
+    count = np.full(len(sum_c), float(rows))
+    return np.stack([np.stack([sum_cc, -sum_c], -1), np.stack([-sum_c, count], -1)], 1)
+
+
+@dataclass(frozen=True)
+class NormalEquations:
+    """The normal equations with (λ, μ) eliminated: reduced [R, R] matrix and right-hand side over k, and
+    what recovers (λ_i, μ_i) from k."""
+
+    reduced: np.ndarray
+    reduced_rhs: np.ndarray
+    coupling: sparse.csr_matrix  # [2n, R]: the (λ, μ) rows of the Gram matrix's k columns
+    block_pinv: np.ndarray  # [n, 2, 2] pseudo-inverse of each metabolite's (λ_i, μ_i) block
+    block_rhs: np.ndarray  # [n, 2]
+    total_squares: float  # Σ Y², for the residual sum of squares
+    n_rows: int
+
+
+def normal_equations(monomial_means: np.ndarray, conc_means: np.ndarray, rates: np.ndarray,
+                     stoichiometry: np.ndarray, noise: NoiseMoments) -> NormalEquations:
+    """Unknowns (k_j, then per metabolite λ_i, μ_i); the row (t, i) reads
+    Y_ti = Σ_j S_ij M_tj k_j − C_ti λ_i + μ_i."""
+    n = conc_means.shape[1]
+    s_sparse = sparse.csr_matrix(stoichiometry)
+    gram_kk = (s_sparse.T @ s_sparse).toarray() * (monomial_means.T @ monomial_means)
+    mc, my = monomial_means.T @ conc_means, monomial_means.T @ rates  # [R, n]
+    rhs_k = np.asarray(s_sparse.multiply(my.T).sum(axis=0)).ravel()
+    # rows of λ_i and μ_i against k_j: −S_ij (MᵀC)_ji and S_ij Σ_t M_tj
+    coupling_lambda = -s_sparse.multiply(mc.T)
+    coupling_mu = s_sparse.multiply(monomial_means.sum(axis=0)[None, :])
+    coupling = sparse.vstack([coupling_lambda, coupling_mu]).tocsr()
+    block_pinv = np.linalg.pinv(relaxation_blocks(conc_means, noise), hermitian=True)
+    cross = (conc_means * rates).sum(0) - conc_means.shape[0] * noise.cross
+    block_rhs = np.stack([-cross, rates.sum(0)], -1)
+    # Schur complement: K − Bᵀ D⁺ B with B = coupling, split into its λ and μ rows
+    b_lambda, b_mu = coupling[:n], coupling[n:]
+    correction = np.zeros_like(gram_kk)
+    for (row, col), first in (((0, 0), b_lambda), ((0, 1), b_lambda), ((1, 0), b_mu), ((1, 1), b_mu)):
+        second = b_lambda if col == 0 else b_mu
+        weighted = sparse.diags(block_pinv[:, row, col]) @ second
+        correction += (first.T @ weighted).toarray()
+    pinv_rhs = np.einsum("nab,nb->na", block_pinv, block_rhs)
+    reduced_rhs = rhs_k - (b_lambda.T @ pinv_rhs[:, 0] + b_mu.T @ pinv_rhs[:, 1])
+    return NormalEquations(gram_kk - correction, reduced_rhs, coupling, block_pinv, block_rhs,
+                           float((rates * rates).sum()), rates.size)
+
+
+def solve_rate_constants(equations: NormalEquations) -> tuple[np.ndarray, np.ndarray]:
+    """(k, determined) from the Jacobi-scaled reduced system: the eigenvectors whose eigenvalue is below
+    NULL_SPACE_TOLERANCE × the largest span the directions the data leave free; k has no component there,
+    and a reaction is determined when it has none either."""
+    matrix = equations.reduced
+    diagonal = np.diag(matrix).copy()
+    live = diagonal > 0
+    scale = np.where(live, 1.0 / np.sqrt(np.where(live, diagonal, 1.0)), 0.0)
+    scaled = matrix * scale[:, None] * scale[None, :]
+    values, vectors = np.linalg.eigh(scaled)
+    if not live.any() or values[-1] <= 0:
+        raise DataError("the regression's design is singular: no reaction ever runs in the data "
+                        "(no frames, or every substrate at zero)")
+    kept = values > NULL_SPACE_TOLERANCE * values[-1]
+    coordinates = vectors[:, kept] @ ((vectors[:, kept].T @ (scale * equations.reduced_rhs)) / values[kept])
+    null = vectors[:, ~kept]
+    determined = live & (np.linalg.norm(null, axis=1) < 1e-6)
+    return scale * coordinates, determined
+
+
+def relaxation_from(equations: NormalEquations, rate_constants: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(λ_i, μ_i) given k: each metabolite's block solved with the reactions' part moved to the right."""
+    n = equations.block_rhs.shape[0]
+    coupled = (equations.coupling @ rate_constants).reshape(2, n).T
+    solution = np.einsum("nab,nb->na", equations.block_pinv, equations.block_rhs - coupled)
+    return solution[:, 0], solution[:, 1]
+
+
+def excess_errors(theta: np.ndarray, per_metabolite: np.ndarray, blocks: np.ndarray) -> np.ndarray:
+    """[n, K]: how much more squared error metabolite i's rows have under the K relaxations (λ, μ) of theta
+    than under its own best fit θ̂_i, exactly (θ − θ̂_i)ᵀ D_i (θ − θ̂_i) with D_i its block: no residual is
+    formed, so nothing cancels on exact data."""
+    diff = theta[None, :, :] - per_metabolite[:, None, :]
+    return np.einsum("nka,nab,nkb->nk", diff, blocks, diff)
+
+
+# Degrees of freedom of the t distribution each type's estimates scatter by: heavy tails, so that a few
+# metabolites estimated badly (short range, biased by noise) stay in their type instead of forming one.
+TYPE_TAIL_DOF = 1.0
+_T_LOG_NORMALISER = math.lgamma((TYPE_TAIL_DOF + 2) / 2) - math.lgamma(TYPE_TAIL_DOF / 2)
+
+
+@dataclass(frozen=True)
+class Mixture:
+    """K shared relaxations fitted to the per-metabolite estimates: θ̂_i ~ Σ_t π_t N(θ_t, s²·D_i⁻¹), the
+    covariance of a least-squares estimate from metabolite i's rows (D_i its Gram block) scaled by one s²."""
+
+    labels: np.ndarray  # [n]: the most probable type of each metabolite
+    theta: np.ndarray  # [K, 2]: (λ, μ) per type
+    log_likelihood: float
+
+    @property
+    def bic(self) -> float:
+        """−2 ln L + (2K centres + K − 1 weights + s²)·ln n."""
+        n, k = len(self.labels), len(self.theta)
+        return -2.0 * self.log_likelihood + 3 * k * math.log(n)
+
+
+def _kmeans_labels(per_metabolite: np.ndarray, n_types: int, seed: int) -> np.ndarray:
+    spread = per_metabolite.std(axis=0)
+    points = per_metabolite / np.where(spread > 0, spread, 1.0)
+    with warnings.catch_warnings():  # identical estimates (exact data) give fewer distinct clusters
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return KMeans(n_clusters=n_types, n_init=1, random_state=seed).fit_predict(points)
+
+
+def fit_mixture(per_metabolite: np.ndarray, blocks: np.ndarray, n_types: int, variance_floor: float, seed: int = 0,
+                n_starts: int = 5, max_steps: int = 200) -> Mixture:
+    """The mixture of n_types relaxations by EM from k-means starts on the per-metabolite estimates, the best
+    of n_starts by likelihood. s² is fitted too (floored at variance_floor): it measures how far the
+    estimates scatter about their type, so a type split off from a single scatter gains almost nothing."""
+    n = per_metabolite.shape[0]
+    best: Mixture | None = None
+    for start in range(n_starts if n_types > 1 else 1):
+        responsibility = np.eye(n_types)[_kmeans_labels(per_metabolite, n_types, seed + start)]
+        previous = -math.inf
+        scale = np.ones_like(responsibility)  # the t distribution's per-point precision weights
+        for _ in range(max_steps):
+            weights = responsibility.sum(0) / n
+            weighted = responsibility * scale
+            gram = np.einsum("nk,nab->kab", weighted, blocks)
+            rhs = np.einsum("nk,nab,nb->ka", weighted, blocks, per_metabolite)
+            theta = np.einsum("kab,kb->ka", np.linalg.pinv(gram, hermitian=True), rhs)
+            errors = excess_errors(theta, per_metabolite, blocks)
+            variance = max(float((weighted * errors).sum()) / (2 * n), variance_floor)
+            log_density = (_T_LOG_NORMALISER - math.log(TYPE_TAIL_DOF * math.pi * variance)
+                           - (TYPE_TAIL_DOF + 2) / 2 * np.log1p(errors / (TYPE_TAIL_DOF * variance)))
+            with np.errstate(divide="ignore"):
+                log_joint = np.log(weights)[None, :] + log_density
+            log_marginal = np.logaddexp.reduce(log_joint, axis=1)
+            responsibility = np.exp(log_joint - log_marginal[:, None])
+            scale = (TYPE_TAIL_DOF + 2) / (TYPE_TAIL_DOF + errors / variance)
+            log_likelihood = float(log_marginal.sum())
+            if log_likelihood - previous <= 1e-9 * abs(log_likelihood):
+                break
+            previous = log_likelihood
+        fitted = Mixture(np.argmax(responsibility, axis=1), theta, log_likelihood)
+        if best is None or fitted.log_likelihood > best.log_likelihood:
+            best = fitted
+    return best
+
+
+def fit_known_forms(observed: Observed, window: int | str = "auto", n_types: int | str = "auto",
+                    max_types: int = 4, seed: int = 0) -> KnownFormFit:
+    """The regression on observed data; `window` and `n_types` may be 'auto' (from the estimated
+    measurement noise, and by BIC)."""
+    start = time.perf_counter()
+    trajectory, network = observed.trajectory, observed.network
+    noise = estimate_measurement_noise(trajectory.concentrations)
+    if window == "auto":
+        window = regression_window(noise_ratio(noise, trajectory.concentrations))
+    if trajectory.n_frames - (window if window > 1 else 0) < 2:
+        raise DataError(f"regression.window {window} leaves fewer than 2 rows in the {trajectory.n_frames} frames "
+                        f"of the data")
+    monomial_means, conc_means, rates = weak_form_rows(trajectory, network, window)
+    noise_moments = NoiseMoments.of(noise, window, trajectory.delta_t)
+    equations = normal_equations(monomial_means, conc_means, rates, network.stoichiometry, noise_moments)
+    rate_constants, determined = solve_rate_constants(equations)
+    lam, mu = relaxation_from(equations, rate_constants)
+    residual = (rates - (monomial_means * rate_constants) @ network.stoichiometry.T + lam * conc_means - mu)
+    squared_error = float((residual * residual).sum())
+    per_metabolite, blocks = np.stack([lam, mu], -1), relaxation_blocks(conc_means, noise_moments)
+    # s² cannot go below 1e-12 of the per-metabolite estimates' own scale: on exact data they coincide
+    # with their type's to rounding, and the likelihood would otherwise reward fitting that rounding
+    variance_floor = 1e-12 * float(np.mean(excess_errors(np.zeros((1, 2)), per_metabolite, blocks)))
+    tried = range(1, min(max_types, len(lam)) + 1) if n_types == "auto" else sorted({1, int(n_types)})
+    fits = {k: fit_mixture(per_metabolite, blocks, k, variance_floor, seed) for k in tried}
+    mixture = min(fits.values(), key=lambda fit: fit.bic) if n_types == "auto" else fits[int(n_types)]
+    scores = {k: fit.bic for k, fit in fits.items()}
+    return KnownFormFit(rate_constants, determined, lam, mu, mixture.labels, mixture.theta[:, 0],
+                        mixture.theta[:, 1], scores, fits[1].theta[0], int(window),
+                        noise, math.sqrt(squared_error / equations.n_rows), time.perf_counter() - start)
+
+
+def fit_config(cfg: Config, observed: Observed) -> KnownFormFit:
+    """The regression of a run config's `regression` section on observed data."""
+    rcfg = cfg.regression
+    return fit_known_forms(observed, rcfg.window, rcfg.n_types, rcfg.max_types)
+
+
+# --------------------------------------------------------------------------------------------
+# One regression as a trial: the same files and metrics as a trained model
+
+
+class KnownFormModel(torch.nn.Module):
+    """A fit in the learner's interface (log_k, embedding, substrate, homeostasis, forward), so that every
+    metric and plot of a trial applies to it unchanged. The substrate law is c^|s| and the homeostasis the
+    per-metabolite relaxation; each metabolite's embedding is its mixture type's (λ, b), standardised, so
+    the embedding metrics score the mixture's types."""
+
+    def __init__(self, network: Network, fit: KnownFormFit) -> None:
+        super().__init__()
+        index, order = network.padded_substrates()
+
+        def buffer(name: str, values: np.ndarray, dtype: torch.dtype = torch.float64) -> None:
+            self.register_buffer(name, torch.tensor(values, dtype=dtype))
+
+        buffer("log_k", fit.log_k)
+        buffer("rate_constants", fit.rate_constants)
+        buffer("stoichiometry", network.stoichiometry)
+        buffer("substrate_index", index, torch.long)
+        buffer("substrate_order", order)
+        buffer("rate", fit.relaxation_rate)
+        buffer("offset", fit.relaxation_offset)
+        coordinates = np.stack([fit.type_rate, fit.type_baselines], -1)[fit.types]
+        spread = coordinates.std(axis=0)
+        buffer("embedding", (coordinates - coordinates.mean(0)) / np.where(spread > 0, spread, 1.0))
+
+    def substrate(self, conc: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+        conc, order = torch.broadcast_tensors(conc, order)
+        return conc.clamp(min=0.0).pow(order)
+
+    def homeostasis(self, conc: torch.Tensor) -> torch.Tensor:
+        return -self.rate * conc + self.offset
+
+    def forward(self, conc: torch.Tensor) -> torch.Tensor:
+        padded = torch.nn.functional.pad(conc, (0, 1), value=1.0)
+        products = padded[..., self.substrate_index].pow(self.substrate_order).prod(dim=-1)
+        return (self.rate_constants * products) @ self.stoichiometry.T + self.homeostasis(conc)
+
+
+def fit_metrics(cfg: Config, dataset: Dataset, fit: KnownFormFit) -> dict[str, float | int | str]:
+    """A trial's metrics for a fit (metrics.compute_metrics on its KnownFormModel), marked method: regression,
+    with what the regression itself chose and measured."""
+    from metabo_tune import metrics
+    from metabo_tune.train import data_report
+
+    model = KnownFormModel(dataset.observed.network, fit)
+    values = metrics.compute_metrics(model, dataset, status="completed", loss_history={},
+                                     training_time_s=fit.solve_time_s, iterations=0)
+    del values["iterations_per_s"]
+    n = dataset.observed.network.n_metabolites
+    values |= data_report(cfg, dataset) | {
+        "method": "regression",
+        "final_loss": fit.residual_rms**2 * n,  # the squared error per frame, as a trial's final_loss
+        "regression_window": fit.window,
+        "regression_n_types": len(fit.type_rate),
+        "regression_solve_s": fit.solve_time_s,
+        "n_determined_by_data": int(fit.determined.sum()),
+        "n_nonpositive_k": int(np.sum(fit.determined & (fit.rate_constants <= 0))),
+    } | {f"regression_bic_{k}": score for k, score in fit.type_scores.items()}
+    return values
+
+
+@dataclass
+class RegressionOutcome:
+    metrics: dict[str, float | int | str]
+    out_dir: Path
+    fit: KnownFormFit
+
+
+def regression_trial(cfg: Config, out_dir: str | Path, *, dataset: Dataset | None = None) -> RegressionOutcome:
+    """Fit a run config's data by the regression and write a trial's files into out_dir: config.yaml,
+    identifiability.txt, analysis.log, metrics.json, fit.csv (per reaction and per metabolite) and plots."""
+    from metabo_tune import metrics, plots
+    from metabo_tune.train import write_trial_inputs
+
+    out_dir = Path(out_dir)
+    if dataset is None:
+        dataset = load_or_simulate(cfg.simulation, measurement_noise_level=cfg.training.measurement_noise_level)
+    write_trial_inputs(out_dir, cfg, dataset)
+    fit = fit_config(cfg, dataset.observed)
+    values = fit_metrics(cfg, dataset, fit)
+    (out_dir / "analysis.log").write_text(metrics.format_analysis_log(values))
+    (out_dir / "metrics.json").write_text(json.dumps(values, indent=1))
+    write_fit_tables(fit, out_dir)
+    plots.write_trial_plots(KnownFormModel(dataset.observed.network, fit), dataset, None, out_dir)
+    return RegressionOutcome(values, out_dir, fit)
+
+
+def write_fit_tables(fit: KnownFormFit, out_dir: Path) -> None:
+    """rate_constants.csv (k, log10 k, determined) and metabolites.csv (λ, μ, b, type) of a fit."""
+    pd.DataFrame({"reaction": np.arange(len(fit.rate_constants)), "k": fit.rate_constants, "log10_k": fit.log_k,
+                  "determined": fit.determined}).to_csv(out_dir / "rate_constants.csv", index=False)
+    pd.DataFrame({"metabolite": np.arange(len(fit.types)), "lambda": fit.relaxation_rate,
+                  "mu": fit.relaxation_offset, "baseline": fit.baselines, "type": fit.types,
+                  "type_lambda": fit.type_rate[fit.types], "type_baseline": fit.type_baselines[fit.types]}
+                 ).to_csv(out_dir / "metabolites.csv", index=False)
+
+
+SUMMARY_METRICS = ("rate_constants_R2", "log_k_rmse", "avg_slope_ratio", "embedding_cluster_acc",
+                   "measurement_noise_estimate", "regression_window", "regression_n_types", "regression_solve_s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m metabo_tune.regress",
+        description="Fit a config's data by the known-form least-squares regression (mass action, linear "
+                    "relaxation) and write the same metrics and plots as a trained trial.")
+    parser.add_argument("config", help="run config YAML, or a search-space YAML (its `base` data are fitted)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one config value, e.g. --set regression.window=10 (repeatable)")
+    parser.add_argument("--out", help="output directory (default: runs/<config name>_regression)")
+    args = parser.parse_args(argv)
+    out_dir = Path(args.out or Path("runs") / f"{Path(args.config).stem}_regression")
+    try:
+        outcome = regression_trial(load_config(args.config, args.overrides), out_dir)
+    except (ConfigError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    values = outcome.metrics
+    headline = ", ".join(f"{key} {values[key]:.4g}" for key in SUMMARY_METRICS if key in values)
+    print(f"regression, {values['classification']}: {headline}; results in {outcome.out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

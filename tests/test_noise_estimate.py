@@ -1,0 +1,48 @@
+import numpy as np
+import pytest
+
+from metabo_tune.config import config_from_dict
+from metabo_tune.noise_estimate import (
+    estimate_measurement_noise,
+    moment_window,
+    noise_ratio,
+    regression_window,
+    resolved_moment_window,
+)
+from metabo_tune.simulate import load_or_simulate
+
+SIM = {"n_metabolites": 30, "n_reactions": 60, "n_frames": 600}
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("METABO_TUNE_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize("level", [0.001, 0.01, 0.05])
+def test_the_noise_of_simulated_measurements_is_read_to_within_20_percent(level):
+    cfg = config_from_dict({"simulation": SIM})
+    dataset = load_or_simulate(cfg.simulation, measurement_noise_level=level)
+    assert estimate_measurement_noise(dataset.observed.trajectory.concentrations) == pytest.approx(level, rel=0.2)
+
+
+def test_exact_trajectories_read_as_nearly_noise_free():
+    cfg = config_from_dict({"simulation": SIM})
+    conc = load_or_simulate(cfg.simulation).observed.trajectory.concentrations
+    noise = estimate_measurement_noise(conc)
+    assert noise < 1e-4
+    assert regression_window(noise_ratio(noise, conc)) == 1 and resolved_moment_window("auto", conc) == 1
+
+
+def test_the_windows_grow_with_the_noise_relative_to_the_motion():
+    assert [regression_window(r) for r in (0.001, 0.05, 1.0)] == [1, 10, 10]
+    assert [moment_window(r) for r in (0.001, 0.05, 1.0)] == [1, 30, 100]
+    assert resolved_moment_window(7, np.zeros((3, 2))) == 7  # a number is kept as it is
+
+
+def test_the_ratio_does_not_depend_on_units():
+    rng = np.random.default_rng(0)
+    conc = np.cumsum(rng.normal(0, 0.1, (500, 4)), axis=0) + 10 + rng.normal(0, 0.01, (500, 4))
+    ratio = noise_ratio(estimate_measurement_noise(conc), conc)
+    assert noise_ratio(estimate_measurement_noise(1000 * conc), 1000 * conc) == pytest.approx(ratio)
+    assert noise_ratio(0.0, np.ones((5, 2))) == 0.0 and noise_ratio(0.1, np.ones((5, 2))) == np.inf

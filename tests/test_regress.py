@@ -1,0 +1,201 @@
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from metabo_tune.config import config_from_dict
+from metabo_tune.metrics import parse_analysis_log
+from metabo_tune.regress import (
+    KnownFormModel,
+    NoiseMoments,
+    fit_known_forms,
+    main,
+    monomials,
+    normal_equations,
+    regression_trial,
+    weak_form_rows,
+)
+from metabo_tune.simulate import (
+    DataError,
+    Observed,
+    Trajectory,
+    load_or_simulate,
+    rate_law_rhs,
+    save_npy_dataset,
+    simulate,
+)
+
+SMALL = {"n_metabolites": 30, "n_reactions": 60, "n_frames": 600}
+THREE_TYPES = {"n_metabolite_types": 3, "homeostatic_lambda_per_type": [0.01, 0.02, 0.04],
+               "homeostatic_baseline_per_type": [3.0, 5.0, 7.0]}
+
+
+def config(simulation=None, **training):
+    return config_from_dict({"simulation": SMALL | (simulation or {}), "training": training})
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("METABO_TUNE_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def exact():
+    return simulate(config().simulation)
+
+
+def matched_accuracy(labels, types):
+    from scipy.optimize import linear_sum_assignment
+
+    confusion = np.zeros((labels.max() + 1, types.max() + 1))
+    np.add.at(confusion, (labels, types), 1)
+    rows, cols = linear_sum_assignment(-confusion)
+    return confusion[rows, cols].sum() / len(types)
+
+
+def test_exact_data_give_every_determined_rate_constant_and_the_relaxations_exactly(exact):
+    fit = fit_known_forms(exact.observed)
+    truth, identifiable = exact.truth, exact.identifiability.identifiable
+    assert fit.window == 1  # no noise in the data: the strong form
+    # the data's null space leaves exactly the rate constants the structure of S leaves
+    np.testing.assert_array_equal(fit.determined, identifiable)
+    assert np.abs(fit.log_k - truth.log_k)[identifiable].max() < 1e-9
+    np.testing.assert_allclose(fit.relaxation_rate, truth.lambda_per_type[truth.types], rtol=1e-8)
+    np.testing.assert_allclose(fit.baselines, truth.baseline_per_type[truth.types], rtol=1e-8)
+    assert len(fit.type_rate) == 2 and matched_accuracy(fit.types, truth.types) == 1.0
+    np.testing.assert_allclose(np.sort(fit.type_rate), np.sort(truth.lambda_per_type), rtol=1e-8)
+
+
+def test_the_weak_form_is_exact_on_euler_steps(exact):
+    """Left Riemann sums over W Euler steps reproduce c[t+W] − c[t] exactly: a window of 10 recovers as much."""
+    fit = fit_known_forms(exact.observed, window=10)
+    identifiable = exact.identifiability.identifiable
+    assert np.abs(fit.log_k - exact.truth.log_k)[identifiable].max() < 1e-6
+
+
+def test_the_number_of_types_is_chosen_from_the_data():
+    dataset = simulate(config(THREE_TYPES).simulation)
+    fit = fit_known_forms(dataset.observed, n_types="auto")
+    assert len(fit.type_rate) == 3 and min(fit.type_scores, key=fit.type_scores.get) == 3
+    assert matched_accuracy(fit.types, dataset.truth.types) == 1.0
+    assert len(fit_known_forms(dataset.observed, n_types=2).type_rate) == 2  # a given number is kept
+
+
+def test_noisy_measurements_are_fitted_in_the_weak_form_with_the_window_read_from_the_noise():
+    dataset = load_or_simulate(config(THREE_TYPES).simulation, measurement_noise_level=0.01)
+    strong = fit_known_forms(dataset.observed, window=1)
+    fit = fit_known_forms(dataset.observed)
+    assert fit.window == 10 and fit.noise_estimate == pytest.approx(0.01, rel=0.2)
+    identifiable, truth = dataset.identifiability.identifiable, dataset.truth
+
+    def rmse(f):
+        return np.sqrt(np.mean((f.log_k - truth.log_k)[identifiable] ** 2))
+
+    assert rmse(fit) < 0.8 * rmse(strong)  # forward differences of noisy c are what the weak form avoids
+    assert rmse(fit) < 0.005
+    assert matched_accuracy(fit.types, truth.types) == 1.0
+
+
+def test_the_noise_moments_remove_the_relaxation_rates_bias():
+    """At σ_m 0.05 the window's mean c shares frame t's noise with the rate over the window: uncorrected,
+    every λ comes out too large."""
+    dataset = load_or_simulate(config(THREE_TYPES).simulation, measurement_noise_level=0.05)
+    observed, truth = dataset.observed, dataset.truth
+    rows = weak_form_rows(observed.trajectory, observed.network, 10)
+    true_rate = truth.lambda_per_type[truth.types]
+
+    def median_ratio(noise):
+        from metabo_tune.regress import relaxation_from, solve_rate_constants
+
+        equations = normal_equations(*rows, observed.network.stoichiometry, noise)
+        rate, _ = relaxation_from(equations, solve_rate_constants(equations)[0])
+        return float(np.median(rate / true_rate))
+
+    sigma = fit_known_forms(observed).noise_estimate
+    corrected, uncorrected = median_ratio(NoiseMoments.of(sigma, 10, 0.1)), median_ratio(NoiseMoments())
+    assert abs(corrected - 1) < abs(uncorrected - 1)
+
+
+def test_monomials_are_the_mass_action_products(exact):
+    network, truth = exact.observed.network, exact.truth
+    conc = exact.observed.trajectory.concentrations[:50]
+    rates = (10.0 ** truth.log_k * monomials(conc, network)) @ network.stoichiometry.T
+    np.testing.assert_allclose(rates, rate_law_rhs(conc, network, truth.log_k, np.zeros_like(conc)), rtol=1e-12)
+
+
+def test_the_known_form_model_predicts_the_simulators_derivatives(exact):
+    fit = fit_known_forms(exact.observed)
+    model = KnownFormModel(exact.observed.network, fit)
+    traj = exact.observed.trajectory
+    predicted = model(torch.tensor(traj.concentrations)).numpy()
+    np.testing.assert_allclose(predicted, traj.derivatives, atol=1e-9)
+
+
+def test_a_regression_trial_writes_a_trials_files_and_metrics(exact, tmp_path):
+    outcome = regression_trial(config(), tmp_path / "fit", dataset=exact)
+    values = outcome.metrics
+    assert values["method"] == "regression" and values["classification"] == "converged"
+    assert values["rate_constants_R2"] > 0.9999 and values["log_k_rmse"] < 1e-5
+    assert values["avg_slope_ratio"] == pytest.approx(1.0) and values["embedding_cluster_acc"] == 1.0
+    assert values["measurement_noise_level"] == 0 and values["regression_window"] == 1
+    logged = parse_analysis_log((tmp_path / "fit" / "analysis.log").read_text())
+    assert logged["method"] == "regression" and "measurement_noise_estimate" in logged
+    assert json.loads((tmp_path / "fit" / "metrics.json").read_text())["regression_n_types"] == 2
+    for name in ("config.yaml", "identifiability.txt", "rate_constants.csv", "metabolites.csv", "mlp_node.png",
+                 "rate_constants.png", "embeddings.png"):
+        assert (tmp_path / "fit" / name).is_file(), name
+
+
+def test_the_regression_never_reads_the_truth(exact, tmp_path):
+    from tests.test_train import GuardedTruth
+
+    guarded = GuardedTruth(exact.truth)
+    outcome = regression_trial(config(), tmp_path / "fit", dataset=dataclasses.replace(exact, truth=guarded))
+    assert outcome.metrics["classification"] == "converged"
+    assert guarded.readers == {"metabo_tune.metrics", "metabo_tune.plots"}
+
+
+def test_the_command_fits_your_own_data_and_reports_the_noise(exact, tmp_path, capsys):
+    save_npy_dataset(exact, tmp_path / "data")
+    run_config = tmp_path / "run.yaml"
+    run_config.write_text(f"simulation: {{data_dir: {tmp_path / 'data'}, n_frames: 600}}\n")
+    assert main([str(run_config), "--out", str(tmp_path / "out")]) == 0
+    assert "regression, converged" in capsys.readouterr().out
+    logged = parse_analysis_log((tmp_path / "out" / "analysis.log").read_text())
+    assert "measurement_noise_level" not in logged  # not known for your own data
+    assert logged["measurement_noise_estimate"] < 1e-4
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["regression.window=600"], "regression.window 600"),
+    (["regression.window=0"], "regression.window: expected an integer >= 1 or 'auto'"),
+    (["regression.n_types=many"], "regression.n_types"),
+])
+def test_bad_input_is_one_error_line_naming_the_key(tmp_path, capsys, overrides, message):
+    run_config = tmp_path / "run.yaml"
+    run_config.write_text(f"simulation: {SMALL}\n")
+    args = [str(run_config), "--out", str(tmp_path / "out")]
+    for item in overrides:
+        args += ["--set", item]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_noise_on_your_own_data_is_refused(exact, tmp_path, capsys):
+    save_npy_dataset(exact, tmp_path / "data")
+    run_config = tmp_path / "run.yaml"
+    run_config.write_text(f"simulation: {{data_dir: {tmp_path / 'data'}}}\n"
+                          "training: {measurement_noise_level: 0.01}\n")
+    assert main([str(run_config)]) == 2
+    assert "training.measurement_noise_level must be 0 with simulation.data_dir" in capsys.readouterr().err
+
+
+def test_a_design_without_moving_data_is_singular(exact):
+    network = exact.observed.network
+    frozen = np.zeros((5, network.n_metabolites))  # every substrate at zero: no reaction ever runs
+    observed = Observed(network, Trajectory(frozen, np.zeros_like(frozen), 0.1))
+    with pytest.raises(DataError, match="singular"):
+        fit_known_forms(observed, window=1)
