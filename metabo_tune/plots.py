@@ -81,6 +81,53 @@ def _plot_homeostasis(ax: Axes, model: MetabolicGNN, dataset: Dataset) -> None:
     ax.legend(fontsize="small")
 
 
+def _plot_substrate_forms(ax: Axes, model: MetabolicGNN, dataset: Dataset) -> None:
+    """log–log per order: the learned f̂ = |MLP_sub(c, s)| shifted by the mean log offset that the shape R²
+    removes, against the true f (or, without it, f̂ in the gauge f̂(1, s) = 1 beside c^s)."""
+    network, truth = dataset.observed.network, dataset.truth
+    known = truth is not None and truth.michaelis_K is not None
+    log_at_one = m.substrate_at_one(model, network.substrate_order)
+    for i, (s, c) in enumerate(m.order_shape_points(network, dataset.observed.trajectory.concentrations).items()):
+        learned = np.abs(m.substrate_values(model, c, s))
+        if known:
+            true = truth.substrate(c, s)
+            shift = np.mean(np.log10(true)) - np.mean(np.log10(learned + 1e-300))
+            reference, label = true, f"true f(c)^{s} ({truth.substrate_kinetics})"
+        else:
+            shift, reference, label = -log_at_one[s], c**s, f"c^{s} (mass action, for reference)"
+        ax.plot(c, learned * 10.0**shift, color=f"C{i}", label=f"learned, order {s}")
+        ax.plot(c, reference, "--", color=f"C{i}", lw=2, label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("concentration c (1st–99th percentile of the order's substrates)")
+    ax.set_ylabel("substrate term (learned: mean log offset removed)" if known else "substrate term, f̂(1, s) = 1")
+    ax.set_title("MLP_sub shape per order, learned against true")
+    ax.legend(fontsize="small")
+
+
+def _plot_homeostasis_forms(ax: Axes, model: MetabolicGNN, dataset: Dataset) -> None:
+    """Per type: the median learned h over the type's range against the true h, the zeros marked."""
+    truth = dataset.truth
+    conc = dataset.observed.trajectory.concentrations
+    types = truth.types
+    grid, median = m.type_median_curves(model, conc, types)
+    zeros, _ = m.type_zero_and_slopes(model, conc, types)
+    for t in range(grid.shape[1]):
+        ax.plot(grid[:, t], median[:, t], color=_colour(t), label=f"learned, type {t} (median of its metabolites)")
+        if np.isfinite(zeros[t]):
+            ax.plot([zeros[t]], [0.0], "o", color=_colour(t))
+        if truth.homeostasis_width is not None:
+            member = int(np.flatnonzero(types == t)[0])
+            true = truth.homeostasis(np.repeat(grid[:, t:t + 1], len(types), axis=1))[:, member]
+            ax.plot(grid[:, t], true, "--", color=_colour(t), lw=2, label=f"true type {t} ({truth.homeostasis_form})")
+        ax.plot([truth.baseline_per_type[t]], [0.0], "x", color=_colour(t), ms=10)
+    ax.axhline(0.0, color="grey", lw=0.5)
+    ax.set_xlabel("concentration c (the type's observed range); o learned zero, x true baseline")
+    ax.set_ylabel("h(c)")
+    ax.set_title("Homeostasis per type, learned against true")
+    ax.legend(fontsize="small")
+
+
 def _plot_rate_constants(ax: Axes, model: MetabolicGNN, dataset: Dataset) -> None:
     truth, network = dataset.truth, dataset.observed.network
     n_subs = m.n_substrates(network)
@@ -147,14 +194,18 @@ def _plot_loss(ax: Axes, loss_history: dict[str, np.ndarray]) -> None:
 
 def write_trial_plots(model: MetabolicGNN, dataset: Dataset, loss_history: dict[str, np.ndarray],
                       out_dir: str | Path) -> list[Path]:
-    """Write the trial's PNGs into out_dir; rate_constants.png needs the truth and is skipped without it."""
+    """Write the trial's PNGs into out_dir; mlp_node_forms.png and rate_constants.png need the truth and
+    are skipped without it."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = [
         _save(out / "mlp_sub.png", lambda ax: _plot_substrate(ax, model, dataset)),
         _save(out / "mlp_node.png", lambda ax: _plot_homeostasis(ax, model, dataset), (7.5, 5.0)),
     ]
+    written.append(_save(out / "mlp_sub_forms.png", lambda ax: _plot_substrate_forms(ax, model, dataset)))
     if dataset.truth is not None:
+        written.append(_save(out / "mlp_node_forms.png", lambda ax: _plot_homeostasis_forms(ax, model, dataset),
+                             (7.5, 5.0)))
         written.append(_save(out / "rate_constants.png", lambda ax: _plot_rate_constants(ax, model, dataset)))
     written.append(_save(out / "embeddings.png", lambda ax: _plot_embeddings(ax, model, dataset)))
     written.append(_save(out / "loss.png", lambda ax: _plot_loss(ax, loss_history)))

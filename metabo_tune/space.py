@@ -557,7 +557,8 @@ _TIERS = {"converged": 3, "partial-k": 2, "partial-homeo": 2, "partial": 1}
 def reward_inputs(n_types: int) -> tuple[str, ...]:
     """The metric keys `reward` reads, for a network with `n_types` metabolite types."""
     return ("status", "rate_constants_R2", "avg_slope_ratio", "embedding_cluster_acc",
-            *(f"MLP_node_slope_ratio_{t}" for t in range(n_types)))
+            *(f"MLP_node_{name}_{t}" for name in ("slope_ratio", "slope_at_zero_ratio", "zero_rel_err")
+              for t in range(n_types)))
 
 
 def reward(metrics: dict[str, Any], weights: RewardWeights, thresholds: Thresholds) -> float:

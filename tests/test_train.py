@@ -221,31 +221,49 @@ class GuardedTruth:
     ALLOWED = frozenset({"metabo_tune.metrics", "metabo_tune.plots"})
 
     def __init__(self, truth):
-        self.__dict__["_truth"], self.__dict__["readers"] = truth, set()
+        self.__dict__["_truth"], self.__dict__["readers"], self.__dict__["names"] = truth, set(), set()
 
     def __getattr__(self, name):
         reader = sys._getframe(1).f_globals.get("__name__")
         if reader not in self.ALLOWED:
             raise AssertionError(f"ground truth '{name}' read by {reader}")
         self.readers.add(reader)
+        self.names.add(name)
         return getattr(self._truth, name)
 
 
-@pytest.mark.parametrize(("make_config", "active_terms"), [
-    (small_config, ()),
-    (lambda: final_config(**EVERY_OPTIONAL_TERM), OPTIONAL_TERMS),
-], ids=["free_mlp", "final_with_every_optional_term"])
-def test_ground_truth_is_read_only_by_metrics_and_plots(small_dataset, tmp_path, make_config, active_terms):
-    guarded = GuardedTruth(small_dataset.truth)
+# The true functions and their parameters: read by the form metrics and plots, and by nothing else.
+TRUE_FORMS = {"substrate", "homeostasis", "michaelis_K", "homeostasis_width"}
+FORMS_SIM = SMALL_SIM | {"substrate_kinetics": "michaelis_menten", "michaelis_K": 2.0,
+                         "homeostasis_form": "saturating", "homeostasis_width": 1.5}
+
+
+@pytest.fixture(scope="module")
+def forms_dataset():
+    return simulate(config_from_dict({"simulation": FORMS_SIM}).simulation)
+
+
+@pytest.mark.parametrize(("make_config", "active_terms", "data"), [
+    (small_config, (), "small_dataset"),
+    (lambda: final_config(**EVERY_OPTIONAL_TERM), OPTIONAL_TERMS, "small_dataset"),
+    (small_config, (), "forms_dataset"),
+], ids=["free_mlp", "final_with_every_optional_term", "free_mlp_on_michaelis_menten_saturating"])
+def test_ground_truth_is_read_only_by_metrics_and_plots(request, tmp_path, make_config, active_terms, data):
+    truth = request.getfixturevalue(data).truth
+    guarded = GuardedTruth(truth)
     with pytest.raises(AssertionError, match="read by"):
         _ = guarded.log_k  # the guard does fire for anyone else (here: this test module)
-    dataset = dataclasses.replace(small_dataset, truth=guarded)
+    with pytest.raises(AssertionError, match="'homeostasis' read by"):
+        guarded.homeostasis(np.ones((1, len(truth.types))))  # and for the true functions
+    dataset = dataclasses.replace(request.getfixturevalue(data), truth=guarded)
     outcome = run_trial(make_config(), tmp_path / "run", dataset=dataset, show_progress=True)
     assert outcome.result.status == "completed"
     for name in active_terms:  # each optional term did run under the guard
         assert (outcome.result.loss_history[name] > 0).any(), name
     assert outcome.metrics["classification"] != "unknown"  # the metrics did see the truth
+    assert "MLP_sub_shape_R2_s1" in outcome.metrics and "MLP_node_R2_1" in outcome.metrics
     assert guarded.readers == {"metabo_tune.metrics", "metabo_tune.plots"}
+    assert guarded.names >= TRUE_FORMS  # the true functions were read, under the guard
 
 
 def test_ground_truth_stays_out_of_training_on_the_noisy_path(tmp_path, monkeypatch):
