@@ -318,6 +318,8 @@ INVALID = {
     "unknown threshold": (_set("thresholds", {"converged_R2": 0.8}),
                           ["'thresholds.converged_R2'", "did you mean 'converged_r2'"]),
     "threshold order": (_set("thresholds", {"slope_ratio_min": 3.0}), ["thresholds.slope_ratio_min", "< "]),
+    "negative baseline tolerance": (_set("thresholds", {"baseline_rel_tol": -0.1}),
+                                    ["thresholds.baseline_rel_tol", ">= 0"]),
     "block_size 0": (_set("block_size", 0), ["block_size", ">= 1"]),
     "block_size not an integer": (_set("block_size", 2.5), ["block_size", "integer"]),
     "negative ucb_c": (_set("ucb_c", -0.5), ["ucb_c", ">= 0"]),
@@ -361,6 +363,17 @@ def test_invalid_space_is_one_line_naming_file_and_key(tmp_path: Path, case: str
     assert message.startswith(str(path))
     for fragment in fragments:
         assert fragment in message, message
+
+
+def test_thresholds_from_the_file_reach_the_label(tmp_path: Path) -> None:
+    raw = copy.deepcopy(yaml.safe_load(SMOKE.read_text()))
+    raw["thresholds"] = {"baseline_rel_tol": 0.25, "slope_ratio_max": 3.0}
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    thresholds = load_space(path).thresholds
+    assert thresholds == Thresholds(baseline_rel_tol=0.25, slope_ratio_max=3.0)
+    off = _metrics(0.95, [2.5, 1.0], 1.0, zero_errors=[0.2, 0.0])
+    assert (classify(off, "completed", thresholds), classify(off, "completed", TH)) == ("converged", "partial-k")
 
 
 def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:

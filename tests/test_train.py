@@ -433,13 +433,15 @@ def test_group_adam_takes_the_same_steps_as_torch_adam():
 JOINT_SIM = {"n_metabolites": 30, "n_reactions": 45, "n_frames": 1000, "homeostatic_lambda_per_type": [0.005, 0.01]}
 
 
-def assert_joint_recovery(values, min_r2):
-    """k above min_r2, both slope ratios within 20 %, both types found: the mission's converged and more."""
+def assert_joint_recovery(values, min_r2, baselines=True):
+    """k above min_r2, both slope ratios (line fit and at the zero) within 20 %, both types found, and with
+    `baselines` both zeros within 10 %: the mission's converged, each type on its own, and more."""
     assert values["rate_constants_R2"] > min_r2
     for t in (0, 1):
         assert 0.8 <= values[f"MLP_node_slope_ratio_{t}"] <= 1.2
+        assert 0.8 <= values[f"MLP_node_slope_at_zero_ratio_{t}"] <= 1.2
     assert values["embedding_cluster_acc"] == 1.0 and values["embedding_n_clusters"] == 2
-    assert values["classification"] == "converged"
+    assert values["classification"] == ("converged" if baselines else "partial-k")
 
 
 def linear_head_config(**training):
@@ -453,7 +455,9 @@ def linear_head_config(**training):
 def test_linear_head_recovers_rate_constants_slopes_and_types_together():
     """The mission's joint recovery on a small network (30 metabolites, 45 reactions, 1000 frames,
     10 000 iterations): the linear head trained by the all-frame conservation loss alone, reactions by the
-    prediction loss. Measured when written: R² 1.000, slope ratios 1.07 / 1.02, both types found."""
+    prediction loss. Measured when written: R² 1.000, slope ratios 1.07 / 1.02, both types found. The
+    conservation sum pins only the baselines' weighted total: zeros 4.79 / 5.58 against 4 / 6 (measured), so
+    the per-type label says partial-k; the residual fit of the final configuration (below) pins them."""
     raw = linear_head_config(data_augmentation_loop=400, learning_rate_embedding=1e-3, lr_schedule="cosine",
                              seed=2).to_dict()
     raw["training"]["coeff_conservation"] = 1e4
@@ -463,7 +467,8 @@ def test_linear_head_recovers_rate_constants_slopes_and_types_together():
     dataset = simulate(cfg.simulation)
     result = train(cfg, dataset.observed, show_progress=False)
     values = evaluate(result, dataset)
-    assert_joint_recovery(values, min_r2=0.95)
+    assert_joint_recovery(values, min_r2=0.95, baselines=False)
+    assert values["MLP_node_zero_rel_err_0"] > 0.1
 
 
 def test_final_configuration_converges_on_a_small_network():
