@@ -305,12 +305,11 @@ def _decreasing_zero(grid: np.ndarray, values: np.ndarray) -> float:
     return math.nan
 
 
-def type_median_curves(model: MetabolicGNN, concentrations: np.ndarray,
-                       types: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def type_median_curves(model: MetabolicGNN, concentrations: np.ndarray, types: np.ndarray,
+                       n_types: int) -> tuple[np.ndarray, np.ndarray]:
     """(grid, median), both [points, n_types]: per type, one grid over the union of its members' 5–95 %
     ranges and the pointwise median over its members of MLP_node(c, a_i) there (nan for an empty type)."""
     lo, hi = metabolite_ranges(concentrations)
-    n_types = int(types.max()) + 1
     present = np.array([(types == t).any() for t in range(n_types)])
     t_lo = np.array([lo[types == t].min() if present[t] else 0.0 for t in range(n_types)])
     t_hi = np.array([hi[types == t].max() if present[t] else 1.0 for t in range(n_types)])
@@ -321,12 +320,12 @@ def type_median_curves(model: MetabolicGNN, concentrations: np.ndarray,
     return grid, median
 
 
-def type_zero_and_slopes(model: MetabolicGNN, concentrations: np.ndarray,
-                         types: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def type_zero_and_slopes(model: MetabolicGNN, concentrations: np.ndarray, types: np.ndarray,
+                         n_types: int) -> tuple[np.ndarray, np.ndarray]:
     """Per type t: the zero b̂_t of its median homeostasis curve (type_median_curves), and every
     metabolite's slope at its type's zero (central difference). A median, so one metabolite off its type
     moves neither."""
-    grid, median = type_median_curves(model, concentrations, types)
+    grid, median = type_median_curves(model, concentrations, types, n_types)
     zeros = np.array([_decreasing_zero(grid[:, t], median[:, t]) for t in range(grid.shape[1])])
     step = SLOPE_STEP_FRACTION * (grid[-1] - grid[0])[types]
     centre = np.where(np.isfinite(zeros[types]), zeros[types], 0.0)
@@ -404,7 +403,8 @@ def homeostasis_metrics(model: MetabolicGNN, dataset: Dataset, thresholds: Thres
     slopes, intercepts = line_fits(grid, values)
     metrics = homeostasis_type_metrics(slopes, intercepts, truth.types, truth.lambda_per_type,
                                        truth.baseline_per_type)
-    metrics.update(type_form_metrics(*type_zero_and_slopes(model, conc, truth.types), truth.types,
+    zeros, member_slopes = type_zero_and_slopes(model, conc, truth.types, len(truth.lambda_per_type))
+    metrics.update(type_form_metrics(zeros, member_slopes, truth.types,
                                      truth.lambda_per_type, truth.baseline_per_type, thresholds or Thresholds()))
     if truth.homeostasis_width is not None:
         learned = _homeostasis_values(model, conc)
@@ -412,8 +412,8 @@ def homeostasis_metrics(model: MetabolicGNN, dataset: Dataset, thresholds: Thres
         true_values = truth.homeostasis(grid)
         for t in range(len(truth.lambda_per_type)):
             members = truth.types == t
-            metrics[f"MLP_node_R2_{t}"] = _determination(true_values[:, members].ravel(),
-                                                         values[:, members].ravel())
+            metrics[f"MLP_node_R2_{t}"] = (_determination(true_values[:, members].ravel(), values[:, members].ravel())
+                                           if members.any() else math.nan)
     return metrics
 
 

@@ -110,9 +110,12 @@ def _plot_homeostasis_forms(ax: Axes, model: MetabolicGNN, dataset: Dataset) -> 
     truth = dataset.truth
     conc = dataset.observed.trajectory.concentrations
     types = truth.types
-    grid, median = m.type_median_curves(model, conc, types)
-    zeros, _ = m.type_zero_and_slopes(model, conc, types)
+    n_types = len(truth.lambda_per_type)
+    grid, median = m.type_median_curves(model, conc, types, n_types)
+    zeros, _ = m.type_zero_and_slopes(model, conc, types, n_types)
     for t in range(grid.shape[1]):
+        if not (types == t).any():
+            continue
         ax.plot(grid[:, t], median[:, t], color=_colour(t), label=f"learned, type {t} (median of its metabolites)")
         if np.isfinite(zeros[t]):
             ax.plot([zeros[t]], [0.0], "o", color=_colour(t))

@@ -611,7 +611,7 @@ def test_shape_points_per_order_are_positive_quantiles_of_that_orders_substrates
 def test_one_metabolite_off_its_type_moves_neither_zero_nor_slope_but_shows(dataset):
     model, truth = exact(dataset), dataset.truth
     conc = dataset.observed.trajectory.concentrations
-    _, member_slopes = m.type_zero_and_slopes(model, conc, truth.types)
+    _, member_slopes = m.type_zero_and_slopes(model, conc, truth.types, 2)
     member_slopes = member_slopes.copy()
     zeros = np.array(truth.baseline_per_type, dtype=float)
     member_slopes[0] = -10 * truth.lambda_per_type[truth.types[0]]  # metabolite 0 (type 0) 10× too steep
@@ -643,3 +643,13 @@ def test_unknown_forms_leave_out_the_form_metrics(dataset):
     assert set(run_metrics(exact(dataset), dataset)) - set(out) == {
         "MLP_sub_shape_R2_s1", "MLP_sub_gt_exponent_s1", "homeostasis_R2", "MLP_node_R2_0", "MLP_node_R2_1"}
     assert out["classification"] == "converged"  # k, slopes at the zero and baselines need no form
+
+
+def test_a_type_without_members_has_no_zero_and_no_slope(dataset):
+    truth = dataset.truth
+    three = dataclasses.replace(dataset, truth=dataclasses.replace(
+        truth, lambda_per_type=np.array([0.001, 0.002, 0.003]), baseline_per_type=np.array([4.0, 6.0, 8.0])))
+    out = m.homeostasis_metrics(exact(dataset), three)
+    assert out["MLP_node_slope_at_zero_ratio_1"] == pytest.approx(1.0, rel=2e-3)
+    assert math.isnan(out["MLP_node_zero_2"]) and math.isnan(out["MLP_node_slope_at_zero_2"])
+    assert math.isnan(out["MLP_node_R2_2"]) and out["MLP_node_R2_1"] == pytest.approx(1.0, abs=1e-6)
