@@ -70,15 +70,31 @@ def _plot_homeostasis(ax: Axes, model: MetabolicGNN, dataset: Dataset) -> None:
             members = types == t
             if not members.any():
                 continue
-            c = np.linspace(grid[:, members].min(), grid[:, members].max(), 2)
+            c = np.linspace(grid[:, members].min(), grid[:, members].max(), 100)
             ax.plot([], [], color=_colour(t), label=f"learned, type {t}")
-            ax.plot(c, -lam * (c - base), "--", color=_colour(t), lw=2,
-                    label=f"true type {t}: −{lam:g}·(c − {base:g})")
+            ax.plot(c, _true_type_homeostasis(truth, t, c), "--", color=_colour(t), lw=2,
+                    label=_true_type_label(truth, lam, base, t))
     ax.axhline(0.0, color="grey", lw=0.5)
     ax.set_xlabel("concentration c (each metabolite over its own 5–95 % range)")
     ax.set_ylabel("MLP_node(c, a_i)")
     ax.set_title("Homeostasis function per metabolite")
     ax.legend(fontsize="small")
+
+
+def _true_type_homeostasis(truth, t: int, c: np.ndarray) -> np.ndarray:
+    """The true h of type t at c; its tangent at b (slope −λ) where the form is not known."""
+    if truth.homeostasis_width is None:
+        return -truth.lambda_per_type[t] * (c - truth.baseline_per_type[t])
+    member = int(np.flatnonzero(truth.types == t)[0])
+    return truth.homeostasis(np.repeat(c[:, None], len(truth.types), axis=1))[:, member]
+
+
+def _true_type_label(truth, lam: float, base: float, t: int) -> str:
+    if truth.homeostasis_width is None:
+        return f"true type {t}, tangent at b (form unknown): −{lam:g}·(c − {base:g})"
+    if truth.homeostasis_form == "linear":
+        return f"true type {t}: −{lam:g}·(c − {base:g})"
+    return f"true type {t}: −{lam:g}·{truth.homeostasis_width:g}·tanh((c − {base:g})/{truth.homeostasis_width:g})"
 
 
 def _plot_substrate_forms(ax: Axes, model: MetabolicGNN, dataset: Dataset) -> None:
@@ -120,9 +136,8 @@ def _plot_homeostasis_forms(ax: Axes, model: MetabolicGNN, dataset: Dataset) -> 
         if np.isfinite(zeros[t]):
             ax.plot([zeros[t]], [0.0], "o", color=_colour(t))
         if truth.homeostasis_width is not None:
-            member = int(np.flatnonzero(types == t)[0])
-            true = truth.homeostasis(np.repeat(grid[:, t:t + 1], len(types), axis=1))[:, member]
-            ax.plot(grid[:, t], true, "--", color=_colour(t), lw=2, label=f"true type {t} ({truth.homeostasis_form})")
+            ax.plot(grid[:, t], _true_type_homeostasis(truth, t, grid[:, t]), "--", color=_colour(t), lw=2,
+                    label=f"true type {t} ({truth.homeostasis_form})")
         ax.plot([truth.baseline_per_type[t]], [0.0], "x", color=_colour(t), ms=10)
     ax.axhline(0.0, color="grey", lw=0.5)
     ax.set_xlabel("concentration c (the type's observed range); o learned zero, x true baseline")
