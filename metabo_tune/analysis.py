@@ -54,7 +54,8 @@ LATER_TRIALS = ("replicate of", "promotion of")
 _COUNT_NAME = re.compile(r"(^|_)n_|^(iteration|total_iterations|resumed_from|test_rollout_diverged_at)$")
 _INTEGER_TEXT = re.compile(r"-?\d+")
 KEY_METRICS = ("rate_constants_R2", "avg_slope_ratio", "embedding_cluster_acc", "test_pearson")
-TRIAL_PLOTS = ("rate_constants.png", "mlp_sub.png", "mlp_node.png", "embeddings.png", "loss.png")
+TRIAL_PLOTS = ("rate_constants.png", "mlp_sub.png", "mlp_node.png", "mlp_sub_forms.png", "mlp_node_forms.png",
+               "embeddings.png", "loss.png")
 FIGURES = {"reward.png": "reward per trial", "tree.png": "exploration tree", "effects.png": "parameter effects",
            "recovery.png": "rate-constant R² against slope ratio"}
 COLOURS = {"converged": "#2ca02c", "partial-k": "#1f77b4", "partial-homeo": "#ff7f0e", "partial": "#9467bd",

@@ -40,7 +40,18 @@ class SimulationConfig(_Section):
     concentration_max: float = Field(9.0, gt=0)
     cycle_fraction: float = Field(1.0, ge=0, le=1)
     cycle_length: int = Field(3, ge=2)
-    use_mass_action: bool = True
+    use_mass_action: bool | None = Field(
+        None, description="The predecessor's key: true is substrate_kinetics mass_action. Derived from "
+                          "substrate_kinetics when absent; a value that contradicts it is an error.")
+    substrate_kinetics: Literal["mass_action", "michaelis_menten"] = Field(
+        "mass_action", description="Per substrate edge f(c) = c (mass action) or c·(1+K)/(K+c) (Michaelis–Menten "
+                                   "with f(1) = 1), raised to |s|.")
+    michaelis_K: float = Field(3.0, gt=0, allow_inf_nan=False,
+                               description="K of the Michaelis–Menten law (substrate_kinetics michaelis_menten).")
+    homeostasis_form: Literal["linear", "saturating"] = Field(
+        "linear", description="h = −λ·(c − b) (linear) or −λ·w·tanh((c − b)/w) (saturating, slope λ at c = b).")
+    homeostasis_width: float = Field(2.0, gt=0, allow_inf_nan=False,
+                                     description="w of the saturating homeostasis (homeostasis_form saturating).")
     log_k_min: float = -2.0
     log_k_max: float = -1.0
     flux_limit: bool = False
@@ -64,10 +75,27 @@ class SimulationConfig(_Section):
                              "estimates dc/dt (odd; wider smooths more noise and more of the dynamics).")
     derivative_polyorder: int = Field(3, ge=1, description="Degree of that fit's local polynomial (< the window).")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _kinetics_from_use_mass_action(cls, data: Any) -> Any:
+        """use_mass_action and substrate_kinetics name one choice: the predecessor's key alone selects mass
+        action (true) or is refused (false: its learned-MLP rate law is not simulated); both must agree."""
+        if not isinstance(data, dict) or data.get("use_mass_action") is None:
+            return data
+        mass_action, kinetics = data["use_mass_action"], data.get("substrate_kinetics")
+        if kinetics is None and mass_action is False:
+            raise ValueError("use_mass_action false: the predecessor's learned rate law is not simulated; for "
+                             "a non-mass-action law set substrate_kinetics: michaelis_menten")
+        if kinetics is not None and isinstance(mass_action, bool) and mass_action != (kinetics == "mass_action"):
+            raise ValueError(f"use_mass_action {str(mass_action).lower()} contradicts substrate_kinetics "
+                             f"{kinetics}: drop use_mass_action (it follows substrate_kinetics)")
+        return data
+
     @model_validator(mode="after")
     def _consistent(self) -> SimulationConfig:
+        # one value after validation, so that a dumped config reloads as the same config
+        self.__dict__["use_mass_action"] = self.substrate_kinetics == "mass_action"
         _require_value(self, "flux_limit", False, "flux limiting is not implemented")
-        _require_value(self, "use_mass_action", True, "only mass-action rate laws are simulated")
         _require_value(self, "circadian_amplitude", 0.0, "circadian forcing is not implemented")
         _require_value(self, "homeostatic_strength", 0.0, "homeostasis is set per type by the *_per_type lists")
         if self.derivative_window % 2 == 0:

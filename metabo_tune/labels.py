@@ -6,27 +6,51 @@ and reward can use them.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 Metrics = dict[str, float | int | str]
 
 
-
 @dataclass(frozen=True)
 class Thresholds:
+    """slope_ratio_min/max bound every type's MLP_node_slope_at_zero_ratio_t, baseline_rel_tol every type's
+    MLP_node_zero_rel_err_t; failed_slope_ratio is a floor on avg_slope_ratio (homeostasis inactive)."""
+
     converged_r2: float = 0.9
     slope_ratio_min: float = 0.5
     slope_ratio_max: float = 2.0
     converged_cluster_acc: float = 1.0
     failed_r2: float = 0.5
     failed_slope_ratio: float = 0.1
+    baseline_rel_tol: float = 0.1
 
 
 LABELS = ("converged", "partial-k", "partial-homeo", "partial", "failed", "unknown")
 
 
+_SLOPE_AT_ZERO = re.compile(r"MLP_node_slope_at_zero_ratio_(\d+)")
+_ZERO_ERROR = re.compile(r"MLP_node_zero_rel_err_(\d+)")
+
+
+def _per_type(metrics: Metrics, pattern: re.Pattern) -> dict[int, float]:
+    return {int(match[1]): float(value) for key, value in metrics.items() if (match := pattern.fullmatch(key))}
+
+
+def homeostasis_ok(metrics: Metrics, thresholds: Thresholds | None = None) -> bool:
+    """Every type on its own: its slope at its zero within [slope_ratio_min, slope_ratio_max] of the true
+    slope, and its zero within baseline_rel_tol of the true baseline. No type, or a type with a missing
+    value, fails."""
+    th = thresholds or Thresholds()
+    ratios, errors = _per_type(metrics, _SLOPE_AT_ZERO), _per_type(metrics, _ZERO_ERROR)
+    return bool(ratios) and ratios.keys() == errors.keys() and all(
+        th.slope_ratio_min <= ratios[t] <= th.slope_ratio_max and errors[t] <= th.baseline_rel_tol for t in ratios)
+
+
 def classify(metrics: Metrics, status: str, thresholds: Thresholds | None = None) -> str:
-    """The mission's joint-recovery label. Missing or nan values never pass a threshold."""
+    """The mission's joint-recovery label: converged needs rate_constants_R2 > converged_r2, every type's
+    homeostasis right (homeostasis_ok) and embedding_cluster_acc >= converged_cluster_acc; failed is R² below
+    failed_r2 or avg_slope_ratio below failed_slope_ratio. Missing or nan values never pass a threshold."""
     th = thresholds or Thresholds()
     if status in ("diverged", "error"):
         return "failed"
@@ -38,12 +62,12 @@ def classify(metrics: Metrics, status: str, thresholds: Thresholds | None = None
     if not (r2 >= th.failed_r2 and ratio >= th.failed_slope_ratio):
         return "failed"
     k_ok = r2 > th.converged_r2
-    slopes_ok = th.slope_ratio_min <= ratio <= th.slope_ratio_max
-    if k_ok and slopes_ok and acc >= th.converged_cluster_acc:
+    homeo_ok = homeostasis_ok(metrics, th)
+    if k_ok and homeo_ok and acc >= th.converged_cluster_acc:
         return "converged"
     if k_ok:
         return "partial-k"
-    if slopes_ok:
+    if homeo_ok:
         return "partial-homeo"
     return "partial"
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -29,6 +30,10 @@ OUTLIER_THRESHOLD = 0.3  # |Δ log10 k| after the α correction, as in the refer
 HOMEOSTASIS_GRID_POINTS = 50
 ALPHA_LS_SAMPLES = 2000
 SUBSTRATE_CURVE_POINTS = 200
+SHAPE_QUANTILES = np.linspace(0.01, 0.99, 200)  # of an order's positive concentrations (the form metrics)
+TYPE_GRID_POINTS = 200  # a type's median homeostasis curve, over its members' observed ranges
+SLOPE_STEP_FRACTION = 0.005  # half-width of the central difference at the zero, as a fraction of that range
+_TINY = 1e-300  # log10 of a substrate value of 0 stays finite (and very wrong)
 
 # DBSCAN radius in units of the embedding's RMS coordinate (see _standardise), min_samples 5.
 # Measured on 300 random draws each: one 100-point Gaussian cloud stays one cluster in 98 % of draws
@@ -229,6 +234,130 @@ def progress_r2(model: MetabolicGNN, dataset: Dataset) -> float:
     return _line_fit(dataset.truth.log_k[mask], corrected[mask])[1]
 
 
+@torch.no_grad()
+def substrate_at_one(model: MetabolicGNN, orders: np.ndarray) -> dict[int, float]:
+    """log10 f̂(1, s) = log10 |MLP_sub(1, s)| per order (for substrate_form power the full c^s·exp(g))."""
+    return {int(s): math.log10(abs(float(substrate_values(model, np.array([1.0]), int(s))[0])) + _TINY)
+            for s in np.unique(orders)}
+
+
+def gauge_log_k(learned_log_k: np.ndarray, network: Network, log_f_at_one: dict[int, float]) -> np.ndarray:
+    """log10 k_j + Σ over the substrate edges e of j of log10 f̂(1, s_e): the learned k in the gauge
+    f(1, s) = 1, which both simulated truths satisfy, so it compares with the true log10 k directly."""
+    shift = np.zeros(network.n_reactions)
+    np.add.at(shift, network.substrate_reaction, [log_f_at_one[int(s)] for s in network.substrate_order])
+    return learned_log_k + shift
+
+
+def gauge_rate_constant_metrics(gauged: np.ndarray, true_log_k: np.ndarray, identifiable: np.ndarray) -> Metrics:
+    """rate_constants_R2_gauge (line-fit R², as rate_constants_R2) and log_k_rmse_gauge (about the identity)
+    over the identifiable reactions."""
+    identifiable = np.asarray(identifiable, dtype=bool)
+    x, y = true_log_k[identifiable], gauged[identifiable]
+    return {"rate_constants_R2_gauge": _line_fit(x, y)[1], "log_k_rmse_gauge": _rms(y - x)}
+
+
+# --------------------------------------------------------------------------------------------
+# The learned forms: MLP_sub per order, MLP_node per type
+
+
+def order_shape_points(network: Network, concentrations: np.ndarray) -> dict[int, np.ndarray]:
+    """Per substrate order present: 200 quantiles (1st to 99th percentile) of the positive concentrations of
+    the metabolites that are substrates of that order; an order whose substrates are never positive is left
+    out."""
+    points = {}
+    for s in np.unique(network.substrate_order):
+        members = np.unique(network.substrate_metabolite[network.substrate_order == s])
+        values = concentrations[:, members].ravel()
+        values = values[values > 0]
+        if len(values):
+            points[int(s)] = np.quantile(values, SHAPE_QUANTILES)
+    return points
+
+
+def substrate_form_metrics(model: MetabolicGNN, points: dict[int, np.ndarray],
+                           true_substrate: Callable[[np.ndarray, int], np.ndarray] | None) -> Metrics:
+    """Per order s: MLP_sub_exponent_s<s>, the log–log slope of f̂ = |MLP_sub(c, s)| over the points; with
+    the true f, MLP_sub_shape_R2_s<s>: R² about the identity line of log10 f̂, its mean offset removed (the
+    scale is k's gauge), against log10 f_true, and MLP_sub_gt_exponent_s<s>, the true f's log–log slope
+    (|s| for mass action)."""
+    metrics: Metrics = {}
+    for s, c in points.items():
+        log_c = np.log10(c)
+        log_f = np.log10(np.abs(substrate_values(model, c, s)) + _TINY)
+        metrics[f"MLP_sub_exponent_s{s}"] = _line_fit(log_c, log_f)[0]
+        if true_substrate is not None:
+            log_true = np.log10(true_substrate(c, s))
+            metrics[f"MLP_sub_shape_R2_s{s}"] = _determination(log_true, log_f - log_f.mean() + log_true.mean())
+            metrics[f"MLP_sub_gt_exponent_s{s}"] = _line_fit(log_c, log_true)[0]
+    return metrics
+
+
+def _decreasing_zero(grid: np.ndarray, values: np.ndarray) -> float:
+    """The first c where values cross 0 going down (linear interpolation), else the first crossing going
+    up, else nan (no zero in the grid, or values identically 0)."""
+    for down in (True, False):
+        a, b = (values[:-1], values[1:]) if down else (-values[:-1], -values[1:])
+        crossing = np.flatnonzero(((a > 0) & (b <= 0)) | ((a >= 0) & (b < 0)))
+        if len(crossing):
+            k = crossing[0]
+            return float(grid[k] + (grid[k + 1] - grid[k]) * a[k] / (a[k] - b[k]))
+    return math.nan
+
+
+def type_median_curves(model: MetabolicGNN, concentrations: np.ndarray, types: np.ndarray,
+                       n_types: int) -> tuple[np.ndarray, np.ndarray]:
+    """(grid, median), both [points, n_types]: per type, one grid over the union of its members' 5–95 %
+    ranges and the pointwise median over its members of MLP_node(c, a_i) there (nan for an empty type)."""
+    lo, hi = metabolite_ranges(concentrations)
+    present = np.array([(types == t).any() for t in range(n_types)])
+    t_lo = np.array([lo[types == t].min() if present[t] else 0.0 for t in range(n_types)])
+    t_hi = np.array([hi[types == t].max() if present[t] else 1.0 for t in range(n_types)])
+    grid = t_lo + np.linspace(0.0, 1.0, TYPE_GRID_POINTS)[:, None] * (t_hi - t_lo)
+    values = _homeostasis_values(model, grid[:, types])
+    median = np.stack([np.median(values[:, types == t], axis=1) if present[t] else np.full(len(grid), math.nan)
+                       for t in range(n_types)], axis=1)
+    return grid, median
+
+
+def type_zero_and_slopes(model: MetabolicGNN, concentrations: np.ndarray, types: np.ndarray,
+                         n_types: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per type t: the zero b̂_t of its median homeostasis curve (type_median_curves), and every
+    metabolite's slope at its type's zero (central difference). A median, so one metabolite off its type
+    moves neither."""
+    grid, median = type_median_curves(model, concentrations, types, n_types)
+    zeros = np.array([_decreasing_zero(grid[:, t], median[:, t]) for t in range(grid.shape[1])])
+    step = SLOPE_STEP_FRACTION * (grid[-1] - grid[0])[types]
+    centre = np.where(np.isfinite(zeros[types]), zeros[types], 0.0)
+    ends = _homeostasis_values(model, np.stack([centre - step, centre + step]))
+    slopes = np.where(np.isfinite(zeros[types]), (ends[1] - ends[0]) / (2 * step), math.nan)
+    return zeros, slopes
+
+
+def type_form_metrics(zeros: np.ndarray, member_slopes: np.ndarray, types: np.ndarray,
+                      lambda_per_type: np.ndarray, baseline_per_type: np.ndarray,
+                      thresholds: Thresholds) -> Metrics:
+    """Per type t: MLP_node_zero_t (b̂) and its relative error against b_t, MLP_node_slope_at_zero_t (the
+    median of the members' slopes at b̂) and its ratio to the true slope −λ_t at b (whatever the form), and
+    MLP_node_members_in_band_t, the fraction of members whose own slope ratio there is in the converged
+    band: the continuous score in which a single metabolite off its type shows."""
+    metrics: Metrics = {}
+    for t, (lam, base) in enumerate(zip(lambda_per_type, baseline_per_type, strict=True)):
+        members = types == t
+        slope = float(np.median(member_slopes[members])) if members.any() else math.nan
+        ratios = member_slopes[members] / -lam if lam > 0 else np.zeros(int(members.sum()))
+        in_band = (ratios >= thresholds.slope_ratio_min) & (ratios <= thresholds.slope_ratio_max)
+        metrics.update({
+            f"MLP_node_zero_{t}": float(zeros[t]),
+            f"MLP_node_gt_zero_{t}": float(base),
+            f"MLP_node_zero_rel_err_{t}": abs(float(zeros[t]) - base) / (abs(base) if base != 0 else 1.0),
+            f"MLP_node_slope_at_zero_{t}": slope,
+            f"MLP_node_slope_at_zero_ratio_{t}": slope / -lam if lam > 0 else 0.0,
+            f"MLP_node_members_in_band_{t}": float(in_band.mean()) if members.any() else math.nan,
+        })
+    return metrics
+
+
 # --------------------------------------------------------------------------------------------
 # Homeostasis
 
@@ -266,13 +395,25 @@ def homeostasis_type_metrics(slopes: np.ndarray, intercepts: np.ndarray, types: 
     return metrics
 
 
-def homeostasis_metrics(model: MetabolicGNN, dataset: Dataset) -> Metrics:
+def homeostasis_metrics(model: MetabolicGNN, dataset: Dataset, thresholds: Thresholds | None = None) -> Metrics:
+    """The line-fit summaries, the per-type zero and slope there, and, where the true form is known,
+    homeostasis_R2 (every frame) and MLP_node_R2_t (each member over its own 5–95 % range)."""
     truth, conc = dataset.truth, dataset.observed.trajectory.concentrations
-    slopes, intercepts = line_fits(*homeostasis_grid(model, conc))
+    grid, values = homeostasis_grid(model, conc)
+    slopes, intercepts = line_fits(grid, values)
     metrics = homeostasis_type_metrics(slopes, intercepts, truth.types, truth.lambda_per_type,
                                        truth.baseline_per_type)
-    learned = _homeostasis_values(model, conc)
-    metrics["homeostasis_R2"] = _determination(truth.homeostasis(conc).ravel(), learned.ravel())
+    zeros, member_slopes = type_zero_and_slopes(model, conc, truth.types, len(truth.lambda_per_type))
+    metrics.update(type_form_metrics(zeros, member_slopes, truth.types,
+                                     truth.lambda_per_type, truth.baseline_per_type, thresholds or Thresholds()))
+    if truth.homeostasis_width is not None:
+        learned = _homeostasis_values(model, conc)
+        metrics["homeostasis_R2"] = _determination(truth.homeostasis(conc).ravel(), learned.ravel())
+        true_values = truth.homeostasis(grid)
+        for t in range(len(truth.lambda_per_type)):
+            members = truth.types == t
+            metrics[f"MLP_node_R2_{t}"] = (_determination(true_values[:, members].ravel(), values[:, members].ravel())
+                                           if members.any() else math.nan)
     return metrics
 
 
@@ -411,15 +552,21 @@ def compute_metrics(model: MetabolicGNN, dataset: Dataset, *, status: str,
     if dataset.heldout is not None:
         metrics.update(rollout_metrics(model, dataset.heldout))
         metrics["test_onestep_R2"] = onestep_r2(model, dataset.heldout)
-    if dataset.truth is None:
+    network, truth = dataset.observed.network, dataset.truth
+    points = order_shape_points(network, conc)
+    metrics.update(substrate_form_metrics(model, points, truth.substrate if truth is not None
+                                          and truth.michaelis_K is not None else None))
+    if truth is None:
         metrics["classification"] = "unknown"
         return {key: _plain(value) for key, value in metrics.items()}
 
     metrics.update(rate_constant_metrics(to_numpy(model.log_k), dataset.truth.log_k,
                                          n_substrates(dataset.observed.network), log10_alpha(point),
                                          dataset.identifiability.identifiable, log10_alpha(least_squares)))
+    gauged = gauge_log_k(to_numpy(model.log_k), network, substrate_at_one(model, network.substrate_order))
+    metrics.update(gauge_rate_constant_metrics(gauged, truth.log_k, dataset.identifiability.identifiable))
     metrics.update(substrate_metrics(model, conc, least_squares))
-    metrics.update(homeostasis_metrics(model, dataset))
+    metrics.update(homeostasis_metrics(model, dataset, thresholds))
     metrics.update(embedding_metrics(to_numpy(model.embedding), dataset.truth.types))
     test_pearson = float(metrics.get("test_pearson", math.nan))
     gap, diagnosis = degeneracy(test_pearson, float(metrics["rate_constants_R2"]))
@@ -441,7 +588,7 @@ _PER_TYPE = ("MLP_node_slope_ratio_{}", "MLP_node_offset_ratio_{}", "MLP_node_sl
              "MLP_node_gt_slope_{}", "MLP_node_offset_{}", "MLP_node_gt_offset_{}")
 _TAIL = ("embedding_cluster_acc", "embedding_n_clusters", "embedding_silhouette", "test_R2", "test_pearson",
          "alpha")
-_SIX_DECIMALS = re.compile(r"final_loss|alpha(_ls)?|MLP_node_(gt_)?(slope|offset)_\d+")
+_SIX_DECIMALS = re.compile(r"final_loss|alpha(_ls)?|MLP_node_(gt_)?(slope|offset|slope_at_zero)_\d+")
 _INT = re.compile(r"-?\d+")
 
 

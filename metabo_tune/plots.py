@@ -70,14 +70,79 @@ def _plot_homeostasis(ax: Axes, model: MetabolicGNN, dataset: Dataset) -> None:
             members = types == t
             if not members.any():
                 continue
-            c = np.linspace(grid[:, members].min(), grid[:, members].max(), 2)
+            c = np.linspace(grid[:, members].min(), grid[:, members].max(), 100)
             ax.plot([], [], color=_colour(t), label=f"learned, type {t}")
-            ax.plot(c, -lam * (c - base), "--", color=_colour(t), lw=2,
-                    label=f"true type {t}: −{lam:g}·(c − {base:g})")
+            ax.plot(c, _true_type_homeostasis(truth, t, c), "--", color=_colour(t), lw=2,
+                    label=_true_type_label(truth, lam, base, t))
     ax.axhline(0.0, color="grey", lw=0.5)
     ax.set_xlabel("concentration c (each metabolite over its own 5–95 % range)")
     ax.set_ylabel("MLP_node(c, a_i)")
     ax.set_title("Homeostasis function per metabolite")
+    ax.legend(fontsize="small")
+
+
+def _true_type_homeostasis(truth, t: int, c: np.ndarray) -> np.ndarray:
+    """The true h of type t at c; its tangent at b (slope −λ) where the form is not known."""
+    if truth.homeostasis_width is None:
+        return -truth.lambda_per_type[t] * (c - truth.baseline_per_type[t])
+    member = int(np.flatnonzero(truth.types == t)[0])
+    return truth.homeostasis(np.repeat(c[:, None], len(truth.types), axis=1))[:, member]
+
+
+def _true_type_label(truth, lam: float, base: float, t: int) -> str:
+    if truth.homeostasis_width is None:
+        return f"true type {t}, tangent at b (form unknown): −{lam:g}·(c − {base:g})"
+    if truth.homeostasis_form == "linear":
+        return f"true type {t}: −{lam:g}·(c − {base:g})"
+    return f"true type {t}: −{lam:g}·{truth.homeostasis_width:g}·tanh((c − {base:g})/{truth.homeostasis_width:g})"
+
+
+def _plot_substrate_forms(ax: Axes, model: MetabolicGNN, dataset: Dataset) -> None:
+    """log–log per order: the learned f̂ = |MLP_sub(c, s)| shifted by the mean log offset that the shape R²
+    removes, against the true f (or, without it, f̂ in the gauge f̂(1, s) = 1 beside c^s)."""
+    network, truth = dataset.observed.network, dataset.truth
+    known = truth is not None and truth.michaelis_K is not None
+    log_at_one = m.substrate_at_one(model, network.substrate_order)
+    for i, (s, c) in enumerate(m.order_shape_points(network, dataset.observed.trajectory.concentrations).items()):
+        learned = np.abs(m.substrate_values(model, c, s))
+        if known:
+            true = truth.substrate(c, s)
+            shift = np.mean(np.log10(true)) - np.mean(np.log10(learned + 1e-300))
+            reference, label = true, f"true f(c)^{s} ({truth.substrate_kinetics})"
+        else:
+            shift, reference, label = -log_at_one[s], c**s, f"c^{s} (mass action, for reference)"
+        ax.plot(c, learned * 10.0**shift, color=f"C{i}", label=f"learned, order {s}")
+        ax.plot(c, reference, "--", color=f"C{i}", lw=2, label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("concentration c (1st–99th percentile of the order's substrates)")
+    ax.set_ylabel("substrate term (learned: mean log offset removed)" if known else "substrate term, f̂(1, s) = 1")
+    ax.set_title("MLP_sub shape per order, learned against true")
+    ax.legend(fontsize="small")
+
+
+def _plot_homeostasis_forms(ax: Axes, model: MetabolicGNN, dataset: Dataset) -> None:
+    """Per type: the median learned h over the type's range against the true h, the zeros marked."""
+    truth = dataset.truth
+    conc = dataset.observed.trajectory.concentrations
+    types = truth.types
+    n_types = len(truth.lambda_per_type)
+    grid, median = m.type_median_curves(model, conc, types, n_types)
+    zeros, _ = m.type_zero_and_slopes(model, conc, types, n_types)
+    for t in range(grid.shape[1]):
+        if not (types == t).any():
+            continue
+        ax.plot(grid[:, t], median[:, t], color=_colour(t), label=f"learned, type {t} (median of its metabolites)")
+        if np.isfinite(zeros[t]):
+            ax.plot([zeros[t]], [0.0], "o", color=_colour(t))
+        if truth.homeostasis_width is not None:
+            ax.plot(grid[:, t], _true_type_homeostasis(truth, t, grid[:, t]), "--", color=_colour(t), lw=2,
+                    label=f"true type {t} ({truth.homeostasis_form})")
+        ax.plot([truth.baseline_per_type[t]], [0.0], "x", color=_colour(t), ms=10)
+    ax.axhline(0.0, color="grey", lw=0.5)
+    ax.set_xlabel("concentration c (the type's observed range); o learned zero, x true baseline")
+    ax.set_ylabel("h(c)")
+    ax.set_title("Homeostasis per type, learned against true")
     ax.legend(fontsize="small")
 
 
@@ -147,15 +212,18 @@ def _plot_loss(ax: Axes, loss_history: dict[str, np.ndarray]) -> None:
 
 def write_trial_plots(model: MetabolicGNN, dataset: Dataset, loss_history: dict[str, np.ndarray] | None,
                       out_dir: str | Path) -> list[Path]:
-    """Write the trial's PNGs into out_dir; rate_constants.png needs the truth and is skipped without it,
-    loss.png a loss history (the regression has none)."""
+    """Write the trial's PNGs into out_dir; mlp_node_forms.png and rate_constants.png need the truth and
+    are skipped without it, loss.png a loss history (the regression has none)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = [
         _save(out / "mlp_sub.png", lambda ax: _plot_substrate(ax, model, dataset)),
         _save(out / "mlp_node.png", lambda ax: _plot_homeostasis(ax, model, dataset), (7.5, 5.0)),
     ]
+    written.append(_save(out / "mlp_sub_forms.png", lambda ax: _plot_substrate_forms(ax, model, dataset)))
     if dataset.truth is not None:
+        written.append(_save(out / "mlp_node_forms.png", lambda ax: _plot_homeostasis_forms(ax, model, dataset),
+                             (7.5, 5.0)))
         written.append(_save(out / "rate_constants.png", lambda ax: _plot_rate_constants(ax, model, dataset)))
     written.append(_save(out / "embeddings.png", lambda ax: _plot_embeddings(ax, model, dataset)))
     if loss_history is not None:

@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import math
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -102,16 +103,55 @@ class Observed:
 
 @dataclass(frozen=True)
 class Truth:
-    """The hidden parameters. Only metrics and plots may read these."""
+    """The hidden parameters and functional forms. Only metrics and plots may read these.
 
-    log_k: np.ndarray  # [n_reactions], log10
+    The forms are limits of one family each: michaelis_K = inf is mass action (f(c) = c), and
+    homeostasis_width = inf the linear homeostasis; None means the form is not known (user data without
+    its truth_michaelis_K.npy or truth_homeostasis_width.npy), and the metrics that need it are left out."""
+
+    log_k: np.ndarray  # [n_reactions], log10, in the gauge f(1, s) = 1
     types: np.ndarray  # [n_metabolites] int
     lambda_per_type: np.ndarray  # [n_types]
     baseline_per_type: np.ndarray  # [n_types]
+    michaelis_K: float | None = math.inf
+    homeostasis_width: float | None = math.inf
+
+    @property
+    def substrate_kinetics(self) -> str | None:
+        if self.michaelis_K is None:
+            return None
+        return "mass_action" if math.isinf(self.michaelis_K) else "michaelis_menten"
+
+    @property
+    def homeostasis_form(self) -> str | None:
+        if self.homeostasis_width is None:
+            return None
+        return "linear" if math.isinf(self.homeostasis_width) else "saturating"
+
+    def substrate(self, concentrations: np.ndarray, order: np.ndarray | int = 1) -> np.ndarray:
+        """The true substrate function f(c)^order; raises if the kinetics are not known."""
+        if self.michaelis_K is None:
+            raise DataError("the true substrate kinetics are not known (no truth_michaelis_K.npy)")
+        return substrate_function(concentrations, self.michaelis_K) ** order
 
     def homeostasis(self, concentrations: np.ndarray) -> np.ndarray:
+        """h(c) per metabolite; raises if the homeostasis form is not known."""
+        if self.homeostasis_width is None:
+            raise DataError("the true homeostasis form is not known (no truth_homeostasis_width.npy)")
         lam = self.lambda_per_type[self.types]
-        return -lam * (concentrations - self.baseline_per_type[self.types])
+        offset = concentrations - self.baseline_per_type[self.types]
+        if math.isinf(self.homeostasis_width):
+            return -lam * offset
+        width = self.homeostasis_width
+        return -lam * width * np.tanh(offset / width)
+
+
+def substrate_function(concentrations: np.ndarray, michaelis_K: float) -> np.ndarray:
+    """Per substrate edge: c (mass action, K = inf) or c·(1+K)/(K+c), Michaelis–Menten normalised to
+    f(1) = 1, the gauge of c^s at c = 1. Concentrations are >= 0 (the simulator clamps)."""
+    if math.isinf(michaelis_K):
+        return concentrations
+    return concentrations * (1.0 + michaelis_K) / (michaelis_K + concentrations)
 
 
 @dataclass(frozen=True)
@@ -195,14 +235,22 @@ def generate_truth(cfg: SimulationConfig) -> Truth:
     types = np.minimum(np.arange(cfg.n_metabolites) // (cfg.n_metabolites // cfg.n_metabolite_types),
                        cfg.n_metabolite_types - 1)
     return Truth(log_k, types, np.array(cfg.homeostatic_lambda_per_type, dtype=float),
-                 np.array(cfg.homeostatic_baseline_per_type, dtype=float))
+                 np.array(cfg.homeostatic_baseline_per_type, dtype=float), *truth_forms(cfg))
+
+
+def truth_forms(cfg: SimulationConfig) -> tuple[float, float]:
+    """(michaelis_K, homeostasis_width) of the simulated truth, inf for mass action and linear homeostasis."""
+    return (cfg.michaelis_K if cfg.substrate_kinetics == "michaelis_menten" else math.inf,
+            cfg.homeostasis_width if cfg.homeostasis_form == "saturating" else math.inf)
 
 
 def rate_law_rhs(concentrations: np.ndarray, network: Network, log_k: np.ndarray,
-                 homeostasis: np.ndarray) -> np.ndarray:
-    """dc/dt = S·v(c) + h with mass action v_j = k_j·Π c^|s|; works on [..., n] arrays."""
+                 homeostasis: np.ndarray, michaelis_K: float = math.inf) -> np.ndarray:
+    """dc/dt = S·v(c) + h with v_j = k_j·Π f(c)^|s| (f: substrate_function; mass action by default);
+    works on [..., n] arrays."""
     index, order = network.padded_substrates()
-    padded = np.concatenate([concentrations, np.ones((*concentrations.shape[:-1], 1))], axis=-1)
+    substrate = substrate_function(concentrations, michaelis_K)
+    padded = np.concatenate([substrate, np.ones((*concentrations.shape[:-1], 1))], axis=-1)
     products = np.prod(padded[..., index] ** order, axis=-1)
     return (10.0 ** log_k * products) @ network.stoichiometry.T + homeostasis
 
@@ -217,7 +265,7 @@ def integrate(network: Network, truth: Truth, c0: np.ndarray, n_steps: int, delt
     deriv = np.empty_like(conc)
     c = c0.astype(float)
     for t in range(n_steps + 1):
-        y = rate_law_rhs(c, network, truth.log_k, truth.homeostasis(c))
+        y = rate_law_rhs(c, network, truth.log_k, truth.homeostasis(c), truth.michaelis_K)
         conc[t], deriv[t] = c, y
         if t == n_steps:
             break
@@ -328,8 +376,15 @@ def cache_dir() -> Path:
 USER_DATA_KEYS = {"data_dir", "derivative_window", "derivative_polyorder"}  # no effect on a simulation
 
 
+# A form's keys change the data only when the form is chosen: left out otherwise, so that the default forms keep
+# the cache keys (and files) of the simulator before them, whose data they reproduce bit for bit.
+FORM_KEYS = {("substrate_kinetics", "mass_action"): {"substrate_kinetics", "michaelis_K"},
+             ("homeostasis_form", "linear"): {"homeostasis_form", "homeostasis_width"}}
+
+
 def simulation_key(cfg: SimulationConfig) -> str:
-    payload = cfg.model_dump(mode="json", exclude=USER_DATA_KEYS)
+    inert = {key for (name, default), keys in FORM_KEYS.items() if getattr(cfg, name) == default for key in keys}
+    payload = cfg.model_dump(mode="json", exclude=USER_DATA_KEYS | inert)
     payload["_generator_version"] = GENERATOR_VERSION
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -364,13 +419,16 @@ def cache_arrays(dataset: Dataset) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _dataset_from_arrays(arrays: dict[str, np.ndarray], delta_t: float, source: str) -> Dataset:
+def _dataset_from_arrays(arrays: dict[str, np.ndarray], cfg: SimulationConfig, source: str) -> Dataset:
+    """A cached simulation; its truth's forms come from cfg, which the cache key covers."""
+    delta_t = cfg.delta_t
     network = Network(arrays["stoichiometry"], arrays["substrate_metabolite"], arrays["substrate_reaction"],
                       arrays["substrate_order"])
     observed = Observed(network, Trajectory(arrays["concentrations"], arrays["derivatives"], delta_t))
     heldout = (Trajectory(arrays["heldout_concentrations"], arrays["heldout_derivatives"], delta_t)
                if "heldout_concentrations" in arrays else None)
-    truth = (Truth(arrays["log_k"], arrays["types"], arrays["lambda_per_type"], arrays["baseline_per_type"])
+    truth = (Truth(arrays["log_k"], arrays["types"], arrays["lambda_per_type"], arrays["baseline_per_type"],
+                   *truth_forms(cfg))
              if "log_k" in arrays else None)
     return Dataset(observed, heldout, truth, analyse_identifiability(network), source)
 
@@ -413,7 +471,7 @@ def _load_or_simulate(cfg: SimulationConfig, use_cache: bool) -> Dataset:
     if use_cache and path.is_file():
         with np.load(path) as stored:
             arrays = {k: stored[k] for k in stored.files}
-        return _without_diverged_heldout(_dataset_from_arrays(arrays, cfg.delta_t, f"cache:{path.name}"), cfg)
+        return _without_diverged_heldout(_dataset_from_arrays(arrays, cfg, f"cache:{path.name}"), cfg)
     dataset = simulate(cfg)
     if use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -434,8 +492,13 @@ NPY_FORMAT = {
     "truth_types.npy": "optional (truth), int [metabolites]: type index per metabolite",
     "truth_lambda.npy": "optional (truth), float [types]: homeostasis rate per type",
     "truth_baseline.npy": "optional (truth), float [types]: homeostasis baseline per type",
+    "truth_michaelis_K.npy": "optional (truth), one float > 0: K of the substrate law c·(1+K)/(K+c) per edge, inf "
+                             "for mass action; without it the substrate-form metrics are left out",
+    "truth_homeostasis_width.npy": "optional (truth), one float > 0: w of the homeostasis −λ·w·tanh((c − b)/w), inf "
+                                   "for −λ·(c − b); without it the metrics that need the true h are left out",
 }
 _TRUTH_FILES = ("truth_log_k.npy", "truth_types.npy", "truth_lambda.npy", "truth_baseline.npy")
+_FORM_FILES = ("truth_michaelis_K.npy", "truth_homeostasis_width.npy")
 
 
 def estimate_derivatives(concentrations: np.ndarray, delta_t: float, window: int, polyorder: int) -> np.ndarray:
@@ -527,9 +590,29 @@ def load_npy_dataset(directory: str | Path, delta_t: float, derivative_window: i
         if types.min() < 0 or types.max() >= lam.shape[0] or base.shape != lam.shape:
             raise DataError(f"{directory}: truth_types must index truth_lambda/truth_baseline "
                             f"({lam.shape[0]} types)")
-        truth = Truth(log_k.astype(float), types, lam.astype(float), base.astype(float))
+        truth = Truth(log_k.astype(float), types, lam.astype(float), base.astype(float),
+                      *(_read_form(directory / name) for name in _FORM_FILES))
+    elif forms := [name for name in _FORM_FILES if (directory / name).is_file()]:
+        raise DataError(f"{directory / forms[0]}: a true form needs the other truth files ({', '.join(_TRUTH_FILES)})")
     observed = Observed(network, Trajectory(conc.astype(float), deriv.astype(float), delta_t))
     return Dataset(observed, heldout, truth, analyse_identifiability(network), f"npy:{directory}")
+
+
+def _read_form(path: Path) -> float | None:
+    """One positive number or inf (the limit form), None when the file is absent."""
+    if not path.is_file():
+        return None
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise DataError(f"{path}: not a readable .npy file ({exc})") from None
+    if arr.size != 1 or not np.issubdtype(arr.dtype, np.number):
+        raise DataError(f"{path}: expected one number ({NPY_FORMAT[path.name]}), got shape {arr.shape} "
+                        f"of dtype {arr.dtype}")
+    value = float(arr.ravel()[0])
+    if not value > 0:  # also refuses nan
+        raise DataError(f"{path}: must be > 0 (inf for the limit form), got {value}")
+    return value
 
 
 def save_npy_dataset(dataset: Dataset, directory: str | Path) -> None:
@@ -551,3 +634,6 @@ def save_npy_dataset(dataset: Dataset, directory: str | Path) -> None:
         np.save(directory / "truth_types.npy", dataset.truth.types)
         np.save(directory / "truth_lambda.npy", dataset.truth.lambda_per_type)
         np.save(directory / "truth_baseline.npy", dataset.truth.baseline_per_type)
+        for name, value in zip(_FORM_FILES, (dataset.truth.michaelis_K, dataset.truth.homeostasis_width), strict=True):
+            if value is not None:
+                np.save(directory / name, np.float64(value))

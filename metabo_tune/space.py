@@ -18,7 +18,7 @@ falls back to the defaults shown::
       - {}                                                    # batch, changes relative to base ({} = base)
       - {training.learning_rate_node: 5.0e-4}
     reward: {rate_constants: 0.4, slopes: 0.3, embeddings: 0.3}   # all three weights when given
-    thresholds: {converged_r2: 0.9, slope_ratio_min: 0.5, slope_ratio_max: 2.0,
+    thresholds: {converged_r2: 0.9, slope_ratio_min: 0.5, slope_ratio_max: 2.0, baseline_rel_tol: 0.1,
                  converged_cluster_acc: 1.0, failed_r2: 0.5, failed_slope_ratio: 0.1}   # any subset
     block_size: 12
     ucb_c: 1.0
@@ -439,6 +439,8 @@ def _load_thresholds(raw: Any, src: str) -> Thresholds:
         if key not in names:
             raise SpaceError(f"{src}: unknown key 'thresholds.{key}' ({_hint(str(key), names)})")
     thresholds = Thresholds(**{key: _number(value, src, f"thresholds.{key}") for key, value in raw.items()})
+    if thresholds.baseline_rel_tol < 0:
+        raise SpaceError(f"{src}: thresholds.baseline_rel_tol must be >= 0, got {thresholds.baseline_rel_tol!r}")
     if thresholds.slope_ratio_min >= thresholds.slope_ratio_max:
         raise SpaceError(f"{src}: thresholds.slope_ratio_min ({thresholds.slope_ratio_min!r}) must be < "
                          f"slope_ratio_max ({thresholds.slope_ratio_max!r})")
@@ -557,7 +559,8 @@ _TIERS = {"converged": 3, "partial-k": 2, "partial-homeo": 2, "partial": 1}
 def reward_inputs(n_types: int) -> tuple[str, ...]:
     """The metric keys `reward` reads, for a network with `n_types` metabolite types."""
     return ("status", "rate_constants_R2", "avg_slope_ratio", "embedding_cluster_acc",
-            *(f"MLP_node_slope_ratio_{t}" for t in range(n_types)))
+            *(f"MLP_node_{name}_{t}" for name in ("slope_ratio", "slope_at_zero_ratio", "zero_rel_err")
+              for t in range(n_types)))
 
 
 def reward(metrics: dict[str, Any], weights: RewardWeights, thresholds: Thresholds) -> float:

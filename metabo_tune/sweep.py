@@ -52,8 +52,9 @@ from metabo_tune.plots import curve_figure
 from metabo_tune.simulate import DataError
 
 # Per-type metrics appear once per metabolite type; REPORTED lists them with {t} for the type.
-REPORTED = ("rate_constants_R2", "rate_constants_R2_all", "log_k_rmse", "slope", "MLP_node_slope_ratio_{t}",
-            "avg_slope_ratio", "MLP_node_baseline_{t}", "homeostasis_R2", "embedding_cluster_acc",
+REPORTED = ("rate_constants_R2", "rate_constants_R2_all", "rate_constants_R2_gauge", "log_k_rmse", "slope",
+            "MLP_node_slope_ratio_{t}", "avg_slope_ratio", "MLP_node_baseline_{t}", "MLP_node_slope_at_zero_ratio_{t}",
+            "MLP_node_zero_{t}", "homeostasis_R2", "embedding_cluster_acc",
             "embedding_n_clusters", "embedding_ari", "test_onestep_R2", "test_pearson", "final_loss",
             "training_time_min", "measurement_noise_estimate")
 # The metrics drawn against the swept value and shown in compare.md.

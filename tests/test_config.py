@@ -384,3 +384,34 @@ def test_round_trip_of_non_default_values():
     assert back == cfg
     assert back.simulation.data_dir == "/data"
     assert back.training.learning_rate_k is None
+
+
+# --------------------------------------------------------------------------------------------
+# The simulated forms: use_mass_action (the predecessor's key) and substrate_kinetics are one choice
+
+
+@pytest.mark.parametrize(("raw", "kinetics"), [
+    ({}, "mass_action"),
+    ({"use_mass_action": True}, "mass_action"),
+    ({"substrate_kinetics": "michaelis_menten"}, "michaelis_menten"),
+    ({"use_mass_action": False, "substrate_kinetics": "michaelis_menten"}, "michaelis_menten"),
+    ({"use_mass_action": True, "substrate_kinetics": "mass_action"}, "mass_action"),
+])
+def test_use_mass_action_follows_substrate_kinetics(raw, kinetics):
+    simulation = config_from_dict({"simulation": raw}).simulation
+    assert simulation.substrate_kinetics == kinetics
+    assert simulation.use_mass_action is (kinetics == "mass_action")
+    reloaded = config_from_dict({"simulation": simulation.model_dump()}).simulation
+    assert reloaded == simulation
+
+
+def test_use_mass_action_contradicting_substrate_kinetics_is_one_line():
+    message = dict_error({"simulation": {"use_mass_action": True, "substrate_kinetics": "michaelis_menten"}})
+    assert "use_mass_action true contradicts substrate_kinetics michaelis_menten" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("raw", [{"michaelis_K": 0.0}, {"homeostasis_width": -1.0}, {"michaelis_K": float("inf")},
+                                 {"homeostasis_form": "sigmoid"}, {"substrate_kinetics": "hill"}])
+def test_bad_form_values_name_the_key(raw):
+    assert next(iter(raw)) in dict_error({"simulation": raw})

@@ -7,7 +7,9 @@ from metabo_tune import labels
 # --------------------------------------------------------------------------------------------
 # Labels
 
-GOOD = {"rate_constants_R2": 0.95, "avg_slope_ratio": 1.0, "embedding_cluster_acc": 1.0}
+GOOD = {"rate_constants_R2": 0.95, "avg_slope_ratio": 1.0, "embedding_cluster_acc": 1.0,
+        "MLP_node_slope_at_zero_ratio_0": 1.0, "MLP_node_slope_at_zero_ratio_1": 1.0,
+        "MLP_node_zero_rel_err_0": 0.0, "MLP_node_zero_rel_err_1": 0.0}
 
 
 @pytest.mark.parametrize(("changes", "status", "label"), [
@@ -18,10 +20,17 @@ GOOD = {"rate_constants_R2": 0.95, "avg_slope_ratio": 1.0, "embedding_cluster_ac
     ({"avg_slope_ratio": 0.05}, "completed", "failed"),
     ({"rate_constants_R2": math.nan}, "completed", "failed"),
     ({"embedding_cluster_acc": 0.9}, "completed", "partial-k"),
-    ({"avg_slope_ratio": 3.0}, "completed", "partial-k"),
+    ({"MLP_node_slope_at_zero_ratio_1": 3.0}, "completed", "partial-k"),
+    # each type on its own: 0.3 and 1.7 average to 1.0, but type 0 is out of [0.5, 2]
+    ({"MLP_node_slope_at_zero_ratio_0": 0.3, "MLP_node_slope_at_zero_ratio_1": 1.7}, "completed", "partial-k"),
+    ({"MLP_node_slope_at_zero_ratio_0": 0.5, "MLP_node_slope_at_zero_ratio_1": 2.0}, "completed", "converged"),
+    ({"MLP_node_zero_rel_err_1": 0.11}, "completed", "partial-k"),
+    ({"MLP_node_zero_rel_err_1": 0.1}, "completed", "converged"),
+    ({"MLP_node_zero_rel_err_0": math.nan}, "completed", "partial-k"),
+    ({"avg_slope_ratio": 3.0}, "completed", "converged"),  # the line-fit average no longer decides
     ({"rate_constants_R2": 0.8}, "completed", "partial-homeo"),
     ({"rate_constants_R2": 0.9}, "completed", "partial-homeo"),
-    ({"rate_constants_R2": 0.8, "avg_slope_ratio": 0.3}, "completed", "partial"),
+    ({"rate_constants_R2": 0.8, "MLP_node_slope_at_zero_ratio_0": 0.3}, "completed", "partial"),
 ])
 def test_classify(changes, status, label):
     assert labels.classify({**GOOD, **changes}, status) == label
@@ -30,7 +39,18 @@ def test_classify(changes, status, label):
 def test_classify_thresholds_and_missing_truth():
     assert labels.classify({**GOOD, "embedding_cluster_acc": 0.9}, "completed",
                       labels.Thresholds(converged_cluster_acc=0.9)) == "converged"
+    assert labels.classify({**GOOD, "MLP_node_zero_rel_err_0": 0.15}, "completed",
+                           labels.Thresholds(baseline_rel_tol=0.2)) == "converged"
     assert labels.classify({"test_R2": 0.9}, "completed") == "unknown"
+
+
+def test_homeostasis_needs_every_type_with_both_values():
+    assert labels.homeostasis_ok(GOOD)
+    without_zero = {key: value for key, value in GOOD.items() if key != "MLP_node_zero_rel_err_1"}
+    assert not labels.homeostasis_ok(without_zero)
+    old_style = {key: value for key, value in GOOD.items() if "zero" not in key}  # metrics of an earlier version
+    assert not labels.homeostasis_ok(old_style)
+    assert labels.classify(old_style, "completed") == "partial-k"
 
 
 @pytest.mark.parametrize(("pearson", "r2", "diagnosis"), [

@@ -44,18 +44,21 @@ class Elementwise(nn.Module):
 
 
 class Relaxation(nn.Module):
-    """MLP_node replaced by the true h = −λ(a)·(c − b(a)) when a_i[0] holds metabolite i's type (0/1)."""
+    """MLP_node replaced by the true h = −λ(a)·(c − b(a)) when a_i[0] holds metabolite i's type (0/1), or
+    by −λ(a)·w·tanh((c − b(a))/w) with a width w."""
 
-    def __init__(self, input_scale: float, lam: np.ndarray, base: np.ndarray) -> None:
+    def __init__(self, input_scale: float, lam: np.ndarray, base: np.ndarray, width: float = math.inf) -> None:
         super().__init__()
-        self.input_scale = input_scale
+        self.input_scale, self.width = input_scale, width
         self.lam, self.base = tuple(lam.tolist()), tuple(base.tolist())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c, a = x[..., 0] * self.input_scale, x[..., 1]
         lam = self.lam[0] + (self.lam[1] - self.lam[0]) * a
         base = self.base[0] + (self.base[1] - self.base[0]) * a
-        return (-lam * (c - base)).unsqueeze(-1)
+        if math.isinf(self.width):
+            return (-lam * (c - base)).unsqueeze(-1)
+        return (-lam * self.width * torch.tanh((c - base) / self.width)).unsqueeze(-1)
 
 
 @pytest.fixture(scope="module")
@@ -385,9 +388,11 @@ def test_final_loss_averages_the_last_five_percent():
 
 PER_TYPE = ("MLP_node_slope_{}", "MLP_node_gt_slope_{}", "MLP_node_slope_ratio_{}", "MLP_node_offset_{}",
             "MLP_node_gt_offset_{}", "MLP_node_offset_ratio_{}", "MLP_node_baseline_{}",
-            "MLP_node_slope_rel_err_{}")
+            "MLP_node_slope_rel_err_{}", "MLP_node_zero_{}", "MLP_node_gt_zero_{}", "MLP_node_zero_rel_err_{}",
+            "MLP_node_slope_at_zero_{}", "MLP_node_slope_at_zero_ratio_{}", "MLP_node_members_in_band_{}",
+            "MLP_node_R2_{}")
 TRUTH_FREE_KEYS = {"status", "training_time_min", "iterations_per_s", "final_loss", "alpha", "alpha_ls",
-                   "classification"}
+                   "classification", "MLP_sub_exponent_s1"}
 HELDOUT_KEYS = {"test_R2", "test_pearson", "test_rollout_diverged_at", "test_onestep_R2"}
 ALL_KEYS = TRUTH_FREE_KEYS | HELDOUT_KEYS | {
     "rate_constants_R2", "rate_constants_R2_all", "n_identifiable", "n_outliers", "trimmed_R2", "slope",
@@ -395,6 +400,7 @@ ALL_KEYS = TRUTH_FREE_KEYS | HELDOUT_KEYS | {
     "worst_slope_rel_err", "homeostasis_R2", "embedding_cluster_acc", "embedding_n_clusters",
     "embedding_n_noise", "embedding_silhouette", "embedding_ari", "degeneracy_gap", "diagnosis",
     "homeostasis_assessment", *(name.format(t) for t in (0, 1) for name in PER_TYPE),
+    "rate_constants_R2_gauge", "log_k_rmse_gauge", "MLP_sub_shape_R2_s1", "MLP_sub_gt_exponent_s1",
 }
 
 
@@ -505,3 +511,145 @@ def test_analysis_log_of_real_metrics_round_trips(dataset):
             assert math.isnan(parsed[key])
         else:
             assert parsed[key] == pytest.approx(value, rel=1e-3, abs=1e-4)
+
+
+# --------------------------------------------------------------------------------------------
+# The learned forms: k under the gauge, MLP_sub per order, MLP_node per type
+
+K, WIDTH = 2.0, 1.5
+
+
+@pytest.fixture(scope="module")
+def forms_dataset() -> Dataset:
+    """Michaelis–Menten kinetics (K 2) with saturating homeostasis (w 1.5) on the small network."""
+    return simulate(SimulationConfig(n_metabolites=20, n_reactions=30, n_frames=300,
+                                     substrate_kinetics="michaelis_menten", michaelis_K=K,
+                                     homeostasis_form="saturating", homeostasis_width=WIDTH))
+
+
+def michaelis_menten(c):
+    return c * (1.0 + K) / (K + c)
+
+
+def exact_forms(dataset: Dataset, scale_f: float = 1.0) -> MetabolicGNN:
+    """The simulator's dc/dt for forms_dataset, with f̂ = scale_f·f and k divided by scale_f per edge."""
+    model, truth, scale = untrained(dataset), dataset.truth, input_scale(dataset)
+    model.sub_mlp = Elementwise(scale, lambda c: scale_f * michaelis_menten(c))
+    model.node_mlp = Relaxation(scale, truth.lambda_per_type, truth.baseline_per_type, WIDTH)
+    n_subs = m.n_substrates(dataset.observed.network)
+    with torch.no_grad():
+        model.log_k.copy_(torch.tensor(truth.log_k - n_subs * math.log10(scale_f)))
+    set_embedding_to_types(model, truth.types)
+    return model
+
+
+def test_gauge_adds_log_f_at_one_per_substrate_edge():
+    network = Network(np.zeros((3, 3)), np.array([0, 1, 2, 0]), np.array([0, 0, 1, 1]), np.array([1, 2, 1, 2]))
+    gauged = m.gauge_log_k(np.array([-1.0, -2.0, -1.5]), network, {1: 0.3, 2: -0.1})
+    np.testing.assert_allclose(gauged, [-1.0 + 0.2, -2.0 + 0.2, -1.5])  # reaction 2 has no substrate
+    out = m.gauge_rate_constant_metrics(np.array([-1.0, -2.1, 0.0]), np.array([-1.0, -2.0, 5.0]),
+                                        np.array([True, True, False]))
+    assert out["rate_constants_R2_gauge"] == pytest.approx(1.0)
+    assert out["log_k_rmse_gauge"] == pytest.approx(math.sqrt(0.01 / 2))
+
+
+def test_forms_of_the_exact_model_on_michaelis_menten_and_saturating_data(forms_dataset):
+    out = run_metrics(exact_forms(forms_dataset, scale_f=2.5), forms_dataset)
+    assert out["rate_constants_R2_gauge"] == pytest.approx(1.0, abs=1e-9)
+    assert out["log_k_rmse_gauge"] < 1e-6
+    assert out["MLP_sub_shape_R2_s1"] == pytest.approx(1.0, abs=1e-9)  # the scale 2.5 is k's gauge
+    assert out["MLP_sub_exponent_s1"] == pytest.approx(out["MLP_sub_gt_exponent_s1"], abs=1e-6)  # float32
+    assert 0.2 < out["MLP_sub_gt_exponent_s1"] < 0.9  # saturating: flatter than c
+    for t, (lam, base) in enumerate(zip(forms_dataset.truth.lambda_per_type,
+                                        forms_dataset.truth.baseline_per_type, strict=True)):
+        assert out[f"MLP_node_R2_{t}"] == pytest.approx(1.0, abs=1e-9)
+        assert out[f"MLP_node_zero_{t}"] == pytest.approx(base, rel=1e-3)
+        assert out[f"MLP_node_slope_at_zero_{t}"] == pytest.approx(-lam, rel=2e-3)  # central difference
+        assert out[f"MLP_node_slope_at_zero_ratio_{t}"] == pytest.approx(1.0, rel=2e-3)
+        assert out[f"MLP_node_members_in_band_{t}"] == 1.0
+    assert out["homeostasis_R2"] == pytest.approx(1.0, abs=1e-9)
+    assert out["classification"] == "converged"
+
+
+def test_the_known_forms_on_michaelis_menten_and_saturating_data_show_in_the_form_metrics(forms_dataset):
+    model = exact_forms(forms_dataset)
+    truth, scale = forms_dataset.truth, input_scale(forms_dataset)
+    model.sub_mlp = Elementwise(scale, lambda c: c)  # mass action
+    model.node_mlp = Relaxation(scale, truth.lambda_per_type, truth.baseline_per_type)  # linear, slope λ at b
+    out = run_metrics(model, forms_dataset)
+    assert out["MLP_sub_exponent_s1"] == pytest.approx(1.0, abs=1e-6)
+    assert out["MLP_sub_shape_R2_s1"] < 0.9
+    for t in (0, 1):
+        assert out[f"MLP_node_slope_at_zero_ratio_{t}"] == pytest.approx(1.0, rel=1e-3)  # the slope at b is right
+        assert out[f"MLP_node_R2_{t}"] < 0.99  # the shape away from b is not
+
+
+def test_mass_action_exponent_and_shape(dataset):
+    model, scale = untrained(dataset), input_scale(dataset)
+    points = m.order_shape_points(dataset.observed.network, dataset.observed.trajectory.concentrations)
+    assert list(points) == [1] and len(points[1]) == 200
+    model.sub_mlp = Elementwise(scale, lambda c: 3.0 * c)
+    out = m.substrate_form_metrics(model, points, dataset.truth.substrate)
+    assert out["MLP_sub_exponent_s1"] == pytest.approx(1.0, abs=1e-6)
+    assert out["MLP_sub_gt_exponent_s1"] == pytest.approx(1.0, abs=1e-12)
+    assert out["MLP_sub_shape_R2_s1"] == pytest.approx(1.0, abs=1e-9)
+    model.sub_mlp = Elementwise(scale, lambda c: c**2)
+    out = m.substrate_form_metrics(model, points, dataset.truth.substrate)
+    assert out["MLP_sub_exponent_s1"] == pytest.approx(2.0, abs=1e-5)
+    assert out["MLP_sub_shape_R2_s1"] < 0.0  # twice the true log-range: R² 1 − 1 about the identity
+
+
+def test_shape_points_per_order_are_positive_quantiles_of_that_orders_substrates():
+    network = Network(np.zeros((3, 2)), np.array([0, 1, 2]), np.array([0, 0, 1]), np.array([1, 1, 2]))
+    conc = np.stack([np.linspace(0.0, 1.0, 101), np.linspace(1.0, 2.0, 101), np.linspace(5.0, 6.0, 101)], axis=1)
+    points = m.order_shape_points(network, conc)
+    assert sorted(points) == [1, 2]
+    assert points[1].min() > 0.0 and points[1].max() < 2.0
+    assert points[2].min() >= 5.0
+
+
+def test_one_metabolite_off_its_type_moves_neither_zero_nor_slope_but_shows(dataset):
+    model, truth = exact(dataset), dataset.truth
+    conc = dataset.observed.trajectory.concentrations
+    _, member_slopes = m.type_zero_and_slopes(model, conc, truth.types, 2)
+    member_slopes = member_slopes.copy()
+    zeros = np.array(truth.baseline_per_type, dtype=float)
+    member_slopes[0] = -10 * truth.lambda_per_type[truth.types[0]]  # metabolite 0 (type 0) 10× too steep
+    out = m.type_form_metrics(zeros, member_slopes, truth.types, truth.lambda_per_type, truth.baseline_per_type,
+                              m.Thresholds())
+    n_type_0 = int((truth.types == 0).sum())
+    assert out["MLP_node_slope_at_zero_ratio_0"] == pytest.approx(1.0, rel=1e-3)
+    assert out["MLP_node_members_in_band_0"] == pytest.approx(1 - 1 / n_type_0)
+    assert out["MLP_node_members_in_band_1"] == 1.0
+    assert out["MLP_node_zero_rel_err_0"] == 0.0
+
+
+@pytest.mark.parametrize(("values", "zero"), [
+    ([1.0, 0.5, -0.5, -1.0], 1.5),  # going down between 1 and 2
+    ([-1.0, 1.0, -1.0, -2.0], 1.5),  # the first crossing going down, not the one going up
+    ([-1.0, -0.5, 0.5, 1.0], 1.5),  # only going up
+    ([0.0, 0.0, 0.0, 0.0], math.nan),
+    ([1.0, 2.0, 3.0, 4.0], math.nan),
+])
+def test_decreasing_zero(values, zero):
+    found = m._decreasing_zero(np.arange(4.0), np.array(values))
+    assert (math.isnan(found) and math.isnan(zero)) or found == pytest.approx(zero)
+
+
+def test_unknown_forms_leave_out_the_form_metrics(dataset):
+    unknown = dataclasses.replace(dataset, truth=dataclasses.replace(dataset.truth, michaelis_K=None,
+                                                                     homeostasis_width=None))
+    out = run_metrics(exact(dataset), unknown)
+    assert set(run_metrics(exact(dataset), dataset)) - set(out) == {
+        "MLP_sub_shape_R2_s1", "MLP_sub_gt_exponent_s1", "homeostasis_R2", "MLP_node_R2_0", "MLP_node_R2_1"}
+    assert out["classification"] == "converged"  # k, slopes at the zero and baselines need no form
+
+
+def test_a_type_without_members_has_no_zero_and_no_slope(dataset):
+    truth = dataset.truth
+    three = dataclasses.replace(dataset, truth=dataclasses.replace(
+        truth, lambda_per_type=np.array([0.001, 0.002, 0.003]), baseline_per_type=np.array([4.0, 6.0, 8.0])))
+    out = m.homeostasis_metrics(exact(dataset), three)
+    assert out["MLP_node_slope_at_zero_ratio_1"] == pytest.approx(1.0, rel=2e-3)
+    assert math.isnan(out["MLP_node_zero_2"]) and math.isnan(out["MLP_node_slope_at_zero_2"])
+    assert math.isnan(out["MLP_node_R2_2"]) and out["MLP_node_R2_1"] == pytest.approx(1.0, abs=1e-6)

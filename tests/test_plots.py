@@ -14,7 +14,8 @@ from metabo_tune.simulate import Dataset, simulate
 
 torch.set_num_threads(1)
 
-ALL_PLOTS = ["mlp_sub.png", "mlp_node.png", "rate_constants.png", "embeddings.png", "loss.png"]
+ALL_PLOTS = ["mlp_sub.png", "mlp_node.png", "mlp_sub_forms.png", "mlp_node_forms.png", "rate_constants.png",
+             "embeddings.png", "loss.png"]
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def test_writes_every_plot_with_truth(tmp_path, dataset, model):
 def test_plots_without_truth_skip_the_rate_constants(tmp_path, dataset, model):
     no_truth = dataclasses.replace(dataset, truth=None, heldout=None)
     paths = write_trial_plots(model, no_truth, {"prediction": np.linspace(1.0, 0.5, 20)}, tmp_path)
-    assert_images(paths, [name for name in ALL_PLOTS if name != "rate_constants.png"])
+    assert_images(paths, [name for name in ALL_PLOTS if name not in ("rate_constants.png", "mlp_node_forms.png")])
     assert not (tmp_path / "rate_constants.png").exists()
 
 
@@ -62,3 +63,13 @@ def test_plots_do_not_change_the_model(tmp_path, dataset, model):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     write_trial_plots(model, dataset, HISTORY, tmp_path)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_form_plots_on_michaelis_menten_and_saturating_data_and_with_unknown_forms(tmp_path, model):
+    forms = simulate(SimulationConfig(n_metabolites=20, n_reactions=30, n_frames=300,
+                                      substrate_kinetics="michaelis_menten", homeostasis_form="saturating"))
+    paths = write_trial_plots(model, forms, HISTORY, tmp_path / "forms")
+    assert_images(paths, ALL_PLOTS)
+    unknown = dataclasses.replace(forms, truth=dataclasses.replace(forms.truth, michaelis_K=None,
+                                                                   homeostasis_width=None))
+    assert_images(write_trial_plots(model, unknown, HISTORY, tmp_path / "unknown"), ALL_PLOTS)

@@ -779,3 +779,103 @@ def test_a_diverged_training_trajectory_is_a_one_line_data_error(cache, monkeypa
     with pytest.raises(DataError, match="simulation seed 42: the training trajectory diverged"):
         load_or_simulate(SMALL)
     assert not cache.exists() or not any(cache.iterdir())
+
+
+# --------------------------------------------------------------------------------------------
+# Kinetics and homeostasis beyond mass action and the linear law
+
+FORMS = {"substrate_kinetics": "michaelis_menten", "michaelis_K": 2.0,
+         "homeostasis_form": "saturating", "homeostasis_width": 1.5}
+
+
+@pytest.fixture(scope="module")
+def small_forms() -> Dataset:
+    return simulate(SimulationConfig(**{**SMALL.model_dump(exclude={"use_mass_action"}), **FORMS}))
+
+
+def test_the_default_forms_are_mass_action_and_linear(small):
+    assert (small.truth.substrate_kinetics, small.truth.homeostasis_form) == ("mass_action", "linear")
+    c = np.linspace(0.0, 9.0, 7)
+    assert np.array_equal(small.truth.substrate(c, 2), c**2)
+    assert SMALL.use_mass_action is True
+
+
+def test_michaelis_menten_and_saturating_dynamics_follow_their_formulas(small_forms):
+    truth, traj, net = small_forms.truth, small_forms.observed.trajectory, small_forms.observed.network
+    assert (truth.michaelis_K, truth.homeostasis_width) == (2.0, 1.5)
+    assert (truth.substrate_kinetics, truth.homeostasis_form) == ("michaelis_menten", "saturating")
+    c = traj.concentrations
+    lam, base = truth.lambda_per_type[truth.types], truth.baseline_per_type[truth.types]
+    np.testing.assert_allclose(truth.homeostasis(c), -lam * 1.5 * np.tanh((c - base) / 1.5), rtol=1e-12)
+    f = c * 3.0 / (2.0 + c)
+    rates = 10.0 ** truth.log_k * np.ones((len(c), net.n_reactions))
+    for met, rxn, s in zip(net.substrate_metabolite, net.substrate_reaction, net.substrate_order, strict=True):
+        rates[:, rxn] *= f[:, met] ** s
+    np.testing.assert_allclose(traj.derivatives, rates @ net.stoichiometry.T + truth.homeostasis(c),
+                               rtol=1e-10, atol=1e-14)
+    assert not np.allclose(traj.concentrations, simulate(SMALL).observed.trajectory.concentrations)
+
+
+def test_the_true_forms_have_the_gauge_and_the_slope_at_the_baseline(small_forms):
+    truth = small_forms.truth
+    assert truth.substrate(np.array([1.0]), 2)[0] == pytest.approx(1.0)
+    base, lam = truth.baseline_per_type[truth.types], truth.lambda_per_type[truth.types]
+    step = 1e-6
+    slope = (truth.homeostasis(base + step) - truth.homeostasis(base - step)) / (2 * step)
+    np.testing.assert_allclose(slope, -lam, rtol=1e-6)
+    assert np.all(truth.homeostasis(base) == 0.0)
+
+
+def test_form_keys_enter_the_simulation_key_only_when_their_form_is_chosen():
+    assert simulation_key(SMALL.model_copy(update={"michaelis_K": 9.0, "homeostasis_width": 9.0})) == \
+        simulation_key(SMALL)
+    keys = {simulation_key(SMALL)}
+    for update in ({"substrate_kinetics": "michaelis_menten"}, {"substrate_kinetics": "michaelis_menten",
+                   "michaelis_K": 9.0}, {"homeostasis_form": "saturating"},
+                   {"homeostasis_form": "saturating", "homeostasis_width": 9.0}):
+        keys.add(simulation_key(SMALL.model_copy(update=update)))
+    assert len(keys) == 5
+
+
+def test_cached_forms_come_back_with_their_truth(cache):
+    cfg = SimulationConfig(**{**SMALL.model_dump(exclude={"use_mass_action"}), **FORMS})
+    first = load_or_simulate(cfg)
+    again = load_or_simulate(cfg)
+    assert again.source.startswith("cache:")
+    assert (again.truth.michaelis_K, again.truth.homeostasis_width) == (2.0, 1.5)
+    assert np.array_equal(again.observed.trajectory.concentrations, first.observed.trajectory.concentrations)
+
+
+def test_npy_round_trip_keeps_the_true_forms(tmp_path, small_forms, small):
+    save_npy_dataset(small_forms, tmp_path / "forms")
+    loaded = load_npy_dataset(tmp_path / "forms", 0.1)
+    assert (loaded.truth.michaelis_K, loaded.truth.homeostasis_width) == (2.0, 1.5)
+    save_npy_dataset(small, tmp_path / "plain")
+    loaded = load_npy_dataset(tmp_path / "plain", 0.1)
+    assert (loaded.truth.substrate_kinetics, loaded.truth.homeostasis_form) == ("mass_action", "linear")
+
+
+def test_npy_without_form_files_leaves_the_forms_unknown(npy_dir):
+    for name in ("truth_michaelis_K.npy", "truth_homeostasis_width.npy"):
+        (npy_dir / name).unlink()
+    truth = load_npy_dataset(npy_dir, 0.1).truth
+    assert truth.michaelis_K is None and truth.homeostasis_width is None
+    assert truth.substrate_kinetics is None and truth.homeostasis_form is None
+    with pytest.raises(DataError, match="truth_homeostasis_width"):
+        truth.homeostasis(np.ones((2, 20)))
+    with pytest.raises(DataError, match="truth_michaelis_K"):
+        truth.substrate(np.ones(3))
+
+
+@pytest.mark.parametrize(("value", "why"), [(np.float64(-1.0), "must be > 0"), (np.float64(np.nan), "must be > 0"),
+                                            (np.ones(2), "expected one number")])
+def test_a_bad_form_file_is_a_data_error(npy_dir, value, why):
+    np.save(npy_dir / "truth_michaelis_K.npy", value)
+    message = one_line_data_error(npy_dir, 0.1)
+    assert str(npy_dir / "truth_michaelis_K.npy") in message and why in message
+
+
+def test_a_form_file_without_the_other_truth_is_a_data_error(npy_dir):
+    for name in ("truth_log_k.npy", "truth_types.npy", "truth_lambda.npy", "truth_baseline.npy"):
+        (npy_dir / name).unlink()
+    assert "needs the other truth files" in one_line_data_error(npy_dir, 0.1)

@@ -318,6 +318,8 @@ INVALID = {
     "unknown threshold": (_set("thresholds", {"converged_R2": 0.8}),
                           ["'thresholds.converged_R2'", "did you mean 'converged_r2'"]),
     "threshold order": (_set("thresholds", {"slope_ratio_min": 3.0}), ["thresholds.slope_ratio_min", "< "]),
+    "negative baseline tolerance": (_set("thresholds", {"baseline_rel_tol": -0.1}),
+                                    ["thresholds.baseline_rel_tol", ">= 0"]),
     "block_size 0": (_set("block_size", 0), ["block_size", ">= 1"]),
     "block_size not an integer": (_set("block_size", 2.5), ["block_size", "integer"]),
     "negative ucb_c": (_set("ucb_c", -0.5), ["ucb_c", ">= 0"]),
@@ -363,6 +365,17 @@ def test_invalid_space_is_one_line_naming_file_and_key(tmp_path: Path, case: str
         assert fragment in message, message
 
 
+def test_thresholds_from_the_file_reach_the_label(tmp_path: Path) -> None:
+    raw = copy.deepcopy(yaml.safe_load(SMOKE.read_text()))
+    raw["thresholds"] = {"baseline_rel_tol": 0.25, "slope_ratio_max": 3.0}
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    thresholds = load_space(path).thresholds
+    assert thresholds == Thresholds(baseline_rel_tol=0.25, slope_ratio_max=3.0)
+    off = _metrics(0.95, [2.5, 1.0], 1.0, zero_errors=[0.2, 0.0])
+    assert (classify(off, "completed", thresholds), classify(off, "completed", TH)) == ("converged", "partial-k")
+
+
 def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
     with pytest.raises(SpaceError, match="no such config file"):
         load_space(tmp_path / "nope.yaml")
@@ -388,10 +401,14 @@ WEIGHTS = RewardWeights()
 TH = Thresholds()
 
 
-def _metrics(r2: float, ratios: list[float], acc: float, status: str = "completed") -> dict:
+def _metrics(r2: float, ratios: list[float], acc: float, status: str = "completed",
+             zero_errors: list[float] | None = None) -> dict:
+    """A linear head's metrics: its slope at the zero is its line-fit slope; zeros exact unless given."""
     metrics = {"status": status, "rate_constants_R2": r2, "avg_slope_ratio": sum(ratios) / len(ratios),
                "embedding_cluster_acc": acc}
     metrics.update({f"MLP_node_slope_ratio_{t}": r for t, r in enumerate(ratios)})
+    metrics.update({f"MLP_node_slope_at_zero_ratio_{t}": r for t, r in enumerate(ratios)})
+    metrics.update({f"MLP_node_zero_rel_err_{t}": e for t, e in enumerate(zero_errors or [0.0] * len(ratios))})
     return metrics
 
 
@@ -413,6 +430,8 @@ def test_reward_hand_checked_values() -> None:
     # only k weighted: failed with R² −0.2 and negative slope ratios scores 0
     assert reward(_metrics(-0.2, [-1.0, -0.5], 0.5), RewardWeights(2.0, 0.0, 0.0), TH) == 0.0
     assert reward(_metrics(0.8, [1.0, 1.0], 1.0), RewardWeights(2.0, 0.0, 0.0), TH) == pytest.approx(2.8 / 4)
+    # a zero 20 % off on one type: partial-k, same score (0.4·0.95 + 0.3 + 0.3 = 0.98); (2 + 0.98)/4
+    assert reward(_metrics(0.95, [1.0, 1.0], 1.0, zero_errors=[0.0, 0.2]), WEIGHTS, TH) == pytest.approx(2.98 / 4)
 
 
 def test_reward_of_diverged_errored_and_broken_metrics() -> None:
@@ -435,7 +454,9 @@ def test_reward_reads_only_its_inputs() -> None:
     inputs = {key: full[key] for key in reward_inputs(2)}
     assert reward(inputs, WEIGHTS, TH) == reward(full, WEIGHTS, TH)
     assert set(reward_inputs(2)) == {"status", "rate_constants_R2", "avg_slope_ratio", "embedding_cluster_acc",
-                                      "MLP_node_slope_ratio_0", "MLP_node_slope_ratio_1"}
+                                      "MLP_node_slope_ratio_0", "MLP_node_slope_ratio_1",
+                                      "MLP_node_slope_at_zero_ratio_0", "MLP_node_slope_at_zero_ratio_1",
+                                      "MLP_node_zero_rel_err_0", "MLP_node_zero_rel_err_1"}
 
 
 def _random_metrics(rng: random.Random) -> dict:

@@ -452,6 +452,8 @@ def fake_run(config: dict[str, Any]) -> tuple[float, dict[str, Any]]:
     acc = 0.5 + 0.5 * min(1.0, config[LR_EMBEDDING] / 3e-4)
     values = {"rate_constants_R2": r2, "avg_slope_ratio": slope, "embedding_cluster_acc": acc,
               "test_pearson": 0.95, "degeneracy_gap": 0.95 - r2}
+    for t in (0, 1):  # a linear head with exact baselines: its slope at the zero is its line-fit slope
+        values |= {f"MLP_node_slope_at_zero_ratio_{t}": slope, f"MLP_node_zero_rel_err_{t}": 0.0}
     values["classification"] = classify(values, "completed")
     reward = 0.4 * r2 + 0.3 * (1 - min(1.0, abs(math.log(slope)))) + 0.3 * acc
     return reward, values
