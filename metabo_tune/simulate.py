@@ -22,11 +22,13 @@ import hashlib
 import io
 import json
 import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy import sparse
 from scipy.signal import savgol_filter
 
 from metabo_tune.atomic_file import write_atomically
@@ -190,21 +192,65 @@ def _stream(seed: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([seed, stream])
 
 
-def generate_truth(cfg: SimulationConfig) -> Truth:
-    log_k = _stream(cfg.seed, _STREAM_LOG_K).uniform(cfg.log_k_min, cfg.log_k_max, cfg.n_reactions)
-    types = np.minimum(np.arange(cfg.n_metabolites) // (cfg.n_metabolites // cfg.n_metabolite_types),
-                       cfg.n_metabolite_types - 1)
+def generate_truth(cfg: SimulationConfig, n_metabolites: int | None = None, n_reactions: int | None = None,
+                   types: np.ndarray | None = None) -> Truth:
+    """k, types, λ and b. The sizes default to the config's (a random network); `types` default to the
+    generator's blocks of n_metabolites // n_metabolite_types."""
+    n_met = cfg.n_metabolites if n_metabolites is None else n_metabolites
+    log_k = _stream(cfg.seed, _STREAM_LOG_K).uniform(cfg.log_k_min, cfg.log_k_max,
+                                                     cfg.n_reactions if n_reactions is None else n_reactions)
+    if types is None:
+        types = np.minimum(np.arange(n_met) // (n_met // cfg.n_metabolite_types), cfg.n_metabolite_types - 1)
     return Truth(log_k, types, np.array(cfg.homeostatic_lambda_per_type, dtype=float),
                  np.array(cfg.homeostatic_baseline_per_type, dtype=float))
+
+
+def network_and_truth(cfg: SimulationConfig) -> tuple[Network, Truth]:
+    """The random generator's network and truth, or a model's network with the hub rule applied to k
+    (networks.hub_scaled_log_k) and types by generator blocks or by compartment."""
+    if cfg.is_random:
+        return generate_network(cfg), generate_truth(cfg)
+    from metabo_tune import networks
+
+    model = networks.load_model_network(cfg)
+    network = model.network
+    if model.rounded_orders:
+        print(f"network {cfg.network}: non-integer substrate orders rounded in {len(model.rounded_orders)} "
+              f"reactions ({', '.join(model.rounded_orders[:8])}{' …' if len(model.rounded_orders) > 8 else ''})",
+              file=sys.stderr)
+    types = (networks.compartment_types(model, cfg.n_metabolite_types, cfg.network)
+             if cfg.metabolite_types == "compartment" else None)
+    if types is None and network.n_metabolites < cfg.n_metabolite_types:
+        raise DataError(f"simulation.network {cfg.network}: {network.n_metabolites} metabolites, fewer than "
+                        f"n_metabolite_types {cfg.n_metabolite_types}")
+    truth = generate_truth(cfg, network.n_metabolites, network.n_reactions, types)
+    reference = 0.5 * (cfg.concentration_min + cfg.concentration_max)
+    return network, dataclasses.replace(truth, log_k=networks.hub_scaled_log_k(truth.log_k, network, reference))
+
+
+SPARSE_ABOVE = 1_000_000  # entries of S from which the simulation multiplies by a sparse S
+
+
+class RateLaw:
+    """dc/dt = S·v(c) + h with mass action v_j = k_j·Π c^|s|, its padded substrates prepared once; S sparse
+    when large (a genome-scale S is 99.8 % zeros)."""
+
+    def __init__(self, network: Network, log_k: np.ndarray) -> None:
+        self.index, self.order = network.padded_substrates()
+        self.k = 10.0 ** log_k
+        stoich = network.stoichiometry
+        self.stoich_t = sparse.csr_matrix(stoich.T) if stoich.size > SPARSE_ABOVE else stoich.T
+
+    def __call__(self, concentrations: np.ndarray, homeostasis: np.ndarray) -> np.ndarray:
+        padded = np.concatenate([concentrations, np.ones((*concentrations.shape[:-1], 1))], axis=-1)
+        products = np.prod(padded[..., self.index] ** self.order, axis=-1)
+        return (self.k * products) @ self.stoich_t + homeostasis
 
 
 def rate_law_rhs(concentrations: np.ndarray, network: Network, log_k: np.ndarray,
                  homeostasis: np.ndarray) -> np.ndarray:
     """dc/dt = S·v(c) + h with mass action v_j = k_j·Π c^|s|; works on [..., n] arrays."""
-    index, order = network.padded_substrates()
-    padded = np.concatenate([concentrations, np.ones((*concentrations.shape[:-1], 1))], axis=-1)
-    products = np.prod(padded[..., index] ** order, axis=-1)
-    return (10.0 ** log_k * products) @ network.stoichiometry.T + homeostasis
+    return RateLaw(network, log_k)(concentrations, homeostasis)
 
 
 def integrate(network: Network, truth: Truth, c0: np.ndarray, n_steps: int, delta_t: float,
@@ -216,8 +262,9 @@ def integrate(network: Network, truth: Truth, c0: np.ndarray, n_steps: int, delt
     conc = np.empty((n_steps + 1, network.n_metabolites))
     deriv = np.empty_like(conc)
     c = c0.astype(float)
+    rate_law = RateLaw(network, truth.log_k)
     for t in range(n_steps + 1):
-        y = rate_law_rhs(c, network, truth.log_k, truth.homeostasis(c))
+        y = rate_law(c, truth.homeostasis(c))
         conc[t], deriv[t] = c, y
         if t == n_steps:
             break
@@ -227,24 +274,29 @@ def integrate(network: Network, truth: Truth, c0: np.ndarray, n_steps: int, delt
     return Trajectory(conc, deriv, delta_t)
 
 
-def _initial_state(cfg: SimulationConfig, stream: int) -> np.ndarray:
-    return _stream(cfg.seed, stream).uniform(cfg.concentration_min, cfg.concentration_max, cfg.n_metabolites)
+def _initial_state(cfg: SimulationConfig, stream: int, n_metabolites: int) -> np.ndarray:
+    return _stream(cfg.seed, stream).uniform(cfg.concentration_min, cfg.concentration_max, n_metabolites)
 
 
 def simulate(cfg: SimulationConfig) -> Dataset:
     """Generate the network, the training trajectory and a held-out one from another initial state
-    (each with its own process-noise draws)."""
-    network = generate_network(cfg)
-    truth = generate_truth(cfg)
+    (each with its own process-noise draws). A model network's training trajectory is checked
+    (check_activity) and described on stderr."""
+    network, truth = network_and_truth(cfg)
 
     def run(state: int, noise: int) -> Trajectory:
-        return integrate(network, truth, _initial_state(cfg, state), cfg.n_frames, cfg.delta_t,
-                         cfg.noise_model_level, _stream(cfg.seed, noise))
+        return integrate(network, truth, _initial_state(cfg, state, network.n_metabolites), cfg.n_frames,
+                         cfg.delta_t, cfg.noise_model_level, _stream(cfg.seed, noise))
 
     train = run(_STREAM_INITIAL_STATE, _STREAM_PROCESS_NOISE)
     if not np.isfinite(train.concentrations).all():
         raise DataError(f"simulation seed {cfg.seed}: the training trajectory diverged (explicit Euler, delta_t "
                         f"{cfg.delta_t}, noise_model_level {cfg.noise_model_level}): lower delta_t or the noise")
+    if not cfg.is_random:
+        moving, rank = check_activity(train, cfg)
+        print(f"network {cfg.network}: {network.n_metabolites} metabolites, {network.n_reactions} reactions, "
+              f"{len(network.substrate_metabolite)} substrate edges; {moving} metabolites move, activity rank "
+              f"{rank}", file=sys.stderr)
     heldout = run(_STREAM_HELDOUT_STATE, _STREAM_HELDOUT_PROCESS_NOISE)
     return _without_diverged_heldout(Dataset(Observed(network, train), heldout, truth,
                                              analyse_identifiability(network)), cfg)
@@ -258,6 +310,36 @@ def _without_diverged_heldout(dataset: Dataset, cfg: SimulationConfig) -> Datase
     warnings.warn(f"simulation seed {cfg.seed}: the held-out trajectory diverged (explicit Euler, "
                   f"noise_model_level {cfg.noise_model_level}); the test metrics are left out", stacklevel=3)
     return dataclasses.replace(dataset, heldout=None)
+
+
+MOVING_FRACTION = 0.01  # a metabolite moves when its range over the trajectory exceeds 1 % of its mean
+RANK_TOLERANCE = 1e-6  # activity rank: singular values of the centred trajectory above this share of the largest
+BLOW_UP_FACTOR = 100.0  # a draw blows up when a concentration exceeds this multiple of concentration_max
+
+
+def activity(trajectory: Trajectory) -> tuple[int, int]:
+    """(metabolites that move, rank of the centred concentration trajectory): how much the data can show."""
+    conc = trajectory.concentrations
+    span = conc.max(axis=0) - conc.min(axis=0)
+    moving = int((span > MOVING_FRACTION * np.maximum(np.abs(conc.mean(axis=0)), 1e-12)).sum())
+    sing = np.linalg.svd(conc - conc.mean(axis=0), compute_uv=False)
+    rank = int((sing > RANK_TOLERANCE * sing.max(initial=0.0)).sum()) if sing.size and sing.max() > 0 else 0
+    return moving, rank
+
+
+def check_activity(trajectory: Trajectory, cfg: SimulationConfig) -> tuple[int, int]:
+    """activity(), with a DataError when the draw blew up (a concentration past BLOW_UP_FACTOR ×
+    concentration_max) or went flat (no metabolite moves)."""
+    peak = float(trajectory.concentrations.max())
+    if peak > BLOW_UP_FACTOR * cfg.concentration_max:
+        frame = int(np.argmax(trajectory.concentrations.max(axis=1) > BLOW_UP_FACTOR * cfg.concentration_max))
+        raise DataError(f"simulation.network {cfg.network}, seed {cfg.seed}: the draw blew up (a concentration "
+                        f"passed {BLOW_UP_FACTOR:g} × concentration_max at frame {frame}): lower log_k_max or delta_t")
+    moving, rank = activity(trajectory)
+    if moving == 0:
+        raise DataError(f"simulation.network {cfg.network}, seed {cfg.seed}: the draw went flat (no metabolite "
+                        f"moves by {MOVING_FRACTION:.0%} of its mean): raise log_k_min or n_frames")
+    return moving, rank
 
 
 # --------------------------------------------------------------------------------------------
@@ -328,8 +410,20 @@ def cache_dir() -> Path:
 USER_DATA_KEYS = {"data_dir", "derivative_window", "derivative_polyorder"}  # no effect on a simulation
 
 
+NETWORK_KEYS = {"network", "ignore_metabolites", "metabolite_types"}  # no effect on a random network
+RANDOM_ONLY_KEYS = {"n_metabolites", "n_reactions", "max_metabolites_per_reaction", "cycle_fraction", "cycle_length"}
+
+
 def simulation_key(cfg: SimulationConfig) -> str:
-    payload = cfg.model_dump(mode="json", exclude=USER_DATA_KEYS)
+    """A hash of the simulation section; a model network enters by its file's content, not its path."""
+    if cfg.is_random:
+        payload = cfg.model_dump(mode="json", exclude=USER_DATA_KEYS | NETWORK_KEYS)
+    else:
+        from metabo_tune import networks
+
+        payload = cfg.model_dump(mode="json", exclude=USER_DATA_KEYS | RANDOM_ONLY_KEYS)
+        payload["network"] = "sha256:" + networks.content_digest(cfg.network)
+        payload["_converter_version"] = networks.CONVERTER_VERSION
     payload["_generator_version"] = GENERATOR_VERSION
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
