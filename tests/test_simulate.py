@@ -779,3 +779,11 @@ def test_a_diverged_training_trajectory_is_a_one_line_data_error(cache, monkeypa
     with pytest.raises(DataError, match="simulation seed 42: the training trajectory diverged"):
         load_or_simulate(SMALL)
     assert not cache.exists() or not any(cache.iterdir())
+
+
+def test_the_sparse_rate_law_gives_the_dense_one(small, monkeypatch):
+    """Large networks multiply by a sparse S; the trajectory is the dense one to rounding."""
+    monkeypatch.setattr(simulate_module, "SPARSE_ABOVE", 0)
+    sparse_run = simulate(SMALL)
+    np.testing.assert_allclose(sparse_run.observed.trajectory.concentrations,
+                               small.observed.trajectory.concentrations, rtol=1e-12, atol=1e-12)
