@@ -16,7 +16,7 @@ The model file is read once per load; `content_digest` keys the dataset cache by
 from __future__ import annotations
 
 import hashlib
-import importlib.resources
+import importlib.util
 import logging
 import math
 from dataclasses import dataclass
@@ -43,8 +43,11 @@ class ModelNetwork:
 
 def model_path(name: str) -> Path:
     """The file behind `simulation.network`: one of cobra's bundled models, or the user's path."""
-    if name in BUNDLED_MODELS:
-        return Path(str(importlib.resources.files("cobra.data") / BUNDLED_MODELS[name]))
+    if name in BUNDLED_MODELS:  # found without importing cobra (a second of imports for a cache key)
+        spec = importlib.util.find_spec("cobra")
+        if spec is None or not spec.submodule_search_locations:
+            raise DataError(f"simulation.network {name}: cobra is not installed (pip install cobra)")
+        return Path(spec.submodule_search_locations[0]) / "data" / BUNDLED_MODELS[name]
     path = Path(name).expanduser()
     if not path.is_file():
         raise DataError(f"simulation.network {name}: no such file")
@@ -155,7 +158,7 @@ def hub_scaled_log_k(drawn: np.ndarray, network: Network, reference_concentratio
     d of its busiest substrate (the number of reactions that consume it), so a hub that feeds a thousand
     reactions is drained at the rate of a metabolite that feeds one, and a high-order reaction (4 h⁺) is not
     c_ref⁴ times faster than a first-order one. Without it explicit Euler at delta_t 0.1 diverges on E. coli
-    core's protons within a few steps."""
+    core in three steps."""
     degree = substrate_degrees(network).astype(float)
     busiest = np.ones(network.n_reactions)
     np.maximum.at(busiest, network.substrate_reaction, degree[network.substrate_metabolite])
