@@ -223,25 +223,36 @@ def run_scale(args: argparse.Namespace) -> None:
 
 
 def scale_figure(table, path: str) -> None:
+    """Cost and memory against nnz(S): the random networks as lines, the models as squares."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
+    table = table.sort_values("nnz_S")
+    random = table["network"].str.startswith("random_")
     fig, (cost, memory) = plt.subplots(1, 2, figsize=(10, 4))
-    for column, label in (("conservation_cpu_ms_per_it", "conservation phase (90 %)"),
-                          ("residual_cpu_ms_per_it", "residual phase (last 10 %)")):
-        cost.loglog(table["nnz_S"], table[column], "o-", label=label)
+    for (column, label), colour in zip((("conservation_cpu_ms_per_it", "conservation phase (90 %)"),
+                                        ("residual_cpu_ms_per_it", "residual phase (last 10 %)")), ("C0", "C1"),
+                                       strict=True):
+        cost.loglog(table.loc[random, "nnz_S"], table.loc[random, column], "o-", color=colour,
+                    label=f"{label}, random")
+        cost.loglog(table.loc[~random, "nnz_S"], table.loc[~random, column], "s", color=colour, markersize=8,
+                    label=f"{label}, cobra model")
+    memory.loglog(table.loc[random, "nnz_S"], table.loc[random, "peak_rss_mb"], "o-", color="C2")
+    memory.loglog(table.loc[~random, "nnz_S"], table.loc[~random, "peak_rss_mb"], "s", color="C2", markersize=8)
     for _, row in table.iterrows():
-        cost.annotate(row["network"].replace("random_", "rnd "), (row["nnz_S"], row["conservation_cpu_ms_per_it"]),
-                      fontsize=7, xytext=(4, -10), textcoords="offset points")
-    anchor = table.iloc[int(np.argmin(table["nnz_S"]))]
+        name = row["network"].replace("random_", "random ")
+        cost.annotate(name, (row["nnz_S"], row["conservation_cpu_ms_per_it"]), fontsize=7, xytext=(4, -11),
+                      textcoords="offset points")
+        memory.annotate(name, (row["nnz_S"], row["peak_rss_mb"]), fontsize=7, xytext=(4, -11),
+                        textcoords="offset points")
+    anchor = table.iloc[0]
     line = np.array([table["nnz_S"].min(), table["nnz_S"].max()])
     cost.loglog(line, anchor["conservation_cpu_ms_per_it"] * line / anchor["nnz_S"], "k:", label="∝ nnz(S)")
     cost.set(xlabel="nnz(S)", ylabel="CPU ms per iteration (1 thread)", title="training cost against network size")
-    cost.legend(fontsize=8)
-    memory.loglog(table["nnz_S"], table["peak_rss_mb"], "o-")
+    cost.legend(fontsize=7)
     memory.set(xlabel="nnz(S)", ylabel="peak resident memory of training (MB)", title="memory")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -317,7 +328,8 @@ def main() -> None:
     parser.add_argument("--networks", default=",".join(NETWORKS), help="with --scale: a comma-separated subset of "
                                                                       + ", ".join(NETWORKS))
     parser.add_argument("--csv", help="with --scale: write the table here")
-    parser.add_argument("--figure", help="with --scale: write the figure here")
+    parser.add_argument("--figure", help="with --scale: write the figure here (with --from-csv: from that table)")
+    parser.add_argument("--from-csv", help="with --scale --figure: plot an earlier --csv instead of measuring")
     parser.add_argument("--scale-worker", help=argparse.SUPPRESS)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--ref-dir", help=argparse.SUPPRESS)
@@ -330,6 +342,11 @@ def main() -> None:
         stage, name = args.scale_worker.split(":")
         print(json.dumps(scale_simulate(name) if stage == "simulate"
                          else scale_train(name, args.iterations, args.windows)))
+        return
+    if args.scale and args.from_csv:
+        import pandas as pd
+
+        scale_figure(pd.read_csv(args.from_csv), args.figure)
         return
     if args.scale:
         run_scale(args)
