@@ -293,10 +293,7 @@ def simulate(cfg: SimulationConfig) -> Dataset:
         raise DataError(f"simulation seed {cfg.seed}: the training trajectory diverged (explicit Euler, delta_t "
                         f"{cfg.delta_t}, noise_model_level {cfg.noise_model_level}): lower delta_t or the noise")
     if not cfg.is_random:
-        moving, rank = check_activity(train, cfg)
-        print(f"network {cfg.network}: {network.n_metabolites} metabolites, {network.n_reactions} reactions, "
-              f"{len(network.substrate_metabolite)} substrate edges; {moving} metabolites move, activity rank "
-              f"{rank}", file=sys.stderr)
+        describe_activity(cfg, network, train, *check_activity(train, cfg))
     heldout = run(_STREAM_HELDOUT_STATE, _STREAM_HELDOUT_PROCESS_NOISE)
     return _without_diverged_heldout(Dataset(Observed(network, train), heldout, truth,
                                              analyse_identifiability(network)), cfg)
@@ -325,6 +322,16 @@ def activity(trajectory: Trajectory) -> tuple[int, int]:
     sing = np.linalg.svd(conc - conc.mean(axis=0), compute_uv=False)
     rank = int((sing > RANK_TOLERANCE * sing.max(initial=0.0)).sum()) if sing.size and sing.max() > 0 else 0
     return moving, rank
+
+
+def describe_activity(cfg: SimulationConfig, network: Network, trajectory: Trajectory,
+                      moving: int | None = None, rank: int | None = None) -> None:
+    """One stderr line on a model network: its size, how many metabolites move, the activity rank."""
+    if moving is None or rank is None:
+        moving, rank = activity(trajectory)
+    print(f"network {cfg.network}: {network.n_metabolites} metabolites, {network.n_reactions} reactions, "
+          f"{len(network.substrate_metabolite)} substrate edges; {moving} metabolites move, activity rank {rank}",
+          file=sys.stderr)
 
 
 def check_activity(trajectory: Trajectory, cfg: SimulationConfig) -> tuple[int, int]:
@@ -507,7 +514,10 @@ def _load_or_simulate(cfg: SimulationConfig, use_cache: bool) -> Dataset:
     if use_cache and path.is_file():
         with np.load(path) as stored:
             arrays = {k: stored[k] for k in stored.files}
-        return _without_diverged_heldout(_dataset_from_arrays(arrays, cfg.delta_t, f"cache:{path.name}"), cfg)
+        dataset = _dataset_from_arrays(arrays, cfg.delta_t, f"cache:{path.name}")
+        if not cfg.is_random:
+            describe_activity(cfg, dataset.observed.network, dataset.observed.trajectory)
+        return _without_diverged_heldout(dataset, cfg)
     dataset = simulate(cfg)
     if use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -231,3 +231,25 @@ def test_a_trial_runs_unchanged_on_e_coli_core(tmp_path, monkeypatch):
     assert outcome.metrics["status"] == "completed"
     assert outcome.metrics["n_identifiable"] == 113
     assert np.isfinite(outcome.metrics["rate_constants_R2"])
+
+
+def test_compartment_types_reach_the_truth_through_the_simulation():
+    dataset = simulate(SimulationConfig(network="e_coli_core", metabolite_types="compartment", n_frames=20))
+    types = dataset.truth.types
+    assert set(types.tolist()) == {0, 1} and 0 < (types == 1).sum() < 72  # cytosol and extracellular
+    with pytest.raises(DataError, match="e_coli_core has 2 compartments"):
+        simulate(SimulationConfig(network="e_coli_core", metabolite_types="compartment", n_metabolite_types=3,
+                                  homeostatic_lambda_per_type=[0.001, 0.002, 0.003],
+                                  homeostatic_baseline_per_type=[4.0, 6.0, 8.0], n_frames=20))
+
+
+def test_a_cached_model_dataset_is_described_again(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("METABO_TUNE_CACHE", str(tmp_path / "cache"))
+    cfg = SimulationConfig(network="e_coli_core", n_frames=30)
+    first = load_or_simulate(cfg)
+    simulated = capsys.readouterr().err
+    second = load_or_simulate(cfg)
+    cached = capsys.readouterr().err
+    assert second.source.startswith("cache:") and not first.source.startswith("cache:")
+    line = [text for text in simulated.splitlines() if "activity rank" in text]
+    assert line and line[0] in cached
