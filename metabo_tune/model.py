@@ -235,7 +235,7 @@ class MetabolicGNN(nn.Module):
         return torch.pow(10.0, self.log_k) * products
 
     def reaction_part(self, conc: torch.Tensor, substrate_values: torch.Tensor | None = None) -> torch.Tensor:
-        """S·v. A large S is kept as its nonzeros (a genome-scale S is 99.9 % zeros): each rate is gathered
+        """S·v. A large S is kept as its nonzeros (a genome-scale S is 99.8 % zeros): each rate is gathered
         onto its nonzeros and summed into its metabolites, at a cost linear in nnz(S)."""
         rates = self.rates(conc, substrate_values)
         if not self.sparse_stoichiometry:
