@@ -253,3 +253,11 @@ def test_a_cached_model_dataset_is_described_again(tmp_path, monkeypatch, capsys
     assert second.source.startswith("cache:") and not first.source.startswith("cache:")
     line = [text for text in simulated.splitlines() if "activity rank" in text]
     assert line and line[0] in cached
+
+
+def test_a_draw_that_overflows_is_one_blow_up_line(monkeypatch, capsys):
+    """Without the hub rule E. coli core overflows within a few Euler steps: one DataError, no numpy warnings."""
+    monkeypatch.setattr(networks, "hub_scaled_log_k", lambda drawn, network, reference: drawn)
+    with pytest.raises(DataError, match=r"e_coli_core, seed 42: the draw blew up .* at frame [1-3]\)"):
+        simulate(SimulationConfig(network="e_coli_core", n_frames=40))
+    assert "RuntimeWarning" not in capsys.readouterr().err
