@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -219,18 +220,24 @@ def test_bad_model_input_is_one_error_line_with_exit_code_2(case, tmp_path, monk
     assert err.startswith("error: ") and message in err and "\n" not in err, err
 
 
-def test_a_trial_runs_unchanged_on_e_coli_core(tmp_path, monkeypatch):
-    """The rest of the pipeline (trainer, metrics, plots) on a model network, at a tiny budget."""
+def test_a_trial_runs_unchanged_on_e_coli_core_and_only_metrics_and_plots_read_its_truth(tmp_path, monkeypatch):
+    """The rest of the pipeline (trainer, metrics, plots) on a model network, at a tiny budget, its truth guarded."""
+    from test_train import GuardedTruth
+
     from metabo_tune.config import load_config
     from metabo_tune.train import run_trial
 
     monkeypatch.setenv("METABO_TUNE_CACHE", str(tmp_path / "cache"))
     cfg = load_config(ROOT / "configs/e_coli_core.yaml", ["simulation.n_frames=200",
                                                            "training.data_augmentation_loop=2"])
-    outcome = run_trial(cfg, tmp_path / "run", show_progress=False)
+    dataset = load_or_simulate(cfg.simulation)
+    guarded = GuardedTruth(dataset.truth)
+    outcome = run_trial(cfg, tmp_path / "run", dataset=dataclasses.replace(dataset, truth=guarded),
+                        show_progress=False)
     assert outcome.metrics["status"] == "completed"
     assert outcome.metrics["n_identifiable"] == 113
     assert np.isfinite(outcome.metrics["rate_constants_R2"])
+    assert guarded.readers == {"metabo_tune.metrics", "metabo_tune.plots"}
 
 
 def test_compartment_types_reach_the_truth_through_the_simulation():
