@@ -14,6 +14,16 @@ machine is shared and noisy: each figure is the median over the windows (min and
 wall-clock ms and in CPU ms (the thread's own time, which another process on the core does not
 inflate). The residual phase starts at its first iteration without the training before it: its cost
 per iteration does not depend on the weights.
+
+`--scale` times configs/e_coli_core.yaml (the known-form joint configuration) on networks of growing size instead:
+random 100/256, 400/1024, 1000/2600, 2000/5000, E. coli core and iJO1366 (`--networks` picks some). For each, one
+process simulates (the 2 880-frame training trajectory timed alone, and the whole dataset), and a fresh process
+loads it from the cache and trains: ms per iteration in the conservation and the residual phase, one residual
+refresh, and the training process's peak resident memory. `--csv` writes the table and `--figure` plots ms per
+iteration against nnz(S).
+
+    python benchmarks/bench_train.py --scale [--iterations 100] [--windows 3] [--networks random_100,iJO1366]
+                                     [--csv docs/results/scale.csv] [--figure docs/figures/scale.png]
 """
 
 from __future__ import annotations
@@ -43,6 +53,14 @@ CASES = {  # name: (config, overrides, phase, share of --iterations per window)
     "noisy_residual": (NOISY, [], "residual", 1.0),
 }
 WARM_UP = 100  # iterations before the first window: allocator, first sampling chunk, first refresh
+SCALE_CONFIG = "configs/e_coli_core.yaml"
+NETWORKS = {  # name: overrides of SCALE_CONFIG
+    **{f"random_{n}": ["simulation.network=random", f"simulation.n_metabolites={n}", f"simulation.n_reactions={r}"]
+       for n, r in ((100, 256), (400, 1024), (1000, 2600), (2000, 5000))},
+    "e_coli_core": ["simulation.network=e_coli_core"],
+    "iJO1366": ["simulation.network=iJO1366"],
+}
+SCALE_WARM_UP = 10
 REF_PACKAGE = "metabo_tune_ref"
 
 
@@ -104,6 +122,140 @@ def worker(case: str, iterations: int, windows: int, ref_dir: str | None) -> dic
                 out[label].setdefault("refresh_cpu", []).append((time.thread_time() - start_cpu) * 1e3)
                 out[label].setdefault("refresh_wall", []).append((time.perf_counter() - start_wall) * 1e3)
     return out
+
+
+def scale_simulate(network: str) -> dict:
+    """Simulate one network into the cache; the training trajectory's integration timed alone."""
+    import numpy as np
+
+    from metabo_tune import simulate
+    from metabo_tune.config import load_config
+
+    cfg = load_config(REPO / SCALE_CONFIG, NETWORKS[network]).simulation
+    start = time.perf_counter()
+    net, truth = simulate.network_and_truth(cfg)
+    network_s = time.perf_counter() - start
+    c0 = np.random.default_rng(0).uniform(cfg.concentration_min, cfg.concentration_max, net.n_metabolites)
+    start = time.perf_counter()
+    simulate.integrate(net, truth, c0, cfg.n_frames, cfg.delta_t)
+    trajectory_s = time.perf_counter() - start
+    start = time.perf_counter()
+    simulate.load_or_simulate(cfg)
+    return {"network_s": network_s, "trajectory_s": trajectory_s, "dataset_s": time.perf_counter() - start}
+
+
+def scale_train(network: str, iterations: int, windows: int) -> dict:
+    """ms per iteration in both phases, one refresh, and the peak memory of a process that only trains."""
+    import resource
+
+    import numpy as np
+    import torch
+
+    from metabo_tune.config import load_config
+    from metabo_tune.simulate import load_or_simulate
+    from metabo_tune.train import Trainer
+
+    torch.set_num_threads(1)
+    cfg = load_config(REPO / SCALE_CONFIG, NETWORKS[network])
+    dataset = load_or_simulate(cfg.simulation)
+    net = dataset.observed.network
+    start = time.perf_counter()
+    trainer = Trainer(cfg, dataset.observed, device="cpu")
+    out: dict = {"n_metabolites": net.n_metabolites, "n_reactions": net.n_reactions,
+                 "nnz_S": int(np.count_nonzero(net.stoichiometry)), "n_edges": len(net.substrate_metabolite),
+                 "n_pairs": int(trainer.model.pair_metabolite.shape[0]),
+                 "sparse_S": bool(trainer.model.sparse_stoichiometry), "trainer_setup_s": time.perf_counter() - start}
+    for phase in ("conservation", "residual"):
+        if phase == "residual":
+            trainer.iteration = trainer.homeostasis_losses.residual_start  # its first iteration refreshes
+        trainer.run(until=trainer.iteration + SCALE_WARM_UP)
+        wall, cpu = [], []
+        for _ in range(windows):
+            start_wall, start_cpu = time.perf_counter(), time.thread_time()
+            trainer.run(until=trainer.iteration + iterations)
+            cpu.append((time.thread_time() - start_cpu) / iterations * 1e3)
+            wall.append((time.perf_counter() - start_wall) / iterations * 1e3)
+        out[f"{phase}_ms_per_it"], out[f"{phase}_cpu_ms_per_it"] = statistics.median(wall), statistics.median(cpu)
+    start = time.perf_counter()
+    trainer.homeostasis_losses.residual_moments()
+    out["refresh_s"] = time.perf_counter() - start
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def run_scale(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    names = args.networks.split(",")
+    unknown = sorted(set(names) - set(NETWORKS))
+    if unknown:
+        raise SystemExit(f"error: unknown network {unknown[0]}; choose from {', '.join(NETWORKS)}")
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        os.environ["METABO_TUNE_CACHE"] = str(Path(scratch) / "cache")
+        for name in names:
+            row = {"network": name}
+            for stage in ("simulate", "train"):
+                command = [sys.executable, str(Path(__file__).resolve()), "--scale-worker", f"{stage}:{name}",
+                           "--iterations", str(args.iterations), "--windows", str(args.windows)]
+                done = subprocess.run(command, env=os.environ | {"PYTHONPATH": str(REPO)}, capture_output=True,
+                                      text=True, check=False)
+                if done.returncode != 0:
+                    raise SystemExit(f"error: {name} ({stage}) failed:\n{done.stderr}")
+                row |= json.loads(done.stdout.strip().splitlines()[-1])
+            rows.append(row)
+            print(f"{name} done", file=sys.stderr)
+    table = pd.DataFrame(rows)
+    mission = table.loc[table["network"] == "random_100", "conservation_cpu_ms_per_it"]
+    if not mission.empty:
+        table["vs_mission"] = table["conservation_cpu_ms_per_it"] / float(mission.iloc[0])
+    columns = ["network", "n_metabolites", "n_reactions", "nnz_S", "n_pairs", "sparse_S", "conservation_ms_per_it",
+               "conservation_cpu_ms_per_it", "residual_ms_per_it", "residual_cpu_ms_per_it", "refresh_s", "peak_rss_mb",
+               "trajectory_s", "dataset_s", "trainer_setup_s"]
+    columns += ["vs_mission"] if "vs_mission" in table else []
+    print(f"{SCALE_CONFIG}, 1 torch thread; wall and CPU (the thread's own) ms per iteration, median over "
+          f"{args.windows} windows of {args.iterations} iterations; vs_mission: CPU ms against random_100")
+    print(table[columns].to_string(index=False, float_format=lambda x: f"{x:.3g}"))
+    if args.csv:
+        table[columns].round(4).to_csv(args.csv, index=False)
+    if args.figure:
+        scale_figure(table, args.figure)
+
+
+def scale_figure(table, path: str) -> None:
+    """Cost and memory against nnz(S): the random networks as lines, the models as squares."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    table = table.sort_values("nnz_S")
+    random = table["network"].str.startswith("random_")
+    fig, (cost, memory) = plt.subplots(1, 2, figsize=(10, 4))
+    for (column, label), colour in zip((("conservation_cpu_ms_per_it", "conservation phase (90 %)"),
+                                        ("residual_cpu_ms_per_it", "residual phase (last 10 %)")), ("C0", "C1"),
+                                       strict=True):
+        cost.loglog(table.loc[random, "nnz_S"], table.loc[random, column], "o-", color=colour,
+                    label=f"{label}, random")
+        cost.loglog(table.loc[~random, "nnz_S"], table.loc[~random, column], "s", color=colour, markersize=8,
+                    label=f"{label}, cobra model")
+    memory.loglog(table.loc[random, "nnz_S"], table.loc[random, "peak_rss_mb"], "o-", color="C2")
+    memory.loglog(table.loc[~random, "nnz_S"], table.loc[~random, "peak_rss_mb"], "s", color="C2", markersize=8)
+    for _, row in table.iterrows():
+        name = row["network"].replace("random_", "random ")
+        cost.annotate(name, (row["nnz_S"], row["conservation_cpu_ms_per_it"]), fontsize=7, xytext=(4, -11),
+                      textcoords="offset points")
+        memory.annotate(name, (row["nnz_S"], row["peak_rss_mb"]), fontsize=7, xytext=(4, -11),
+                        textcoords="offset points")
+    anchor = table.iloc[0]
+    line = np.array([table["nnz_S"].min(), table["nnz_S"].max()])
+    cost.loglog(line, anchor["conservation_cpu_ms_per_it"] * line / anchor["nnz_S"], "k:", label="∝ nnz(S)")
+    cost.set(xlabel="nnz(S)", ylabel="CPU ms per iteration (1 thread)", title="training cost against network size")
+    cost.legend(fontsize=7)
+    memory.set(xlabel="nnz(S)", ylabel="peak resident memory of training (MB)", title="memory")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 def run_worker(case: str, args: argparse.Namespace, ref_dir: Path | None) -> dict:
@@ -172,12 +324,32 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=10, help="timing windows per case (and tree)")
     parser.add_argument("--cases", default=",".join(CASES), help="comma-separated subset of " + ", ".join(CASES))
     parser.add_argument("--compare", metavar="GIT_REF", help="also time this commit, alternating with this tree")
+    parser.add_argument("--scale", action="store_true", help="time the network sizes of NETWORKS instead")
+    parser.add_argument("--networks", default=",".join(NETWORKS), help="with --scale: a comma-separated subset of "
+                                                                      + ", ".join(NETWORKS))
+    parser.add_argument("--csv", help="with --scale: write the table here")
+    parser.add_argument("--figure", help="with --scale: write the figure here (with --from-csv: from that table)")
+    parser.add_argument("--from-csv", help="with --scale --figure: plot an earlier --csv instead of measuring")
+    parser.add_argument("--scale-worker", help=argparse.SUPPRESS)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--ref-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))  # this tree's metabo_tune, installed or not
     if args.worker:
         print(json.dumps(worker(args.worker, args.iterations, args.windows, args.ref_dir)))
+        return
+    if args.scale_worker:
+        stage, name = args.scale_worker.split(":")
+        print(json.dumps(scale_simulate(name) if stage == "simulate"
+                         else scale_train(name, args.iterations, args.windows)))
+        return
+    if args.scale and args.from_csv:
+        import pandas as pd
+
+        scale_figure(pd.read_csv(args.from_csv), args.figure)
+        return
+    if args.scale:
+        run_scale(args)
         return
     cases = args.cases.split(",")
     unknown = sorted(set(cases) - set(CASES))

@@ -25,12 +25,27 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+BUNDLED_MODELS = {"textbook": "textbook.xml.gz", "e_coli_core": "textbook.xml.gz", "iJO1366": "iJO1366.xml.gz",
+                  "salmonella": "salmonella.xml.gz"}  # name: file in cobra's wheel (cobra.data), read offline
+MODEL_SUFFIXES = (".xml", ".xml.gz", ".sbml", ".json")
+RANDOM_SIZES = {"n_metabolites": 100, "n_reactions": 256}
+
+
 class SimulationConfig(_Section):
     """The ground-truth network and its trajectories (reference trainer.md §1.1)."""
 
-    n_metabolites: int = Field(100, ge=3)
+    network: str = Field(
+        "random", description="'random': the predecessor's generator; a model bundled with cobra (BUNDLED_MODELS); "
+                              "or a path to an SBML (.xml, .xml.gz, .sbml) or cobra JSON file (metabo_tune.networks).")
+    ignore_metabolites: list[str] = Field(
+        default_factory=list, description="Model networks: currency metabolites left out of S and the rate laws, "
+                                          "matched by id or by id without its compartment suffix (h matches h_c).")
+    metabolite_types: Literal["generator", "compartment"] = Field(
+        "generator", description="Model networks: types in index blocks as the generator assigns them, or one per "
+                                 "compartment (n_metabolite_types must then equal the number of compartments).")
+    n_metabolites: int | None = Field(None, ge=3, description="Random networks only (default 100).")
     n_metabolite_types: int = Field(2, ge=1)
-    n_reactions: int = Field(256, ge=1)
+    n_reactions: int | None = Field(None, ge=1, description="Random networks only (default 256).")
     max_metabolites_per_reaction: int = Field(4, ge=2)
     n_frames: int = Field(2880, ge=10)
     delta_t: float = Field(0.1, gt=0)
@@ -91,6 +106,37 @@ class SimulationConfig(_Section):
                              f"{kinetics}: drop use_mass_action (it follows substrate_kinetics)")
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _random_sizes(cls, data: Any) -> Any:
+        """A random network's sizes default to the predecessor's; a model sets its own."""
+        if isinstance(data, dict) and data.get("network", "random") == "random":
+            data = {key: value for key, value in data.items() if not (key in RANDOM_SIZES and value is None)}
+            return RANDOM_SIZES | data
+        return data
+
+    @property
+    def is_random(self) -> bool:
+        return self.network == "random"
+
+    @model_validator(mode="after")
+    def _network(self) -> SimulationConfig:
+        if self.is_random:
+            for key, default in (("ignore_metabolites", []), ("metabolite_types", "generator")):
+                if getattr(self, key) != default:
+                    raise ValueError(f"{key} applies to model networks only (network is 'random')")
+            return self
+        if not self.network.endswith(MODEL_SUFFIXES) and self.network not in BUNDLED_MODELS:
+            raise ValueError(f"network: unknown bundled model {self.network!r} (cobra bundles "
+                             f"{', '.join(BUNDLED_MODELS)}; a file must end in {', '.join(MODEL_SUFFIXES)})")
+        for key in RANDOM_SIZES:
+            if getattr(self, key) is not None:
+                raise ValueError(f"{key}: the model {self.network!r} sets the network's size; leave {key} out "
+                                 f"(it sizes random networks only)")
+        if self.data_dir is not None:
+            raise ValueError(f"data_dir and network {self.network!r} both name the data: keep one")
+        return self
+
     @model_validator(mode="after")
     def _consistent(self) -> SimulationConfig:
         # one value after validation, so that a dumped config reloads as the same config
@@ -112,6 +158,8 @@ class SimulationConfig(_Section):
                 raise ValueError(f"{key} needs one value per type ({self.n_metabolite_types})")
         if any(lam < 0 for lam in self.homeostatic_lambda_per_type):
             raise ValueError("homeostatic_lambda_per_type values must be >= 0")
+        if not self.is_random:
+            return self
         if self.n_metabolites < self.n_metabolite_types:
             raise ValueError("n_metabolites must be >= n_metabolite_types")
         if self.cycle_fraction > 0 and self.n_metabolites < self.cycle_length:

@@ -17,17 +17,20 @@ one): the noise-free data do not change, and a training seed never changes the d
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
 import json
 import math
 import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy import sparse
 from scipy.signal import savgol_filter
 
 from metabo_tune.atomic_file import write_atomically
@@ -230,10 +233,15 @@ def _stream(seed: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([seed, stream])
 
 
-def generate_truth(cfg: SimulationConfig) -> Truth:
-    log_k = _stream(cfg.seed, _STREAM_LOG_K).uniform(cfg.log_k_min, cfg.log_k_max, cfg.n_reactions)
-    types = np.minimum(np.arange(cfg.n_metabolites) // (cfg.n_metabolites // cfg.n_metabolite_types),
-                       cfg.n_metabolite_types - 1)
+def generate_truth(cfg: SimulationConfig, n_metabolites: int | None = None, n_reactions: int | None = None,
+                   types: np.ndarray | None = None) -> Truth:
+    """k, types, λ and b. The sizes default to the config's (a random network); `types` default to the
+    generator's blocks of n_metabolites // n_metabolite_types."""
+    n_met = cfg.n_metabolites if n_metabolites is None else n_metabolites
+    log_k = _stream(cfg.seed, _STREAM_LOG_K).uniform(cfg.log_k_min, cfg.log_k_max,
+                                                     cfg.n_reactions if n_reactions is None else n_reactions)
+    if types is None:
+        types = np.minimum(np.arange(n_met) // (n_met // cfg.n_metabolite_types), cfg.n_metabolite_types - 1)
     return Truth(log_k, types, np.array(cfg.homeostatic_lambda_per_type, dtype=float),
                  np.array(cfg.homeostatic_baseline_per_type, dtype=float), *truth_forms(cfg))
 
@@ -244,15 +252,54 @@ def truth_forms(cfg: SimulationConfig) -> tuple[float, float]:
             cfg.homeostasis_width if cfg.homeostasis_form == "saturating" else math.inf)
 
 
+def network_and_truth(cfg: SimulationConfig) -> tuple[Network, Truth]:
+    """The random generator's network and truth, or a model's network with the hub rule applied to k
+    (networks.hub_scaled_log_k) and types by generator blocks or by compartment."""
+    if cfg.is_random:
+        return generate_network(cfg), generate_truth(cfg)
+    from metabo_tune import networks
+
+    model = networks.load_model_network(cfg)
+    network = model.network
+    if model.rounded_orders:
+        print(f"network {cfg.network}: non-integer substrate orders rounded in {len(model.rounded_orders)} "
+              f"reactions ({', '.join(model.rounded_orders[:8])}{' …' if len(model.rounded_orders) > 8 else ''})",
+              file=sys.stderr)
+    types = (networks.compartment_types(model, cfg.n_metabolite_types, cfg.network)
+             if cfg.metabolite_types == "compartment" else None)
+    if types is None and network.n_metabolites < cfg.n_metabolite_types:
+        raise DataError(f"simulation.network {cfg.network}: {network.n_metabolites} metabolites, fewer than "
+                        f"n_metabolite_types {cfg.n_metabolite_types}")
+    truth = generate_truth(cfg, network.n_metabolites, network.n_reactions, types)
+    reference = 0.5 * (cfg.concentration_min + cfg.concentration_max)
+    return network, dataclasses.replace(truth, log_k=networks.hub_scaled_log_k(truth.log_k, network, reference))
+
+
+SPARSE_ABOVE = 1_000_000  # entries of S from which the simulation multiplies by a sparse S
+
+
+class RateLaw:
+    """dc/dt = S·v(c) + h with v_j = k_j·Π f(c)^|s| (f: substrate_function, mass action by default), its padded
+    substrates prepared once; S sparse when large (a genome-scale S is 99.8 % zeros)."""
+
+    def __init__(self, network: Network, log_k: np.ndarray, michaelis_K: float = math.inf) -> None:
+        self.index, self.order = network.padded_substrates()
+        self.k, self.michaelis_K = 10.0 ** log_k, michaelis_K
+        stoich = network.stoichiometry
+        self.stoich_t = sparse.csr_matrix(stoich.T) if stoich.size > SPARSE_ABOVE else stoich.T
+
+    def __call__(self, concentrations: np.ndarray, homeostasis: np.ndarray) -> np.ndarray:
+        substrate = substrate_function(concentrations, self.michaelis_K)
+        padded = np.concatenate([substrate, np.ones((*concentrations.shape[:-1], 1))], axis=-1)
+        products = np.prod(padded[..., self.index] ** self.order, axis=-1)
+        return (self.k * products) @ self.stoich_t + homeostasis
+
+
 def rate_law_rhs(concentrations: np.ndarray, network: Network, log_k: np.ndarray,
                  homeostasis: np.ndarray, michaelis_K: float = math.inf) -> np.ndarray:
     """dc/dt = S·v(c) + h with v_j = k_j·Π f(c)^|s| (f: substrate_function; mass action by default);
     works on [..., n] arrays."""
-    index, order = network.padded_substrates()
-    substrate = substrate_function(concentrations, michaelis_K)
-    padded = np.concatenate([substrate, np.ones((*concentrations.shape[:-1], 1))], axis=-1)
-    products = np.prod(padded[..., index] ** order, axis=-1)
-    return (10.0 ** log_k * products) @ network.stoichiometry.T + homeostasis
+    return RateLaw(network, log_k, michaelis_K)(concentrations, homeostasis)
 
 
 def integrate(network: Network, truth: Truth, c0: np.ndarray, n_steps: int, delta_t: float,
@@ -264,8 +311,9 @@ def integrate(network: Network, truth: Truth, c0: np.ndarray, n_steps: int, delt
     conc = np.empty((n_steps + 1, network.n_metabolites))
     deriv = np.empty_like(conc)
     c = c0.astype(float)
+    rate_law = RateLaw(network, truth.log_k, truth.michaelis_K)
     for t in range(n_steps + 1):
-        y = rate_law_rhs(c, network, truth.log_k, truth.homeostasis(c), truth.michaelis_K)
+        y = rate_law(c, truth.homeostasis(c))
         conc[t], deriv[t] = c, y
         if t == n_steps:
             break
@@ -275,21 +323,25 @@ def integrate(network: Network, truth: Truth, c0: np.ndarray, n_steps: int, delt
     return Trajectory(conc, deriv, delta_t)
 
 
-def _initial_state(cfg: SimulationConfig, stream: int) -> np.ndarray:
-    return _stream(cfg.seed, stream).uniform(cfg.concentration_min, cfg.concentration_max, cfg.n_metabolites)
+def _initial_state(cfg: SimulationConfig, stream: int, n_metabolites: int) -> np.ndarray:
+    return _stream(cfg.seed, stream).uniform(cfg.concentration_min, cfg.concentration_max, n_metabolites)
 
 
 def simulate(cfg: SimulationConfig) -> Dataset:
     """Generate the network, the training trajectory and a held-out one from another initial state
-    (each with its own process-noise draws)."""
-    network = generate_network(cfg)
-    truth = generate_truth(cfg)
+    (each with its own process-noise draws). A model network's training trajectory is checked
+    (check_activity) and described on stderr."""
+    network, truth = network_and_truth(cfg)
 
     def run(state: int, noise: int) -> Trajectory:
-        return integrate(network, truth, _initial_state(cfg, state), cfg.n_frames, cfg.delta_t,
-                         cfg.noise_model_level, _stream(cfg.seed, noise))
+        # a model draw that overflows is reported by check_activity in one line, not by numpy's warnings
+        with np.errstate(over="ignore", invalid="ignore") if not cfg.is_random else contextlib.nullcontext():
+            return integrate(network, truth, _initial_state(cfg, state, network.n_metabolites), cfg.n_frames,
+                             cfg.delta_t, cfg.noise_model_level, _stream(cfg.seed, noise))
 
     train = run(_STREAM_INITIAL_STATE, _STREAM_PROCESS_NOISE)
+    if not cfg.is_random:
+        describe_activity(cfg, network, train, *check_activity(train, cfg))
     if not np.isfinite(train.concentrations).all():
         raise DataError(f"simulation seed {cfg.seed}: the training trajectory diverged (explicit Euler, delta_t "
                         f"{cfg.delta_t}, noise_model_level {cfg.noise_model_level}): lower delta_t or the noise")
@@ -306,6 +358,48 @@ def _without_diverged_heldout(dataset: Dataset, cfg: SimulationConfig) -> Datase
     warnings.warn(f"simulation seed {cfg.seed}: the held-out trajectory diverged (explicit Euler, "
                   f"noise_model_level {cfg.noise_model_level}); the test metrics are left out", stacklevel=3)
     return dataclasses.replace(dataset, heldout=None)
+
+
+MOVING_FRACTION = 0.01  # a metabolite moves when its range over the trajectory exceeds 1 % of its mean
+RANK_TOLERANCE = 1e-6  # activity rank: singular values of the centred trajectory above this share of the largest
+BLOW_UP_FACTOR = 100.0  # a draw blows up when a concentration exceeds this multiple of concentration_max
+
+
+def activity(trajectory: Trajectory) -> tuple[int, int]:
+    """(metabolites that move, rank of the centred concentration trajectory): how much the data can show."""
+    conc = trajectory.concentrations
+    span = conc.max(axis=0) - conc.min(axis=0)
+    moving = int((span > MOVING_FRACTION * np.maximum(np.abs(conc.mean(axis=0)), 1e-12)).sum())
+    sing = np.linalg.svd(conc - conc.mean(axis=0), compute_uv=False)
+    rank = int((sing > RANK_TOLERANCE * sing.max(initial=0.0)).sum()) if sing.size and sing.max() > 0 else 0
+    return moving, rank
+
+
+def describe_activity(cfg: SimulationConfig, network: Network, trajectory: Trajectory,
+                      moving: int | None = None, rank: int | None = None) -> None:
+    """One stderr line on a model network: its size, how many metabolites move, the activity rank."""
+    if moving is None or rank is None:
+        moving, rank = activity(trajectory)
+    print(f"network {cfg.network}: {network.n_metabolites} metabolites, {network.n_reactions} reactions, "
+          f"{len(network.substrate_metabolite)} substrate edges; {moving} metabolites move, activity rank {rank}",
+          file=sys.stderr)
+
+
+def check_activity(trajectory: Trajectory, cfg: SimulationConfig) -> tuple[int, int]:
+    """activity(), with a DataError when the draw blew up (a concentration not finite or past BLOW_UP_FACTOR ×
+    concentration_max) or went flat (no metabolite moves)."""
+    conc = trajectory.concentrations
+    past = ~np.isfinite(conc) | (conc > BLOW_UP_FACTOR * cfg.concentration_max)
+    if past.any():
+        frame = int(np.argmax(past.any(axis=1)))
+        raise DataError(f"simulation.network {cfg.network}, seed {cfg.seed}: the draw blew up (a concentration "
+                        f"passed {BLOW_UP_FACTOR:g} × concentration_max at frame {frame}): lower log_k_max or delta_t, "
+                        f"or leave high-order substrates out with ignore_metabolites")
+    moving, rank = activity(trajectory)
+    if moving == 0:
+        raise DataError(f"simulation.network {cfg.network}, seed {cfg.seed}: the draw went flat (no metabolite "
+                        f"moves by {MOVING_FRACTION:.0%} of its mean): raise log_k_min or n_frames")
+    return moving, rank
 
 
 # --------------------------------------------------------------------------------------------
@@ -380,11 +474,21 @@ USER_DATA_KEYS = {"data_dir", "derivative_window", "derivative_polyorder"}  # no
 # the cache keys (and files) of the simulator before them, whose data they reproduce bit for bit.
 FORM_KEYS = {("substrate_kinetics", "mass_action"): {"substrate_kinetics", "michaelis_K"},
              ("homeostasis_form", "linear"): {"homeostasis_form", "homeostasis_width"}}
+NETWORK_KEYS = {"network", "ignore_metabolites", "metabolite_types"}  # no effect on a random network
+RANDOM_ONLY_KEYS = {"n_metabolites", "n_reactions", "max_metabolites_per_reaction", "cycle_fraction", "cycle_length"}
 
 
 def simulation_key(cfg: SimulationConfig) -> str:
+    """A hash of the simulation section; a model network enters by its file's content, not its path."""
     inert = {key for (name, default), keys in FORM_KEYS.items() if getattr(cfg, name) == default for key in keys}
-    payload = cfg.model_dump(mode="json", exclude=USER_DATA_KEYS | inert)
+    if cfg.is_random:
+        payload = cfg.model_dump(mode="json", exclude=USER_DATA_KEYS | NETWORK_KEYS | inert)
+    else:
+        from metabo_tune import networks
+
+        payload = cfg.model_dump(mode="json", exclude=USER_DATA_KEYS | RANDOM_ONLY_KEYS | inert)
+        payload["network"] = "sha256:" + networks.content_digest(cfg.network)
+        payload["_converter_version"] = networks.CONVERTER_VERSION
     payload["_generator_version"] = GENERATOR_VERSION
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -471,7 +575,10 @@ def _load_or_simulate(cfg: SimulationConfig, use_cache: bool) -> Dataset:
     if use_cache and path.is_file():
         with np.load(path) as stored:
             arrays = {k: stored[k] for k in stored.files}
-        return _without_diverged_heldout(_dataset_from_arrays(arrays, cfg, f"cache:{path.name}"), cfg)
+        dataset = _dataset_from_arrays(arrays, cfg, f"cache:{path.name}")
+        if not cfg.is_random:
+            describe_activity(cfg, dataset.observed.network, dataset.observed.trajectory)
+        return _without_diverged_heldout(dataset, cfg)
     dataset = simulate(cfg)
     if use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@ import pytest
 import torch
 from torch import nn
 
+from metabo_tune import model as model_module
 from metabo_tune.config import GraphModelConfig, SimulationConfig
 from metabo_tune.model import MLP, Tanh, build_model
 from metabo_tune.simulate import simulate
@@ -287,3 +288,21 @@ def test_exact_substitutes_reproduce_the_simulated_derivatives(sim, build):
     with torch.no_grad():
         pred = model(torch.tensor(traj.concentrations)).numpy()
     np.testing.assert_allclose(pred, traj.derivatives, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("build", [exact_model, exact_power_model], ids=["mlp_substitutes", "power_form"])
+def test_a_sparse_stoichiometry_gives_the_dense_products_and_gradients(build, monkeypatch):
+    """S·v over S's nonzeros (large networks) equals the dense product, on E. coli core's real S too."""
+    dataset = simulate(SimulationConfig(network="e_coli_core", n_frames=40))
+    conc = torch.tensor(dataset.observed.trajectory.concentrations)
+    outputs = []
+    for threshold in (10**12, 0):
+        monkeypatch.setattr(model_module, "SPARSE_ABOVE", threshold)
+        model = build(dataset)
+        assert model.sparse_stoichiometry == (threshold == 0)
+        pred = model(conc)
+        pred.square().sum().backward()
+        outputs.append((pred.detach().numpy(), model.log_k.grad.numpy().copy()))
+    np.testing.assert_allclose(outputs[1][0], dataset.observed.trajectory.derivatives, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(outputs[1][0], outputs[0][0], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(outputs[1][1], outputs[0][1], rtol=1e-10)

@@ -879,3 +879,11 @@ def test_a_form_file_without_the_other_truth_is_a_data_error(npy_dir):
     for name in ("truth_log_k.npy", "truth_types.npy", "truth_lambda.npy", "truth_baseline.npy"):
         (npy_dir / name).unlink()
     assert "needs the other truth files" in one_line_data_error(npy_dir, 0.1)
+
+
+def test_the_sparse_rate_law_gives_the_dense_one(small, monkeypatch):
+    """Large networks multiply by a sparse S; the trajectory is the dense one to rounding."""
+    monkeypatch.setattr(simulate_module, "SPARSE_ABOVE", 0)
+    sparse_run = simulate(SMALL)
+    np.testing.assert_allclose(sparse_run.observed.trajectory.concentrations,
+                               small.observed.trajectory.concentrations, rtol=1e-12, atol=1e-12)
