@@ -684,6 +684,35 @@ def recovery_figure(df: pd.DataFrame, target: Path, title: str = "") -> Path:
     return _save(figure, target)
 
 
+# ------------------------------------------------------------------------------------------ regression
+
+# The columns of the best node set beside the known-form regression on the same data.
+BASELINE_METRICS = ("classification", "rate_constants_R2", "log_k_rmse", "MLP_node_slope_ratio_0",
+                    "MLP_node_slope_ratio_1", "MLP_node_baseline_0", "MLP_node_baseline_1", "embedding_cluster_acc",
+                    "measurement_noise_estimate")
+
+
+def regression_baseline(experiment_dir: str | PathLike[str]) -> dict[str, Any] | None:
+    """The metrics of the known-form regression the search fitted on the experiment's data (regression/
+    metrics.json), None for an experiment without one."""
+    path = Path(experiment_dir) / "regression" / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def beside_regression(df: pd.DataFrame, baseline: dict[str, Any]) -> pd.DataFrame:
+    """Two rows, the best node's best trial (at its leaderboard fidelity) and the regression, over the headline
+    metrics both have."""
+    board = leaderboard(df)
+    rows = {}
+    if len(board):
+        fidelity = str(board["fidelity"].iloc[0]) if "fidelity" in board else FULL
+        trial = _best_trial(df, str(board["node_id"].iloc[0]), fidelity)
+        rows[f"best node {board['node_id'].iloc[0]} (GNN)"] = {key: trial.get(key) for key in BASELINE_METRICS}
+    rows["known-form regression"] = {key: baseline.get(key) for key in BASELINE_METRICS}
+    table = pd.DataFrame.from_dict(rows, orient="index").dropna(axis=1, how="all")
+    return table.rename_axis("method").reset_index()
+
+
 # ------------------------------------------------------------------------------------------ report
 
 
@@ -693,9 +722,11 @@ def _best_trial(df: pd.DataFrame, node_id: str, fidelity: str) -> pd.Series:
     return trials.loc[trials["reward"].fillna(-math.inf).idxmax()]
 
 
-def write_report(df: pd.DataFrame, report_dir: str | PathLike[str], name: str = "") -> Path:
-    """report.md with the tables and the four figures, plus the best node's trial plots copied into
-    `best_node/`; returns the path of report.md."""
+def write_report(df: pd.DataFrame, report_dir: str | PathLike[str], name: str = "",
+                 baseline: dict[str, Any] | None = None) -> Path:
+    """report.md with the tables and the four figures, the best node beside the known-form regression
+    (`baseline`, when the experiment has one), plus the best node's trial plots copied into `best_node/`;
+    returns the path of report.md."""
     out = Path(report_dir)
     out.mkdir(parents=True, exist_ok=True)
     board, effects, best = leaderboard(df), parameter_effects(df), best_so_far(df)
@@ -708,6 +739,7 @@ def write_report(df: pd.DataFrame, report_dir: str | PathLike[str], name: str = 
              + (" Full-budget results first, then the nodes only screened: rewards compare within one fidelity."
                 if screened(df) else ""), "",
              _markdown_or(_board_display(board).set_index("node_id"), NOTHING_FINISHED), "",
+             *_baseline_section(df, baseline),
              "## Trials by classification and diagnosis", "", _markdown_or(counts(df), NOTHING_FINISHED), "",
              "## Best so far", "", f"![{FIGURES['reward.png']}](reward.png)", "",
              "Trials that set a new best reward:", "",
@@ -722,6 +754,15 @@ def write_report(df: pd.DataFrame, report_dir: str | PathLike[str], name: str = 
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return report
+
+
+def _baseline_section(df: pd.DataFrame, baseline: dict[str, Any] | None) -> list[str]:
+    if baseline is None:
+        return []
+    return ["## Beside the known-form regression", "",
+            "The same data fitted by least squares with mass action and linear relaxation assumed "
+            "(`python -m metabo_tune.regress`; its files in `regression/`).", "",
+            markdown_table(beside_regression(df, baseline)), ""]
 
 
 def _markdown_or(frame: pd.DataFrame, empty: str) -> str:
@@ -798,7 +839,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_table("Trials that set a new best reward", best[best["improved"]].drop(columns="improved"))
         _print_table("Parameter effects (Δreward child − parent ± stderr)",
                      _effects_display(parameter_effects(df)).set_index("parameter"), NO_PAIRS)
-        report = write_report(df, out, name)
+        baseline = regression_baseline(args.experiment)
+        if baseline is not None:
+            _print_table("Beside the known-form regression on the same data", beside_regression(df, baseline))
+        report = write_report(df, out, name, baseline)
         written = [report.name, *FIGURES] + (["best_node/"] if (out / "best_node").is_dir() else [])
         if args.format:
             written.append(export(df, out / f"trials.{args.format}", args.format).name)

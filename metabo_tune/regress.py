@@ -214,8 +214,24 @@ def excess_errors(theta: np.ndarray, per_metabolite: np.ndarray, blocks: np.ndar
     """[n, K]: how much more squared error metabolite i's rows have under the K relaxations (λ, μ) of theta
     than under its own best fit θ̂_i, exactly (θ − θ̂_i)ᵀ D_i (θ − θ̂_i) with D_i its block: no residual is
     formed, so nothing cancels on exact data."""
-    diff = theta[None, :, :] - per_metabolite[:, None, :]
-    return np.einsum("nka,nab,nkb->nk", diff, blocks, diff)
+    dx = theta[None, :, 0] - per_metabolite[:, None, 0]
+    dy = theta[None, :, 1] - per_metabolite[:, None, 1]
+    return blocks[:, None, 0, 0] * dx * dx + 2 * blocks[:, None, 0, 1] * dx * dy + blocks[:, None, 1, 1] * dy * dy
+
+
+def _solve_2x2(matrices: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """[K, 2]: each 2 × 2 system solved in closed form; a (near) singular one by its pseudo-inverse."""
+    a, b, c, d = matrices[:, 0, 0], matrices[:, 0, 1], matrices[:, 1, 0], matrices[:, 1, 1]
+    det = a * d - b * c
+    regular = np.abs(det) > 1e-12 * np.abs(a * d)
+    solution = np.empty_like(rhs)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        solution[:, 0] = (d * rhs[:, 0] - b * rhs[:, 1]) / det
+        solution[:, 1] = (a * rhs[:, 1] - c * rhs[:, 0]) / det
+    if not regular.all():
+        solution[~regular] = np.einsum("kab,kb->ka", np.linalg.pinv(matrices[~regular], hermitian=True),
+                                       rhs[~regular])
+    return solution
 
 
 # Degrees of freedom of the t distribution each type's estimates scatter by: heavy tails, so that a few
@@ -249,11 +265,12 @@ def _kmeans_labels(per_metabolite: np.ndarray, n_types: int, seed: int) -> np.nd
 
 
 def fit_mixture(per_metabolite: np.ndarray, blocks: np.ndarray, n_types: int, variance_floor: float, seed: int = 0,
-                n_starts: int = 5, max_steps: int = 200) -> Mixture:
+                n_starts: int = 3, max_steps: int = 200) -> Mixture:
     """The mixture of n_types relaxations by EM from k-means starts on the per-metabolite estimates, the best
     of n_starts by likelihood. s² is fitted too (floored at variance_floor): it measures how far the
     estimates scatter about their type, so a type split off from a single scatter gains almost nothing."""
     n = per_metabolite.shape[0]
+    flat_blocks, weighted_estimates = blocks.reshape(n, 4), np.einsum("nab,nb->na", blocks, per_metabolite)
     best: Mixture | None = None
     for start in range(n_starts if n_types > 1 else 1):
         responsibility = np.eye(n_types)[_kmeans_labels(per_metabolite, n_types, seed + start)]
@@ -262,20 +279,20 @@ def fit_mixture(per_metabolite: np.ndarray, blocks: np.ndarray, n_types: int, va
         for _ in range(max_steps):
             weights = responsibility.sum(0) / n
             weighted = responsibility * scale
-            gram = np.einsum("nk,nab->kab", weighted, blocks)
-            rhs = np.einsum("nk,nab,nb->ka", weighted, blocks, per_metabolite)
-            theta = np.einsum("kab,kb->ka", np.linalg.pinv(gram, hermitian=True), rhs)
+            gram = (weighted.T @ flat_blocks).reshape(n_types, 2, 2)
+            theta = _solve_2x2(gram, weighted.T @ weighted_estimates)
             errors = excess_errors(theta, per_metabolite, blocks)
             variance = max(float((weighted * errors).sum()) / (2 * n), variance_floor)
             log_density = (_T_LOG_NORMALISER - math.log(TYPE_TAIL_DOF * math.pi * variance)
                            - (TYPE_TAIL_DOF + 2) / 2 * np.log1p(errors / (TYPE_TAIL_DOF * variance)))
             with np.errstate(divide="ignore"):
                 log_joint = np.log(weights)[None, :] + log_density
-            log_marginal = np.logaddexp.reduce(log_joint, axis=1)
+            top = log_joint.max(axis=1)
+            log_marginal = top + np.log(np.exp(log_joint - top[:, None]).sum(axis=1))
             responsibility = np.exp(log_joint - log_marginal[:, None])
             scale = (TYPE_TAIL_DOF + 2) / (TYPE_TAIL_DOF + errors / variance)
             log_likelihood = float(log_marginal.sum())
-            if log_likelihood - previous <= 1e-9 * abs(log_likelihood):
+            if log_likelihood - previous <= 1e-8 * abs(log_likelihood):
                 break
             previous = log_likelihood
         fitted = Mixture(np.argmax(responsibility, axis=1), theta, log_likelihood)

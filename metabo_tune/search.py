@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
 
-from metabo_tune.config import ConfigError
+from metabo_tune.config import Config, ConfigError
 from metabo_tune.simulate import DataError
 from metabo_tune.space import SpaceError, load_space
 
@@ -64,6 +65,20 @@ def trial_name(trial) -> str:
     return f"trial_{trial.config.get('node_id', 'x')}_{trial.trial_id}"
 
 
+def write_regression_baseline(base: Config, experiment_dir: Path) -> None:
+    """The known-form regression on the experiment's data, in experiment_dir/regression/ (once: the space freezes
+    the data, so one fit serves every trial): the baseline row of `python -m metabo_tune.analysis`."""
+    from metabo_tune.regress import regression_trial
+
+    target = experiment_dir / "regression"
+    if (target / "metrics.json").is_file():
+        return
+    values = regression_trial(base, target).metrics
+    print(f"[metabo_tune] known-form regression on the same data (mass action, linear relaxation): "
+          f"{values['classification']}, rate_constants_R2 {values.get('rate_constants_R2', math.nan):.4g}; "
+          f"in {target}", file=sys.stderr, flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     space = load_space(args.space)
     name = args.name or Path(args.space).stem
@@ -85,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.resume and (experiment_dir / "tuner.pkl").exists():
         raise SearchError(f"{experiment_dir} already holds an experiment: add --resume to continue it, "
                           "or choose another --name")
+    write_regression_baseline(space.base, experiment_dir)
     init = {"address": args.address, "include_dashboard": False, "log_to_driver": False, "ignore_reinit_error": True}
     if args.address is None and args.cpus is not None:
         init["num_cpus"] = args.cpus

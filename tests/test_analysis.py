@@ -682,3 +682,25 @@ def test_command_line_entry_point_and_imports(tmp_path):
     probe = "import sys, metabo_tune.analysis; print(sorted({'ray', 'torch'} & set(sys.modules)))"
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           timeout=60).stdout.strip() == "[]"
+
+
+def test_the_report_sets_the_best_node_beside_the_regression_of_the_same_data(experiment, capsys):
+    """The search writes regression/metrics.json (the known-form regression on the experiment's data); the
+    command prints it under the best node and report.md has both in one table."""
+    (experiment / "regression").mkdir()
+    (experiment / "regression" / "metrics.json").write_text(json.dumps(
+        {"method": "regression", "classification": "partial-k", "rate_constants_R2": 0.9999,
+         "embedding_cluster_acc": 0.97}))
+    assert analysis.main([str(experiment)]) == 0
+    printed = printed_section(capsys.readouterr().out, "Beside the known-form regression on the same data")
+    assert any(line.startswith(f"best node {C} (GNN)") for line in printed)
+    assert any(line.startswith("known-form regression") and "partial-k" in line for line in printed)
+    rows = markdown_rows((experiment / "report" / "report.md").read_text(), "Beside the known-form regression")
+    assert [row[0] for row in rows] == [f"best node {C} (GNN)", "known-form regression"]
+    assert rows[1][1] == "partial-k"
+
+
+def test_an_experiment_without_a_regression_has_no_baseline_section(experiment):
+    assert analysis.regression_baseline(experiment) is None
+    assert analysis.main([str(experiment)]) == 0
+    assert "known-form regression" not in (experiment / "report" / "report.md").read_text()

@@ -70,6 +70,9 @@ def test_a_screened_smoke_search_runs_eight_trials_four_at_a_time_and_promotes_t
     experiment = tmp_path / "results" / "smoke"
     table = pd.read_csv(experiment / "trials.csv", dtype={"trial_id": str, "node_id": str})
     assert len(table) == 8 and table["trial_id"].is_unique
+    # the known-form regression on the same (frozen) data, once, for analysis' baseline row
+    baseline = json.loads((experiment / "regression" / "metrics.json").read_text())
+    assert baseline["method"] == "regression" and "known-form regression on the same data" in proc.stderr
     space = load_space(space_file)
     nodes = {node["node_id"]: node for node in read_tree(experiment)}
     first = sorted(nodes.values(), key=lambda n: n["index"])[:4]
