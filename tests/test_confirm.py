@@ -87,7 +87,7 @@ def test_exit_code_is_0_only_when_every_seed_converged(tmp_path, monkeypatch, ca
     experiment = write_experiment(tmp_path / "exp", train=False)
     trained = []
 
-    def fake_train(cfg, out_dir):
+    def fake_train(cfg, out_dir, method):
         out_dir.mkdir(parents=True)
         trained.append((cfg.training.learning_rate_k, cfg.training.seed))
         return {"status": "completed", "classification": labels[len(trained) - 1], "rate_constants_R2": 0.95,
@@ -130,7 +130,7 @@ def test_a_screened_search_is_confirmed_with_the_full_budget_config(tmp_path, mo
         writer.writerows(rows)
     trained = []
 
-    def fake_train(cfg, out_dir):
+    def fake_train(cfg, out_dir, method):
         out_dir.mkdir(parents=True)
         trained.append(cfg.training.data_augmentation_loop)
         return {"status": "completed", "classification": "converged", "rate_constants_R2": 0.95}
