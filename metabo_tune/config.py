@@ -267,6 +267,11 @@ class TrainingConfig(_Section):
     residual_fusion_neighbours: int = Field(
         10, ge=1, description="k of coeff_residual_fusion's neighbours, found anew every iteration.")
     sub_norm_concentration: float = Field(1.0, gt=0)
+    sub_norm_target: Literal["concentration", "gauge"] = Field(
+        "concentration", description="What coeff_MLP_sub_norm pins: 'concentration' |MLP_sub(c*, 1)| = c* "
+                                     "(c* = sub_norm_concentration, a mass-action target); 'gauge' |MLP_sub(1, s)| = 1 "
+                                     "for every order s present, the one gauge of the scale k and f trade, which "
+                                     "assumes no form (mass action and normalised Michaelis–Menten both have it).")
     init: Literal["random", "regression"] = Field(
         "random", description="'regression': log k starts at the known-form regression's fit (metabo_tune.regress) "
                               "where it is determined and positive, and the linear head at its one-type (λ, b); the "

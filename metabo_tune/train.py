@@ -131,8 +131,7 @@ class Trainer:
         null = left_null_space(observed.network.stoichiometry)
         # Constants are 0-dim tensors: a Python float would be converted to a tensor on every use.
         self.constants = {key: torch.tensor(float(getattr(tcfg, key)), device=self.device) for key in (
-            "coeff_MLP_sub_diff", "coeff_MLP_node_L1", "coeff_MLP_sub_norm", "coeff_k_floor", "k_floor_threshold",
-            "sub_norm_concentration")}
+            "coeff_MLP_sub_diff", "coeff_MLP_node_L1", "coeff_MLP_sub_norm", "coeff_k_floor", "k_floor_threshold")}
         self.constants["inverse_batch"] = torch.tensor(1.0 / tcfg.batch_size, device=self.device)
         n = observed.network.n_metabolites
         self.constants["homeo_count"] = torch.tensor(float(tcfg.batch_size * n), device=self.device)
@@ -140,12 +139,19 @@ class Trainer:
         self.regularised = {name for name in ("MLP_sub_diff", "MLP_node_L1", "MLP_sub_norm", "k_floor")
                             if getattr(tcfg, f"coeff_{name}") > 0}
         # Probe points of the MLP_sub regularisers: the monotonicity grid [0.1, 2·xnorm] plus one step
-        # for every order present, then the point c* where |MLP_sub(c*, 1)| = c* is pinned.
+        # for every order present, then the pinned points: |MLP_sub(c*, 1)| = c* (sub_norm_target
+        # 'concentration'), or |MLP_sub(1, s)| = 1 for every order s present ('gauge').
         orders = np.unique(observed.network.substrate_order)
         grid = np.linspace(0.1, 2 * self.xnorm, 100)
         grid = np.append(grid, grid[-1] + (grid[1] - grid[0]))
-        probe_conc = np.concatenate([np.tile(grid, len(orders)), [tcfg.sub_norm_concentration]])
-        probe_order = np.concatenate([np.repeat(orders, len(grid)), [1.0]])
+        if tcfg.sub_norm_target == "gauge":
+            pin_conc, pin_order, pin_target = np.ones(len(orders)), orders, np.ones(len(orders))
+        else:
+            pin_conc = pin_target = np.array([tcfg.sub_norm_concentration])
+            pin_order = np.array([1.0])
+        self.pin_targets = torch.tensor(pin_target, dtype=torch.float32, device=self.device)
+        probe_conc = np.concatenate([np.tile(grid, len(orders)), pin_conc])
+        probe_order = np.concatenate([np.repeat(orders, len(grid)), pin_order])
         self.sub_orders, self.grid_points = orders, len(grid)
         self.probe_conc = torch.tensor(probe_conc, dtype=torch.float32, device=self.device)
         self.probe_order = torch.tensor(probe_order, dtype=torch.float32, device=self.device)
@@ -210,7 +216,7 @@ class Trainer:
         sub_values = model.substrate(torch.cat([conc.index_select(1, model.pair_metabolite).reshape(-1),
                                                 self.probe_conc]), self.probe_order_with(conc.shape[0]))
         # split, not slices: its backward is one concatenation instead of a zero-filled copy per slice
-        pair_values, grid_values, norm_value = torch.split(sub_values, self._sub_split(n_pair_values))
+        pair_values, grid_values, pinned_values = torch.split(sub_values, self._sub_split(n_pair_values))
         pair_values = pair_values.view(conc.shape[0], model.pair_metabolite.shape[0])
         cons = self.homeostasis_losses.conservation_frames(cons_frames)
         # nothing differentiates the head's output on the batch when the prediction loss detaches it, its L1
@@ -221,7 +227,7 @@ class Trainer:
         homeo, cons_out = ((node_out, None) if cons is None
                            else torch.split(node_out, [conc.shape[0], node_out.shape[0] - conc.shape[0]]))
         out = {"prediction": self.prediction_loss(iteration, batch, conc, pair_values, homeo)}
-        out |= self.regularisers(grid_values, norm_value, homeo)
+        out |= self.regularisers(grid_values, pinned_values, homeo)
         out |= self.homeostasis_losses.terms(iteration, None if cons is None else (cons_out, cons[1]))
         terms = list(out.values())
         out["loss"] = sum(terms[1:], start=terms[0])
@@ -250,7 +256,7 @@ class Trainer:
         """Whether the prediction loss sees the head's output as a constant at `iteration`."""
         return self.cfg.training.detach_homeostasis and iteration < self.attach_iteration
 
-    def regularisers(self, grid_values: torch.Tensor, norm_value: torch.Tensor,
+    def regularisers(self, grid_values: torch.Tensor, pinned_values: torch.Tensor,
                      homeo: torch.Tensor) -> dict[str, torch.Tensor]:
         """MLP_sub's monotonicity and pinned point, the head's L1, the k floor: cheap once the probes are
         evaluated; a term with a zero coefficient is left out (recorded as 0), as the optional terms are."""
@@ -263,7 +269,7 @@ class Trainer:
             # sum / count is mean()'s own arithmetic, without the count's conversion to a tensor each call
             out["MLP_node_L1"] = const["coeff_MLP_node_L1"] * (homeo.abs().sum() / const["homeo_count"])
         if "MLP_sub_norm" in active:
-            pin_error = norm_value.abs() - const["sub_norm_concentration"]
+            pin_error = pinned_values.abs() - self.pin_targets
             out["MLP_sub_norm"] = const["coeff_MLP_sub_norm"] * (pin_error * pin_error).sum()
         if "k_floor" in active:
             below_floor = torch.relu(const["k_floor_threshold"] - self.model.log_k)
@@ -271,8 +277,9 @@ class Trainer:
         return out
 
     def _sub_split(self, n_pair_values: int) -> list[int]:
-        """Sizes of [batch pairs, monotonicity grid, the pinned point] in one MLP_sub pass."""
-        return [n_pair_values, self.probe_conc.shape[0] - 1, 1]
+        """Sizes of [batch pairs, monotonicity grid, the pinned points] in one MLP_sub pass."""
+        pins = self.pin_targets.shape[0]
+        return [n_pair_values, self.probe_conc.shape[0] - pins, pins]
 
     def probe_order_with(self, batch_size: int) -> torch.Tensor:
         """The order column for [batch pairs, probes], cached per batch size."""

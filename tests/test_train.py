@@ -619,3 +619,25 @@ def test_moment_window_auto_is_resolved_from_the_noise_and_reported(tmp_path):
     logged = parse_analysis_log((tmp_path / "run" / "analysis.log").read_text())
     assert logged["moment_window"] == 100 and logged["measurement_noise_level"] == 0.01
     assert logged["measurement_noise_estimate"] == pytest.approx(0.01, rel=0.2)
+
+
+def test_the_gauge_pins_the_substrate_function_at_one_for_every_order():
+    """sub_norm_target 'gauge' penalises (|MLP_sub(1, s)| − 1)² for each order present (here 1 and 2), the gauge
+    both simulated rate laws share; 'concentration' penalises (|MLP_sub(c*, 1)| − c*)² only."""
+    simulation = SMALL_SIM | {"cycle_fraction": 0.8}
+    dataset = simulate(config_from_dict({"simulation": simulation}).simulation)
+    assert sorted(set(dataset.observed.network.substrate_order.tolist())) == [1, 2]
+
+    def penalty(target, **training):
+        cfg = config_from_dict({"simulation": simulation, "graph_model": {"hidden_dim_sub": 16, "n_layers_sub": 3},
+                                "training": {"coeff_MLP_sub_norm": 7.0, "sub_norm_target": target} | training})
+        trainer = Trainer(cfg, dataset.observed)
+        with torch.no_grad():
+            return trainer.losses(0)["MLP_sub_norm"].item(), trainer.model
+
+    value, model = penalty("gauge")
+    pinned = np.array([metrics.substrate_values(model, np.array([1.0]), s)[0] for s in (1, 2)])
+    assert value == pytest.approx(7.0 * np.sum((np.abs(pinned) - 1.0) ** 2), rel=1e-5)
+    value, model = penalty("concentration", sub_norm_concentration=3.0)
+    assert value == pytest.approx(7.0 * (abs(metrics.substrate_values(model, np.array([3.0]), 1)[0]) - 3.0) ** 2,
+                                  rel=1e-5)
