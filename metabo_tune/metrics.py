@@ -612,6 +612,11 @@ def _format_value(key: str, value: float | int | str) -> str:
     return text
 
 
+def headline(metrics: Metrics, keys: tuple[str, ...]) -> str:
+    """'key value, …' of the keys present, for a command's closing line."""
+    return ", ".join(f"{key} {metrics[key]:.4g}" for key in keys if key in metrics)
+
+
 def format_analysis_log(metrics: Metrics) -> str:
     """`key: value` lines in the reference's order, then the other keys alphabetically (§5.1 formats:
     R²-like 4 decimals, slopes/offsets/final_loss/α 6, training_time_min 1; values that would round

@@ -460,8 +460,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     values = outcome.metrics
-    headline = ", ".join(f"{key} {values[key]:.4g}" for key in SUMMARY_METRICS if key in values)
-    print(f"regression, {values['classification']}: {headline}; results in {outcome.out_dir}")
+    from metabo_tune.metrics import headline
+
+    summary = headline(values, SUMMARY_METRICS)
+    print(f"regression, {values['classification']}: {summary}; results in {outcome.out_dir}")
     return 0
 
 

@@ -511,8 +511,10 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     values = outcome.metrics
-    headline = ", ".join(f"{key} {values[key]:.4g}" for key in HEADLINE_METRICS if key in values)
-    print(f"{values['status']}, {values['classification']}: {headline}; results in {outcome.out_dir}")
+    from metabo_tune.metrics import headline
+
+    summary = headline(values, HEADLINE_METRICS)
+    print(f"{values['status']}, {values['classification']}: {summary}; results in {outcome.out_dir}")
     return 0
 
 
