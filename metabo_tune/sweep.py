@@ -117,7 +117,7 @@ def _train(cfg: Config, out_dir: Path, method: str = "gnn") -> dict:
         return regression_trial(cfg, out_dir).metrics
     from metabo_tune.train import run_trial
 
-    return run_trial(cfg, out_dir, show_progress=False).metrics | {"method": "gnn"}
+    return run_trial(cfg, out_dir, show_progress=False).metrics
 
 
 def train_runs(configs: list[Config], out_dirs: list[Path], jobs: int = 1, method: str = "gnn") -> list[dict]:
@@ -144,13 +144,16 @@ def train_runs(configs: list[Config], out_dirs: list[Path], jobs: int = 1, metho
     return [result for result in results if result is not None]
 
 
-def per_run_table(points: list[dict[str, str]], metrics: list[dict]) -> pd.DataFrame:
-    """One row per run: the varied values (as numbers where they are), status, classification, metrics."""
+def per_run_table(points: list[dict[str, str]], metrics: list[dict], method: str = "gnn") -> pd.DataFrame:
+    """One row per run: the varied values (as numbers where they are), the method (gnn: trained, regression:
+    fitted), status, classification, metrics."""
     varied = pd.DataFrame(points).apply(lambda column: pd.to_numeric(column) if column.map(_is_number).all()
                                         else column)
     values = pd.DataFrame(metrics)
-    columns = [name for name in ("method", "status", "classification") if name in values]
-    return pd.concat([varied, values[columns + reported_columns(values.columns)]], axis=1)
+    columns = [name for name in ("status", "classification") if name in values]
+    table = pd.concat([varied, values[columns + reported_columns(values.columns)]], axis=1)
+    table.insert(len(varied.columns), "method", method)
+    return table
 
 
 def _is_number(text: str) -> bool:
@@ -340,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    per_run = per_run_table(points, metrics)
+    per_run = per_run_table(points, metrics, args.method)
     by = [key for key in grid if key != over]
     summary = summary_table(per_run, by)
     out_dir.mkdir(parents=True, exist_ok=True)
