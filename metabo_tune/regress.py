@@ -14,9 +14,10 @@ blocks) and recovered afterwards. The reduced system is Jacobi-scaled, so the mo
 ruin its conditioning, and solved by its eigen-decomposition: its (numerical) null space says which rate
 constants the data leave undetermined, and the solution has no component along it.
 
-Types: a mixture with one shared (λ, μ) per type, fitted to every metabolite's residual by hard
-assignment, the number of types given or chosen by BIC. Only observed data reach this module; the
-metrics of a fit are computed in `regression_trial`.
+Types: a mixture with one shared (λ, μ) per type over the per-metabolite estimates, each scattering by its
+own least-squares covariance with heavy (t) tails, fitted by EM; the number of types given or chosen by BIC.
+Only observed data reach the fit; its metrics (which alone read the truth) come from `metrics.compute_metrics`
+on a `KnownFormModel` in `regression_trial`.
 """
 
 from __future__ import annotations
