@@ -23,6 +23,7 @@ import argparse
 import math
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
@@ -103,6 +104,20 @@ def _write(out: Path, runs: list[dict], evaluations: list[dict]) -> None:
                      + "\n")
 
 
+def _trained(config: str, todo: list[tuple[int, float, str]], evaluate_every: float,
+             jobs: int) -> Iterator[tuple[dict, list[dict]]]:
+    """Each run's (final row, evaluation rows) as it finishes: in this process with one job, else `jobs`
+    spawned processes (one torch thread each)."""
+    if jobs == 1:
+        for job in todo:
+            yield training_rows(config, *job, evaluate_every)
+        return
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(training_rows, config, *job, evaluate_every) for job in todo]
+        for future in as_completed(futures):
+            yield future.result()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="search_spaces/noisy_rank_50.yaml")
@@ -129,16 +144,13 @@ def main(argv: list[str] | None = None) -> int:
     todo = [job for job in todo if (job[0], job[1], f"gnn, init {job[2]}") not in done]
     print(f"[bench] {len(todo)} training runs, {args.jobs} at a time; results in {args.out}", file=sys.stderr,
           flush=True)
-    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(training_rows, args.config, *job, args.evaluate_every): job for job in todo}
-        for future in as_completed(futures):
-            final, rows = future.result()
-            runs.append(final)
-            evaluations += rows
-            _write(args.out, runs, evaluations)
-            print(f"[bench] network {final['network']} σ_m {final['level']} {final['method']}: "
-                  f"{final['classification']}, R² {final['rate_constants_R2']:.4f}, first converged at "
-                  f"{final['first_converged_iteration']} of {final['total_iterations']}", file=sys.stderr, flush=True)
+    for final, rows in _trained(args.config, todo, args.evaluate_every, args.jobs):
+        runs.append(final)
+        evaluations += rows
+        _write(args.out, runs, evaluations)
+        print(f"[bench] network {final['network']} σ_m {final['level']} {final['method']}: "
+              f"{final['classification']}, R² {final['rate_constants_R2']:.4f}, first converged at "
+              f"{final['first_converged_iteration']} of {final['total_iterations']}", file=sys.stderr, flush=True)
     print((args.out / "summary.md").read_text())
     return 0
 
