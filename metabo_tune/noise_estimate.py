@@ -36,7 +36,6 @@ def estimate_measurement_noise(concentrations: np.ndarray) -> float:
     return float(np.median(deviation) * _MAD_TO_SD / _NOISE_GAIN)
 
 
-
 NEGLIGIBLE_NOISE_RATIO = 0.01
 LOW_NOISE_RATIO = 0.2
 

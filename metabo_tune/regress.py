@@ -39,6 +39,7 @@ from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 
 from metabo_tune.config import Config, ConfigError, load_config
+from metabo_tune.homeostasis_losses import sliding_mean
 from metabo_tune.noise_estimate import estimate_measurement_noise, noise_ratio, regression_window
 from metabo_tune.simulate import DataError, Dataset, Network, Observed, Trajectory, load_or_simulate
 
@@ -93,14 +94,6 @@ def monomials(concentrations: np.ndarray, network: Network) -> np.ndarray:
     return product
 
 
-def _left_means(values: np.ndarray, window: int, n_windows: int) -> np.ndarray:
-    """Means over frames t … t+W−1 for t = 0 … n_windows−1 (left Riemann sums divided by W)."""
-    if window == 1:
-        return values[:n_windows]
-    sums = np.concatenate([np.zeros((1, values.shape[1])), np.cumsum(values, axis=0)])
-    return (sums[window:window + n_windows] - sums[:n_windows]) / window
-
-
 def weak_form_rows(trajectory: Trajectory, network: Network, window: int) -> tuple[np.ndarray, np.ndarray,
                                                                                    np.ndarray]:
     """(M, C, Y): the windows' mean monomials [w, reactions], mean concentrations [w, n] and rates [w, n].
@@ -112,7 +105,8 @@ def weak_form_rows(trajectory: Trajectory, network: Network, window: int) -> tup
     if n_windows < 1:
         raise DataError(f"regression.window {window} needs more than the {trajectory.n_frames} frames of the data")
     rates = (conc[window:] - conc[:-window]) / (window * trajectory.delta_t)
-    return (_left_means(monomials(conc, network), window, n_windows), _left_means(conc, window, n_windows), rates)
+    # left Riemann means over frames t … t+W−1: the first n_windows sliding means
+    return sliding_mean(monomials(conc, network), window)[:n_windows], sliding_mean(conc, window)[:n_windows], rates
 
 
 @dataclass(frozen=True)
@@ -148,9 +142,9 @@ class NormalEquations:
     reduced: np.ndarray
     reduced_rhs: np.ndarray
     coupling: sparse.csr_matrix  # [2n, R]: the (λ, μ) rows of the Gram matrix's k columns
-    block_pinv: np.ndarray  # [n, 2, 2] pseudo-inverse of each metabolite's (λ_i, μ_i) block
+    blocks: np.ndarray  # [n, 2, 2] each metabolite's (λ_i, μ_i) Gram block
+    block_pinv: np.ndarray  # [n, 2, 2] its pseudo-inverse
     block_rhs: np.ndarray  # [n, 2]
-    total_squares: float  # Σ Y², for the residual sum of squares
     n_rows: int
 
 
@@ -167,20 +161,19 @@ def normal_equations(monomial_means: np.ndarray, conc_means: np.ndarray, rates: 
     coupling_lambda = -s_sparse.multiply(mc.T)
     coupling_mu = s_sparse.multiply(monomial_means.sum(axis=0)[None, :])
     coupling = sparse.vstack([coupling_lambda, coupling_mu]).tocsr()
-    block_pinv = np.linalg.pinv(relaxation_blocks(conc_means, noise), hermitian=True)
+    blocks = relaxation_blocks(conc_means, noise)
+    block_pinv = np.linalg.pinv(blocks, hermitian=True)
     cross = (conc_means * rates).sum(0) - conc_means.shape[0] * noise.cross
     block_rhs = np.stack([-cross, rates.sum(0)], -1)
     # Schur complement: K − Bᵀ D⁺ B with B = coupling, split into its λ and μ rows
     b_lambda, b_mu = coupling[:n], coupling[n:]
     correction = np.zeros_like(gram_kk)
-    for (row, col), first in (((0, 0), b_lambda), ((0, 1), b_lambda), ((1, 0), b_mu), ((1, 1), b_mu)):
-        second = b_lambda if col == 0 else b_mu
-        weighted = sparse.diags(block_pinv[:, row, col]) @ second
-        correction += (first.T @ weighted).toarray()
+    for row, first in enumerate((b_lambda, b_mu)):
+        for col, second in enumerate((b_lambda, b_mu)):
+            correction += (first.T @ (sparse.diags(block_pinv[:, row, col]) @ second)).toarray()
     pinv_rhs = np.einsum("nab,nb->na", block_pinv, block_rhs)
     reduced_rhs = rhs_k - (b_lambda.T @ pinv_rhs[:, 0] + b_mu.T @ pinv_rhs[:, 1])
-    return NormalEquations(gram_kk - correction, reduced_rhs, coupling, block_pinv, block_rhs,
-                           float((rates * rates).sum()), rates.size)
+    return NormalEquations(gram_kk - correction, reduced_rhs, coupling, blocks, block_pinv, block_rhs, rates.size)
 
 
 def solve_rate_constants(equations: NormalEquations) -> tuple[np.ndarray, np.ndarray]:
@@ -321,7 +314,7 @@ def fit_known_forms(observed: Observed, window: int | str = "auto", n_types: int
     lam, mu = relaxation_from(equations, rate_constants)
     residual = (rates - (monomial_means * rate_constants) @ network.stoichiometry.T + lam * conc_means - mu)
     squared_error = float((residual * residual).sum())
-    per_metabolite, blocks = np.stack([lam, mu], -1), relaxation_blocks(conc_means, noise_moments)
+    per_metabolite, blocks = np.stack([lam, mu], -1), equations.blocks
     # s² cannot go below 1e-12 of the per-metabolite estimates' own scale: on exact data they coincide
     # with their type's to rounding, and the likelihood would otherwise reward fitting that rounding
     variance_floor = 1e-12 * float(np.mean(excess_errors(np.zeros((1, 2)), per_metabolite, blocks)))
