@@ -249,6 +249,12 @@ class TrainingConfig(_Section):
                              "and stops correlating with c; both fits stay exact since the head is linear in c "
                              "(1: every frame on its own; 'auto': chosen from the measurement noise read from the "
                              "data, metabo_tune.noise_estimate).")
+    prediction_window: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        1, description="The prediction loss over windows of W frames: the GNN at the window's centre frame t + "
+                       "(W − 1)/2 against (c[t+W] − c[t]) / (W·dt), the window's mean rate. Forward-difference "
+                       "noise in the target shrinks W-fold and is independent of the input frame's noise; the "
+                       "price is the curvature of c over the window (1: the data's own dc/dt; 'auto': 1 or 11 "
+                       "from the measurement noise read from the data, metabo_tune.noise_estimate).")
     moment_window_shape: Literal["box", "trapezoid"] = Field(
         "box", description="How the weak form averages c against the window's W rates: `box` over the same W "
                            "frames (exact for exact derivatives), `trapezoid` over the W + 1 frames that bound "
@@ -288,6 +294,9 @@ class TrainingConfig(_Section):
         _require_value(self, "freeze_stoichiometry", True, "S is given and frozen; learning S is not supported")
         for key in ("learning_rate_S_start", "coeff_S_L1", "coeff_S_integer", "coeff_mass_conservation"):
             _require_value(self, key, 0.0, "S is frozen, so S terms must stay 0")
+        if self.recurrent_training and self.prediction_window != 1:
+            raise ValueError("prediction_window must be 1 with recurrent_training (the rollout is its own "
+                             "multi-frame loss)")
         if self.log_k_init_min >= self.log_k_init_max:
             raise ValueError("log_k_init_min must be < log_k_init_max")
         if self.detach_homeostasis and self.coeff_conservation == 0:

@@ -6,7 +6,8 @@ seeds 42 and 43, σ_m 0 … 0.05; docs/results.md, "The known-form regression"):
 * regression: below 1 % the data's own dc/dt is used (the strong form); above, 10-frame windows, which
   beat 1, 3, 30 and 100 from σ_m 0.003 to 0.05 (the mission network moves by a median 0.023 per frame);
 * the GNN's moment losses: 1 below 1 %, 30 up to 20 %, 100 above (the windows chosen earlier by hand:
-  30 at σ_m ≤ 0.003, 100 at σ_m 0.01; README, noisy measurements).
+  30 at σ_m ≤ 0.003, 100 at σ_m 0.01; README, noisy measurements);
+* the GNN's prediction loss: 1 below 1 %, 11 above (docs/results.md, "A weak-form prediction loss").
 
 Smooth dynamics sampled finely leave almost nothing in high-order differences of c: the fourth difference of
 a trajectory is dt⁴·c'''' (about 1e-6 here), while independent noise of standard deviation σ gives it the
@@ -19,6 +20,7 @@ not move it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -38,6 +40,7 @@ def estimate_measurement_noise(concentrations: np.ndarray) -> float:
 
 NEGLIGIBLE_NOISE_RATIO = 0.01
 LOW_NOISE_RATIO = 0.2
+PREDICTION_WINDOW = 11
 
 
 def noise_ratio(noise: float, concentrations: np.ndarray) -> float:
@@ -58,11 +61,27 @@ def moment_window(ratio: float) -> int:
     return 30 if ratio < LOW_NOISE_RATIO else 100
 
 
-def resolved_moment_window(setting: int | str, concentrations: np.ndarray) -> int:
-    """training.moment_window as a number of frames: 'auto' from the noise read from `concentrations`."""
+def prediction_window(ratio: float) -> int:
+    """`training.prediction_window: auto`: odd, so that the centre frame the GNN is evaluated at is where the
+    window's mean rate sits for a rate that changes linearly over the window."""
+    return 1 if ratio < NEGLIGIBLE_NOISE_RATIO else PREDICTION_WINDOW
+
+
+def resolved_window(setting: int | str, concentrations: np.ndarray, rule: Callable[[float], int]) -> int:
+    """A window setting as a number of frames: 'auto' applies `rule` to the noise read from `concentrations`."""
     if setting != "auto":
         return int(setting)
-    return moment_window(noise_ratio(estimate_measurement_noise(concentrations), concentrations))
+    return rule(noise_ratio(estimate_measurement_noise(concentrations), concentrations))
+
+
+def resolved_moment_window(setting: int | str, concentrations: np.ndarray) -> int:
+    """training.moment_window as a number of frames."""
+    return resolved_window(setting, concentrations, moment_window)
+
+
+def resolved_prediction_window(setting: int | str, concentrations: np.ndarray) -> int:
+    """training.prediction_window as a number of frames."""
+    return resolved_window(setting, concentrations, prediction_window)
 
 
 def noise_report(concentrations: np.ndarray, true_level: float | None) -> dict[str, float]:

@@ -27,7 +27,7 @@ from metabo_tune.atomic_file import write_atomically
 from metabo_tune.config import Config, ConfigError, load_config, with_defaults
 from metabo_tune.homeostasis_losses import HomeostasisLosses, shared_relaxation_fit
 from metabo_tune.model import MetabolicGNN, build_model
-from metabo_tune.noise_estimate import noise_report, resolved_moment_window
+from metabo_tune.noise_estimate import noise_report, resolved_moment_window, resolved_prediction_window
 from metabo_tune.regress import KnownFormFit, fit_config
 from metabo_tune.simulate import DataError, Dataset, Observed, left_null_space, load_or_simulate
 
@@ -110,6 +110,7 @@ class TrainResult:
     loss_history: dict[str, np.ndarray]
     training_time_s: float
     moment_window: int  # training.moment_window as resolved
+    prediction_window: int  # training.prediction_window as resolved
 
 
 class Trainer:
@@ -125,9 +126,16 @@ class Trainer:
         self.deriv = torch.tensor(traj.derivatives, dtype=torch.float32, device=self.device)
         self.delta_t = traj.delta_t
         self.rollout = tcfg.time_step if tcfg.recurrent_training else 1
-        self.n_start_frames = traj.n_frames - self.rollout
+        self.prediction_window = resolved_prediction_window(tcfg.prediction_window, traj.concentrations)
+        span, key = max((self.rollout, "time_step"), (self.prediction_window, "prediction_window"))
+        self.n_start_frames = traj.n_frames - span
         if self.n_start_frames < 1:
-            raise DataError(f"training.time_step {self.rollout} needs more than the {traj.n_frames} frames of the data")
+            raise DataError(f"training.{key} {span} needs more than the {traj.n_frames} frames of the data")
+        # The prediction loss's input frame (t + input_offset) and target for a window starting at frame t.
+        self.input_offset = (self.prediction_window - 1) // 2
+        self.target = self.deriv if self.prediction_window == 1 else (
+            (self.conc[self.prediction_window:] - self.conc[:-self.prediction_window])
+            / (self.prediction_window * self.delta_t))
         null = left_null_space(observed.network.stoichiometry)
         # Constants are 0-dim tensors: a Python float would be converted to a tensor on every use.
         self.constants = {key: torch.tensor(float(getattr(tcfg, key)), device=self.device) for key in (
@@ -211,7 +219,8 @@ class Trainer:
         batch together with the sampled conservation frames: two MLP passes instead of five."""
         model = self.model
         batch, cons_frames = self._frames(iteration)
-        conc = self.conc.index_select(0, batch)  # index_select, not [batch]: less dispatch per call
+        frames = batch + self.input_offset if self.input_offset else batch
+        conc = self.conc.index_select(0, frames)  # index_select, not [batch]: less dispatch per call
         n_pair_values = conc.shape[0] * model.pair_metabolite.shape[0]
         sub_values = model.substrate(torch.cat([conc.index_select(1, model.pair_metabolite).reshape(-1),
                                                 self.probe_conc]), self.probe_order_with(conc.shape[0]))
@@ -237,12 +246,13 @@ class Trainer:
 
     def prediction_loss(self, iteration: int, batch: torch.Tensor, conc: torch.Tensor, pair_values: torch.Tensor,
                         homeo: torch.Tensor) -> torch.Tensor:
-        """Squared error of dc/dt on the batch, or of the rolled-out states with recurrent_training."""
+        """Squared error of dc/dt on the batch (of the window's mean rate with prediction_window > 1), or of the
+        rolled-out states with recurrent_training."""
         model = self.model
         detach = self.detached(iteration)
         first_step = model.reaction_part(conc, pair_values) + (homeo.detach() if detach else homeo)
         if self.rollout == 1:
-            residual = first_step - self.deriv.index_select(0, batch)
+            residual = first_step - self.target.index_select(0, batch)
             return (residual * residual).sum() * self.constants["inverse_batch"]
         state, step_losses = conc, []
         for step in range(1, self.rollout + 1):
@@ -339,7 +349,7 @@ class Trainer:
         hist = self.history[: self.iteration].cpu().numpy().astype(np.float64)
         return TrainResult(self.model, self.status, self.iteration, self.total_iterations,
                            {name: hist[:, i] for i, name in enumerate(LOSS_COMPONENTS)}, self.elapsed_s,
-                           self.moment_window)
+                           self.moment_window, self.prediction_window)
 
     # -- checkpoints -----------------------------------------------------------------------
 
@@ -435,7 +445,8 @@ def run_trial(cfg: Config, out_dir: str | Path, *, dataset: Dataset | None = Non
                    show_progress=show_progress, device=device)
     values = metrics.compute_metrics(result.model, dataset, status=result.status, loss_history=result.loss_history,
                                      training_time_s=result.training_time_s, iterations=result.iterations)
-    values |= data_report(cfg, dataset) | {"moment_window": result.moment_window}
+    values |= data_report(cfg, dataset) | {"moment_window": result.moment_window,
+                                           "prediction_window": result.prediction_window}
     write_trial_outputs(out_dir, dataset, result, values)
     return TrialOutcome(values, out_dir, result)
 

@@ -10,7 +10,7 @@ import torch
 
 from metabo_tune import metrics
 from metabo_tune import train as train_module
-from metabo_tune.config import config_from_dict
+from metabo_tune.config import ConfigError, config_from_dict
 from metabo_tune.metrics import parse_analysis_log
 from metabo_tune.simulate import Truth, load_or_simulate, simulate
 from metabo_tune.train import (
@@ -380,6 +380,7 @@ def test_bad_config_gives_one_line_and_exit_code_2(tmp_path, capsys, yaml_text, 
 
 @pytest.mark.parametrize(("setting", "expected"), [
     ("moment_window: 400", "training.moment_window 400 exceeds the 301 frames"),
+    ("prediction_window: 301", "training.prediction_window 301 needs more than the 301 frames"),
 ])
 def test_a_setting_the_data_cannot_meet_gives_one_line_and_exit_code_2(tmp_path, capsys, setting, expected):
     config = write_config(tmp_path / "small.yaml", SMALL_YAML.replace("seed: 3}", f"seed: 3, {setting}}}"))
@@ -619,6 +620,33 @@ def test_moment_window_auto_is_resolved_from_the_noise_and_reported(tmp_path):
     logged = parse_analysis_log((tmp_path / "run" / "analysis.log").read_text())
     assert logged["moment_window"] == 100 and logged["measurement_noise_level"] == 0.01
     assert logged["measurement_noise_estimate"] == pytest.approx(0.01, rel=0.2)
+
+
+def test_the_prediction_window_fits_the_windows_mean_rate_at_its_centre_frame(small_dataset):
+    """prediction_window W: the model at frame t + (W − 1)/2 against (c[t+W] − c[t]) / (W·dt), per batch start t."""
+    trainer = Trainer(small_config(prediction_window=5), small_dataset.observed, "cpu")
+    assert trainer.n_start_frames == small_dataset.observed.trajectory.n_frames - 5
+    starts = trainer._frames(0)[0]
+    conc = torch.tensor(small_dataset.observed.trajectory.concentrations, dtype=torch.float32)
+    target = (conc[starts + 5] - conc[starts]) / (5 * small_dataset.observed.trajectory.delta_t)
+    with torch.no_grad():
+        expected = (trainer.model(conc[starts + 2]) - target).square().sum(-1).mean()
+        assert trainer.losses(0)["prediction"].item() == pytest.approx(expected.item(), rel=1e-5)
+    strong = Trainer(small_config(), small_dataset.observed, "cpu")
+    assert strong.target is strong.deriv and strong.input_offset == 0
+
+
+def test_prediction_window_auto_is_one_on_exact_data_and_eleven_on_noisy_data(small_dataset, tmp_path):
+    assert Trainer(small_config(prediction_window="auto"), small_dataset.observed, "cpu").prediction_window == 1
+    outcome = run_trial(final_config(prediction_window="auto", measurement_noise_level=0.01, data_augmentation_loop=1),
+                        tmp_path / "run", show_progress=False)
+    assert outcome.result.prediction_window == 11
+    assert parse_analysis_log((tmp_path / "run" / "analysis.log").read_text())["prediction_window"] == 11
+
+
+def test_a_prediction_window_with_the_rollout_is_refused():
+    with pytest.raises(ConfigError, match="prediction_window must be 1 with recurrent_training"):
+        small_config(prediction_window=3, recurrent_training=True, time_step=2)
 
 
 def test_the_gauge_pins_the_substrate_function_at_one_for_every_order():
