@@ -186,6 +186,9 @@ class GraphModelConfig(_Section):
     substrate_form: Literal["mlp", "power"] = Field(
         "mlp", description="'mlp': MLP_sub(c, |s|) free. 'power': c^|s|·exp(g(c, |s|)) with g the MLP, so the "
                            "mass-action shape is built in and the MLP learns only a correction.")
+    substrate_zero: bool = Field(
+        False, description="With substrate_form 'mlp': MLP_sub(c, s) − MLP_sub(0, s), so that no substrate means no "
+                           "rate (f(0, s) = 0 for every order), a prior that assumes no rate law.")
     homeostasis_head: Literal["mlp", "linear"] = Field(
         "mlp", description="'mlp': h_i = MLP_node(c_i, a_i). 'linear': h_i = -λ(a_i)·(c_i - b(a_i)) with "
                            "log λ and b affine in the embedding (DESIGN.md §1).")
@@ -236,12 +239,19 @@ class TrainingConfig(_Section):
         1.0, ge=0, le=1, description="With detach_homeostasis: the fraction of iterations after which the "
                                      "prediction loss trains the head too (1: never).")
     coeff_residual_fit: float = Field(
-        0.0, ge=0, description="Linear head only: weight of its fit to every metabolite's residual dc/dt − "
+        0.0, ge=0, description="Weight of the head's fit to every metabolite's residual dc/dt − "
                                "reactions over all frames, the reactions frozen at the last refresh.")
     residual_fit_start: float = Field(
         0.5, ge=0, lt=1, description="Fraction of the run after which coeff_residual_fit applies: the "
                                      "reaction fit must be near exact first, or the head learns its misfit.")
     residual_refresh_every: int = Field(500, ge=1, description="Iterations between residual refreshes.")
+    residual_fit_frames: int = Field(
+        16, ge=1, description="MLP head: frames of the residual its fit (and the neighbour fusion) samples per step; "
+                              "the linear head fits every frame exactly through moments.")
+    coeff_MLP_node_restoring: float = Field(
+        0.0, ge=0, description="Penalty ||relu(h(c_{g+1}, a_i) − h(c_g, a_i))|| over a grid of c from 0 to 1.1 × the "
+                               "largest observed c, for every metabolite: the prior that homeostasis restores "
+                               "(h does not increase in c) without a form (MLP head; the linear head has it built in).")
     moment_window: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
         1, description="Frames averaged (sliding box) before the conservation and residual-fit moments and "
                              "the head's start: the weak form of both fits. The mean of forward differences "
@@ -345,10 +355,6 @@ class Config(_Section):
             raise ValueError(f"training.measurement_noise_level must be 0 with simulation.data_dir (got "
                              f"{self.training.measurement_noise_level:g}): your data already carry their noise, "
                              f"which analysis.log reports as measurement_noise_estimate")
-        # A warning, not an error: a search may switch the head of a node that uses the residual fit.
-        if self.training.coeff_residual_fit > 0 and self.graph_model.homeostasis_head != "linear":
-            warnings.warn("training.coeff_residual_fit applies to graph_model.homeostasis_head: linear only; "
-                          "with the MLP head it is ignored", stacklevel=2)
         if self.training.coeff_conservation > 0 and self.training.conservation_frames == "all" \
                 and self.graph_model.homeostasis_head != "linear":
             warnings.warn(f"training.conservation_frames 'all' is the linear head's exact moment form; the MLP head "

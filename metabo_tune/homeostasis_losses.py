@@ -1,5 +1,5 @@
-"""The optional homeostasis terms of the loss: conservation, the linear head's residual fit, and the
-embedding fusion (all pairs, and each metabolite towards the neighbours that fit its residual best).
+"""The optional homeostasis terms of the loss: conservation, the head's residual fit, and the embedding fusion
+(all pairs, and each metabolite towards the neighbours that fit its residual best).
 
 `HomeostasisLosses` holds what these terms need between iterations (the conservation moments, the
 residual refreshed every `residual_refresh_every` iterations) and gives the trainer every active term
@@ -142,6 +142,20 @@ class ResidualMoments:
         return self._mean_square(rate, baseline, slice(None)).sum().float()
 
 
+@dataclass
+class ResidualFrames:
+    """The MLP head's residual fit: c and r = dc/dt − reactions(c) per frame (or window), [frames, n], and each
+    metabolite's neighbours for the fusion, [n, k] (empty without it), all from the last refresh. A head without
+    a form has no moments to sum the frames into, so its fit samples frames."""
+
+    concentrations: torch.Tensor
+    residual: torch.Tensor
+    neighbours: torch.Tensor
+
+
+_CROSS_FIT_ROWS = 1 << 20  # head evaluations per block of the neighbours' cross fit
+
+
 class HomeostasisLosses:
     """conservation, residual_fit and embedding_fusion for one iteration; a term whose coefficient is 0
     (or that the head cannot use) is left out of the result.
@@ -168,16 +182,17 @@ class HomeostasisLosses:
         self.moments: ConservationMoments | None = None
         if tcfg.coeff_conservation > 0 and tcfg.conservation_frames == "all" and model.relaxation is not None:
             self.moments = ConservationMoments(self.window_concentrations, self.window_derivatives, null_space, device)
-        self.fits_residual = tcfg.coeff_residual_fit > 0 and model.relaxation is not None
+        self.linear_head = model.relaxation is not None
+        self.fits_residual = tcfg.coeff_residual_fit > 0
         self.residual_start = math.ceil(tcfg.residual_fit_start * total_iterations)
-        self.residual: ResidualMoments | None = None
+        self.residual: ResidualMoments | ResidualFrames | None = None
         self.coeff = {key: torch.tensor(float(getattr(tcfg, key)), device=device) for key in (
             "coeff_conservation", "coeff_residual_fit", "coeff_embedding_fusion", "coeff_residual_fusion")}
         n = conc.shape[1]
         self.fusion_pairs = torch.triu_indices(n, n, offset=1, device=device)
 
     def in_residual_phase(self, iteration: int) -> bool:
-        """Whether the linear head fits the residual at `iteration` (and its learning rate may restart)."""
+        """Whether the head fits the residual at `iteration` (and its learning rate may restart)."""
         return self.fits_residual and iteration >= self.residual_start
 
     def conservation_frames(self, sampled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -193,7 +208,7 @@ class HomeostasisLosses:
         fit_residual = self.in_residual_phase(iteration)
         # (λ_i, b_i) once for the moment losses
         coefficients = (self.model.relaxation.coefficients(self.model.embedding)
-                        if self.moments is not None or fit_residual else None)
+                        if self.linear_head and (self.moments is not None or fit_residual) else None)
         out: dict[str, torch.Tensor] = {}
         if self.moments is not None:
             out["conservation"] = self.coeff["coeff_conservation"] * self.moments.loss(*coefficients)
@@ -201,11 +216,21 @@ class HomeostasisLosses:
             out["conservation"] = self.coeff["coeff_conservation"] * self.sampled_conservation_loss(*sampled)
         if fit_residual:
             self.refresh_residual(iteration)
-            out["residual_fit"] = self.coeff["coeff_residual_fit"] * self.residual.loss(*coefficients)
-        fusion = self.fusion(coefficients if fit_residual else None)
+            fit = self.residual.loss(*coefficients) if self.linear_head else self.sampled_residual_loss(iteration)
+            out["residual_fit"] = self.coeff["coeff_residual_fit"] * fit
+        fusion = self.fusion(fit_residual, coefficients)
         if fusion is not None:
             out["embedding_fusion"] = fusion
         return out
+
+    def sampled_residual_loss(self, iteration: int) -> torch.Tensor:
+        """Σ_i mean_t (h(c_i, a_i) − r_i)² over `residual_fit_frames` frames drawn for `iteration` (a pure
+        function of the seed and the iteration, so that a resumed run draws what an uninterrupted one would)."""
+        generator = torch.Generator().manual_seed((self.tcfg.seed + 1) * 7_919_003 + iteration)
+        frames = torch.randint(self.residual.residual.shape[0], (self.tcfg.residual_fit_frames,),
+                               generator=generator).to(self.conc.device)
+        head = self.model.homeostasis(self.residual.concentrations[frames])
+        return (head - self.residual.residual[frames]).square().sum(-1).mean()
 
     def sampled_conservation_loss(self, homeostasis: torch.Tensor, derivatives: torch.Tensor) -> torch.Tensor:
         """Left-null-space projection of the residual: S's part cancels exactly, only the homeostasis remains."""
@@ -219,37 +244,66 @@ class HomeostasisLosses:
             self.residual = self.residual_moments()
 
     @torch.no_grad()
-    def residual_moments(self) -> ResidualMoments:
-        """Per-metabolite moments of c and of dc/dt − reactions(c) over every frame (or window), in chunks."""
+    def residual_moments(self) -> ResidualMoments | ResidualFrames:
+        """Per-metabolite moments of c and of dc/dt − reactions(c) over every frame (or window), in chunks; for
+        the MLP head the frames themselves and the fusion's neighbours."""
         # 256 frames (25 000 MLP rows here) a chunk: its activations stay in cache, 25 % faster than 512
         reactions = torch.cat([self.model.reaction_part(chunk) for chunk in torch.split(self.conc, 256)])
-        return ResidualMoments.of(*window_means(self.conc, self.deriv - reactions, self.window,
-                                                self.tcfg.moment_window_shape))
+        windows = window_means(self.conc, self.deriv - reactions, self.window, self.tcfg.moment_window_shape)
+        if self.linear_head:
+            return ResidualMoments.of(*windows)
+        concentrations, residual = (values.float() for values in windows)
+        return ResidualFrames(concentrations, residual, self.head_neighbours(concentrations, residual))
 
-    def fusion(self, coefficients: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor | None:
-        """The all-pairs fusion plus, given the residual phase's `coefficients`, the neighbour fusion."""
+    def head_neighbours(self, concentrations: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """[n, k]: for each metabolite i the k others j whose h(·, a_j) fits i's residual best, over
+        `residual_fit_frames` frames spread evenly over the data (empty without the neighbour fusion)."""
+        n = residual.shape[1]
+        k = min(self.tcfg.residual_fusion_neighbours, n - 1)
+        if self.tcfg.coeff_residual_fusion == 0 or k < 1:
+            return torch.zeros((n, 0), dtype=torch.long, device=residual.device)
+        frames = torch.linspace(0, residual.shape[0] - 1, min(self.tcfg.residual_fit_frames, residual.shape[0]),
+                                device=residual.device).long()
+        c, r = concentrations[frames], residual[frames]
+        block = max(1, _CROSS_FIT_ROWS // (len(frames) * n))
+        fits = []
+        for start in range(0, n, block):  # [frames, i, j]: h(c_i, a_j), i in this block, then the mean over frames
+            rows = c[:, start:start + block]
+            cross = self.model.head(rows.unsqueeze(-1).expand(-1, -1, n), self.model.embedding)
+            fits.append((cross - r[:, start:start + block].unsqueeze(-1)).square().mean(0))
+        fit = torch.cat(fits)
+        fit.fill_diagonal_(float("inf"))
+        return fit.topk(k, largest=False).indices
+
+    def fusion(self, fit_residual: bool, coefficients: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor | None:
+        """The all-pairs fusion plus, in the residual phase, the neighbour fusion (the linear head's neighbours from
+        its current `coefficients`, the MLP head's from the last refresh)."""
         fusion = None
         if self.tcfg.coeff_embedding_fusion > 0:
             embedding = self.model.embedding
             diff = embedding[self.fusion_pairs[0]] - embedding[self.fusion_pairs[1]]
             fusion = self.coeff["coeff_embedding_fusion"] * sum_of_norms(diff)
-        if coefficients is not None and self.tcfg.coeff_residual_fusion > 0:
-            neighbour_term = self.coeff["coeff_residual_fusion"] * self.neighbour_fusion(*coefficients)
+        if fit_residual and self.tcfg.coeff_residual_fusion > 0:
+            neighbours = self.residual.neighbours if coefficients is None else self.relaxation_neighbours(*coefficients)
+            neighbour_term = self.coeff["coeff_residual_fusion"] * self.neighbour_fusion(neighbours)
             fusion = neighbour_term if fusion is None else fusion + neighbour_term
         return fusion
 
-    def neighbour_fusion(self, rate: torch.Tensor, baseline: torch.Tensor) -> torch.Tensor:
+    @torch.no_grad()
+    def relaxation_neighbours(self, rate: torch.Tensor, baseline: torch.Tensor) -> torch.Tensor:
+        """[n, k]: for each metabolite the k others whose (λ_j, b_j) fit its own residual best."""
+        fit = self.residual.cross_fit(rate, baseline)
+        fit.fill_diagonal_(float("inf"))
+        k = min(self.tcfg.residual_fusion_neighbours, rate.shape[0] - 1)
+        return fit.topk(k, largest=False).indices
+
+    def neighbour_fusion(self, neighbours: torch.Tensor) -> torch.Tensor:
         """Σ_i Σ_(j ∈ N(i)) ||a_i − a_j||, a_j held fixed: each metabolite pulled towards the k metabolites
-        whose (λ_j, b_j) fit its own residual best. Neighbours by that fit rather than by embedding
+        whose head fits its own residual best. Neighbours by that fit rather than by embedding
         distance: a metabolite that sits nearer the other type's embeddings still draws its pull from its
         own type, and a clump that the head's maps cannot tell from its group (the maps may leave a
         direction of the embedding unused) still finds the group."""
         embedding = self.model.embedding
-        with torch.no_grad():
-            fit = self.residual.cross_fit(rate, baseline)
-            fit.fill_diagonal_(float("inf"))
-            k = min(self.tcfg.residual_fusion_neighbours, embedding.shape[0] - 1)
-            neighbours = fit.topk(k, largest=False).indices
         return sum_of_norms(embedding.unsqueeze(1) - embedding.detach()[neighbours])
 
     # -- checkpoints: the residual is the only state kept between iterations ------------------
@@ -259,5 +313,5 @@ class HomeostasisLosses:
 
     def load_state_dict(self, state: dict[str, torch.Tensor] | None) -> None:
         device = self.conc.device
-        self.residual = None if state is None else ResidualMoments(
-            **{name: value.to(device) for name, value in state.items()})
+        kind = ResidualMoments if self.linear_head else ResidualFrames
+        self.residual = None if state is None else kind(**{name: value.to(device) for name, value in state.items()})

@@ -166,6 +166,7 @@ class MetabolicGNN(nn.Module):
         n, n_rxn = network.n_metabolites, network.n_reactions
         self.rate_softplus = cfg.rate_softplus
         self.substrate_power = cfg.substrate_form == "power"
+        self.substrate_zero = cfg.substrate_zero and not self.substrate_power
         self.embedding = nn.Parameter(0.1 * torch.randn(n, cfg.embedding_dim))
         self.node_mlp: MLP | None = None
         self.relaxation: LinearRelaxation | None = None
@@ -206,17 +207,28 @@ class MetabolicGNN(nn.Module):
 
     def homeostasis(self, conc: torch.Tensor) -> torch.Tensor:
         """h(c_i, a_i) for every metabolite; conc is [..., n] → [..., n]."""
+        return self.head(conc, self.embedding)
+
+    def head(self, conc: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        """h(c, a) elementwise: conc [..., m] with embeddings [m, d] (one per last-axis entry) → [..., m]."""
         if self.relaxation is not None:
-            return self.relaxation(conc, self.embedding)
-        emb = self.embedding.expand(*conc.shape, self.embedding.shape[1])
+            return self.relaxation(conc, embedding)
+        emb = embedding.expand(*conc.shape, embedding.shape[-1])
         inputs = torch.cat([(conc / self.input_scale).unsqueeze(-1), emb], dim=-1)
         # 2-D rows: NarrowLinear takes them, and no layer output is a view that Tanh would overwrite
         return self.node_mlp(inputs.flatten(0, -2)).view(conc.shape)
 
     def substrate(self, conc: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-        """MLP_sub(c, |s|) elementwise on broadcastable tensors, in raw concentration units."""
+        """MLP_sub(c, |s|) elementwise on broadcastable tensors, in raw concentration units. With substrate_zero
+        the MLP's value at (0, |s|) is subtracted, evaluated in the same pass once per order present."""
         conc, order = torch.broadcast_tensors(conc, order)
         inputs = torch.stack([conc / self.input_scale, order], dim=-1)
+        if self.substrate_zero:
+            orders, inverse = torch.unique(order, return_inverse=True)
+            at_zero = torch.stack([torch.zeros_like(orders), orders], dim=-1)
+            out = self.sub_mlp(torch.cat([inputs.view(-1, 2), at_zero])).squeeze(-1)
+            values, zero_values = torch.split(out, [conc.numel(), len(orders)])
+            return (values - zero_values[inverse.view(-1)]).view(conc.shape)
         out = self.sub_mlp(inputs.view(-1, 2)).view(conc.shape)  # 2-D rows, as for MLP_node
         if self.substrate_power:
             return conc.clamp(min=0.0).pow(order) * torch.exp(out)

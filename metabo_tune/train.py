@@ -32,7 +32,8 @@ from metabo_tune.regress import KnownFormFit, fit_config
 from metabo_tune.simulate import DataError, Dataset, Observed, left_null_space, load_or_simulate
 
 LOSS_COMPONENTS = ("loss", "prediction", "MLP_sub_diff", "MLP_node_L1", "MLP_sub_norm", "k_floor", "conservation",
-                   "residual_fit", "embedding_fusion")
+                   "residual_fit", "embedding_fusion", "MLP_node_restoring")
+_RESTORING_GRID_POINTS = 24
 _SAMPLE_CHUNK = 1000  # iterations whose frame draws come from one seeded generator
 
 
@@ -139,13 +140,17 @@ class Trainer:
         null = left_null_space(observed.network.stoichiometry)
         # Constants are 0-dim tensors: a Python float would be converted to a tensor on every use.
         self.constants = {key: torch.tensor(float(getattr(tcfg, key)), device=self.device) for key in (
-            "coeff_MLP_sub_diff", "coeff_MLP_node_L1", "coeff_MLP_sub_norm", "coeff_k_floor", "k_floor_threshold")}
+            "coeff_MLP_sub_diff", "coeff_MLP_node_L1", "coeff_MLP_sub_norm", "coeff_k_floor", "k_floor_threshold",
+            "coeff_MLP_node_restoring")}
         self.constants["inverse_batch"] = torch.tensor(1.0 / tcfg.batch_size, device=self.device)
         n = observed.network.n_metabolites
         self.constants["homeo_count"] = torch.tensor(float(tcfg.batch_size * n), device=self.device)
         self.zero = torch.zeros((), device=self.device)
-        self.regularised = {name for name in ("MLP_sub_diff", "MLP_node_L1", "MLP_sub_norm", "k_floor")
-                            if getattr(tcfg, f"coeff_{name}") > 0}
+        self.regularised = {name for name in ("MLP_sub_diff", "MLP_node_L1", "MLP_sub_norm", "k_floor",
+                                              "MLP_node_restoring") if getattr(tcfg, f"coeff_{name}") > 0}
+        # every metabolite's head on one grid of c from 0 past the largest observation: [grid points, n]
+        self.restoring_grid = torch.linspace(0.0, 1.1 * float(traj.concentrations.max()), _RESTORING_GRID_POINTS,
+                                             device=self.device).unsqueeze(1).repeat(1, n)
         # Probe points of the MLP_sub regularisers: the monotonicity grid [0.1, 2·xnorm] plus one step
         # for every order present, then the pinned points: |MLP_sub(c*, 1)| = c* (sub_norm_target
         # 'concentration'), or |MLP_sub(1, s)| = 1 for every order s present ('gauge').
@@ -268,8 +273,8 @@ class Trainer:
 
     def regularisers(self, grid_values: torch.Tensor, pinned_values: torch.Tensor,
                      homeo: torch.Tensor) -> dict[str, torch.Tensor]:
-        """MLP_sub's monotonicity and pinned point, the head's L1, the k floor: cheap once the probes are
-        evaluated; a term with a zero coefficient is left out (recorded as 0), as the optional terms are."""
+        """MLP_sub's monotonicity and pinned point, the head's L1 and restoring prior, the k floor: cheap once the
+        probes are evaluated; a term with a zero coefficient is left out (recorded as 0), as the optional terms are."""
         const, out, active = self.constants, {}, self.regularised
         if "MLP_sub_diff" in active:
             grid = grid_values.view(len(self.sub_orders), self.grid_points).abs()
@@ -284,6 +289,10 @@ class Trainer:
         if "k_floor" in active:
             below_floor = torch.relu(const["k_floor_threshold"] - self.model.log_k)
             out["k_floor"] = const["coeff_k_floor"] * (below_floor * below_floor).sum()
+        if "MLP_node_restoring" in active:
+            grid = self.model.homeostasis(self.restoring_grid)
+            out["MLP_node_restoring"] = const["coeff_MLP_node_restoring"] * torch.linalg.vector_norm(
+                torch.relu(grid[1:] - grid[:-1]))
         return out
 
     def _sub_split(self, n_pair_values: int) -> list[int]:
@@ -367,7 +376,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.iteration, self.status, self.elapsed_s = state["iteration"], state["status"], state["elapsed_s"]
         self.homeostasis_losses.load_state_dict(state.get("residual"))
-        self.history[: self.iteration] = state["history"].to(self.device)
+        stored = state["history"]  # a checkpoint from before a loss component was added holds a prefix of them
+        self.history[: self.iteration, : stored.shape[1]] = stored.to(self.device)
 
     def save_checkpoint(self, path: str | Path) -> None:
         path = Path(path)

@@ -184,12 +184,43 @@ def test_residual_fit_starts_at_its_fraction_of_the_run(small_dataset):
     assert trainer.losses(half)["residual_fit"] > 0
 
 
-def test_residual_fit_with_the_mlp_head_warns_and_is_ignored(small_dataset):
-    raw = small_config(coeff_conservation=1.0).to_dict()
-    raw["training"] |= {"coeff_residual_fit": 1.0, "residual_fit_start": 0.0}
-    with pytest.warns(UserWarning, match="homeostasis_head: linear only"):
-        cfg = config_from_dict(raw)
-    assert Trainer(cfg, small_dataset.observed, "cpu").losses(0)["residual_fit"] == 0
+def mlp_head_residual_trainer(small_dataset, **training):
+    cfg = small_config(coeff_conservation=1.0, coeff_residual_fit=1.0, residual_fit_start=0.0, **training)
+    trainer = Trainer(cfg, small_dataset.observed, "cpu")
+    with torch.no_grad():  # a head that depends on c and on the embedding (a fresh one is 0 everywhere)
+        trainer.model.node_mlp[-1].weight.normal_(generator=torch.Generator().manual_seed(0))
+        trainer.model.embedding.normal_(generator=torch.Generator().manual_seed(1))
+    return trainer
+
+
+def test_the_mlp_heads_residual_fit_is_its_mean_square_over_sampled_frames(small_dataset):
+    """Σ_i mean_t (h(c_i, a_i) − r_i)² over residual_fit_frames frames, r = dc/dt − reactions(c) of the refresh."""
+    trainer = mlp_head_residual_trainer(small_dataset, residual_fit_frames=5)
+    loss = trainer.losses(3)["residual_fit"]
+    residual = trainer.homeostasis_losses.residual
+    with torch.no_grad():
+        np.testing.assert_allclose(residual.residual, trainer.deriv - trainer.model.reaction_part(trainer.conc),
+                                   atol=1e-6)
+        frames = torch.randint(len(trainer.conc), (5,), generator=torch.Generator().manual_seed(4 * 7_919_003 + 3))
+        expected = (trainer.model.homeostasis(trainer.conc[frames]) - residual.residual[frames]).square().sum(-1).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    head_weight = trainer.model.node_mlp[-1].weight
+    assert torch.autograd.grad(loss, head_weight)[0].abs().sum() > 0
+
+
+def test_the_mlp_heads_neighbours_are_those_whose_head_fits_the_residual_best(small_dataset):
+    trainer = mlp_head_residual_trainer(small_dataset, residual_fit_frames=7, coeff_residual_fusion=0.1,
+                                        residual_fusion_neighbours=3)
+    assert trainer.losses(0)["embedding_fusion"] > 0
+    residual, model = trainer.homeostasis_losses.residual, trainer.model
+    frames = torch.linspace(0, len(trainer.conc) - 1, 7).long()
+    n = trainer.conc.shape[1]
+    with torch.no_grad():
+        fit = torch.stack([torch.stack([(model.head(residual.concentrations[frames, i:i + 1], model.embedding[j:j + 1])
+                                         - residual.residual[frames, i:i + 1]).square().mean() for j in range(n)])
+                           for i in range(n)])
+    fit.fill_diagonal_(float("inf"))
+    assert torch.equal(residual.neighbours.sort(1).values, fit.topk(3, largest=False).indices.sort(1).values)
 
 
 def test_residual_fusion_pulls_each_embedding_towards_the_metabolites_that_fit_its_residual_best(small_dataset):

@@ -212,6 +212,20 @@ def test_power_substrate_form_is_mass_action_times_a_learned_factor(reference_da
     torch.testing.assert_close(model.substrate(conc, order), conc**order)
 
 
+def test_the_zero_prior_subtracts_the_mlps_value_at_zero_for_each_order(reference_dataset):
+    """substrate_zero: f(c, s) = MLP(c, s) − MLP(0, s), so f(0, s) = 0 for every order, whatever the weights."""
+    network = reference_dataset.observed.network
+    free = build_model(network, GraphModelConfig(), 3.0, seed=0, log_k_init=(-2, 1))
+    zeroed = build_model(network, GraphModelConfig(substrate_zero=True), 3.0, seed=0, log_k_init=(-2, 1))
+    conc, order = torch.rand(4, 50) * 10, torch.tensor([1.0, 2.0, 3.0]).repeat(4, 17)[:, :50]
+    at_zero = free.substrate(torch.zeros_like(order), order)
+    assert (at_zero != 0).all()  # the free MLP is not 0 at c = 0
+    torch.testing.assert_close(zeroed.substrate(conc, order), free.substrate(conc, order) - at_zero)
+    # zero to rounding: the two rows of a pair sit at different places of one matrix product
+    torch.testing.assert_close(zeroed.substrate(torch.zeros(3), torch.tensor([1.0, 2.0, 3.0])), torch.zeros(3),
+                               rtol=0, atol=1e-7)
+
+
 def power_model(network, head="mlp"):
     return build_model(network, GraphModelConfig(substrate_form="power", homeostasis_head=head), 3.0, seed=0,
                        log_k_init=(-2, 1))

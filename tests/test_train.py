@@ -644,6 +644,28 @@ def test_prediction_window_auto_is_one_on_exact_data_and_eleven_on_noisy_data(sm
     assert parse_analysis_log((tmp_path / "run" / "analysis.log").read_text())["prediction_window"] == 11
 
 
+def test_the_restoring_prior_penalises_a_head_that_rises_with_c(small_dataset):
+    """coeff_MLP_node_restoring: ||relu(h(c_{g+1}, a_i) − h(c_g, a_i))|| over a grid of c, for every metabolite:
+    0 for a head falling in c, positive for one rising, and the gradient moves the head."""
+    trainer = Trainer(small_config(coeff_MLP_node_restoring=3.0), small_dataset.observed, "cpu")
+    grid = trainer.restoring_grid
+    assert grid[0, 0] == 0 and grid[-1, 0] >= small_dataset.observed.trajectory.concentrations.max()
+    last = trainer.model.node_mlp[-1]
+    for sign in (1.0, -1.0):
+        with torch.no_grad():
+            last.weight.copy_(sign * trainer.model.node_mlp[0].weight[:, 0].sign().unsqueeze(0))
+        head = trainer.model.homeostasis(grid)
+        expected = 3.0 * torch.linalg.vector_norm(torch.relu(head[1:] - head[:-1]))
+        penalty = trainer.losses(0)["MLP_node_restoring"]
+        assert penalty.item() == pytest.approx(expected.item(), rel=1e-5)
+        assert (penalty > 0) == (sign > 0)  # this head rises in c for +1 and falls for −1
+    assert trainer.losses(0)["MLP_node_restoring"] == 0
+    rising = Trainer(small_config(coeff_MLP_node_restoring=3.0), small_dataset.observed, "cpu")
+    with torch.no_grad():
+        rising.model.node_mlp[-1].weight.copy_(rising.model.node_mlp[0].weight[:, 0].sign().unsqueeze(0))
+    assert torch.autograd.grad(rising.losses(0)["loss"], rising.model.node_mlp[-1].weight)[0].abs().sum() > 0
+
+
 def test_a_prediction_window_with_the_rollout_is_refused():
     with pytest.raises(ConfigError, match="prediction_window must be 1 with recurrent_training"):
         small_config(prediction_window=3, recurrent_training=True, time_step=2)
