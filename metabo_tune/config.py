@@ -260,11 +260,11 @@ class TrainingConfig(_Section):
                              "(1: every frame on its own; 'auto': chosen from the measurement noise read from the "
                              "data, metabo_tune.noise_estimate).")
     prediction_window: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
-        1, description="The prediction loss over windows of W frames: the GNN at the window's centre frame t + "
-                       "(W − 1)/2 against (c[t+W] − c[t]) / (W·dt), the window's mean rate. Forward-difference "
-                       "noise in the target shrinks W-fold and is independent of the input frame's noise; the "
-                       "price is the curvature of c over the window (1: the data's own dc/dt; 'auto': 1 or 11 "
-                       "from the measurement noise read from the data, metabo_tune.noise_estimate).")
+        1, description="The prediction loss in weak form: each batch entry is a window of W frames from t, and the "
+                       "model's rates averaged over them are fitted to (c[t+W] − c[t]) / (W·dt), exact for Euler "
+                       "steps. The target's noise shrinks W-fold and its correlation with the inputs' noise W²-fold; "
+                       "an iteration costs about W× (1: the data's own dc/dt; 'auto': from the measurement noise "
+                       "read from the data, metabo_tune.noise_estimate).")
     moment_window_shape: Literal["box", "trapezoid"] = Field(
         "box", description="How the weak form averages c against the window's W rates: `box` over the same W "
                            "frames (exact for exact derivatives), `trapezoid` over the W + 1 frames that bound "

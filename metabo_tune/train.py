@@ -132,8 +132,8 @@ class Trainer:
         self.n_start_frames = traj.n_frames - span
         if self.n_start_frames < 1:
             raise DataError(f"training.{key} {span} needs more than the {traj.n_frames} frames of the data")
-        # The prediction loss's input frame (t + input_offset) and target for a window starting at frame t.
-        self.input_offset = (self.prediction_window - 1) // 2
+        # The prediction loss's frames (t + window_frames) and target for a window starting at frame t.
+        self.window_frames = torch.arange(self.prediction_window, device=self.device)
         self.target = self.deriv if self.prediction_window == 1 else (
             (self.conc[self.prediction_window:] - self.conc[:-self.prediction_window])
             / (self.prediction_window * self.delta_t))
@@ -224,7 +224,7 @@ class Trainer:
         batch together with the sampled conservation frames: two MLP passes instead of five."""
         model = self.model
         batch, cons_frames = self._frames(iteration)
-        frames = batch + self.input_offset if self.input_offset else batch
+        frames = batch if self.prediction_window == 1 else (batch.unsqueeze(1) + self.window_frames).flatten()
         conc = self.conc.index_select(0, frames)  # index_select, not [batch]: less dispatch per call
         n_pair_values = conc.shape[0] * model.pair_metabolite.shape[0]
         sub_values = model.substrate(torch.cat([conc.index_select(1, model.pair_metabolite).reshape(-1),
@@ -251,11 +251,15 @@ class Trainer:
 
     def prediction_loss(self, iteration: int, batch: torch.Tensor, conc: torch.Tensor, pair_values: torch.Tensor,
                         homeo: torch.Tensor) -> torch.Tensor:
-        """Squared error of dc/dt on the batch (of the window's mean rate with prediction_window > 1), or of the
-        rolled-out states with recurrent_training."""
+        """Squared error of dc/dt on the batch, or of the rolled-out states with recurrent_training. With
+        prediction_window W each batch entry is a window of W frames from t, and the error is the mean of the
+        model's rates over them against (c[t+W] − c[t]) / (W·dt), which equals that mean exactly for Euler steps
+        (the left Riemann sum; no derivative of the data is taken)."""
         model = self.model
         detach = self.detached(iteration)
         first_step = model.reaction_part(conc, pair_values) + (homeo.detach() if detach else homeo)
+        if self.prediction_window > 1:
+            first_step = first_step.unflatten(0, (-1, self.prediction_window)).mean(1)
         if self.rollout == 1:
             residual = first_step - self.target.index_select(0, batch)
             return (residual * residual).sum() * self.constants["inverse_batch"]

@@ -622,18 +622,27 @@ def test_moment_window_auto_is_resolved_from_the_noise_and_reported(tmp_path):
     assert logged["measurement_noise_estimate"] == pytest.approx(0.01, rel=0.2)
 
 
-def test_the_prediction_window_fits_the_windows_mean_rate_at_its_centre_frame(small_dataset):
-    """prediction_window W: the model at frame t + (W − 1)/2 against (c[t+W] − c[t]) / (W·dt), per batch start t."""
+def test_the_prediction_window_fits_the_mean_rate_over_each_window(small_dataset):
+    """prediction_window W: the model's rates averaged over frames t … t+W−1 against (c[t+W] − c[t]) / (W·dt)."""
     trainer = Trainer(small_config(prediction_window=5), small_dataset.observed, "cpu")
     assert trainer.n_start_frames == small_dataset.observed.trajectory.n_frames - 5
     starts = trainer._frames(0)[0]
     conc = torch.tensor(small_dataset.observed.trajectory.concentrations, dtype=torch.float32)
     target = (conc[starts + 5] - conc[starts]) / (5 * small_dataset.observed.trajectory.delta_t)
     with torch.no_grad():
-        expected = (trainer.model(conc[starts + 2]) - target).square().sum(-1).mean()
+        mean_rate = torch.stack([trainer.model(conc[starts + offset]) for offset in range(5)]).mean(0)
+        expected = (mean_rate - target).square().sum(-1).mean()
         assert trainer.losses(0)["prediction"].item() == pytest.approx(expected.item(), rel=1e-5)
     strong = Trainer(small_config(), small_dataset.observed, "cpu")
-    assert strong.target is strong.deriv and strong.input_offset == 0
+    assert strong.target is strong.deriv
+
+
+def test_the_windowed_target_is_the_mean_of_the_true_rates_for_euler_steps(small_dataset):
+    """On exact data (dc/dt the simulator's own rates) every window's target is their mean over the window, so
+    the model that fits the strong form fits the weak one exactly."""
+    trainer = Trainer(small_config(prediction_window=7), small_dataset.observed, "cpu")
+    means = trainer.deriv.double().unfold(0, 7, 1).mean(-1)[: trainer.n_start_frames]
+    torch.testing.assert_close(means.float(), trainer.target, rtol=1e-3, atol=1e-4)
 
 
 def test_prediction_window_auto_is_one_on_exact_data_and_eleven_on_noisy_data(small_dataset, tmp_path):
