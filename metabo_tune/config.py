@@ -263,8 +263,8 @@ class TrainingConfig(_Section):
         1, description="The prediction loss in weak form: each batch entry is a window of W frames from t, and the "
                        "model's rates averaged over them are fitted to (c[t+W] − c[t]) / (W·dt), exact for Euler "
                        "steps. The target's noise shrinks W-fold and its correlation with the inputs' noise W²-fold; "
-                       "an iteration costs about W× (1: the data's own dc/dt; 'auto': from the measurement noise "
-                       "read from the data, metabo_tune.noise_estimate).")
+                       "an iteration costs about W× (1: the data's own dc/dt; 'auto': the regression's window, 1 or "
+                       "10 from the measurement noise read from the data, metabo_tune.noise_estimate).")
     moment_window_shape: Literal["box", "trapezoid"] = Field(
         "box", description="How the weak form averages c against the window's W rates: `box` over the same W "
                            "frames (exact for exact derivatives), `trapezoid` over the W + 1 frames that bound "

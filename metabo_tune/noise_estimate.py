@@ -7,7 +7,7 @@ seeds 42 and 43, σ_m 0 … 0.05; docs/results.md, "The known-form regression"):
   beat 1, 3, 30 and 100 from σ_m 0.003 to 0.05 (the mission network moves by a median 0.023 per frame);
 * the GNN's moment losses: 1 below 1 %, 30 up to 20 %, 100 above (the windows chosen earlier by hand:
   30 at σ_m ≤ 0.003, 100 at σ_m 0.01; README, noisy measurements);
-* the GNN's prediction loss: 1 below 1 %, 11 above (docs/results.md, "A weak-form prediction loss").
+* the GNN's prediction loss: the regression's windows (docs/results.md, "A weak-form prediction loss").
 
 Smooth dynamics sampled finely leave almost nothing in high-order differences of c: the fourth difference of
 a trajectory is dt⁴·c'''' (about 1e-6 here), while independent noise of standard deviation σ gives it the
@@ -40,7 +40,6 @@ def estimate_measurement_noise(concentrations: np.ndarray) -> float:
 
 NEGLIGIBLE_NOISE_RATIO = 0.01
 LOW_NOISE_RATIO = 0.2
-PREDICTION_WINDOW = 11
 
 
 def noise_ratio(noise: float, concentrations: np.ndarray) -> float:
@@ -62,9 +61,8 @@ def moment_window(ratio: float) -> int:
 
 
 def prediction_window(ratio: float) -> int:
-    """`training.prediction_window: auto`: odd, so that the centre frame the GNN is evaluated at is where the
-    window's mean rate sits for a rate that changes linearly over the window."""
-    return 1 if ratio < NEGLIGIBLE_NOISE_RATIO else PREDICTION_WINDOW
+    """`training.prediction_window: auto`: the regression's windows, the same weak form."""
+    return regression_window(ratio)
 
 
 def resolved_window(setting: int | str, concentrations: np.ndarray, rule: Callable[[float], int]) -> int:

@@ -39,7 +39,7 @@ def test_exact_trajectories_read_as_nearly_noise_free():
 def test_the_windows_grow_with_the_noise_relative_to_the_motion():
     assert [regression_window(r) for r in (0.001, 0.05, 1.0)] == [1, 10, 10]
     assert [moment_window(r) for r in (0.001, 0.05, 1.0)] == [1, 30, 100]
-    assert [prediction_window(r) for r in (0.001, 0.05, 1.0)] == [1, 11, 11]
+    assert [prediction_window(r) for r in (0.001, 0.05, 1.0)] == [1, 10, 10]
     assert resolved_moment_window(7, np.zeros((3, 2))) == 7  # a number is kept as it is
     assert resolved_prediction_window(4, np.zeros((3, 2))) == 4
 

@@ -645,12 +645,12 @@ def test_the_windowed_target_is_the_mean_of_the_true_rates_for_euler_steps(small
     torch.testing.assert_close(means.float(), trainer.target, rtol=1e-3, atol=1e-4)
 
 
-def test_prediction_window_auto_is_one_on_exact_data_and_eleven_on_noisy_data(small_dataset, tmp_path):
+def test_prediction_window_auto_is_one_on_exact_data_and_ten_on_noisy_data(small_dataset, tmp_path):
     assert Trainer(small_config(prediction_window="auto"), small_dataset.observed, "cpu").prediction_window == 1
     outcome = run_trial(final_config(prediction_window="auto", measurement_noise_level=0.01, data_augmentation_loop=1),
                         tmp_path / "run", show_progress=False)
-    assert outcome.result.prediction_window == 11
-    assert parse_analysis_log((tmp_path / "run" / "analysis.log").read_text())["prediction_window"] == 11
+    assert outcome.result.prediction_window == 10
+    assert parse_analysis_log((tmp_path / "run" / "analysis.log").read_text())["prediction_window"] == 10
 
 
 def test_the_restoring_prior_penalises_a_head_that_rises_with_c(small_dataset):
