@@ -264,7 +264,8 @@ class TrainingConfig(_Section):
                        "model's rates averaged over them are fitted to (c[t+W] − c[t]) / (W·dt), exact for Euler "
                        "steps. The target's noise shrinks W-fold and its correlation with the inputs' noise W²-fold; "
                        "an iteration costs about W× (1: the data's own dc/dt; 'auto': the regression's window, 1 or "
-                       "10 from the measurement noise read from the data, metabo_tune.noise_estimate).")
+                       "10 from the measurement noise read from the data, metabo_tune.noise_estimate; always 1 with "
+                       "recurrent_training, whose rollout is its own multi-frame loss).")
     moment_window_shape: Literal["box", "trapezoid"] = Field(
         "box", description="How the weak form averages c against the window's W rates: `box` over the same W "
                            "frames (exact for exact derivatives), `trapezoid` over the W + 1 frames that bound "
@@ -304,7 +305,7 @@ class TrainingConfig(_Section):
         _require_value(self, "freeze_stoichiometry", True, "S is given and frozen; learning S is not supported")
         for key in ("learning_rate_S_start", "coeff_S_L1", "coeff_S_integer", "coeff_mass_conservation"):
             _require_value(self, key, 0.0, "S is frozen, so S terms must stay 0")
-        if self.recurrent_training and self.prediction_window != 1:
+        if self.recurrent_training and self.prediction_window not in (1, "auto"):
             raise ValueError("prediction_window must be 1 with recurrent_training (the rollout is its own "
                              "multi-frame loss)")
         if self.log_k_init_min >= self.log_k_init_max:

@@ -127,7 +127,8 @@ class Trainer:
         self.deriv = torch.tensor(traj.derivatives, dtype=torch.float32, device=self.device)
         self.delta_t = traj.delta_t
         self.rollout = tcfg.time_step if tcfg.recurrent_training else 1
-        self.prediction_window = resolved_prediction_window(tcfg.prediction_window, traj.concentrations)
+        self.prediction_window = (1 if tcfg.recurrent_training
+                                  else resolved_prediction_window(tcfg.prediction_window, traj.concentrations))
         span, key = max((self.rollout, "time_step"), (self.prediction_window, "prediction_window"))
         self.n_start_frames = traj.n_frames - span
         if self.n_start_frames < 1:

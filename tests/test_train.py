@@ -3,10 +3,12 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from metabo_tune import metrics
 from metabo_tune import train as train_module
@@ -488,6 +490,30 @@ def test_final_configuration_converges_on_a_small_network():
     assert_joint_recovery(values, min_r2=0.99)
 
 
+def free_forms_config(simulation, **training):
+    """configs/free_forms.yaml's model and priors on a small network: free MLP_sub with f(0, s) = 0, monotone f,
+    the gauge |f(1, s)| = 1, a free MLP_node that restores, the residual fit and its neighbour fusion."""
+    with open(Path(__file__).parents[1] / "configs" / "free_forms.yaml") as handle:
+        raw = yaml.safe_load(handle)
+    raw["simulation"] = simulation
+    raw["graph_model"] |= {"hidden_dim_sub": 32, "n_layers_sub": 3}
+    raw["training"] |= {"data_augmentation_loop": 200, "seed": 1, "residual_fusion_neighbours": 10} | training
+    return config_from_dict(raw)
+
+
+def test_the_free_forms_learn_the_rate_law_the_homeostasis_and_the_types_on_a_small_network():
+    """Free MLP_sub and MLP_node with the generic priors only, exact mass-action data: k, the exponent of the
+    learned rate law, each type's homeostasis and the types. Measured when written: R² 0.99xx."""
+    cfg = free_forms_config(JOINT_SIM)
+    dataset = simulate(cfg.simulation)
+    values = evaluate(train(cfg, dataset.observed, show_progress=False), dataset)
+    assert values["rate_constants_R2_gauge"] > 0.99
+    assert abs(values["MLP_sub_exponent_s1"] - 1) < 0.05 and values["MLP_sub_shape_R2_s1"] > 0.99
+    for t in (0, 1):
+        assert values[f"MLP_node_R2_{t}"] > 0.9
+    assert values["embedding_cluster_acc"] == 1.0
+
+
 def test_the_weak_form_converges_under_measurement_noise_on_a_small_network():
     """The final configuration with 30-frame moment windows on the same small network, measured with noise
     σ_m = 0.01 (derivative noise ≈ 0.14, about 10× the homeostasis signal): k, slopes and types recovered.
@@ -675,9 +701,12 @@ def test_the_restoring_prior_penalises_a_head_that_rises_with_c(small_dataset):
     assert torch.autograd.grad(rising.losses(0)["loss"], rising.model.node_mlp[-1].weight)[0].abs().sum() > 0
 
 
-def test_a_prediction_window_with_the_rollout_is_refused():
+def test_a_prediction_window_with_the_rollout_is_refused_and_auto_is_one_there():
     with pytest.raises(ConfigError, match="prediction_window must be 1 with recurrent_training"):
         small_config(prediction_window=3, recurrent_training=True, time_step=2)
+    rollout = small_config(prediction_window="auto", recurrent_training=True, time_step=2, measurement_noise_level=0.01)
+    dataset = load_or_simulate(rollout.simulation, measurement_noise_level=0.01)
+    assert Trainer(rollout, dataset.observed, "cpu").prediction_window == 1  # 'auto' is 1 under the rollout
 
 
 def test_the_gauge_pins_the_substrate_function_at_one_for_every_order():
