@@ -250,8 +250,10 @@ def forms_dataset():
     (lambda: final_config(**EVERY_OPTIONAL_TERM), OPTIONAL_TERMS, "small_dataset"),
     (small_config, (), "forms_dataset"),
     (lambda: final_config(init="regression", moment_window="auto"), (), "small_dataset"),
+    (lambda: free_forms_config(SMALL_SIM, data_augmentation_loop=20, residual_fit_start=0.5, prediction_window=3),
+     (*OPTIONAL_TERMS[:2], "embedding_fusion"), "small_dataset"),
 ], ids=["free_mlp", "final_with_every_optional_term", "free_mlp_on_michaelis_menten_saturating",
-        "regression_warm_start"])
+        "regression_warm_start", "free_forms_with_their_priors_and_a_prediction_window"])
 def test_ground_truth_is_read_only_by_metrics_and_plots(request, tmp_path, make_config, active_terms, data):
     truth = request.getfixturevalue(data).truth
     guarded = GuardedTruth(truth)
