@@ -195,6 +195,8 @@ class GraphModelConfig(_Section):
 
 
 DEFAULT_CONSERVATION_FRAMES = 64
+# A number of frames or types, or "auto": chosen from the data (noise_estimate, or BIC for types).
+CountOrAuto = Annotated[int, Field(ge=1)] | Literal["auto"]
 
 
 class TrainingConfig(_Section):
@@ -252,14 +254,14 @@ class TrainingConfig(_Section):
         0.0, ge=0, description="Penalty ||relu(h(c_{g+1}, a_i) − h(c_g, a_i))|| over a grid of c from 0 to 1.1 × the "
                                "largest observed c, for every metabolite: the prior that homeostasis restores "
                                "(h does not increase in c) without a form (MLP head; the linear head has it built in).")
-    moment_window: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+    moment_window: CountOrAuto = Field(
         1, description="Frames averaged (sliding box) before the conservation and residual-fit moments and "
                              "the head's start: the weak form of both fits. The mean of forward differences "
                              "telescopes to (c[t+W] − c[t]) / (W·dt), so measurement noise in dc/dt shrinks W-fold "
                              "and stops correlating with c; both fits stay exact since the head is linear in c "
                              "(1: every frame on its own; 'auto': chosen from the measurement noise read from the "
                              "data, metabo_tune.noise_estimate).")
-    prediction_window: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+    prediction_window: CountOrAuto = Field(
         1, description="The prediction loss in weak form: each batch entry is a window of W frames from t, and the "
                        "model's rates averaged over them are fitted to (c[t+W] − c[t]) / (W·dt), exact for Euler "
                        "steps. The target's noise shrinks W-fold and its correlation with the inputs' noise W²-fold; "
@@ -334,10 +336,10 @@ class TrainingConfig(_Section):
 class RegressionConfig(_Section):
     """The known-form least-squares fit (metabo_tune.regress): the weak form's window and the types' mixture."""
 
-    window: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+    window: CountOrAuto = Field(
         "auto", description="Frames per weak-form window (1: the strong form on the data's dc/dt); 'auto' chooses "
                             "from the measurement noise read from the data.")
-    n_types: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+    n_types: CountOrAuto = Field(
         "auto", description="Metabolite types of the mixture of shared relaxations; 'auto' chooses by BIC.")
     max_types: int = Field(4, ge=1, description="The largest number of types 'auto' tries.")
 
