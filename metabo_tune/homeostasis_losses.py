@@ -35,6 +35,13 @@ def sliding_mean(values: np.ndarray | torch.Tensor, window: int) -> np.ndarray |
     return means.numpy() if isinstance(values, np.ndarray) else means
 
 
+def window_rates(concentrations: np.ndarray | torch.Tensor, window: int,
+                 delta_t: float) -> np.ndarray | torch.Tensor:
+    """(c[t+W] − c[t]) / (W·dt) for every window start t: the mean rate over frames t … t+W−1 for Euler steps,
+    the weak form's target (no derivative of the data taken) [frames − window, ...]."""
+    return (concentrations[window:] - concentrations[:-window]) / (window * delta_t)
+
+
 def window_means(concentrations: np.ndarray | torch.Tensor, rates: np.ndarray | torch.Tensor, window: int,
                  shape: str) -> tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor]:
     """The pairs (mean c, mean dc/dt or residual) the weak form fits, one per window.

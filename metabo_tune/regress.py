@@ -39,7 +39,7 @@ from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 
 from metabo_tune.config import Config, ConfigError, load_config
-from metabo_tune.homeostasis_losses import sliding_mean
+from metabo_tune.homeostasis_losses import sliding_mean, window_rates
 from metabo_tune.noise_estimate import estimate_measurement_noise, noise_ratio, regression_window
 from metabo_tune.simulate import DataError, Dataset, Network, Observed, Trajectory, load_or_simulate
 
@@ -104,7 +104,7 @@ def weak_form_rows(trajectory: Trajectory, network: Network, window: int) -> tup
     n_windows = trajectory.n_frames - window
     if n_windows < 1:
         raise DataError(f"regression.window {window} needs more than the {trajectory.n_frames} frames of the data")
-    rates = (conc[window:] - conc[:-window]) / (window * trajectory.delta_t)
+    rates = window_rates(conc, window, trajectory.delta_t)
     # left Riemann means over frames t … t+W−1: the first n_windows sliding means
     return sliding_mean(monomials(conc, network), window)[:n_windows], sliding_mean(conc, window)[:n_windows], rates
 

@@ -25,7 +25,7 @@ import yaml
 
 from metabo_tune.atomic_file import write_atomically
 from metabo_tune.config import Config, ConfigError, load_config, with_defaults
-from metabo_tune.homeostasis_losses import HomeostasisLosses, shared_relaxation_fit
+from metabo_tune.homeostasis_losses import HomeostasisLosses, shared_relaxation_fit, window_rates
 from metabo_tune.model import MetabolicGNN, build_model
 from metabo_tune.noise_estimate import noise_report, resolved_moment_window, resolved_prediction_window
 from metabo_tune.regress import KnownFormFit, fit_config
@@ -135,9 +135,8 @@ class Trainer:
             raise DataError(f"training.{key} {span} needs more than the {traj.n_frames} frames of the data")
         # The prediction loss's frames (t + window_frames) and target for a window starting at frame t.
         self.window_frames = torch.arange(self.prediction_window, device=self.device)
-        self.target = self.deriv if self.prediction_window == 1 else (
-            (self.conc[self.prediction_window:] - self.conc[:-self.prediction_window])
-            / (self.prediction_window * self.delta_t))
+        self.target = (self.deriv if self.prediction_window == 1
+                       else window_rates(self.conc, self.prediction_window, self.delta_t))
         null = left_null_space(observed.network.stoichiometry)
         # Constants are 0-dim tensors: a Python float would be converted to a tensor on every use.
         self.constants = {key: torch.tensor(float(getattr(tcfg, key)), device=self.device) for key in (
