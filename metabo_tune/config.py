@@ -285,6 +285,20 @@ class TrainingConfig(_Section):
                                "so that metabolites whose residual fixes only λ·(b − mean c) join their group.")
     residual_fusion_neighbours: int = Field(
         10, ge=1, description="k of coeff_residual_fusion's neighbours, found anew every iteration.")
+    type_grouping_at: float | None = Field(
+        None, ge=0, lt=1, description="Fraction of the run at which every embedding is replaced by the centre of the "
+                                      "group whose head fits its residual best (metabo_tune.type_groups), after "
+                                      "which the embeddings stay fixed and the head learns one function per group "
+                                      "from its members pooled; needs the residual fit and its phase begun (null: "
+                                      "never).")
+    n_types: CountOrAuto = Field(
+        "auto", description="Groups of type_grouping_at: a number (k-means starts, kept as given), or 'auto' (the "
+                            "embeddings' density clusters, merged while two groups fit each other's residuals "
+                            "within type_merge_tolerance).")
+    type_merge_tolerance: float = Field(
+        0.25, gt=0, allow_inf_nan=False,
+        description="n_types 'auto': two groups merge when each one's residuals are fitted by the other's centre at "
+                    "most this much (relative) worse than by its own.")
     sub_norm_concentration: float = Field(1.0, gt=0)
     sub_norm_target: Literal["concentration", "gauge"] = Field(
         "concentration", description="What coeff_MLP_sub_norm pins: 'concentration' |MLP_sub(c*, 1)| = c* "
@@ -310,6 +324,11 @@ class TrainingConfig(_Section):
         if self.recurrent_training and self.prediction_window not in (1, "auto"):
             raise ValueError("prediction_window must be 1 with recurrent_training (the rollout is its own "
                              "multi-frame loss)")
+        if self.type_grouping_at is not None and (self.coeff_residual_fit == 0
+                                                  or self.type_grouping_at < self.residual_fit_start):
+            raise ValueError(f"type_grouping_at {self.type_grouping_at:g} needs coeff_residual_fit > 0 and "
+                             f"residual_fit_start <= type_grouping_at (got {self.coeff_residual_fit:g} and "
+                             f"{self.residual_fit_start:g}): the groups are chosen by the head's fit to the residual")
         if self.log_k_init_min >= self.log_k_init_max:
             raise ValueError("log_k_init_min must be < log_k_init_max")
         if self.detach_homeostasis and self.coeff_conservation == 0:

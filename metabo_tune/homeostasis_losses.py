@@ -262,6 +262,23 @@ class HomeostasisLosses:
         concentrations, residual = (values.float() for values in windows)
         return ResidualFrames(concentrations, residual, self.head_neighbours(concentrations, residual))
 
+    @torch.no_grad()
+    def centre_fit(self, centres: np.ndarray) -> np.ndarray:
+        """[n, m]: mean over every frame (or window) of (h(c_i, centre_j) − r_i)², each metabolite's residual under
+        the current reactions fitted by the head at each candidate embedding (type_groups.CrossFit)."""
+        reactions = torch.cat([self.model.reaction_part(chunk) for chunk in torch.split(self.conc, 256)])
+        concentrations, residual = (values.float() for values in window_means(
+            self.conc, self.deriv - reactions, self.window, self.tcfg.moment_window_shape))
+        embedding = torch.as_tensor(centres, dtype=self.model.embedding.dtype, device=self.conc.device)
+        n, m = residual.shape[1], len(centres)
+        fit = torch.zeros((n, m), dtype=torch.float64, device=self.conc.device)
+        block = max(1, _CROSS_FIT_ROWS // (n * m))
+        for start in range(0, residual.shape[0], block):  # [frames, i, j]: h(c_i, centre_j), frames in blocks
+            rows = concentrations[start:start + block]
+            head = self.model.head(rows.unsqueeze(-1).expand(-1, -1, m), embedding)
+            fit += (head - residual[start:start + block].unsqueeze(-1)).square().sum(0).double()
+        return (fit / residual.shape[0]).cpu().numpy()
+
     def head_neighbours(self, concentrations: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         """[n, k]: for each metabolite i the k others j whose h(·, a_j) fits i's residual best, over
         `residual_fit_frames` frames spread evenly over the data (empty without the neighbour fusion)."""

@@ -18,13 +18,14 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
-from sklearn.cluster import DBSCAN, KMeans
+from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 
 from metabo_tune.labels import Thresholds, classify, degeneracy, homeostasis_assessment
 from metabo_tune.model import MetabolicGNN
 from metabo_tune.simulate import Dataset, Network, Trajectory
+from metabo_tune.type_groups import EMBEDDING_EPS, EMBEDDING_MIN_SAMPLES, density_clusters, standardise
 
 OUTLIER_THRESHOLD = 0.3  # |Δ log10 k| after the α correction, as in the reference
 HOMEOSTASIS_GRID_POINTS = 50
@@ -35,12 +36,6 @@ TYPE_GRID_POINTS = 200  # a type's median homeostasis curve, over its members' o
 SLOPE_STEP_FRACTION = 0.005  # half-width of the central difference at the zero, as a fraction of that range
 _TINY = 1e-300  # log10 of a substrate value of 0 stays finite (and very wrong)
 
-# DBSCAN radius in units of the embedding's RMS coordinate (see _standardise), min_samples 5.
-# Measured on 300 random draws each: one 100-point Gaussian cloud stays one cluster in 98 % of draws
-# (0.5 splits it in half of them); two 50-point unit Gaussian blobs at a random angle, with one axis
-# stretched by a random factor 0.3–3, are matched with accuracy exactly 1 in 97 % of draws at 10 σ
-# between centres and 85 % at 8 σ. embedding_ari (k-means) is the companion that needs no radius.
-EMBEDDING_EPS = 0.8
 
 Metrics = dict[str, float | int | str]
 
@@ -421,15 +416,6 @@ def homeostasis_metrics(model: MetabolicGNN, dataset: Dataset, thresholds: Thres
 # Embeddings
 
 
-def _standardise(embeddings: np.ndarray) -> np.ndarray:
-    """Centre and divide by one common scale (the RMS coordinate). The embedding's overall scale is a
-    free gauge (MLP_node's first layer can absorb it); one common factor keeps the cloud's shape, where
-    per-column scaling would stretch the spread across a separation axis into spurious noise points."""
-    centred = embeddings - embeddings.mean(axis=0)
-    scale = float(np.sqrt(np.mean(centred**2)))
-    return centred / scale if scale > 0 else centred
-
-
 def _matched_accuracy(groups: np.ndarray, types: np.ndarray) -> float:
     """Accuracy after the best one-to-one map of groups to types; unmatched groups count as wrong."""
     confusion = np.zeros((groups.max() + 1, types.max() + 1))
@@ -446,15 +432,15 @@ def _kmeans_ari(scaled: np.ndarray, types: np.ndarray) -> float:
 
 
 def embedding_metrics(embeddings: np.ndarray, types: np.ndarray, eps: float = EMBEDDING_EPS,
-                      min_samples: int = 5) -> Metrics:
+                      min_samples: int = EMBEDDING_MIN_SAMPLES) -> Metrics:
     """DBSCAN on standardised embeddings matched to types (noise is one extra group, as in the
     reference), silhouette over the non-noise points, and the ARI of k-means with k = n_types."""
     types = np.asarray(types, dtype=np.int64)
     if not np.all(np.isfinite(embeddings)):
         return {"embedding_cluster_acc": math.nan, "embedding_n_clusters": 0,
                 "embedding_n_noise": len(types), "embedding_silhouette": math.nan, "embedding_ari": math.nan}
-    scaled = _standardise(embeddings)
-    labels = DBSCAN(eps=eps, min_samples=min_samples).fit_predict(scaled)
+    scaled = standardise(embeddings)
+    labels = density_clusters(embeddings, eps, min_samples)
     n_clusters = int(labels.max() + 1)
     groups = np.where(labels < 0, n_clusters, labels)
     clustered = labels >= 0

@@ -10,6 +10,7 @@ run can be checkpointed and resumed mid-way with identical results. The trial pi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import math
@@ -30,6 +31,7 @@ from metabo_tune.model import MetabolicGNN, build_model
 from metabo_tune.noise_estimate import noise_report, resolved_moment_window, resolved_prediction_window
 from metabo_tune.regress import KnownFormFit, fit_config
 from metabo_tune.simulate import DataError, Dataset, Observed, left_null_space, load_or_simulate
+from metabo_tune.type_groups import TypeGroups, group_types
 
 LOSS_COMPONENTS = ("loss", "prediction", "MLP_sub_diff", "MLP_node_L1", "MLP_sub_norm", "k_floor", "conservation",
                    "residual_fit", "embedding_fusion", "MLP_node_restoring")
@@ -112,6 +114,7 @@ class TrainResult:
     training_time_s: float
     moment_window: int  # training.moment_window as resolved
     prediction_window: int  # training.prediction_window as resolved
+    type_groups: TypeGroups | None = None  # the groups of training.type_grouping_at, once made
 
 
 class Trainer:
@@ -176,6 +179,9 @@ class Trainer:
         # The reference counts iterations from the configured n_frames, not the saved frame count.
         self.total_iterations = tcfg.n_epochs * tcfg.iterations_per_epoch(cfg.simulation.n_frames)
         self.attach_iteration = math.ceil(tcfg.attach_homeostasis_fraction * self.total_iterations)
+        self.grouping_iteration = (None if tcfg.type_grouping_at is None
+                                   else math.ceil(tcfg.type_grouping_at * self.total_iterations))
+        self.type_groups: TypeGroups | None = None
         self.moment_window = resolved_moment_window(tcfg.moment_window, traj.concentrations)
         self.homeostasis_losses = HomeostasisLosses(tcfg, self.model, traj, null, self.conc, self.deriv,
                                                     self.total_iterations, self.moment_window)
@@ -321,6 +327,8 @@ class Trainer:
         self.model.train()
         while self.iteration < until and self.status == "running":
             it = self.iteration
+            if it == self.grouping_iteration:
+                self.group_types()
             self.optimizer.zero_grad()
             losses = self.losses(it)
             total = losses["loss"]
@@ -335,6 +343,15 @@ class Trainer:
         if self.status == "running" and self.iteration >= self.total_iterations:
             self.status = "completed"
         self.elapsed_s += time.perf_counter() - start
+
+    @torch.no_grad()
+    def group_types(self) -> None:
+        """Every embedding becomes its group's centre (type_groups.group_types), fixed from here on."""
+        tcfg = self.cfg.training
+        self.type_groups = group_types(self.model.embedding.cpu().numpy(), self.homeostasis_losses.centre_fit,
+                                       tcfg.n_types, tcfg.type_merge_tolerance, seed=tcfg.seed)
+        members = self.type_groups.centres[self.type_groups.labels]
+        self.model.embedding.copy_(torch.as_tensor(members, dtype=self.model.embedding.dtype))
 
     def _schedule(self, progress: float) -> float:
         """The learning-rate factor at `progress` ∈ [0, 1) of a (sub-)run."""
@@ -352,6 +369,8 @@ class Trainer:
         if restart > 0 and self.homeostasis_losses.in_residual_phase(iteration):
             phase = (iteration - start) / (self.total_iterations - start)
             lrs["node"] = lrs["embedding"] = restart * self._schedule(phase)
+        if self.grouping_iteration is not None and iteration >= self.grouping_iteration:
+            lrs["embedding"] = 0.0
         return lrs
 
     @property
@@ -362,13 +381,14 @@ class Trainer:
         hist = self.history[: self.iteration].cpu().numpy().astype(np.float64)
         return TrainResult(self.model, self.status, self.iteration, self.total_iterations,
                            {name: hist[:, i] for i, name in enumerate(LOSS_COMPONENTS)}, self.elapsed_s,
-                           self.moment_window, self.prediction_window)
+                           self.moment_window, self.prediction_window, self.type_groups)
 
     # -- checkpoints -----------------------------------------------------------------------
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "residual": self.homeostasis_losses.state_dict(),
+                "type_groups": None if self.type_groups is None else dataclasses.asdict(self.type_groups),
                 "iteration": self.iteration, "status": self.status, "elapsed_s": self.elapsed_s,
                 "history": self.history[: self.iteration].cpu(), "config": self.cfg.to_dict()}
 
@@ -380,6 +400,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.iteration, self.status, self.elapsed_s = state["iteration"], state["status"], state["elapsed_s"]
         self.homeostasis_losses.load_state_dict(state.get("residual"))
+        groups = state.get("type_groups")
+        self.type_groups = None if groups is None else TypeGroups(**groups)
         stored = state["history"]  # a checkpoint from before a loss component was added holds a prefix of them
         self.history[: self.iteration, : stored.shape[1]] = stored.to(self.device)
 
@@ -461,6 +483,8 @@ def run_trial(cfg: Config, out_dir: str | Path, *, dataset: Dataset | None = Non
                                      training_time_s=result.training_time_s, iterations=result.iterations)
     values |= data_report(cfg, dataset) | {"moment_window": result.moment_window,
                                            "prediction_window": result.prediction_window}
+    if result.type_groups is not None:
+        values |= {"type_groups": len(result.type_groups.centres), "type_groups_seeded": result.type_groups.seed_groups}
     write_trial_outputs(out_dir, dataset, result, values)
     return TrialOutcome(values, out_dir, result)
 

@@ -415,3 +415,17 @@ def test_use_mass_action_contradicting_substrate_kinetics_is_one_line():
                                  {"homeostasis_form": "sigmoid"}, {"substrate_kinetics": "hill"}])
 def test_bad_form_values_name_the_key(raw):
     assert next(iter(raw)) in dict_error({"simulation": raw})
+
+
+@pytest.mark.parametrize(("training", "expected"), [
+    ({"type_grouping_at": 0.9}, "type_grouping_at 0.9 needs coeff_residual_fit > 0"),
+    ({"type_grouping_at": 0.6, "coeff_residual_fit": 1.0, "residual_fit_start": 0.7}, "residual_fit_start <="),
+    ({"type_grouping_at": 1.0, "coeff_residual_fit": 1.0}, "training.type_grouping_at"),
+    ({"n_types": 0}, "training.n_types"),
+    ({"type_merge_tolerance": 0.0}, "training.type_merge_tolerance"),
+])
+def test_type_grouping_needs_the_residual_phase_and_sane_values(training, expected):
+    assert expected in dict_error({"training": training})
+    grouped = config_from_dict({"training": {"type_grouping_at": 0.9, "coeff_residual_fit": 1.0,
+                                             "residual_fit_start": 0.9, "n_types": 2}}).training
+    assert (grouped.type_grouping_at, grouped.n_types, grouped.type_merge_tolerance) == (0.9, 2, 0.25)

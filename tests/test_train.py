@@ -250,10 +250,11 @@ def forms_dataset():
     (lambda: final_config(**EVERY_OPTIONAL_TERM), OPTIONAL_TERMS, "small_dataset"),
     (small_config, (), "forms_dataset"),
     (lambda: final_config(init="regression", moment_window="auto"), (), "small_dataset"),
-    (lambda: free_forms_config(SMALL_SIM, data_augmentation_loop=20, residual_fit_start=0.5, prediction_window=3),
+    (lambda: free_forms_config(SMALL_SIM, data_augmentation_loop=20, residual_fit_start=0.5, prediction_window=3,
+                               type_grouping_at=0.75),
      (*OPTIONAL_TERMS[:2], "embedding_fusion"), "small_dataset"),
 ], ids=["free_mlp", "final_with_every_optional_term", "free_mlp_on_michaelis_menten_saturating",
-        "regression_warm_start", "free_forms_with_their_priors_and_a_prediction_window"])
+        "regression_warm_start", "free_forms_with_their_priors_a_prediction_window_and_type_grouping"])
 def test_ground_truth_is_read_only_by_metrics_and_plots(request, tmp_path, make_config, active_terms, data):
     truth = request.getfixturevalue(data).truth
     guarded = GuardedTruth(truth)
@@ -267,6 +268,7 @@ def test_ground_truth_is_read_only_by_metrics_and_plots(request, tmp_path, make_
     for name in active_terms:  # each optional term did run under the guard
         assert (outcome.result.loss_history[name] > 0).any(), name
     assert outcome.metrics["classification"] != "unknown"  # the metrics did see the truth
+    assert ("type_groups" in outcome.metrics) is (outcome.result.type_groups is not None)
     assert "MLP_sub_shape_R2_s1" in outcome.metrics and "MLP_node_R2_1" in outcome.metrics
     assert guarded.readers == {"metabo_tune.metrics", "metabo_tune.plots"}
     assert guarded.names >= TRUE_FORMS  # the true functions were read, under the guard
@@ -733,3 +735,28 @@ def test_the_gauge_pins_the_substrate_function_at_one_for_every_order():
     value, model = penalty("concentration", sub_norm_concentration=3.0)
     assert value == pytest.approx(7.0 * (abs(metrics.substrate_values(model, np.array([3.0]), 1)[0]) - 3.0) ** 2,
                                   rel=1e-5)
+
+
+def test_type_grouping_gives_each_group_one_embedding_fixed_from_then_on_and_resumes_exactly(small_dataset, tmp_path):
+    cfg = free_forms_config(SMALL_SIM, data_augmentation_loop=20, residual_fit_start=0.5, type_grouping_at=0.75,
+                            residual_refresh_every=50)
+    straight = Trainer(cfg, small_dataset.observed)
+    grouping = straight.grouping_iteration
+    straight.run(until=grouping)
+    assert straight.type_groups is None and len(torch.unique(straight.model.embedding, dim=0)) > 2
+    straight.run(until=grouping + 1)
+    groups = straight.type_groups
+    grouped = straight.model.embedding.detach().clone()
+    assert len(torch.unique(grouped, dim=0)) == len(groups.centres) == len(groups.sizes)
+    torch.testing.assert_close(grouped, torch.as_tensor(groups.centres[groups.labels], dtype=grouped.dtype))
+    straight.save_checkpoint(tmp_path / "ckpt.pt")
+    straight.run()
+    assert torch.equal(straight.model.embedding, grouped)  # fixed after the grouping
+    assert straight.learning_rates(grouping)["embedding"] == 0 < straight.learning_rates(grouping - 1)["embedding"]
+    resumed = Trainer(cfg, small_dataset.observed)
+    resumed.load_checkpoint(tmp_path / "ckpt.pt")
+    assert np.array_equal(resumed.type_groups.labels, groups.labels)
+    resumed.run()
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert resumed.result().type_groups.sizes == groups.sizes

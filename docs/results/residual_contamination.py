@@ -23,13 +23,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.cluster import DBSCAN
 
 from metabo_tune.config import load_config
 from metabo_tune.homeostasis_losses import window_means
-from metabo_tune.metrics import EMBEDDING_EPS, _standardise
 from metabo_tune.simulate import load_or_simulate, rate_law_rhs
 from metabo_tune.train import Trainer
+from metabo_tune.type_groups import density_clusters
 
 
 def relaxation_fits(conc: np.ndarray, residual: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -57,8 +56,7 @@ def diagnose(run: Path) -> pd.DataFrame:
         trained = torch.cat([trainer.model.reaction_part(chunk) for chunk in chunks]).double().numpy()
     exact = rate_law_rhs(conc, dataset.observed.network, truth.log_k, np.zeros_like(conc))
     window, shape = cfg.training.moment_window, cfg.training.moment_window_shape
-    labels = DBSCAN(eps=EMBEDDING_EPS, min_samples=5).fit_predict(
-        _standardise(trainer.model.embedding.detach().numpy()))
+    labels = density_clusters(trainer.model.embedding.detach().numpy())
     majority = {t: np.bincount(labels[(truth.types == t) & (labels >= 0)]).argmax() for t in np.unique(truth.types)}
     outside = np.array([labels[i] != majority[t] for i, t in enumerate(truth.types)])
     rows = {}
