@@ -36,8 +36,11 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import re
 import sys
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
@@ -120,6 +123,21 @@ def _train(cfg: Config, out_dir: Path, method: str = "gnn") -> dict:
     return run_trial(cfg, out_dir, show_progress=False).metrics
 
 
+PARENT_POLL_S = 2.0
+
+
+def _end_with_parent(parent: int) -> None:
+    """Worker initializer: a thread ends this worker once the sweep that started it is gone. A sweep stopped by
+    SIGTERM (a scheduler, `kill`) would otherwise leave its workers training into its directories unseen; each
+    run's last checkpoint lets the rerun resume it."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def train_runs(configs: list[Config], out_dirs: list[Path], jobs: int = 1, method: str = "gnn") -> list[dict]:
     """Each config trained (or, with method 'regression', fitted by the known-form regression) into its
     directory, `jobs` at a time in separate processes (one torch thread each); the metrics in the given
@@ -136,7 +154,8 @@ def train_runs(configs: list[Config], out_dirs: list[Path], jobs: int = 1, metho
         for index, (cfg, out_dir) in enumerate(zip(configs, out_dirs, strict=True)):
             finished(index, _train(cfg, out_dir, method))
     else:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), initializer=_end_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(_train, cfg, out_dir, method): index
                        for index, (cfg, out_dir) in enumerate(zip(configs, out_dirs, strict=True))}
             for future in as_completed(futures):

@@ -1,4 +1,8 @@
 import json
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -291,3 +295,36 @@ def test_a_regression_sweep_is_one_more_method_to_compare(tmp_path, capsys):
     assert main(["--compare", str(tmp_path / "gnn"), str(tmp_path / "regression"), "--out", str(tmp_path / "cmp")]) == 0
     table = pd.read_csv(tmp_path / "cmp" / "compare.csv")
     assert table["configuration"].tolist() == ["gnn", "regression", "gnn", "regression"]
+
+
+def _workers_of(parent: int) -> set[int]:
+    """The pool workers (spawned processes) whose parent is `parent`, from /proc."""
+    workers = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == parent and b"multiprocessing-fork" in command:
+            workers.add(int(stat.parent.name))
+    return workers
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_a_sweep_stopped_by_sigterm_takes_its_workers_with_it(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(json.dumps(TINY))
+    command = [sys.executable, "-m", "metabo_tune.sweep", str(config), "--vary", "training.seed=1,2", "--jobs", "2",
+               "--set", "training.data_augmentation_loop=100000", "--out", str(tmp_path / "sweep")]
+    sweep_process = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(workers := _workers_of(sweep_process.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert len(workers) == 2
+    sweep_process.terminate()
+    sweep_process.wait(timeout=30)
+    deadline = time.monotonic() + 10 * sweep.PARENT_POLL_S
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
