@@ -1,11 +1,13 @@
 """Training speed, one torch thread: ms per iteration of the mission's base config (time_step 1 and 4) and
 of configs/joint_recovery.yaml in each of its phases (conservation only; the residual fit, its refreshes
 included), the residual refresh alone, the same for the noisy-data configuration (the base of
-search_spaces/noisy_rank_50.yaml: the weak form on σ_m 0.01 data), and the projected wall time of one
-trial at the mission budget (72 000 iterations) including data, evaluation and plots.
+search_spaces/noisy_rank_50.yaml: the weak form on σ_m 0.01 data), the same two phases for configs/free_forms.yaml
+(the forms learned), and the projected time of one trial at the mission budget (72 000 iterations) including data,
+evaluation and plots, with the free forms' training time over the known forms' (from CPU ms, which another process
+on the core does not inflate).
 
     python benchmarks/bench_train.py [--iterations 500] [--windows 10] [--compare GIT_REF]
-                                     [--cases base,base_ts4,joint_conservation,joint_residual,noisy_...]
+                                     [--cases base,base_ts4,joint_conservation,joint_residual,noisy_...,free_...]
 
 Every case runs in its own process. `--compare REF` times the code of a git commit in the same process:
 its package, extracted with `git archive` and imported as `metabo_tune_ref`, trains a second trainer of
@@ -43,6 +45,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 JOINT = "configs/joint_recovery.yaml"
 NOISY = "search_spaces/noisy_rank_50.yaml"  # its base: joint_recovery + the weak form, on noisy data
+FREE = "configs/free_forms.yaml"  # the forms learned: free MLP_sub and MLP_node with their priors
 MISSION = "search_spaces/homeo_rank_50.yaml"
 CASES = {  # name: (config, overrides, phase, share of --iterations per window)
     "base": (MISSION, [], "start", 1.0),
@@ -51,7 +54,10 @@ CASES = {  # name: (config, overrides, phase, share of --iterations per window)
     "joint_residual": (JOINT, [], "residual", 1.0),
     "noisy_conservation": (NOISY, [], "start", 1.0),
     "noisy_residual": (NOISY, [], "residual", 1.0),
+    "free_conservation": (FREE, [], "start", 1.0),
+    "free_residual": (FREE, [], "residual", 1.0),
 }
+PHASED = {JOINT: "joint", FREE: "free"}  # configs whose trial time is projected from their two phases' cases
 WARM_UP = 100  # iterations before the first window: allocator, first sampling chunk, first refresh
 SCALE_CONFIG = "configs/e_coli_core.yaml"
 NETWORKS = {  # name: overrides of SCALE_CONFIG
@@ -308,13 +314,20 @@ def trial_overhead(cases: dict[str, dict]) -> None:
     if "base" in cases:
         training_s = statistics.median(cases["base"]["wall"]) * total / 1e3
         print(f"projected base trial ({total} iterations, cached data): {(training_s + overhead) / 60:.2f} min")
-    if "joint_conservation" in cases and "joint_residual" in cases:
-        joint = Trainer(load_config(REPO / JOINT), dataset.observed, device="cpu")
-        start = joint.homeostasis_losses.residual_start
-        training_s = (statistics.median(cases["joint_conservation"]["wall"]) * start
-                      + statistics.median(cases["joint_residual"]["wall"]) * (joint.total_iterations - start)) / 1e3
-        print(f"projected {Path(JOINT).name} trial ({joint.total_iterations} iterations, residual phase from "
-              f"{start}): {(training_s + overhead) / 60:.2f} min")
+    projected = {}
+    for config, prefix in PHASED.items():
+        first, residual = f"{prefix}_conservation", f"{prefix}_residual"
+        if first not in cases or residual not in cases:
+            continue
+        trainer = Trainer(load_config(REPO / config), dataset.observed, device="cpu")
+        start = trainer.homeostasis_losses.residual_start
+        training_s = (statistics.median(cases[first]["cpu"]) * start
+                      + statistics.median(cases[residual]["cpu"]) * (trainer.total_iterations - start)) / 1e3
+        projected[config] = training_s
+        print(f"projected {Path(config).name} trial ({trainer.total_iterations} iterations, residual phase from "
+              f"{start}, CPU ms): {(training_s + overhead) / 60:.2f} min")
+    if len(projected) == 2:
+        print(f"free forms / known forms, training per trial: {projected[FREE] / projected[JOINT]:.2f}x")
 
 
 def main() -> None:
