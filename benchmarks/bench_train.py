@@ -6,7 +6,7 @@ search_spaces/noisy_rank_50.yaml: the weak form on σ_m 0.01 data), the same two
 evaluation and plots, with the free forms' training time over the known forms' (from CPU ms, which another process
 on the core does not inflate).
 
-    python benchmarks/bench_train.py [--iterations 500] [--windows 10] [--compare GIT_REF]
+    python benchmarks/bench_train.py [--iterations 500] [--windows 10] [--compare GIT_REF] [--set KEY=VALUE ...]
                                      [--cases base,base_ts4,joint_conservation,joint_residual,noisy_...,free_...]
 
 Every case runs in its own process. `--compare REF` times the code of a git commit in the same process:
@@ -79,8 +79,9 @@ def extract_ref(ref: str, directory: Path) -> None:
         path.write_text(re.sub(r"\bmetabo_tune\b", REF_PACKAGE, path.read_text()))
 
 
-def make_trainer(package: str, case: str):
+def make_trainer(package: str, case: str, extra: list[str]):
     config, overrides, phase, _ = CASES[case]
+    overrides = [*overrides, *extra]
     load_config = importlib.import_module(f"{package}.config").load_config
     simulate = importlib.import_module(f"{package}.simulate")
     cfg = load_config(REPO / config, overrides)
@@ -93,7 +94,7 @@ def make_trainer(package: str, case: str):
     return trainer
 
 
-def worker(case: str, iterations: int, windows: int, ref_dir: str | None) -> dict:
+def worker(case: str, iterations: int, windows: int, ref_dir: str | None, extra: list[str]) -> dict:
     """Time `windows` windows of `iterations` iterations of one case, alternating with the reference."""
     import torch
 
@@ -103,7 +104,7 @@ def worker(case: str, iterations: int, windows: int, ref_dir: str | None) -> dic
     if ref_dir:
         sys.path.insert(0, ref_dir)
         packages = {"ref": REF_PACKAGE, "this tree": "metabo_tune"}
-    trainers = {label: make_trainer(package, case) for label, package in packages.items()}
+    trainers = {label: make_trainer(package, case, extra) for label, package in packages.items()}
     for label, package in packages.items():
         imported = Path(importlib.import_module(f"{package}.train").__file__)
         if not imported.is_relative_to(Path(ref_dir) if label == "ref" else REPO):
@@ -269,6 +270,7 @@ def run_worker(case: str, args: argparse.Namespace, ref_dir: Path | None) -> dic
                "--iterations", str(args.iterations), "--windows", str(args.windows)]
     if ref_dir is not None:
         command += ["--ref-dir", str(ref_dir)]
+    command += [item for override in args.set for item in ("--set", override)]
     env = os.environ | {"PYTHONPATH": str(REPO)}
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -280,7 +282,7 @@ def cell(values: list[float]) -> str:
     return f"{statistics.median(values):7.3f} ({min(values):.3f}–{max(values):.3f})"
 
 
-def trial_overhead(cases: dict[str, dict]) -> None:
+def trial_overhead(cases: dict[str, dict], extra: list[str]) -> None:
     """Data, evaluation and plots of one trial (this tree), and the projected trials."""
     import torch
 
@@ -319,7 +321,7 @@ def trial_overhead(cases: dict[str, dict]) -> None:
         first, residual = f"{prefix}_conservation", f"{prefix}_residual"
         if first not in cases or residual not in cases:
             continue
-        trainer = Trainer(load_config(REPO / config), dataset.observed, device="cpu")
+        trainer = Trainer(load_config(REPO / config, extra), dataset.observed, device="cpu")
         start = trainer.homeostasis_losses.residual_start
         training_s = (statistics.median(cases[first]["cpu"]) * start
                       + statistics.median(cases[residual]["cpu"]) * (trainer.total_iterations - start)) / 1e3
@@ -336,6 +338,8 @@ def main() -> None:
                         help="iterations per timing window (a quarter of them at time_step 4)")
     parser.add_argument("--windows", type=int, default=10, help="timing windows per case (and tree)")
     parser.add_argument("--cases", default=",".join(CASES), help="comma-separated subset of " + ", ".join(CASES))
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="an override applied to every case (repeatable): what a variant of a config costs")
     parser.add_argument("--compare", metavar="GIT_REF", help="also time this commit, alternating with this tree")
     parser.add_argument("--scale", action="store_true", help="time the network sizes of NETWORKS instead")
     parser.add_argument("--networks", default=",".join(NETWORKS), help="with --scale: a comma-separated subset of "
@@ -349,7 +353,7 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))  # this tree's metabo_tune, installed or not
     if args.worker:
-        print(json.dumps(worker(args.worker, args.iterations, args.windows, args.ref_dir)))
+        print(json.dumps(worker(args.worker, args.iterations, args.windows, args.ref_dir, args.set)))
         return
     if args.scale_worker:
         stage, name = args.scale_worker.split(":")
@@ -396,7 +400,7 @@ def main() -> None:
                 ref, new = (results[case][label] for label in ("ref", "this tree"))
                 ratio = statistics.median(r / n for r, n in zip(ref["cpu"], new["cpu"], strict=True))
                 print(f"{'':<20} {'speed-up':<10} {'':>24} {ratio:>23.2f}×")
-        trial_overhead({case: values["this tree"] for case, values in results.items()})
+        trial_overhead({case: values["this tree"] for case, values in results.items()}, args.set)
 
 
 if __name__ == "__main__":
