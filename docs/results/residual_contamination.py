@@ -17,12 +17,12 @@ RUN_DIR is a trial's output directory (config.yaml and checkpoint.pt). One row p
 outside its type's cluster or whose trained residual fits the wrong type.
 """
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from diagnostic_cli import main_over_runs
 
 from metabo_tune.config import load_config
 from metabo_tune.homeostasis_losses import window_means
@@ -77,17 +77,5 @@ def diagnose(run: Path) -> pd.DataFrame:
     })
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", type=Path)
-    parser.add_argument("--csv", type=Path)
-    args = parser.parse_args()
-    table = pd.concat([diagnose(run) for run in args.runs], ignore_index=True)
-    if args.csv:
-        table.to_csv(args.csv, index=False)
-    with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
-
-
 if __name__ == "__main__":
-    main()
+    main_over_runs(__doc__, diagnose)

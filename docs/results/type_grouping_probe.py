@@ -12,12 +12,12 @@ docs/results/type_grouping_probe.csv: the attached free-form runs of docs/result
 without grouping (network 42, training seed 77; the checkpoints are kept outside git).
 """
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from diagnostic_cli import main_over_runs
 
 from metabo_tune.config import load_config
 from metabo_tune.simulate import load_or_simulate
@@ -52,18 +52,5 @@ def probe(run: Path) -> pd.DataFrame:
     })
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", type=Path)
-    parser.add_argument("--csv", type=Path)
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    table = pd.concat([probe(run) for run in args.runs], ignore_index=True)
-    if args.csv:
-        table.to_csv(args.csv, index=False)
-    with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
-
-
 if __name__ == "__main__":
-    main()
+    main_over_runs(__doc__, probe)
