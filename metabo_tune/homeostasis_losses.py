@@ -273,14 +273,19 @@ class HomeostasisLosses:
         the current reactions fitted by the head at each candidate embedding (type_groups.CrossFit)."""
         concentrations, residual = (values.float() for values in self.current_residual())
         embedding = torch.as_tensor(centres, dtype=self.model.embedding.dtype, device=self.conc.device)
-        n, m = residual.shape[1], len(centres)
-        fit = torch.zeros((n, m), dtype=torch.float64, device=self.conc.device)
-        block = max(1, _CROSS_FIT_ROWS // (n * m))
-        for start in range(0, residual.shape[0], block):  # [frames, i, j]: h(c_i, centre_j), frames in blocks
-            rows = concentrations[start:start + block]
-            head = self.model.head(rows.unsqueeze(-1).expand(-1, -1, m), embedding)
-            fit += (head - residual[start:start + block].unsqueeze(-1)).square().sum(0).double()
-        return (fit / residual.shape[0]).cpu().numpy()
+        return self.cross_fit(concentrations, residual, embedding).double().cpu().numpy()
+
+    def cross_fit(self, concentrations: torch.Tensor, residual: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        """[n, m]: mean over the given frames of (h(c_i, e_j) − r_i)², metabolite i's residual fitted by the head at
+        each of the m embeddings e_j; metabolites in blocks of at most _CROSS_FIT_ROWS head evaluations."""
+        n, m = residual.shape[1], embedding.shape[0]
+        block = max(1, _CROSS_FIT_ROWS // (residual.shape[0] * m))
+        fits = []
+        for start in range(0, n, block):  # [frames, i, j]: h(c_i, e_j), i in this block, then the mean over frames
+            rows = concentrations[:, start:start + block]
+            cross = self.model.head(rows.unsqueeze(-1).expand(-1, -1, m), embedding)
+            fits.append((cross - residual[:, start:start + block].unsqueeze(-1)).square().mean(0))
+        return torch.cat(fits)
 
     def head_neighbours(self, concentrations: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         """[n, k]: for each metabolite i the k others j whose h(·, a_j) fits i's residual best, over
@@ -291,14 +296,7 @@ class HomeostasisLosses:
             return torch.zeros((n, 0), dtype=torch.long, device=residual.device)
         frames = torch.linspace(0, residual.shape[0] - 1, min(self.tcfg.residual_fit_frames, residual.shape[0]),
                                 device=residual.device).long()
-        c, r = concentrations[frames], residual[frames]
-        block = max(1, _CROSS_FIT_ROWS // (len(frames) * n))
-        fits = []
-        for start in range(0, n, block):  # [frames, i, j]: h(c_i, a_j), i in this block, then the mean over frames
-            rows = c[:, start:start + block]
-            cross = self.model.head(rows.unsqueeze(-1).expand(-1, -1, n), self.model.embedding)
-            fits.append((cross - r[:, start:start + block].unsqueeze(-1)).square().mean(0))
-        fit = torch.cat(fits)
+        fit = self.cross_fit(concentrations[frames], residual[frames], self.model.embedding)
         fit.fill_diagonal_(float("inf"))
         return fit.topk(k, largest=False).indices
 
