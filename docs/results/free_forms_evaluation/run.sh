@@ -1,15 +1,32 @@
 #!/usr/bin/env bash
-# Issue 28 evaluation (docs/results.md, "Learned forms") (resumable: every sweep reuses finished runs). Networks 5001-5004, training seed 2026.
+# Issue 28 evaluation (docs/results.md, "Learned forms"), resumable: every sweep reuses finished runs. Training seed 2026.
+# Stage 1 (networks 5001-5004): configs/free_forms.yaml as it was then, with the conservation loss.
+# Stage 2 (networks 7001-7003): configs/free_forms.yaml as shipped, without it; the Michaelis–Menten points only.
 set -u
 cd "$(dirname "$0")/../../.."
 PY=${PYTHON:-python}  # the interpreter with metabo_tune installed
 MM="--set simulation.substrate_kinetics=michaelis_menten --set simulation.homeostasis_form=saturating"
-for method in regression gnn; do
-  for cfg in free_forms joint_recovery; do
-    [ "$method" = regression ] && [ "$cfg" = joint_recovery ] && continue
-    tag=${cfg}_${method}
-    $PY -m metabo_tune.sweep configs/$cfg.yaml --method $method --set training.seed=2026 --vary simulation.seed=5001,5002,5003 --jobs 2 --out results/eval_ma_$tag
-    $PY -m metabo_tune.sweep configs/$cfg.yaml --method $method --set training.seed=2026 $MM --set simulation.homeostasis_width=2 --vary simulation.michaelis_K=1,3,10 --vary simulation.seed=5004 --jobs 2 --out results/eval_mmK_$tag
-    $PY -m metabo_tune.sweep configs/$cfg.yaml --method $method --set training.seed=2026 $MM --set simulation.michaelis_K=3 --vary simulation.homeostasis_width=1,4 --vary simulation.seed=5004 --jobs 2 --out results/eval_mmw_$tag
+sweep() {  # sweep CONFIG METHOD TAG NETWORKS [--set ...]: the mass-action rows (TAG ma) or the five MM points
+  local cfg=$1 method=$2 tag=$3 nets=$4; shift 4
+  if [ "$tag" = ma ]; then
+    $PY -m metabo_tune.sweep configs/$cfg.yaml --method $method --set training.seed=2026 "$@" --vary simulation.seed=$nets --jobs 2 --out results/eval_ma_$cfg${SUFFIX}_$method
+    return
+  fi
+  $PY -m metabo_tune.sweep configs/$cfg.yaml --method $method --set training.seed=2026 $MM --set simulation.homeostasis_width=2 "$@" --vary simulation.michaelis_K=1,3,10 --vary simulation.seed=$nets --jobs 2 --out results/eval_mmK_$cfg${SUFFIX}_$method
+  $PY -m metabo_tune.sweep configs/$cfg.yaml --method $method --set training.seed=2026 $MM --set simulation.michaelis_K=3 "$@" --vary simulation.homeostasis_width=1,4 --vary simulation.seed=$nets --jobs 2 --out results/eval_mmw_$cfg${SUFFIX}_$method
+}
+WITH_CONSERVATION="--set training.coeff_conservation=1e4 --set training.conservation_frames=64"
+if [ "${STAGE:-2}" = 1 ]; then
+  SUFFIX=
+  for tag in ma mm; do
+    nets=$([ $tag = ma ] && echo 5001,5002,5003 || echo 5004)
+    sweep free_forms regression $tag $nets
+    sweep free_forms gnn $tag $nets $WITH_CONSERVATION
+    sweep joint_recovery gnn $tag $nets
   done
-done
+else
+  SUFFIX=_7000
+  sweep free_forms regression mm 7001,7002,7003
+  sweep free_forms gnn mm 7001,7002,7003
+  sweep joint_recovery gnn mm 7001,7002,7003
+fi
