@@ -183,9 +183,10 @@ class GraphModelConfig(_Section):
     normalize_inputs: bool = Field(
         True, description="Feed c/xnorm (xnorm = 1.5·std of observed c) to the MLPs; the rate law keeps raw c."
     )
-    substrate_form: Literal["mlp", "power"] = Field(
+    substrate_form: Literal["mlp", "power", "mass_action"] = Field(
         "mlp", description="'mlp': MLP_sub(c, |s|) free. 'power': c^|s|·exp(g(c, |s|)) with g the MLP, so the "
-                           "mass-action shape is built in and the MLP learns only a correction.")
+                           "mass-action shape is built in and the MLP learns only a correction. 'mass_action': "
+                           "c^|s| exactly, no MLP (the regression's form).")
     substrate_zero: bool = Field(
         False, description="With substrate_form 'mlp': MLP_sub(c, s) − MLP_sub(0, s), so that no substrate means no "
                            "rate (f(0, s) = 0 for every order), a prior that assumes no rate law.")

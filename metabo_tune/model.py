@@ -165,8 +165,8 @@ class MetabolicGNN(nn.Module):
         super().__init__()
         n, n_rxn = network.n_metabolites, network.n_reactions
         self.rate_softplus = cfg.rate_softplus
-        self.substrate_power = cfg.substrate_form == "power"
-        self.substrate_zero = cfg.substrate_zero and not self.substrate_power
+        self.substrate_form = cfg.substrate_form
+        self.substrate_zero = cfg.substrate_zero and cfg.substrate_form == "mlp"
         self.embedding = nn.Parameter(0.1 * torch.randn(n, cfg.embedding_dim))
         self.node_mlp: MLP | None = None
         self.relaxation: LinearRelaxation | None = None
@@ -222,6 +222,8 @@ class MetabolicGNN(nn.Module):
         """MLP_sub(c, |s|) elementwise on broadcastable tensors, in raw concentration units. With substrate_zero
         the MLP's value at (0, |s|) is subtracted, evaluated in the same pass once per order present."""
         conc, order = torch.broadcast_tensors(conc, order)
+        if self.substrate_form == "mass_action":
+            return conc.clamp(min=0.0).pow(order)
         inputs = torch.stack([conc / self.input_scale, order], dim=-1)
         if self.substrate_zero:
             orders, inverse = torch.unique(order, return_inverse=True)
@@ -230,7 +232,7 @@ class MetabolicGNN(nn.Module):
             values, zero_values = torch.split(out, [conc.numel(), len(orders)])
             return (values - zero_values[inverse.view(-1)]).view(conc.shape)
         out = self.sub_mlp(inputs.view(-1, 2)).view(conc.shape)  # 2-D rows, as for MLP_node
-        if self.substrate_power:
+        if self.substrate_form == "power":
             return conc.clamp(min=0.0).pow(order) * torch.exp(out)
         return out
 

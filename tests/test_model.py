@@ -212,6 +212,16 @@ def test_power_substrate_form_is_mass_action_times_a_learned_factor(reference_da
     torch.testing.assert_close(model.substrate(conc, order), conc**order)
 
 
+def test_mass_action_form_is_c_to_the_order_whatever_the_mlp(reference_dataset):
+    model = build_model(reference_dataset.observed.network, GraphModelConfig(substrate_form="mass_action"), 3.0,
+                        seed=0, log_k_init=(-2, 1))
+    conc, order = torch.rand(50) * 10, torch.tensor([1.0, 2.0]).repeat(25)
+    torch.testing.assert_close(model.substrate(conc, order), conc**order)
+    with torch.no_grad():
+        model.sub_mlp[-1].bias.fill_(3.0)
+    torch.testing.assert_close(model.substrate(conc, order), conc**order)
+
+
 def test_the_zero_prior_subtracts_the_mlps_value_at_zero_for_each_order(reference_dataset):
     """substrate_zero: f(c, s) = MLP(c, s) − MLP(0, s), so f(0, s) = 0 for every order, whatever the weights."""
     network = reference_dataset.observed.network
@@ -226,8 +236,8 @@ def test_the_zero_prior_subtracts_the_mlps_value_at_zero_for_each_order(referenc
                                rtol=0, atol=1e-7)
 
 
-def power_model(network, head="mlp"):
-    return build_model(network, GraphModelConfig(substrate_form="power", homeostasis_head=head), 3.0, seed=0,
+def power_model(network, head="mlp", form="power"):
+    return build_model(network, GraphModelConfig(substrate_form=form, homeostasis_head=head), 3.0, seed=0,
                        log_k_init=(-2, 1))
 
 
@@ -271,11 +281,11 @@ def test_power_form_has_finite_gradients_at_zero_concentration():
     assert model.sub_mlp[0].weight.grad.abs().sum() > 0
 
 
-def exact_power_model(dataset):
-    """The power form with g = 0 (exact mass action), the true log k, and the linear head set to each
-    type's true (λ, b) through the embedding (column 0: the type), in float64."""
+def exact_power_model(dataset, form="power"):
+    """The power form with g = 0 (exact mass action; or the mass-action form, which has no g), the true log k, and
+    the linear head set to each type's true (λ, b) through the embedding (column 0: the type), in float64."""
     truth = dataset.truth
-    model = power_model(dataset.observed.network, head="linear").double()
+    model = power_model(dataset.observed.network, head="linear", form=form).double()
     lam, base = np.log(truth.lambda_per_type), truth.baseline_per_type / 3.0
     with torch.no_grad():
         model.sub_mlp[-1].weight.zero_()
@@ -290,11 +300,16 @@ def exact_power_model(dataset):
     return model
 
 
-@pytest.mark.parametrize("build", [exact_model, exact_power_model], ids=["mlp_substitutes", "power_form"])
+def exact_mass_action_model(dataset):
+    return exact_power_model(dataset, form="mass_action")
+
+
+@pytest.mark.parametrize("build", [exact_model, exact_power_model, exact_mass_action_model],
+                         ids=["mlp_substitutes", "power_form", "mass_action_form"])
 @pytest.mark.parametrize("sim", SIMS_WITH_SQUARES)
 def test_exact_substitutes_reproduce_the_simulated_derivatives(sim, build):
-    """The free MLPs replaced by the exact functions, and the power form with no correction, give the
-    simulator's dc/dt."""
+    """The free MLPs replaced by the exact functions, the power form with no correction, and the mass-action form
+    give the simulator's dc/dt."""
     dataset = simulate(sim)
     assert sim.cycle_fraction == 1.0 or (dataset.observed.network.substrate_order == 2).any()
     model = build(dataset)
