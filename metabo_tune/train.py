@@ -481,12 +481,18 @@ def run_trial(cfg: Config, out_dir: str | Path, *, dataset: Dataset | None = Non
                    show_progress=show_progress, device=device)
     values = metrics.compute_metrics(result.model, dataset, status=result.status, loss_history=result.loss_history,
                                      training_time_s=result.training_time_s, iterations=result.iterations)
-    values |= data_report(cfg, dataset) | {"moment_window": result.moment_window,
-                                           "prediction_window": result.prediction_window}
-    if result.type_groups is not None:
-        values |= {"type_groups": len(result.type_groups.centres), "type_groups_seeded": result.type_groups.seed_groups}
+    values |= run_report(cfg, dataset, result)
     write_trial_outputs(out_dir, dataset, result, values)
     return TrialOutcome(values, out_dir, result)
+
+
+def run_report(cfg: Config, dataset: Dataset, result: TrainResult) -> dict[str, float]:
+    """What a run chose for itself, beside its metrics: the noise read from the data, the windows, the type groups."""
+    values = data_report(cfg, dataset) | {"moment_window": result.moment_window,
+                                          "prediction_window": result.prediction_window}
+    if result.type_groups is not None:
+        values |= {"type_groups": len(result.type_groups.centres), "type_groups_seeded": result.type_groups.seed_groups}
+    return values
 
 
 def data_report(cfg: Config, dataset: Dataset) -> dict[str, float]:

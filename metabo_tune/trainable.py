@@ -28,7 +28,7 @@ from metabo_tune.atomic_file import write_atomically
 from metabo_tune.config import Config
 from metabo_tune.simulate import load_or_simulate
 from metabo_tune.space import SearchSpace, reward, reward_inputs
-from metabo_tune.train import Trainer, write_trial_inputs, write_trial_outputs
+from metabo_tune.train import Trainer, run_report, write_trial_inputs, write_trial_outputs
 from metabo_tune.tree import FULL
 
 REPORTS_PER_TRIAL = 10
@@ -91,6 +91,7 @@ def _metrics(trainer: Trainer, dataset, space: SearchSpace) -> dict[str, Any]:
     values = metrics.compute_metrics(result.model, dataset, status=status, loss_history=result.loss_history,
                                      training_time_s=result.training_time_s, iterations=result.iterations,
                                      thresholds=space.thresholds)
+    values |= run_report(trainer.cfg, dataset, result)
     values["status"] = result.status
     values["reward"] = reward(values | {"status": status}, space.reward, space.thresholds)
     return values

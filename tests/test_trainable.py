@@ -107,5 +107,6 @@ def test_an_interrupted_trial_resumes_from_its_own_checkpoint_and_removes_it_whe
     assert [metrics["final"] for metrics, _ in reported][-1] and reported[-1][1] is not None
     assert all(checkpoint is None for _, checkpoint in reported[:-1])
     assert reported[-1][0]["iteration"] == trainer.total_iterations
+    assert {"moment_window", "prediction_window", "measurement_noise_estimate"} <= reported[-1][0].keys()  # as train's
     assert not (out_dir / trainable.RESUME_FILE).exists()
     assert (out_dir / trainable.FINAL_REPORT_FILE).is_file()
