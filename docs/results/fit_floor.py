@@ -12,7 +12,9 @@ precision. Order-1 substrates only (the random networks' cycle_fraction 1.0).
     python docs/results/fit_floor.py RUN_DIR [RUN_DIR ...] [--polish 40] [--csv OUT.csv]
 
 docs/results/fit_floor.csv: the Michaelis–Menten development runs on network 5004 (K 3, w 2, training seed 2026,
-docs/results/free_forms_development/michaelis_menten.csv), the prediction-only run with `--polish 40`.
+docs/results/free_forms_development/michaelis_menten.csv), the prediction-only run (v5_predonly) with `--polish 40`;
+for contrast the shipped configuration on mass-action network 6001 (converged, free_forms_no_conservation_gnn.csv).
+The rate constants adapt to f̂'s error, so `dcdt_error_from_f_rms` (true k) overstates what f̂ costs a fitted run.
 """
 
 import argparse
