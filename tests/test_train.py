@@ -251,7 +251,7 @@ def forms_dataset():
     (small_config, (), "forms_dataset"),
     (lambda: final_config(init="regression", moment_window="auto"), (), "small_dataset"),
     (lambda: free_forms_config(SMALL_SIM, data_augmentation_loop=20, residual_fit_start=0.5, prediction_window=3,
-                               type_grouping_at=0.75),
+                               type_grouping_at=0.75, coeff_conservation=1e4),
      (*OPTIONAL_TERMS[:2], "embedding_fusion"), "small_dataset"),
 ], ids=["free_mlp", "final_with_every_optional_term", "free_mlp_on_michaelis_menten_saturating",
         "regression_warm_start", "free_forms_with_their_priors_a_prediction_window_and_type_grouping"])
