@@ -16,7 +16,8 @@ and the k R² of the metrics. Order-1 substrates only (the random networks' cycl
 docs/results/fit_floor.csv: the Michaelis–Menten development runs on network 5004 (K 3, w 2, training seed 2026,
 docs/results/free_forms_development/michaelis_menten.csv), the prediction-only run (v5_predonly) with `--polish 40`;
 for contrast the shipped configuration on mass-action network 6001 (converged, free_forms_no_conservation_gnn.csv).
-The rate constants adapt to f̂'s error, so `dcdt_error_from_f_rms` (true k) overstates what f̂ costs a fitted run.
+docs/results/fit_floor_oracle_types.csv: the prediction-only run with `--polish 40 --oracle-types`. The rate
+constants adapt to f̂'s error, so `dcdt_error_from_f_rms` (true k) overstates what f̂ costs a fitted run.
 """
 
 import argparse
