@@ -13,7 +13,8 @@ and the k R² of the metrics. Order-1 substrates only (the random networks' cycl
 
     python docs/results/fit_floor.py RUN_DIR [RUN_DIR ...] [--polish 40 [--oracle-types]] [--csv OUT.csv]
 
-docs/results/fit_floor.csv: the Michaelis–Menten development runs on network 5004 (K 3, w 2, training seed 2026,
+docs/results/fit_floor.csv (written before the R² columns were added): the Michaelis–Menten development runs on
+network 5004 (K 3, w 2, training seed 2026,
 docs/results/free_forms_development/michaelis_menten.csv), the prediction-only run (v5_predonly) with `--polish 40`;
 for contrast the shipped configuration on mass-action network 6001 (converged, free_forms_no_conservation_gnn.csv).
 docs/results/fit_floor_oracle_types.csv: the prediction-only run with `--polish 40 --oracle-types`. The rate
