@@ -31,7 +31,7 @@ import torch
 
 from metabo_tune.config import load_config
 from metabo_tune.metrics import compute_metrics
-from metabo_tune.simulate import load_or_simulate, substrate_function
+from metabo_tune.simulate import RateLaw, load_or_simulate, substrate_function
 from metabo_tune.train import Trainer
 
 BANDS = (0.0, 0.03, 0.3, 3.0, 30.0, np.inf)
@@ -50,8 +50,9 @@ def measure(model: torch.nn.Module, dataset, label: str) -> dict:
         learned_f = (model.substrate(inputs, unit).abs() / model.substrate(unit, unit).abs()).double().numpy()
     true_f = substrate_function(conc, truth.michaelis_K)
     relative = np.abs(learned_f / np.where(true_f > 0, true_f, np.nan) - 1)
-    true_reactions = _reactions(true_f, network, truth.log_k)
-    with_learned_f = _reactions(learned_f, network, truth.log_k)
+    no_homeostasis = np.zeros_like(conc)
+    true_reactions = RateLaw(network, truth.log_k, truth.michaelis_K)(conc, no_homeostasis)
+    with_learned_f = RateLaw(network, truth.log_k)(learned_f, no_homeostasis)  # mass action on f̂: v_j = k_j·Π f̂^|s|
     scores = compute_metrics(model.float(), dataset, status="completed", loss_history={"loss": np.zeros(1)},
                              training_time_s=0.0, iterations=1)
     model.to(dtype)
@@ -64,13 +65,6 @@ def measure(model: torch.nn.Module, dataset, label: str) -> dict:
         row[f"f_rel_error_median_c{low:g}_{high:g}"] = float(np.nanmedian(relative[band]))
         row[f"share_of_samples_c{low:g}_{high:g}"] = float(band.mean())
     return row
-
-
-def _reactions(substrate_values: np.ndarray, network, log_k: np.ndarray) -> np.ndarray:
-    """S·v with v_j = k_j·Π f^|s|, from each metabolite's substrate value f per frame."""
-    index, order = network.padded_substrates()
-    padded = np.concatenate([substrate_values, np.ones((len(substrate_values), 1))], axis=1)
-    return (10.0 ** log_k * np.prod(padded[:, index] ** order, axis=-1)) @ network.stoichiometry.T
 
 
 def _rms(values: np.ndarray) -> float:

@@ -18,6 +18,7 @@ points, configs/free_forms.yaml with the conservation loss, training seed 2026) 
 docs/results/free_forms_evaluation/ (the checkpoints are kept outside git).
 """
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -26,14 +27,8 @@ import torch
 from diagnostic_cli import main_over_runs
 
 from metabo_tune.config import load_config
-from metabo_tune.simulate import Truth, load_or_simulate, substrate_function
+from metabo_tune.simulate import load_or_simulate, substrate_function
 from metabo_tune.train import Trainer
-
-
-def homeostasis(truth: Truth, conc: np.ndarray, types: np.ndarray) -> np.ndarray:
-    rate, offset = truth.lambda_per_type[types], conc - truth.baseline_per_type[types]
-    width = truth.homeostasis_width
-    return -rate * offset if np.isinf(width) else -rate * width * np.tanh(offset / width)
 
 
 def probe(run: Path) -> pd.DataFrame:
@@ -52,12 +47,12 @@ def probe(run: Path) -> pd.DataFrame:
         k = np.linalg.lstsq(gram, np.sum(per_k * (target @ stoich), axis=0), rcond=1e-13)[0]
         return float(np.sqrt(np.mean(((per_k * k) @ stoich.T - target) ** 2)))
 
-    true_h = homeostasis(truth, conc, truth.types)
+    true_h = truth.homeostasis(conc)
     rows = []
     for i in range(conc.shape[1]):
         switched = truth.types.copy()
         switched[i] = 1 - switched[i]
-        change = homeostasis(truth, conc, switched) - true_h
+        change = dataclasses.replace(truth, types=switched).homeostasis(conc) - true_h
         flip = misfit(deriv - true_h - change)
         rows.append({"run": run.name, "metabolite": i, "type": int(truth.types[i]),
                      "c_median": float(np.median(conc[:, i])), "c_max": float(conc[:, i].max()),
