@@ -81,7 +81,9 @@ class SimulationConfig(_Section):
         0.0, ge=0, allow_inf_nan=False, description="Process noise σ_p: after every Euler step and its clamp, "
                                                      "c ← max(c + N(0, σ_p²), 0).")
     external_input_type: Literal["none"] = "none"
-    n_runs: int = Field(1, ge=1, le=1)
+    n_runs: int = Field(
+        1, ge=1, description="Training trajectories, each from its own initial state (n_frames each, stacked; "
+                             "no window crosses from one into the next). Run 1 is the single run's trajectory.")
     data_dir: str | None = Field(
         None, description="Directory of .npy files to train on instead of simulating (README: 'Your own data')."
     )

@@ -16,7 +16,7 @@ import torch
 
 from metabo_tune.config import TrainingConfig
 from metabo_tune.model import MetabolicGNN
-from metabo_tune.simulate import DataError, Trajectory
+from metabo_tune.simulate import ArrayT, DataError, Trajectory
 
 
 def sum_of_norms(diff: torch.Tensor) -> torch.Tensor:
@@ -184,8 +184,9 @@ class HomeostasisLosses:
             spans = " (a trapezoid window spans W + 1 frames)" if frames > window else ""
             raise DataError(f"training.moment_window {window} exceeds the {trajectory.n_frames} frames of the data"
                             f"{spans}: choose a smaller window")
-        self.window_concentrations, self.window_derivatives = window_means(
-            trajectory.concentrations, trajectory.derivatives, window, tcfg.moment_window_shape)
+        self.trajectory, self.window_span = trajectory, frames - 1
+        self.window_concentrations, self.window_derivatives = self.windows_within_runs(*window_means(
+            trajectory.concentrations, trajectory.derivatives, window, tcfg.moment_window_shape))
         self.moments: ConservationMoments | None = None
         if tcfg.coeff_conservation > 0 and tcfg.conservation_frames == "all" and model.relaxation is not None:
             self.moments = ConservationMoments(self.window_concentrations, self.window_derivatives, null_space, device)
@@ -255,7 +256,12 @@ class HomeostasisLosses:
         """(c, dc/dt − reactions(c)) over every frame (or window) with the current reactions, in chunks."""
         # 256 frames (25 000 MLP rows here) a chunk: its activations stay in cache, 25 % faster than 512
         reactions = torch.cat([self.model.reaction_part(chunk) for chunk in torch.split(self.conc, 256)])
-        return window_means(self.conc, self.deriv - reactions, self.window, self.tcfg.moment_window_shape)
+        return self.windows_within_runs(*window_means(self.conc, self.deriv - reactions, self.window,
+                                                      self.tcfg.moment_window_shape))
+
+    def windows_within_runs(self, *rows: ArrayT) -> tuple[ArrayT, ...]:
+        """window_means' rows whose frames lie in one run of the trajectory."""
+        return tuple(self.trajectory.within_runs(values, self.window_span) for values in rows)
 
     @torch.no_grad()
     def residual_moments(self) -> ResidualMoments | ResidualFrames:

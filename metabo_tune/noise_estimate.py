@@ -29,11 +29,18 @@ _NOISE_GAIN = math.sqrt(70.0)  # std of the 4th difference of unit white noise
 _MAD_TO_SD = 1.4826  # MAD of a normal distribution × this = its standard deviation
 
 
-def estimate_measurement_noise(concentrations: np.ndarray) -> float:
-    """σ_m of c [frames, metabolites] (0 for fewer than five frames)."""
-    if concentrations.shape[0] <= _DIFFERENCE_ORDER:
+def differences_within_runs(concentrations: np.ndarray, order: int, run_starts: tuple[int, ...] = (0,)) -> np.ndarray:
+    """The order-th differences of c along the frames, none across a run boundary (runs: Trajectory.run_starts)."""
+    runs = np.split(concentrations, run_starts[1:])
+    return np.concatenate([np.diff(run, n=order, axis=0) for run in runs if run.shape[0] > order]
+                          or [np.empty((0, *concentrations.shape[1:]))])
+
+
+def estimate_measurement_noise(concentrations: np.ndarray, run_starts: tuple[int, ...] = (0,)) -> float:
+    """σ_m of c [frames, metabolites] (0 for runs of fewer than five frames)."""
+    differences = differences_within_runs(concentrations, _DIFFERENCE_ORDER, run_starts)
+    if differences.shape[0] == 0:
         return 0.0
-    differences = np.diff(concentrations, n=_DIFFERENCE_ORDER, axis=0)
     deviation = np.median(np.abs(differences - np.median(differences, axis=0)), axis=0)
     return float(np.median(deviation) * _MAD_TO_SD / _NOISE_GAIN)
 
@@ -42,9 +49,10 @@ NEGLIGIBLE_NOISE_RATIO = 0.01
 LOW_NOISE_RATIO = 0.2
 
 
-def noise_ratio(noise: float, concentrations: np.ndarray) -> float:
+def noise_ratio(noise: float, concentrations: np.ndarray, run_starts: tuple[int, ...] = (0,)) -> float:
     """σ̂ over the median absolute one-frame change of c (inf for data that never move)."""
-    step = float(np.median(np.abs(np.diff(concentrations, axis=0)))) if concentrations.shape[0] > 1 else 0.0
+    steps = differences_within_runs(concentrations, 1, run_starts)
+    step = float(np.median(np.abs(steps))) if steps.shape[0] > 0 else 0.0
     return noise / step if step > 0 else (0.0 if noise == 0 else math.inf)
 
 
@@ -65,27 +73,30 @@ def prediction_window(ratio: float) -> int:
     return regression_window(ratio)
 
 
-def resolved_window(setting: int | str, concentrations: np.ndarray, rule: Callable[[float], int]) -> int:
+def resolved_window(setting: int | str, concentrations: np.ndarray, rule: Callable[[float], int],
+                    run_starts: tuple[int, ...] = (0,)) -> int:
     """A window setting as a number of frames: 'auto' applies `rule` to the noise read from `concentrations`."""
     if setting != "auto":
         return int(setting)
-    return rule(noise_ratio(estimate_measurement_noise(concentrations), concentrations))
+    return rule(noise_ratio(estimate_measurement_noise(concentrations, run_starts), concentrations, run_starts))
 
 
-def resolved_moment_window(setting: int | str, concentrations: np.ndarray) -> int:
+def resolved_moment_window(setting: int | str, concentrations: np.ndarray, run_starts: tuple[int, ...] = (0,)) -> int:
     """training.moment_window as a number of frames."""
-    return resolved_window(setting, concentrations, moment_window)
+    return resolved_window(setting, concentrations, moment_window, run_starts)
 
 
-def resolved_prediction_window(setting: int | str, concentrations: np.ndarray) -> int:
+def resolved_prediction_window(setting: int | str, concentrations: np.ndarray,
+                               run_starts: tuple[int, ...] = (0,)) -> int:
     """training.prediction_window as a number of frames."""
-    return resolved_window(setting, concentrations, prediction_window)
+    return resolved_window(setting, concentrations, prediction_window, run_starts)
 
 
-def noise_report(concentrations: np.ndarray, true_level: float | None) -> dict[str, float]:
+def noise_report(concentrations: np.ndarray, true_level: float | None,
+                 run_starts: tuple[int, ...] = (0,)) -> dict[str, float]:
     """analysis.log's noise keys: the estimate, its ratio to the data's motion, and the truth where known."""
-    estimate = estimate_measurement_noise(concentrations)
-    report = {"measurement_noise_estimate": estimate, "noise_ratio": noise_ratio(estimate, concentrations)}
+    estimate = estimate_measurement_noise(concentrations, run_starts)
+    report = {"measurement_noise_estimate": estimate, "noise_ratio": noise_ratio(estimate, concentrations, run_starts)}
     if true_level is not None:
         report["measurement_noise_level"] = true_level
     return report

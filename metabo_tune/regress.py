@@ -97,16 +97,20 @@ def monomials(concentrations: np.ndarray, network: Network) -> np.ndarray:
 def weak_form_rows(trajectory: Trajectory, network: Network, window: int) -> tuple[np.ndarray, np.ndarray,
                                                                                    np.ndarray]:
     """(M, C, Y): the windows' mean monomials [w, reactions], mean concentrations [w, n] and rates [w, n].
-    W = 1: every frame with the data's dc/dt (the strong form)."""
+    W = 1: every frame with the data's dc/dt (the strong form). No window spans two runs."""
     conc = trajectory.concentrations
     if window == 1:
         return monomials(conc, network), conc, trajectory.derivatives
     n_windows = trajectory.n_frames - window
-    if n_windows < 1:
+    if len(trajectory.window_starts(window)) < 1:
         raise DataError(f"regression.window {window} needs more than the {trajectory.n_frames} frames of the data")
     rates = window_rates(conc, window, trajectory.delta_t)
     # left Riemann means over frames t … t+W−1: the first n_windows sliding means
-    return sliding_mean(monomials(conc, network), window)[:n_windows], sliding_mean(conc, window)[:n_windows], rates
+
+    def windows(rows: np.ndarray) -> np.ndarray:
+        return trajectory.within_runs(rows[:n_windows], window)
+
+    return windows(sliding_mean(monomials(conc, network), window)), windows(sliding_mean(conc, window)), windows(rates)
 
 
 @dataclass(frozen=True)
@@ -301,10 +305,10 @@ def fit_known_forms(observed: Observed, window: int | str = "auto", n_types: int
     measurement noise, and by BIC)."""
     start = time.perf_counter()
     trajectory, network = observed.trajectory, observed.network
-    noise = estimate_measurement_noise(trajectory.concentrations)
+    noise = estimate_measurement_noise(trajectory.concentrations, trajectory.run_starts)
     if window == "auto":
-        window = regression_window(noise_ratio(noise, trajectory.concentrations))
-    if trajectory.n_frames - (window if window > 1 else 0) < 2:
+        window = regression_window(noise_ratio(noise, trajectory.concentrations, trajectory.run_starts))
+    if len(trajectory.window_starts(window if window > 1 else 0)) < 2:
         raise DataError(f"regression.window {window} leaves fewer than 2 rows in the {trajectory.n_frames} frames "
                         f"of the data")
     monomial_means, conc_means, rates = weak_form_rows(trajectory, network, window)

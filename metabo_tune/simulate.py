@@ -28,6 +28,7 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from scipy import sparse
@@ -44,6 +45,8 @@ _STREAM_PROCESS_NOISE = 4
 _STREAM_HELDOUT_PROCESS_NOISE = 5
 _STREAM_MEASUREMENT_NOISE = 6
 _STREAM_HELDOUT_MEASUREMENT_NOISE = 7
+_STREAM_FURTHER_RUNS = 100  # run r ≥ 1 of the training data: initial state 100 + 2r, process noise 101 + 2r
+ArrayT = TypeVar("ArrayT")
 
 
 class DataError(ValueError):
@@ -85,15 +88,38 @@ class Network:
 
 @dataclass(frozen=True)
 class Trajectory:
-    """Concentrations c(t) and the exact derivatives dc/dt at those states, [frames, metabolites]."""
+    """Concentrations c(t) and the exact derivatives dc/dt at those states, [frames, metabolites].
+
+    Several runs (experiments from different initial states) are stacked along the frames; `run_starts`
+    holds each run's first frame. Consecutive frames of two runs are unrelated, so nothing that spans
+    frames (a weak-form window, a difference, a rollout) may cross from one run into the next."""
 
     concentrations: np.ndarray
     derivatives: np.ndarray
     delta_t: float
+    run_starts: tuple[int, ...] = (0,)
 
     @property
     def n_frames(self) -> int:
         return self.concentrations.shape[0]
+
+    @property
+    def n_runs(self) -> int:
+        return len(self.run_starts)
+
+    def runs(self, values: np.ndarray | None = None) -> list[np.ndarray]:
+        """`values` (default: the concentrations), one array per run."""
+        return np.split(self.concentrations if values is None else values, self.run_starts[1:])
+
+    def window_starts(self, span: int) -> np.ndarray:
+        """The frames t for which frames t … t+span all lie in one run."""
+        ends = (*self.run_starts[1:], self.n_frames)
+        return np.concatenate([np.arange(start, end - span) for start, end in zip(self.run_starts, ends, strict=True)])
+
+    def within_runs(self, rows: ArrayT, span: int) -> ArrayT:
+        """The rows of a per-window array (numpy or torch; row t: the window of frames t … t+span, n_frames − span
+        rows) whose window lies in one run; all of them, unchanged, for a single run."""
+        return rows if self.n_runs == 1 else rows[self.window_starts(span)]
 
 
 @dataclass(frozen=True)
@@ -328,9 +354,9 @@ def _initial_state(cfg: SimulationConfig, stream: int, n_metabolites: int) -> np
 
 
 def simulate(cfg: SimulationConfig) -> Dataset:
-    """Generate the network, the training trajectory and a held-out one from another initial state
-    (each with its own process-noise draws). A model network's training trajectory is checked
-    (check_activity) and described on stderr."""
+    """Generate the network, the training data (`n_runs` trajectories from their own initial states, stacked)
+    and a held-out trajectory from another initial state, each with its own process-noise draws. A model
+    network's training data are checked (check_activity) and described on stderr."""
     network, truth = network_and_truth(cfg)
 
     def run(state: int, noise: int) -> Trajectory:
@@ -339,7 +365,9 @@ def simulate(cfg: SimulationConfig) -> Dataset:
             return integrate(network, truth, _initial_state(cfg, state, network.n_metabolites), cfg.n_frames,
                              cfg.delta_t, cfg.noise_model_level, _stream(cfg.seed, noise))
 
-    train = run(_STREAM_INITIAL_STATE, _STREAM_PROCESS_NOISE)
+    runs = [run(_STREAM_INITIAL_STATE, _STREAM_PROCESS_NOISE)]
+    runs += [run(_STREAM_FURTHER_RUNS + 2 * r, _STREAM_FURTHER_RUNS + 2 * r + 1) for r in range(1, cfg.n_runs)]
+    train = stacked(runs)
     if not cfg.is_random:
         describe_activity(cfg, network, train, *check_activity(train, cfg))
     if not np.isfinite(train.concentrations).all():
@@ -348,6 +376,16 @@ def simulate(cfg: SimulationConfig) -> Dataset:
     heldout = run(_STREAM_HELDOUT_STATE, _STREAM_HELDOUT_PROCESS_NOISE)
     return _without_diverged_heldout(Dataset(Observed(network, train), heldout, truth,
                                              analyse_identifiability(network)), cfg)
+
+
+def stacked(runs: list[Trajectory]) -> Trajectory:
+    """Trajectories of one network (and time step) as the runs of one."""
+    if len(runs) == 1:
+        return runs[0]
+    starts = np.cumsum([0] + [run.n_frames for run in runs[:-1]])
+    return Trajectory(np.concatenate([run.concentrations for run in runs]),
+                      np.concatenate([run.derivatives for run in runs]), runs[0].delta_t,
+                      tuple(int(start) for start in starts))
 
 
 def _without_diverged_heldout(dataset: Dataset, cfg: SimulationConfig) -> Dataset:
@@ -520,6 +558,8 @@ def cache_arrays(dataset: Dataset) -> dict[str, np.ndarray]:
                 break
         else:
             arrays[name] = obj
+    if dataset.observed.trajectory.n_runs > 1:
+        arrays["run_starts"] = np.array(dataset.observed.trajectory.run_starts)
     return arrays
 
 
@@ -528,7 +568,8 @@ def _dataset_from_arrays(arrays: dict[str, np.ndarray], cfg: SimulationConfig, s
     delta_t = cfg.delta_t
     network = Network(arrays["stoichiometry"], arrays["substrate_metabolite"], arrays["substrate_reaction"],
                       arrays["substrate_order"])
-    observed = Observed(network, Trajectory(arrays["concentrations"], arrays["derivatives"], delta_t))
+    run_starts = tuple(int(start) for start in arrays.get("run_starts", [0]))
+    observed = Observed(network, Trajectory(arrays["concentrations"], arrays["derivatives"], delta_t, run_starts))
     heldout = (Trajectory(arrays["heldout_concentrations"], arrays["heldout_derivatives"], delta_t)
                if "heldout_concentrations" in arrays else None)
     truth = (Truth(arrays["log_k"], arrays["types"], arrays["lambda_per_type"], arrays["baseline_per_type"],
@@ -543,11 +584,13 @@ def add_measurement_noise(trajectory: Trajectory, level: float, rng: np.random.G
 
     Frames 0 and T−1 keep the derivative the trajectory had (for simulated data the exact f at the
     noise-free state), as the predecessor does: at those two frames the noisy c and dc/dt do not match.
+    With several runs this holds within each run.
     """
     conc = np.maximum(trajectory.concentrations + rng.normal(0.0, level, trajectory.concentrations.shape), 0.0)
     deriv = trajectory.derivatives.copy()
-    deriv[1:-1] = (conc[2:] - conc[1:-1]) / trajectory.delta_t
-    return Trajectory(conc, deriv, trajectory.delta_t)
+    for run_conc, run_deriv in zip(trajectory.runs(conc), trajectory.runs(deriv), strict=True):
+        run_deriv[1:-1] = (run_conc[2:] - run_conc[1:-1]) / trajectory.delta_t  # views: writes into deriv
+    return dataclasses.replace(trajectory, concentrations=conc, derivatives=deriv)
 
 
 def with_measurement_noise(dataset: Dataset, level: float, seed: int) -> Dataset:
@@ -591,6 +634,8 @@ def _load_or_simulate(cfg: SimulationConfig, use_cache: bool) -> Dataset:
 NPY_FORMAT = {
     "concentrations.npy": "float [frames, metabolites]: c(t), one row per saved frame",
     "derivatives.npy": "optional, float [frames, metabolites]: dc/dt at the same frames (estimated from c if absent)",
+    "run_starts.npy": "optional, int [runs]: where concentrations.npy stacks several experiments (runs from their own "
+                      "initial states), the first frame of each: 0, then increasing",
     "stoichiometry.npy": "float [metabolites, reactions]: signed net change S",
     "substrate_orders.npy": "int [metabolites, reactions]: |s| of each substrate in the rate law, 0 if not one",
     "heldout_concentrations.npy": "optional, float [frames, metabolites]: a trajectory kept for test metrics",
@@ -646,13 +691,16 @@ def load_npy_dataset(directory: str | Path, delta_t: float, derivative_window: i
             raise DataError(f"{path}: {int(bad.sum())} non-finite values (first at index {first})")
         return arr
 
-    def derivatives(name: str, conc: np.ndarray, conc_name: str) -> np.ndarray:
+    def derivatives(name: str, conc: np.ndarray, conc_name: str, run_starts: tuple[int, ...] = (0,)) -> np.ndarray:
         deriv = read(name, 2, required=False)
         if deriv is None:
-            if conc.shape[0] < derivative_window:
+            runs = np.split(conc.astype(float), run_starts[1:])
+            if min(len(run) for run in runs) < derivative_window:
                 raise DataError(f"{directory / name}: missing, and estimating it needs at least "
-                                f"simulation.derivative_window = {derivative_window} frames, got {conc.shape[0]}")
-            return estimate_derivatives(conc.astype(float), delta_t, derivative_window, derivative_polyorder)
+                                f"simulation.derivative_window = {derivative_window} frames in every run, got "
+                                f"{min(len(run) for run in runs)}")
+            return np.concatenate([estimate_derivatives(run, delta_t, derivative_window, derivative_polyorder)
+                                   for run in runs])
         if deriv.shape != conc.shape:
             raise DataError(f"{directory / name}: shape {deriv.shape} differs from {conc_name} {conc.shape}")
         return deriv
@@ -663,7 +711,8 @@ def load_npy_dataset(directory: str | Path, delta_t: float, derivative_window: i
     n_frames, n_met = conc.shape
     if n_frames < 3:
         raise DataError(f"{directory / 'concentrations.npy'}: needs at least 3 frames, got {n_frames}")
-    deriv = derivatives("derivatives.npy", conc, "concentrations.npy")
+    run_starts = _run_starts(read("run_starts.npy", 1, required=False), n_frames, directory / "run_starts.npy")
+    deriv = derivatives("derivatives.npy", conc, "concentrations.npy", run_starts)
     if stoich.shape[0] != n_met:
         raise DataError(f"{directory / 'stoichiometry.npy'}: has {stoich.shape[0]} rows, expected {n_met} "
                         "(one per metabolite column of concentrations.npy)")
@@ -701,8 +750,20 @@ def load_npy_dataset(directory: str | Path, delta_t: float, derivative_window: i
                       *(_read_form(directory / name) for name in _FORM_FILES))
     elif forms := [name for name in _FORM_FILES if (directory / name).is_file()]:
         raise DataError(f"{directory / forms[0]}: a true form needs the other truth files ({', '.join(_TRUTH_FILES)})")
-    observed = Observed(network, Trajectory(conc.astype(float), deriv.astype(float), delta_t))
+    observed = Observed(network, Trajectory(conc.astype(float), deriv.astype(float), delta_t, run_starts))
     return Dataset(observed, heldout, truth, analyse_identifiability(network), f"npy:{directory}")
+
+
+def _run_starts(starts: np.ndarray | None, n_frames: int, path: Path) -> tuple[int, ...]:
+    """run_starts.npy checked against the frames it splits: (0,) when absent."""
+    if starts is None:
+        return (0,)
+    if not np.array_equal(starts, np.round(starts)) or len(starts) == 0 or starts[0] != 0:
+        raise DataError(f"{path}: must be whole frame numbers starting with 0, got {starts.tolist()[:5]}")
+    if (np.diff(starts) < 3).any() or n_frames - starts[-1] < 3:
+        raise DataError(f"{path}: every run needs at least 3 frames (runs must start in increasing order, and the "
+                        f"last before frame {n_frames - 2})")
+    return tuple(int(start) for start in starts)
 
 
 def _read_form(path: Path) -> float | None:
@@ -731,6 +792,8 @@ def save_npy_dataset(dataset: Dataset, directory: str | Path) -> None:
     orders[net.substrate_metabolite, net.substrate_reaction] = net.substrate_order
     np.save(directory / "concentrations.npy", traj.concentrations)
     np.save(directory / "derivatives.npy", traj.derivatives)
+    if traj.n_runs > 1:
+        np.save(directory / "run_starts.npy", np.array(traj.run_starts))
     np.save(directory / "stoichiometry.npy", net.stoichiometry)
     np.save(directory / "substrate_orders.npy", orders)
     if dataset.heldout is not None:

@@ -131,11 +131,14 @@ class Trainer:
         self.delta_t = traj.delta_t
         self.rollout = tcfg.time_step if tcfg.recurrent_training else 1
         self.prediction_window = (1 if tcfg.recurrent_training
-                                  else resolved_prediction_window(tcfg.prediction_window, traj.concentrations))
+                                  else resolved_prediction_window(tcfg.prediction_window, traj.concentrations,
+                                                                  traj.run_starts))
         span, key = max((self.rollout, "time_step"), (self.prediction_window, "prediction_window"))
-        self.n_start_frames = traj.n_frames - span
-        if self.n_start_frames < 1:
-            raise DataError(f"training.{key} {span} needs more than the {traj.n_frames} frames of the data")
+        # the frames a window (or rollout) may start at: frames t … t+span within one run
+        self.start_frames = torch.as_tensor(traj.window_starts(span), device=self.device)
+        if len(self.start_frames) < 1:
+            raise DataError(f"training.{key} {span} needs more than the {traj.n_frames} frames of the data"
+                            + (f" in one of its {traj.n_runs} runs" if traj.n_runs > 1 else ""))
         # The prediction loss's frames (t + window_frames) and target for a window starting at frame t.
         self.window_frames = torch.arange(self.prediction_window, device=self.device)
         self.target = (self.deriv if self.prediction_window == 1
@@ -182,7 +185,7 @@ class Trainer:
         self.grouping_iteration = (None if tcfg.type_grouping_at is None
                                    else math.ceil(tcfg.type_grouping_at * self.total_iterations))
         self.type_groups: TypeGroups | None = None
-        self.moment_window = resolved_moment_window(tcfg.moment_window, traj.concentrations)
+        self.moment_window = resolved_moment_window(tcfg.moment_window, traj.concentrations, traj.run_starts)
         self.homeostasis_losses = HomeostasisLosses(tcfg, self.model, traj, null, self.conc, self.deriv,
                                                     self.total_iterations, self.moment_window)
         warm_start = fit_config(cfg, observed) if tcfg.init == "regression" else None
@@ -215,10 +218,10 @@ class Trainer:
         if self._chunk is None or self._chunk[0] != chunk:
             gen = torch.Generator().manual_seed(self.cfg.training.seed * 1_000_003 + chunk)
             tcfg = self.cfg.training
-            batch = torch.randint(self.n_start_frames, (_SAMPLE_CHUNK, tcfg.batch_size), generator=gen)
+            batch = torch.randint(len(self.start_frames), (_SAMPLE_CHUNK, tcfg.batch_size), generator=gen)
             n_cons = self.cfg.sampled_conservation_frames() or 1
             cons = torch.randint(self.conc.shape[0], (_SAMPLE_CHUNK, n_cons), generator=gen)
-            self._chunk = (chunk, batch.to(self.device), cons.to(self.device))
+            self._chunk = (chunk, self.start_frames[batch.to(self.device)], cons.to(self.device))
         offset = iteration % _SAMPLE_CHUNK
         return self._chunk[1][offset], self._chunk[2][offset]
 
@@ -499,8 +502,9 @@ def data_report(cfg: Config, dataset: Dataset) -> dict[str, float]:
     """The measurement noise read from the training data, beside the level simulated (known only when the data
     were simulated here)."""
     simulated = cfg.simulation.data_dir is None
-    return noise_report(dataset.observed.trajectory.concentrations,
-                        cfg.training.measurement_noise_level if simulated else None)
+    trajectory = dataset.observed.trajectory
+    return noise_report(trajectory.concentrations, cfg.training.measurement_noise_level if simulated else None,
+                        trajectory.run_starts)
 
 
 def write_trial_inputs(out_dir: Path, cfg: Config, dataset: Dataset) -> None:

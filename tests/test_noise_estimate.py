@@ -3,6 +3,7 @@ import pytest
 
 from metabo_tune.config import config_from_dict
 from metabo_tune.noise_estimate import (
+    differences_within_runs,
     estimate_measurement_noise,
     moment_window,
     noise_ratio,
@@ -50,3 +51,14 @@ def test_the_ratio_does_not_depend_on_units():
     ratio = noise_ratio(estimate_measurement_noise(conc), conc)
     assert noise_ratio(estimate_measurement_noise(1000 * conc), 1000 * conc) == pytest.approx(ratio)
     assert noise_ratio(0.0, np.ones((5, 2))) == 0.0 and noise_ratio(0.1, np.ones((5, 2))) == np.inf
+
+
+def test_differences_never_span_two_runs():
+    """Runs of 6 smooth frames at levels far apart: most 4th differences of the stacked frames would cross a jump."""
+    frames = np.arange(6)[:, None] * 0.01
+    conc = np.concatenate([level + frames + np.zeros((6, 3)) for level in (1.0, 6.0, 2.0, 9.0, 4.0)])
+    starts = (0, 6, 12, 18, 24)
+    assert differences_within_runs(conc, 4, starts).shape == (5 * 2, 3)
+    assert estimate_measurement_noise(conc, starts) == pytest.approx(0.0, abs=1e-12)
+    assert estimate_measurement_noise(conc) > 0.1  # the same frames read as one run
+    assert noise_ratio(0.001, conc, starts) == pytest.approx(0.1)

@@ -75,6 +75,19 @@ def test_the_weak_form_is_exact_on_euler_steps(exact):
     assert np.abs(fit.log_k - exact.truth.log_k)[identifiable].max() < 1e-6
 
 
+def test_the_weak_form_stays_exact_on_several_runs_because_no_window_spans_two():
+    runs = simulate(config({"n_runs": 3, "n_frames": 200}).simulation)
+    trajectory = runs.observed.trajectory
+    fit = fit_known_forms(runs.observed, window=10)
+    identifiable = runs.identifiability.identifiable
+    assert np.abs(fit.log_k - runs.truth.log_k)[identifiable].max() < 1e-6
+    rows = weak_form_rows(trajectory, runs.observed.network, 10)
+    alone = [weak_form_rows(Trajectory(c, y, 0.1), runs.observed.network, 10)
+             for c, y in zip(trajectory.runs(), trajectory.runs(trajectory.derivatives), strict=True)]
+    for stacked, per_run in zip(rows, zip(*alone, strict=True), strict=True):
+        np.testing.assert_allclose(stacked, np.concatenate(per_run), rtol=1e-9)  # cumulative sums round apart
+
+
 def test_the_number_of_types_is_chosen_from_the_data():
     dataset = simulate(config(THREE_TYPES).simulation)
     fit = fit_known_forms(dataset.observed, n_types="auto")

@@ -340,7 +340,8 @@ def test_noise_comes_from_its_own_named_streams(process_noisy, measured, small):
         np.testing.assert_allclose((noisy.concentrations - clean.concentrations)[away],
                                    draws(stream, clean.concentrations.shape)[away], rtol=0, atol=1e-12)
     streams = [getattr(simulate_module, name) for name in dir(simulate_module) if name.startswith("_STREAM_")]
-    assert len(set(streams)) == len(streams) == 7
+    assert len(set(streams)) == len(streams) == 8
+    assert max(set(streams) - {simulate_module._STREAM_FURTHER_RUNS}) < simulate_module._STREAM_FURTHER_RUNS + 2
 
 
 def test_process_noise_increments_have_the_configured_std(process_noisy, small):
@@ -887,3 +888,84 @@ def test_the_sparse_rate_law_gives_the_dense_one(small, monkeypatch):
     sparse_run = simulate(SMALL)
     np.testing.assert_allclose(sparse_run.observed.trajectory.concentrations,
                                small.observed.trajectory.concentrations, rtol=1e-12, atol=1e-12)
+
+
+# --------------------------------------------------------------------------------------------
+# Several runs (simulation.n_runs)
+
+
+@pytest.fixture(scope="module")
+def three_runs() -> Dataset:
+    return simulate(SMALL.model_copy(update={"n_runs": 3}))
+
+
+def test_the_first_of_several_runs_is_the_single_run(three_runs, small):
+    traj, single = three_runs.observed.trajectory, small.observed.trajectory
+    assert traj.run_starts == (0, 301, 602) and traj.n_frames == 903 and traj.n_runs == 3
+    assert np.array_equal(traj.runs()[0], single.concentrations)
+    assert np.array_equal(traj.runs(traj.derivatives)[0], single.derivatives)
+    assert np.array_equal(three_runs.heldout.concentrations, small.heldout.concentrations)
+    assert np.array_equal(three_runs.truth.log_k, small.truth.log_k)
+
+
+def test_each_run_is_its_own_euler_trajectory_from_its_own_start(three_runs):
+    traj = three_runs.observed.trajectory
+    starts = []
+    for c, y in zip(traj.runs(), traj.runs(traj.derivatives), strict=True):
+        assert np.array_equal(c[1:], np.maximum(c[:-1] + 0.1 * y[:-1], 0.0))
+        assert SMALL.concentration_min <= c[0].min() and c[0].max() <= SMALL.concentration_max
+        starts.append(c[0])
+    assert not np.allclose(starts[1], starts[0]) and not np.allclose(starts[2], starts[1])
+    c = traj.concentrations  # across a boundary the frames do not follow each other
+    assert not np.allclose(c[301], np.maximum(c[300] + 0.1 * traj.derivatives[300], 0.0))
+
+
+def test_window_starts_never_cross_a_run_boundary(three_runs):
+    traj = three_runs.observed.trajectory
+    starts = traj.window_starts(10)
+    assert len(starts) == 3 * (301 - 10)
+    run_of = np.searchsorted(traj.run_starts, np.arange(traj.n_frames), side="right")
+    assert np.array_equal(run_of[starts], run_of[starts + 10])
+    assert np.array_equal(traj.window_starts(0), np.arange(903))
+    rows = np.arange(903 - 10)
+    assert np.array_equal(traj.within_runs(rows, 10), starts)
+    single = dataclasses.replace(traj, run_starts=(0,))
+    assert single.within_runs(rows, 10) is rows
+
+
+def test_measurement_noise_differences_stay_within_each_run(three_runs):
+    traj = three_runs.observed.trajectory
+    noisy = add_measurement_noise(traj, 0.05, np.random.default_rng(0))
+    assert noisy.run_starts == traj.run_starts
+    for c, y, exact in zip(noisy.runs(), noisy.runs(noisy.derivatives), traj.runs(traj.derivatives), strict=True):
+        assert np.array_equal(y[1:-1], (c[2:] - c[1:-1]) / 0.1)
+        assert np.array_equal(y[[0, -1]], exact[[0, -1]])
+
+
+def test_several_runs_go_through_the_cache_and_the_npy_files(cache, tmp_path):
+    cfg = SMALL.model_copy(update={"n_runs": 2})
+    simulated = load_or_simulate(cfg)
+    cached = load_or_simulate(cfg)
+    assert cached.source.startswith("cache:") and cached.observed.trajectory.run_starts == (0, 301)
+    save_npy_dataset(simulated, tmp_path / "runs")
+    loaded = load_npy_dataset(tmp_path / "runs", 0.1)
+    assert loaded.observed.trajectory.run_starts == (0, 301)
+    assert np.array_equal(loaded.observed.trajectory.concentrations, simulated.observed.trajectory.concentrations)
+    assert simulation_key(cfg) != simulation_key(SMALL)
+
+
+def test_estimated_derivatives_are_fitted_run_by_run(three_runs, tmp_path):
+    save_npy_dataset(three_runs, tmp_path / "runs")
+    (tmp_path / "runs" / "derivatives.npy").unlink()
+    loaded = load_npy_dataset(tmp_path / "runs", 0.1)
+    traj = loaded.observed.trajectory
+    expected = [savgol_filter(c, 7, 3, deriv=1, delta=0.1, axis=0) for c in three_runs.observed.trajectory.runs()]
+    np.testing.assert_allclose(traj.derivatives, np.concatenate(expected), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("starts, expected", [([1, 300], "starting with 0"), ([0, 0.5], "whole frame numbers"),
+                                              ([0, 200, 100], "at least 3 frames"), ([0, 300], "at least 3 frames")])
+def test_bad_run_starts_are_a_data_error(npy_dir, starts, expected):
+    np.save(npy_dir / "run_starts.npy", np.array(starts))
+    message = one_line_data_error(npy_dir, 0.1)
+    assert str(npy_dir / "run_starts.npy") in message and expected in message

@@ -670,7 +670,7 @@ def test_moment_window_auto_is_resolved_from_the_noise_and_reported(tmp_path):
 def test_the_prediction_window_fits_the_mean_rate_over_each_window(small_dataset):
     """prediction_window W: the model's rates averaged over frames t … t+W−1 against (c[t+W] − c[t]) / (W·dt)."""
     trainer = Trainer(small_config(prediction_window=5), small_dataset.observed, "cpu")
-    assert trainer.n_start_frames == small_dataset.observed.trajectory.n_frames - 5
+    assert len(trainer.start_frames) == small_dataset.observed.trajectory.n_frames - 5
     starts = trainer._frames(0)[0]
     conc = torch.tensor(small_dataset.observed.trajectory.concentrations, dtype=torch.float32)
     target = (conc[starts + 5] - conc[starts]) / (5 * small_dataset.observed.trajectory.delta_t)
@@ -686,8 +686,26 @@ def test_the_windowed_target_is_the_mean_of_the_true_rates_for_euler_steps(small
     """On exact data (dc/dt the simulator's own rates) every window's target is their mean over the window, so
     the model that fits the strong form fits the weak one exactly."""
     trainer = Trainer(small_config(prediction_window=7), small_dataset.observed, "cpu")
-    means = trainer.deriv.double().unfold(0, 7, 1).mean(-1)[: trainer.n_start_frames]
+    means = trainer.deriv.double().unfold(0, 7, 1).mean(-1)[: len(trainer.start_frames)]
     torch.testing.assert_close(means.float(), trainer.target, rtol=1e-3, atol=1e-4)
+
+
+def test_no_window_of_the_trainer_spans_two_runs(tmp_path):
+    """simulation.n_runs 3: the prediction windows, the moment windows and the residual's windows all stay inside
+    one run, and a whole trial runs through to its metrics."""
+    cfg = final_config({**SMALL_SIM, "n_runs": 3}, prediction_window=5, moment_window=30, data_augmentation_loop=1,
+                       residual_fit_start=0.5)
+    dataset = simulate(cfg.simulation)
+    trainer = Trainer(cfg, dataset.observed, "cpu")
+    run_of = torch.as_tensor(np.searchsorted(dataset.observed.trajectory.run_starts, np.arange(903), side="right"))
+    starts = torch.cat([trainer._frames(iteration)[0] for iteration in range(0, 3000, 7)])
+    assert torch.equal(run_of[starts], run_of[starts + 5])
+    assert len(starts.unique()) > 0.9 * 3 * (301 - 5)  # every run is visited
+    per_run = 301 - 30 + 1
+    assert trainer.homeostasis_losses.window_concentrations.shape[0] == 3 * per_run
+    assert trainer.homeostasis_losses.current_residual()[0].shape[0] == 3 * per_run
+    outcome = run_trial(cfg, tmp_path / "run", dataset=dataset, show_progress=False)
+    assert outcome.result.status == "completed" and math.isfinite(outcome.metrics["rate_constants_R2"])
 
 
 def test_prediction_window_auto_is_one_on_exact_data_and_ten_on_noisy_data(small_dataset, tmp_path):

@@ -4,16 +4,16 @@
 # Stage 2 (networks 7001-7003): configs/free_forms.yaml as shipped, without it; the Michaelis–Menten points only.
 set -u
 cd "$(dirname "$0")/../../.."
-PY=${PYTHON:-python}  # the interpreter with metabo_tune installed
+PY=${PYTHON:-python}  # the interpreter with metabo_tune installed; JOBS (default 2): runs in parallel
 MM="--set simulation.substrate_kinetics=michaelis_menten --set simulation.homeostasis_form=saturating"
 sweep() {  # sweep CONFIG METHOD TAG NETWORKS [--set ...]: the mass-action rows (TAG ma) or the five MM points
   local cfg=$1 method=$2 tag=$3 nets=$4; shift 4
   if [ "$tag" = ma ]; then
-    $PY -m metabo_tune.sweep configs/$cfg.yaml --method $method --set training.seed=2026 "$@" --vary simulation.seed=$nets --jobs 2 --out results/eval_ma_$cfg${SUFFIX}_$method
+    $PY -m metabo_tune.sweep configs/$cfg.yaml --method $method --set training.seed=2026 "$@" --vary simulation.seed=$nets --jobs ${JOBS:-2} --out results/eval_ma_$cfg${SUFFIX}_$method
     return
   fi
-  $PY -m metabo_tune.sweep configs/$cfg.yaml --method $method --set training.seed=2026 $MM --set simulation.homeostasis_width=2 "$@" --vary simulation.michaelis_K=1,3,10 --vary simulation.seed=$nets --jobs 2 --out results/eval_mmK_$cfg${SUFFIX}_$method
-  $PY -m metabo_tune.sweep configs/$cfg.yaml --method $method --set training.seed=2026 $MM --set simulation.michaelis_K=3 "$@" --vary simulation.homeostasis_width=1,4 --vary simulation.seed=$nets --jobs 2 --out results/eval_mmw_$cfg${SUFFIX}_$method
+  $PY -m metabo_tune.sweep configs/$cfg.yaml --method $method --set training.seed=2026 $MM --set simulation.homeostasis_width=2 "$@" --vary simulation.michaelis_K=1,3,10 --vary simulation.seed=$nets --jobs ${JOBS:-2} --out results/eval_mmK_$cfg${SUFFIX}_$method
+  $PY -m metabo_tune.sweep configs/$cfg.yaml --method $method --set training.seed=2026 $MM --set simulation.michaelis_K=3 "$@" --vary simulation.homeostasis_width=1,4 --vary simulation.seed=$nets --jobs ${JOBS:-2} --out results/eval_mmw_$cfg${SUFFIX}_$method
 }
 WITH_CONSERVATION="--set training.coeff_conservation=1e4 --set training.conservation_frames=64"
 if [ "${STAGE:-2}" = 1 ]; then
