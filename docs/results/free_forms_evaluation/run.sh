@@ -2,6 +2,8 @@
 # Issue 28 evaluation (docs/results.md, "Learned forms"), resumable: every sweep reuses finished runs. Training seed 2026.
 # Stage 1 (networks 5001-5004): configs/free_forms.yaml as it was then, with the conservation loss.
 # Stage 2 (networks 7001-7003): configs/free_forms.yaml as shipped, without it; the Michaelis–Menten points only.
+# Stage 3 (networks 8001-8003): as stage 2 on three trajectories from their own initial states (simulation.n_runs 3,
+# chosen on network 5004), the regression and joint_recovery.yaml on the same data.
 set -u
 cd "$(dirname "$0")/../../.."
 PY=${PYTHON:-python}  # the interpreter with metabo_tune installed; JOBS (default 2): runs in parallel
@@ -24,9 +26,14 @@ if [ "${STAGE:-2}" = 1 ]; then
     sweep free_forms gnn $tag $nets $WITH_CONSERVATION
     sweep joint_recovery gnn $tag $nets
   done
-else
+elif [ "${STAGE:-2}" = 2 ]; then
   SUFFIX=_7000
   sweep free_forms regression mm 7001,7002,7003
   sweep free_forms gnn mm 7001,7002,7003
   sweep joint_recovery gnn mm 7001,7002,7003
+else
+  SUFFIX=_8000_runs3
+  sweep free_forms regression mm 8001,8002,8003 --set simulation.n_runs=3
+  sweep free_forms gnn mm 8001,8002,8003 --set simulation.n_runs=3
+  sweep joint_recovery gnn mm 8001,8002,8003 --set simulation.n_runs=3
 fi
