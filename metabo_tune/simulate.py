@@ -695,10 +695,11 @@ def load_npy_dataset(directory: str | Path, delta_t: float, derivative_window: i
         deriv = read(name, 2, required=False)
         if deriv is None:
             runs = np.split(conc.astype(float), run_starts[1:])
-            if min(len(run) for run in runs) < derivative_window:
+            shortest = min(len(run) for run in runs)
+            if shortest < derivative_window:
                 raise DataError(f"{directory / name}: missing, and estimating it needs at least "
                                 f"simulation.derivative_window = {derivative_window} frames in every run, got "
-                                f"{min(len(run) for run in runs)}")
+                                f"{shortest}")
             return np.concatenate([estimate_derivatives(run, delta_t, derivative_window, derivative_polyorder)
                                    for run in runs])
         if deriv.shape != conc.shape:
