@@ -1,10 +1,11 @@
-"""Search efficiency: how good a config each searcher finds at the same trial budget, concurrency and
-fidelity rule.
+"""Search efficiency: how good a config each searcher finds at the same training budget, start points,
+concurrency and fidelity rule.
 
-    python benchmarks/bench_search.py [--space search_spaces/smoke.yaml] [--num-trials 8] [--concurrency 4]
-                                      [--reps 5 | --reps tree=3,random=2,tpe=2] [--methods tree,random,tpe]
-                                      [--out results/bench_search]
-                                      [--cpus N] [--confirm-seeds 3] [--resume]
+    python benchmarks/bench_search.py [--space search_spaces/smoke.yaml] [--num-trials 8] [--budget B]
+                                      [--concurrency 4] [--reps 5 | --reps tree=3,random=2,tpe=2]
+                                      [--methods tree,random,tpe] [--out results/bench_search] [--cpus N]
+                                      [--confirm-seeds 2] [--confirm-networks 9101,9102]
+                                      [--confirm-candidates 3] [--resume]
 
 Compared, each with real training through the project's trainable (`trainable.run_search_trial`) and
 scored by the project's reward (searcher.METRIC, in [0, 1]):
@@ -12,17 +13,25 @@ scored by the project's reward (searcher.METRIC, in [0, 1]):
 * tree: `metabo_tune.searcher.TreeSearcher`, the UCB tree over one-parameter mutations, which starts
   from the space's base config and its initial spread;
 * random: Ray Tune's `OptunaSearch` with Optuna's `RandomSampler` over the space's parameter ranges
-  (a `Searcher`, so it can be screened like TPE; Ray's `BasicVariantGenerator` cannot be wrapped);
-* tpe: Optuna's TPE (`ray.tune.search.optuna.OptunaSearch`) over the same ranges. Its first
-  --concurrency trials are random (`n_startup_trials`), not Optuna's default 10, which at budgets of
-  10 trials or fewer would make it random search again.
+  (a `Searcher`, so it can be screened like TPE; Ray's `BasicVariantGenerator` cannot be wrapped),
+  whose first proposals are the tree's starting points (`start_points`: the base, then each slot of the
+  initial spread, as `points_to_evaluate`);
+* tpe: Optuna's TPE (`ray.tune.search.optuna.OptunaSearch`) over the same ranges, from the same starting
+  points. Its first --concurrency sampled trials after them are random (`n_startup_trials`), not Optuna's
+  default 10, which at budgets of 10 trials or fewer would make it random search again.
 
 Why: the tree's rules encode what is known about this problem (an initial spread around a good base,
 replicate-before-trust, condition overrides); the two generic searchers show what that knowledge buys
-over knowing only the ranges. Random and TPE train each config with the base seed, as the tree does for
-its new nodes, so configs differ by their values, not by noise. A parameter with `requires` is sampled
-always and takes effect only when its requirement is on, because the trainer ignores it otherwise (the
-same `SearchSpace.config_for` path the tree's configs take).
+over knowing only the ranges. Random and TPE train each config with the run's base seed, as the tree does
+for its new nodes, so configs differ by their values, not by noise. A parameter with `requires` is sampled
+always; while its requirement is off the trial keeps the base's value (`SearchSpace.in_effect`, the
+`config_for` path the tree's configs take too).
+
+Budget. --num-trials caps the trials of a run; --budget B also caps its training: B full-budget trials of
+the base config's iterations (`Config.total_iterations`, batch size and screening counted), every trial
+the searcher proposes counted, screens, promotions and the tree's replicates alike (`BudgetedSearcher`).
+A run proposes nothing once its budget is spent; the trial that crossed it still trains, so every method
+spends the budget to within one trial. A run is finished at whichever cap it reaches first.
 
 Fidelity. When the space has a `fidelity` section, random and TPE follow the tree's rule
 (`ScreeningSearcher`): every config the sampler proposes is trained at screen, and when that trial
@@ -36,17 +45,20 @@ rewards within one fidelity. --num-trials counts screens and promotions alike, a
 fidelity section every trial is at full budget. Rewards are compared within one fidelity, so the figures
 below use full-budget trials only: a screen trial is never "converged" and never a best.
 
-Repetition r seeds every searcher with r (--reps N: repetitions 0..N-1 of every method; --reps
-tree=3,random=2,tpe=2: so many of each method named, which are then the methods unless --methods says
-otherwise); the methods alternate within a repetition, so a machine that gets slower or busier affects
-them alike. Each run is its own Tune experiment in `<out>/<method>_rep<r>/`,
+Repetition r seeds every searcher with r and trains its new configs at the space's base seed +
+SEED_STRIDE · r (`repetition_space`; 77, 177, 277, ...), so repetitions are independent draws, not one
+path run again; the summary says how many trials two repetitions share (--reps N: repetitions 0..N-1 of
+every method; --reps tree=3,random=2,tpe=2: so many of each method named, which are then the methods
+unless --methods says otherwise); the methods alternate within a repetition, so a machine that gets
+slower or busier affects them alike. Each run is its own Tune experiment in `<out>/<method>_rep<r>/`,
 whose `completions.csv` lists the finished trials in completion order: trial_id, node_id, seed, fidelity,
 reward (0 for an errored trial), classification ("error" for one), status (completed, diverged or error)
 and time_s since the run started, and the values (JSON). It is rewritten as each trial finishes, when a
 line on stderr says which and how the run stands, so what a killed run finished is on disk. From it, the
 run's row in `<out>/runs.csv`:
-trials_done, errors, screen_trials, full_trials, first_converged (the number of finished trials when the
-first full-budget trial classified converged finished; empty if none), wall_s_first_converged, wall_s, the
+train_seed, trials_done, errors, screen_trials, full_trials, first_converged (the number of finished trials
+when the first full-budget trial classified converged finished; empty if none), wall_s_first_converged,
+budget_used and budget_first_converged (training spent, in full-budget trials), wall_s, the
 best full-budget trial (best_reward, best_node, best_seed, best_values), best_after_k for k = 1..N (the
 best full-budget reward among the first k finished trials; empty while there is none) and base_ms_per_it,
 the speed of the machine: ms per iteration of the space's base config on one torch thread (median of 3
@@ -65,55 +77,60 @@ and the sampler is brought to where it was (random exactly, TPE from the recorde
 points); the trials in flight at the cut are trained again from the start, and its clock goes on from its
 last recorded completion. Any other run directory Tune cannot restore is started again.
 
-Confirmation (--confirm-seeds N, default 3, 0 skips it): after all runs, each method's best full-budget
-trial over its repetitions (the highest best_reward, the lower repetition on a tie) is trained again at
-full budget (`space.config_for(values, seed=s)`, `metabo_tune.sweep.train_runs`, concurrency-many at
-once but no more than the CPUs) on N fresh training seeds: the first N non-negative integers that none of
-that method's trials used (`metabo_tune.confirm.fresh_seeds`). Each goes to
-`<out>/confirm/<method>/seed_<s>/`, where a rerun reuses a finished or interrupted training of the same
-config (one of another config, an earlier best, is deleted first). A method whose best is the config of an
-earlier method's best (TPE's startup proposals are random search's) on the same seed shares that training:
-same config and seed, same metrics. With --resume, a (method, run, node, seed) already in
-`<out>/confirmations.csv` keeps its row and is not trained again (a new machine gets it back from the
-committed file). Classification and reward use the
-space's thresholds and weights. `<out>/confirmations.csv`: method, rep, node, seed, status,
-classification, reward and the headline metrics.
+Confirmation (--confirm-seeds N, default 2, 0 skips it): a converged full-budget trial counts only once it
+converges again at full budget on N training seeds that no trial of any run used (the first N non-negative
+integers, `metabo_tune.confirm.fresh_seeds`), the i-th on the i-th network of --confirm-networks (simulation
+seeds, cycled; default the space's own network, which the search has seen). After all runs, each run's
+converged full-budget trials are tried in completion order, in rounds (`confirm_first_converged`): round 1
+trains every run's first, round 2 the second of the runs not yet confirmed, up to --confirm-candidates. A
+run's first confirmed trial is its first_confirmed (the trial number; none if no candidate converged on
+every seed) and budget_first_confirmed the training its run had spent then. Each training goes to
+`<out>/confirm/<method>_rep<r>/node_<id>_seed_<s>_net_<n>/` (`metabo_tune.sweep.train_runs`,
+concurrency-many at once but no more than the CPUs), where a rerun reuses a finished or interrupted one; a
+config, seed and network two runs share (the base is every method's first trial) is trained once. With
+--resume, a (method, run, node, seed, network) already in `<out>/confirmations.csv` keeps its row (a new
+machine gets it back from the committed file). Classification and reward use the space's thresholds and
+weights. `<out>/confirmations.csv`: method, rep, trial, node, seed, network, status, classification, reward
+and the headline metrics.
 
 Summary (`<out>/summary.md`, printed, and `<out>/summary.csv` with the same figures per method), over
 every run in runs.csv of the chosen methods, also those of an earlier invocation with more --reps (so
-`--reps 2 --resume` after `--reps tree=3,random=2,tpe=2` summarises 3 tree runs and 2 of each baseline,
-and confirms each method's best over them): runs, the trial of the first converged
-full-budget trial (median over all runs, a run without one counting as beyond every run with one: "none"
-when half the runs or more had none; then each run's, in repetition order, "–" for none), the wall time to
-it (median, alike), the best full-budget reward after N/2 and N trials (median [min–max]), the wall time
-(median), the confirmations ("3/3 converged") and base_ms_per_it (median [min–max]). `<out>/progress.png`
-draws each run's best full-budget reward so far against finished trials and against wall time, a star at
-each converged full-budget trial.
+`--reps 2 --resume` after `--reps tree=3,random=2,tpe=2` summarises 3 tree runs and 2 of each baseline):
+runs; the trial of the first converged full-budget trial and of the first confirmed one (median over all
+runs, a run without one counting as beyond every run with one: "none" when half the runs or more had none;
+then each run's, in repetition order, "–" for none); the training spent at the first confirmed and the wall
+time to the first converged (medians, alike); the best full-budget reward after N/2 and N trials, the
+training spent (median [min–max]); the wall time (median); the most trials two repetitions of the method
+share (`shared_trials`: same values, seed and fidelity); base_ms_per_it (median [min–max]).
+`<out>/progress.png` draws each run's best full-budget reward so far against finished trials and against
+wall time, a star at each converged full-budget trial.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import os
 import pickle
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
-import yaml
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from ray import tune
 from ray.tune.search import Searcher
 
 from metabo_tune.atomic_file import write_atomically
+from metabo_tune.config import Config
 from metabo_tune.confirm import fresh_seeds
 from metabo_tune.labels import classify
 from metabo_tune.search import trial_name, trial_resources
@@ -131,6 +148,7 @@ COMPLETION_COLUMNS = ("trial_id", "node_id", "seed", "fidelity", "reward", "clas
 RUN_COLUMNS = ("trials_done", "errors", "screen_trials", "full_trials", "first_converged",
                "wall_s_first_converged", "best_reward", "best_node", "best_seed", "best_values")
 ID_COLUMNS = {"trial_id": str, "node_id": str, "best_node": str}
+SEED_STRIDE = 100  # repetition r trains at the base seed + SEED_STRIDE · r; a tree's replicates stay below it
 REPLAY_SLACK = 64  # proposals beyond the recorded screens a replay may find in flight before it gives up
 
 
@@ -144,17 +162,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--methods", help=f"comma-separated (default: {','.join(METHODS)}, or those --reps names)")
     parser.add_argument("--out", default="results/bench_search", help="output directory (default: %(default)s)")
     parser.add_argument("--cpus", type=float, help="CPUs of the local Ray instance (default: all)")
-    parser.add_argument("--confirm-seeds", type=int, default=3,
-                        help="fresh training seeds for each method's best full-budget config; 0 skips "
-                             "(default: %(default)s)")
+    parser.add_argument("--budget", type=float,
+                        help="training budget of each run in full-budget trials' iterations (a screen counts its "
+                             "share); a run proposes no trial once it is spent (default: --num-trials alone)")
+    parser.add_argument("--confirm-seeds", type=int, default=2,
+                        help="fresh training seeds a converged full-budget trial must converge on again to count "
+                             "as confirmed; 0 skips confirmation (default: %(default)s)")
+    parser.add_argument("--confirm-networks", type=_seeds,
+                        help="simulation seeds of the networks the confirmations train on, one per confirmation "
+                             "seed in turn, e.g. 9101,9102 (default: the space's own network)")
+    parser.add_argument("--confirm-candidates", type=int, default=3,
+                        help="converged full-budget trials per run tried in completion order until one is "
+                             "confirmed (default: %(default)s)")
     parser.add_argument("--resume", action="store_true",
                         help="keep the runs recorded in <out>/runs.csv, continue a run that was cut off, "
                              "and do the missing ones")
     args = parser.parse_args(argv)
     if min(args.num_trials, args.concurrency) < 1:
         parser.error("--num-trials and --concurrency must be >= 1")
-    if args.confirm_seeds < 0:
-        parser.error("--confirm-seeds must be >= 0")
+    if args.confirm_seeds < 0 or args.confirm_candidates < 1:
+        parser.error("--confirm-seeds must be >= 0 and --confirm-candidates >= 1")
+    if args.budget is not None and not args.budget > 0:
+        parser.error(f"--budget must be > 0 full-budget trials, got {args.budget:g}")
     methods = [method.strip() for method in (args.methods or ",".join(METHODS)).split(",") if method.strip()]
     try:
         counts = repetition_counts(args.reps, methods)
@@ -190,6 +219,16 @@ def pending_runs(reps: dict[str, int], done: set[tuple[str, int]]) -> list[tuple
             if rep < count and (method, rep) not in done]
 
 
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated whole numbers, e.g. 9101,9102") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError("expected at least one simulation seed")
+    return seeds
+
+
 def _count(text: str) -> int:
     try:
         count = int(text)
@@ -219,8 +258,16 @@ def optuna_space(space: SearchSpace) -> dict[str, Any]:
     return distributions
 
 
-def sampler_searcher(method: str, space: SearchSpace, seed: int, concurrency: int) -> Searcher:
-    """Random search or TPE as a Ray `Searcher` that proposes 'section.key' → value dicts."""
+def start_points(space: SearchSpace) -> list[dict[str, Any]]:
+    """The tree's starting points as full parameter dicts: the base, then each slot of the initial spread."""
+    return [space.base_values() | dict(slot) for slot in space.initial_spread]
+
+
+def sampler_searcher(method: str, space: SearchSpace, seed: int, concurrency: int,
+                     evaluated: set[str] = frozenset()) -> Searcher:
+    """Random search or TPE as a Ray `Searcher` that proposes 'section.key' → value dicts, the tree's starting
+    points first (`start_points`, less those in `evaluated`: JSON as logged), so every method starts where the
+    tree starts."""
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
@@ -229,7 +276,74 @@ def sampler_searcher(method: str, space: SearchSpace, seed: int, concurrency: in
         sampler = optuna.samplers.RandomSampler(seed=seed)
     else:
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=concurrency)
-    return OptunaSearch(space=optuna_space(space), metric=METRIC, mode="max", sampler=sampler)
+    points = [point for point in start_points(space) if json.dumps(point, sort_keys=True) not in evaluated]
+    return OptunaSearch(space=optuna_space(space), metric=METRIC, mode="max", sampler=sampler,
+                        points_to_evaluate=points or None)
+
+
+def repetition_space(space: SearchSpace, rep: int) -> SearchSpace:
+    """The space as repetition `rep` trains it: its own base seed, the space's plus SEED_STRIDE · rep, so
+    repetitions are independent draws rather than one path run again."""
+    seed = space.base.training.seed + SEED_STRIDE * rep
+    return dataclasses.replace(space, base=space.config_for({}, seed=seed))
+
+
+def trial_iterations(space: SearchSpace, values: dict[str, Any], fidelity: str = FULL) -> int:
+    """Iterations a trial of `values` trains at `fidelity` (batch size and screening included)."""
+    return space.config_for(values, fidelity=fidelity).total_iterations()
+
+
+class BudgetedSearcher(Searcher):
+    """An inner searcher (the tree, or a ScreeningSearcher) that stops proposing once the iterations of the
+    trials it proposed reach `budget_iterations`: every method spends the same training, replicates,
+    screens and promotions all counted. The trial that crosses the budget still trains, so a run ends within
+    one trial of it."""
+
+    def __init__(self, inner: Searcher, space: SearchSpace, budget_iterations: int) -> None:
+        super().__init__(metric=METRIC, mode="max")
+        self.inner, self.space, self.budget_iterations = inner, space, budget_iterations
+        self.spent = 0
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+        return self.inner.set_search_properties(metric, mode, config, **spec)
+
+    def set_max_concurrency(self, max_concurrent: int) -> bool:
+        return self.inner.set_max_concurrency(max_concurrent)
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if self.spent >= self.budget_iterations:
+            return Searcher.FINISHED
+        suggestion = self.inner.suggest(trial_id)
+        if isinstance(suggestion, dict):
+            self.spent += trial_iterations(self.space, suggestion["values"], suggestion.get("fidelity", FULL))
+        return suggestion
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        self.inner.on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        self.inner.on_trial_complete(trial_id, result=result, error=error)
+
+    def replay(self, log: pd.DataFrame, *, results_steer_proposals: bool) -> None:
+        """The inner's replay, and the iterations of the recorded trials spent; those in flight at the cut are
+        counted again when they are served again."""
+        self.inner.replay(log, results_steer_proposals=results_steer_proposals)
+        self.spent = sum(trial_iterations(self.space, json.loads(row["values"]), row["fidelity"])
+                         for row in log.to_dict("records"))
+
+    def save(self, checkpoint_path: str) -> None:
+        self.inner.save(checkpoint_path)
+        inner = Path(checkpoint_path).read_bytes()
+        write_atomically(Path(checkpoint_path), pickle.dumps({"inner": inner, "spent": self.spent,
+                                                              "budget_iterations": self.budget_iterations}))
+
+    def restore(self, checkpoint_path: str) -> None:
+        state = pickle.loads(Path(checkpoint_path).read_bytes())
+        with tempfile.TemporaryDirectory() as scratch:
+            inner = Path(scratch) / "inner.pkl"
+            inner.write_bytes(state["inner"])
+            self.inner.restore(str(inner))
+        self.spent, self.budget_iterations = state["spent"], state["budget_iterations"]
 
 
 class ScreeningSearcher(ConcurrencyLimitedSearcher):
@@ -431,9 +545,23 @@ def progress_line(run: str, log: pd.DataFrame) -> str:
             f"first converged {'none yet' if math.isnan(first) else f'trial {first}'}")
 
 
-def run_figures(log: pd.DataFrame, num_trials: int) -> dict[str, Any]:
+def trial_costs(log: pd.DataFrame, space: SearchSpace) -> pd.Series:
+    """Each logged trial's iterations as a share of a full-budget trial of the base config."""
+    full = space.base.total_iterations()
+    return pd.Series([trial_iterations(space, json.loads(values), fidelity) / full
+                      for values, fidelity in zip(log["values"], log["fidelity"], strict=True)], index=log.index,
+                     dtype=float)
+
+
+def run_complete(log: pd.DataFrame, args: argparse.Namespace, space: SearchSpace) -> bool:
+    """The run has its --num-trials trials, or has spent its --budget."""
+    return len(log) >= args.num_trials or (args.budget is not None and trial_costs(log, space).sum() >= args.budget)
+
+
+def run_figures(log: pd.DataFrame, num_trials: int, space: SearchSpace | None = None) -> dict[str, Any]:
     """A run's figures from its completion log (COMPLETION_COLUMNS, completion order); only full-budget
-    trials can be converged or best."""
+    trials can be converged or best. With the space, also the training spent (budget_used, in full-budget
+    trials) and how much of it had been spent when the first converged trial finished."""
     log = log.reset_index(drop=True)
     full = log["fidelity"].eq(FULL)
     converged = log.index[full & log["classification"].eq("converged")]
@@ -449,6 +577,10 @@ def run_figures(log: pd.DataFrame, num_trials: int) -> dict[str, Any]:
                 "best_node": None if best is None else best["node_id"],
                 "best_seed": math.nan if best is None else int(best["seed"]),
                 "best_values": None if best is None else best["values"]}
+    if space is not None:
+        spent = trial_costs(log, space).cumsum()
+        figures |= {"budget_used": float(spent.iloc[-1]) if len(spent) else 0.0,
+                    "budget_first_converged": math.nan if first is None else float(spent.iloc[first])}
     best = best_so_far(log)["best_reward"]
     for k in range(1, num_trials + 1):
         figures[f"best_after_{k}"] = float(best[k - 1]) if k <= len(log) else math.nan
@@ -517,10 +649,10 @@ def run_once(method: str, rep: int, space: SearchSpace, args: argparse.Namespace
         tuner = tune.Tuner.restore(str(experiment_dir), trainable=trainable)
     elif method != "tree" and log_path.is_file():
         recorded = pd.read_csv(log_path, dtype=ID_COLUMNS)
-        if len(recorded) >= args.num_trials:
+        if run_complete(recorded, args, space):
             print(f"[bench] {name} had finished; its row comes from its completions.csv", file=sys.stderr)
-            return {"method": method, "rep": rep, "seed": rep, "wall_s": float(recorded["time_s"].max())} \
-                | run_figures(recorded.head(args.num_trials), args.num_trials) | {"base_ms_per_it": math.nan}
+            return run_row(method, rep, space, recorded.head(args.num_trials), args.num_trials) \
+                | {"base_ms_per_it": math.nan}
         print(f"[bench] {name}: Tune's snapshot is gone; replaying the {len(recorded)} trials of its "
               f"completions.csv and going on", file=sys.stderr, flush=True)
         shutil.rmtree(experiment_dir)
@@ -537,10 +669,17 @@ def run_once(method: str, rep: int, space: SearchSpace, args: argparse.Namespace
     with contextlib.redirect_stdout(sys.stderr):  # Tune's experiment banners; stdout keeps the table alone
         tuner.fit()
     completions = pd.read_csv(experiment_dir / "completions.csv", dtype=ID_COLUMNS)
-    if len(completions) < args.num_trials:  # Tune returns normally after a Ctrl-C
-        raise RunInterrupted(f"{name} stopped after {len(completions)} of {args.num_trials} trials")
-    return ({"method": method, "rep": rep, "seed": rep, "wall_s": float(completions["time_s"].max())}
-            | run_figures(completions, args.num_trials))
+    if not run_complete(completions, args, space):  # Tune returns normally after a Ctrl-C
+        raise RunInterrupted(f"{name} stopped after {len(completions)} trials, before its --num-trials "
+                             f"{args.num_trials}{'' if args.budget is None else f' or --budget {args.budget:g}'}")
+    return run_row(method, rep, space, completions, args.num_trials)
+
+
+def run_row(method: str, rep: int, space: SearchSpace, completions: pd.DataFrame, num_trials: int) -> dict[str, Any]:
+    """A finished run's runs.csv row: seed is the searcher's, train_seed the base seed its new configs train at."""
+    return ({"method": method, "rep": rep, "seed": rep,
+             "train_seed": repetition_space(space, rep).base.training.seed,
+             "wall_s": float(completions["time_s"].max())} | run_figures(completions, num_trials, space))
 
 
 def new_tuner(method: str, rep: int, space: SearchSpace, args: argparse.Namespace, trainable: Any,
@@ -548,10 +687,15 @@ def new_tuner(method: str, rep: int, space: SearchSpace, args: argparse.Namespac
     """A new Tune experiment for one run; with `recorded`, the completion log of a random or TPE run whose
     Tune snapshot is gone, one that goes on from it (`ScreeningSearcher.replay`)."""
     log = CompletionLog(experiment_dir / "completions.csv")
+    own = repetition_space(space, rep)
     if method == "tree":
-        search_alg: Searcher = TreeSearcher(space, experiment_dir, seed=rep)
+        search_alg: Searcher = TreeSearcher(own, experiment_dir, seed=rep)
     else:
-        search_alg = ScreeningSearcher(sampler_searcher(method, space, rep, args.concurrency), space)
+        # a replayed TPE is told the recorded screens; random search proposes them again (replay)
+        evaluated = set() if recorded is None or method == "random" else set(recorded["values"])
+        search_alg = ScreeningSearcher(sampler_searcher(method, own, rep, args.concurrency, evaluated), own)
+    if args.budget is not None:
+        search_alg = BudgetedSearcher(search_alg, own, round(args.budget * space.base.total_iterations()))
     if recorded is not None and len(recorded):
         search_alg.replay(recorded, results_steer_proposals=method == "tpe")
         log.set_state({"rows": recorded.to_dict("records"), "elapsed_s": float(recorded["time_s"].max())})
@@ -591,89 +735,149 @@ def confirmation_jobs(concurrency: int, cpus: float | None) -> int:
     return max(1, min(concurrency, int(cpus) if cpus else os.cpu_count() or 1))
 
 
-def confirm_best(runs: pd.DataFrame, space: SearchSpace, out: Path, n_seeds: int, jobs: int,
-                 recorded: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Each method's best full-budget trial over its runs, trained again on `n_seeds` fresh seeds;
-    one row per (method, seed). A row of `recorded` (an earlier confirmations.csv) for the same method,
-    run, node and seed is kept instead of training again."""
-    picked, configs, dirs, trained = [], [], [], {}
-    kept = {} if recorded is None else {(row["method"], int(row["rep"]), str(row["node"]), int(row["seed"])): row
-                                        for row in recorded.to_dict("records")}
-    for method, group in runs.groupby("method", sort=False):
-        rated = group.dropna(subset=["best_reward"]).sort_values(["best_reward", "rep"], ascending=[False, True])
-        if rated.empty:
-            print(f"[bench] {method}: no full-budget trial finished, nothing to confirm", file=sys.stderr)
-            continue
-        best = rated.iloc[0]
-        used = set()
-        for rep in group["rep"]:
-            used |= set(pd.read_csv(run_dir(out, method, rep) / "completions.csv")["seed"].astype(int))
-        values = json.loads(best["best_values"])
-        for seed in fresh_seeds(used, n_seeds):
-            pick = {"method": method, "rep": int(best["rep"]), "node": best["best_node"], "seed": seed}
-            if tuple(pick.values()) in kept:
-                picked.append({"recorded": kept[tuple(pick.values())]})
+CONFIRMATION_KEY = ("method", "rep", "node", "seed", "network")
+
+
+def confirmation_config(space: SearchSpace, values: dict[str, Any], seed: int, network: int) -> Config:
+    """A trial's values at full budget on a training seed and a network (simulation seed) of their own."""
+    raw = space.config_for(values, seed=seed).to_dict()
+    raw["simulation"]["seed"] = network
+    return Config.model_validate(raw)
+
+
+def confirm_first_converged(runs: pd.DataFrame, space: SearchSpace, out: Path, args: argparse.Namespace,
+                            jobs: int, recorded: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Each run's converged full-budget trials, in completion order, trained again at full budget on
+    --confirm-seeds training seeds that no trial of any run used, the i-th on the i-th network of
+    --confirm-networks (cycled; default the space's own). A trial converged on all of them is confirmed, and
+    the run's later candidates are not tried: candidates go in rounds, the next round only for runs without
+    a confirmed trial yet, at most --confirm-candidates per run. One row per (run, trial, seed); the same
+    config, seed and network is trained once for every run that has it (the start points are shared). A row
+    of `recorded` (an earlier confirmations.csv) with the same method, run, node, seed and network is kept."""
+    logs = {(method, int(rep)): pd.read_csv(run_dir(out, method, rep) / "completions.csv", dtype=ID_COLUMNS)
+            for method, rep in zip(runs["method"], runs["rep"], strict=True)}
+    used = set().union(*(set(log["seed"].astype(int)) for log in logs.values())) if logs else set()
+    seeds = fresh_seeds(used, args.confirm_seeds)
+    networks = args.confirm_networks or [space.base.simulation.seed]
+    pairs = [(seed, networks[index % len(networks)]) for index, seed in enumerate(seeds)]
+    kept = {} if recorded is None else {tuple(row[key] if key in ("method", "node") else int(row[key])
+                                              for key in CONFIRMATION_KEY): row for row in recorded.to_dict("records")}
+    candidates = {run: log.index[log["fidelity"].eq(FULL) & log["classification"].eq("converged")].tolist()
+                  for run, log in logs.items()}
+    rows: list[dict[str, Any]] = []
+    confirmed: set[tuple[str, int]] = set()
+    for round_number in range(args.confirm_candidates):
+        picked, configs, dirs, trained = [], [], [], {}
+        for (method, rep), log in logs.items():
+            if (method, rep) in confirmed or round_number >= len(candidates[(method, rep)]):
                 continue
-            cfg, directory = space.config_for(values, seed=seed), out / "confirm" / str(method) / f"seed_{seed}"
-            if (directory / "config.yaml").is_file() and yaml.safe_load((directory / "config.yaml").read_text()) \
-                    != cfg.to_dict():
-                print(f"[bench] {directory} holds another config (an earlier best); training it again",
-                      file=sys.stderr)
-                shutil.rmtree(directory)
-            key = json.dumps(cfg.to_dict(), sort_keys=True)
-            if key not in trained:  # another method's best can be the same config on the same seed
-                trained[key] = len(configs)
-                configs.append(cfg)
-                dirs.append(directory)
-            picked.append(pick | {"training": trained[key]})
-    if not picked:
-        return pd.DataFrame(columns=["method", "rep", "node", "seed", "status", "classification", "reward"])
-    reused = sum("recorded" in pick for pick in picked)
-    print(f"[bench] confirming {len(picked)} (method, seed) pairs: {reused} recorded in confirmations.csv, "
-          f"{len(configs)} to train, {jobs} at once, in {out / 'confirm'}", file=sys.stderr, flush=True)
-    rows, results = [], train_runs(configs, dirs, jobs) if configs else []
-    for row in picked:
-        if "recorded" in row:
-            rows.append(row["recorded"])
-            continue
-        metrics = results[row.pop("training")]
-        status = str(metrics.get("status", "completed"))
-        # run_trial classifies with the default thresholds; the space's own decide here, as in the search
-        rows.append(row | metrics | {"status": status, "classification": classify(metrics, status, space.thresholds),
-                                     "reward": reward(metrics, space.reward, space.thresholds)})
+            position = candidates[(method, rep)][round_number]
+            trial = log.loc[position]
+            for seed, network in pairs:
+                pick = {"method": method, "rep": rep, "trial": position + 1, "node": str(trial["node_id"]),
+                        "seed": seed, "network": network}
+                key = tuple(pick[name] for name in CONFIRMATION_KEY)
+                if key in kept:
+                    picked.append({"recorded": kept[key] | {"trial": position + 1}})
+                    continue
+                cfg = confirmation_config(space, json.loads(trial["values"]), seed, network)
+                identity = json.dumps(cfg.to_dict(), sort_keys=True)
+                if identity not in trained:
+                    trained[identity] = len(configs)
+                    configs.append(cfg)
+                    name = f"node_{pick['node']}_seed_{seed}_net_{network}"
+                    dirs.append(out / "confirm" / f"{method}_rep{rep}" / name)
+                picked.append(pick | {"training": trained[identity]})
+        if not picked:
+            break
+        print(f"[bench] confirmation round {round_number + 1}: {len(picked)} (trial, seed) pairs, "
+              f"{sum('recorded' in pick for pick in picked)} recorded in confirmations.csv, {len(configs)} to "
+              f"train, {jobs} at once, in {out / 'confirm'}", file=sys.stderr, flush=True)
+        results = train_runs(configs, dirs, jobs) if configs else []
+        round_rows = []
+        for pick in picked:
+            if "recorded" in pick:
+                round_rows.append(pick["recorded"])
+                continue
+            metrics = results[pick.pop("training")]
+            status = str(metrics.get("status", "completed"))
+            # run_trial classifies with the default thresholds; the space's own decide here, as in the search
+            round_rows.append(pick | metrics | {
+                "status": status, "classification": classify(metrics, status, space.thresholds),
+                "reward": reward(metrics, space.reward, space.thresholds)})
+        table = pd.DataFrame(round_rows)
+        for (method, rep), group in table.groupby(["method", "rep"]):
+            if group["classification"].eq("converged").all():
+                confirmed.add((method, int(rep)))
+        rows += round_rows
+    fixed = ["method", "rep", "trial", "node", "seed", "network", "status", "classification", "reward"]
+    if not rows:
+        return pd.DataFrame(columns=fixed)
     table = pd.DataFrame(rows)
-    fixed = ["method", "rep", "node", "seed", "status", "classification", "reward"]
     return table[fixed + reported_columns(table.columns, HEADLINE)]
+
+
+def first_confirmed(runs: pd.DataFrame, confirmations: pd.DataFrame, logs: dict[tuple[str, int], pd.DataFrame],
+                    space: SearchSpace) -> pd.DataFrame:
+    """runs with first_confirmed, the trial number of each run's first trial that converged on every
+    confirmation seed (NaN where none did), and budget_first_confirmed, the training its run had spent (in
+    full-budget trials) when that trial finished."""
+    firsts: dict[tuple[str, int], int] = {}
+    if len(confirmations):
+        passed = confirmations.groupby(["method", "rep", "trial"])["classification"].agg(
+            lambda labels: bool(labels.eq("converged").all()))
+        for (method, rep, trial), ok in passed.items():
+            if ok:
+                firsts[(method, int(rep))] = min(int(trial), firsts.get((method, int(rep)), int(trial)))
+    runs = runs.copy()
+    keys = [(method, int(rep)) for method, rep in zip(runs["method"], runs["rep"], strict=True)]
+    runs["first_confirmed"] = [firsts.get(key, math.nan) for key in keys]
+    runs["budget_first_confirmed"] = [
+        float(trial_costs(logs[key], space).iloc[:firsts[key]].sum()) if key in firsts else math.nan for key in keys]
+    return runs
 
 
 # ------------------------------------------------------------------------------------- summary
 
-def summary_table(runs: pd.DataFrame, confirmations: pd.DataFrame, num_trials: int) -> pd.DataFrame:
-    """One row per method: the figures of the module docstring's Summary."""
+def summary_table(runs: pd.DataFrame, num_trials: int,
+                  shared: dict[str, int] | None = None) -> pd.DataFrame:
+    """One row per method: the figures of the module docstring's Summary. `runs` carries first_confirmed
+    where confirmations ran (`first_confirmed`); `shared` is `shared_trials` of the runs' logs."""
     half = max(1, num_trials // 2)
     rows = []
     for method, group in runs.groupby("method", sort=False):
         group = group.sort_values("rep")
-        row: dict[str, Any] = {"method": method, "runs": len(group),
-                               "runs_converged": int(group["first_converged"].notna().sum()),
-                               "first_converged_median": censored_median(group["first_converged"]),
-                               "first_converged_per_run": " ".join("–" if pd.isna(first) else f"{first:g}"
-                                                                   for first in group["first_converged"]),
-                               "wall_s_first_converged_median": censored_median(group["wall_s_first_converged"])}
+        row: dict[str, Any] = {"method": method, "runs": len(group)}
+        for figure in ("first_converged", "first_confirmed"):  # first_confirmed: none without confirmations
+            values = group.get(figure, pd.Series(math.nan, index=group.index))
+            row |= {f"runs_{figure.removeprefix('first_')}": int(values.notna().sum()),
+                    f"{figure}_median": censored_median(values) if figure in group else math.nan,
+                    f"{figure}_per_run": " ".join("–" if pd.isna(first) else f"{first:g}" for first in values)}
+        for figure in ("wall_s_first_converged", "budget_first_confirmed"):
+            row[f"{figure}_median"] = censored_median(group[figure]) if figure in group else math.nan
         for k in dict.fromkeys((half, num_trials)):
             values = group[f"best_after_{k}"]
             row |= {f"best_after_{k}_median": values.median(), f"best_after_{k}_min": values.min(),
                     f"best_after_{k}_max": values.max()}
         row["wall_s_median"] = group["wall_s"].median()
-        speeds = group.get("base_ms_per_it", pd.Series(dtype=float))
-        row |= {"base_ms_per_it_median": speeds.median(), "base_ms_per_it_min": speeds.min(),
-                "base_ms_per_it_max": speeds.max()}
-        confirmed = confirmations[confirmations["method"] == method]
-        row |= {"confirm_node": confirmed["node"].iloc[0] if len(confirmed) else None,
-                "confirm_seeds": len(confirmed),
-                "confirm_converged": int(confirmed["classification"].eq("converged").sum())}
+        for figure in ("base_ms_per_it", "budget_used"):
+            values = group.get(figure, pd.Series(dtype=float))
+            row |= {f"{figure}_median": values.median(), f"{figure}_min": values.min(),
+                    f"{figure}_max": values.max()}
+        row["shared_trials"] = (shared or {}).get(method, math.nan)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def shared_trials(logs: dict[tuple[str, int], pd.DataFrame]) -> dict[str, int]:
+    """Per method, the most trials two of its repetitions share: the same values, seed and fidelity, trained
+    alike in both (0 with one repetition)."""
+    trials: dict[str, list[set[tuple[str, int, str]]]] = {}
+    for (method, _), log in logs.items():
+        trials.setdefault(method, []).append(set(zip(log["values"], log["seed"].astype(int), log["fidelity"],
+                                                     strict=True)))
+    return {method: max((len(a & b) for i, a in enumerate(runs) for b in runs[i + 1:]), default=0)
+            for method, runs in trials.items()}
 
 
 def censored_median(values: pd.Series) -> float:
@@ -703,19 +907,33 @@ def _range(row: dict[str, Any], name: str, digits: int = 3) -> str:
 
 def summary_markdown(summary: pd.DataFrame, num_trials: int) -> str:
     half = max(1, num_trials // 2)
-    header = ["method", "runs", "first converged at trial", "wall time to first converged", f"best after {half}",
-              f"best after {num_trials}", "wall time", "confirmations", "base config ms/it"]
+    header = ["method", "runs", "first converged at trial", "first confirmed at trial",
+              "training spent at first confirmed", "wall time to first converged", f"best after {half}",
+              f"best after {num_trials}", "wall time", "training spent", "shared trials", "base config ms/it"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in summary.to_dict("records"):
-        first, first_s = row["first_converged_median"], row["wall_s_first_converged_median"]
-        confirmed = f"{row['confirm_converged']}/{row['confirm_seeds']} converged" if row["confirm_seeds"] else "–"
         cells = [str(row["method"]), str(row["runs"]),
-                 f"{'none' if math.isinf(first) else f'{first:g}'} ({row['first_converged_per_run']})",
-                 "none" if math.isinf(first_s) else f"{first_s:.0f} s", _range(row, f"best_after_{half}"),
-                 _range(row, f"best_after_{num_trials}"),
-                 f"{row['wall_s_median']:.0f} s", confirmed, _range(row, "base_ms_per_it", 2)]
+                 _first(row["first_converged_median"], row["first_converged_per_run"]),
+                 _first(row["first_confirmed_median"], row["first_confirmed_per_run"]),
+                 _censored(row["budget_first_confirmed_median"], "{:.1f} trials"),
+                 _censored(row["wall_s_first_converged_median"], "{:.0f} s"),
+                 _range(row, f"best_after_{half}"), _range(row, f"best_after_{num_trials}"),
+                 f"{row['wall_s_median']:.0f} s", _range(row, "budget_used", 1),
+                 "–" if pd.isna(row["shared_trials"]) else f"{row['shared_trials']:g}",
+                 _range(row, "base_ms_per_it", 2)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _first(median: float, per_run: str) -> str:
+    """A censored median trial number with each run's: "none (– 30)" when half the runs or more have none."""
+    if math.isnan(median):
+        return "–"
+    return f"{'none' if math.isinf(median) else f'{median:g}'} ({per_run})"
+
+
+def _censored(median: float, form: str) -> str:
+    return "–" if math.isnan(median) else "none" if math.isinf(median) else form.format(median)
 
 
 METHOD_COLOURS = {"tree": "tab:blue", "random": "tab:grey", "tpe": "tab:orange"}
@@ -823,24 +1041,29 @@ def main(argv: list[str] | None = None) -> int:
     ray.shutdown()
     runs = pd.DataFrame(rows)
     runs = runs[runs["method"].isin(args.methods)]
-    recorded = pd.read_csv(out / "confirmations.csv", dtype={"node": str}) \
-        if args.resume and (out / "confirmations.csv").is_file() else None
-    confirmations = confirm_best(runs, space, out, args.confirm_seeds, confirmation_jobs(args.concurrency, args.cpus),
-                                 recorded) if args.confirm_seeds else \
-        pd.DataFrame(columns=["method", "node", "classification"])
+    logs = {(method, rep): pd.read_csv(run_dir(out, method, rep) / "completions.csv", dtype=ID_COLUMNS)
+            for method, rep in zip(runs["method"], runs["rep"].astype(int), strict=True)}
     if args.confirm_seeds:
+        recorded = pd.read_csv(out / "confirmations.csv", dtype={"node": str}) \
+            if args.resume and (out / "confirmations.csv").is_file() else None
+        confirmations = confirm_first_converged(runs, space, out, args, confirmation_jobs(args.concurrency, args.cpus),
+                                                recorded)
         confirmations.to_csv(out / "confirmations.csv", index=False)
-    summary = summary_table(runs, confirmations, args.num_trials)
+        runs = first_confirmed(runs, confirmations, logs, space)
+    summary = summary_table(runs, args.num_trials, shared_trials(logs))
     summary.to_csv(out / "summary.csv", index=False)
     table = summary_markdown(summary, args.num_trials)
     fidelity = (f"screened at {space.fidelity.screen}, promote_eta {space.fidelity.promote_eta}; rewards and "
                 "convergence at full budget only" if space.fidelity else "every trial at full budget")
+    budget = "" if args.budget is None else f", at most {args.budget:g} full-budget trials of training"
+    networks = ", ".join(map(str, args.confirm_networks or [space.base.simulation.seed]))
+    confirmed = (f"a converged trial is confirmed when it converges again on {args.confirm_seeds} training seeds no "
+                 f"trial used, on networks {networks} (simulation seeds)" if args.confirm_seeds else "no confirmations")
     (out / "summary.md").write_text(
-        f"# Search benchmark: {args.space}\n\n{args.num_trials} trials per run, {args.concurrency} at once, "
-        f"{fidelity}; {repetitions(runs)}; rewards median [min–max] over repetitions; confirmations on "
-        f"{args.confirm_seeds} fresh training seeds.\n\n" + table)
-    logs = {(method, rep): pd.read_csv(run_dir(out, method, rep) / "completions.csv")
-            for method, rep in zip(runs["method"], runs["rep"].astype(int), strict=True)}
+        f"# Search benchmark: {args.space}\n\n{args.num_trials} trials per run{budget}, {args.concurrency} at once, "
+        f"{fidelity}; {repetitions(runs)}, repetition r training at base seed + {SEED_STRIDE} r; rewards median "
+        f"[min–max] over repetitions; {confirmed}; a run without one counts as beyond every run with one.\n\n"
+        + table)
     progress_figure(logs).savefig(out / "progress.png")
     print(table, end="")
     return 0

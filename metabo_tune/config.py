@@ -389,6 +389,11 @@ class Config(_Section):
                           "coeff_residual_fit 0 it is ignored", stacklevel=2)
         return self
 
+    def total_iterations(self) -> int:
+        """A training's iterations: the reference counts them from the configured n_frames (per run), not the
+        frames saved."""
+        return self.training.n_epochs * self.training.iterations_per_epoch(self.simulation.n_frames)
+
     def sampled_conservation_frames(self) -> int | None:
         """Frames per step of the sampled conservation loss; None where there is none (the loss off, or the
         linear head's exact moments over every frame). With the MLP head, 'all' samples the default count:

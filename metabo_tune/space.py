@@ -6,7 +6,8 @@ Pure Python (no Ray): the tree, the strategies and the searcher read a `SearchSp
 Layout of a search-space file (YAML). `base`, `parameters` and `initial_spread` are required, the rest
 falls back to the defaults shown::
 
-    base: {simulation: ..., graph_model: ..., training: ...}   # a full run config
+    base: {simulation: ..., graph_model: ..., training: ...}   # a full run config, or the path of one
+                                                              # (relative to this file): ../configs/x.yaml
     budget: {n_epochs: 1, data_augmentation_loop: 1000}      # per trial, applied onto base.training
     frozen: [simulation, training.freeze_stoichiometry]       # sections or section.key; never tuned
     parameters:                                               # 'section.key' -> {type, low, high}
@@ -28,12 +29,15 @@ falls back to the defaults shown::
       promote_eta: 3                                          # promote the top ceil(n/eta) of n screened
 
 Parameter types: `log_float` (a positive float, multiplicative steps), `float` and `int` (additive
-steps), `bool` (flipped; no low/high), `choice` (`values: [mlp, linear]`, any config values, in an
-order: a step moves to the neighbouring value; no low/high). `low` < `high`, both inclusive, and both
-must be valid config values. The budget keys (n_epochs, data_augmentation_loop) and training.seed
-cannot be parameters: the first fix what a trial costs, the seed is noise that replicates vary. The
-base's own value of every parameter must lie in its range (an error, not a warning): the base is the
-first trial, and the strategies step from it and keep every value they propose in range. Every problem
+steps), `bool` (flipped; no low/high), `choice` (`values: [mlp, linear]`, any config values, null
+included, in an order: a step moves to the neighbouring value; no low/high). `low` < `high`, both
+inclusive, and both must be valid config values, those of a `requires` parameter with its requirements
+on. `requires: section.key` marks a value that matters only while that key is truthy (and in effect
+itself): while it is off, a trial's config keeps the base's value (`in_effect`). The budget keys
+(n_epochs, data_augmentation_loop) and training.seed cannot be parameters: the first fix what a trial
+costs, the seed is noise that replicates vary. The base's own value of every parameter must lie in its
+range (an error, not a warning): the base is the first trial, and the strategies step from it and keep
+every value they propose in range. Every problem
 is a `SpaceError` whose one-line message names the file and the key.
 
 With a `fidelity` section every new node is first trained at the screening budget (`screen`: budget keys
@@ -135,9 +139,25 @@ class SearchSpace:
         """The base config's value of every tunable parameter, 'section.key' → value."""
         return {name: get_value(self.base, name) for name in self.parameters}
 
+    def in_effect(self, values: dict[str, Any]) -> dict[str, Any]:
+        """`values` with every parameter whose requirement is off (its `requires` falsy, or itself not in
+        effect) back at the base's value. The trainer ignores such a value, and some would contradict the
+        requirement's off value (type_grouping_at without the residual fit is an error), so a sampler that
+        draws every parameter at once, or a step that switches a requirement off, still gives a valid config."""
+        def value(name: str) -> Any:
+            return values.get(name, get_value(self.base, name))
+
+        def on(name: str) -> bool:
+            parameter = self.parameters.get(name)
+            required = None if parameter is None else parameter.requires
+            return required is None or (bool(value(required)) and on(required))
+
+        return {name: value if on(name) else get_value(self.base, name) for name, value in values.items()}
+
     def config_for(self, values: dict[str, Any], seed: int | None = None, fidelity: str = FULL) -> Config:
         """The base config with `values` ('section.key' → value), optionally the training seed set, and
         at screen fidelity the screening overrides on top."""
+        values = self.in_effect(values)
         if fidelity == SCREEN:
             if self.fidelity is None:
                 raise ValueError(f"{self.source}: a screen trial needs a fidelity section")
@@ -207,11 +227,19 @@ def load_space(path: str | Path) -> SearchSpace:
 
 
 def _load_base(raw_base: Any, budget: Any, src: str) -> Config:
+    source = f"{src} (base)"
+    if isinstance(raw_base, str):  # a run config's path, relative to the space file
+        path = Path(src).parent / raw_base
+        try:
+            raw_base = read_yaml(path)
+        except ConfigError as exc:
+            raise SpaceError(f"{src}: base: {exc}") from None
+        source = f"{src} (base: {path})"
     if not isinstance(raw_base, dict):
-        raise SpaceError(f"{src}: base: expected a run config (simulation, graph_model, training), "
+        raise SpaceError(f"{src}: base: expected a run config (simulation, graph_model, training) or its path, "
                          f"got {type(raw_base).__name__}")
     try:
-        base = config_from_dict(raw_base, source=f"{src} (base)")
+        base = config_from_dict(raw_base, source=source)
     except ConfigError as exc:
         raise SpaceError(str(exc)) from None
     if budget is None:
@@ -259,10 +287,27 @@ def _load_parameters(specs: Any, base: Config, frozen: tuple[str, ...], src: str
         for entry in frozen:
             if name == entry or name.startswith(entry + "."):
                 raise SpaceError(f"{where}: frozen by the entry '{entry}' under 'frozen'")
-        parameter = _parse_spec(name, spec, where)
-        _check_domain(parameter, base, where)
-        parameters[name] = parameter
+        parameters[name] = _parse_spec(name, spec, where)
+    for name, parameter in parameters.items():
+        _check_domain(parameter, base, _requirements_on(parameter, parameters), f"{src}: parameters.{name}")
     return parameters
+
+
+def _requirements_on(parameter: Parameter, parameters: dict[str, Parameter]) -> dict[str, Any]:
+    """Values that switch on the chain of requirements of `parameter`, as far as they are parameters: the
+    value of a `requires` parameter is checked where it takes effect (the largest value, True, or the last
+    truthy choice)."""
+    values: dict[str, Any] = {}
+    required = parameters.get(parameter.requires) if parameter.requires else None
+    while required is not None and required.name not in values:
+        if required.kind == "bool":
+            values[required.name] = True
+        elif required.kind == "choice":
+            values[required.name] = next((value for value in reversed(required.values) if value), None)
+        else:
+            values[required.name] = required.high
+        required = parameters.get(required.requires) if required.requires else None
+    return values
 
 
 def _parse_spec(name: str, spec: Any, where: str) -> Parameter:
@@ -314,16 +359,16 @@ def _parse_choice(name: str, spec: dict, where: str, requires: str | None) -> Pa
     if not isinstance(values, list) or len(values) < 2:
         raise SpaceError(f"{where}.values: expected a list of at least two config values, got {values!r}")
     values = [_number_or_text(value) for value in values]
-    if any(isinstance(value, (list, dict)) or value is None for value in values):
-        raise SpaceError(f"{where}.values: every value must be a single number, bool or word, got {values!r}")
+    if any(isinstance(value, (list, dict)) for value in values):
+        raise SpaceError(f"{where}.values: every value must be a single number, bool, word or null, got {values!r}")
     if len({repr(value) for value in values}) < len(values):
         raise SpaceError(f"{where}.values: {values!r} repeats a value")
     return Parameter(name, "choice", requires=requires, values=tuple(values))
 
 
-def _check_domain(parameter: Parameter, base: Config, where: str) -> None:
-    """Every bound (both values of a bool, each value of a choice) must give a valid config, and the base
-    must lie in range."""
+def _check_domain(parameter: Parameter, base: Config, requirements_on: dict[str, Any], where: str) -> None:
+    """Every bound (both values of a bool, each value of a choice) must give a valid config with its
+    requirements on, and the base must lie in range."""
     if parameter.kind == "bool":
         bounds = [("value", False), ("value", True)]
     elif parameter.kind == "choice":
@@ -331,7 +376,7 @@ def _check_domain(parameter: Parameter, base: Config, where: str) -> None:
     else:
         bounds = [("low", parameter.low), ("high", parameter.high)]
     for label, value in bounds:
-        problem = _config_problem(base, {parameter.name: value})
+        problem = _config_problem(base, requirements_on | {parameter.name: value})
         if problem:
             raise SpaceError(f"{where}: {label} {value!r} is not a valid config value ({problem})")
     current = get_value(base, parameter.name)

@@ -179,8 +179,7 @@ class Trainer:
         groups = self.model.parameter_groups()
         self.base_lrs = {name: tcfg.learning_rate(name) for name in groups}
         self.optimizer = GroupAdam(groups, self.base_lrs)
-        # The reference counts iterations from the configured n_frames, not the saved frame count.
-        self.total_iterations = tcfg.n_epochs * tcfg.iterations_per_epoch(cfg.simulation.n_frames)
+        self.total_iterations = cfg.total_iterations()
         self.attach_iteration = math.ceil(tcfg.attach_homeostasis_fraction * self.total_iterations)
         self.grouping_iteration = (None if tcfg.type_grouping_at is None
                                    else math.ceil(tcfg.type_grouping_at * self.total_iterations))

@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import kill_ray_of
+from ray.tune.search import Searcher
 from test_search import derived_space, environment, screening, trial_files
 
 from metabo_tune.searcher import METRIC, TreeSearcher
@@ -161,6 +162,82 @@ def test_concurrency_errors_and_a_space_without_fidelity():
     assert plain.promotions == [] and plain.inner.completed[0][0] == "t0"
 
 
+# ------------------------------------------------------------------------------------- equal footing
+
+def test_random_and_tpe_start_where_the_tree_starts_then_sample():
+    space = load_space(SMOKE)
+    starts = bench.start_points(space)
+    assert starts[0] == space.base_values() and len(starts) == len(space.initial_spread) == 4
+    assert starts[3] == space.base_values() | space.initial_spread[3]
+    for method in ("random", "tpe"):
+        sampler = bench.sampler_searcher(method, space, seed=0, concurrency=2)
+        proposals = [sampler.suggest(f"t{i}") for i in range(6)]
+        assert proposals[:4] == starts, method
+        assert all(proposal not in starts for proposal in proposals[4:]), method
+    # a replayed TPE is told the recorded screens, so it does not propose the recorded start points again
+    logged_starts = {json.dumps(point, sort_keys=True) for point in starts[:3]}
+    resumed = bench.sampler_searcher("tpe", space, seed=0, concurrency=2, evaluated=logged_starts)
+    assert resumed.suggest("t0") == starts[3]
+
+
+def test_repetitions_train_at_their_own_base_seed():
+    space = load_space(SMOKE)
+    seeds = [bench.repetition_space(space, rep).base.training.seed for rep in range(3)]
+    assert seeds == [77, 177, 277]
+    assert bench.repetition_space(space, 2).base.to_dict() == space.config_for({}, seed=277).to_dict()
+    tree = TreeSearcher(bench.repetition_space(space, 1), Path("unused"), seed=1)
+    tree.set_max_concurrency(1)
+    assert tree.suggest("t0")["seed"] == 177
+
+
+def test_the_budget_counts_every_trials_iterations_and_stops_the_proposals(tmp_path):
+    """Screens cost their share (half the data augmentation), promotions a full trial; the trial that
+    crosses the budget still trains, none after it. The state survives save and restore."""
+    space = dataclasses.replace(load_space(SMOKE), fidelity=Fidelity({"training.data_augmentation_loop": 5.0}))
+    full, screen = space.base.total_iterations(), bench.trial_iterations(space, {}, SCREEN)
+    assert (full, screen) == (75, 37)
+    assert bench.trial_iterations(space, {"training.batch_size": space.base.training.batch_size * 2}) * 2 == \
+        pytest.approx(full, abs=1)
+
+    def budgeted():
+        inner = bench.ScreeningSearcher(StubSampler(), space)
+        searcher = bench.BudgetedSearcher(inner, space, budget_iterations=2 * full)
+        assert searcher.set_max_concurrency(8) is True
+        return searcher
+
+    searcher = budgeted()
+    screens = [searcher.suggest(f"t{i}") for i in range(3)]
+    assert searcher.spent == 3 * screen < 2 * full
+    searcher.on_trial_complete("t0", finished(0.9))  # promoted: the top one of one
+    assert searcher.suggest("p0")["fidelity"] == FULL and searcher.spent == 3 * screen + full
+    assert searcher.suggest("x") == Searcher.FINISHED and searcher.inner.inner.asked == ["t0", "t1", "t2"]
+
+    searcher.save(str(tmp_path / "searcher.pkl"))
+    restored = budgeted()
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    assert restored.spent == searcher.spent and restored.inner.promoted == {"t0"}
+    assert restored.suggest("y") == Searcher.FINISHED
+
+    log = pd.DataFrame([logged(budgeted(), "t1", screens[1], finished(0.2), 1.0)])
+    replayed = budgeted()
+    replayed.replay(log, results_steer_proposals=True)
+    assert replayed.spent == screen
+    args = SimpleNamespace(num_trials=50, budget=2.0)
+    assert not bench.run_complete(pd.concat([log] * 4), args, space)
+    assert bench.run_complete(pd.concat([log] * 5), args, space)
+    assert bench.run_complete(log, SimpleNamespace(num_trials=1, budget=None), space)
+
+
+def test_shared_trials_count_the_same_values_seed_and_fidelity_across_repetitions():
+    log = screened_log()
+    other = log.assign(seed=177)
+    other.loc[0, "seed"] = 77  # one trial trained alike in both
+    third = log.copy()  # the same path run again
+    assert bench.shared_trials({("tree", 0): log, ("tree", 1): other}) == {"tree": 1}
+    assert bench.shared_trials({("tree", 0): log, ("tree", 1): other, ("tree", 2): third, ("tpe", 0): log}) == \
+        {"tree": len(log), "tpe": 0}
+
+
 # ------------------------------------------------------------------------------------- replay from a log
 
 def logged(searcher, trial_id: str, suggestion: dict, result: dict | None, time_s: float) -> dict:
@@ -242,7 +319,6 @@ def test_a_log_this_space_and_sampler_cannot_have_written_is_refused():
 
 def test_random_search_replayed_proposes_what_the_uninterrupted_run_proposes():
     """Optuna's seeded RandomSampler behind Ray's OptunaSearch: asked again, it repeats itself exactly."""
-    pytest.importorskip("optuna")
     space = dataclasses.replace(load_space(SMOKE), fidelity=SCREENING)
 
     def searcher():
@@ -293,6 +369,12 @@ def test_run_figures_count_only_full_budget_trials():
     assert (figures["trials_done"], figures["screen_trials"], figures["full_trials"], figures["errors"]) == (7, 3, 4, 1)
     assert (figures["best_node"], figures["best_seed"], figures["best_reward"]) == ("a", 77, 0.8)
     assert json.loads(figures["best_values"]) == {LR: 0.3}
+
+    space = dataclasses.replace(load_space(SMOKE), fidelity=SCREENING)
+    spent = bench.run_figures(log, num_trials=8, space=space)
+    share = bench.trial_iterations(space, {}, SCREEN) / space.base.total_iterations()
+    assert spent["budget_used"] == pytest.approx(3 * share + 4)
+    assert spent["budget_first_converged"] == pytest.approx(2 * share + 3)  # screens a, b; full c, d, e
 
     screens_only = bench.run_figures(log.iloc[:2], num_trials=2)
     assert math.isnan(screens_only["first_converged"]) and math.isnan(screens_only["best_after_2"])
@@ -350,22 +432,30 @@ def test_the_summary_counts_each_methods_own_repetitions():
     runs = pd.DataFrame({"method": ["tree", "tpe", "tree", "tpe", "tree"], "rep": [0, 0, 1, 1, 2],
                          "first_converged": [10, math.nan, 20, 30, 40],
                          "wall_s_first_converged": [100.0, math.nan, 200.0, 300.0, 400.0],
+                         "first_confirmed": [10, math.nan, math.nan, math.nan, 44],
+                         "budget_first_confirmed": [3.0, math.nan, math.nan, math.nan, 9.5],
                          "best_after_1": [0.1, 0.2, 0.3, 0.4, 0.5], "best_after_2": [0.6, 0.7, 0.8, 0.9, 1.0],
-                         "wall_s": [1.0, 2.0, 3.0, 4.0, 5.0], "base_ms_per_it": [1.2, 6.0, 1.3, math.nan, 5.9]})
-    empty = pd.DataFrame(columns=["method", "node", "classification"])
-    summary = bench.summary_table(runs, empty, num_trials=2).set_index("method")
+                         "wall_s": [1.0, 2.0, 3.0, 4.0, 5.0], "base_ms_per_it": [1.2, 6.0, 1.3, math.nan, 5.9],
+                         "budget_used": [20.0, 20.5, 21.0, 20.2, 20.9]})
+    summary = bench.summary_table(runs, num_trials=2, shared={"tree": 3, "tpe": 0}).set_index("method")
     assert summary.loc["tree", ["runs", "runs_converged", "first_converged_median"]].tolist() == [3, 3, 20]
     assert summary.at["tree", "first_converged_per_run"] == "10 20 40"
     # one of two tpe runs converged: a median over its lucky run alone would say 30
     assert summary.loc["tpe", ["runs", "runs_converged", "first_converged_median"]].tolist() == [2, 1, math.inf]
     assert summary.at["tpe", "first_converged_per_run"] == "– 30"
     assert summary.at["tpe", "wall_s_first_converged_median"] == math.inf
+    assert summary.loc["tree", ["runs_confirmed", "first_confirmed_median", "budget_first_confirmed_median"]
+                       ].tolist() == [2, 44, 9.5]  # the run without one counts as beyond both
+    assert summary.at["tree", "first_confirmed_per_run"] == "10 – 44"
     table = bench.summary_markdown(summary.reset_index(), num_trials=2)
-    assert "| tree | 3 | 20 (10 20 40) | 200 s |" in table and "| tpe | 2 | none (– 30) | none |" in table
-    assert table.count("| 1.30 [1.20–5.90] |") == 1 and "| 6.00 [6.00–6.00] |" in table  # a NaN speed is left out
-    unmeasured = bench.summary_table(runs.drop(columns="base_ms_per_it"), empty, 2)  # a runs.csv from before
-    assert bench.summary_markdown(unmeasured, num_trials=2).count(" | – |\n") == 2
-    three = bench.summary_table(pd.concat([runs, runs.iloc[[1]].assign(rep=2, first_converged=12.0)]), empty, 2)
+    assert "| tree | 3 | 20 (10 20 40) | 44 (10 – 44) | 9.5 trials | 200 s |" in table
+    assert "| tpe | 2 | none (– 30) | none (– –) | none | none |" in table
+    assert "| 20.9 [20.0–21.0] | 3 | 1.30 [1.20–5.90] |" in table and "| 0 | 6.00 [6.00–6.00] |" in table
+    unmeasured = bench.summary_table(runs.drop(columns=["base_ms_per_it", "first_confirmed",
+                                                        "budget_first_confirmed"]), 2)  # a runs.csv from before
+    assert bench.summary_markdown(unmeasured, num_trials=2).count(" | – | – |\n") == 2  # shared, ms/it
+    assert "| tree | 3 | 20 (10 20 40) | – | – | 200 s |" in bench.summary_markdown(unmeasured, num_trials=2)
+    three = bench.summary_table(pd.concat([runs, runs.iloc[[1]].assign(rep=2, first_converged=12.0)]), 2)
     assert three.set_index("method").at["tpe", "first_converged_median"] == 30  # two of three converged
     assert summary.at["tree", "best_after_2_max"] == 1.0 and summary.at["tpe", "wall_s_median"] == 3.0
     assert bench.repetitions(runs) == "repetitions: tree 0–2, tpe 0–1"
@@ -404,47 +494,69 @@ def test_the_machine_speed_of_a_real_training_is_a_few_milliseconds_per_iteratio
     assert 0.01 < speed < 1000
 
 
-def test_confirmations_share_a_config_between_methods_and_keep_what_was_recorded(tmp_path, monkeypatch):
-    """TPE's startup proposals are random search's, so both can name the same best: each seed is trained
-    once, and both methods get its metrics; a third method's other best is trained on its own. Resumed with
-    an earlier confirmations.csv, its rows of the same method, run, node and seed are kept, the rest trains."""
-    space = load_space(SMOKE)
-    shared, other = {LR: 1e-3}, {LR: 2e-3}
-    runs = pd.DataFrame([(method, rep, reward, node, json.dumps(values)) for method, rep, reward, node, values in (
-        ("random", 0, 0.9, "aaaa0000", shared), ("tpe", 0, 0.9, "bbbb0000", shared),
-        ("tpe", 1, 0.5, "cccc0000", other), ("tree", 0, 0.8, "dddd0000", other))],
-        columns=["method", "rep", "best_reward", "best_node", "best_values"])
-    for method, rep in zip(runs["method"], runs["rep"], strict=True):
+CONVERGED = {"rate_constants_R2": 0.99, "avg_slope_ratio": 1.0, "embedding_cluster_acc": 1.0,
+             "MLP_node_slope_at_zero_ratio_0": 1.0, "MLP_node_slope_at_zero_ratio_1": 1.0,
+             "MLP_node_zero_rel_err_0": 0.0, "MLP_node_zero_rel_err_1": 0.0}
+
+
+def test_each_runs_converged_trials_are_confirmed_in_order_on_fresh_seeds_and_networks(tmp_path, monkeypatch):
+    """Round 1 tries each run's first converged full-budget trial on the two fresh seeds (0 and 1: the
+    trials used 77 and 177), the first on network 9101, the second on 9102; a config two runs share (the
+    base, a start point of every method) is trained once. A run whose candidate fails one seed tries its
+    next in round 2. Resumed with an earlier confirmations.csv, its rows are kept and the rest trains."""
+    space = dataclasses.replace(load_space(SMOKE), fidelity=SCREENING)
+    shared, later, other = {LR: 1e-3}, {LR: 2e-3}, {LR: 3e-3}
+    logs = {("tree", 0): [(FULL, "converged", shared, 77), (SCREEN, "converged", other, 77),
+                          (FULL, "partial", other, 77), (FULL, "converged", later, 77)],
+            ("tpe", 0): [(FULL, "converged", shared, 77)],
+            ("random", 0): [(FULL, "partial", other, 77)],
+            ("tree", 1): [(FULL, "partial", shared, 177), (FULL, "converged", other, 177)]}
+    for (method, rep), rows in logs.items():
         bench.run_dir(tmp_path, method, rep).mkdir(parents=True)
-        pd.DataFrame({"seed": [space.base.training.seed]}).to_csv(
-            bench.run_dir(tmp_path, method, rep) / "completions.csv", index=False)
+        pd.DataFrame([completion(f"{method}{rep}{i}", fidelity, 0.5, label, 10.0 * i) | {
+            "seed": seed, "values": json.dumps(values)} for i, (fidelity, label, values, seed) in enumerate(rows)]
+        ).to_csv(bench.run_dir(tmp_path, method, rep) / "completions.csv", index=False)
+    runs = pd.DataFrame({"method": [method for method, _ in logs], "rep": [rep for _, rep in logs]})
     trained = []
 
     def train_runs(configs, dirs, jobs):
         trained.extend(zip(configs, dirs, strict=True))
-        return [{"status": "completed", "classification": "partial", "rate_constants_R2": 0.1 * index}
-                for index in range(len(configs))]
+        # the shared config fails on seed 1; every other converges
+        return [{"status": "completed"} | CONVERGED | (
+            {"rate_constants_R2": 0.6} if cfg.training.learning_rate_k == 1e-3 and cfg.training.seed == 1 else {})
+            for cfg in configs]
 
     monkeypatch.setattr(bench, "train_runs", train_runs)
-    table = bench.confirm_best(runs, space, tmp_path, n_seeds=2, jobs=2)
-    assert [(cfg.to_dict(), directory.relative_to(tmp_path).as_posix()) for cfg, directory in trained] == [
-        (space.config_for(values, seed=seed).to_dict(), f"confirm/{method}/seed_{seed}")
-        for method, values in (("random", shared), ("tree", other)) for seed in (0, 1)]
-    by_method = table.set_index(["method", "seed"])["rate_constants_R2"]
-    assert by_method.to_dict() == pytest.approx({("random", 0): 0.0, ("random", 1): 0.1, ("tpe", 0): 0.0,
-                                                 ("tpe", 1): 0.1, ("tree", 0): 0.2, ("tree", 1): 0.3})
-    assert table.set_index("method").loc["tpe", "node"].tolist() == ["bbbb0000"] * 2  # its own node id
+    args = SimpleNamespace(confirm_seeds=2, confirm_networks=[9101, 9102], confirm_candidates=3)
+    table = bench.confirm_first_converged(runs, space, tmp_path, args, jobs=2)
 
-    trained.clear()  # resumed on a new machine from the committed confirmations.csv, two rows of which are stale
-    recorded = table.assign(reward=0.5).drop(index=table.index[(table["method"] == "tree") & (table["seed"] == 1)])
-    recorded.loc[recorded["method"] == "random", "node"] = "eeee0000"  # an earlier best of random's
-    again = bench.confirm_best(runs, space, tmp_path, n_seeds=2, jobs=2, recorded=recorded).set_index(
-        ["method", "seed"])
-    assert [(cfg.to_dict(), directory.name) for cfg, directory in trained] == [
-        (space.config_for(shared, seed=seed).to_dict(), f"seed_{seed}") for seed in (0, 1)] + [
-        (space.config_for(other, seed=1).to_dict(), "seed_1")]
-    assert again["reward"].eq(0.5).to_dict() == {("random", 0): False, ("random", 1): False, ("tpe", 0): True,
-                                                  ("tpe", 1): True, ("tree", 0): True, ("tree", 1): False}
+    def expected(values, seed, network):
+        return bench.confirmation_config(space, values, seed, network).to_dict()
+
+    assert [cfg.to_dict() for cfg, _ in trained] == [
+        expected(shared, 0, 9101), expected(shared, 1, 9102), expected(other, 0, 9101), expected(other, 1, 9102),
+        expected(later, 0, 9101), expected(later, 1, 9102)]
+    assert trained[0][0].simulation.seed == 9101 and trained[0][0].training.data_augmentation_loop == 10
+    assert trained[4][1].relative_to(tmp_path).as_posix() == "confirm/tree_rep0/node_tree03_seed_0_net_9101"
+    assert table[["method", "rep", "trial", "seed", "network"]].values.tolist() == [
+        ["tree", 0, 1, 0, 9101], ["tree", 0, 1, 1, 9102], ["tpe", 0, 1, 0, 9101], ["tpe", 0, 1, 1, 9102],
+        ["tree", 1, 2, 0, 9101], ["tree", 1, 2, 1, 9102], ["tree", 0, 4, 0, 9101], ["tree", 0, 4, 1, 9102]]
+    assert table["classification"].tolist() == ["converged", "partial-homeo"] * 2 + ["converged"] * 4
+
+    read = {run: pd.read_csv(bench.run_dir(tmp_path, *run) / "completions.csv", dtype=bench.ID_COLUMNS)
+            for run in logs}
+    firsts = bench.first_confirmed(runs, table, read, space).set_index(["method", "rep"])
+    assert firsts["first_confirmed"].to_dict() == pytest.approx(
+        {("tree", 0): 4, ("tpe", 0): math.nan, ("random", 0): math.nan, ("tree", 1): 2}, nan_ok=True)
+    screen_share = bench.trial_iterations(space, {}, SCREEN) / space.base.total_iterations()
+    assert firsts.at[("tree", 0), "budget_first_confirmed"] == pytest.approx(3 + screen_share)
+
+    trained.clear()  # resumed from the committed confirmations.csv, one row of which is missing
+    recorded = table.drop(index=table.index[(table["method"] == "tree") & (table["trial"] == 4)
+                                            & (table["seed"] == 1)]).assign(reward=0.25)
+    again = bench.confirm_first_converged(runs, space, tmp_path, args, jobs=2, recorded=recorded)
+    assert [cfg.to_dict() for cfg, _ in trained] == [expected(later, 1, 9102)]
+    assert again["reward"].eq(0.25).tolist() == [True] * 7 + [False]
 
 
 def test_resume_refuses_runs_recorded_without_fidelities(tmp_path, capsys):
@@ -469,16 +581,19 @@ def finished_trial_files(run_dir: Path) -> dict[str, dict[str, int]]:
 def test_a_baseline_killed_mid_run_resumes_then_screens_promotes_and_confirms(ray_tmp, tmp_path):
     """TPE only (random differs by its sampler alone, which the wrapper tests cover): 4 trials, 2 at once,
     the benchmark SIGKILLed once a trial has finished, then resumed with --resume."""
-    pytest.importorskip("optuna")
     def screened_from_seed_0(raw):
         screening(5)(raw)
         raw["base"]["training"]["seed"] = 0  # the trials' seed, so the first fresh seed is 1
+        # every completed trial counts as converged, so that confirmations train for real
+        raw["thresholds"] = {"converged_r2": -2.0, "failed_r2": -3.0, "failed_slope_ratio": -1.0e9,
+                             "slope_ratio_min": -1.0e9, "slope_ratio_max": 1.0e9, "baseline_rel_tol": 1.0e9,
+                             "converged_cluster_acc": 0.0}
 
     space_file = derived_space(tmp_path, "screened", screened_from_seed_0)
     out = tmp_path / "bench"
     command = [sys.executable, str(REPO / "benchmarks" / "bench_search.py"), "--space", str(space_file), "--methods",
                "tpe", "--reps", "1", "--num-trials", "4", "--concurrency", "2", "--cpus", "2",
-               "--confirm-seeds", "1", "--out", str(out)]
+               "--confirm-seeds", "1", "--confirm-networks", "4242", "--out", str(out)]
     driver = subprocess.Popen(command, env=environment(ray_tmp, tmp_path), cwd=tmp_path,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run_dir = out / "tpe_rep0"
@@ -523,24 +638,24 @@ def test_a_baseline_killed_mid_run_resumes_then_screens_promotes_and_confirms(ra
         converged = log.index[(log["fidelity"] == FULL) & (log["classification"] == "converged")]
         assert (run["first_converged"] == converged[0] + 1) if len(converged) else math.isnan(run["first_converged"])
 
-    confirmations = pd.read_csv(out / "confirmations.csv", dtype={"node": str}).set_index("method")
-    assert list(confirmations.index) == ["tpe"]
-    for method, confirmation in confirmations.iterrows():
-        assert confirmation["node"] == runs.at[method, "best_node"] and confirmation["seed"] == 1  # 0 was used
-        cfg = yaml.safe_load((out / "confirm" / method / "seed_1" / "config.yaml").read_text())
-        values = json.loads(runs.at[method, "best_values"])
-        assert cfg == space.config_for(values, seed=1).to_dict()  # full budget, fresh seed
-        assert confirmation["classification"] in {"converged", "partial-k", "partial-homeo", "partial", "failed"}
-        assert 0 <= confirmation["reward"] <= 1 and "rate_constants_R2" in confirmation
+    confirmations = pd.read_csv(out / "confirmations.csv", dtype={"node": str})
+    log = pd.read_csv(out / "tpe_rep0" / "completions.csv", dtype=bench.ID_COLUMNS)
+    first_full = log.index[log["fidelity"] == FULL][0]
+    assert confirmations[["method", "rep", "trial", "node", "seed", "network"]].values.tolist() == [
+        ["tpe", 0, first_full + 1, log.at[first_full, "node_id"], 1, 4242]]  # seed 0 was used; confirmed at once
+    confirmation = confirmations.iloc[0]
+    directory = out / "confirm" / "tpe_rep0" / f"node_{confirmation['node']}_seed_1_net_4242"
+    cfg = yaml.safe_load((directory / "config.yaml").read_text())
+    values = json.loads(log.at[first_full, "values"])
+    assert cfg == bench.confirmation_config(space, values, 1, 4242).to_dict()  # full budget, fresh seed and network
+    assert cfg["simulation"]["seed"] == 4242 and cfg["training"]["data_augmentation_loop"] == 10
+    assert confirmation["classification"] == "converged" and "rate_constants_R2" in confirmation
 
     summary = pd.read_csv(out / "summary.csv").set_index("method")
     assert list(summary.index) == ["tpe"] and (summary["runs"] == 1).all()
-    for method in summary.index:
-        assert summary.at[method, "best_after_4_median"] == pytest.approx(runs.at[method, "best_after_4"])
-        assert summary.at[method, "best_after_2_median"] == pytest.approx(runs.at[method, "best_after_2"],
-                                                                          nan_ok=True)
-        assert summary.at[method, "confirm_seeds"] == 1
-        assert summary.at[method, "confirm_converged"] == int(confirmations.at[method, "classification"] == "converged")
+    assert summary.at["tpe", "best_after_4_median"] == pytest.approx(runs.at["tpe", "best_after_4"])
+    assert summary.at["tpe", "best_after_2_median"] == pytest.approx(runs.at["tpe", "best_after_2"], nan_ok=True)
+    assert summary.at["tpe", "first_confirmed_median"] == first_full + 1 and summary.at["tpe", "shared_trials"] == 0
     assert (out / "summary.md").read_text().endswith(proc.stdout) and "| tpe | 1 |" in proc.stdout
     assert (out / "progress.png").is_file()
 
@@ -549,7 +664,6 @@ def test_a_random_run_whose_tune_state_is_gone_goes_on_from_its_completion_log(r
     """A new machine where only the committed completions.csv of a cut-off run was put back: two screens
     of the seeded sampler's proposals are recorded; --resume trains the first one's promotion and the
     sampler's third proposal, nothing else, and keeps the recorded rows and clock."""
-    pytest.importorskip("optuna")
     space_file = derived_space(tmp_path, "screened", screening(5))
     space = load_space(space_file)
     proposals = bench.sampler_searcher("random", space, seed=0, concurrency=2)
@@ -565,7 +679,8 @@ def test_a_random_run_whose_tune_state_is_gone_goes_on_from_its_completion_log(r
 
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "bench_search.py"), "--space", str(space_file), "--methods",
-         "random", "--reps", "1", "--num-trials", "4", "--concurrency", "2", "--cpus", "2", "--confirm-seeds", "0",
+         "random", "--reps", "1", "--num-trials", "10", "--budget", "2.3", "--concurrency", "2", "--cpus", "2",
+         "--confirm-seeds", "0",
          "--out", str(tmp_path / "bench"), "--resume"],
         env=environment(ray_tmp, tmp_path), capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -580,3 +695,5 @@ def test_a_random_run_whose_tune_state_is_gone_goes_on_from_its_completion_log(r
         f"node_{row.node_id}_seed_{row.seed}_{row.Index}" for row in new.itertuples())  # nothing else trained
     run = pd.read_csv(tmp_path / "bench" / "runs.csv").iloc[0]
     assert (run["trials_done"], run["screen_trials"], run["full_trials"]) == (4, 3, 1)
+    # the budget (2.3 full trials) was crossed by the fourth trial: 3 screens of 37 iterations and 1 of 75
+    assert run["budget_used"] == pytest.approx((3 * 37 + 75) / 75)

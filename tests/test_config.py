@@ -90,6 +90,13 @@ def test_iterations_per_epoch_is_72000_for_aug_1000_and_360000_for_aug_5000(home
     assert aug_5000.iterations_per_epoch(2880) == 360_000
 
 
+def test_a_trainings_iterations_count_its_epochs_from_the_configured_frames_per_run(homeo):
+    assert homeo.total_iterations() == 72_000
+    raw = homeo.to_dict()
+    raw["training"]["n_epochs"], raw["simulation"]["n_runs"] = 3, 4  # more runs add data, not iterations
+    assert type(homeo).model_validate(raw).total_iterations() == 216_000
+
+
 def test_iterations_per_epoch_is_at_least_one():
     assert TrainingConfig(batch_size=64, data_augmentation_loop=0.01).iterations_per_epoch(10) == 1
 

@@ -19,6 +19,8 @@ OPEN = SPACES / "homeo_rank_50_open.yaml"
 SMOKE = SPACES / "smoke.yaml"
 SMALL_JOINT = SPACES / "small_joint.yaml"
 NOISY = SPACES / "noisy_rank_50.yaml"
+FREE = SPACES / "free_forms.yaml"
+E_COLI = SPACES / "e_coli_core_smoke.yaml"
 Mutation = Callable[[dict], object]
 
 
@@ -26,8 +28,8 @@ Mutation = Callable[[dict], object]
 # The shipped files
 
 
-@pytest.mark.parametrize("path", [HOMEO, OPEN, SMOKE, SMALL_JOINT, NOISY],
-                         ids=["homeo", "open", "smoke", "small_joint", "noisy"])
+@pytest.mark.parametrize("path", [HOMEO, OPEN, SMOKE, SMALL_JOINT, NOISY, FREE, E_COLI],
+                         ids=["homeo", "open", "smoke", "small_joint", "noisy", "free_forms", "e_coli_core_smoke"])
 def test_shipped_spaces_load_with_the_budget_applied_and_the_spread_in_range(path: Path) -> None:
     space = load_space(path)
     assert space.base.training.n_epochs == 1
@@ -99,7 +101,7 @@ STRUCTURAL_COMPANIONS = {
 }
 
 
-def test_open_space_is_the_mission_without_its_answer() -> None:
+def test_open_space_is_the_mission_space_with_another_spread() -> None:
     mission, open_space = load_space(HOMEO), load_space(OPEN)
     assert mission.fidelity is None  # the planted mission trains every trial at the full budget
     assert open_space.fidelity == Fidelity({"training.data_augmentation_loop": 250.0}, promote_eta=3)
@@ -123,6 +125,59 @@ def test_open_space_is_the_mission_without_its_answer() -> None:
         changed = {name for name, value in slot.items() if value != base[name]}
         assert not changed or any(changed - {choice} <= STRUCTURAL_COMPANIONS[choice]
                                   for choice in changed & set(STRUCTURAL_COMPANIONS)), slot
+
+
+def test_free_form_space_learns_both_forms_from_iter_116_with_nothing_of_the_free_form_config() -> None:
+    space, iter_116 = load_space(FREE), load_space(OPEN).base_values()
+    model, sim = space.base.graph_model, space.base.simulation
+    assert (model.homeostasis_head, model.substrate_form) == ("mlp", "mlp")
+    assert {"graph_model.homeostasis_head", "graph_model.substrate_form", "simulation"} <= set(space.frozen)
+    assert (sim.substrate_kinetics, sim.homeostasis_form, sim.n_runs) == ("michaelis_menten", "saturating", 3)
+    assert space.fidelity is not None and space.base.total_iterations() == 72_000
+    priors = {"graph_model.substrate_zero", "training.coeff_MLP_sub_diff", "training.coeff_MLP_node_restoring",
+              "training.sub_norm_target", "training.coeff_k_floor"}
+    assert priors <= set(space.parameters)
+    base = space.base_values()
+    # the open space's residual-fit companions are not iter_116's
+    companions = {"training.residual_fit_start", "training.residual_fit_learning_rate"}
+    assert {name: base[name] for name in set(iter_116) & set(base) - companions} == \
+        {name: iter_116[name] for name in set(iter_116) & set(base) - companions}
+    answer = {"training.type_grouping_at", "training.coeff_residual_fit", "training.coeff_residual_fusion",
+              "training.lr_schedule"}
+    for slot in space.initial_spread:
+        assert not answer & set(slot), slot
+
+
+@pytest.mark.parametrize("path", [OPEN, FREE], ids=["open", "free_forms"])
+def test_every_draw_of_a_space_is_a_valid_config(path: Path) -> None:
+    """What random search and TPE do: every parameter drawn at once, requirements on or off."""
+    space, rng = load_space(path), random.Random(0)
+
+    def draw(parameter):
+        if parameter.kind == "bool":
+            return rng.random() < 0.5
+        if parameter.kind == "choice":
+            return rng.choice(parameter.values)
+        if parameter.kind == "int":
+            return rng.randint(int(parameter.low), int(parameter.high))
+        if parameter.kind == "log_float":
+            return math.exp(rng.uniform(math.log(parameter.low), math.log(parameter.high)))
+        return rng.uniform(parameter.low, parameter.high)
+
+    for _ in range(300):
+        space.config_for({name: draw(parameter) for name, parameter in space.parameters.items()})
+
+
+def test_a_base_given_as_a_path_is_that_run_config_with_the_budget_applied(tmp_path: Path) -> None:
+    space = load_space(E_COLI)
+    shipped = load_config(SPACES.parent / "configs" / "e_coli_core.yaml").to_dict()
+    shipped["training"]["data_augmentation_loop"] = 25
+    assert space.base.to_dict() == shipped and space.base.total_iterations() == 1800
+    raw = yaml.safe_load(E_COLI.read_text()) | {"base": "no_such_config.yaml"}
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(SpaceError, match=r"space.yaml: base: .*no_such_config.yaml: no such config file"):
+        load_space(path)
 
 
 def test_smoke_space_is_small() -> None:
@@ -150,6 +205,21 @@ def test_config_for_applies_values_and_seed() -> None:
     assert cfg.training.data_augmentation_loop == 10
     assert space.config_for({}).training.seed == space.base.training.seed
     assert space.base.training.learning_rate_node == 1e-4
+
+
+def test_a_value_whose_requirement_is_off_takes_the_base_value_down_the_chain() -> None:
+    space = load_space(OPEN)  # attach_homeostasis_fraction requires detach_homeostasis requires coeff_conservation
+    base = space.base.training
+    drawn = {"training.coeff_conservation": 0.0, "training.detach_homeostasis": True,
+             "training.attach_homeostasis_fraction": 0.7, "training.learning_rate_k": 2e-3}
+    off = space.config_for(drawn).training
+    assert (off.detach_homeostasis, off.attach_homeostasis_fraction) == (base.detach_homeostasis,
+                                                                         base.attach_homeostasis_fraction)
+    assert off.learning_rate_k == 2e-3
+    on = space.config_for(drawn | {"training.coeff_conservation": 1e3}).training
+    assert (on.detach_homeostasis, on.attach_homeostasis_fraction) == (True, 0.7)
+    assert space.in_effect({"training.time_step": 3}) == {"training.time_step": base.time_step}
+    assert space.in_effect({"training.time_step": 3, "training.recurrent_training": True})["training.time_step"] == 3
 
 
 def test_budget_overrides_the_base(tmp_path: Path) -> None:
