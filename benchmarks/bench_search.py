@@ -745,17 +745,16 @@ def confirmation_config(space: SearchSpace, values: dict[str, Any], seed: int, n
     return Config.model_validate(raw)
 
 
-def confirm_first_converged(runs: pd.DataFrame, space: SearchSpace, out: Path, args: argparse.Namespace,
-                            jobs: int, recorded: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Each run's converged full-budget trials, in completion order, trained again at full budget on
+def confirm_first_converged(logs: dict[tuple[str, int], pd.DataFrame], space: SearchSpace, out: Path,
+                            args: argparse.Namespace, jobs: int, recorded: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Each run's converged full-budget trials (`logs`: (method, rep) → its completion log), in completion
+    order, trained again at full budget on
     --confirm-seeds training seeds that no trial of any run used, the i-th on the i-th network of
     --confirm-networks (cycled; default the space's own). A trial converged on all of them is confirmed, and
     the run's later candidates are not tried: candidates go in rounds, the next round only for runs without
     a confirmed trial yet, at most --confirm-candidates per run. One row per (run, trial, seed); the same
     config, seed and network is trained once for every run that has it (the start points are shared). A row
     of `recorded` (an earlier confirmations.csv) with the same method, run, node, seed and network is kept."""
-    logs = {(method, int(rep)): pd.read_csv(run_dir(out, method, rep) / "completions.csv", dtype=ID_COLUMNS)
-            for method, rep in zip(runs["method"], runs["rep"], strict=True)}
     used = set().union(*(set(log["seed"].astype(int)) for log in logs.values())) if logs else set()
     seeds = fresh_seeds(used, args.confirm_seeds)
     networks = args.confirm_networks or [space.base.simulation.seed]
@@ -1046,7 +1045,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.confirm_seeds:
         recorded = pd.read_csv(out / "confirmations.csv", dtype={"node": str}) \
             if args.resume and (out / "confirmations.csv").is_file() else None
-        confirmations = confirm_first_converged(runs, space, out, args, confirmation_jobs(args.concurrency, args.cpus),
+        confirmations = confirm_first_converged(logs, space, out, args, confirmation_jobs(args.concurrency, args.cpus),
                                                 recorded)
         confirmations.to_csv(out / "confirmations.csv", index=False)
         runs = first_confirmed(runs, confirmations, logs, space)

@@ -517,6 +517,8 @@ def test_each_runs_converged_trials_are_confirmed_in_order_on_fresh_seeds_and_ne
             "seed": seed, "values": json.dumps(values)} for i, (fidelity, label, values, seed) in enumerate(rows)]
         ).to_csv(bench.run_dir(tmp_path, method, rep) / "completions.csv", index=False)
     runs = pd.DataFrame({"method": [method for method, _ in logs], "rep": [rep for _, rep in logs]})
+    read = {run: pd.read_csv(bench.run_dir(tmp_path, *run) / "completions.csv", dtype=bench.ID_COLUMNS)
+            for run in logs}
     trained = []
 
     def train_runs(configs, dirs, jobs):
@@ -528,7 +530,7 @@ def test_each_runs_converged_trials_are_confirmed_in_order_on_fresh_seeds_and_ne
 
     monkeypatch.setattr(bench, "train_runs", train_runs)
     args = SimpleNamespace(confirm_seeds=2, confirm_networks=[9101, 9102], confirm_candidates=3)
-    table = bench.confirm_first_converged(runs, space, tmp_path, args, jobs=2)
+    table = bench.confirm_first_converged(read, space, tmp_path, args, jobs=2)
 
     def expected(values, seed, network):
         return bench.confirmation_config(space, values, seed, network).to_dict()
@@ -543,8 +545,6 @@ def test_each_runs_converged_trials_are_confirmed_in_order_on_fresh_seeds_and_ne
         ["tree", 1, 2, 0, 9101], ["tree", 1, 2, 1, 9102], ["tree", 0, 4, 0, 9101], ["tree", 0, 4, 1, 9102]]
     assert table["classification"].tolist() == ["converged", "partial-homeo"] * 2 + ["converged"] * 4
 
-    read = {run: pd.read_csv(bench.run_dir(tmp_path, *run) / "completions.csv", dtype=bench.ID_COLUMNS)
-            for run in logs}
     firsts = bench.first_confirmed(runs, table, read, space).set_index(["method", "rep"])
     assert firsts["first_confirmed"].to_dict() == pytest.approx(
         {("tree", 0): 4, ("tpe", 0): math.nan, ("random", 0): math.nan, ("tree", 1): 2}, nan_ok=True)
@@ -554,7 +554,7 @@ def test_each_runs_converged_trials_are_confirmed_in_order_on_fresh_seeds_and_ne
     trained.clear()  # resumed from the committed confirmations.csv, one row of which is missing
     recorded = table.drop(index=table.index[(table["method"] == "tree") & (table["trial"] == 4)
                                             & (table["seed"] == 1)]).assign(reward=0.25)
-    again = bench.confirm_first_converged(runs, space, tmp_path, args, jobs=2, recorded=recorded)
+    again = bench.confirm_first_converged(read, space, tmp_path, args, jobs=2, recorded=recorded)
     assert [cfg.to_dict() for cfg, _ in trained] == [expected(later, 1, 9102)]
     assert again["reward"].eq(0.25).tolist() == [True] * 7 + [False]
 
