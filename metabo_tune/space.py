@@ -144,13 +144,13 @@ class SearchSpace:
         effect) back at the base's value. The trainer ignores such a value, and some would contradict the
         requirement's off value (type_grouping_at without the residual fit is an error), so a sampler that
         draws every parameter at once, or a step that switches a requirement off, still gives a valid config."""
-        def value(name: str) -> Any:
+        def current(name: str) -> Any:
             return values.get(name, get_value(self.base, name))
 
         def on(name: str) -> bool:
             parameter = self.parameters.get(name)
             required = None if parameter is None else parameter.requires
-            return required is None or (bool(value(required)) and on(required))
+            return required is None or (bool(current(required)) and on(required))
 
         return {name: value if on(name) else get_value(self.base, name) for name, value in values.items()}
 
