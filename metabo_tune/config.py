@@ -302,6 +302,12 @@ class TrainingConfig(_Section):
         0.25, gt=0, allow_inf_nan=False,
         description="n_types 'auto': two groups merge when each one's residuals are fitted by the other's centre at "
                     "most this much (relative) worse than by its own.")
+    group_solve_moves: int | None = Field(
+        None, ge=0, description="At the end of the run (after type_grouping_at, with the MLP head): with the learned "
+                                "rate law held, k and each group's homeostasis (piecewise linear in c) in one "
+                                "least-squares solve, then up to this many moves of single metabolites to the group "
+                                "that lowers the solved misfit most; the head is fitted to the solved functions "
+                                "(metabo_tune.group_solve). null: off.")
     sub_norm_concentration: float = Field(1.0, gt=0)
     sub_norm_target: Literal["concentration", "gauge"] = Field(
         "concentration", description="What coeff_MLP_sub_norm pins: 'concentration' |MLP_sub(c*, 1)| = c* "
@@ -332,6 +338,9 @@ class TrainingConfig(_Section):
             raise ValueError(f"type_grouping_at {self.type_grouping_at:g} needs coeff_residual_fit > 0 and "
                              f"residual_fit_start <= type_grouping_at (got {self.coeff_residual_fit:g} and "
                              f"{self.residual_fit_start:g}): the groups are chosen by the head's fit to the residual")
+        if self.group_solve_moves is not None and self.type_grouping_at is None:
+            raise ValueError(f"group_solve_moves {self.group_solve_moves} needs type_grouping_at: the solve fits one "
+                             f"homeostasis per type group")
         if self.log_k_init_min >= self.log_k_init_max:
             raise ValueError("log_k_init_min must be < log_k_init_max")
         if self.detach_homeostasis and self.coeff_conservation == 0:
@@ -384,6 +393,9 @@ class Config(_Section):
                 and self.graph_model.homeostasis_head != "linear":
             warnings.warn(f"training.conservation_frames 'all' is the linear head's exact moment form; the MLP head "
                           f"samples {DEFAULT_CONSERVATION_FRAMES} frames per step instead", stacklevel=2)
+        if self.training.group_solve_moves is not None and self.graph_model.homeostasis_head != "mlp":
+            raise ValueError("training.group_solve_moves needs graph_model.homeostasis_head 'mlp': the solved "
+                             "homeostasis is written into MLP_node")
         if self.training.coeff_residual_fusion > 0 and self.training.coeff_residual_fit == 0:
             warnings.warn("training.coeff_residual_fusion acts during the residual fit only; with "
                           "coeff_residual_fit 0 it is ignored", stacklevel=2)

@@ -26,6 +26,7 @@ import yaml
 
 from metabo_tune.atomic_file import write_atomically
 from metabo_tune.config import Config, ConfigError, load_config, with_defaults
+from metabo_tune.group_solve import GroupSolution, GroupSolve
 from metabo_tune.homeostasis_losses import HomeostasisLosses, shared_relaxation_fit, window_rates
 from metabo_tune.model import MetabolicGNN, build_model
 from metabo_tune.noise_estimate import noise_report, resolved_moment_window, resolved_prediction_window
@@ -36,6 +37,9 @@ from metabo_tune.type_groups import TypeGroups, group_types
 LOSS_COMPONENTS = ("loss", "prediction", "MLP_sub_diff", "MLP_node_L1", "MLP_sub_norm", "k_floor", "conservation",
                    "residual_fit", "embedding_fusion", "MLP_node_restoring")
 _RESTORING_GRID_POINTS = 24
+GROUP_SOLVE_FRAME_STRIDE = 2  # the group solve's frames: every 2nd (the exact-data fit is as good as on all)
+GROUP_SOLVE_HEAD_POINTS = 400  # per group, where MLP_node is fitted to the solved function
+GROUP_SOLVE_HEAD_ROUNDS = 6  # L-BFGS rounds of that fit
 _SAMPLE_CHUNK = 1000  # iterations whose frame draws come from one seeded generator
 
 
@@ -115,6 +119,7 @@ class TrainResult:
     moment_window: int  # training.moment_window as resolved
     prediction_window: int  # training.prediction_window as resolved
     type_groups: TypeGroups | None = None  # the groups of training.type_grouping_at, once made
+    group_solve: dict[str, float] | None = None  # training.group_solve_moves: its moves and misfit, once made
 
 
 class Trainer:
@@ -184,6 +189,8 @@ class Trainer:
         self.grouping_iteration = (None if tcfg.type_grouping_at is None
                                    else math.ceil(tcfg.type_grouping_at * self.total_iterations))
         self.type_groups: TypeGroups | None = None
+        self.stoichiometry = observed.network.stoichiometry
+        self.group_solve_report: dict[str, float] | None = None
         self.moment_window = resolved_moment_window(tcfg.moment_window, traj.concentrations, traj.run_starts)
         self.homeostasis_losses = HomeostasisLosses(tcfg, self.model, traj, null, self.conc, self.deriv,
                                                     self.total_iterations, self.moment_window)
@@ -343,6 +350,8 @@ class Trainer:
                 torch.stack([losses[name] for name in LOSS_COMPONENTS], out=self.history[it])
             self.iteration += 1
         if self.status == "running" and self.iteration >= self.total_iterations:
+            if self.cfg.training.group_solve_moves is not None and self.type_groups is not None:
+                self.finish_with_group_solve()
             self.status = "completed"
         self.elapsed_s += time.perf_counter() - start
 
@@ -354,6 +363,53 @@ class Trainer:
                                        tcfg.n_types, tcfg.type_merge_tolerance, seed=tcfg.seed)
         members = self.type_groups.centres[self.type_groups.labels]
         self.model.embedding.copy_(torch.as_tensor(members, dtype=self.model.embedding.dtype))
+
+    def finish_with_group_solve(self) -> None:
+        """k and each group's homeostasis from one least-squares solve with the learned rate law held, the groups
+        refined by its misfit (metabo_tune.group_solve, on every 2nd frame of the data's dc/dt); then log k takes
+        the solved k where positive, every embedding its group's centre, and MLP_node the solved functions."""
+        stride = GROUP_SOLVE_FRAME_STRIDE
+        conc = self.conc[::stride]
+        with torch.no_grad():
+            rates_per_k = (self.model.rates(conc) / torch.pow(10.0, self.model.log_k)).double().cpu().numpy()
+        solution = GroupSolve(rates_per_k, self.stoichiometry.astype(np.float64),
+                              conc.double().cpu().numpy(), self.deriv[::stride].double().cpu().numpy(),
+                              self.type_groups.labels).solve(self.cfg.training.group_solve_moves)
+        positive = solution.rate_constants > 0
+        with torch.no_grad():
+            self.model.log_k[torch.as_tensor(positive, device=self.device)] = torch.as_tensor(
+                np.log10(solution.rate_constants[positive]), dtype=self.model.log_k.dtype, device=self.device)
+        self.type_groups = dataclasses.replace(self.type_groups, labels=solution.groups)
+        with torch.no_grad():
+            self.model.embedding.copy_(torch.as_tensor(self.type_groups.centres[solution.groups],
+                                                       dtype=self.model.embedding.dtype))
+        self._fit_head_to(solution)
+        self.group_solve_report = {"group_solve_moves": solution.moves,
+                                   "group_solve_misfit_rms": solution.misfit_rms}
+
+    def _fit_head_to(self, solution: GroupSolution) -> None:
+        """MLP_node at each group's centre fitted to the group's solved function over its knots' span."""
+        points, values, embeddings = [], [], []
+        for g, knots in enumerate(solution.knots):
+            grid = np.linspace(knots[0], knots[-1], GROUP_SOLVE_HEAD_POINTS)
+            points.append(grid)
+            values.append(solution.homeostasis(g, grid))
+            embeddings.append(np.repeat(self.type_groups.centres[g][None], len(grid), 0))
+        points, values, embeddings = (torch.as_tensor(np.concatenate(parts), dtype=torch.float32, device=self.device)
+                                      for parts in (points, values, embeddings))
+        scale = values.square().mean().clamp(min=1e-30)
+        head = self.model.node_mlp.parameters()
+        optimiser = torch.optim.LBFGS(head, lr=1, max_iter=500, history_size=50, line_search_fn="strong_wolfe",
+                                      tolerance_grad=1e-12, tolerance_change=1e-16)
+
+        def closure() -> torch.Tensor:
+            optimiser.zero_grad()
+            loss = (self.model.head(points, embeddings) - values).square().mean() / scale
+            loss.backward()
+            return loss
+
+        for _ in range(GROUP_SOLVE_HEAD_ROUNDS):
+            optimiser.step(closure)
 
     def _schedule(self, progress: float) -> float:
         """The learning-rate factor at `progress` ∈ [0, 1) of a (sub-)run."""
@@ -383,7 +439,7 @@ class Trainer:
         hist = self.history[: self.iteration].cpu().numpy().astype(np.float64)
         return TrainResult(self.model, self.status, self.iteration, self.total_iterations,
                            {name: hist[:, i] for i, name in enumerate(LOSS_COMPONENTS)}, self.elapsed_s,
-                           self.moment_window, self.prediction_window, self.type_groups)
+                           self.moment_window, self.prediction_window, self.type_groups, self.group_solve_report)
 
     # -- checkpoints -----------------------------------------------------------------------
 
@@ -391,6 +447,7 @@ class Trainer:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "residual": self.homeostasis_losses.state_dict(),
                 "type_groups": None if self.type_groups is None else dataclasses.asdict(self.type_groups),
+                "group_solve": self.group_solve_report,
                 "iteration": self.iteration, "status": self.status, "elapsed_s": self.elapsed_s,
                 "history": self.history[: self.iteration].cpu(), "config": self.cfg.to_dict()}
 
@@ -404,6 +461,7 @@ class Trainer:
         self.homeostasis_losses.load_state_dict(state.get("residual"))
         groups = state.get("type_groups")
         self.type_groups = None if groups is None else TypeGroups(**groups)
+        self.group_solve_report = state.get("group_solve")
         stored = state["history"]  # a checkpoint from before a loss component was added holds a prefix of them
         self.history[: self.iteration, : stored.shape[1]] = stored.to(self.device)
 
@@ -494,6 +552,8 @@ def run_report(cfg: Config, dataset: Dataset, result: TrainResult) -> dict[str, 
                                           "prediction_window": result.prediction_window}
     if result.type_groups is not None:
         values |= {"type_groups": len(result.type_groups.centres), "type_groups_seeded": result.type_groups.seed_groups}
+    if result.group_solve is not None:
+        values |= result.group_solve
     return values
 
 

@@ -436,3 +436,18 @@ def test_type_grouping_needs_the_residual_phase_and_sane_values(training, expect
     grouped = config_from_dict({"training": {"type_grouping_at": 0.9, "coeff_residual_fit": 1.0,
                                              "residual_fit_start": 0.9, "n_types": 2}}).training
     assert (grouped.type_grouping_at, grouped.n_types, grouped.type_merge_tolerance) == (0.9, 2, 0.25)
+
+
+GROUPED = {"type_grouping_at": 0.9, "coeff_residual_fit": 1.0, "residual_fit_start": 0.9}
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ({"training": {"group_solve_moves": 5}}, "group_solve_moves 5 needs type_grouping_at"),
+    ({"training": GROUPED | {"group_solve_moves": -1}}, "training.group_solve_moves"),
+    ({"training": GROUPED | {"group_solve_moves": 5}, "graph_model": {"homeostasis_head": "linear"}},
+     "group_solve_moves needs graph_model.homeostasis_head 'mlp'"),
+])
+def test_the_group_solve_needs_type_groups_and_the_mlp_head(raw, expected):
+    assert expected in dict_error(raw)
+    on = config_from_dict({"training": GROUPED | {"group_solve_moves": 5}, "graph_model": {"homeostasis_head": "mlp"}})
+    assert on.training.group_solve_moves == 5

@@ -1,0 +1,91 @@
+"""The group solve (metabo_tune.group_solve, training.group_solve_moves) applied to a finished free-form run's
+checkpoint, scored against the truth. (A diagnostic: it reads the truth for its scores, as metrics do; the solve
+never does.)
+
+The run's learned rate law f̂ is held and its groups (its embeddings after type grouping) are the start; the solve
+gives k and each group's homeostasis as a piecewise-linear function of c, then moves single metabolites between
+groups while a move lowers the solved misfit. Two rows per run: the solve on the run's own groups (moves 0), and
+after the moves. Scores: the k R² over the identifiable reactions (non-positive solved k counted and left out), the
+h R² per true type (each member over its own 5–95 % range, as MLP_node_R2_t), the groups' accuracy against the
+types. The trainer's own step (training.group_solve_moves) does the same and then writes k, the embeddings and
+MLP_node, whose metrics are the run's.
+
+    python docs/results/group_solve_probe.py RUN_DIR [RUN_DIR ...] [--csv OUT.csv]
+"""
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.optimize import linear_sum_assignment
+from sklearn.metrics import confusion_matrix
+
+from metabo_tune.config import load_config
+from metabo_tune.group_solve import GroupSolution, GroupSolve
+from metabo_tune.simulate import load_or_simulate
+from metabo_tune.train import Trainer
+
+FRAME_STRIDE, MAX_MOVES = 2, 30
+
+
+def scores(solution: GroupSolution, dataset) -> dict:
+    truth, conc = dataset.truth, dataset.observed.trajectory.concentrations
+    k, identifiable = solution.rate_constants, dataset.identifiability.identifiable
+    kept = identifiable & (k > 0)
+    true_log_k = truth.log_k[kept]
+    row = {"k_R2": 1 - np.sum((np.log10(k[kept]) - true_log_k) ** 2) / np.sum((true_log_k - true_log_k.mean()) ** 2),
+           "k_non_positive_identifiable": int((identifiable & (k <= 0)).sum())}
+    for t in range(len(truth.lambda_per_type)):
+        true_h, learned_h = [], []
+        for i in np.flatnonzero(truth.types == t):
+            grid = np.linspace(*np.quantile(conc[:, i], [0.05, 0.95]), 200)
+            entries = np.tile(grid[:, None], (1, len(truth.types)))
+            true_h.append(truth.homeostasis(entries)[:, i])
+            learned_h.append(solution.homeostasis(solution.groups[i], grid))
+        true_h, learned_h = np.concatenate(true_h), np.concatenate(learned_h)
+        row[f"h_R2_{t}"] = 1 - np.sum((learned_h - true_h) ** 2) / np.sum((true_h - true_h.mean()) ** 2)
+    counts = confusion_matrix(truth.types, solution.groups)
+    rows, cols = linear_sum_assignment(-counts)
+    row["types"] = counts[rows, cols].sum() / len(truth.types)
+    row["groups"] = len(solution.knots)
+    return row
+
+
+def probe(run: Path) -> list[dict]:
+    cfg = load_config(run / "config.yaml")
+    dataset = load_or_simulate(cfg.simulation, measurement_noise_level=cfg.training.measurement_noise_level)
+    trainer = Trainer(cfg, dataset.observed, device="cpu")
+    model = trainer.model
+    model.load_state_dict(torch.load(run / "checkpoint.pt", weights_only=False)["model"])
+    model.double()
+    trajectory = dataset.observed.trajectory
+    conc = trajectory.concentrations[::FRAME_STRIDE].astype(np.float64)
+    with torch.no_grad():
+        rates_per_k = (model.rates(torch.tensor(conc)) / torch.pow(10.0, model.log_k)).numpy()
+    _, groups = np.unique(np.round(model.embedding.detach().numpy(), 6), axis=0, return_inverse=True)
+    inputs = (rates_per_k, dataset.observed.network.stoichiometry.astype(np.float64), conc,
+              trajectory.derivatives[::FRAME_STRIDE].astype(np.float64), groups.ravel())
+    rows = []
+    for max_moves in (0, MAX_MOVES):
+        solution = GroupSolve(*inputs).solve(max_moves)
+        rows.append({"run": str(run), "moves": solution.moves, "misfit_rms": solution.misfit_rms,
+                     **scores(solution, dataset)})
+    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.5g}"), flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--csv", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    rows = [row for run in args.runs for row in probe(run)]
+    if args.csv:
+        pd.DataFrame(rows).to_csv(args.csv, index=False, float_format="%.6g")
+
+
+if __name__ == "__main__":
+    main()

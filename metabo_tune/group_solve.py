@@ -1,0 +1,121 @@
+"""The group solve: k and each type group's homeostasis in one least-squares solve, and the groups refined by it.
+
+With the learned rate law f̂ held, dc/dt = S·(k ⊙ Π f̂(c)) + h_g(i)(c_i) is linear in k and in h once each group g's
+h is a piecewise-linear function of c, with knots at quantiles of its members' concentrations. Nothing of the
+simulator's forms enters: the rate law is the network's, and the homeostasis is any function a fine enough knot
+grid can follow. Gradient training leaves k and h traded along a shallow valley (each one off, their sum nearly
+right); this solve is exact for its model, so it finds the bottom. The groups are then refined by the same misfit:
+the metabolite whose move to another group lowers the solved misfit most is moved (k and h re-solved for every
+candidate), until no move lowers it.
+
+The normal equations are kept as the k block plus each metabolite's terms for each group, so a candidate move
+costs one solve of (reactions + knots) unknowns.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+KNOTS_PER_GROUP = 24
+EIGEN_CUTOFF = 1e-12  # relative: smaller eigenvalues of the Jacobi-scaled system span its null space
+
+
+@dataclass(frozen=True)
+class GroupSolution:
+    rate_constants: np.ndarray  # [reactions] k (min-norm along the null space; undetermined k may be ≤ 0)
+    groups: np.ndarray  # [metabolites] each metabolite's group after the moves
+    knots: list[np.ndarray]  # per group, its knots in c
+    values: list[np.ndarray]  # per group, h at its knots
+    moves: int
+    misfit_rms: float  # RMS of dc/dt − model over the entries solved
+
+    def homeostasis(self, group: int, conc: np.ndarray) -> np.ndarray:
+        return np.interp(conc, self.knots[group], self.values[group])
+
+
+def _hat_basis(conc: np.ndarray, knots: np.ndarray) -> np.ndarray:
+    """[len(conc), len(knots)]: the piecewise-linear interpolation weights of each c on the knots."""
+    index = np.clip(np.searchsorted(knots, conc, side="right") - 1, 0, len(knots) - 2)
+    weight = np.clip((conc - knots[index]) / (knots[index + 1] - knots[index]), 0.0, 1.0)
+    basis = np.zeros((len(conc), len(knots)))
+    rows = np.arange(len(conc))
+    basis[rows, index] = 1.0 - weight
+    basis[rows, index + 1] += weight
+    return basis
+
+
+class GroupSolve:
+    def __init__(self, rates_per_k: np.ndarray, stoichiometry: np.ndarray, conc: np.ndarray, target: np.ndarray,
+                 groups: np.ndarray, knots_per_group: int = KNOTS_PER_GROUP) -> None:
+        """rates_per_k [frames, reactions]: Π f̂ of each reaction (its rate at k = 1); stoichiometry
+        [metabolites, reactions]; conc and target (dc/dt) [frames, metabolites]; groups [metabolites]."""
+        self.n, self.n_reactions = stoichiometry.shape
+        self.groups = np.asarray(groups, dtype=np.int64).copy()
+        n_groups = int(self.groups.max()) + 1
+        self.knots = []
+        for g in range(n_groups):
+            members = conc[:, self.groups == g]
+            knots = np.unique(np.quantile(members, np.linspace(0.0, 1.0, knots_per_group)))
+            self.knots.append(knots if len(knots) > 1 else np.array([knots[0], knots[0] + 1.0]))
+        self.offsets = np.concatenate([[self.n_reactions], self.n_reactions + np.cumsum([len(k) for k in self.knots])])
+        self.total = float(np.square(target).sum())
+        self.n_entries = target.size
+        size = int(self.offsets[-1])
+        self.matrix, self.rhs = np.zeros((size, size)), np.zeros(size)
+        r = self.n_reactions
+        self.matrix[:r, :r] = (stoichiometry.T @ stoichiometry) * (rates_per_k.T @ rates_per_k)
+        self.rhs[:r] = ((rates_per_k.T @ target) * stoichiometry.T).sum(1)
+        self.terms = {}
+        for i in range(self.n):
+            for g in range(n_groups):
+                basis = _hat_basis(conc[:, i], self.knots[g])
+                self.terms[i, g] = (basis.T @ basis, (rates_per_k.T @ basis) * stoichiometry[i][:, None],
+                                    basis.T @ target[:, i])
+            self._add(self.matrix, self.rhs, i, int(self.groups[i]), 1.0)
+
+    def _add(self, matrix: np.ndarray, rhs: np.ndarray, i: int, g: int, sign: float) -> None:
+        block, r = slice(self.offsets[g], self.offsets[g + 1]), self.n_reactions
+        gram, cross, right = self.terms[i, g]
+        matrix[block, block] += sign * gram
+        matrix[:r, block] += sign * cross
+        matrix[block, :r] += sign * cross.T
+        rhs[block] += sign * right
+
+    @staticmethod
+    def _solve(matrix: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+        scale = np.sqrt(np.maximum(np.diag(matrix), 1e-300))
+        values, vectors = np.linalg.eigh(matrix / scale[:, None] / scale[None])
+        keep = values > EIGEN_CUTOFF * values.max()
+        return (vectors[:, keep] @ ((vectors[:, keep].T @ (rhs / scale)) / values[keep])) / scale
+
+    def _misfit(self, matrix: np.ndarray, rhs: np.ndarray) -> tuple[np.ndarray, float]:
+        x = self._solve(matrix, rhs)
+        return x, self.total - float(rhs @ x)  # the residual sum of squares at the least-squares solution
+
+    def _best_move(self, misfit: float) -> tuple[int, int] | None:
+        best, best_change = None, 0.0
+        for i in range(self.n):
+            for g in range(len(self.knots)):
+                if g == self.groups[i]:
+                    continue
+                matrix, rhs = self.matrix.copy(), self.rhs.copy()
+                self._add(matrix, rhs, i, int(self.groups[i]), -1.0)
+                self._add(matrix, rhs, i, g, 1.0)
+                change = self._misfit(matrix, rhs)[1] - misfit
+                if change < best_change:
+                    best, best_change = (i, g), change
+        return best
+
+    def solve(self, max_moves: int) -> GroupSolution:
+        x, misfit = self._misfit(self.matrix, self.rhs)
+        moves = 0
+        while moves < max_moves and (move := self._best_move(misfit)) is not None:
+            i, g = move
+            self._add(self.matrix, self.rhs, i, int(self.groups[i]), -1.0)
+            self._add(self.matrix, self.rhs, i, g, 1.0)
+            self.groups[i] = g
+            x, misfit = self._misfit(self.matrix, self.rhs)
+            moves += 1
+        values = [x[self.offsets[g]:self.offsets[g + 1]] for g in range(len(self.knots))]
+        return GroupSolution(x[:self.n_reactions], self.groups.copy(), self.knots, values, moves,
+                             float(np.sqrt(max(misfit, 0.0) / self.n_entries)))

@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+
+from metabo_tune.group_solve import GroupSolve, _hat_basis
+
+
+def linear_homeostasis_problem(seed: int = 0):
+    """A random network with positive k, a rate law given as Π f per reaction, and two groups of metabolites
+    with linear homeostasis (which a piecewise-linear h represents exactly): dc/dt exactly known."""
+    rng = np.random.default_rng(seed)
+    n, n_reactions, frames = 12, 20, 400
+    stoichiometry = rng.choice([-1.0, 0.0, 0.0, 1.0], size=(n, n_reactions))
+    stoichiometry[:, 0] = 0.0  # a reaction that changes nothing: its k is undetermined
+    conc = rng.uniform(0.5, 8.0, size=(frames, n))
+    rates_per_k = rng.uniform(0.1, 2.0, size=(frames, n_reactions))
+    k = 10 ** rng.uniform(-2, 0, n_reactions)
+    groups = np.arange(n) % 2
+    slope, baseline = np.array([0.3, 0.8]), np.array([3.0, 5.0])
+    homeostasis = -slope[groups] * (conc - baseline[groups])
+    target = (rates_per_k * k) @ stoichiometry.T + homeostasis
+    return rates_per_k, stoichiometry, conc, target, groups, k, slope, baseline
+
+
+def test_the_hat_basis_interpolates_like_numpy_and_holds_the_ends():
+    knots = np.array([0.0, 1.0, 3.0, 4.0])
+    values = np.array([2.0, -1.0, 0.5, 7.0])
+    conc = np.array([-1.0, 0.0, 0.25, 2.0, 3.999, 4.0, 9.0])
+    np.testing.assert_allclose(_hat_basis(conc, knots) @ values, np.interp(conc, knots, values))
+
+
+def test_k_and_each_groups_homeostasis_come_out_of_one_solve():
+    rates_per_k, stoichiometry, conc, target, groups, k, slope, baseline = linear_homeostasis_problem()
+    solution = GroupSolve(rates_per_k, stoichiometry, conc, target, groups).solve(max_moves=0)
+    np.testing.assert_allclose(solution.rate_constants[1:], k[1:], rtol=1e-6)
+    assert solution.rate_constants[0] == pytest.approx(0.0, abs=1e-9)  # min-norm along the null space
+    for g in (0, 1):
+        grid = np.linspace(1.0, 7.0, 13)
+        np.testing.assert_allclose(solution.homeostasis(g, grid), -slope[g] * (grid - baseline[g]), atol=1e-6)
+    assert solution.misfit_rms < 1e-6 and solution.moves == 0
+
+
+def test_a_metabolite_in_the_wrong_group_is_moved_back_and_then_nothing_moves():
+    rates_per_k, stoichiometry, conc, target, groups, k, _, _ = linear_homeostasis_problem(seed=1)
+    wrong = groups.copy()
+    wrong[3] = 1 - wrong[3]
+    before = GroupSolve(rates_per_k, stoichiometry, conc, target, wrong).solve(max_moves=0)
+    after = GroupSolve(rates_per_k, stoichiometry, conc, target, wrong).solve(max_moves=10)
+    assert after.moves == 1 and (after.groups == groups).all()
+    assert after.misfit_rms < 1e-6 and before.misfit_rms > 0.01
+    np.testing.assert_allclose(after.rate_constants[1:], k[1:], rtol=1e-6)
