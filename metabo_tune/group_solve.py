@@ -28,6 +28,7 @@ class GroupSolution:
     values: list[np.ndarray]  # per group, h at its knots
     moves: int
     misfit_rms: float  # RMS of dc/dt − model over the entries solved
+    start_misfit_rms: float  # the same with k held at the run's and each starting group's h solved
 
     def homeostasis(self, group: int, conc: np.ndarray) -> np.ndarray:
         return np.interp(conc, self.knots[group], self.values[group])
@@ -106,7 +107,17 @@ class GroupSolve:
                     best, best_change = (i, g), change
         return best
 
-    def solve(self, max_moves: int) -> GroupSolution:
+    def misfit_with_rate_constants(self, rate_constants: np.ndarray) -> float:
+        """The residual sum of squares with k held at `rate_constants` and every group's h solved."""
+        r, k = self.n_reactions, rate_constants
+        remaining = self.rhs[r:] - self.matrix[r:, :r] @ k
+        h = self._solve(self.matrix[r:, r:], remaining)
+        return self.total - 2 * float(k @ self.rhs[:r]) + float(k @ self.matrix[:r, :r] @ k) - float(h @ remaining)
+
+    def solve(self, max_moves: int, start_rate_constants: np.ndarray) -> GroupSolution:
+        """k, the groups' h and up to max_moves moves; start_rate_constants (the run's k) give the misfit that the
+        solve is measured against."""
+        start = self.misfit_with_rate_constants(start_rate_constants)
         x, misfit = self._misfit(self.matrix, self.rhs)
         moves = 0
         while moves < max_moves and (move := self._best_move(misfit)) is not None:
@@ -118,4 +129,7 @@ class GroupSolve:
             moves += 1
         values = [x[self.offsets[g]:self.offsets[g + 1]] for g in range(len(self.knots))]
         return GroupSolution(x[:self.n_reactions], self.groups.copy(), self.knots, values, moves,
-                             float(np.sqrt(max(misfit, 0.0) / self.n_entries)))
+                             self._rms(misfit), self._rms(start))
+
+    def _rms(self, squares: float) -> float:
+        return float(np.sqrt(max(squares, 0.0) / self.n_entries))

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from threadpoolctl import threadpool_limits
 
 from metabo_tune.atomic_file import write_atomically
 from metabo_tune.config import Config, ConfigError, load_config, with_defaults
@@ -38,7 +39,8 @@ LOSS_COMPONENTS = ("loss", "prediction", "MLP_sub_diff", "MLP_node_L1", "MLP_sub
                    "residual_fit", "embedding_fusion", "MLP_node_restoring")
 _RESTORING_GRID_POINTS = 24
 GROUP_SOLVE_FRAME_STRIDE = 2  # the group solve's frames: every 2nd (the exact-data fit is as good as on all)
-GROUP_SOLVE_HEAD_POINTS = 400  # per group, where MLP_node is fitted to the solved function
+GROUP_SOLVE_HEAD_POINTS = 2000  # per group, where MLP_node is fitted to the solved function
+GROUP_SOLVE_MIN_GAIN = 2.0  # the solve is applied where it lowers the run's misfit (RMS) at least this many-fold
 GROUP_SOLVE_HEAD_ROUNDS = 6  # L-BFGS rounds of that fit
 _SAMPLE_CHUNK = 1000  # iterations whose frame draws come from one seeded generator
 
@@ -366,15 +368,25 @@ class Trainer:
 
     def finish_with_group_solve(self) -> None:
         """k and each group's homeostasis from one least-squares solve with the learned rate law held, the groups
-        refined by its misfit (metabo_tune.group_solve, on every 2nd frame of the data's dc/dt); then log k takes
-        the solved k where positive, every embedding its group's centre, and MLP_node the solved functions."""
+        refined by its misfit (metabo_tune.group_solve, on every 2nd frame of the data's dc/dt). Applied only where
+        it lowers the misfit of the run's own k (each group's h solved) at least GROUP_SOLVE_MIN_GAIN-fold: then
+        log k takes the solved k where positive, every embedding its group's centre, and MLP_node the solved
+        functions. Where it does not, the data do not prefer its k over the run's, and the run stays as it is."""
         stride = GROUP_SOLVE_FRAME_STRIDE
         conc = self.conc[::stride]
         with torch.no_grad():
             rates_per_k = (self.model.rates(conc) / torch.pow(10.0, self.model.log_k)).double().cpu().numpy()
-        solution = GroupSolve(rates_per_k, self.stoichiometry.astype(np.float64),
-                              conc.double().cpu().numpy(), self.deriv[::stride].double().cpu().numpy(),
-                              self.type_groups.labels).solve(self.cfg.training.group_solve_moves)
+            run_k = torch.pow(10.0, self.model.log_k.double()).cpu().numpy()
+        with threadpool_limits(limits=self.cfg.training.n_threads):  # numpy's BLAS too: one thread per trial
+            solution = GroupSolve(rates_per_k, self.stoichiometry.astype(np.float64),
+                                  conc.double().cpu().numpy(), self.deriv[::stride].double().cpu().numpy(),
+                                  self.type_groups.labels).solve(self.cfg.training.group_solve_moves, run_k)
+        applied = solution.misfit_rms * GROUP_SOLVE_MIN_GAIN <= solution.start_misfit_rms
+        self.group_solve_report = {"group_solve_applied": int(applied), "group_solve_moves": solution.moves,
+                                   "group_solve_misfit_rms": solution.misfit_rms,
+                                   "group_solve_start_misfit_rms": solution.start_misfit_rms}
+        if not applied:
+            return
         positive = solution.rate_constants > 0
         with torch.no_grad():
             self.model.log_k[torch.as_tensor(positive, device=self.device)] = torch.as_tensor(
@@ -384,23 +396,23 @@ class Trainer:
             self.model.embedding.copy_(torch.as_tensor(self.type_groups.centres[solution.groups],
                                                        dtype=self.model.embedding.dtype))
         self._fit_head_to(solution)
-        self.group_solve_report = {"group_solve_moves": solution.moves,
-                                   "group_solve_misfit_rms": solution.misfit_rms}
 
     def _fit_head_to(self, solution: GroupSolution) -> None:
-        """MLP_node at each group's centre fitted to the group's solved function over its knots' span."""
+        """MLP_node at each group's centre fitted (in float64) to the group's solved function, at quantiles of its
+        members' concentrations: where the data are, and where the head is read."""
+        conc = self.conc.double().cpu().numpy()
         points, values, embeddings = [], [], []
-        for g, knots in enumerate(solution.knots):
-            grid = np.linspace(knots[0], knots[-1], GROUP_SOLVE_HEAD_POINTS)
-            points.append(grid)
-            values.append(solution.homeostasis(g, grid))
-            embeddings.append(np.repeat(self.type_groups.centres[g][None], len(grid), 0))
-        points, values, embeddings = (torch.as_tensor(np.concatenate(parts), dtype=torch.float32, device=self.device)
+        for g in range(len(solution.knots)):
+            where = np.quantile(conc[:, solution.groups == g], np.linspace(0.0, 1.0, GROUP_SOLVE_HEAD_POINTS))
+            points.append(where)
+            values.append(solution.homeostasis(g, where))
+            embeddings.append(np.repeat(self.type_groups.centres[g][None], len(where), 0))
+        points, values, embeddings = (torch.as_tensor(np.concatenate(parts), dtype=torch.float64, device=self.device)
                                       for parts in (points, values, embeddings))
-        scale = values.square().mean().clamp(min=1e-30)
-        head = self.model.node_mlp.parameters()
-        optimiser = torch.optim.LBFGS(head, lr=1, max_iter=500, history_size=50, line_search_fn="strong_wolfe",
-                                      tolerance_grad=1e-12, tolerance_change=1e-16)
+        head = self.model.node_mlp.double()
+        scale = values.square().mean().clamp(min=1e-300)
+        optimiser = torch.optim.LBFGS(head.parameters(), lr=1, max_iter=500, history_size=50,
+                                      line_search_fn="strong_wolfe", tolerance_grad=1e-14, tolerance_change=1e-20)
 
         def closure() -> torch.Tensor:
             optimiser.zero_grad()
@@ -410,6 +422,7 @@ class Trainer:
 
         for _ in range(GROUP_SOLVE_HEAD_ROUNDS):
             optimiser.step(closure)
+        head.float()
 
     def _schedule(self, progress: float) -> float:
         """The learning-rate factor at `progress` ∈ [0, 1) of a (sub-)run."""

@@ -30,7 +30,7 @@ def test_the_hat_basis_interpolates_like_numpy_and_holds_the_ends():
 
 def test_k_and_each_groups_homeostasis_come_out_of_one_solve():
     rates_per_k, stoichiometry, conc, target, groups, k, slope, baseline = linear_homeostasis_problem()
-    solution = GroupSolve(rates_per_k, stoichiometry, conc, target, groups).solve(max_moves=0)
+    solution = GroupSolve(rates_per_k, stoichiometry, conc, target, groups).solve(max_moves=0, start_rate_constants=k)
     np.testing.assert_allclose(solution.rate_constants[1:], k[1:], rtol=1e-6)
     assert solution.rate_constants[0] == pytest.approx(0.0, abs=1e-9)  # min-norm along the null space
     for g in (0, 1):
@@ -43,8 +43,21 @@ def test_a_metabolite_in_the_wrong_group_is_moved_back_and_then_nothing_moves():
     rates_per_k, stoichiometry, conc, target, groups, k, _, _ = linear_homeostasis_problem(seed=1)
     wrong = groups.copy()
     wrong[3] = 1 - wrong[3]
-    before = GroupSolve(rates_per_k, stoichiometry, conc, target, wrong).solve(max_moves=0)
-    after = GroupSolve(rates_per_k, stoichiometry, conc, target, wrong).solve(max_moves=10)
+    before = GroupSolve(rates_per_k, stoichiometry, conc, target, wrong).solve(max_moves=0, start_rate_constants=k)
+    after = GroupSolve(rates_per_k, stoichiometry, conc, target, wrong).solve(max_moves=10, start_rate_constants=k)
     assert after.moves == 1 and (after.groups == groups).all()
     assert after.misfit_rms < 1e-6 and before.misfit_rms > 0.01
     np.testing.assert_allclose(after.rate_constants[1:], k[1:], rtol=1e-6)
+
+
+def test_the_start_misfit_holds_k_and_solves_only_the_groups_homeostasis():
+    rates_per_k, stoichiometry, conc, target, groups, k, _, _ = linear_homeostasis_problem(seed=2)
+    solve = GroupSolve(rates_per_k, stoichiometry, conc, target, groups)
+    assert solve.misfit_with_rate_constants(k) == pytest.approx(0.0, abs=1e-9)
+    off = k * np.exp(np.random.default_rng(3).normal(0.0, 0.3, k.shape))
+    held = solve.misfit_with_rate_constants(off)
+    direct = np.square(target - (rates_per_k * off) @ stoichiometry.T).sum()  # the same k, with h = 0
+    assert 0.0 < held < direct
+    solution = solve.solve(max_moves=0, start_rate_constants=off)
+    assert solution.start_misfit_rms == pytest.approx(np.sqrt(held / target.size))
+    assert solution.misfit_rms < 1e-6

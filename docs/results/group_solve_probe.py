@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import confusion_matrix
+from threadpoolctl import threadpool_limits
 
 from metabo_tune.config import load_config
 from metabo_tune.group_solve import GroupSolution, GroupSolve
@@ -64,13 +65,15 @@ def probe(run: Path) -> list[dict]:
     conc = trajectory.concentrations[::FRAME_STRIDE].astype(np.float64)
     with torch.no_grad():
         rates_per_k = (model.rates(torch.tensor(conc)) / torch.pow(10.0, model.log_k)).numpy()
+        run_k = torch.pow(10.0, model.log_k).numpy()
     _, groups = np.unique(np.round(model.embedding.detach().numpy(), 6), axis=0, return_inverse=True)
     inputs = (rates_per_k, dataset.observed.network.stoichiometry.astype(np.float64), conc,
               trajectory.derivatives[::FRAME_STRIDE].astype(np.float64), groups.ravel())
     rows = []
     for max_moves in (0, MAX_MOVES):
-        solution = GroupSolve(*inputs).solve(max_moves)
+        solution = GroupSolve(*inputs).solve(max_moves, run_k)
         rows.append({"run": str(run), "moves": solution.moves, "misfit_rms": solution.misfit_rms,
+                     "start_misfit_rms": solution.start_misfit_rms,
                      **scores(solution, dataset)})
     print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.5g}"), flush=True)
     return rows
@@ -82,6 +85,7 @@ def main() -> None:
     parser.add_argument("--csv", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(1)
+    threadpool_limits(limits=1)
     rows = [row for run in args.runs for row in probe(run)]
     if args.csv:
         pd.DataFrame(rows).to_csv(args.csv, index=False, float_format="%.6g")
