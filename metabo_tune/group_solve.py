@@ -12,6 +12,7 @@ The normal equations are kept as the k block plus each metabolite's terms for ea
 costs one solve of (reactions + knots) unknowns.
 """
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +28,7 @@ class GroupSolution:
     knots: list[np.ndarray]  # per group, its knots in c
     values: list[np.ndarray]  # per group, h at its knots
     moves: int
-    misfit_rms: float  # RMS of dc/dt − model over the entries solved
+    misfit_rms: float  # RMS of dc/dt − model over the entries solved, computed from the data
     start_misfit_rms: float  # the same with k held at the run's and each starting group's h solved
 
     def homeostasis(self, group: int, conc: np.ndarray) -> np.ndarray:
@@ -51,6 +52,7 @@ class GroupSolve:
         """rates_per_k [frames, reactions]: Π f̂ of each reaction (its rate at k = 1); stoichiometry
         [metabolites, reactions]; conc and target (dc/dt) [frames, metabolites]; groups [metabolites]."""
         self.n, self.n_reactions = stoichiometry.shape
+        self.data = (rates_per_k, stoichiometry, conc, target)
         self.groups = np.asarray(groups, dtype=np.int64).copy()
         n_groups = int(self.groups.max()) + 1
         self.knots = []
@@ -84,7 +86,9 @@ class GroupSolve:
 
     @staticmethod
     def _solve(matrix: np.ndarray, rhs: np.ndarray) -> np.ndarray:
-        scale = np.sqrt(np.maximum(np.diag(matrix), 1e-300))
+        diagonal = np.diag(matrix)
+        # an unknown no entry touches (a knot no member's concentration reaches) stays out: scale 1, eigenvalue 0
+        scale = np.sqrt(np.where(diagonal > EIGEN_CUTOFF * diagonal.max(), diagonal, 1.0))
         values, vectors = np.linalg.eigh(matrix / scale[:, None] / scale[None])
         keep = values > EIGEN_CUTOFF * values.max()
         return (vectors[:, keep] @ ((vectors[:, keep].T @ (rhs / scale)) / values[keep])) / scale
@@ -128,8 +132,14 @@ class GroupSolve:
             x, misfit = self._misfit(self.matrix, self.rhs)
             moves += 1
         values = [x[self.offsets[g]:self.offsets[g + 1]] for g in range(len(self.knots))]
-        return GroupSolution(x[:self.n_reactions], self.groups.copy(), self.knots, values, moves,
-                             self._rms(misfit), self._rms(start))
+        solution = GroupSolution(x[:self.n_reactions], self.groups.copy(), self.knots, values, moves, 0.0,
+                                 self._rms(start))
+        # The misfit from the data, not from the normal equations: after many moves their running sums and a
+        # badly conditioned system can report less than the fit achieves.
+        rates_per_k, stoichiometry, conc, target = self.data
+        homeostasis = np.stack([solution.homeostasis(int(g), conc[:, i]) for i, g in enumerate(solution.groups)], 1)
+        residual = target - (rates_per_k * solution.rate_constants) @ stoichiometry.T - homeostasis
+        return dataclasses.replace(solution, misfit_rms=float(np.sqrt(np.mean(np.square(residual)))))
 
     def _rms(self, squares: float) -> float:
         return float(np.sqrt(max(squares, 0.0) / self.n_entries))
