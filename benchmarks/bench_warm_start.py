@@ -85,9 +85,10 @@ def training_rows(path: str, network: int, level: float, init: str, evaluate_eve
 
 
 def _read_rows(path: Path) -> list[dict]:
-    """The rows an earlier invocation wrote (none before its first finished run)."""
+    """The rows an earlier invocation wrote (none before its first finished run), their floats read back exactly
+    (pandas' default parser can be one unit in the last place off, and a rerun would rewrite them so)."""
     try:
-        return pd.read_csv(path).to_dict("records")
+        return pd.read_csv(path, float_precision="round_trip").to_dict("records")
     except (FileNotFoundError, pd.errors.EmptyDataError):
         return []
 

@@ -12,7 +12,6 @@ The normal equations are kept as the k block plus each metabolite's terms for ea
 costs one solve of (reactions + knots) unknowns.
 """
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -132,14 +131,13 @@ class GroupSolve:
             x, misfit = self._misfit(self.matrix, self.rhs)
             moves += 1
         values = [x[self.offsets[g]:self.offsets[g + 1]] for g in range(len(self.knots))]
-        solution = GroupSolution(x[:self.n_reactions], self.groups.copy(), self.knots, values, moves, 0.0,
-                                 self._rms(start))
         # The misfit from the data, not from the normal equations: after many moves their running sums and a
         # badly conditioned system can report less than the fit achieves.
         rates_per_k, stoichiometry, conc, target = self.data
-        homeostasis = np.stack([solution.homeostasis(int(g), conc[:, i]) for i, g in enumerate(solution.groups)], 1)
-        residual = target - (rates_per_k * solution.rate_constants) @ stoichiometry.T - homeostasis
-        return dataclasses.replace(solution, misfit_rms=float(np.sqrt(np.mean(np.square(residual)))))
+        homeostasis = np.stack([np.interp(conc[:, i], self.knots[g], values[g]) for i, g in enumerate(self.groups)], 1)
+        residual = target - (rates_per_k * x[:self.n_reactions]) @ stoichiometry.T - homeostasis
+        return GroupSolution(x[:self.n_reactions], self.groups.copy(), self.knots, values, moves,
+                             float(np.sqrt(np.mean(np.square(residual)))), self._rms(start))
 
     def _rms(self, squares: float) -> float:
         return float(np.sqrt(max(squares, 0.0) / self.n_entries))
