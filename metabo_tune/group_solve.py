@@ -83,6 +83,11 @@ class GroupSolve:
         matrix[block, :r] += sign * cross.T
         rhs[block] += sign * right
 
+    def _move(self, matrix: np.ndarray, rhs: np.ndarray, i: int, g: int) -> None:
+        """Metabolite i's terms taken from its current group's block and added to group g's."""
+        self._add(matrix, rhs, i, int(self.groups[i]), -1.0)
+        self._add(matrix, rhs, i, g, 1.0)
+
     @staticmethod
     def _solve(matrix: np.ndarray, rhs: np.ndarray) -> np.ndarray:
         diagonal = np.diag(matrix)
@@ -103,8 +108,7 @@ class GroupSolve:
                 if g == self.groups[i]:
                     continue
                 matrix, rhs = self.matrix.copy(), self.rhs.copy()
-                self._add(matrix, rhs, i, int(self.groups[i]), -1.0)
-                self._add(matrix, rhs, i, g, 1.0)
+                self._move(matrix, rhs, i, g)
                 change = self._misfit(matrix, rhs)[1] - misfit
                 if change < best_change:
                     best, best_change = (i, g), change
@@ -125,8 +129,7 @@ class GroupSolve:
         moves = 0
         while moves < max_moves and (move := self._best_move(misfit)) is not None:
             i, g = move
-            self._add(self.matrix, self.rhs, i, int(self.groups[i]), -1.0)
-            self._add(self.matrix, self.rhs, i, g, 1.0)
+            self._move(self.matrix, self.rhs, i, g)
             self.groups[i] = g
             x, misfit = self._misfit(self.matrix, self.rhs)
             moves += 1

@@ -90,7 +90,7 @@ def true_type_centres(model: torch.nn.Module, dataset) -> torch.Tensor:
     return centres
 
 
-def _fit_lbfgs(parameters, loss_fn, rounds: int = 6) -> float:
+def _fit_lbfgs(parameters, loss_fn, rounds: int = 6) -> None:
     optimiser = torch.optim.LBFGS(parameters, lr=1, max_iter=500, history_size=50, line_search_fn="strong_wolfe",
                                   tolerance_grad=1e-14, tolerance_change=1e-20)
 
@@ -102,8 +102,6 @@ def _fit_lbfgs(parameters, loss_fn, rounds: int = 6) -> float:
 
     for _ in range(rounds):
         optimiser.step(closure)
-    with torch.no_grad():
-        return float(loss_fn()) ** 0.5
 
 
 def oracle_start(model: torch.nn.Module, dataset, what: str) -> torch.nn.Module:
