@@ -143,7 +143,8 @@ def test_free_form_space_learns_both_forms_from_iter_116_with_nothing_of_the_fre
     assert {name: base[name] for name in set(iter_116) & set(base) - companions} == \
         {name: iter_116[name] for name in set(iter_116) & set(base) - companions}
     answer = {"training.type_grouping_at", "training.coeff_residual_fit", "training.coeff_residual_fusion",
-              "training.lr_schedule"}
+              "training.lr_schedule", "training.group_solve_moves"}
+    assert base["training.group_solve_moves"] is None
     for slot in space.initial_spread:
         assert not answer & set(slot), slot
 
