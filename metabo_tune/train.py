@@ -16,7 +16,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,6 +122,22 @@ class TrainResult:
     prediction_window: int  # training.prediction_window as resolved
     type_groups: TypeGroups | None = None  # the groups of training.type_grouping_at, once made
     group_solve: dict[str, float] | None = None  # training.group_solve_moves: its moves and misfit, once made
+
+
+def minimise_lbfgs(parameters: Iterable[torch.Tensor], loss_fn: Callable[[], torch.Tensor], rounds: int) -> None:
+    """`rounds` full L-BFGS steps (strong Wolfe line search, tolerances at float64's floor) on loss_fn: a fit to
+    fixed values, run to convergence rather than for a step budget."""
+    optimiser = torch.optim.LBFGS(parameters, lr=1, max_iter=500, history_size=50, line_search_fn="strong_wolfe",
+                                  tolerance_grad=1e-14, tolerance_change=1e-20)
+
+    def closure() -> torch.Tensor:
+        optimiser.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        return loss
+
+    for _ in range(rounds):
+        optimiser.step(closure)
 
 
 class Trainer:
@@ -411,17 +427,9 @@ class Trainer:
                                       for parts in (points, values, embeddings))
         head = self.model.node_mlp.double()
         scale = values.square().mean().clamp(min=1e-300)
-        optimiser = torch.optim.LBFGS(head.parameters(), lr=1, max_iter=500, history_size=50,
-                                      line_search_fn="strong_wolfe", tolerance_grad=1e-14, tolerance_change=1e-20)
-
-        def closure() -> torch.Tensor:
-            optimiser.zero_grad()
-            loss = (self.model.head(points, embeddings) - values).square().mean() / scale
-            loss.backward()
-            return loss
-
-        for _ in range(GROUP_SOLVE_HEAD_ROUNDS):
-            optimiser.step(closure)
+        minimise_lbfgs(head.parameters(),
+                       lambda: (self.model.head(points, embeddings) - values).square().mean() / scale,
+                       GROUP_SOLVE_HEAD_ROUNDS)
         head.float()
 
     def _schedule(self, progress: float) -> float:

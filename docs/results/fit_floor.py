@@ -42,7 +42,7 @@ import torch
 from metabo_tune.config import load_config
 from metabo_tune.metrics import compute_metrics
 from metabo_tune.simulate import RateLaw, load_or_simulate, substrate_function
-from metabo_tune.train import Trainer
+from metabo_tune.train import Trainer, minimise_lbfgs
 
 BANDS = (0.0, 0.03, 0.3, 3.0, 30.0, np.inf)
 
@@ -90,20 +90,6 @@ def true_type_centres(model: torch.nn.Module, dataset) -> torch.Tensor:
     return centres
 
 
-def _fit_lbfgs(parameters, loss_fn, rounds: int = 6) -> None:
-    optimiser = torch.optim.LBFGS(parameters, lr=1, max_iter=500, history_size=50, line_search_fn="strong_wolfe",
-                                  tolerance_grad=1e-14, tolerance_change=1e-20)
-
-    def closure() -> torch.Tensor:
-        optimiser.zero_grad()
-        loss = loss_fn()
-        loss.backward()
-        return loss
-
-    for _ in range(rounds):
-        optimiser.step(closure)
-
-
 def oracle_start(model: torch.nn.Module, dataset, what: str) -> torch.nn.Module:
     """The model (float64) moved to the truth: the true types' embeddings and each type's true h (MLP_node fitted
     to it over its members' observed concentrations); with what == "all" also the true k and f (MLP_sub fitted to
@@ -117,7 +103,8 @@ def oracle_start(model: torch.nn.Module, dataset, what: str) -> torch.nn.Module:
         where = torch.tensor(np.quantile(conc[conc > 0], np.linspace(0.0005, 0.9995, 2000)), dtype=torch.float64)
         true_f = torch.tensor(substrate_function(where.numpy(), truth.michaelis_K))
         unit = torch.ones(1, dtype=torch.float64)
-        _fit_lbfgs(model.sub_mlp.parameters(), lambda: ((model.substrate(where, unit).abs() / true_f - 1) ** 2).mean())
+        minimise_lbfgs(model.sub_mlp.parameters(),
+                       lambda: ((model.substrate(where, unit).abs() / true_f - 1) ** 2).mean(), 6)
     true_h = truth.homeostasis(conc)
     points, values, embeddings = [], [], []
     for t, centre in enumerate(centres):
@@ -129,7 +116,8 @@ def oracle_start(model: torch.nn.Module, dataset, what: str) -> torch.nn.Module:
         embeddings.append(centre.expand(len(pick), -1))
     points, values = torch.tensor(np.concatenate(points)), torch.tensor(np.concatenate(values))
     embeddings, scale = torch.cat(embeddings).detach(), float(values.square().mean())
-    _fit_lbfgs(model.node_mlp.parameters(), lambda: ((model.head(points, embeddings) - values) ** 2).mean() / scale)
+    minimise_lbfgs(model.node_mlp.parameters(),
+                   lambda: ((model.head(points, embeddings) - values) ** 2).mean() / scale, 6)
     return model
 
 
