@@ -384,7 +384,8 @@ class Trainer:
 
     def finish_with_group_solve(self) -> None:
         """k and each group's homeostasis from one least-squares solve with the learned rate law held, the groups
-        refined by its misfit (metabo_tune.group_solve, on every 2nd frame of the data's dc/dt). Applied only where
+        refined by its misfit and split where that lowers it GROUP_SOLVE_MIN_GAIN-fold (metabo_tune.group_solve, on
+        every 2nd frame of the data's dc/dt). Applied only where
         it lowers the misfit of the run's own k (each group's h solved) at least GROUP_SOLVE_MIN_GAIN-fold: then
         log k takes the solved k where positive, every embedding its group's centre, and MLP_node the solved
         functions. Where it does not, the data do not prefer its k over the run's, and the run stays as it is."""
@@ -396,10 +397,11 @@ class Trainer:
         with threadpool_limits(limits=self.cfg.training.n_threads):  # numpy's BLAS too: one thread per trial
             solution = GroupSolve(rates_per_k, self.stoichiometry.astype(np.float64),
                                   conc.double().cpu().numpy(), self.deriv[::stride].double().cpu().numpy(),
-                                  self.type_groups.labels).solve(self.cfg.training.group_solve_moves, run_k)
+                                  self.type_groups.labels).solve(self.cfg.training.group_solve_moves, run_k,
+                                                                 min_split_gain=GROUP_SOLVE_MIN_GAIN)
         applied = solution.misfit_rms * GROUP_SOLVE_MIN_GAIN <= solution.start_misfit_rms
         self.group_solve_report = {"group_solve_applied": int(applied), "group_solve_moves": solution.moves,
-                                   "group_solve_misfit_rms": solution.misfit_rms,
+                                   "group_solve_splits": solution.splits, "group_solve_misfit_rms": solution.misfit_rms,
                                    "group_solve_start_misfit_rms": solution.start_misfit_rms}
         if not applied:
             return
@@ -407,7 +409,7 @@ class Trainer:
         with torch.no_grad():
             self.model.log_k[torch.as_tensor(positive, device=self.device)] = torch.as_tensor(
                 np.log10(solution.rate_constants[positive]), dtype=self.model.log_k.dtype, device=self.device)
-        self.type_groups = dataclasses.replace(self.type_groups, labels=solution.groups)
+        self.type_groups = self.type_groups.regrouped(solution.groups)
         with torch.no_grad():
             self.model.embedding.copy_(torch.as_tensor(self.type_groups.centres[solution.groups],
                                                        dtype=self.model.embedding.dtype))

@@ -11,6 +11,7 @@ residual under any set of candidate embeddings.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -53,6 +54,20 @@ class TypeGroups:
     @property
     def sizes(self) -> list[int]:
         return np.bincount(self.labels, minlength=len(self.centres)).tolist()
+
+    def regrouped(self, labels: np.ndarray) -> TypeGroups:
+        """These groups with new labels, where a label past the last centre is a new group (a split): it gets a
+        centre of its own on the first axis from the first centre, at a multiple of the centres' largest distance
+        (at least 1, the scale of an embedding at initialisation) that no other centre is as near, so MLP_node can
+        tell it from the rest."""
+        labels = np.asarray(labels, dtype=np.int64)
+        centres = self.centres
+        if labels.max() >= len(centres):
+            spacing = max(1.0, max(float(np.linalg.norm(a - b)) for a in centres for b in centres))
+            added = [centres[0] + spacing * (len(self.centres) + j) * np.eye(centres.shape[1])[0]
+                     for j in range(labels.max() + 1 - len(centres))]
+            centres = np.concatenate([centres, np.stack(added)])
+        return dataclasses.replace(self, labels=labels, centres=centres)
 
 
 def _seed_centres(embeddings: np.ndarray, n_types: int | str, seed: int) -> np.ndarray:

@@ -61,3 +61,21 @@ def test_the_start_misfit_holds_k_and_solves_only_the_groups_homeostasis():
     solution = solve.solve(max_moves=0, start_rate_constants=off)
     assert solution.start_misfit_rms == pytest.approx(np.sqrt(held / target.size))
     assert solution.misfit_rms < 1e-6
+
+
+def test_a_group_that_pools_two_laws_is_split_and_a_group_of_one_law_is_not():
+    rates_per_k, stoichiometry, conc, target, groups, k, slope, baseline = linear_homeostasis_problem(seed=4)
+    pooled = np.zeros_like(groups)
+    unsplit = GroupSolve(rates_per_k, stoichiometry, conc, target, pooled).solve(max_moves=10, start_rate_constants=k)
+    assert unsplit.splits == 0 and unsplit.misfit_rms > 0.01
+    split = GroupSolve(rates_per_k, stoichiometry, conc, target, pooled).solve(
+        max_moves=10, start_rate_constants=k, min_split_gain=2.0)
+    assert split.splits == 1 and len(split.knots) == 2 and split.misfit_rms < 1e-6
+    assert (split.groups == groups).all() or (split.groups == 1 - groups).all()
+    np.testing.assert_allclose(split.rate_constants[1:], k[1:], rtol=1e-6)
+    assert split.start_misfit_rms == pytest.approx(unsplit.start_misfit_rms)
+    # one law for every metabolite: the solve is exact with one group, and nothing splits
+    one_law = target - (-slope[groups] * (conc - baseline[groups])) + (-slope[0] * (conc - baseline[0]))
+    kept = GroupSolve(rates_per_k, stoichiometry, conc, one_law, pooled).solve(
+        max_moves=10, start_rate_constants=k, min_split_gain=2.0)
+    assert kept.splits == 0 and len(kept.knots) == 1 and kept.misfit_rms < 1e-6

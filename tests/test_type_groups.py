@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from metabo_tune.type_groups import density_clusters, group_types, standardise
+from metabo_tune.type_groups import TypeGroups, density_clusters, group_types, standardise
 
 RNG = np.random.default_rng(0)
 TYPE_CENTRES = np.array([[-1.0, 0.0], [1.0, 0.0]])
@@ -74,3 +74,15 @@ def test_standardise_keeps_the_shape_at_any_scale(scale):
     np.testing.assert_allclose(scaled.mean(0), 0, atol=1e-12)
     assert np.sqrt(np.mean(scaled**2)) == pytest.approx(1.0)
     np.testing.assert_allclose(scaled, standardise(embeddings / scale), atol=1e-9)
+
+
+def test_a_split_off_group_gets_a_centre_of_its_own_and_the_others_keep_theirs():
+    groups = TypeGroups(np.array([0, 0, 1, 1]), np.array([[0.0, 0.0], [0.3, 0.4]]), 2)
+    same = groups.regrouped(np.array([1, 0, 1, 1]))
+    np.testing.assert_array_equal(same.centres, groups.centres)
+    split = groups.regrouped(np.array([0, 2, 1, 1]))
+    assert split.labels.tolist() == [0, 2, 1, 1] and len(split.centres) == 3
+    np.testing.assert_array_equal(split.centres[:2], groups.centres)
+    assert min(np.linalg.norm(split.centres[2] - c) for c in groups.centres) >= 1.0
+    alone = TypeGroups(np.zeros(3, dtype=np.int64), np.array([[0.2, -0.1]]), 1).regrouped(np.array([0, 1, 1]))
+    assert np.linalg.norm(alone.centres[1] - alone.centres[0]) == pytest.approx(1.0)

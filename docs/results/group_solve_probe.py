@@ -4,10 +4,11 @@ never does.)
 
 The run's learned rate law f̂ is held and its groups (its embeddings after type grouping) are the start; the solve
 gives k and each group's homeostasis as a piecewise-linear function of c, then moves single metabolites between
-groups while a move lowers the solved misfit. Two rows per run: the solve on the run's own groups (moves 0), and
-after the moves. Scores: the k R² over the identifiable reactions (non-positive solved k counted and left out), the
-h R² per true type (each member over its own 5–95 % range, as MLP_node_R2_t), the groups' accuracy against the
-types. The trainer's own step (training.group_solve_moves) does the same and then writes k, the embeddings and
+groups while a move lowers the solved misfit, and splits a group where that lowers it twofold. Two rows per run:
+the solve on the run's own groups (moves 0), and after the moves and splits. Scores: the k R² over the identifiable
+reactions (non-positive solved k counted and left out), the h R² per true type (each member over its own 5–95 %
+range, as MLP_node_R2_t), the groups' accuracy against the types. The trainer's own step
+(training.group_solve_moves) does the same and then writes k, the embeddings and
 MLP_node, whose metrics are the run's.
 
     python docs/results/group_solve_probe.py RUN_DIR [RUN_DIR ...] [--csv OUT.csv]
@@ -26,7 +27,7 @@ from metabo_tune.config import load_config
 from metabo_tune.group_solve import GroupSolution, GroupSolve
 from metabo_tune.metrics import _matched_accuracy
 from metabo_tune.simulate import load_or_simulate
-from metabo_tune.train import Trainer
+from metabo_tune.train import GROUP_SOLVE_MIN_GAIN, Trainer
 
 FRAME_STRIDE, MAX_MOVES = 2, 30
 
@@ -66,8 +67,10 @@ def probe(run: Path) -> list[dict]:
               trajectory.derivatives[::FRAME_STRIDE].astype(np.float64), groups.ravel())
     rows = []
     for max_moves in (0, MAX_MOVES):
-        solution = GroupSolve(*inputs).solve(max_moves, run_k)
-        rows.append({"run": str(run), "moves": solution.moves, "misfit_rms": solution.misfit_rms,
+        split_gain = GROUP_SOLVE_MIN_GAIN if max_moves else None
+        solution = GroupSolve(*inputs).solve(max_moves, run_k, min_split_gain=split_gain)
+        rows.append({"run": str(run), "moves": solution.moves, "splits": solution.splits,
+                     "misfit_rms": solution.misfit_rms,
                      "start_misfit_rms": solution.start_misfit_rms,
                      **scores(solution, dataset)})
     print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.5g}"), flush=True)
