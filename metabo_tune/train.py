@@ -389,7 +389,7 @@ class Trainer:
         it lowers the misfit of the run's own k (each group's h solved) at least GROUP_SOLVE_MIN_GAIN-fold: then
         log k takes the solved k where positive, every embedding its group's centre, and MLP_node the solved
         functions. Where it does not, the data do not prefer its k over the run's, and the run stays as it is."""
-        stride = GROUP_SOLVE_FRAME_STRIDE
+        stride, started = GROUP_SOLVE_FRAME_STRIDE, time.perf_counter()
         conc = self.conc[::stride]
         with torch.no_grad():
             rates_per_k = (self.model.rates(conc) / torch.pow(10.0, self.model.log_k)).double().cpu().numpy()
@@ -403,8 +403,11 @@ class Trainer:
         self.group_solve_report = {"group_solve_applied": int(applied), "group_solve_moves": solution.moves,
                                    "group_solve_splits": solution.splits, "group_solve_misfit_rms": solution.misfit_rms,
                                    "group_solve_start_misfit_rms": solution.start_misfit_rms}
-        if not applied:
-            return
+        if applied:
+            self._apply_group_solution(solution)
+        self.group_solve_report["group_solve_time_s"] = time.perf_counter() - started
+
+    def _apply_group_solution(self, solution: GroupSolution) -> None:
         positive = solution.rate_constants > 0
         with torch.no_grad():
             self.model.log_k[torch.as_tensor(positive, device=self.device)] = torch.as_tensor(
