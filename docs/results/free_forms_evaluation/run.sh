@@ -4,6 +4,8 @@
 # Stage 2 (networks 7001-7003): configs/free_forms.yaml as shipped, without it; the Michaelis–Menten points only.
 # Stage 3 (networks 8001-8003): as stage 2 on three trajectories from their own initial states (simulation.n_runs 3,
 # chosen on network 5004), the regression and joint_recovery.yaml on the same data.
+# Stage 4 (networks 8201-8203): as stage 3 with the group solve at the end of every run (training.group_solve_moves
+# 100), the five MM points and mass action, and the regression on the same data.
 set -u
 cd "$(dirname "$0")/../../.."
 PY=${PYTHON:-python}  # the interpreter with metabo_tune installed; JOBS (default 2): runs in parallel
@@ -31,6 +33,12 @@ elif [ "${STAGE:-2}" = 2 ]; then
   sweep free_forms regression mm 7001,7002,7003
   sweep free_forms gnn mm 7001,7002,7003
   sweep joint_recovery gnn mm 7001,7002,7003
+elif [ "${STAGE:-2}" = 4 ]; then
+  SUFFIX=_group_solve_8200
+  for tag in mm ma; do
+    sweep free_forms regression $tag 8201,8202,8203 --set simulation.n_runs=3
+    sweep free_forms gnn $tag 8201,8202,8203 --set simulation.n_runs=3 --set training.group_solve_moves=100
+  done
 else
   SUFFIX=_8000_runs3
   sweep free_forms regression mm 8001,8002,8003 --set simulation.n_runs=3
