@@ -142,8 +142,9 @@ class GroupSolve:
         solution = self._refined(max_moves, start)
         if min_split_gain is None:
             return solution
+        mean_residual = self._residual(solution.rate_constants, solution.values, solution.groups).mean(0)
         for g in range(len(solution.knots)):
-            groups = self._split_groups(solution, g)
+            groups = self._split_groups(solution.groups, mean_residual, g)
             if groups is None:
                 continue
             split = GroupSolve(*self.data, groups, self.knots_per_group)
@@ -175,16 +176,17 @@ class GroupSolve:
         homeostasis = np.stack([np.interp(conc[:, i], self.knots[g], values[g]) for i, g in enumerate(groups)], 1)
         return target - (rates_per_k * rate_constants) @ stoichiometry.T - homeostasis
 
-    def _split_groups(self, solution: GroupSolution, g: int) -> np.ndarray | None:
-        """The groups with group g's members of positive mean residual made a new group; None where that leaves
-        either part empty."""
-        members = solution.groups == g
-        positive = members & (self._residual(solution.rate_constants, solution.values, solution.groups).mean(0) > 0)
+    @staticmethod
+    def _split_groups(groups: np.ndarray, mean_residual: np.ndarray, g: int) -> np.ndarray | None:
+        """The groups with group g's members of positive mean residual made a new group, numbered without gaps (a
+        group its moves emptied drops out); None where that leaves either part empty."""
+        members = groups == g
+        positive = members & (mean_residual > 0)
         if not positive.any() or positive.sum() == members.sum():
             return None
-        groups = solution.groups.copy()
-        groups[positive] = len(solution.knots)
-        return groups
+        split = groups.copy()
+        split[positive] = groups.max() + 1
+        return np.unique(split, return_inverse=True)[1].ravel()
 
     def _rms(self, squares: float) -> float:
         return float(np.sqrt(max(squares, 0.0) / self.n_entries))

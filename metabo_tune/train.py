@@ -385,8 +385,8 @@ class Trainer:
     def finish_with_group_solve(self) -> None:
         """k and each group's homeostasis from one least-squares solve with the learned rate law held, the groups
         refined by its misfit and split where that lowers it GROUP_SOLVE_MIN_GAIN-fold (metabo_tune.group_solve, on
-        every 2nd frame of the data's dc/dt). Applied only where
-        it lowers the misfit of the run's own k (each group's h solved) at least GROUP_SOLVE_MIN_GAIN-fold: then
+        every 2nd frame of the data's dc/dt). Applied only where it lowers the misfit of the run's own k (each
+        group's h solved) at least GROUP_SOLVE_MIN_GAIN-fold: then
         log k takes the solved k where positive, every embedding its group's centre, and MLP_node the solved
         functions. Where it does not, the data do not prefer its k over the run's, and the run stays as it is."""
         stride, started = GROUP_SOLVE_FRAME_STRIDE, time.perf_counter()
@@ -423,7 +423,7 @@ class Trainer:
         members' concentrations: where the data are, and where the head is read."""
         conc = self.conc.double().cpu().numpy()
         points, values, embeddings = [], [], []
-        for g in range(len(solution.knots)):
+        for g in np.unique(solution.groups):  # a group that moves emptied has no function to fit
             where = np.quantile(conc[:, solution.groups == g], np.linspace(0.0, 1.0, GROUP_SOLVE_HEAD_POINTS))
             points.append(where)
             values.append(solution.homeostasis(g, where))
