@@ -138,8 +138,12 @@ class GroupSolve:
         solve is measured against. With min_split_gain, each group in turn is then tried split in two (see the
         module's docstring); a split is kept where, refined by up to max_moves moves of its own, it lowers the
         misfit at least min_split_gain-fold, and the groups it leaves may split again."""
-        start = self._rms(self.misfit_with_rate_constants(start_rate_constants))
-        solution = self._refined(max_moves, start)
+        return self._split_and_refined(max_moves, self._rms(self.misfit_with_rate_constants(start_rate_constants)),
+                                       min_split_gain)
+
+    def _split_and_refined(self, max_moves: int, start_misfit_rms: float, min_split_gain: float | None
+                           ) -> GroupSolution:
+        solution = self._refined(max_moves, start_misfit_rms)
         if min_split_gain is None:
             return solution
         mean_residual = self._residual(solution.rate_constants, solution.values, solution.groups).mean(0)
@@ -148,12 +152,11 @@ class GroupSolve:
             if groups is None:
                 continue
             split = GroupSolve(*self.data, groups, self.knots_per_group)
-            if split.solve(0, start_rate_constants).misfit_rms * SPLIT_SCREEN_GAIN > solution.misfit_rms:
+            if split._refined(0, start_misfit_rms).misfit_rms * SPLIT_SCREEN_GAIN > solution.misfit_rms:
                 continue
-            refined = split.solve(max_moves, start_rate_constants, min_split_gain)
+            refined = split._split_and_refined(max_moves, start_misfit_rms, min_split_gain)
             if refined.misfit_rms * min_split_gain <= solution.misfit_rms:
-                return dataclasses.replace(refined, moves=solution.moves + refined.moves,
-                                           splits=refined.splits + 1, start_misfit_rms=start)
+                return dataclasses.replace(refined, moves=solution.moves + refined.moves, splits=refined.splits + 1)
         return solution
 
     def _refined(self, max_moves: int, start_misfit_rms: float) -> GroupSolution:

@@ -386,9 +386,9 @@ class Trainer:
         """k and each group's homeostasis from one least-squares solve with the learned rate law held, the groups
         refined by its misfit and split where that lowers it GROUP_SOLVE_MIN_GAIN-fold (metabo_tune.group_solve, on
         every 2nd frame of the data's dc/dt). Applied only where it lowers the misfit of the run's own k (each
-        group's h solved) at least GROUP_SOLVE_MIN_GAIN-fold: then
-        log k takes the solved k where positive, every embedding its group's centre, and MLP_node the solved
-        functions. Where it does not, the data do not prefer its k over the run's, and the run stays as it is."""
+        group's h solved) at least GROUP_SOLVE_MIN_GAIN-fold: then log k takes the solved k where positive, every
+        embedding its group's centre, and MLP_node the solved functions. Where it does not, the data do not prefer
+        its k over the run's, and the run stays as it is."""
         stride, started = GROUP_SOLVE_FRAME_STRIDE, time.perf_counter()
         conc = self.conc[::stride]
         with torch.no_grad():
