@@ -15,18 +15,32 @@ free-form runs, development only: a one-trajectory run (network 7003, Michaelis�
 one group: 1.75× before its moves, 5.4× after; the correct groups of 8001 and 7001 (K 3): 1.00–1.06× before,
 1.01–1.16× after.
 
+Groups also merge: a grouping can leave one type in two groups, and then neither moves nor splits reunite it. Two
+groups whose merge, refined by moves, raises the misfit no more than splitting one law's members does are merged,
+before any split is tried. Two laws can differ by less than a split must earn, where the learned rate law's error
+dominates the misfit (a small network: 1.8× between its two types), so a merge and a split are judged apart: the
+grouping stays as it is between the two.
+
 The normal equations are kept as the k block plus each metabolite's terms for each group, so a candidate move
-costs one solve of (reactions + knots) unknowns.
+costs one solve of (reactions + knots) unknowns. With k held, each group's h solves on its own, so every candidate
+is first screened by two small h-block solves, and only the few that lower the misfit most with k held are solved
+in full; all of them are solved in full only where none of those lowers it, so the moves end where they would
+without the screen.
 """
 
 import dataclasses
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
 
 KNOTS_PER_GROUP = 24
 EIGEN_CUTOFF = 1e-12  # relative: smaller eigenvalues of the Jacobi-scaled system span its null space
-SPLIT_SCREEN_GAIN = 1.25  # a split is refined by moves only where, before them, it lowers the misfit this many-fold
+# Splitting the members of one law in two lowers the misfit less than this many-fold (measured 1.00–1.16× after moves,
+# see above): a split is refined by moves only where, before them, it lowers the misfit more, and two groups are
+# merged where, refined by moves, the merge raises it less.
+ONE_LAW_GAIN = 1.25
+SCREENED_MOVES = 8  # per move, the candidates solved in full: those that lower the misfit most with k held
 
 
 @dataclass(frozen=True)
@@ -35,7 +49,8 @@ class GroupSolution:
     groups: np.ndarray  # [metabolites] each metabolite's group after the moves
     knots: list[np.ndarray]  # per group, its knots in c
     values: list[np.ndarray]  # per group, h at its knots
-    moves: int  # over the kept splits' refinements too
+    moves: int  # over the kept merges' and splits' refinements too
+    merges: int
     splits: int
     misfit_rms: float  # RMS of dc/dt − model over the entries solved, computed from the data
     start_misfit_rms: float  # the same with k held at the run's and each starting group's h solved
@@ -112,18 +127,52 @@ class GroupSolve:
         x = self._solve(matrix, rhs)
         return x, self.total - float(rhs @ x)  # the residual sum of squares at the least-squares solution
 
-    def _best_move(self, misfit: float) -> tuple[int, int] | None:
+    def _best_move(self, x: np.ndarray, misfit: float) -> tuple[int, int] | None:
+        """The move that lowers the solved misfit most among the SCREENED_MOVES candidates that lower it most with k
+        held at x's (two small h-block solves each); every candidate solved in full only where none of those
+        lowers it, so the moves stop where they would without the screen."""
+        screened = self._screened_moves(x[:self.n_reactions])
+        move = self._best_of(screened, misfit)
+        if move is None:
+            candidates = [(i, g) for i in range(self.n) for g in range(len(self.knots))
+                          if g != self.groups[i] and (i, g) not in screened]
+            move = self._best_of(candidates, misfit)
+        return move
+
+    def _best_of(self, candidates: list[tuple[int, int]], misfit: float) -> tuple[int, int] | None:
         best, best_change = None, 0.0
-        for i in range(self.n):
-            for g in range(len(self.knots)):
-                if g == self.groups[i]:
-                    continue
-                matrix, rhs = self.matrix.copy(), self.rhs.copy()
-                self._move(matrix, rhs, i, g)
-                change = self._misfit(matrix, rhs)[1] - misfit
-                if change < best_change:
-                    best, best_change = (i, g), change
+        for i, g in candidates:
+            matrix, rhs = self.matrix.copy(), self.rhs.copy()
+            self._move(matrix, rhs, i, g)
+            change = self._misfit(matrix, rhs)[1] - misfit
+            if change < best_change:
+                best, best_change = (i, g), change
         return best
+
+    def _screened_moves(self, rate_constants: np.ndarray) -> list[tuple[int, int]]:
+        """The candidate moves, best first by the misfit change with k held: with k held, each group's h solves on
+        its own, so a move changes the explained sum of squares of two groups only."""
+        r, n_groups = self.n_reactions, len(self.knots)
+        blocks = [slice(self.offsets[g], self.offsets[g + 1]) for g in range(n_groups)]
+        gram = [self.matrix[b, b] for b in blocks]
+        right = [self.rhs[b] - self.matrix[b, :r] @ rate_constants for b in blocks]
+        explained = [self._explained(gram[g], right[g]) for g in range(n_groups)]
+        changes = []
+        for i in range(self.n):
+            old = int(self.groups[i])
+            old_gram, old_cross, old_right = self.terms[i, old]
+            without = self._explained(gram[old] - old_gram, right[old] - (old_right - old_cross.T @ rate_constants))
+            for g in range(n_groups):
+                if g == old:
+                    continue
+                new_gram, new_cross, new_right = self.terms[i, g]
+                with_i = self._explained(gram[g] + new_gram, right[g] + new_right - new_cross.T @ rate_constants)
+                changes.append((explained[old] + explained[g] - without - with_i, i, g))
+        changes.sort()
+        return [(i, g) for change, i, g in changes[:SCREENED_MOVES] if change < 0.0]
+
+    def _explained(self, gram: np.ndarray, right: np.ndarray) -> float:
+        return float(right @ self._solve(gram, right)) if gram.any() else 0.0
 
     def misfit_with_rate_constants(self, rate_constants: np.ndarray) -> float:
         """The residual sum of squares with k held at `rate_constants` and every group's h solved."""
@@ -135,34 +184,54 @@ class GroupSolve:
     def solve(self, max_moves: int, start_rate_constants: np.ndarray, min_split_gain: float | None = None
               ) -> GroupSolution:
         """k, the groups' h and up to max_moves moves; start_rate_constants (the run's k) give the misfit that the
-        solve is measured against. With min_split_gain, each group in turn is then tried split in two (see the
-        module's docstring); a split is kept where, refined by up to max_moves moves of its own, it lowers the
-        misfit at least min_split_gain-fold, and the groups it leaves may split again."""
-        return self._split_and_refined(max_moves, self._rms(self.misfit_with_rate_constants(start_rate_constants)),
-                                       min_split_gain)
-
-    def _split_and_refined(self, max_moves: int, start_misfit_rms: float, min_split_gain: float | None
-                           ) -> GroupSolution:
-        solution = self._refined(max_moves, start_misfit_rms)
+        solve is measured against. With min_split_gain, the groups are regrouped too (see the module's docstring):
+        two are merged while a merge, refined by moves, raises the misfit (RMS) less than ONE_LAW_GAIN-fold; then
+        each group in turn is tried split in two, kept where, refined by moves of its own, it lowers the misfit at
+        least min_split_gain-fold, and the groups it leaves may split again."""
+        start_misfit_rms = self._rms(self.misfit_with_rate_constants(start_rate_constants))
+        solve, solution = self, self._refined(max_moves, start_misfit_rms)
         if min_split_gain is None:
             return solution
+        while (merged := solve._merged(solution, max_moves)) is not None:
+            solve, solution = merged
+        return solve._split(solution, max_moves, min_split_gain)
+
+    def _merged(self, solution: GroupSolution, max_moves: int) -> tuple["GroupSolve", GroupSolution] | None:
+        """The best merge of two of solution's groups, refined by moves, where it raises the misfit less than
+        ONE_LAW_GAIN-fold; None where no merge does."""
+        best = None
+        for a, b in itertools.combinations(np.unique(solution.groups), 2):
+            groups = np.unique(np.where(solution.groups == b, a, solution.groups), return_inverse=True)[1].ravel()
+            merged = GroupSolve(*self.data, groups, self.knots_per_group)
+            refined = merged._refined(max_moves, solution.start_misfit_rms)
+            if refined.misfit_rms < ONE_LAW_GAIN * solution.misfit_rms and (
+                    best is None or refined.misfit_rms < best[1].misfit_rms):
+                best = merged, dataclasses.replace(refined, moves=solution.moves + refined.moves,
+                                                   merges=solution.merges + 1)
+        return best
+
+    def _split(self, solution: GroupSolution, max_moves: int, min_split_gain: float) -> GroupSolution:
+        """solution (this solve's refined) with the first of its groups whose split earns min_split_gain split,
+        recursively; solution itself where none does."""
         mean_residual = self._residual(solution.rate_constants, solution.values, solution.groups).mean(0)
         for g in range(len(solution.knots)):
             groups = self._split_groups(solution.groups, mean_residual, g)
             if groups is None:
                 continue
             split = GroupSolve(*self.data, groups, self.knots_per_group)
-            if split._refined(0, start_misfit_rms).misfit_rms * SPLIT_SCREEN_GAIN > solution.misfit_rms:
+            if split._refined(0, solution.start_misfit_rms).misfit_rms * ONE_LAW_GAIN > solution.misfit_rms:
                 continue
-            refined = split._split_and_refined(max_moves, start_misfit_rms, min_split_gain)
+            refined = split._refined(max_moves, solution.start_misfit_rms)
+            refined = split._split(refined, max_moves, min_split_gain)
             if refined.misfit_rms * min_split_gain <= solution.misfit_rms:
-                return dataclasses.replace(refined, moves=solution.moves + refined.moves, splits=refined.splits + 1)
+                return dataclasses.replace(refined, moves=solution.moves + refined.moves,
+                                           merges=solution.merges + refined.merges, splits=refined.splits + 1)
         return solution
 
     def _refined(self, max_moves: int, start_misfit_rms: float) -> GroupSolution:
         x, misfit = self._misfit(self.matrix, self.rhs)
         moves = 0
-        while moves < max_moves and (move := self._best_move(misfit)) is not None:
+        while moves < max_moves and (move := self._best_move(x, misfit)) is not None:
             i, g = move
             self._move(self.matrix, self.rhs, i, g)
             self.groups[i] = g
@@ -170,7 +239,7 @@ class GroupSolve:
             moves += 1
         k, values = x[:self.n_reactions], [x[self.offsets[g]:self.offsets[g + 1]] for g in range(len(self.knots))]
         misfit_rms = float(np.sqrt(np.mean(np.square(self._residual(k, values, self.groups)))))
-        return GroupSolution(k, self.groups.copy(), self.knots, values, moves, 0, misfit_rms, start_misfit_rms)
+        return GroupSolution(k, self.groups.copy(), self.knots, values, moves, 0, 0, misfit_rms, start_misfit_rms)
 
     def _residual(self, rate_constants: np.ndarray, values: list[np.ndarray], groups: np.ndarray) -> np.ndarray:
         """[frames, metabolites] dc/dt − model, from the data: after many moves the normal equations' running sums

@@ -416,7 +416,7 @@ def homeostasis_metrics(model: MetabolicGNN, dataset: Dataset, thresholds: Thres
 # Embeddings
 
 
-def _matched_accuracy(groups: np.ndarray, types: np.ndarray) -> float:
+def matched_accuracy(groups: np.ndarray, types: np.ndarray) -> float:
     """Accuracy after the best one-to-one map of groups to types; unmatched groups count as wrong."""
     confusion = np.zeros((groups.max() + 1, types.max() + 1))
     np.add.at(confusion, (groups, types), 1)
@@ -448,7 +448,7 @@ def embedding_metrics(embeddings: np.ndarray, types: np.ndarray, eps: float = EM
     if 2 <= n_clusters < clustered.sum():
         silhouette = float(silhouette_score(scaled[clustered], labels[clustered]))
     return {
-        "embedding_cluster_acc": _matched_accuracy(groups, types),
+        "embedding_cluster_acc": matched_accuracy(groups, types),
         "embedding_n_clusters": n_clusters,
         "embedding_n_noise": int(np.sum(~clustered)),
         "embedding_silhouette": silhouette,

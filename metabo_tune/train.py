@@ -384,11 +384,12 @@ class Trainer:
 
     def finish_with_group_solve(self) -> None:
         """k and each group's homeostasis from one least-squares solve with the learned rate law held, the groups
-        refined by its misfit and split where that lowers it GROUP_SOLVE_MIN_GAIN-fold (metabo_tune.group_solve, on
-        every 2nd frame of the data's dc/dt). Applied only where it lowers the misfit of the run's own k (each
-        group's h solved) at least GROUP_SOLVE_MIN_GAIN-fold: then log k takes the solved k where positive, every
-        embedding its group's centre, and MLP_node the solved functions. Where it does not, the data do not prefer
-        its k over the run's, and the run stays as it is."""
+        refined by its misfit, two merged where one lowers it less than GROUP_SOLVE_MIN_GAIN-fold and one split where
+        that lowers it GROUP_SOLVE_MIN_GAIN-fold (metabo_tune.group_solve, on every 2nd frame of the data's dc/dt).
+        Applied only where it lowers the misfit of the run's own k (each group's h solved) at least
+        GROUP_SOLVE_MIN_GAIN-fold: then log k takes the solved k where positive, every embedding its group's centre,
+        and MLP_node the solved functions. Where it does not, the data do not prefer its k over the run's, and the
+        run stays as it is."""
         stride, started = GROUP_SOLVE_FRAME_STRIDE, time.perf_counter()
         conc = self.conc[::stride]
         with torch.no_grad():
@@ -401,7 +402,8 @@ class Trainer:
                                                                  min_split_gain=GROUP_SOLVE_MIN_GAIN)
         applied = solution.misfit_rms * GROUP_SOLVE_MIN_GAIN <= solution.start_misfit_rms
         self.group_solve_report = {"group_solve_applied": int(applied), "group_solve_moves": solution.moves,
-                                   "group_solve_splits": solution.splits, "group_solve_misfit_rms": solution.misfit_rms,
+                                   "group_solve_merges": solution.merges, "group_solve_splits": solution.splits,
+                                   "group_solve_misfit_rms": solution.misfit_rms,
                                    "group_solve_start_misfit_rms": solution.start_misfit_rms}
         if applied:
             self._apply_group_solution(solution)

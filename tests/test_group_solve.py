@@ -79,3 +79,21 @@ def test_a_group_that_pools_two_laws_is_split_and_a_group_of_one_law_is_not():
     kept = GroupSolve(rates_per_k, stoichiometry, conc, one_law, pooled).solve(
         max_moves=10, start_rate_constants=k, min_split_gain=2.0)
     assert kept.splits == 0 and len(kept.knots) == 1 and kept.misfit_rms < 1e-6
+
+
+def test_a_group_of_the_same_law_as_another_is_merged_into_it_and_groups_of_two_laws_are_not():
+    rates_per_k, stoichiometry, conc, target, groups, k, _, _ = linear_homeostasis_problem(seed=5)
+    target = target + np.random.default_rng(6).normal(0.0, 1e-3, target.shape)  # a misfit floor, as a learned f̂ leaves
+    three = groups.copy()
+    three[[0, 2, 4]] = 2  # three members of group 0 given a group of their own
+    kept = GroupSolve(rates_per_k, stoichiometry, conc, target, three).solve(max_moves=10, start_rate_constants=k)
+    assert kept.merges == 0 and len(kept.knots) == 3  # without regrouping
+    merged = GroupSolve(rates_per_k, stoichiometry, conc, target, three).solve(
+        max_moves=10, start_rate_constants=k, min_split_gain=2.0)
+    assert merged.merges == 1 and merged.splits == 0 and len(merged.knots) == 2
+    assert (merged.groups == groups).all() or (merged.groups == 1 - groups).all()
+    assert merged.misfit_rms < 1.25 * kept.misfit_rms and merged.misfit_rms < 1.1e-3
+    np.testing.assert_allclose(merged.rate_constants[1:], k[1:], rtol=0.05)
+    two = GroupSolve(rates_per_k, stoichiometry, conc, target, groups).solve(
+        max_moves=10, start_rate_constants=k, min_split_gain=2.0)
+    assert two.merges == 0 and len(two.knots) == 2 and (two.groups == groups).all()

@@ -282,6 +282,15 @@ def two_blobs(scale: float = 1.0) -> np.ndarray:
     return scale * np.concatenate([rng.normal(size=(50, 2)), second])
 
 
+def test_matched_accuracy_maps_groups_to_types_one_to_one():
+    types = np.array([0, 0, 0, 1, 1, 1])
+    assert m.matched_accuracy(np.array([1, 1, 1, 0, 0, 0]), types) == 1.0  # labels are arbitrary
+    assert m.matched_accuracy(np.array([0, 0, 1, 1, 1, 1]), types) == pytest.approx(5 / 6)
+    # A third group has no type left to map to: its member counts as wrong.
+    assert m.matched_accuracy(np.array([0, 0, 2, 1, 1, 1]), types) == pytest.approx(5 / 6)
+    assert m.matched_accuracy(np.zeros(6, dtype=np.int64), types) == 0.5
+
+
 @pytest.mark.parametrize("scale", [1.0, 1e-3, 1e3])
 def test_two_separated_blobs_are_two_clusters_at_any_scale(scale):
     out = m.embedding_metrics(two_blobs(scale), TYPES)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from metabo_tune.config import config_from_dict
-from metabo_tune.metrics import parse_analysis_log
+from metabo_tune.metrics import matched_accuracy, parse_analysis_log
 from metabo_tune.regress import (
     KnownFormModel,
     NoiseMoments,
@@ -44,15 +44,6 @@ def private_cache(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def exact():
     return simulate(config().simulation)
-
-
-def matched_accuracy(labels, types):
-    from scipy.optimize import linear_sum_assignment
-
-    confusion = np.zeros((labels.max() + 1, types.max() + 1))
-    np.add.at(confusion, (labels, types), 1)
-    rows, cols = linear_sum_assignment(-confusion)
-    return confusion[rows, cols].sum() / len(types)
 
 
 def test_exact_data_give_every_determined_rate_constant_and_the_relaxations_exactly(exact):

@@ -560,8 +560,8 @@ def test_the_group_solve_changes_the_run_exactly_when_it_reports_itself_applied(
             for moves in (None, 30)}
     report = runs[30].group_solve
     assert runs[None].group_solve is None
-    assert set(report) == {"group_solve_applied", "group_solve_moves", "group_solve_splits", "group_solve_misfit_rms",
-                           "group_solve_start_misfit_rms", "group_solve_time_s"}
+    assert set(report) == {"group_solve_applied", "group_solve_moves", "group_solve_merges", "group_solve_splits",
+                           "group_solve_misfit_rms", "group_solve_start_misfit_rms", "group_solve_time_s"}
     assert report["group_solve_applied"] == int(2 * report["group_solve_misfit_rms"]
                                                 <= report["group_solve_start_misfit_rms"])
     same = [torch.equal(a, b) for a, b in zip(runs[None].model.state_dict().values(),

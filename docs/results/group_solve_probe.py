@@ -25,7 +25,7 @@ from threadpoolctl import threadpool_limits
 
 from metabo_tune.config import load_config
 from metabo_tune.group_solve import GroupSolution, GroupSolve
-from metabo_tune.metrics import _matched_accuracy
+from metabo_tune.metrics import matched_accuracy
 from metabo_tune.simulate import load_or_simulate
 from metabo_tune.train import GROUP_SOLVE_MIN_GAIN, Trainer
 
@@ -45,7 +45,7 @@ def scores(solution: GroupSolution, dataset) -> dict:
     for t in range(len(truth.lambda_per_type)):
         members = truth.types == t
         row[f"h_R2_{t}"] = r2_score(true_h[:, members].ravel(), learned_h[:, members].ravel())
-    row["types"] = _matched_accuracy(solution.groups, truth.types)
+    row["types"] = matched_accuracy(solution.groups, truth.types)
     row["groups"] = len(solution.knots)
     return row
 
@@ -69,7 +69,8 @@ def probe(run: Path) -> list[dict]:
     for max_moves in (0, MAX_MOVES):
         split_gain = GROUP_SOLVE_MIN_GAIN if max_moves else None
         solution = GroupSolve(*inputs).solve(max_moves, run_k, min_split_gain=split_gain)
-        rows.append({"run": str(run), "moves": solution.moves, "splits": solution.splits,
+        rows.append({"run": str(run), "moves": solution.moves, "merges": solution.merges,
+                     "splits": solution.splits,
                      "misfit_rms": solution.misfit_rms,
                      "start_misfit_rms": solution.start_misfit_rms,
                      **scores(solution, dataset)})
