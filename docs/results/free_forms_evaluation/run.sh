@@ -6,6 +6,7 @@
 # chosen on network 5004), the regression and joint_recovery.yaml on the same data.
 # Stage 4 (networks 8201-8203): as stage 3 with the group solve at the end of every run (training.group_solve_moves
 # 100), the five MM points and mass action, and the regression on the same data.
+# Stage 5 (networks 8301-8303): as stage 4 at the five MM points, after the group solve's merges and screened moves.
 set -u
 cd "$(dirname "$0")/../../.."
 PY=${PYTHON:-python}  # the interpreter with metabo_tune installed; JOBS (default 2): runs in parallel
@@ -33,6 +34,10 @@ elif [ "${STAGE:-2}" = 2 ]; then
   sweep free_forms regression mm 7001,7002,7003
   sweep free_forms gnn mm 7001,7002,7003
   sweep joint_recovery gnn mm 7001,7002,7003
+elif [ "${STAGE:-2}" = 5 ]; then
+  SUFFIX=_group_solve_8300
+  sweep free_forms regression mm 8301,8302,8303 --set simulation.n_runs=3
+  sweep free_forms gnn mm 8301,8302,8303 --set simulation.n_runs=3 --set training.group_solve_moves=100
 elif [ "${STAGE:-2}" = 4 ]; then
   SUFFIX=_group_solve_8200
   for tag in mm ma; do
