@@ -7,6 +7,7 @@
 # Stage 4 (networks 8201-8203): as stage 3 with the group solve at the end of every run (training.group_solve_moves
 # 100), the five MM points and mass action, and the regression on the same data.
 # Stage 5 (networks 8301-8303): as stage 4 at the five MM points, after the group solve's merges and screened moves.
+# Stage 6 (networks 8401-8403): as stage 5 with MLP_node fitted 30 rounds to the solved functions (W=1: w 1 only).
 set -u
 cd "$(dirname "$0")/../../.."
 PY=${PYTHON:-python}  # the interpreter with metabo_tune installed; JOBS (default 2): runs in parallel
@@ -34,6 +35,14 @@ elif [ "${STAGE:-2}" = 2 ]; then
   sweep free_forms regression mm 7001,7002,7003
   sweep free_forms gnn mm 7001,7002,7003
   sweep joint_recovery gnn mm 7001,7002,7003
+elif [ "${STAGE:-2}" = 6 ]; then
+  SUFFIX=_group_solve_8400
+  if [ "${W:-}" = 1 ]; then  # the narrowest homeostasis alone, the point the 30-round head was chosen for
+    $PY -m metabo_tune.sweep configs/free_forms.yaml --method gnn --set training.seed=2026 $MM --set simulation.michaelis_K=3 --set simulation.n_runs=3 --vary simulation.homeostasis_width=1 --vary simulation.seed=8401,8402,8403 --jobs ${JOBS:-2} --out results/eval_mmw_free_forms${SUFFIX}_gnn
+  else
+    sweep free_forms regression mm 8401,8402,8403 --set simulation.n_runs=3
+    sweep free_forms gnn mm 8401,8402,8403 --set simulation.n_runs=3
+  fi
 elif [ "${STAGE:-2}" = 5 ]; then
   SUFFIX=_group_solve_8300
   sweep free_forms regression mm 8301,8302,8303 --set simulation.n_runs=3
