@@ -306,9 +306,9 @@ class TrainingConfig(_Section):
         None, ge=0, description="At the end of the run (after type_grouping_at, with the MLP head): with the learned "
                                 "rate law held, k and each group's homeostasis (piecewise linear in c) in one "
                                 "least-squares solve, then up to this many moves of single metabolites to the group "
-                                "that lowers the solved misfit most, two groups merged where one lowers it less "
-                                "than twofold, and a group split in two where that lowers it twofold; the head is "
-                                "fitted to the solved functions (metabo_tune.group_solve). "
+                                "that lowers the solved misfit most, two groups merged where the merge raises it "
+                                "less than 1.25-fold, and a group split in two where that lowers it twofold; the head "
+                                "is fitted to the solved functions (metabo_tune.group_solve). "
                                 "null: off.")
     sub_norm_concentration: float = Field(1.0, gt=0)
     sub_norm_target: Literal["concentration", "gauge"] = Field(

@@ -386,8 +386,9 @@ class Trainer:
 
     def finish_with_group_solve(self) -> None:
         """k and each group's homeostasis from one least-squares solve with the learned rate law held, the groups
-        refined by its misfit, two merged where one lowers it less than GROUP_SOLVE_MIN_GAIN-fold and one split where
-        that lowers it GROUP_SOLVE_MIN_GAIN-fold (metabo_tune.group_solve, on every 2nd frame of the data's dc/dt).
+        refined by its misfit, two merged where that raises it less than group_solve.ONE_LAW_GAIN-fold and one split
+        where that lowers it GROUP_SOLVE_MIN_GAIN-fold (metabo_tune.group_solve, on every 2nd frame of the data's
+        dc/dt).
         Applied only where it lowers the misfit of the run's own k (each group's h solved) at least
         GROUP_SOLVE_MIN_GAIN-fold: then log k takes the solved k where positive, every embedding its group's centre,
         and MLP_node the solved functions. Where it does not, the data do not prefer its k over the run's, and the

@@ -4,12 +4,12 @@ never does.)
 
 The run's learned rate law f̂ is held and its groups (its embeddings after type grouping) are the start; the solve
 gives k and each group's homeostasis as a piecewise-linear function of c, then moves single metabolites between
-groups while a move lowers the solved misfit, and splits a group where that lowers it twofold. Two rows per run:
-the solve on the run's own groups (moves 0), and after the moves and splits. Scores: the k R² over the identifiable
-reactions (non-positive solved k counted and left out), the h R² per true type (each member over its own 5–95 %
-range, as MLP_node_R2_t), the groups' accuracy against the types. The trainer's own step
-(training.group_solve_moves) does the same and then writes k, the embeddings and
-MLP_node, whose metrics are the run's.
+groups while a move lowers the solved misfit, merges two where that raises it less than 1.25-fold, and splits a
+group where that lowers it twofold. Two rows per run: the solve on the run's own groups (moves 0), and after the
+moves, merges and splits. Scores: the k R² over the identifiable reactions (non-positive solved k counted and left
+out), the h R² per true type (each member over its own 5–95 % range, as MLP_node_R2_t), the groups' accuracy
+against the types. The trainer's own step (training.group_solve_moves) does the same and then writes k, the
+embeddings and MLP_node, whose metrics are the run's.
 
     python docs/results/group_solve_probe.py RUN_DIR [RUN_DIR ...] [--csv OUT.csv]
 """
