@@ -38,6 +38,7 @@ elif [ "${STAGE:-2}" = 2 ]; then
 elif [ "${STAGE:-2}" = 6 ]; then
   SUFFIX=_group_solve_8400
   if [ "${W:-}" = 1 ]; then  # the narrowest homeostasis alone, the point the 30-round head was chosen for
+    $PY -m metabo_tune.sweep configs/free_forms.yaml --method regression --set training.seed=2026 $MM --set simulation.michaelis_K=3 --set simulation.n_runs=3 --vary simulation.homeostasis_width=1 --vary simulation.seed=8401,8402,8403 --jobs ${JOBS:-2} --out results/eval_mmw_free_forms${SUFFIX}_regression
     $PY -m metabo_tune.sweep configs/free_forms.yaml --method gnn --set training.seed=2026 $MM --set simulation.michaelis_K=3 --set simulation.n_runs=3 --vary simulation.homeostasis_width=1 --vary simulation.seed=8401,8402,8403 --jobs ${JOBS:-2} --out results/eval_mmw_free_forms${SUFFIX}_gnn
   else
     sweep free_forms regression mm 8401,8402,8403 --set simulation.n_runs=3
