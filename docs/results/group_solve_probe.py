@@ -26,7 +26,7 @@ from threadpoolctl import threadpool_limits
 from metabo_tune.config import load_config
 from metabo_tune.group_solve import GroupSolution, GroupSolve
 from metabo_tune.metrics import matched_accuracy
-from metabo_tune.simulate import load_or_simulate
+from metabo_tune.simulate import Dataset, load_or_simulate
 from metabo_tune.train import GROUP_SOLVE_MIN_GAIN, Trainer
 
 FRAME_STRIDE, MAX_MOVES = 2, 30
@@ -50,11 +50,12 @@ def scores(solution: GroupSolution, dataset) -> dict:
     return row
 
 
-def probe(run: Path) -> list[dict]:
+def checkpoint_inputs(run: Path) -> tuple[torch.nn.Module, Dataset, tuple, np.ndarray]:
+    """The run's model (float64, from its checkpoint), its data, the group solve's inputs on every FRAME_STRIDE-th
+    frame with the groups its embeddings hold, and the run's k."""
     cfg = load_config(run / "config.yaml")
     dataset = load_or_simulate(cfg.simulation, measurement_noise_level=cfg.training.measurement_noise_level)
-    trainer = Trainer(cfg, dataset.observed, device="cpu")
-    model = trainer.model
+    model = Trainer(cfg, dataset.observed, device="cpu").model
     model.load_state_dict(torch.load(run / "checkpoint.pt", weights_only=False)["model"])
     model.double()
     trajectory = dataset.observed.trajectory
@@ -65,6 +66,11 @@ def probe(run: Path) -> list[dict]:
     _, groups = np.unique(np.round(model.embedding.detach().numpy(), 6), axis=0, return_inverse=True)
     inputs = (rates_per_k, dataset.observed.network.stoichiometry.astype(np.float64), conc,
               trajectory.derivatives[::FRAME_STRIDE].astype(np.float64), groups.ravel())
+    return model, dataset, inputs, run_k
+
+
+def probe(run: Path) -> list[dict]:
+    _, dataset, inputs, run_k = checkpoint_inputs(run)
     rows = []
     for max_moves in (0, MAX_MOVES):
         split_gain = GROUP_SOLVE_MIN_GAIN if max_moves else None

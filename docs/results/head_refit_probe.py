@@ -14,20 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from group_solve_probe import checkpoint_inputs  # its sibling in docs/results: the checkpoint and the solve's inputs
 from threadpoolctl import threadpool_limits
 
 from metabo_tune import metrics
-from metabo_tune.config import load_config
 from metabo_tune.group_solve import GroupSolve
-from metabo_tune.simulate import load_or_simulate
-from metabo_tune.train import (
-    GROUP_SOLVE_FRAME_STRIDE,
-    GROUP_SOLVE_HEAD_POINTS,
-    GROUP_SOLVE_HEAD_ROUNDS,
-    GROUP_SOLVE_MIN_GAIN,
-    Trainer,
-    minimise_lbfgs,
-)
+from metabo_tune.train import GROUP_SOLVE_HEAD_POINTS, GROUP_SOLVE_HEAD_ROUNDS, GROUP_SOLVE_MIN_GAIN, minimise_lbfgs
 
 KEYS = ["rate_constants_R2_gauge", "MLP_node_R2_0", "MLP_node_R2_1", "MLP_node_slope_at_zero_ratio_0",
         "MLP_node_slope_at_zero_ratio_1", "MLP_node_zero_rel_err_0", "MLP_node_zero_rel_err_1",
@@ -35,23 +27,11 @@ KEYS = ["rate_constants_R2_gauge", "MLP_node_R2_0", "MLP_node_R2_1", "MLP_node_s
 
 
 def refit(run: Path) -> dict:
-    cfg = load_config(run / "config.yaml")
-    dataset = load_or_simulate(cfg.simulation)
-    model = Trainer(cfg, dataset.observed, device="cpu").model
-    model.load_state_dict(torch.load(run / "checkpoint.pt", weights_only=False)["model"])
-    trajectory = dataset.observed.trajectory
-    conc = trajectory.concentrations[::GROUP_SOLVE_FRAME_STRIDE].astype(np.float64)
-    model.double()
-    with torch.no_grad():
-        rates_per_k = (model.rates(torch.tensor(conc)) / torch.pow(10.0, model.log_k)).numpy()
-        run_k = torch.pow(10.0, model.log_k).numpy()
-    embeddings = model.embedding.detach().numpy()
-    groups = np.unique(np.round(embeddings, 6), axis=0, return_inverse=True)[1].ravel()
+    model, dataset, inputs, run_k = checkpoint_inputs(run)
     with threadpool_limits(limits=1):
-        solution = GroupSolve(rates_per_k, dataset.observed.network.stoichiometry.astype(np.float64), conc,
-                              trajectory.derivatives[::GROUP_SOLVE_FRAME_STRIDE].astype(np.float64), groups
-                              ).solve(100, run_k, min_split_gain=GROUP_SOLVE_MIN_GAIN)
-    all_conc = trajectory.concentrations.astype(np.float64)
+        solution = GroupSolve(*inputs).solve(100, run_k, min_split_gain=GROUP_SOLVE_MIN_GAIN)
+    embeddings = model.embedding.detach().numpy()
+    all_conc = dataset.observed.trajectory.concentrations.astype(np.float64)
     points, values, centres = [], [], []
     for g in np.unique(solution.groups):
         where = np.quantile(all_conc[:, solution.groups == g], np.linspace(0.0, 1.0, GROUP_SOLVE_HEAD_POINTS))
