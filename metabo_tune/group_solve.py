@@ -26,6 +26,16 @@ costs one solve of (reactions + knots) unknowns. With k held, each group's h sol
 is first screened by two small h-block solves, and only the few that lower the misfit most with k held are solved
 in full; all of them are solved in full only where none of those lowers it, so the moves end where they would
 without the screen.
+
+On noisy data the solve takes the weak form (`window_starts`): each row is the mean rate over W frames,
+(c[t+W] − c[t]) / (W·dt), and the model is averaged over the same frames, the left Riemann sum that is exact for
+Euler steps, so no derivative of the data is taken and the target's noise shrinks W-fold. Its misfit then has a
+floor, the noise, that no k or h can lower and that compresses every ratio of two misfits towards 1 (merging two
+types would look like the cost of merging one law's groups). So the weak form compares misfits above the floor:
+√(RMS² − floor²), the floor read from the solution on the run's groups as the part of its residual that changes
+from one row to the next (half the mean square of the differences of adjacent rows). That holds where the rows
+are consecutive window starts, whose noise terms share no frame, and the model's error is smooth in time, as a
+rate law and a homeostasis of c(t) are.
 """
 
 import dataclasses
@@ -33,6 +43,7 @@ import itertools
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse
 
 KNOTS_PER_GROUP = 24
 EIGEN_CUTOFF = 1e-12  # relative: smaller eigenvalues of the Jacobi-scaled system span its null space
@@ -54,9 +65,23 @@ class GroupSolution:
     splits: int
     misfit_rms: float  # RMS of dc/dt − model over the entries solved, computed from the data
     start_misfit_rms: float  # the same with k held at the run's and each starting group's h solved
+    noise_rms: float = 0.0  # the weak form's misfit floor (see the module's docstring); 0 in the strong form
+
+    @property
+    def excess_rms(self) -> float:
+        """The misfit above the noise floor."""
+        return _above(self.misfit_rms, self.noise_rms)
+
+    @property
+    def start_excess_rms(self) -> float:
+        return _above(self.start_misfit_rms, self.noise_rms)
 
     def homeostasis(self, group: int, conc: np.ndarray) -> np.ndarray:
         return np.interp(conc, self.knots[group], self.values[group])
+
+
+def _above(rms: float, floor: float) -> float:
+    return rms if floor == 0.0 else float(np.sqrt(max(rms * rms - floor * floor, 0.0)))
 
 
 def _hat_basis(conc: np.ndarray, knots: np.ndarray) -> np.ndarray:
@@ -72,12 +97,25 @@ def _hat_basis(conc: np.ndarray, knots: np.ndarray) -> np.ndarray:
 
 class GroupSolve:
     def __init__(self, rates_per_k: np.ndarray, stoichiometry: np.ndarray, conc: np.ndarray, target: np.ndarray,
-                 groups: np.ndarray, knots_per_group: int = KNOTS_PER_GROUP) -> None:
+                 groups: np.ndarray, knots_per_group: int = KNOTS_PER_GROUP, window_starts: np.ndarray | None = None,
+                 window: int = 1) -> None:
         """rates_per_k [frames, reactions]: Π f̂ of each reaction (its rate at k = 1); stoichiometry
-        [metabolites, reactions]; conc and target (dc/dt) [frames, metabolites]; groups [metabolites]."""
+        [metabolites, reactions]; conc [frames, metabolites]; groups [metabolites]. target [rows, metabolites]:
+        dc/dt at each frame (the strong form), or with window_starts [rows] (frames in time order) the weak form,
+        row e the mean rate over frames window_starts[e] … window_starts[e] + window − 1."""
         self.n, self.n_reactions = stoichiometry.shape
         self.data = (rates_per_k, stoichiometry, conc, target)
         self.knots_per_group = knots_per_group
+        self.weak_form = (window_starts, window)
+        if window_starts is None:
+            self.frame_mean = scipy.sparse.identity(len(conc), format="csr")
+        else:  # [rows, frames]: 1/W on each row's window
+            columns = (np.asarray(window_starts)[:, None] + np.arange(window)).ravel()
+            self.frame_mean = scipy.sparse.csr_matrix(
+                (np.full(len(columns), 1.0 / window), (np.repeat(np.arange(len(window_starts)), window), columns)),
+                shape=(len(window_starts), len(conc)))
+        rates_per_k = self.frame_mean @ rates_per_k
+        self.rates_per_k = rates_per_k
         self.groups = np.asarray(groups, dtype=np.int64).copy()
         n_groups = int(self.groups.max()) + 1
         self.knots = []
@@ -96,7 +134,7 @@ class GroupSolve:
         self.terms = {}
         for i in range(self.n):
             for g in range(n_groups):
-                basis = _hat_basis(conc[:, i], self.knots[g])
+                basis = self.frame_mean @ _hat_basis(conc[:, i], self.knots[g])
                 self.terms[i, g] = (basis.T @ basis, (rates_per_k.T @ basis) * stoichiometry[i][:, None],
                                     basis.T @ target[:, i])
             self._add(self.matrix, self.rhs, i, int(self.groups[i]), 1.0)
@@ -185,26 +223,32 @@ class GroupSolve:
               ) -> GroupSolution:
         """k, the groups' h and up to max_moves moves; start_rate_constants (the run's k) give the misfit that the
         solve is measured against. With min_split_gain, the groups are regrouped too (see the module's docstring):
-        two are merged while a merge, refined by moves, raises the misfit (RMS) less than ONE_LAW_GAIN-fold; then
-        each group in turn is tried split in two, kept where, refined by moves of its own, it lowers the misfit at
-        least min_split_gain-fold, and the groups it leaves may split again."""
+        two are merged while a merge, refined by moves, raises the misfit (RMS, above the weak form's noise floor)
+        at most ONE_LAW_GAIN-fold; then each group in turn is tried split in two, kept where, refined by moves of its
+        own, it lowers the misfit more than min_split_gain-fold, and the groups it leaves may split again."""
         start_misfit_rms = self._rms(self.misfit_with_rate_constants(start_rate_constants))
-        solve, solution = self, self._refined(max_moves, start_misfit_rms)
+        solution = self._refined(max_moves, start_misfit_rms, 0.0)
+        if self.weak_form[0] is not None:
+            solution = dataclasses.replace(solution, noise_rms=self._noise_rms(solution))
         if min_split_gain is None:
             return solution
+        solve = self
         while (merged := solve._merged(solution, max_moves)) is not None:
             solve, solution = merged
         return solve._split(solution, max_moves, min_split_gain)
 
+    def _regrouped(self, groups: np.ndarray) -> "GroupSolve":
+        return GroupSolve(*self.data, groups, self.knots_per_group, *self.weak_form)
+
     def _merged(self, solution: GroupSolution, max_moves: int) -> tuple["GroupSolve", GroupSolution] | None:
-        """The best merge of two of solution's groups, refined by moves, where it raises the misfit less than
+        """The best merge of two of solution's groups, refined by moves, where it raises the misfit at most
         ONE_LAW_GAIN-fold; None where no merge does."""
         best = None
         for a, b in itertools.combinations(np.unique(solution.groups), 2):
-            groups = np.unique(np.where(solution.groups == b, a, solution.groups), return_inverse=True)[1].ravel()
-            merged = GroupSolve(*self.data, groups, self.knots_per_group)
-            refined = merged._refined(max_moves, solution.start_misfit_rms)
-            if refined.misfit_rms < ONE_LAW_GAIN * solution.misfit_rms and (
+            merged = self._regrouped(
+                np.unique(np.where(solution.groups == b, a, solution.groups), return_inverse=True)[1].ravel())
+            refined = merged._refined(max_moves, solution.start_misfit_rms, solution.noise_rms)
+            if refined.excess_rms <= ONE_LAW_GAIN * solution.excess_rms and (
                     best is None or refined.misfit_rms < best[1].misfit_rms):
                 best = merged, dataclasses.replace(refined, moves=solution.moves + refined.moves,
                                                    merges=solution.merges + 1)
@@ -218,17 +262,18 @@ class GroupSolve:
             groups = self._split_groups(solution.groups, mean_residual, g)
             if groups is None:
                 continue
-            split = GroupSolve(*self.data, groups, self.knots_per_group)
-            if split._refined(0, solution.start_misfit_rms).misfit_rms * ONE_LAW_GAIN > solution.misfit_rms:
+            split = self._regrouped(groups)
+            unrefined = split._refined(0, solution.start_misfit_rms, solution.noise_rms)
+            if unrefined.excess_rms * ONE_LAW_GAIN >= solution.excess_rms:
                 continue
-            refined = split._refined(max_moves, solution.start_misfit_rms)
+            refined = split._refined(max_moves, solution.start_misfit_rms, solution.noise_rms)
             refined = split._split(refined, max_moves, min_split_gain)
-            if refined.misfit_rms * min_split_gain <= solution.misfit_rms:
+            if refined.excess_rms * min_split_gain < solution.excess_rms:
                 return dataclasses.replace(refined, moves=solution.moves + refined.moves,
                                            merges=solution.merges + refined.merges, splits=refined.splits + 1)
         return solution
 
-    def _refined(self, max_moves: int, start_misfit_rms: float) -> GroupSolution:
+    def _refined(self, max_moves: int, start_misfit_rms: float, noise_rms: float) -> GroupSolution:
         x, misfit = self._misfit(self.matrix, self.rhs)
         moves = 0
         while moves < max_moves and (move := self._best_move(x, misfit)) is not None:
@@ -239,14 +284,20 @@ class GroupSolve:
             moves += 1
         k, values = x[:self.n_reactions], [x[self.offsets[g]:self.offsets[g + 1]] for g in range(len(self.knots))]
         misfit_rms = float(np.sqrt(np.mean(np.square(self._residual(k, values, self.groups)))))
-        return GroupSolution(k, self.groups.copy(), self.knots, values, moves, 0, 0, misfit_rms, start_misfit_rms)
+        return GroupSolution(k, self.groups.copy(), self.knots, values, moves, 0, 0, misfit_rms, start_misfit_rms,
+                             noise_rms)
 
     def _residual(self, rate_constants: np.ndarray, values: list[np.ndarray], groups: np.ndarray) -> np.ndarray:
-        """[frames, metabolites] dc/dt − model, from the data: after many moves the normal equations' running sums
+        """[rows, metabolites] target − model, from the data: after many moves the normal equations' running sums
         and a badly conditioned system can report less misfit than the fit achieves."""
-        rates_per_k, stoichiometry, conc, target = self.data
+        _, stoichiometry, conc, target = self.data
         homeostasis = np.stack([np.interp(conc[:, i], self.knots[g], values[g]) for i, g in enumerate(groups)], 1)
-        return target - (rates_per_k * rate_constants) @ stoichiometry.T - homeostasis
+        return target - (self.rates_per_k * rate_constants) @ stoichiometry.T - self.frame_mean @ homeostasis
+
+    def _noise_rms(self, solution: GroupSolution) -> float:
+        """The misfit's floor: the RMS of the residual's part that changes from one row to the next."""
+        residual = self._residual(solution.rate_constants, solution.values, solution.groups)
+        return float(np.sqrt(np.mean(np.square(np.diff(residual, axis=0))) / 2))
 
     @staticmethod
     def _split_groups(groups: np.ndarray, mean_residual: np.ndarray, g: int) -> np.ndarray | None:

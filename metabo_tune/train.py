@@ -27,7 +27,7 @@ from threadpoolctl import threadpool_limits
 
 from metabo_tune.atomic_file import write_atomically
 from metabo_tune.config import Config, ConfigError, load_config, with_defaults
-from metabo_tune.group_solve import GroupSolution, GroupSolve
+from metabo_tune.group_solve import KNOTS_PER_GROUP, GroupSolution, GroupSolve
 from metabo_tune.homeostasis_losses import HomeostasisLosses, shared_relaxation_fit, window_rates
 from metabo_tune.model import MetabolicGNN, build_model
 from metabo_tune.noise_estimate import noise_report, resolved_moment_window, resolved_prediction_window
@@ -386,28 +386,33 @@ class Trainer:
 
     def finish_with_group_solve(self) -> None:
         """k and each group's homeostasis from one least-squares solve with the learned rate law held, the groups
-        refined by its misfit, two merged where that raises it less than group_solve.ONE_LAW_GAIN-fold and one split
-        where that lowers it GROUP_SOLVE_MIN_GAIN-fold (metabo_tune.group_solve, on every 2nd frame of the data's
-        dc/dt).
+        refined by its misfit, two merged where that raises it at most group_solve.ONE_LAW_GAIN-fold and one split
+        where that lowers it more than GROUP_SOLVE_MIN_GAIN-fold (metabo_tune.group_solve). With prediction_window 1
+        it fits the data's dc/dt on every 2nd frame; with a window W it fits the prediction loss's own weak form,
+        (c[t+W] − c[t]) / (W·dt) at every window start, and compares misfits above their noise floor.
         Applied only where it lowers the misfit of the run's own k (each group's h solved) at least
         GROUP_SOLVE_MIN_GAIN-fold: then log k takes the solved k where positive, every embedding its group's centre,
         and MLP_node the solved functions. Where it does not, the data do not prefer its k over the run's, and the
         run stays as it is."""
-        stride, started = GROUP_SOLVE_FRAME_STRIDE, time.perf_counter()
-        conc = self.conc[::stride]
+        started = time.perf_counter()
+        weak = self.prediction_window > 1
+        conc = self.conc if weak else self.conc[::GROUP_SOLVE_FRAME_STRIDE]
+        target = self.target[self.start_frames] if weak else self.deriv[::GROUP_SOLVE_FRAME_STRIDE]
+        window = (self.start_frames.cpu().numpy(), self.prediction_window) if weak else (None, 1)
         with torch.no_grad():
             rates_per_k = (self.model.rates(conc) / torch.pow(10.0, self.model.log_k)).double().cpu().numpy()
             run_k = torch.pow(10.0, self.model.log_k.double()).cpu().numpy()
         with threadpool_limits(limits=self.cfg.training.n_threads):  # numpy's BLAS too: one thread per trial
-            solution = GroupSolve(rates_per_k, self.stoichiometry.astype(np.float64),
-                                  conc.double().cpu().numpy(), self.deriv[::stride].double().cpu().numpy(),
-                                  self.type_groups.labels).solve(self.cfg.training.group_solve_moves, run_k,
-                                                                 min_split_gain=GROUP_SOLVE_MIN_GAIN)
-        applied = solution.misfit_rms * GROUP_SOLVE_MIN_GAIN <= solution.start_misfit_rms
+            solution = GroupSolve(rates_per_k, self.stoichiometry.astype(np.float64), conc.double().cpu().numpy(),
+                                  target.double().cpu().numpy(), self.type_groups.labels, KNOTS_PER_GROUP,
+                                  *window).solve(self.cfg.training.group_solve_moves, run_k,
+                                                 min_split_gain=GROUP_SOLVE_MIN_GAIN)
+        applied = solution.excess_rms * GROUP_SOLVE_MIN_GAIN <= solution.start_excess_rms
         self.group_solve_report = {"group_solve_applied": int(applied), "group_solve_moves": solution.moves,
                                    "group_solve_merges": solution.merges, "group_solve_splits": solution.splits,
                                    "group_solve_misfit_rms": solution.misfit_rms,
-                                   "group_solve_start_misfit_rms": solution.start_misfit_rms}
+                                   "group_solve_start_misfit_rms": solution.start_misfit_rms,
+                                   "group_solve_noise_rms": solution.noise_rms}
         if applied:
             self._apply_group_solution(solution)
         self.group_solve_report["group_solve_time_s"] = time.perf_counter() - started
