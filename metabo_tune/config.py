@@ -310,6 +310,10 @@ class TrainingConfig(_Section):
                                 "less than 1.25-fold, and a group split in two where that lowers it twofold; the head "
                                 "is fitted to the solved functions (metabo_tune.group_solve). "
                                 "null: off.")
+    group_solve_window: int = Field(
+        100, ge=2, description="With prediction_window > 1 (noisy data): the frames each row of the group solve's "
+                               "weak form averages, (c[t+W] − c[t]) / (W·dt) at every start t. Its noise falls as 1/W "
+                               "and its cost does not grow with W, so it is longer than the training's window.")
     sub_norm_concentration: float = Field(1.0, gt=0)
     sub_norm_target: Literal["concentration", "gauge"] = Field(
         "concentration", description="What coeff_MLP_sub_norm pins: 'concentration' |MLP_sub(c*, 1)| = c* "

@@ -297,6 +297,8 @@ class GroupSolve:
     def _noise_rms(self, solution: GroupSolution) -> float:
         """The misfit's floor: the RMS of the residual's part that changes from one row to the next."""
         residual = self._residual(solution.rate_constants, solution.values, solution.groups)
+        if len(residual) < 2:
+            raise ValueError("the weak form reads its noise floor from consecutive rows: it needs at least two")
         return float(np.sqrt(np.mean(np.square(np.diff(residual, axis=0))) / 2))
 
     @staticmethod

@@ -166,6 +166,13 @@ class Trainer:
                             + (f" in one of its {traj.n_runs} runs" if traj.n_runs > 1 else ""))
         # The prediction loss's frames (t + window_frames) and target for a window starting at frame t.
         self.window_frames = torch.arange(self.prediction_window, device=self.device)
+        # the group solve's weak form (with a prediction window): its rows' window starts
+        self.solve_window = tcfg.group_solve_window
+        self.solve_starts = traj.window_starts(self.solve_window) if self.prediction_window > 1 else None
+        if tcfg.group_solve_moves is not None and self.solve_starts is not None and len(self.solve_starts) < 2:
+            raise DataError(f"training.group_solve_window {self.solve_window} needs more than the {traj.n_frames} "
+                            f"frames of the data" + (f" in one of its {traj.n_runs} runs" if traj.n_runs > 1 else "")
+                            + ": its noise floor is read from consecutive window starts")
         self.target = (self.deriv if self.prediction_window == 1
                        else window_rates(self.conc, self.prediction_window, self.delta_t))
         null = left_null_space(observed.network.stoichiometry)
@@ -388,17 +395,18 @@ class Trainer:
         """k and each group's homeostasis from one least-squares solve with the learned rate law held, the groups
         refined by its misfit, two merged where that raises it at most group_solve.ONE_LAW_GAIN-fold and one split
         where that lowers it more than GROUP_SOLVE_MIN_GAIN-fold (metabo_tune.group_solve). With prediction_window 1
-        it fits the data's dc/dt on every 2nd frame; with a window W it fits the prediction loss's own weak form,
-        (c[t+W] − c[t]) / (W·dt) at every window start, and compares misfits above their noise floor.
+        it fits the data's dc/dt on every 2nd frame; with a window it fits the weak form (c[t+W] − c[t]) / (W·dt) at
+        every start t, W = group_solve_window, and compares misfits above their noise floor.
         Applied only where it lowers the misfit of the run's own k (each group's h solved) at least
         GROUP_SOLVE_MIN_GAIN-fold: then log k takes the solved k where positive, every embedding its group's centre,
         and MLP_node the solved functions. Where it does not, the data do not prefer its k over the run's, and the
         run stays as it is."""
         started = time.perf_counter()
-        weak = self.prediction_window > 1
+        weak = self.solve_starts is not None
         conc = self.conc if weak else self.conc[::GROUP_SOLVE_FRAME_STRIDE]
-        target = self.target[self.start_frames] if weak else self.deriv[::GROUP_SOLVE_FRAME_STRIDE]
-        window = (self.start_frames.cpu().numpy(), self.prediction_window) if weak else (None, 1)
+        target = (window_rates(self.conc.double(), self.solve_window, self.delta_t)[self.solve_starts] if weak
+                  else self.deriv[::GROUP_SOLVE_FRAME_STRIDE])
+        window = (self.solve_starts, self.solve_window) if weak else (None, 1)
         with torch.no_grad():
             rates_per_k = (self.model.rates(conc) / torch.pow(10.0, self.model.log_k)).double().cpu().numpy()
             run_k = torch.pow(10.0, self.model.log_k.double()).cpu().numpy()

@@ -158,3 +158,11 @@ def test_the_weak_form_reads_its_noise_floor_and_keeps_two_close_laws_apart_unde
     pooled = GroupSolve(*data, np.zeros_like(groups), window_starts=starts, window=window).solve(
         10, k, min_split_gain=2.0)
     assert pooled.splits == 1 and ((pooled.groups == groups).all() or (pooled.groups == 1 - groups).all())
+
+
+def test_the_weak_form_needs_two_rows_to_read_its_noise_floor():
+    data, groups, k, starts, window = smooth_problem(noise=0.0, baseline=(3.0, 5.0))
+    rates_per_k, stoichiometry, conc, target = data
+    with pytest.raises(ValueError, match="at least two"):
+        GroupSolve(rates_per_k, stoichiometry, conc, target[:1], groups, window_starts=starts[:1],
+                   window=window).solve(max_moves=0, start_rate_constants=k)

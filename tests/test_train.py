@@ -387,9 +387,14 @@ def test_bad_config_gives_one_line_and_exit_code_2(tmp_path, capsys, yaml_text, 
 @pytest.mark.parametrize(("setting", "expected"), [
     ("moment_window: 400", "training.moment_window 400 exceeds the 301 frames"),
     ("prediction_window: 301", "training.prediction_window 301 needs more than the 301 frames"),
+    ("prediction_window: 4, coeff_residual_fit: 1.0, type_grouping_at: 0.9, group_solve_moves: 10, "
+     "group_solve_window: 300", "training.group_solve_window 300 needs more than the 301 frames"),
 ])
 def test_a_setting_the_data_cannot_meet_gives_one_line_and_exit_code_2(tmp_path, capsys, setting, expected):
-    config = write_config(tmp_path / "small.yaml", SMALL_YAML.replace("seed: 3}", f"seed: 3, {setting}}}"))
+    text = SMALL_YAML.replace("seed: 3}", f"seed: 3, {setting}}}")
+    if "group_solve" in setting:
+        text = text.replace("n_layers_sub: 3}", "n_layers_sub: 3, homeostasis_head: mlp}")
+    config = write_config(tmp_path / "small.yaml", text)
     assert main([config, "--out", str(tmp_path / "out"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and expected in err

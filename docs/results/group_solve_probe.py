@@ -24,7 +24,8 @@ from sklearn.metrics import r2_score
 from threadpoolctl import threadpool_limits
 
 from metabo_tune.config import load_config
-from metabo_tune.group_solve import GroupSolution, GroupSolve
+from metabo_tune.group_solve import KNOTS_PER_GROUP, GroupSolution, GroupSolve
+from metabo_tune.homeostasis_losses import window_rates
 from metabo_tune.metrics import matched_accuracy
 from metabo_tune.simulate import Dataset, load_or_simulate
 from metabo_tune.train import GROUP_SOLVE_MIN_GAIN, Trainer
@@ -51,21 +52,30 @@ def scores(solution: GroupSolution, dataset) -> dict:
 
 
 def checkpoint_inputs(run: Path) -> tuple[torch.nn.Module, Dataset, tuple, np.ndarray]:
-    """The run's model (float64, from its checkpoint), its data, the group solve's inputs on every FRAME_STRIDE-th
-    frame with the groups its embeddings hold, and the run's k."""
+    """The run's model (float64, from its checkpoint), its data, the group solve's inputs with the groups its
+    embeddings hold, and the run's k. The inputs are the trainer's (Trainer.finish_with_group_solve): dc/dt on every
+    FRAME_STRIDE-th frame, or with the run's prediction_window > 1 the weak form over group_solve_window frames."""
     cfg = load_config(run / "config.yaml")
     dataset = load_or_simulate(cfg.simulation, measurement_noise_level=cfg.training.measurement_noise_level)
-    model = Trainer(cfg, dataset.observed, device="cpu").model
+    trainer = Trainer(cfg, dataset.observed, device="cpu")
+    model = trainer.model
     model.load_state_dict(torch.load(run / "checkpoint.pt", weights_only=False)["model"])
     model.double()
     trajectory = dataset.observed.trajectory
-    conc = trajectory.concentrations[::FRAME_STRIDE].astype(np.float64)
+    weak = trainer.prediction_window > 1
+    conc = trajectory.concentrations[::1 if weak else FRAME_STRIDE].astype(np.float64)
     with torch.no_grad():
         rates_per_k = (model.rates(torch.tensor(conc)) / torch.pow(10.0, model.log_k)).numpy()
         run_k = torch.pow(10.0, model.log_k).numpy()
     _, groups = np.unique(np.round(model.embedding.detach().numpy(), 6), axis=0, return_inverse=True)
-    inputs = (rates_per_k, dataset.observed.network.stoichiometry.astype(np.float64), conc,
-              trajectory.derivatives[::FRAME_STRIDE].astype(np.float64), groups.ravel())
+    stoichiometry = dataset.observed.network.stoichiometry.astype(np.float64)
+    if weak:
+        starts, window = trainer.solve_starts, trainer.solve_window
+        target = window_rates(trajectory.concentrations.astype(np.float64), window, trajectory.delta_t)[starts]
+        inputs = (rates_per_k, stoichiometry, conc, target, groups.ravel(), KNOTS_PER_GROUP, starts, window)
+    else:
+        inputs = (rates_per_k, stoichiometry, conc, trajectory.derivatives[::FRAME_STRIDE].astype(np.float64),
+                  groups.ravel())
     return model, dataset, inputs, run_k
 
 
@@ -78,7 +88,7 @@ def probe(run: Path) -> list[dict]:
         rows.append({"run": str(run), "moves": solution.moves, "merges": solution.merges,
                      "splits": solution.splits,
                      "misfit_rms": solution.misfit_rms,
-                     "start_misfit_rms": solution.start_misfit_rms,
+                     "start_misfit_rms": solution.start_misfit_rms, "noise_rms": solution.noise_rms,
                      **scores(solution, dataset)})
     print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.5g}"), flush=True)
     return rows
