@@ -307,8 +307,9 @@ class TrainingConfig(_Section):
                                 "rate law held, k and each group's homeostasis (piecewise linear in c) in one "
                                 "least-squares solve, then up to this many moves of single metabolites to the group "
                                 "that lowers the solved misfit most, two groups merged where the merge raises it "
-                                "less than 1.25-fold, and a group split in two where that lowers it twofold; the head "
-                                "is fitted to the solved functions (metabo_tune.group_solve). "
+                                "at most 1.25-fold, and a group split in two where that lowers it more than twofold "
+                                "(on noisy data in the weak form, misfits above their noise floor); the head is "
+                                "fitted to the solved functions (metabo_tune.group_solve). "
                                 "null: off.")
     group_solve_window: int = Field(
         100, ge=2, description="With prediction_window > 1 (noisy data): the frames each row of the group solve's "

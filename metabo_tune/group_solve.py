@@ -32,10 +32,10 @@ On noisy data the solve takes the weak form (`window_starts`): each row is the m
 Euler steps, so no derivative of the data is taken and the target's noise shrinks W-fold. Its misfit then has a
 floor, the noise, that no k or h can lower and that compresses every ratio of two misfits towards 1 (merging two
 types would look like the cost of merging one law's groups). So the weak form compares misfits above the floor:
-√(RMS² − floor²), the floor read from the solution on the run's groups as the part of its residual that changes
-from one row to the next (half the mean square of the differences of adjacent rows). That holds where the rows
-are consecutive window starts, whose noise terms share no frame, and the model's error is smooth in time, as a
-rate law and a homeostasis of c(t) are.
+√(RMS² − floor²), the floor read from the first solution (the run's groups refined by moves) as the part of its
+residual that changes from one row to the next (half the mean square of the differences of adjacent rows). That
+holds where the rows are consecutive window starts, whose noise terms share no frame, and the model's error is
+smooth in time, as a rate law and a homeostasis of c(t) are.
 """
 
 import dataclasses
