@@ -1033,7 +1033,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         pd.DataFrame(rows).to_csv(out / "runs.csv", index=False)
         first = row["first_converged"]
-        print(f"[bench] {method} rep {rep}: best full {row[f'best_after_{args.num_trials}']:.3f} after "
+        print(f"[bench] {method} rep {rep}: best full {row['best_reward']:.3f} after "
               f"{row['trials_done']} trials ({row['screen_trials']} screen, {row['errors']} errored), first "
               f"converged at {'none' if math.isnan(first) else f'trial {first:g}'}, {row['wall_s']:.0f} s",
               file=sys.stderr, flush=True)
