@@ -9,7 +9,8 @@
 # Stage 5 (networks 8301-8303): as stage 4 at the five MM points, after the group solve's merges and screened moves.
 # Stage 6 (networks 8401-8403): as stage 5 with MLP_node fitted 30 rounds to the solved functions (W=1: w 1 only).
 # Stage 7 (networks 8601-8603): measurement noise σ_m 0.01, the windows read from the data (prediction_window and
-# moment_window auto: 10 and 100 frames) and the weak-form group solve (K3W2=1: the point K 3, w 2 only).
+# moment_window auto: 10 and 100 frames) and the weak-form group solve; mass action, then the five MM points (K3W2=1:
+# the point K 3, w 2 only).
 set -u
 cd "$(dirname "$0")/../../.."
 PY=${PYTHON:-python}  # the interpreter with metabo_tune installed; JOBS (default 2): runs in parallel
@@ -54,8 +55,10 @@ elif [ "${STAGE:-2}" = 7 ]; then
       $PY -m metabo_tune.sweep configs/free_forms.yaml --method $method --set training.seed=2026 $MM $NOISY --set simulation.michaelis_K=3 --set simulation.homeostasis_width=2 --vary simulation.seed=8601,8602,8603 --jobs ${JOBS:-2} --out results/eval_mmK_free_forms${SUFFIX}_$method
     done
   else
-    sweep free_forms regression mm 8601,8602,8603 $NOISY
-    sweep free_forms gnn mm 8601,8602,8603 $NOISY
+    for tag in ma mm; do
+      sweep free_forms regression $tag 8601,8602,8603 $NOISY
+      sweep free_forms gnn $tag 8601,8602,8603 $NOISY
+    done
   fi
 elif [ "${STAGE:-2}" = 5 ]; then
   SUFFIX=_group_solve_8300
