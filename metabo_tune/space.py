@@ -33,7 +33,8 @@ steps), `bool` (flipped; no low/high), `choice` (`values: [mlp, linear]`, any co
 included, in an order: a step moves to the neighbouring value; no low/high). `low` < `high`, both
 inclusive, and both must be valid config values, those of a `requires` parameter with its requirements
 on. `requires: section.key` marks a value that matters only while that key is truthy (and in effect
-itself): while it is off, a trial's config keeps the base's value (`in_effect`). The budget keys
+itself): while it is off, a trial's config keeps the base's value, or null for a choice that has null among
+its values: a switch the requirement's off value contradicts (`in_effect`). The budget keys
 (n_epochs, data_augmentation_loop) and training.seed cannot be parameters: the first fix what a trial
 costs, the seed is noise that replicates vary. The base's own value of every parameter must lie in its
 range (an error, not a warning): the base is the first trial, and the strategies step from it and keep
@@ -141,9 +142,11 @@ class SearchSpace:
 
     def in_effect(self, values: dict[str, Any]) -> dict[str, Any]:
         """`values` with every parameter whose requirement is off (its `requires` falsy, or itself not in
-        effect) back at the base's value. The trainer ignores such a value, and some would contradict the
-        requirement's off value (type_grouping_at without the residual fit is an error), so a sampler that
-        draws every parameter at once, or a step that switches a requirement off, still gives a valid config."""
+        effect) back at the base's value, or at null where it is a choice with null among its values. The
+        trainer ignores such a value, and some would contradict the requirement's off value (type_grouping_at
+        without the residual fit is an error), so a sampler that draws every parameter at once, or a step that
+        switches a requirement off, still gives a valid config. Null is the switch's own off value: a base that
+        groups the types (noisy_rank_50) must not keep grouping in a trial that turns the residual fit off."""
         def current(name: str) -> Any:
             return values.get(name, get_value(self.base, name))
 
@@ -152,12 +155,17 @@ class SearchSpace:
             required = None if parameter is None else parameter.requires
             return required is None or (bool(current(required)) and on(required))
 
-        return {name: value if on(name) else get_value(self.base, name) for name, value in values.items()}
+        def off(name: str) -> Any:
+            parameter = self.parameters.get(name)
+            switch = parameter is not None and parameter.kind == "choice" and None in parameter.values
+            return None if switch else get_value(self.base, name)
+
+        return {name: value if on(name) else off(name) for name, value in values.items()}
 
     def config_for(self, values: dict[str, Any], seed: int | None = None, fidelity: str = FULL) -> Config:
         """The base config with `values` ('section.key' → value), optionally the training seed set, and
         at screen fidelity the screening overrides on top."""
-        values = self.in_effect(values)
+        values = self.in_effect(self.base_values() | values)
         if fidelity == SCREEN:
             if self.fidelity is None:
                 raise ValueError(f"{self.source}: a screen trial needs a fidelity section")
@@ -289,8 +297,25 @@ def _load_parameters(specs: Any, base: Config, frozen: tuple[str, ...], src: str
                 raise SpaceError(f"{where}: frozen by the entry '{entry}' under 'frozen'")
         parameters[name] = _parse_spec(name, spec, where)
     for name, parameter in parameters.items():
-        _check_domain(parameter, base, _requirements_on(parameter, parameters), f"{src}: parameters.{name}")
+        _check_domain(parameter, base, _requirements_on(parameter, parameters), _switches_under(name, parameters),
+                      f"{src}: parameters.{name}")
     return parameters
+
+
+def _switches_under(name: str, parameters: dict[str, Parameter]) -> dict[str, None]:
+    """The choices with null among their values whose chain of requirements passes through `name`: what
+    `SearchSpace.in_effect` switches off while `name` is off."""
+    switches: dict[str, None] = {}
+    for other in parameters.values():
+        required, seen = other.requires, set()
+        while required is not None and required not in seen:
+            if required == name:
+                if other.kind == "choice" and None in other.values:
+                    switches[other.name] = None
+                break
+            seen.add(required)
+            required = parameters[required].requires if required in parameters else None
+    return switches
 
 
 def _requirements_on(parameter: Parameter, parameters: dict[str, Parameter]) -> dict[str, Any]:
@@ -366,9 +391,11 @@ def _parse_choice(name: str, spec: dict, where: str, requires: str | None) -> Pa
     return Parameter(name, "choice", requires=requires, values=tuple(values))
 
 
-def _check_domain(parameter: Parameter, base: Config, requirements_on: dict[str, Any], where: str) -> None:
+def _check_domain(parameter: Parameter, base: Config, requirements_on: dict[str, Any], switches_under: dict[str, None],
+                  where: str) -> None:
     """Every bound (both values of a bool, each value of a choice) must give a valid config with its
-    requirements on, and the base must lie in range."""
+    requirements on (and, where the bound is off, the switches that require it off), and the base must lie in
+    range."""
     if parameter.kind == "bool":
         bounds = [("value", False), ("value", True)]
     elif parameter.kind == "choice":
@@ -376,7 +403,7 @@ def _check_domain(parameter: Parameter, base: Config, requirements_on: dict[str,
     else:
         bounds = [("low", parameter.low), ("high", parameter.high)]
     for label, value in bounds:
-        problem = _config_problem(base, requirements_on | {parameter.name: value})
+        problem = _config_problem(base, requirements_on | {parameter.name: value} | ({} if value else switches_under))
         if problem:
             raise SpaceError(f"{where}: {label} {value!r} is not a valid config value ({problem})")
     current = get_value(base, parameter.name)

@@ -223,6 +223,18 @@ def test_a_value_whose_requirement_is_off_takes_the_base_value_down_the_chain() 
     assert space.in_effect({"training.time_step": 3, "training.recurrent_training": True})["training.time_step"] == 3
 
 
+def test_a_switch_whose_requirement_is_off_is_switched_off_not_kept_at_the_base() -> None:
+    """noisy_rank_50's base groups the types, which needs the residual fit: a trial that draws the fit off
+    gets the grouping off (its null), not the base's 0.95, which the config would refuse."""
+    space = load_space(NOISY)
+    assert space.base.training.type_grouping_at == 0.95
+    off = space.config_for({"training.coeff_residual_fit": 0.0}).training
+    assert (off.coeff_residual_fit, off.type_grouping_at) == (0.0, None)
+    assert off.residual_fit_start == space.base.training.residual_fit_start  # not a switch: the base's value
+    on = space.config_for({"training.coeff_residual_fit": 10.0, "training.type_grouping_at": 0.98}).training
+    assert on.type_grouping_at == 0.98
+
+
 def test_budget_overrides_the_base(tmp_path: Path) -> None:
     raw = yaml.safe_load(SMOKE.read_text())
     raw["budget"] = {"data_augmentation_loop": 20}
@@ -583,16 +595,16 @@ def test_the_joint_recovery_config_is_the_mission_spreads_last_slot() -> None:
 
 
 def test_the_noisy_space_is_the_joint_recovery_config_in_weak_form_on_noisy_data(tmp_path: Path) -> None:
-    """noisy_rank_50's base is configs/joint_recovery.yaml plus the weak forms with their windows read from the data
-    and the head attached to the prediction loss, on the mission network measured with σ_m = 0.01; the noise level
-    is part of the data, so the search may not change it."""
+    """noisy_rank_50's base is configs/joint_recovery.yaml plus the weak forms with their windows read from the data,
+    the head attached to the prediction loss and the types grouped at 95 %, on the mission network measured with
+    σ_m = 0.01; the noise level is part of the data, so the search may not change it."""
     space = load_space(NOISY)
     exact = load_config(SPACES.parent / "configs" / "joint_recovery.yaml").to_dict()
     noisy = space.base.to_dict()
     assert noisy["simulation"] == exact["simulation"] and noisy["graph_model"] == exact["graph_model"]
     changed = {key: value for key, value in noisy["training"].items() if exact["training"][key] != value}
     assert changed == {"measurement_noise_level": 0.01, "moment_window": "auto", "prediction_window": "auto",
-                       "detach_homeostasis": False}
+                       "detach_homeostasis": False, "type_grouping_at": 0.95}
     assert "auto" in space.parameters["training.moment_window"].values
     assert "auto" in space.parameters["training.prediction_window"].values
     raw = yaml.safe_load(NOISY.read_text())
