@@ -157,8 +157,7 @@ class SearchSpace:
 
         def off(name: str) -> Any:
             parameter = self.parameters.get(name)
-            switch = parameter is not None and parameter.kind == "choice" and None in parameter.values
-            return None if switch else get_value(self.base, name)
+            return None if parameter is not None and _is_switch(parameter) else get_value(self.base, name)
 
         return {name: value if on(name) else off(name) for name, value in values.items()}
 
@@ -302,6 +301,11 @@ def _load_parameters(specs: Any, base: Config, frozen: tuple[str, ...], src: str
     return parameters
 
 
+def _is_switch(parameter: Parameter) -> bool:
+    """A choice with null among its values: null is its off value."""
+    return parameter.kind == "choice" and None in parameter.values
+
+
 def _switches_under(name: str, parameters: dict[str, Parameter]) -> dict[str, None]:
     """The choices with null among their values whose chain of requirements passes through `name`: what
     `SearchSpace.in_effect` switches off while `name` is off."""
@@ -310,7 +314,7 @@ def _switches_under(name: str, parameters: dict[str, Parameter]) -> dict[str, No
         required, seen = other.requires, set()
         while required is not None and required not in seen:
             if required == name:
-                if other.kind == "choice" and None in other.values:
+                if _is_switch(other):
                     switches[other.name] = None
                 break
             seen.add(required)
