@@ -303,14 +303,20 @@ class TrainingConfig(_Section):
         description="n_types 'auto': two groups merge when each one's residuals are fitted by the other's centre at "
                     "most this much (relative) worse than by its own.")
     group_solve_moves: int | None = Field(
-        None, ge=0, description="At the end of the run (after type_grouping_at, with the MLP head): with the learned "
-                                "rate law held, k and each group's homeostasis (piecewise linear in c) in one "
+        None, ge=0, description="At the end of the run (after type_grouping_at): with the learned "
+                                "rate law held, k and each group's homeostasis (piecewise linear in c with the MLP "
+                                "head, linear in c with the linear head) in one "
                                 "least-squares solve, then up to this many moves of single metabolites to the group "
                                 "that lowers the solved misfit most, two groups merged where the merge raises it "
                                 "at most 1.25-fold, and a group split in two where that lowers it more than twofold "
                                 "(on noisy data in the weak form, misfits above their noise floor); the head is "
                                 "fitted to the solved functions (metabo_tune.group_solve). "
                                 "null: off.")
+    group_solve_takes_groups: bool = Field(
+        False, description="With group_solve_moves: where the solve is not applied (its k lowers the misfit less than "
+                           "twofold), still take its groups, each group's homeostasis solved with the run's k held. "
+                           "A move or split happens only where the data's misfit falls, so the groups are the "
+                           "data's verdict whatever the verdict on k. false: such a run stays as it is.")
     group_solve_window: int = Field(
         100, ge=2, description="With prediction_window > 1 (noisy data): the frames each row of the group solve's "
                                "weak form averages, (c[t+W] − c[t]) / (W·dt) at every start t. Its noise falls as 1/W "
@@ -400,9 +406,6 @@ class Config(_Section):
                 and self.graph_model.homeostasis_head != "linear":
             warnings.warn(f"training.conservation_frames 'all' is the linear head's exact moment form; the MLP head "
                           f"samples {DEFAULT_CONSERVATION_FRAMES} frames per step instead", stacklevel=2)
-        if self.training.group_solve_moves is not None and self.graph_model.homeostasis_head != "mlp":
-            raise ValueError("training.group_solve_moves needs graph_model.homeostasis_head 'mlp': the solved "
-                             "homeostasis is written into MLP_node")
         if self.training.coeff_residual_fusion > 0 and self.training.coeff_residual_fit == 0:
             warnings.warn("training.coeff_residual_fusion acts during the residual fit only; with "
                           "coeff_residual_fit 0 it is ignored", stacklevel=2)

@@ -39,7 +39,8 @@ LOSS_COMPONENTS = ("loss", "prediction", "MLP_sub_diff", "MLP_node_L1", "MLP_sub
                    "residual_fit", "embedding_fusion", "MLP_node_restoring")
 _RESTORING_GRID_POINTS = 24
 GROUP_SOLVE_FRAME_STRIDE = 2  # the group solve's frames: every 2nd (the exact-data fit is as good as on all)
-GROUP_SOLVE_HEAD_POINTS = 2000  # per group, where MLP_node is fitted to the solved function
+GROUP_SOLVE_HEAD_POINTS = 2000  # per group, where the head is fitted to the solved function
+LINEAR_HEAD_KNOTS = 2  # with the linear head the group solve's h is linear in c: knots at the members' extremes
 GROUP_SOLVE_MIN_GAIN = 2.0  # the solve is applied where it lowers the run's misfit (RMS) at least this many-fold
 # L-BFGS rounds of that fit: it converges in about 30 (development, 8202 at w 1: relative misfit 2.8e-3 after 6,
 # 2.2e-4 after 30 and after 60; a sharp h fitted in 6 kept 0.49-0.65 of its slope at the zero, in 30 0.90-0.98)
@@ -399,37 +400,47 @@ class Trainer:
         every start t, W = group_solve_window, and compares misfits above their noise floor.
         Applied only where it lowers the misfit of the run's own k (each group's h solved) at least
         GROUP_SOLVE_MIN_GAIN-fold: then log k takes the solved k where positive, every embedding its group's centre,
-        and MLP_node the solved functions. Where it does not, the data do not prefer its k over the run's, and the
-        run stays as it is."""
+        and the head the solved functions. Where it does not, the data do not prefer its k over the run's: the run
+        keeps its k, and stays as it is unless training.group_solve_takes_groups, where it takes the solve's groups
+        (if they differ from its own) with each group's h solved at its own k."""
         started = time.perf_counter()
         weak = self.solve_starts is not None
         conc = self.conc if weak else self.conc[::GROUP_SOLVE_FRAME_STRIDE]
         target = (window_rates(self.conc.double(), self.solve_window, self.delta_t)[self.solve_starts] if weak
                   else self.deriv[::GROUP_SOLVE_FRAME_STRIDE])
         window = (self.solve_starts, self.solve_window) if weak else (None, 1)
+        knots = LINEAR_HEAD_KNOTS if self.model.relaxation is not None else KNOTS_PER_GROUP
         with torch.no_grad():
             rates_per_k = (self.model.rates(conc) / torch.pow(10.0, self.model.log_k)).double().cpu().numpy()
             run_k = torch.pow(10.0, self.model.log_k.double()).cpu().numpy()
         with threadpool_limits(limits=self.cfg.training.n_threads):  # numpy's BLAS too: one thread per trial
-            solution = GroupSolve(rates_per_k, self.stoichiometry.astype(np.float64), conc.double().cpu().numpy(),
-                                  target.double().cpu().numpy(), self.type_groups.labels, KNOTS_PER_GROUP,
-                                  *window).solve(self.cfg.training.group_solve_moves, run_k,
-                                                 min_split_gain=GROUP_SOLVE_MIN_GAIN)
+            solve = GroupSolve(rates_per_k, self.stoichiometry.astype(np.float64), conc.double().cpu().numpy(),
+                                  target.double().cpu().numpy(), self.type_groups.labels, knots, *window)
+            solution = solve.solve(self.cfg.training.group_solve_moves, run_k, min_split_gain=GROUP_SOLVE_MIN_GAIN)
         applied = solution.excess_rms * GROUP_SOLVE_MIN_GAIN <= solution.start_excess_rms
+        regrouped = not np.array_equal(solution.groups, self.type_groups.labels)
+        groups_taken = not applied and regrouped and self.cfg.training.group_solve_takes_groups
         self.group_solve_report = {"group_solve_applied": int(applied), "group_solve_moves": solution.moves,
                                    "group_solve_merges": solution.merges, "group_solve_splits": solution.splits,
                                    "group_solve_misfit_rms": solution.misfit_rms,
                                    "group_solve_start_misfit_rms": solution.start_misfit_rms,
                                    "group_solve_noise_rms": solution.noise_rms}
+        if self.cfg.training.group_solve_takes_groups:
+            self.group_solve_report["group_solve_groups_taken"] = int(groups_taken)
         if applied:
-            self._apply_group_solution(solution)
+            self._apply_group_solution(solution, with_rate_constants=True)
+        elif groups_taken:
+            with threadpool_limits(limits=self.cfg.training.n_threads):
+                held = GroupSolve(*solve.data, solution.groups, knots, *window).with_rate_constants(run_k)
+            self._apply_group_solution(held, with_rate_constants=False)
         self.group_solve_report["group_solve_time_s"] = time.perf_counter() - started
 
-    def _apply_group_solution(self, solution: GroupSolution) -> None:
-        positive = solution.rate_constants > 0
-        with torch.no_grad():
-            self.model.log_k[torch.as_tensor(positive, device=self.device)] = torch.as_tensor(
-                np.log10(solution.rate_constants[positive]), dtype=self.model.log_k.dtype, device=self.device)
+    def _apply_group_solution(self, solution: GroupSolution, with_rate_constants: bool) -> None:
+        if with_rate_constants:
+            positive = solution.rate_constants > 0
+            with torch.no_grad():
+                self.model.log_k[torch.as_tensor(positive, device=self.device)] = torch.as_tensor(
+                    np.log10(solution.rate_constants[positive]), dtype=self.model.log_k.dtype, device=self.device)
         self.type_groups = self.type_groups.regrouped(solution.groups)
         with torch.no_grad():
             self.model.embedding.copy_(torch.as_tensor(self.type_groups.centres[solution.groups],
@@ -437,8 +448,9 @@ class Trainer:
         self._fit_head_to(solution)
 
     def _fit_head_to(self, solution: GroupSolution) -> None:
-        """MLP_node at each group's centre fitted (in float64) to the group's solved function, at quantiles of its
-        members' concentrations: where the data are, and where the head is read."""
+        """The head (MLP_node or the linear relaxation) at each group's centre fitted (in float64) to the group's
+        solved function, at quantiles of its members' concentrations: where the data are, and where the head is
+        read."""
         conc = self.conc.double().cpu().numpy()
         points, values, embeddings = [], [], []
         for g in np.unique(solution.groups):  # a group that moves emptied has no function to fit
@@ -448,7 +460,7 @@ class Trainer:
             embeddings.append(np.repeat(self.type_groups.centres[g][None], len(where), 0))
         points, values, embeddings = (torch.as_tensor(np.concatenate(parts), dtype=torch.float64, device=self.device)
                                       for parts in (points, values, embeddings))
-        head = self.model.node_mlp.double()
+        head = (self.model.node_mlp if self.model.relaxation is None else self.model.relaxation).double()
         scale = values.square().mean().clamp(min=1e-300)
         minimise_lbfgs(head.parameters(),
                        lambda: (self.model.head(points, embeddings) - values).square().mean() / scale,

@@ -444,10 +444,10 @@ GROUPED = {"type_grouping_at": 0.9, "coeff_residual_fit": 1.0, "residual_fit_sta
 @pytest.mark.parametrize(("raw", "expected"), [
     ({"training": {"group_solve_moves": 5}}, "group_solve_moves 5 needs type_grouping_at"),
     ({"training": GROUPED | {"group_solve_moves": -1}}, "training.group_solve_moves"),
-    ({"training": GROUPED | {"group_solve_moves": 5}, "graph_model": {"homeostasis_head": "linear"}},
-     "group_solve_moves needs graph_model.homeostasis_head 'mlp'"),
 ])
-def test_the_group_solve_needs_type_groups_and_the_mlp_head(raw, expected):
+def test_the_group_solve_needs_type_groups_under_either_head(raw, expected):
     assert expected in dict_error(raw)
-    on = config_from_dict({"training": GROUPED | {"group_solve_moves": 5}, "graph_model": {"homeostasis_head": "mlp"}})
-    assert on.training.group_solve_moves == 5
+    for head in ("mlp", "linear"):
+        on = config_from_dict({"training": GROUPED | {"group_solve_moves": 5},
+                               "graph_model": {"homeostasis_head": head}})
+        assert on.training.group_solve_moves == 5

@@ -72,6 +72,36 @@ def test_the_start_misfit_holds_k_and_solves_only_the_groups_homeostasis():
     assert solution.misfit_rms < 1e-6
 
 
+def test_with_k_held_each_groups_homeostasis_is_solved_on_the_groups_as_they_stand():
+    """The linear head's solve: two knots per group (h linear in c). At the true k the solved h is each law; at a
+    k off the truth the misfit is that of misfit_with_rate_constants; the groups and the k are kept as given."""
+    rates_per_k, stoichiometry, conc, target, groups, k, slope, baseline = linear_homeostasis_problem(seed=7)
+    solve = GroupSolve(rates_per_k, stoichiometry, conc, target, groups, knots_per_group=2)
+    held = solve.with_rate_constants(k)
+    assert (held.groups == groups).all() and held.moves == 0 and held.misfit_rms < 1e-9
+    np.testing.assert_array_equal(held.rate_constants, k)
+    grid = np.linspace(1.0, 7.0, 13)
+    for g in (0, 1):
+        assert len(held.knots[g]) == 2
+        np.testing.assert_allclose(held.homeostasis(g, grid), -slope[g] * (grid - baseline[g]), atol=1e-9)
+    off = k * np.exp(np.random.default_rng(8).normal(0.0, 0.3, k.shape))
+    assert held.misfit_rms < solve.with_rate_constants(off).misfit_rms == pytest.approx(
+        np.sqrt(solve.misfit_with_rate_constants(off) / target.size))
+
+
+def test_a_split_that_leaves_one_law_in_two_groups_is_merged_back():
+    """Two of law 1's members in law 0's group and no moves allowed: the split takes them out of it into a third
+    group, whose law is group 1's, and the merges after the split join it to group 1."""
+    rates_per_k, stoichiometry, conc, target, groups, k, _, _ = linear_homeostasis_problem(seed=9)
+    misplaced = groups.copy()
+    misplaced[[1, 3]] = 0
+    solution = GroupSolve(rates_per_k, stoichiometry, conc, target, misplaced).solve(
+        max_moves=0, start_rate_constants=k, min_split_gain=2.0)
+    assert solution.splits == 1 and solution.merges == 1 and len(solution.knots) == 2
+    assert (solution.groups == groups).all() or (solution.groups == 1 - groups).all()
+    assert solution.misfit_rms < 1e-6
+
+
 def test_a_group_that_pools_two_laws_is_split_and_a_group_of_one_law_is_not():
     rates_per_k, stoichiometry, conc, target, groups, k, slope, baseline = linear_homeostasis_problem(seed=4)
     pooled = np.zeros_like(groups)
