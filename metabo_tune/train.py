@@ -415,7 +415,7 @@ class Trainer:
             run_k = torch.pow(10.0, self.model.log_k.double()).cpu().numpy()
         with threadpool_limits(limits=self.cfg.training.n_threads):  # numpy's BLAS too: one thread per trial
             solve = GroupSolve(rates_per_k, self.stoichiometry.astype(np.float64), conc.double().cpu().numpy(),
-                                  target.double().cpu().numpy(), self.type_groups.labels, knots, *window)
+                               target.double().cpu().numpy(), self.type_groups.labels, knots, *window)
             solution = solve.solve(self.cfg.training.group_solve_moves, run_k, min_split_gain=GROUP_SOLVE_MIN_GAIN)
         applied = solution.excess_rms * GROUP_SOLVE_MIN_GAIN <= solution.start_excess_rms
         regrouped = not np.array_equal(solution.groups, self.type_groups.labels)
