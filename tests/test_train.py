@@ -1,3 +1,4 @@
+import copy
 import dataclasses
 import json
 import math
@@ -599,32 +600,30 @@ def test_the_linear_head_and_its_group_solve_recover_k_the_slopes_and_every_type
     assert solved["classification"] == "converged" and solved["rate_constants_R2"] > 0.999
 
 
-def spoiled_run_solved(takes_groups: bool, dataset) -> Trainer:
+def test_the_solves_groups_are_taken_with_the_runs_own_k_where_its_k_is_not(monkeypatch):
     """A short linear-head run at σ_m 0.01 whose grouping is spoiled by hand before its last step (metabolite 0 put in
-    the other group), then finished with the group solve."""
+    the other group), finished twice from there with its solve never applied (GROUP_SOLVE_MIN_GAIN infinite): with
+    group_solve_takes_groups the solve's moves put metabolite 0 back and the run takes those groups, each embedding
+    its group's centre, with every k its own; without, the run keeps the spoiled groups. Nothing else differs."""
+    monkeypatch.setattr(train_module, "GROUP_SOLVE_MIN_GAIN", math.inf)
     cfg = final_config(simulation=JOINT_SIM, hidden_dim_sub=32, data_augmentation_loop=100, seed=1,
                        measurement_noise_level=0.01, prediction_window=10, moment_window=30, type_grouping_at=0.95,
-                       group_solve_moves=30, group_solve_takes_groups=takes_groups)
-    trainer = Trainer(cfg, dataset.observed, "cpu")
-    trainer.run(until=trainer.total_iterations - 1)
-    groups = trainer.type_groups
+                       group_solve_moves=30, group_solve_takes_groups=True)
+    dataset = load_or_simulate(cfg.simulation, measurement_noise_level=0.01)
+    taker = Trainer(cfg, dataset.observed, "cpu")
+    taker.run(until=taker.total_iterations - 1)
+    groups = taker.type_groups
     assert metrics.matched_accuracy(groups.labels, dataset.truth.types) == 1.0
     spoiled = groups.labels.copy()
     spoiled[0] = 1 - spoiled[0]
-    trainer.type_groups = dataclasses.replace(groups, labels=spoiled)
+    taker.type_groups = dataclasses.replace(groups, labels=spoiled)
     with torch.no_grad():
-        trainer.model.embedding.copy_(torch.as_tensor(groups.centres[spoiled], dtype=torch.float32))
-    trainer.run()
-    return trainer
-
-
-def test_the_solves_groups_are_taken_with_the_runs_own_k_where_its_k_is_not(monkeypatch):
-    """The spoiled run with its solve never applied (GROUP_SOLVE_MIN_GAIN infinite): with group_solve_takes_groups
-    the solve's moves put metabolite 0 back and the run takes those groups, each embedding its group's centre, with
-    every k its own; without, the run keeps the spoiled groups. The two runs differ in nothing else."""
-    monkeypatch.setattr(train_module, "GROUP_SOLVE_MIN_GAIN", math.inf)
-    dataset = load_or_simulate(final_config(simulation=JOINT_SIM).simulation, measurement_noise_level=0.01)
-    taker, keeper = spoiled_run_solved(True, dataset), spoiled_run_solved(False, dataset)
+        taker.model.embedding.copy_(torch.as_tensor(groups.centres[spoiled], dtype=torch.float32))
+    keeper = copy.deepcopy(taker)
+    keeping = cfg.training.model_copy(update={"group_solve_takes_groups": False})
+    keeper.cfg = cfg.model_copy(update={"training": keeping})
+    taker.run()
+    keeper.run()
     assert taker.group_solve_report["group_solve_applied"] == keeper.group_solve_report["group_solve_applied"] == 0
     assert taker.group_solve_report["group_solve_groups_taken"] == 1
     assert "group_solve_groups_taken" not in keeper.group_solve_report  # reported where the flag is on
@@ -633,8 +632,7 @@ def test_the_solves_groups_are_taken_with_the_runs_own_k_where_its_k_is_not(monk
     assert torch.equal(taker.model.log_k, keeper.model.log_k)
     centres = torch.as_tensor(taker.type_groups.centres[taker.type_groups.labels], dtype=torch.float32)
     assert torch.equal(taker.model.embedding.detach(), centres)
-    values = evaluate(taker.result(), dataset)
-    assert values["embedding_cluster_acc"] == 1.0
+    assert evaluate(taker.result(), dataset)["embedding_cluster_acc"] == 1.0
 
 
 def test_the_weak_form_converges_under_measurement_noise_on_a_small_network():
