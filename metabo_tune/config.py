@@ -386,6 +386,12 @@ class RegressionConfig(_Section):
     n_types: CountOrAuto = Field(
         "auto", description="Metabolite types of the mixture of shared relaxations; 'auto' chooses by BIC.")
     max_types: int = Field(4, ge=1, description="The largest number of types 'auto' tries.")
+    zero_margin: Annotated[float, Field(ge=0, allow_inf_nan=False)] | Literal["auto"] | None = Field(
+        "auto", description="A metabolite's rows whose window (frames t … t+W) comes within this margin of zero "
+                            "concentration are left out of the fit: the simulator clamps c at zero, which breaks the "
+                            "ODE there, and measurements clipped at zero are biased within a few σ of it. 'auto': "
+                            "3 × the measurement noise read from the data (on exact data, windows that touch zero). "
+                            "null: every row kept.")
 
 
 class Config(_Section):

@@ -451,3 +451,13 @@ def test_the_group_solve_needs_type_groups_under_either_head(raw, expected):
         on = config_from_dict({"training": GROUPED | {"group_solve_moves": 5},
                                "graph_model": {"homeostasis_head": head}})
         assert on.training.group_solve_moves == 5
+
+
+@pytest.mark.parametrize(("value", "accepted"), [("auto", True), (0.02, True), (0, True), (None, True), (-0.1, False),
+                                                 ("some", False)])
+def test_the_regressions_zero_margin_is_auto_a_concentration_or_null(value, accepted):
+    raw = {"regression": {"zero_margin": value}}
+    if accepted:
+        assert config_from_dict(raw).regression.zero_margin == value
+    else:
+        assert "regression.zero_margin" in dict_error(raw)
