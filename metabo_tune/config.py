@@ -302,6 +302,13 @@ class TrainingConfig(_Section):
         0.25, gt=0, allow_inf_nan=False,
         description="n_types 'auto': two groups merge when each one's residuals are fitted by the other's centre at "
                     "most this much (relative) worse than by its own.")
+    zero_margin: Annotated[float, Field(ge=0, allow_inf_nan=False)] | Literal["auto"] | None = Field(
+        None, description="A metabolite's entries whose window comes within this margin of zero concentration are "
+                          "left out of the prediction loss (frames t … t+W of a prediction window) and of the "
+                          "residual's moments and cross fit (each moment window's frames), as "
+                          "regression.zero_margin leaves them out of the regression: the simulator clamps c at "
+                          "zero and measurements are clipped there, so no rate law fits them. 'auto': 3 × the "
+                          "measurement noise read from the data. null: every entry kept.")
     group_solve_moves: int | None = Field(
         None, ge=0, description="At the end of the run (after type_grouping_at): with the learned "
                                 "rate law held, k and each group's homeostasis (piecewise linear in c with the MLP "
@@ -351,6 +358,9 @@ class TrainingConfig(_Section):
             raise ValueError(f"type_grouping_at {self.type_grouping_at:g} needs coeff_residual_fit > 0 and "
                              f"residual_fit_start <= type_grouping_at (got {self.coeff_residual_fit:g} and "
                              f"{self.residual_fit_start:g}): the groups are chosen by the head's fit to the residual")
+        if self.zero_margin is not None and self.recurrent_training:
+            raise ValueError("zero_margin leaves entries out of the one-step (or windowed) prediction loss; "
+                             "recurrent_training rolls states forward instead: set zero_margin null")
         if self.group_solve_moves is not None and self.type_grouping_at is None:
             raise ValueError(f"group_solve_moves {self.group_solve_moves} needs type_grouping_at: the solve fits one "
                              f"homeostasis per type group")

@@ -129,9 +129,19 @@ class ResidualMoments:
     r_sq: torch.Tensor
 
     @classmethod
-    def of(cls, concentrations: torch.Tensor, residual: torch.Tensor) -> ResidualMoments:
+    def of(cls, concentrations: torch.Tensor, residual: torch.Tensor,
+           weight: torch.Tensor | None = None) -> ResidualMoments:
+        """The moments over every frame (or window), or over those `weight` [frames, n] keeps for each metabolite."""
         c, r = concentrations.double(), residual.double()
-        return cls(c.mean(0), (c * c).mean(0), r.mean(0), (c * r).mean(0), (r * r).mean(0))
+        if weight is None:
+            return cls(c.mean(0), (c * c).mean(0), r.mean(0), (c * r).mean(0), (r * r).mean(0))
+        w = weight.double()
+        count = w.sum(0).clamp(min=1.0)
+
+        def mean(values: torch.Tensor) -> torch.Tensor:
+            return (values * w).sum(0) / count
+
+        return cls(mean(c), mean(c * c), mean(r), mean(c * r), mean(r * r))
 
     def _mean_square(self, rate: torch.Tensor, baseline: torch.Tensor, metabolites: slice | None) -> torch.Tensor:
         """mean_t (−λ(c − b) − r)², the moments indexed by `metabolites` (None adds an axis) so that
@@ -174,8 +184,9 @@ class HomeostasisLosses:
     `moment_window_shape` says how c is averaged, `window_means`)."""
 
     def __init__(self, tcfg: TrainingConfig, model: MetabolicGNN, trajectory: Trajectory, null_space: np.ndarray,
-                 conc: torch.Tensor, deriv: torch.Tensor, total_iterations: int, window: int) -> None:
-        """`window` is tcfg.moment_window, resolved from the data where it is 'auto'."""
+                 conc: torch.Tensor, deriv: torch.Tensor, total_iterations: int, window: int,
+                 zero_margin: float | None = None) -> None:
+        """`window` is tcfg.moment_window and `zero_margin` tcfg.zero_margin, resolved from the data where 'auto'."""
         self.tcfg, self.model, self.conc, self.deriv, self.window = tcfg, model, conc, deriv, window
         device = conc.device
         self.null_space = torch.tensor(null_space, dtype=torch.float32, device=device)
@@ -185,6 +196,11 @@ class HomeostasisLosses:
             raise DataError(f"training.moment_window {window} exceeds the {trajectory.n_frames} frames of the data"
                             f"{spans}: choose a smaller window")
         self.trajectory, self.window_span = trajectory, frames - 1
+        # [windows, n] 1 where the metabolite's window stays clear of zero (None: every window): the residual's
+        # moments and cross fit leave the rest out
+        self.clear = (None if zero_margin is None else torch.as_tensor(
+            self.windows_within_runs(trajectory.clear_of_zero(self.window_span, zero_margin))[0],
+            dtype=torch.float32, device=device))
         self.window_concentrations, self.window_derivatives = self.windows_within_runs(*window_means(
             trajectory.concentrations, trajectory.derivatives, window, tcfg.moment_window_shape))
         self.moments: ConservationMoments | None = None
@@ -269,7 +285,7 @@ class HomeostasisLosses:
         fusion's neighbours."""
         windows = self.current_residual()
         if self.linear_head:
-            return ResidualMoments.of(*windows)
+            return ResidualMoments.of(*windows, self.clear)
         concentrations, residual = (values.float() for values in windows)
         return ResidualFrames(concentrations, residual, self.head_neighbours(concentrations, residual))
 
@@ -279,18 +295,25 @@ class HomeostasisLosses:
         the current reactions fitted by the head at each candidate embedding (type_groups.CrossFit)."""
         concentrations, residual = (values.float() for values in self.current_residual())
         embedding = torch.as_tensor(centres, dtype=self.model.embedding.dtype, device=self.conc.device)
-        return self.cross_fit(concentrations, residual, embedding).double().cpu().numpy()
+        return self.cross_fit(concentrations, residual, embedding, self.clear).double().cpu().numpy()
 
-    def cross_fit(self, concentrations: torch.Tensor, residual: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
-        """[n, m]: mean over the given frames of (h(c_i, e_j) − r_i)², metabolite i's residual fitted by the head at
-        each of the m embeddings e_j; metabolites in blocks of at most _CROSS_FIT_ROWS head evaluations."""
+    def cross_fit(self, concentrations: torch.Tensor, residual: torch.Tensor, embedding: torch.Tensor,
+                  weight: torch.Tensor | None = None) -> torch.Tensor:
+        """[n, m]: mean over the given frames (those `weight` keeps for each metabolite) of (h(c_i, e_j) − r_i)²,
+        metabolite i's residual fitted by the head at each of the m embeddings e_j; metabolites in blocks of at most
+        _CROSS_FIT_ROWS head evaluations."""
         n, m = residual.shape[1], embedding.shape[0]
         block = max(1, _CROSS_FIT_ROWS // (residual.shape[0] * m))
         fits = []
         for start in range(0, n, block):  # [frames, i, j]: h(c_i, e_j), i in this block, then the mean over frames
             rows = concentrations[:, start:start + block]
             cross = self.model.head(rows.unsqueeze(-1).expand(-1, -1, m), embedding)
-            fits.append((cross - residual[:, start:start + block].unsqueeze(-1)).square().mean(0))
+            squares = (cross - residual[:, start:start + block].unsqueeze(-1)).square()
+            if weight is None:
+                fits.append(squares.mean(0))
+            else:
+                kept = weight[:, start:start + block].unsqueeze(-1).to(squares.dtype)
+                fits.append((squares * kept).sum(0) / kept.sum(0).clamp(min=1.0))
         return torch.cat(fits)
 
     def head_neighbours(self, concentrations: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:

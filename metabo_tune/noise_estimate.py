@@ -92,6 +92,18 @@ def resolved_prediction_window(setting: int | str, concentrations: np.ndarray,
     return resolved_window(setting, concentrations, prediction_window, run_starts)
 
 
+ZERO_MARGIN_NOISE = 3.0  # zero_margin 'auto': this many times the measurement noise read from the data
+
+
+def resolved_zero_margin(setting: float | str | None, concentrations: np.ndarray,
+                         run_starts: tuple[int, ...] = (0,)) -> float | None:
+    """regression.zero_margin or training.zero_margin as a concentration: 'auto' from the noise read from the data
+    (on exact data about 0: only windows that touch zero are left out); None leaves every entry in."""
+    if setting == "auto":
+        return ZERO_MARGIN_NOISE * estimate_measurement_noise(concentrations, run_starts)
+    return None if setting is None else float(setting)
+
+
 def noise_report(concentrations: np.ndarray, true_level: float | None,
                  run_starts: tuple[int, ...] = (0,)) -> dict[str, float]:
     """analysis.log's noise keys: the estimate, its ratio to the data's motion, and the truth where known."""

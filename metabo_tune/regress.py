@@ -45,11 +45,15 @@ from sklearn.exceptions import ConvergenceWarning
 
 from metabo_tune.config import Config, ConfigError, load_config
 from metabo_tune.homeostasis_losses import sliding_mean, window_rates
-from metabo_tune.noise_estimate import estimate_measurement_noise, noise_ratio, regression_window
+from metabo_tune.noise_estimate import (
+    estimate_measurement_noise,
+    noise_ratio,
+    regression_window,
+    resolved_zero_margin,
+)
 from metabo_tune.simulate import DataError, Dataset, Network, Observed, Trajectory, load_or_simulate
 
 NULL_SPACE_TOLERANCE = 1e-10  # eigenvalues of the scaled Gram matrix below this × the largest span its null space
-ZERO_MARGIN_NOISE = 3.0  # regression.zero_margin 'auto': this many times the measurement noise read from the data
 K_FLOOR = 1e-10  # log10 k of a non-positive fitted k is written as log10 of this: an outlier, not a nan
 
 
@@ -129,11 +133,9 @@ def rows_clear_of_zero(trajectory: Trajectory, window: int, margin: float | None
     fit's k R² at 0.989 and 0.9998, and without them 1.0000 on both."""
     if margin is None:
         return None
-    conc = trajectory.concentrations
     if window == 1:
-        return conc > margin
-    lowest = np.lib.stride_tricks.sliding_window_view(conc, window + 1, axis=0).min(-1)
-    return trajectory.within_runs(lowest, window) > margin
+        return trajectory.clear_of_zero(0, margin)
+    return trajectory.within_runs(trajectory.clear_of_zero(window, margin), window)
 
 
 @dataclass(frozen=True)
@@ -342,7 +344,7 @@ def fit_known_forms(observed: Observed, window: int | str = "auto", n_types: int
         raise DataError(f"regression.window {window} leaves fewer than 2 rows in the {trajectory.n_frames} frames "
                         f"of the data")
     monomial_means, conc_means, rates = weak_form_rows(trajectory, network, window)
-    margin = ZERO_MARGIN_NOISE * noise if zero_margin == "auto" else zero_margin
+    margin = resolved_zero_margin(zero_margin, trajectory.concentrations, trajectory.run_starts)
     kept = rows_clear_of_zero(trajectory, window, margin)
     noise_moments = NoiseMoments.of(noise, window, trajectory.delta_t)
     equations = normal_equations(monomial_means, conc_means, rates, network.stoichiometry, noise_moments, kept)

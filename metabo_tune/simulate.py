@@ -116,6 +116,14 @@ class Trajectory:
         ends = (*self.run_starts[1:], self.n_frames)
         return np.concatenate([np.arange(start, end - span) for start, end in zip(self.run_starts, ends, strict=True)])
 
+    def clear_of_zero(self, span: int, margin: float) -> np.ndarray:
+        """[n_frames − span, n] bool: row t is True where the metabolite's concentration stays above `margin` over
+        frames t … t+span (rows across two runs included: see within_runs). Near zero the simulator's clamp breaks
+        the ODE and measurements clipped at zero are biased, so no rate law fits such a window."""
+        if span == 0:
+            return self.concentrations > margin
+        return np.lib.stride_tricks.sliding_window_view(self.concentrations, span + 1, axis=0).min(-1) > margin
+
     def within_runs(self, rows: ArrayT, span: int) -> ArrayT:
         """The rows of a per-window array (numpy or torch; row t: the window of frames t … t+span, n_frames − span
         rows) whose window lies in one run; all of them, unchanged, for a single run."""

@@ -30,7 +30,12 @@ from metabo_tune.config import Config, ConfigError, load_config, with_defaults
 from metabo_tune.group_solve import KNOTS_PER_GROUP, GroupSolution, GroupSolve
 from metabo_tune.homeostasis_losses import HomeostasisLosses, shared_relaxation_fit, window_rates
 from metabo_tune.model import MetabolicGNN, build_model
-from metabo_tune.noise_estimate import noise_report, resolved_moment_window, resolved_prediction_window
+from metabo_tune.noise_estimate import (
+    noise_report,
+    resolved_moment_window,
+    resolved_prediction_window,
+    resolved_zero_margin,
+)
 from metabo_tune.regress import KnownFormFit, fit_config
 from metabo_tune.simulate import DataError, Dataset, Observed, left_null_space, load_or_simulate
 from metabo_tune.type_groups import TypeGroups, group_types
@@ -176,6 +181,14 @@ class Trainer:
                             + ": its noise floor is read from consecutive window starts")
         self.target = (self.deriv if self.prediction_window == 1
                        else window_rates(self.conc, self.prediction_window, self.delta_t))
+        self.zero_margin = resolved_zero_margin(tcfg.zero_margin, traj.concentrations, traj.run_starts)
+        # [frames, n] 1 where frames t … t+W of the metabolite stay clear of zero (W 1: t and t+1); None: all kept
+        self.prediction_clear = None
+        if self.zero_margin is not None:
+            clear = np.zeros(traj.concentrations.shape, dtype=np.float32)
+            clear[:traj.n_frames - self.prediction_window] = traj.clear_of_zero(self.prediction_window,
+                                                                                 self.zero_margin)
+            self.prediction_clear = torch.as_tensor(clear, device=self.device)
         null = left_null_space(observed.network.stoichiometry)
         # Constants are 0-dim tensors: a Python float would be converted to a tensor on every use.
         self.constants = {key: torch.tensor(float(getattr(tcfg, key)), device=self.device) for key in (
@@ -221,7 +234,7 @@ class Trainer:
         self.group_solve_report: dict[str, float] | None = None
         self.moment_window = resolved_moment_window(tcfg.moment_window, traj.concentrations, traj.run_starts)
         self.homeostasis_losses = HomeostasisLosses(tcfg, self.model, traj, null, self.conc, self.deriv,
-                                                    self.total_iterations, self.moment_window)
+                                                    self.total_iterations, self.moment_window, self.zero_margin)
         warm_start = fit_config(cfg, observed) if tcfg.init == "regression" else None
         if self.model.relaxation is not None:
             shared = warm_start.shared_relaxation() if warm_start is not None else None
@@ -305,6 +318,8 @@ class Trainer:
             first_step = first_step.unflatten(0, (-1, self.prediction_window)).mean(1)
         if self.rollout == 1:
             residual = first_step - self.target.index_select(0, batch)
+            if self.prediction_clear is not None:  # entries near zero concentration left out (zero_margin)
+                residual = residual * self.prediction_clear.index_select(0, batch)
             return (residual * residual).sum() * self.constants["inverse_batch"]
         state, step_losses = conc, []
         for step in range(1, self.rollout + 1):

@@ -461,3 +461,9 @@ def test_the_regressions_zero_margin_is_auto_a_concentration_or_null(value, acce
         assert config_from_dict(raw).regression.zero_margin == value
     else:
         assert "regression.zero_margin" in dict_error(raw)
+
+
+def test_the_trainings_zero_margin_is_refused_with_a_rolled_out_loss():
+    assert "zero_margin leaves entries out" in dict_error(
+        {"training": {"zero_margin": "auto", "recurrent_training": True, "time_step": 2}})
+    assert config_from_dict({"training": {"zero_margin": "auto"}}).training.zero_margin == "auto"

@@ -177,6 +177,31 @@ def test_residual_moments_give_the_per_metabolite_fit_over_every_frame(small_dat
     assert grads[0] is None and grads[1].abs().sum() > 0
 
 
+def test_with_a_zero_margin_the_residual_fit_and_cross_fit_leave_out_the_frames_near_zero(small_dataset):
+    """zero_margin at the data's 20 % quantile of c: each metabolite's residual fit and cross fit are its mean square
+    over the frames whose c stays above it (moment window 1: the frame itself), computed directly."""
+    margin = float(np.quantile(small_dataset.observed.trajectory.concentrations, 0.2))
+    cfg = linear_head_config(coeff_residual_fit=2.0, residual_fit_start=0.0, zero_margin=margin)
+    trainer = Trainer(cfg, small_dataset.observed, "cpu")
+    model = trainer.model
+    kept = (trainer.conc > margin).float()
+    assert 0.0 < kept.mean() < 1.0
+    with torch.no_grad():
+        model.embedding.normal_(generator=torch.Generator().manual_seed(4))
+        model.relaxation.log_rate.weight.fill_(0.3)
+        model.relaxation.baseline.weight.fill_(0.5)
+        residual = trainer.deriv - model.reaction_part(trainer.conc)
+        squares = (model.homeostasis(trainer.conc) - residual).square()
+        direct = ((squares * kept).sum(0) / kept.sum(0)).sum()
+    torch.testing.assert_close(trainer.losses(0)["residual_fit"], 2.0 * direct, rtol=1e-5, atol=0)
+    centres = model.embedding[:3].detach().numpy()
+    with torch.no_grad():
+        own = torch.stack([(model.head(trainer.conc, torch.as_tensor(centre).expand(trainer.conc.shape[1], -1))
+                            - residual).square() for centre in centres], -1)
+        expected = (own * kept.unsqueeze(-1)).sum(0) / kept.sum(0).unsqueeze(-1)
+    np.testing.assert_allclose(trainer.homeostasis_losses.centre_fit(centres), expected.double().numpy(), rtol=1e-4)
+
+
 def test_residual_fit_starts_at_its_fraction_of_the_run(small_dataset):
     trainer = Trainer(linear_head_config(coeff_residual_fit=1.0, residual_fit_start=0.5), small_dataset.observed, "cpu")
     half = trainer.total_iterations // 2

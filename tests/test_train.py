@@ -635,6 +635,23 @@ def test_the_solves_groups_are_taken_with_the_runs_own_k_where_its_k_is_not(monk
     assert evaluate(taker.result(), dataset)["embedding_cluster_acc"] == 1.0
 
 
+@pytest.mark.parametrize("window", [1, 4])
+def test_entries_near_zero_concentration_add_nothing_to_the_prediction_loss(small_dataset, window: int):
+    """zero_margin: a margin above every concentration leaves every entry out (a loss of exactly 0), none keeps the
+    loss of the run without it, and one in between keeps the entries whose frames t … t+W stay above it."""
+    conc = small_dataset.observed.trajectory.concentrations
+    losses = {margin: Trainer(small_config(prediction_window=window, zero_margin=margin), small_dataset.observed,
+                              "cpu").losses(0)["prediction"]
+              for margin in (None, 0.0, float(np.quantile(conc, 0.3)), float(conc.max()) + 1.0)}
+    margins = list(losses)
+    assert losses[margins[-1]] == 0.0 and losses[None] > 0.0
+    assert 0.0 < losses[margins[2]] < losses[None]
+    trainer = Trainer(small_config(prediction_window=window, zero_margin=margins[2]), small_dataset.observed, "cpu")
+    t = int(trainer.start_frames[0])
+    expected = np.lib.stride_tricks.sliding_window_view(conc, window + 1, axis=0).min(-1)[t] > margins[2]
+    np.testing.assert_array_equal(trainer.prediction_clear[t].numpy() == 1.0, expected)
+
+
 def test_the_weak_form_converges_under_measurement_noise_on_a_small_network():
     """The final configuration with 30-frame moment windows on the same small network, measured with noise
     σ_m = 0.01 (derivative noise ≈ 0.14, about 10× the homeostasis signal): k, slopes and types recovered.
