@@ -100,13 +100,17 @@ def _hat_basis(conc: np.ndarray, knots: np.ndarray) -> np.ndarray:
 class GroupSolve:
     def __init__(self, rates_per_k: np.ndarray, stoichiometry: np.ndarray, conc: np.ndarray, target: np.ndarray,
                  groups: np.ndarray, knots_per_group: int = KNOTS_PER_GROUP, window_starts: np.ndarray | None = None,
-                 window: int = 1) -> None:
+                 window: int = 1, *, kept: np.ndarray | None = None) -> None:
         """rates_per_k [frames, reactions]: Π f̂ of each reaction (its rate at k = 1); stoichiometry
         [metabolites, reactions]; conc [frames, metabolites]; groups [metabolites]. target [rows, metabolites]:
         dc/dt at each frame (the strong form), or with window_starts [rows] (frames in time order) the weak form,
-        row e the mean rate over frames window_starts[e] … window_starts[e] + window − 1."""
+        row e the mean rate over frames window_starts[e] … window_starts[e] + window − 1. kept [rows, metabolites]:
+        the entries solved (None: all); the rest (near zero concentration, training.zero_margin) are left out."""
         self.n, self.n_reactions = stoichiometry.shape
         self.data = (rates_per_k, stoichiometry, conc, target)
+        self.kept = None if kept is None else np.asarray(kept, dtype=bool)
+        weight = np.ones(target.shape) if self.kept is None else self.kept.astype(np.float64)
+        self.weight = weight
         self.knots_per_group = knots_per_group
         self.weak_form = (window_starts, window)
         if window_starts is None:
@@ -126,17 +130,22 @@ class GroupSolve:
             knots = np.unique(np.quantile(members, np.linspace(0.0, 1.0, knots_per_group)))
             self.knots.append(knots if len(knots) > 1 else np.array([knots[0], knots[0] + 1.0]))
         self.offsets = np.concatenate([[self.n_reactions], self.n_reactions + np.cumsum([len(k) for k in self.knots])])
-        self.total = float(np.square(target).sum())
-        self.n_entries = target.size
+        self.total = float((np.square(target) * weight).sum())
+        self.n_entries = int(weight.sum())
         size = int(self.offsets[-1])
         self.matrix, self.rhs = np.zeros((size, size)), np.zeros(size)
         r = self.n_reactions
         self.matrix[:r, :r] = (stoichiometry.T @ stoichiometry) * (rates_per_k.T @ rates_per_k)
-        self.rhs[:r] = ((rates_per_k.T @ target) * stoichiometry.T).sum(1)
+        for i in ([] if self.kept is None else np.flatnonzero(~self.kept.all(axis=0))):
+            # a left-out entry's term on its metabolite's few reactions, taken back out of the all-row Gram matrix
+            reactions = np.flatnonzero(stoichiometry[i])
+            left_out = rates_per_k[~self.kept[:, i]][:, reactions] * stoichiometry[i, reactions]
+            self.matrix[np.ix_(reactions, reactions)] -= left_out.T @ left_out
+        self.rhs[:r] = ((rates_per_k.T @ (target * weight)) * stoichiometry.T).sum(1)
         self.terms = {}
         for i in range(self.n):
             for g in range(n_groups):
-                basis = self.frame_mean @ _hat_basis(conc[:, i], self.knots[g])
+                basis = (self.frame_mean @ _hat_basis(conc[:, i], self.knots[g])) * weight[:, i:i + 1]
                 self.terms[i, g] = (basis.T @ basis, (rates_per_k.T @ basis) * stoichiometry[i][:, None],
                                     basis.T @ target[:, i])
             self._add(self.matrix, self.rhs, i, int(self.groups[i]), 1.0)
@@ -226,7 +235,7 @@ class GroupSolve:
         r = self.n_reactions
         h = self._solve(self.matrix[r:, r:], self.rhs[r:] - self.matrix[r:, :r] @ rate_constants)
         values = [h[self.offsets[g] - r:self.offsets[g + 1] - r] for g in range(len(self.knots))]
-        misfit_rms = float(np.sqrt(np.mean(np.square(self._residual(rate_constants, values, self.groups)))))
+        misfit_rms = self._residual_rms(rate_constants, values, self.groups)
         return GroupSolution(np.asarray(rate_constants, dtype=np.float64), self.groups.copy(), self.knots, values,
                              0, 0, 0, misfit_rms, misfit_rms)
 
@@ -256,7 +265,7 @@ class GroupSolve:
         return solution
 
     def _regrouped(self, groups: np.ndarray) -> "GroupSolve":
-        return GroupSolve(*self.data, groups, self.knots_per_group, *self.weak_form)
+        return GroupSolve(*self.data, groups, self.knots_per_group, *self.weak_form, kept=self.kept)
 
     def _merged(self, solution: GroupSolution, max_moves: int) -> tuple["GroupSolve", GroupSolution] | None:
         """The best merge of two of solution's groups, refined by moves, where it raises the misfit at most
@@ -275,7 +284,8 @@ class GroupSolve:
     def _split(self, solution: GroupSolution, max_moves: int, min_split_gain: float) -> GroupSolution:
         """solution (this solve's refined) with the first of its groups whose split earns min_split_gain split,
         recursively; solution itself where none does."""
-        mean_residual = self._residual(solution.rate_constants, solution.values, solution.groups).mean(0)
+        mean_residual = (self._residual(solution.rate_constants, solution.values, solution.groups).sum(0)
+                         / np.maximum(self.weight.sum(0), 1.0))
         for g in range(len(solution.knots)):
             groups = self._split_groups(solution.groups, mean_residual, g)
             if groups is None:
@@ -301,23 +311,29 @@ class GroupSolve:
             x, misfit = self._misfit(self.matrix, self.rhs)
             moves += 1
         k, values = x[:self.n_reactions], [x[self.offsets[g]:self.offsets[g + 1]] for g in range(len(self.knots))]
-        misfit_rms = float(np.sqrt(np.mean(np.square(self._residual(k, values, self.groups)))))
+        misfit_rms = self._residual_rms(k, values, self.groups)
         return GroupSolution(k, self.groups.copy(), self.knots, values, moves, 0, 0, misfit_rms, start_misfit_rms,
                              noise_rms)
 
     def _residual(self, rate_constants: np.ndarray, values: list[np.ndarray], groups: np.ndarray) -> np.ndarray:
-        """[rows, metabolites] target − model, from the data: after many moves the normal equations' running sums
-        and a badly conditioned system can report less misfit than the fit achieves."""
+        """[rows, metabolites] target − model on the entries solved (0 on those left out), from the data: after many
+        moves the normal equations' running sums and a badly conditioned system can report less misfit than the fit
+        achieves."""
         _, stoichiometry, conc, target = self.data
         homeostasis = np.stack([np.interp(conc[:, i], self.knots[g], values[g]) for i, g in enumerate(groups)], 1)
-        return target - (self.rates_per_k * rate_constants) @ stoichiometry.T - self.frame_mean @ homeostasis
+        return (target - (self.rates_per_k * rate_constants) @ stoichiometry.T - self.frame_mean @ homeostasis
+                ) * self.weight
+
+    def _residual_rms(self, rate_constants: np.ndarray, values: list[np.ndarray], groups: np.ndarray) -> float:
+        return float(np.sqrt(np.square(self._residual(rate_constants, values, groups)).sum() / self.n_entries))
 
     def _noise_rms(self, solution: GroupSolution) -> float:
         """The misfit's floor: the RMS of the residual's part that changes from one row to the next."""
         residual = self._residual(solution.rate_constants, solution.values, solution.groups)
         if len(residual) < 2:
             raise ValueError("the weak form reads its noise floor from consecutive rows: it needs at least two")
-        return float(np.sqrt(np.mean(np.square(np.diff(residual, axis=0))) / 2))
+        both = self.weight[1:] * self.weight[:-1]  # consecutive rows both solved
+        return float(np.sqrt((np.square(np.diff(residual, axis=0)) * both).sum() / max(both.sum(), 1.0) / 2))
 
     @staticmethod
     def _split_groups(groups: np.ndarray, mean_residual: np.ndarray, g: int) -> np.ndarray | None:

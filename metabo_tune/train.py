@@ -189,6 +189,15 @@ class Trainer:
             clear[:traj.n_frames - self.prediction_window] = traj.clear_of_zero(self.prediction_window,
                                                                                  self.zero_margin)
             self.prediction_clear = torch.as_tensor(clear, device=self.device)
+        # the group solve's entries clear of zero: each weak-form row's W + 1 frames, or each strong-form frame and
+        # the next (None: all)
+        self.solve_kept = None
+        if self.zero_margin is not None and self.solve_starts is not None:
+            self.solve_kept = traj.clear_of_zero(self.solve_window, self.zero_margin)[self.solve_starts]
+        elif self.zero_margin is not None:
+            frames = traj.concentrations > self.zero_margin
+            frames[:-1] &= traj.clear_of_zero(1, self.zero_margin)
+            self.solve_kept = frames[::GROUP_SOLVE_FRAME_STRIDE]
         null = left_null_space(observed.network.stoichiometry)
         # Constants are 0-dim tensors: a Python float would be converted to a tensor on every use.
         self.constants = {key: torch.tensor(float(getattr(tcfg, key)), device=self.device) for key in (
@@ -430,7 +439,8 @@ class Trainer:
             run_k = torch.pow(10.0, self.model.log_k.double()).cpu().numpy()
         with threadpool_limits(limits=self.cfg.training.n_threads):  # numpy's BLAS too: one thread per trial
             solve = GroupSolve(rates_per_k, self.stoichiometry.astype(np.float64), conc.double().cpu().numpy(),
-                               target.double().cpu().numpy(), self.type_groups.labels, knots, *window)
+                               target.double().cpu().numpy(), self.type_groups.labels, knots, *window,
+                               kept=self.solve_kept)
             solution = solve.solve(self.cfg.training.group_solve_moves, run_k, min_split_gain=GROUP_SOLVE_MIN_GAIN)
         applied = solution.excess_rms * GROUP_SOLVE_MIN_GAIN <= solution.start_excess_rms
         regrouped = not np.array_equal(solution.groups, self.type_groups.labels)
@@ -446,7 +456,8 @@ class Trainer:
             self._apply_group_solution(solution, with_rate_constants=True)
         elif groups_taken:
             with threadpool_limits(limits=self.cfg.training.n_threads):
-                held = GroupSolve(*solve.data, solution.groups, knots, *window).with_rate_constants(run_k)
+                held = GroupSolve(*solve.data, solution.groups, knots, *window,
+                                  kept=self.solve_kept).with_rate_constants(run_k)
             self._apply_group_solution(held, with_rate_constants=False)
         self.group_solve_report["group_solve_time_s"] = time.perf_counter() - started
 

@@ -89,6 +89,34 @@ def test_with_k_held_each_groups_homeostasis_is_solved_on_the_groups_as_they_sta
         np.sqrt(solve.misfit_with_rate_constants(off) / target.size))
 
 
+def test_entries_left_out_give_the_least_squares_solution_of_the_kept_entries_alone():
+    """kept: the solve's k and each group's h equal a dense least-squares fit of the kept (frame, metabolite) entries
+    alone, with a target no model fits exactly; its misfit is their RMS residual."""
+    rates_per_k, stoichiometry, conc, target, groups, k, _, _ = linear_homeostasis_problem(seed=10)
+    rng = np.random.default_rng(11)
+    target = target + rng.normal(0.0, 0.05, target.shape)
+    kept = rng.random(target.shape) > 0.25
+    solution = GroupSolve(rates_per_k, stoichiometry, conc, target, groups, knots_per_group=2, kept=kept).solve(
+        max_moves=0, start_rate_constants=k)
+    n_reactions = stoichiometry.shape[1]
+    design, rhs = [], []
+    for t, i in zip(*np.nonzero(kept), strict=True):
+        row = np.zeros(n_reactions + 4)
+        row[:n_reactions] = stoichiometry[i] * rates_per_k[t]
+        g = groups[i]
+        row[n_reactions + 2 * g:n_reactions + 2 * g + 2] = _hat_basis(conc[t:t + 1, i], solution.knots[g])[0]
+        design.append(row)
+        rhs.append(target[t, i])
+    design, rhs = np.array(design), np.array(rhs)
+    dense = np.linalg.lstsq(design[:, 1:], rhs, rcond=None)[0]  # reaction 0 changes nothing: left out
+    np.testing.assert_allclose(solution.rate_constants[1:], dense[:n_reactions - 1], rtol=1e-6)
+    for g in (0, 1):
+        np.testing.assert_allclose(solution.values[g], dense[n_reactions - 1 + 2 * g:n_reactions + 1 + 2 * g],
+                                   rtol=1e-6, atol=1e-9)
+    residual = rhs - design[:, 1:] @ dense
+    assert solution.misfit_rms == pytest.approx(np.sqrt(np.mean(residual**2)), rel=1e-6)
+
+
 def test_a_split_that_leaves_one_law_in_two_groups_is_merged_back():
     """Two of law 1's members in law 0's group and no moves allowed: the split takes them out of it into a third
     group, whose law is group 1's, and the merges after the split join it to group 1."""
