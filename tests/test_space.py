@@ -606,7 +606,7 @@ def test_the_noisy_space_is_the_joint_recovery_config_in_weak_form_on_noisy_data
     changed = {key: value for key, value in noisy["training"].items() if exact["training"][key] != value}
     assert changed == {"measurement_noise_level": 0.01, "moment_window": "auto", "prediction_window": "auto",
                        "detach_homeostasis": False, "type_grouping_at": 0.95, "group_solve_moves": 100,
-                       "group_solve_takes_groups": True}
+                       "group_solve_takes_groups": True, "zero_margin": "auto"}
     assert "auto" in space.parameters["training.moment_window"].values
     assert "auto" in space.parameters["training.prediction_window"].values
     raw = yaml.safe_load(NOISY.read_text())
