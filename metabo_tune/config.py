@@ -308,7 +308,8 @@ class TrainingConfig(_Section):
                           "residual's moments and cross fit (each moment window's frames), as "
                           "regression.zero_margin leaves them out of the regression: the simulator clamps c at "
                           "zero and measurements are clipped there, so no rate law fits them. 'auto': 3 × the "
-                          "measurement noise read from the data. null: every entry kept.")
+                          "measurement noise read from the data. With recurrent_training the rolled-out "
+                          "prediction loss keeps every entry. null: every entry kept.")
     group_solve_moves: int | None = Field(
         None, ge=0, description="At the end of the run (after type_grouping_at): with the learned "
                                 "rate law held, k and each group's homeostasis (piecewise linear in c with the MLP "
@@ -358,9 +359,6 @@ class TrainingConfig(_Section):
             raise ValueError(f"type_grouping_at {self.type_grouping_at:g} needs coeff_residual_fit > 0 and "
                              f"residual_fit_start <= type_grouping_at (got {self.coeff_residual_fit:g} and "
                              f"{self.residual_fit_start:g}): the groups are chosen by the head's fit to the residual")
-        if self.zero_margin is not None and self.recurrent_training:
-            raise ValueError("zero_margin leaves entries out of the one-step (or windowed) prediction loss; "
-                             "recurrent_training rolls states forward instead: set zero_margin null")
         if self.group_solve_moves is not None and self.type_grouping_at is None:
             raise ValueError(f"group_solve_moves {self.group_solve_moves} needs type_grouping_at: the solve fits one "
                              f"homeostasis per type group")

@@ -463,7 +463,10 @@ def test_the_regressions_zero_margin_is_auto_a_concentration_or_null(value, acce
         assert "regression.zero_margin" in dict_error(raw)
 
 
-def test_the_trainings_zero_margin_is_refused_with_a_rolled_out_loss():
-    assert "zero_margin leaves entries out" in dict_error(
-        {"training": {"zero_margin": "auto", "recurrent_training": True, "time_step": 2}})
-    assert config_from_dict({"training": {"zero_margin": "auto"}}).training.zero_margin == "auto"
+@pytest.mark.parametrize(("value", "accepted"), [("auto", True), (0.02, True), (None, True), (-1.0, False)])
+def test_the_trainings_zero_margin_is_auto_a_concentration_or_null(value, accepted):
+    raw = {"training": {"zero_margin": value}}
+    if accepted:
+        assert config_from_dict(raw).training.zero_margin == value
+    else:
+        assert "training.zero_margin" in dict_error(raw)
