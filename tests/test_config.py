@@ -453,20 +453,12 @@ def test_the_group_solve_needs_type_groups_under_either_head(raw, expected):
         assert on.training.group_solve_moves == 5
 
 
+@pytest.mark.parametrize("section", ["regression", "training"])
 @pytest.mark.parametrize(("value", "accepted"), [("auto", True), (0.02, True), (0, True), (None, True), (-0.1, False),
                                                  ("some", False)])
-def test_the_regressions_zero_margin_is_auto_a_concentration_or_null(value, accepted):
-    raw = {"regression": {"zero_margin": value}}
+def test_the_zero_margin_is_auto_a_concentration_or_null(section, value, accepted):
+    raw = {section: {"zero_margin": value}}
     if accepted:
-        assert config_from_dict(raw).regression.zero_margin == value
+        assert getattr(config_from_dict(raw), section).zero_margin == value
     else:
-        assert "regression.zero_margin" in dict_error(raw)
-
-
-@pytest.mark.parametrize(("value", "accepted"), [("auto", True), (0.02, True), (None, True), (-1.0, False)])
-def test_the_trainings_zero_margin_is_auto_a_concentration_or_null(value, accepted):
-    raw = {"training": {"zero_margin": value}}
-    if accepted:
-        assert config_from_dict(raw).training.zero_margin == value
-    else:
-        assert "training.zero_margin" in dict_error(raw)
+        assert f"{section}.zero_margin" in dict_error(raw)
