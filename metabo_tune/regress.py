@@ -44,6 +44,7 @@ from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 
 from metabo_tune.config import Config, ConfigError, load_config
+from metabo_tune.group_solve import reaction_gram
 from metabo_tune.homeostasis_losses import sliding_mean, window_rates
 from metabo_tune.noise_estimate import (
     estimate_measurement_noise,
@@ -185,11 +186,7 @@ def normal_equations(monomial_means: np.ndarray, conc_means: np.ndarray, rates: 
     kept = np.ones(conc_means.shape, dtype=bool) if kept is None else kept
     weight = kept.astype(np.float64)
     s_sparse = sparse.csr_matrix(stoichiometry)
-    gram_kk = (s_sparse.T @ s_sparse).toarray() * (monomial_means.T @ monomial_means)
-    for i in np.flatnonzero(~kept.all(axis=0)):
-        reactions = np.flatnonzero(stoichiometry[i])
-        left_out = monomial_means[~kept[:, i]][:, reactions] * stoichiometry[i, reactions]
-        gram_kk[np.ix_(reactions, reactions)] -= left_out.T @ left_out
+    gram_kk = reaction_gram(monomial_means, stoichiometry, kept)
     mc, my = monomial_means.T @ (conc_means * weight), monomial_means.T @ (rates * weight)  # [R, n]
     rhs_k = np.asarray(s_sparse.multiply(my.T).sum(axis=0)).ravel()
     # rows of λ_i and μ_i against k_j: −S_ij Σ_t M_tj C_ti and S_ij Σ_t M_tj over metabolite i's kept rows
