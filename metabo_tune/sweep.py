@@ -8,7 +8,8 @@ of values (training seeds, network seeds, noise levels) and tabulate every headl
 
 Each point of the grid (the product of the `--vary` lists) is a full trial (`train.run_trial`) in
 `DIR/runs/<key=value,...>/`; a rerun resumes or reuses them, so an interrupted sweep goes on where it
-stopped. With `--method regression` each point is fitted by the known-form regression instead
+stopped. A point whose data cannot be made (a simulation that diverges) is recorded as a failed run with its
+error, and the other points go on. With `--method regression` each point is fitted by the known-form regression instead
 (`regress.regression_trial`, seconds a point): the baseline column of a `--compare`.
 
 `DIR/sweep.csv` has one row per run: the varied values, status, classification and every
@@ -123,6 +124,15 @@ def _train(cfg: Config, out_dir: Path, method: str = "gnn") -> dict:
     return run_trial(cfg, out_dir, show_progress=False).metrics
 
 
+def _train_or_record(cfg: Config, out_dir: Path, method: str = "gnn") -> dict:
+    """`_train`, with a point whose data cannot be made (a simulation that diverges, a singular design) recorded
+    as a failed run with its message: it fails the same way on every rerun, so it must not cost the others."""
+    try:
+        return _train(cfg, out_dir, method)
+    except DataError as exc:
+        return {"status": "error", "classification": "failed", "error": str(exc)}
+
+
 PARENT_POLL_S = 2.0
 
 
@@ -141,22 +151,24 @@ def _end_with_parent(parent: int) -> None:
 def train_runs(configs: list[Config], out_dirs: list[Path], jobs: int = 1, method: str = "gnn") -> list[dict]:
     """Each config trained (or, with method 'regression', fitted by the known-form regression) into its
     directory, `jobs` at a time in separate processes (one torch thread each); the metrics in the given
-    order. A line on stderr reports each finished run."""
+    order. A line on stderr reports each finished run; a point whose data cannot be made is a failed run with
+    an `error` message (`_train_or_record`)."""
     results: list[dict | None] = [None] * len(configs)
 
     def finished(index: int, metrics: dict) -> None:
         results[index] = metrics
         done = sum(result is not None for result in results)
+        error = f": {metrics['error']}" if "error" in metrics else ""
         print(f"[metabo_tune] {done}/{len(configs)} {out_dirs[index].name}: {metrics['status']}, "
-              f"{metrics['classification']}", file=sys.stderr, flush=True)
+              f"{metrics['classification']}{error}", file=sys.stderr, flush=True)
 
     if jobs == 1:
         for index, (cfg, out_dir) in enumerate(zip(configs, out_dirs, strict=True)):
-            finished(index, _train(cfg, out_dir, method))
+            finished(index, _train_or_record(cfg, out_dir, method))
     else:
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), initializer=_end_with_parent,
                                  initargs=(os.getpid(),)) as pool:
-            futures = {pool.submit(_train, cfg, out_dir, method): index
+            futures = {pool.submit(_train_or_record, cfg, out_dir, method): index
                        for index, (cfg, out_dir) in enumerate(zip(configs, out_dirs, strict=True))}
             for future in as_completed(futures):
                 finished(futures[future], future.result())
@@ -165,11 +177,11 @@ def train_runs(configs: list[Config], out_dirs: list[Path], jobs: int = 1, metho
 
 def per_run_table(points: list[dict[str, str]], metrics: list[dict], method: str = "gnn") -> pd.DataFrame:
     """One row per run: the varied values (as numbers where they are), the method (gnn: trained, regression:
-    fitted), status, classification, metrics."""
+    fitted), status, classification, the error of a point whose data could not be made, metrics."""
     varied = pd.DataFrame(points).apply(lambda column: pd.to_numeric(column) if column.map(_is_number).all()
                                         else column)
     values = pd.DataFrame(metrics)
-    columns = [name for name in ("status", "classification") if name in values]
+    columns = [name for name in ("status", "classification", "error") if name in values]
     table = pd.concat([varied, values[columns + reported_columns(values.columns)]], axis=1)
     table.insert(len(varied.columns), "method", method)
     return table
@@ -359,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr, flush=True)
         metrics = train_runs(configs, [out_dir / "runs" / point_name(point) for point in points], args.jobs,
                              args.method)
+        if all("error" in run for run in metrics):
+            raise DataError(metrics[0]["error"])
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -118,6 +118,26 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, extra, message):
     assert err[-1].startswith("error: ") and message in err[-1]
 
 
+def test_a_point_whose_simulation_diverges_is_a_failed_row_and_the_others_go_on(tmp_path, capsys):
+    """delta_t 5 makes the tiny network's Euler steps blow up: that point is recorded with its error, in the
+    worker pool as well, while the other point trains; when every point fails it is bad input."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text(json.dumps(TINY))
+    out = tmp_path / "sweep"
+    code = main([str(config), "--vary", "simulation.delta_t=0.1,5", "--jobs", "2", "--out", str(out)])
+    assert code == 1
+    per_run = pd.read_csv(out / "sweep.csv")
+    assert per_run["status"].tolist() == ["completed", "error"]
+    assert per_run["classification"].iloc[1] == "failed"
+    assert "diverged" in per_run["error"].iloc[1] and pd.isna(per_run["error"].iloc[0])
+    assert per_run["rate_constants_R2"].iloc[0] > 0 and pd.isna(per_run["rate_constants_R2"].iloc[1])
+    assert (out / "runs" / "simulation.delta_t=0.1" / "metrics.json").is_file()
+    assert "simulation.delta_t=5: error, failed: simulation seed 42" in capsys.readouterr().err
+    assert main([str(config), "--vary", "simulation.delta_t=5,20", "--out", str(tmp_path / "all")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: simulation seed 42: the training trajectory diverged")
+
+
 NOISE = "training.measurement_noise_level"
 
 
