@@ -29,7 +29,7 @@ is first screened by two small h-block solves, and only the few that lower the m
 in full; all of them are solved in full only where none of those lowers it, so the moves end where they would
 without the screen.
 
-On noisy data the solve takes the weak form (`window_starts`): each row is the mean rate over W frames,
+On noisy data the solve takes the weak form (`frame_mean`): each row is the mean rate over W frames,
 (c[t+W] − c[t]) / (W·dt), and the model is averaged over the same frames, the left Riemann sum that is exact for
 Euler steps, so no derivative of the data is taken and the target's noise shrinks W-fold. Its misfit then has a
 floor, the noise, that no k or h can lower and that compresses every ratio of two misfits towards 1 (merging two
@@ -37,7 +37,9 @@ types would look like the cost of merging one law's groups). So the weak form co
 √(RMS² − floor²), the floor read from the first solution (the run's groups refined by moves) as the part of its
 residual that changes from one row to the next (half the mean square of the differences of adjacent rows). That
 holds where the rows are consecutive window starts, whose noise terms share no frame, and the model's error is
-smooth in time, as a rate law and a homeostasis of c(t) are.
+smooth in time, as a rate law and a homeostasis of c(t) are. Rows may come in blocks of different windows (the
+trainer adds short windows over stretches clear of zero too short for a long one), each scaled so that every row's
+noise is the same: consecutive rows within a block then still share no noise term.
 """
 
 import dataclasses
@@ -95,6 +97,29 @@ def reaction_gram(rows: np.ndarray, stoichiometry: np.ndarray, kept: np.ndarray 
     return gram
 
 
+def window_mean(window_starts: np.ndarray, window: int, n_frames: int, scale: float = 1.0) -> scipy.sparse.csr_matrix:
+    """[rows, frames]: scale/W on each row's W frames window_starts[e] … window_starts[e] + W − 1."""
+    columns = (np.asarray(window_starts)[:, None] + np.arange(window)).ravel()
+    return scipy.sparse.csr_matrix(
+        (np.full(len(columns), scale / window), (np.repeat(np.arange(len(window_starts)), window), columns)),
+        shape=(len(window_starts), n_frames))
+
+
+def uncovered(kept_long: np.ndarray, starts_long: np.ndarray, window_long: int, clear_short: np.ndarray,
+              starts_short: np.ndarray, window_short: int) -> np.ndarray:
+    """[len(starts_short), n]: the short windows (frames t … t + window_short) clear of zero (clear_short, indexed
+    by start frame) that lie inside no kept long window (kept_long [rows, n], one row per long start): the stretches
+    clear of zero too short for a long window, which the long rows alone would throw away."""
+    n_frames = max(int(starts_long.max()) + window_long, int(starts_short.max()) + window_short) + 1
+    per_frame = np.zeros((n_frames + 1, kept_long.shape[1]))
+    per_frame[np.asarray(starts_long) + 1] = kept_long  # row s + 1: the long window starting at frame s
+    before = np.cumsum(per_frame, axis=0)  # row f: kept long windows starting before frame f
+    # a short window t … t + w lies in the long window s … s + W exactly where t + w − W ≤ s ≤ t
+    low = np.clip(np.asarray(starts_short) + window_short - window_long, 0, None)
+    inside = before[np.asarray(starts_short) + 1] - before[low] > 0
+    return clear_short[starts_short] & ~inside
+
+
 def _above(rms: float, floor: float) -> float:
     return rms if floor == 0.0 else float(np.sqrt(max(rms * rms - floor * floor, 0.0)))
 
@@ -112,27 +137,21 @@ def _hat_basis(conc: np.ndarray, knots: np.ndarray) -> np.ndarray:
 
 class GroupSolve:
     def __init__(self, rates_per_k: np.ndarray, stoichiometry: np.ndarray, conc: np.ndarray, target: np.ndarray,
-                 groups: np.ndarray, knots_per_group: int = KNOTS_PER_GROUP, window_starts: np.ndarray | None = None,
-                 window: int = 1, *, kept: np.ndarray | None = None) -> None:
+                 groups: np.ndarray, knots_per_group: int = KNOTS_PER_GROUP,
+                 frame_mean: scipy.sparse.csr_matrix | None = None, *, kept: np.ndarray | None = None) -> None:
         """rates_per_k [frames, reactions]: Π f̂ of each reaction (its rate at k = 1); stoichiometry
         [metabolites, reactions]; conc [frames, metabolites]; groups [metabolites]. target [rows, metabolites]:
-        dc/dt at each frame (the strong form), or with window_starts [rows] (frames in time order) the weak form,
-        row e the mean rate over frames window_starts[e] … window_starts[e] + window − 1. kept [rows, metabolites]:
-        the entries solved (None: all); the rest (near zero concentration, training.zero_margin) are left out."""
+        dc/dt at each frame (the strong form), or with frame_mean [rows, frames] (window_mean's, rows of a block in
+        time order) the weak form, row e the model's mean over its frames. kept [rows, metabolites]: the entries
+        solved (None: all); the rest (near zero concentration, training.zero_margin) are left out."""
         self.n, self.n_reactions = stoichiometry.shape
         self.data = (rates_per_k, stoichiometry, conc, target)
         self.kept = None if kept is None else np.asarray(kept, dtype=bool)
         weight = np.ones(target.shape) if self.kept is None else self.kept.astype(np.float64)
         self.weight = weight
         self.knots_per_group = knots_per_group
-        self.weak_form = (window_starts, window)
-        if window_starts is None:
-            self.frame_mean = scipy.sparse.identity(len(conc), format="csr")
-        else:  # [rows, frames]: 1/W on each row's window
-            columns = (np.asarray(window_starts)[:, None] + np.arange(window)).ravel()
-            self.frame_mean = scipy.sparse.csr_matrix(
-                (np.full(len(columns), 1.0 / window), (np.repeat(np.arange(len(window_starts)), window), columns)),
-                shape=(len(window_starts), len(conc)))
+        self.weak = frame_mean is not None
+        self.frame_mean = scipy.sparse.identity(len(conc), format="csr") if frame_mean is None else frame_mean
         rates_per_k = self.frame_mean @ rates_per_k
         self.rates_per_k = rates_per_k
         self.groups = np.asarray(groups, dtype=np.int64).copy()
@@ -257,7 +276,7 @@ class GroupSolve:
         split, merges are tried again."""
         start_misfit_rms = self._rms(self.misfit_with_rate_constants(start_rate_constants))
         solution = self._refined(max_moves, start_misfit_rms, 0.0)
-        if self.weak_form[0] is not None:
+        if self.weak:
             solution = dataclasses.replace(solution, noise_rms=self._noise_rms(solution))
         if min_split_gain is None:
             return solution
@@ -273,7 +292,8 @@ class GroupSolve:
         return solution
 
     def _regrouped(self, groups: np.ndarray) -> "GroupSolve":
-        return GroupSolve(*self.data, groups, self.knots_per_group, *self.weak_form, kept=self.kept)
+        return GroupSolve(*self.data, groups, self.knots_per_group, self.frame_mean if self.weak else None,
+                          kept=self.kept)
 
     def _merged(self, solution: GroupSolution, max_moves: int) -> tuple["GroupSolve", GroupSolution] | None:
         """The best merge of two of solution's groups, refined by moves, where it raises the misfit at most

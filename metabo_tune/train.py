@@ -21,13 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse
 import torch
 import yaml
 from threadpoolctl import threadpool_limits
 
 from metabo_tune.atomic_file import write_atomically
 from metabo_tune.config import Config, ConfigError, load_config, with_defaults
-from metabo_tune.group_solve import KNOTS_PER_GROUP, GroupSolution, GroupSolve
+from metabo_tune.group_solve import KNOTS_PER_GROUP, GroupSolution, GroupSolve, uncovered, window_mean
 from metabo_tune.homeostasis_losses import HomeostasisLosses, shared_relaxation_fit, window_rates
 from metabo_tune.model import MetabolicGNN, build_model
 from metabo_tune.noise_estimate import (
@@ -198,6 +199,15 @@ class Trainer:
             frames = traj.concentrations > self.zero_margin
             frames[:-1] &= traj.clear_of_zero(1, self.zero_margin)
             self.solve_kept = frames[::GROUP_SOLVE_FRAME_STRIDE]
+        # the weak-form solve's second block of rows: prediction windows over the stretches clear of zero too short
+        # for one of its long windows (starts, kept); None where there are none
+        self.solve_short = None
+        if self.solve_kept is not None and self.solve_starts is not None and self.prediction_window < self.solve_window:
+            starts = traj.window_starts(self.prediction_window)
+            kept = uncovered(self.solve_kept, self.solve_starts, self.solve_window,
+                             traj.clear_of_zero(self.prediction_window, self.zero_margin), starts,
+                             self.prediction_window)
+            self.solve_short = (starts, kept) if kept.any() else None
         null = left_null_space(observed.network.stoichiometry)
         # Constants are 0-dim tensors: a Python float would be converted to a tensor on every use.
         self.constants = {key: torch.tensor(float(getattr(tcfg, key)), device=self.device) for key in (
@@ -421,7 +431,8 @@ class Trainer:
         refined by its misfit, two merged where that raises it at most group_solve.ONE_LAW_GAIN-fold and one split
         where that lowers it more than GROUP_SOLVE_MIN_GAIN-fold (metabo_tune.group_solve). With prediction_window 1
         it fits the data's dc/dt on every 2nd frame; with a window it fits the weak form (c[t+W] − c[t]) / (W·dt) at
-        every start t, W = group_solve_window, and compares misfits above their noise floor.
+        every start t, W = group_solve_window (with the zero margin, short windows too: _weak_form_rows), and compares
+        misfits above their noise floor.
         Applied only where it lowers the misfit of the run's own k (each group's h solved) at least
         GROUP_SOLVE_MIN_GAIN-fold: then log k takes the solved k where positive, every embedding its group's centre,
         and the head the solved functions. Where it does not, the data do not prefer its k over the run's: the run
@@ -430,17 +441,15 @@ class Trainer:
         started = time.perf_counter()
         weak = self.solve_starts is not None
         conc = self.conc if weak else self.conc[::GROUP_SOLVE_FRAME_STRIDE]
-        target = (window_rates(self.conc.double(), self.solve_window, self.delta_t)[self.solve_starts] if weak
-                  else self.deriv[::GROUP_SOLVE_FRAME_STRIDE])
-        window = (self.solve_starts, self.solve_window) if weak else (None, 1)
+        target, frame_mean, kept = (self._weak_form_rows() if weak
+                                    else (self.deriv[::GROUP_SOLVE_FRAME_STRIDE].cpu().numpy(), None, self.solve_kept))
         knots = LINEAR_HEAD_KNOTS if self.model.relaxation is not None else KNOTS_PER_GROUP
         with torch.no_grad():
             rates_per_k = (self.model.rates(conc) / torch.pow(10.0, self.model.log_k)).double().cpu().numpy()
             run_k = torch.pow(10.0, self.model.log_k.double()).cpu().numpy()
         with threadpool_limits(limits=self.cfg.training.n_threads):  # numpy's BLAS too: one thread per trial
             solve = GroupSolve(rates_per_k, self.stoichiometry.astype(np.float64), conc.double().cpu().numpy(),
-                               target.double().cpu().numpy(), self.type_groups.labels, knots, *window,
-                               kept=self.solve_kept)
+                               target.astype(np.float64), self.type_groups.labels, knots, frame_mean, kept=kept)
             solution = solve.solve(self.cfg.training.group_solve_moves, run_k, min_split_gain=GROUP_SOLVE_MIN_GAIN)
         applied = solution.excess_rms * GROUP_SOLVE_MIN_GAIN <= solution.start_excess_rms
         regrouped = not np.array_equal(solution.groups, self.type_groups.labels)
@@ -456,10 +465,31 @@ class Trainer:
             self._apply_group_solution(solution, with_rate_constants=True)
         elif groups_taken:
             with threadpool_limits(limits=self.cfg.training.n_threads):
-                held = GroupSolve(*solve.data, solution.groups, knots, *window,
-                                  kept=self.solve_kept).with_rate_constants(run_k)
+                held = GroupSolve(*solve.data, solution.groups, knots, frame_mean, kept=kept).with_rate_constants(run_k)
             self._apply_group_solution(held, with_rate_constants=False)
+        if self.solve_kept is not None and weak:
+            self.group_solve_report["group_solve_short_entries"] = (0 if self.solve_short is None
+                                                                    else int(self.solve_short[1].sum()))
         self.group_solve_report["group_solve_time_s"] = time.perf_counter() - started
+
+    def _weak_form_rows(self) -> tuple[np.ndarray, scipy.sparse.csr_matrix, np.ndarray | None]:
+        """The weak-form solve's target, frame means and kept entries: (c[t+W] − c[t]) / (W·dt) over every start t,
+        W = group_solve_window, and with the zero margin a second block over the stretches clear of zero too short for
+        W (a metabolite that sits near zero nearly all the time may have no long window at all, and the solve could
+        neither see nor move it), rows of the prediction window w scaled by w/W: (c[t+w] − c[t]) / (W·dt), so every
+        row's noise is the same as a long row's (least squares weights them alike) and a row's model is its mean
+        over w frames scaled alike."""
+        conc = self.conc.double().cpu().numpy()
+        n_frames, long_window = len(conc), self.solve_window
+        target = window_rates(conc, long_window, self.delta_t)[self.solve_starts]
+        frame_mean = window_mean(self.solve_starts, long_window, n_frames)
+        if self.solve_short is None:
+            return target, frame_mean, self.solve_kept
+        starts, kept = self.solve_short
+        window, scale = self.prediction_window, self.prediction_window / long_window
+        return (np.concatenate([target, window_rates(conc, window, self.delta_t)[starts] * scale]),
+                scipy.sparse.vstack([frame_mean, window_mean(starts, window, n_frames, scale)], format="csr"),
+                np.concatenate([self.solve_kept, kept]))
 
     def _apply_group_solution(self, solution: GroupSolution, with_rate_constants: bool) -> None:
         if with_rate_constants:

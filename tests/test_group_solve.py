@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from metabo_tune.group_solve import ONE_LAW_GAIN, GroupSolve, _hat_basis
+from metabo_tune.group_solve import ONE_LAW_GAIN, GroupSolve, _hat_basis, uncovered, window_mean
 
 
 def linear_homeostasis_problem(seed: int = 0):
@@ -184,12 +184,12 @@ def smooth_problem(noise: float, baseline: tuple[float, float], seed: int = 0, f
     target = np.stack([dcdt[s:s + window].mean(0) for s in starts])
     ends = rng.normal(0.0, noise, (frames, n))
     target += (ends[starts + window] - ends[starts]) / window
-    return (rates_per_k, stoichiometry, conc, target), groups, k, starts, window
+    return (rates_per_k, stoichiometry, conc, target), groups, k, window_mean(starts, window, frames)
 
 
 def test_the_weak_form_is_exact_on_exact_data_and_has_no_noise_floor():
-    data, groups, k, starts, window = smooth_problem(noise=0.0, baseline=(3.0, 5.0))
-    solution = GroupSolve(*data, groups, window_starts=starts, window=window).solve(max_moves=0, start_rate_constants=k)
+    data, groups, k, rows = smooth_problem(noise=0.0, baseline=(3.0, 5.0))
+    solution = GroupSolve(*data, groups, frame_mean=rows).solve(max_moves=0, start_rate_constants=k)
     np.testing.assert_allclose(solution.rate_constants[1:], k[1:], rtol=1e-6)
     for g, baseline in enumerate((3.0, 5.0)):
         grid = np.linspace(2.0, 6.0, 9)
@@ -201,26 +201,46 @@ def test_the_weak_form_reads_its_noise_floor_and_keeps_two_close_laws_apart_unde
     """Baselines 4.0 and 4.3 under noise whose floor is about 10× the misfit their merge adds: the merge raises the
     raw misfit only 1.06-fold, which the 1.25-fold rule would take for one law; above the floor it is 4-fold. Three
     members of one law given a group of their own are still merged back."""
-    data, groups, k, starts, window = smooth_problem(noise=0.25, baseline=(4.0, 4.3))
-    floor = 0.25 * np.sqrt(2) / window
-    two = GroupSolve(*data, groups, window_starts=starts, window=window).solve(max_moves=10, start_rate_constants=k)
+    data, groups, k, rows = smooth_problem(noise=0.25, baseline=(4.0, 4.3))
+    floor = 0.25 * np.sqrt(2) / 5  # the windows of 5 frames
+    two = GroupSolve(*data, groups, frame_mean=rows).solve(max_moves=10, start_rate_constants=k)
     assert two.noise_rms == pytest.approx(floor, rel=0.03)
-    one = GroupSolve(*data, np.zeros_like(groups), window_starts=starts, window=window).solve(10, k)
+    one = GroupSolve(*data, np.zeros_like(groups), frame_mean=rows).solve(10, k)
     assert one.misfit_rms < ONE_LAW_GAIN * two.misfit_rms  # the raw ratio cannot tell the laws apart
     three = groups.copy()
     three[[0, 2, 4]] = 2
-    merged = GroupSolve(*data, three, window_starts=starts, window=window).solve(10, k, min_split_gain=2.0)
+    merged = GroupSolve(*data, three, frame_mean=rows).solve(10, k, min_split_gain=2.0)
     assert merged.merges == 1 and len(merged.knots) == 2
     assert (merged.groups == groups).all() or (merged.groups == 1 - groups).all()
     np.testing.assert_allclose(merged.rate_constants[1:], k[1:], rtol=0.05)
-    pooled = GroupSolve(*data, np.zeros_like(groups), window_starts=starts, window=window).solve(
+    pooled = GroupSolve(*data, np.zeros_like(groups), frame_mean=rows).solve(
         10, k, min_split_gain=2.0)
     assert pooled.splits == 1 and ((pooled.groups == groups).all() or (pooled.groups == 1 - groups).all())
 
 
 def test_the_weak_form_needs_two_rows_to_read_its_noise_floor():
-    data, groups, k, starts, window = smooth_problem(noise=0.0, baseline=(3.0, 5.0))
+    data, groups, k, rows = smooth_problem(noise=0.0, baseline=(3.0, 5.0))
     rates_per_k, stoichiometry, conc, target = data
     with pytest.raises(ValueError, match="at least two"):
-        GroupSolve(rates_per_k, stoichiometry, conc, target[:1], groups, window_starts=starts[:1],
-                   window=window).solve(max_moves=0, start_rate_constants=k)
+        GroupSolve(rates_per_k, stoichiometry, conc, target[:1], groups, frame_mean=rows[:1]).solve(
+            max_moves=0, start_rate_constants=k)
+
+
+def test_short_windows_are_kept_only_where_no_kept_long_window_holds_them():
+    """One metabolite clear of zero over frames 0–29 and 50–59, the other over 0–59: with long windows of 20 frames
+    (frames s … s + 20) and short ones of 5, the first keeps the short windows of frames 50–59 (too short a stretch
+    for a long window) and none of 0–29, which long windows hold; the second keeps none."""
+    clear = np.zeros((60, 2), dtype=bool)
+    clear[:30, 0] = clear[50:, 0] = True
+    clear[:, 1] = True
+    frames = 60
+
+    def windows(span):
+        starts = np.arange(frames - span)
+        return starts, np.stack([clear[s:s + span + 1].all(0) for s in starts])
+
+    long_starts, long_kept = windows(20)
+    short_starts, short_clear = windows(5)
+    kept = uncovered(long_kept, long_starts, 20, short_clear, short_starts, 5)
+    assert np.flatnonzero(kept[:, 0]).tolist() == [50, 51, 52, 53, 54]
+    assert not kept[:, 1].any()

@@ -635,6 +635,39 @@ def test_the_solves_groups_are_taken_with_the_runs_own_k_where_its_k_is_not(monk
     assert evaluate(taker.result(), dataset)["embedding_cluster_acc"] == 1.0
 
 
+def test_a_metabolite_no_long_window_sees_is_moved_back_by_its_short_windows(monkeypatch):
+    """The short linear-head run at σ_m 0.01 with metabolite 0 put in the other group before its last step, and every
+    long window (group_solve_window) of metabolite 0 left out of the solve, as where it sits near zero concentration
+    nearly all the time: with no other rows the solve cannot see it and leaves it where it is; with its prediction
+    windows as the solve's second block of rows it is moved back."""
+    monkeypatch.setattr(train_module, "GROUP_SOLVE_MIN_GAIN", math.inf)
+    cfg = final_config(simulation=JOINT_SIM, hidden_dim_sub=32, data_augmentation_loop=100, seed=1,
+                       measurement_noise_level=0.01, prediction_window=10, moment_window=30, type_grouping_at=0.95,
+                       group_solve_moves=30, group_solve_takes_groups=True, zero_margin=0.0)
+    dataset = load_or_simulate(cfg.simulation, measurement_noise_level=0.01)
+    blind = Trainer(cfg, dataset.observed, "cpu")
+    blind.run(until=blind.total_iterations - 1)
+    groups = blind.type_groups
+    spoiled = groups.labels.copy()
+    spoiled[0] = 1 - spoiled[0]
+    blind.type_groups = dataclasses.replace(groups, labels=spoiled)
+    with torch.no_grad():
+        blind.model.embedding.copy_(torch.as_tensor(groups.centres[spoiled], dtype=torch.float32))
+    blind.solve_kept[:, 0] = False
+    starts = dataset.observed.trajectory.window_starts(blind.prediction_window)
+    short = np.zeros((len(starts), len(spoiled)), dtype=bool)
+    short[:, 0] = True
+    seeing = copy.deepcopy(blind)
+    blind.solve_short, seeing.solve_short = None, (starts, short)
+    blind.run()
+    seeing.run()
+    assert blind.group_solve_report["group_solve_short_entries"] == 0
+    assert seeing.group_solve_report["group_solve_short_entries"] == len(starts)
+    assert metrics.matched_accuracy(blind.type_groups.labels, dataset.truth.types) < 1.0
+    assert metrics.matched_accuracy(seeing.type_groups.labels, dataset.truth.types) == 1.0
+    assert seeing.group_solve_report["group_solve_moves"] >= 1
+
+
 @pytest.mark.parametrize("window", [1, 4])
 def test_entries_near_zero_concentration_add_nothing_to_the_prediction_loss(small_dataset, window: int):
     """zero_margin: a margin above every concentration leaves every entry out (a loss of exactly 0), none keeps the

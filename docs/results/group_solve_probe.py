@@ -24,7 +24,7 @@ from sklearn.metrics import r2_score
 from threadpoolctl import threadpool_limits
 
 from metabo_tune.config import load_config
-from metabo_tune.group_solve import KNOTS_PER_GROUP, GroupSolution, GroupSolve
+from metabo_tune.group_solve import KNOTS_PER_GROUP, GroupSolution, GroupSolve, window_mean
 from metabo_tune.homeostasis_losses import window_rates
 from metabo_tune.metrics import matched_accuracy
 from metabo_tune.simulate import Dataset, load_or_simulate
@@ -72,7 +72,8 @@ def checkpoint_inputs(run: Path) -> tuple[torch.nn.Module, Dataset, tuple, np.nd
     if weak:
         starts, window = trainer.solve_starts, trainer.solve_window
         target = window_rates(trajectory.concentrations.astype(np.float64), window, trajectory.delta_t)[starts]
-        inputs = (rates_per_k, stoichiometry, conc, target, groups.ravel(), KNOTS_PER_GROUP, starts, window)
+        inputs = (rates_per_k, stoichiometry, conc, target, groups.ravel(), KNOTS_PER_GROUP,
+                  window_mean(starts, window, len(conc)))
     else:
         inputs = (rates_per_k, stoichiometry, conc, trajectory.derivatives[::FRAME_STRIDE].astype(np.float64),
                   groups.ravel())

@@ -20,7 +20,7 @@ import torch
 from group_solve_probe import checkpoint_inputs, scores
 from threadpoolctl import threadpool_limits
 
-from metabo_tune.group_solve import KNOTS_PER_GROUP, GroupSolve
+from metabo_tune.group_solve import KNOTS_PER_GROUP, GroupSolve, window_mean
 from metabo_tune.homeostasis_losses import window_rates
 from metabo_tune.train import GROUP_SOLVE_MIN_GAIN
 
@@ -49,7 +49,7 @@ def main() -> None:
         for label, (groups, moves, gain) in starts_of.items():
             started = time.perf_counter()
             solution = GroupSolve(rates_per_k, stoichiometry, conc, target, np.array(groups), KNOTS_PER_GROUP,
-                                  starts, window).solve(moves, run_k, min_split_gain=gain)
+                                  window_mean(starts, window, len(conc))).solve(moves, run_k, min_split_gain=gain)
             rows.append({"run": str(args.run), "window": window, "solve": label, "moves": solution.moves,
                          "merges": solution.merges, "splits": solution.splits, "misfit_rms": solution.misfit_rms,
                          "noise_rms": solution.noise_rms, "excess_rms": solution.excess_rms,
