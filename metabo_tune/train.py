@@ -200,9 +200,10 @@ class Trainer:
             frames[:-1] &= traj.clear_of_zero(1, self.zero_margin)
             self.solve_kept = frames[::GROUP_SOLVE_FRAME_STRIDE]
         # the weak-form solve's second block of rows: prediction windows over the stretches clear of zero too short
-        # for one of its long windows (starts, kept); None where there are none
+        # for one of its long windows (starts, kept); None where there are none, or no solve
         self.solve_short = None
-        if self.solve_kept is not None and self.solve_starts is not None and self.prediction_window < self.solve_window:
+        if (tcfg.group_solve_moves is not None and self.solve_kept is not None and self.solve_starts is not None
+                and self.prediction_window < self.solve_window):
             starts = traj.window_starts(self.prediction_window)
             kept = uncovered(self.solve_kept, self.solve_starts, self.solve_window,
                              traj.clear_of_zero(self.prediction_window, self.zero_margin), starts,
