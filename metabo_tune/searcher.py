@@ -14,6 +14,13 @@ Measured pitfalls of Ray 2.58–2.60 that shape it (reference/ray_tune_notes.md)
 (`set_max_concurrency` returns True, `suggest` returns None when full) because Ray's limiter forgets
 errored trials that a resume revives; errors arrive with `result=None`, so the last interim result is
 kept; on restore `set_search_properties` is not called again, so `restore` brings back every field.
+
+Tune snapshots the searcher together with its trial list, every 10 s or at a trial's final checkpoint, so
+a driver killed between a `suggest` and the next snapshot leaves a trial Tune forgets: its directory, and
+the resume checkpoint its trainable may have written there, would be orphaned, and the searcher would
+propose afresh. So every suggestion is also appended to suggestions.jsonl at once; `restore` re-issues,
+first and in order, each one its snapshot does not hold, under the new trial id Tune asks with. The node,
+seed and fidelity, hence the trial directory, are the same, so the trial resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from metabo_tune.strategies import propose
 from metabo_tune.tree import FULL, SCREEN, Node, Tree, promotes
 
 METRIC = "reward"
+SUGGESTIONS_FILE = "suggestions.jsonl"
 
 
 class ConcurrencyLimitedSearcher(Searcher):
@@ -65,10 +73,13 @@ class TreeSearcher(ConcurrencyLimitedSearcher):
         self.last_results: dict[str, dict[str, Any]] = {}
         self.n_suggested = 0  # suggestions made by the strategies (promotions do not take a wave slot)
         self.promotions: list[str] = []  # node ids waiting for their full-budget trial, oldest first
+        self.reissues: list[dict[str, Any]] = []  # journal entries Tune lost in a kill, oldest first
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         if self.full():
             return None
+        if self.reissues:
+            return self._reissue(trial_id, self.reissues.pop(0))
         if self.promotions:
             node = self.tree.nodes[self.promotions.pop(0)]
             seed, fidelity = node.trials[0].seed, FULL
@@ -86,13 +97,61 @@ class TreeSearcher(ConcurrencyLimitedSearcher):
                 seed = self.space.base.training.seed  # common seed: nodes differ by their config, not by noise
                 fidelity = self.space.search_fidelity
             self.n_suggested += 1
+        return self._start(trial_id, node, strategy, mutation, seed, fidelity)
+
+    def _start(self, trial_id: str, node: Node, strategy: str, mutation: str, seed: int,
+               fidelity: str) -> dict[str, Any]:
         self.tree.add_trial(node.node_id, trial_id, seed, fidelity)
         self.live.add(trial_id)
         suggestion = {"node_id": node.node_id, "parent_id": node.parent_id, "strategy": strategy,
                       "mutation": mutation, "seed": seed, "values": dict(node.config)}
+        entry = {"trial_id": trial_id, "trial_fidelity": fidelity} | suggestion
+        directory = Path(self.experiment_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        with open(directory / SUGGESTIONS_FILE, "a") as journal:
+            journal.write(json.dumps(entry) + "\n")
         if self.space.fidelity is not None:
             suggestion["fidelity"] = fidelity
         return suggestion
+
+    def _reissue(self, trial_id: str, entry: dict[str, Any]) -> dict[str, Any]:
+        """The lost suggestion `entry` again, as trial `trial_id`: its node is added back if the snapshot
+        predates it (a lost parent comes earlier in the journal), and a lost promotion leaves the queue."""
+        node = self.tree.nodes.get(entry["node_id"])
+        if node is None:
+            node = self.tree.add_node(entry["node_id"], entry["parent_id"], entry["values"], entry["mutation"],
+                                      entry["strategy"])
+        if entry["strategy"] == "promotion":
+            self.promotions = [node_id for node_id in self.promotions if node_id != node.node_id]
+        else:
+            self.n_suggested += 1
+        return self._start(trial_id, node, entry["strategy"], entry["mutation"], entry["seed"],
+                           entry["trial_fidelity"])
+
+    def lost_suggestions(self) -> list[dict[str, Any]]:
+        """The journal's suggestions whose trial (node, seed, fidelity) the tree does not hold, once each,
+        oldest first. A line cut short by a kill mid-write is skipped (its suggestion never reached Tune),
+        and ended, so the next suggestion starts a line of its own."""
+        path = Path(self.experiment_dir) / SUGGESTIONS_FILE
+        if not path.is_file():
+            return []
+        text = path.read_text()
+        if text and not text.endswith("\n"):
+            with open(path, "a") as journal:
+                journal.write("\n")
+        held = {(node.node_id, trial.seed, trial.fidelity) for node in self.tree.nodes.values()
+                for trial in node.trials}
+        lost = []
+        for line in text.splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            key = (entry["node_id"], entry["seed"], entry["trial_fidelity"])
+            if key not in held:
+                held.add(key)
+                lost.append(entry)
+        return lost
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         self.last_results[trial_id] = result
@@ -150,3 +209,4 @@ class TreeSearcher(ConcurrencyLimitedSearcher):
         self.rng = random.Random()
         self.rng.setstate(state["rng"])
         self._metric, self._mode = state["metric"], state["mode"]
+        self.reissues = self.lost_suggestions()  # the snapshot's own queue included: it is journalled too

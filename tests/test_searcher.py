@@ -186,3 +186,40 @@ def test_save_and_restore_keep_a_queued_and_a_running_promotion(tmp_path):
     assert (replicate["node_id"], replicate["strategy"], replicate["fidelity"]) == ("t0", "replicate", FULL)
     assert original.tree.to_json() == restored.tree.to_json()
     assert [t.fidelity for t in restored.tree.nodes["t0"].trials] == [SCREEN, FULL, FULL]
+
+
+def test_suggestions_a_kill_loses_from_tunes_snapshot_are_reissued_once_each_in_order(tmp_path):
+    # Tune snapshots the searcher with its trial list; a driver killed before the next snapshot loses the
+    # trials suggested since. The resumed searcher must hand out exactly those again (same node, seed and
+    # fidelity, hence the same trial directory), before anything new, and never twice.
+    original = screening_searcher(tmp_path, concurrency=2)
+    original.suggest("t0"), original.suggest("t1")
+    original.on_trial_complete("t0", finished(0.5))  # promoted: queued
+    original.save(str(tmp_path / "snapshot.pkl"))
+    lost = [original.suggest("t2")]  # the promotion of t0
+    original.on_trial_complete("t1", finished(0.7))
+    lost.append(original.suggest("t3"))  # the promotion of t1
+    original.on_trial_complete("t2", finished(0.9))
+    lost.append(original.suggest("t4"))  # a new node
+    assert [s["strategy"] for s in lost[:2]] == ["promotion", "promotion"] and lost[2]["node_id"] == "t4"
+
+    restored = TreeSearcher.__new__(TreeSearcher)
+    restored.restore(str(tmp_path / "snapshot.pkl"))
+    assert restored.live == {"t1"} and restored.promotions == ["t0"]
+    assert restored.suggest("r0") == lost[0] and restored.promotions == []
+    restored.on_trial_complete("t1", finished(0.7))  # Tune restarts t1, which reports its result again
+    restored.save(str(tmp_path / "second_snapshot.pkl"))
+    assert restored.suggest("r1") == lost[1] and restored.promotions == []  # queued again, served once
+    restored.on_trial_complete("r0", finished(0.9))
+    assert restored.suggest("r2") == lost[2]
+    assert restored.tree.node_of_trial("r2").node_id == "t4"
+
+    def trial_keys(searcher: TreeSearcher) -> list[tuple]:
+        return sorted((n.node_id, t.seed, t.fidelity) for n in searcher.tree.nodes.values() for t in n.trials)
+    assert trial_keys(restored) == trial_keys(original)
+
+    # killed again before the next snapshot: the journal's old and new ids of one trial count once
+    again = TreeSearcher.__new__(TreeSearcher)
+    again.restore(str(tmp_path / "second_snapshot.pkl"))
+    assert [entry["trial_id"] for entry in again.reissues] == ["t3", "t4"]
+    assert again.suggest("s0") == lost[1] and again.promotions == []
