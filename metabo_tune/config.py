@@ -325,6 +325,14 @@ class TrainingConfig(_Section):
                            "twofold), still take its groups, each group's homeostasis solved with the run's k held. "
                            "A move or split happens only where the data's misfit falls, so the groups are the "
                            "data's verdict whatever the verdict on k. false: such a run stays as it is.")
+    group_solve_mixture: bool = Field(
+        False, description="With group_solve_moves and the linear head (ignored otherwise, as a search may switch "
+                           "either off): where the solve ends with one group, each "
+                           "metabolite's own relaxation (λ, μ) is fitted to its residual at the run's k and the groups "
+                           "are seeded from the regression's mixture of shared relaxations over those estimates "
+                           "(n_types, or with 'auto' one or two by BIC), then refined by moves. Noise compresses "
+                           "the misfit ratio a split must earn (σ_m 0.05: the true types lower it 7 %); the mixture "
+                           "weighs each estimate by its own covariance instead. false: one group stays one.")
     group_solve_window: int = Field(
         100, ge=2, description="With prediction_window > 1 (noisy data): the frames each row of the group solve's "
                                "weak form averages, (c[t+W] − c[t]) / (W·dt) at every start t. Its noise falls as 1/W "

@@ -257,6 +257,19 @@ class GroupSolve:
         h = self._solve(self.matrix[r:, r:], remaining)
         return self.total - 2 * float(k @ self.rhs[:r]) + float(k @ self.matrix[:r, :r] @ k) - float(h @ remaining)
 
+    def relaxation_estimates(self, rate_constants: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each metabolite's own linear relaxation h_i(c) = μ_i − λ_i·c fitted to its residual with k held at
+        `rate_constants`, over the entries solved and in this solve's form (weak or strong): [n, 2] (λ_i, μ_i) and
+        [n, 2, 2] the Gram blocks of their fits, the inputs of regress.fit_mixture."""
+        _, stoichiometry, conc, target = self.data
+        residual = (target - (self.rates_per_k * rate_constants) @ stoichiometry.T) * self.weight
+        conc_means = self.frame_mean @ conc
+        design = np.stack([-conc_means, np.ones_like(conc_means)], -1) * self.weight[..., None]  # [rows, n, 2]
+        blocks = np.einsum("rna,rnb->nab", design, design)
+        estimates = np.einsum("nab,nb->na", np.linalg.pinv(blocks, hermitian=True),
+                              np.einsum("rna,rn->na", design, residual))
+        return estimates, blocks
+
     def with_rate_constants(self, rate_constants: np.ndarray) -> GroupSolution:
         """This solve's groups as they stand, k held at `rate_constants` and every group's h solved (no moves)."""
         r = self.n_reactions
@@ -286,12 +299,13 @@ class GroupSolve:
         split = solve._split(solution, max_moves, min_split_gain)
         if split.splits == 0:
             return split
-        solve, solution = self._regrouped(split.groups), split
+        solve, solution = self.regrouped(split.groups), split
         while (merged := solve._merged(solution, max_moves)) is not None:
             solve, solution = merged
         return solution
 
-    def _regrouped(self, groups: np.ndarray) -> "GroupSolve":
+    def regrouped(self, groups: np.ndarray) -> "GroupSolve":
+        """The same rows and entries with other groups (each group's knots from its new members)."""
         return GroupSolve(*self.data, groups, self.knots_per_group, self.frame_mean if self.weak else None,
                           kept=self.kept)
 
@@ -300,7 +314,7 @@ class GroupSolve:
         ONE_LAW_GAIN-fold; None where no merge does."""
         best = None
         for a, b in itertools.combinations(np.unique(solution.groups), 2):
-            merged = self._regrouped(
+            merged = self.regrouped(
                 np.unique(np.where(solution.groups == b, a, solution.groups), return_inverse=True)[1].ravel())
             refined = merged._refined(max_moves, solution.start_misfit_rms, solution.noise_rms)
             if refined.excess_rms <= ONE_LAW_GAIN * solution.excess_rms and (
@@ -318,7 +332,7 @@ class GroupSolve:
             groups = self._split_groups(solution.groups, mean_residual, g)
             if groups is None:
                 continue
-            split = self._regrouped(groups)
+            split = self.regrouped(groups)
             unrefined = split._refined(0, solution.start_misfit_rms, solution.noise_rms)
             if unrefined.excess_rms * ONE_LAW_GAIN >= solution.excess_rms:
                 continue

@@ -328,6 +328,23 @@ def fit_mixture(per_metabolite: np.ndarray, blocks: np.ndarray, n_types: int, va
     return best
 
 
+def fit_mixtures(per_metabolite: np.ndarray, blocks: np.ndarray, n_types: int | str, max_types: int,
+                 seed: int = 0) -> dict[int, Mixture]:
+    """The mixtures of 1 … max_types relaxations ('auto'), or of 1 and n_types, over per-metabolite estimates
+    [n, 2] (λ, μ) with their Gram blocks [n, 2, 2]."""
+    # s² cannot go below 1e-12 of the per-metabolite estimates' own scale: on exact data they coincide
+    # with their type's to rounding, and the likelihood would otherwise reward fitting that rounding
+    variance_floor = 1e-12 * float(np.mean(excess_errors(np.zeros((1, 2)), per_metabolite, blocks)))
+    n = len(per_metabolite)
+    tried = range(1, min(max_types, n) + 1) if n_types == "auto" else sorted({1, min(int(n_types), n)})
+    return {k: fit_mixture(per_metabolite, blocks, k, variance_floor, seed) for k in tried}
+
+
+def chosen_mixture(fits: dict[int, Mixture], n_types: int | str) -> Mixture:
+    """The fit of lowest BIC ('auto'), or the one of n_types."""
+    return min(fits.values(), key=lambda fit: fit.bic) if n_types == "auto" else fits[max(fits)]
+
+
 def fit_known_forms(observed: Observed, window: int | str = "auto", n_types: int | str = "auto",
                     max_types: int = 4, seed: int = 0, zero_margin: float | str | None = "auto") -> KnownFormFit:
     """The regression on observed data; `window`, `n_types` and `zero_margin` may be 'auto' (from the estimated
@@ -349,13 +366,8 @@ def fit_known_forms(observed: Observed, window: int | str = "auto", n_types: int
     lam, mu = relaxation_from(equations, rate_constants)
     residual = (rates - (monomial_means * rate_constants) @ network.stoichiometry.T + lam * conc_means - mu)
     squared_error = float((residual * residual * (1.0 if kept is None else kept)).sum())
-    per_metabolite, blocks = np.stack([lam, mu], -1), equations.blocks
-    # s² cannot go below 1e-12 of the per-metabolite estimates' own scale: on exact data they coincide
-    # with their type's to rounding, and the likelihood would otherwise reward fitting that rounding
-    variance_floor = 1e-12 * float(np.mean(excess_errors(np.zeros((1, 2)), per_metabolite, blocks)))
-    tried = range(1, min(max_types, len(lam)) + 1) if n_types == "auto" else sorted({1, int(n_types)})
-    fits = {k: fit_mixture(per_metabolite, blocks, k, variance_floor, seed) for k in tried}
-    mixture = min(fits.values(), key=lambda fit: fit.bic) if n_types == "auto" else fits[int(n_types)]
+    fits = fit_mixtures(np.stack([lam, mu], -1), equations.blocks, n_types, max_types, seed)
+    mixture = chosen_mixture(fits, n_types)
     scores = {k: fit.bic for k, fit in fits.items()}
     return KnownFormFit(rate_constants, determined, lam, mu, mixture.labels, mixture.theta[:, 0],
                         mixture.theta[:, 1], scores, fits[1].theta[0], int(window),

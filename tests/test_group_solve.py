@@ -59,6 +59,21 @@ def test_several_metabolites_in_the_wrong_group_are_each_moved_back_once():
     assert after.moves == 4 and (after.groups == groups).all() and after.misfit_rms < 1e-4 * after.start_misfit_rms
 
 
+def test_each_metabolites_own_relaxation_is_fitted_with_k_held_on_the_entries_kept():
+    rates_per_k, stoichiometry, conc, target, groups, k, slope, baseline = linear_homeostasis_problem(seed=2)
+    kept = np.random.default_rng(0).random(target.shape) > 0.2
+    corrupted = np.where(kept, target, 1e3)  # entries left out must not count
+    solve = GroupSolve(rates_per_k, stoichiometry, conc, corrupted, np.zeros_like(groups), kept=kept)
+    estimates, blocks = solve.relaxation_estimates(k)
+    np.testing.assert_allclose(estimates[:, 0], slope[groups], rtol=1e-8)
+    np.testing.assert_allclose(estimates[:, 1], slope[groups] * baseline[groups], rtol=1e-8)
+    i = 5
+    design = np.stack([-conc[kept[:, i], i], np.ones(kept[:, i].sum())], 1)
+    np.testing.assert_allclose(blocks[i], design.T @ design)
+    wrong_k = k * 1.1
+    assert not np.allclose(solve.relaxation_estimates(wrong_k)[0][:, 0], slope[groups], rtol=1e-3)
+
+
 def test_the_start_misfit_holds_k_and_solves_only_the_groups_homeostasis():
     rates_per_k, stoichiometry, conc, target, groups, k, _, _ = linear_homeostasis_problem(seed=2)
     solve = GroupSolve(rates_per_k, stoichiometry, conc, target, groups)
