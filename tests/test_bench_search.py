@@ -180,12 +180,12 @@ def test_random_and_tpe_start_where_the_tree_starts_then_sample():
     assert resumed.suggest("t0") == starts[3]
 
 
-def test_repetitions_train_at_their_own_base_seed():
+def test_repetitions_train_at_their_own_base_seed(tmp_path):
     space = load_space(SMOKE)
     seeds = [bench.repetition_space(space, rep).base.training.seed for rep in range(3)]
     assert seeds == [77, 177, 277]
     assert bench.repetition_space(space, 2).base.to_dict() == space.config_for({}, seed=277).to_dict()
-    tree = TreeSearcher(bench.repetition_space(space, 1), Path("unused"), seed=1)
+    tree = TreeSearcher(bench.repetition_space(space, 1), tmp_path, seed=1)
     tree.set_max_concurrency(1)
     assert tree.suggest("t0")["seed"] == 177
 
