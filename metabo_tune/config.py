@@ -328,7 +328,8 @@ class TrainingConfig(_Section):
     group_solve_mixture: bool = Field(
         False, description="With group_solve_moves and the linear head (ignored otherwise, as a search may switch "
                            "either off): where the solve ends with one group, each "
-                           "metabolite's own relaxation (λ, μ) is fitted to its residual at the run's k and the groups "
+                           "metabolite's own relaxation (λ, μ) is fitted to its residual at that one-group solution's "
+                           "k and the groups "
                            "are seeded from the regression's mixture of shared relaxations over those estimates "
                            "(n_types, or with 'auto' one or two by BIC), then refined by moves. Noise compresses "
                            "the misfit ratio a split must earn (σ_m 0.05: the true types lower it 7 %); the mixture "
