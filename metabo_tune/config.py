@@ -310,6 +310,13 @@ class TrainingConfig(_Section):
                           "zero and measurements are clipped there, so no rate law fits them. 'auto': 3 × the "
                           "measurement noise read from the data. With recurrent_training the rolled-out "
                           "prediction loss keeps every entry. null: every entry kept.")
+    decensor_zeros: bool | Literal["auto"] = Field(
+        False, description="Measurements clamped at zero (max(c + ε, 0), as the simulator measures) are biased "
+                           "upward near zero, and a substrate near zero carries that bias into the rows of every "
+                           "metabolite its reactions touch. true: each entry with a zero within one frame is "
+                           "replaced by the local censored (Tobit) estimate of c at the noise read from the data "
+                           "(metabo_tune/censoring.py); 'auto': so where the data hold zeros. The derivatives are "
+                           "left as given. analysis.log: decensored_entries.")
     group_solve_moves: int | None = Field(
         None, ge=0, description="At the end of the run (after type_grouping_at): with the learned "
                                 "rate law held, k and each group's homeostasis (piecewise linear in c with the MLP "
@@ -409,6 +416,8 @@ class RegressionConfig(_Section):
                             "ODE there, and measurements clipped at zero are biased within a few σ of it. 'auto': "
                             "3 × the measurement noise read from the data (on exact data, windows that touch zero). "
                             "null: every row kept.")
+    decensor_zeros: bool | Literal["auto"] = Field(
+        False, description="As training.decensor_zeros, for the regression's data.")
 
 
 class Config(_Section):

@@ -43,6 +43,7 @@ from scipy import sparse
 from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 
+from metabo_tune.censoring import decensored_observed
 from metabo_tune.config import Config, ConfigError, load_config
 from metabo_tune.group_solve import reaction_gram
 from metabo_tune.homeostasis_losses import sliding_mean, window_rates
@@ -378,6 +379,7 @@ def fit_known_forms(observed: Observed, window: int | str = "auto", n_types: int
 def fit_config(cfg: Config, observed: Observed) -> KnownFormFit:
     """The regression of a run config's `regression` section on observed data."""
     rcfg = cfg.regression
+    observed = decensored_observed(observed, rcfg.decensor_zeros)[0]
     return fit_known_forms(observed, rcfg.window, rcfg.n_types, rcfg.max_types, zero_margin=rcfg.zero_margin)
 
 
@@ -433,7 +435,7 @@ def fit_metrics(cfg: Config, dataset: Dataset, fit: KnownFormFit) -> dict[str, f
                                      training_time_s=fit.solve_time_s, iterations=0)
     del values["iterations_per_s"]
     n = dataset.observed.network.n_metabolites
-    values |= data_report(cfg, dataset) | {
+    values |= data_report(cfg, dataset, cfg.regression.decensor_zeros) | {
         "method": "regression",
         "final_loss": fit.residual_rms**2 * n,  # the squared error per frame, as a trial's final_loss
         "regression_window": fit.window,

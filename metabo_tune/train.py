@@ -27,6 +27,7 @@ import yaml
 from threadpoolctl import threadpool_limits
 
 from metabo_tune.atomic_file import write_atomically
+from metabo_tune.censoring import DecensorSetting, decensored_observed
 from metabo_tune.config import Config, ConfigError, load_config, with_defaults
 from metabo_tune.group_solve import KNOTS_PER_GROUP, GroupSolution, GroupSolve, uncovered, window_mean
 from metabo_tune.homeostasis_losses import HomeostasisLosses, shared_relaxation_fit, window_rates
@@ -180,6 +181,7 @@ class Trainer:
         self.cfg = cfg
         tcfg = cfg.training
         self.device = torch.device(device) if device is not None else select_device(tcfg.device)
+        observed = decensored_observed(observed, tcfg.decensor_zeros)[0]
         traj = observed.trajectory
         self.xnorm = input_scale(observed)
         self.model = build_model(observed.network, cfg.graph_model, self.xnorm, tcfg.seed,
@@ -705,13 +707,18 @@ def run_report(cfg: Config, dataset: Dataset, result: TrainResult) -> dict[str, 
     return values
 
 
-def data_report(cfg: Config, dataset: Dataset) -> dict[str, float]:
+def data_report(cfg: Config, dataset: Dataset, decensor: DecensorSetting | None = None) -> dict[str, float]:
     """The measurement noise read from the training data, beside the level simulated (known only when the data
-    were simulated here)."""
+    were simulated here), and with decensoring on (default: training.decensor_zeros) the fraction of entries it
+    replaced."""
     simulated = cfg.simulation.data_dir is None
     trajectory = dataset.observed.trajectory
-    return noise_report(trajectory.concentrations, cfg.training.measurement_noise_level if simulated else None,
-                        trajectory.run_starts)
+    report = noise_report(trajectory.concentrations, cfg.training.measurement_noise_level if simulated else None,
+                          trajectory.run_starts)
+    decensor = cfg.training.decensor_zeros if decensor is None else decensor
+    if decensor is not False:
+        report["decensored_entries"] = decensored_observed(dataset.observed, decensor)[1]
+    return report
 
 
 def write_trial_inputs(out_dir: Path, cfg: Config, dataset: Dataset) -> None:
