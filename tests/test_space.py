@@ -597,8 +597,9 @@ def test_the_joint_recovery_config_is_the_mission_spreads_last_slot() -> None:
 def test_the_noisy_space_is_the_joint_recovery_config_in_weak_form_on_noisy_data(tmp_path: Path) -> None:
     """noisy_rank_50's base is configs/joint_recovery.yaml plus the weak forms with their windows read from the data,
     the head attached to the prediction loss, the types grouped at 95 % and the group solve's groups taken at the
-    end (seeded from the relaxation mixture where it keeps one group), on the mission network measured with
-    σ_m = 0.01; the noise level is part of the data, so the search may not change it."""
+    end (seeded from the relaxation mixture where it keeps one group), measurements clamped at zero read back by
+    the censored estimate (the regression's too), on the mission network measured with σ_m = 0.01; the noise level
+    is part of the data, so the search may not change it."""
     space = load_space(NOISY)
     exact = load_config(SPACES.parent / "configs" / "joint_recovery.yaml").to_dict()
     noisy = space.base.to_dict()
@@ -606,7 +607,9 @@ def test_the_noisy_space_is_the_joint_recovery_config_in_weak_form_on_noisy_data
     changed = {key: value for key, value in noisy["training"].items() if exact["training"][key] != value}
     assert changed == {"measurement_noise_level": 0.01, "moment_window": "auto", "prediction_window": "auto",
                        "detach_homeostasis": False, "type_grouping_at": 0.95, "group_solve_moves": 100,
-                       "group_solve_takes_groups": True, "zero_margin": "auto", "group_solve_mixture": True}
+                       "group_solve_takes_groups": True, "zero_margin": "auto", "group_solve_mixture": True,
+                       "decensor_zeros": "auto"}
+    assert noisy["regression"]["decensor_zeros"] == "auto"
     assert "auto" in space.parameters["training.moment_window"].values
     assert "auto" in space.parameters["training.prediction_window"].values
     raw = yaml.safe_load(NOISY.read_text())
