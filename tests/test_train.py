@@ -278,7 +278,8 @@ def test_ground_truth_is_read_only_by_metrics_and_plots(request, tmp_path, make_
 
 
 def test_ground_truth_stays_out_of_training_on_the_noisy_path(tmp_path, monkeypatch):
-    """With measurement noise the trial loads its own (noisy) data: the truth is guarded from there on."""
+    """With measurement noise the trial loads its own (noisy) data, and reads it decensored: the truth is guarded
+    from there on."""
     loaded = []
 
     def guarded_load(simulation, **kwargs):
@@ -287,11 +288,12 @@ def test_ground_truth_stays_out_of_training_on_the_noisy_path(tmp_path, monkeypa
         return dataclasses.replace(dataset, truth=loaded[-1][1])
 
     monkeypatch.setattr(train_module, "load_or_simulate", guarded_load)
-    cfg = final_config(**EVERY_OPTIONAL_TERM, measurement_noise_level=0.01)
+    cfg = final_config(**EVERY_OPTIONAL_TERM, measurement_noise_level=0.01, decensor_zeros=True)
     outcome = run_trial(cfg, tmp_path / "run", show_progress=False)
     (kwargs, guarded), = loaded
     assert kwargs == {"measurement_noise_level": 0.01}
     assert outcome.result.status == "completed" and outcome.metrics["classification"] != "unknown"
+    assert outcome.metrics["decensored_entries"] > 0
     assert guarded.readers == {"metabo_tune.metrics", "metabo_tune.plots"}
 
 
