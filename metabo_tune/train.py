@@ -181,7 +181,7 @@ class Trainer:
         self.cfg = cfg
         tcfg = cfg.training
         self.device = torch.device(device) if device is not None else select_device(tcfg.device)
-        observed = decensored_observed(observed, tcfg.decensor_zeros)[0]
+        measured, observed = observed, decensored_observed(observed, tcfg.decensor_zeros)[0]
         traj = observed.trajectory
         self.xnorm = input_scale(observed)
         self.model = build_model(observed.network, cfg.graph_model, self.xnorm, tcfg.seed,
@@ -283,7 +283,8 @@ class Trainer:
         self.moment_window = resolved_moment_window(tcfg.moment_window, traj.concentrations, traj.run_starts)
         self.homeostasis_losses = HomeostasisLosses(tcfg, self.model, traj, null, self.conc, self.deriv,
                                                     self.total_iterations, self.moment_window, self.zero_margin)
-        warm_start = fit_config(cfg, observed) if tcfg.init == "regression" else None
+        # the regression reads the data as measured: it decensors by its own setting
+        warm_start = fit_config(cfg, measured) if tcfg.init == "regression" else None
         if self.model.relaxation is not None:
             shared = warm_start.shared_relaxation() if warm_start is not None else None
             self.model.relaxation.initialise(*(shared or shared_relaxation_fit(

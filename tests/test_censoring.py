@@ -86,3 +86,17 @@ def test_training_reads_its_data_decensored_when_asked() -> None:
         raw["training"]["decensor_zeros"] = setting
         conc = Trainer(config_from_dict(raw), measured).conc.numpy()
         assert (conc[zeros] > 0).any() == changed
+
+
+def test_the_regression_warm_start_reads_the_data_as_measured_and_decensors_by_its_own_setting(monkeypatch) -> None:
+    from metabo_tune import train as train_module
+
+    raw = {"simulation": {"n_metabolites": 30, "n_reactions": 60, "n_frames": 400, "seed": 8031},
+           "training": {"measurement_noise_level": 0.05, "decensor_zeros": True, "init": "regression"},
+           "regression": {"decensor_zeros": True}}
+    measured = load_or_simulate(config_from_dict(raw).simulation, measurement_noise_level=0.05).observed
+    seen = []
+    monkeypatch.setattr(train_module, "fit_config", lambda cfg, observed: seen.append(observed) or fit_config(
+        cfg, observed))
+    train_module.Trainer(config_from_dict(raw), measured)
+    assert len(seen) == 1 and seen[0] is measured  # not the training's decensored copy: decensored once
