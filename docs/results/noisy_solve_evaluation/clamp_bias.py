@@ -28,7 +28,7 @@ from metabo_tune import simulate as sim
 from metabo_tune.censoring import decensored_observed
 from metabo_tune.config import config_from_dict, load_config
 from metabo_tune.group_solve import GroupSolve
-from metabo_tune.regress import fit_config
+from metabo_tune.regress import fit_config, monomials
 from metabo_tune.train import LINEAR_HEAD_KNOTS, Trainer
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -71,13 +71,10 @@ def heads(network: int = 8912) -> list[dict]:
         dataset = measured(cfg, how)
         trainer = Trainer(cfg, dataset.observed)
         target, frame_mean, kept = trainer._weak_form_rows()
-        model, conc = trainer.model, trainer.conc.double().numpy()
-        with torch.no_grad():  # mass action: the truth's form, so that only the measurements differ
-            terms = torch.nn.functional.pad(torch.as_tensor(conc)[:, model.pair_metabolite]
-                                            ** model.pair_order.double(), (0, 1), value=1.0)
-            monomials = terms[:, model.reaction_gather.flatten()].unflatten(-1, model.reaction_gather.shape).prod(-1)
+        # mass action: the truth's form, so that only the measurements differ
+        rates_per_k = monomials(trainer.conc.double().numpy(), dataset.observed.network)
         truth = dataset.truth
-        solve = GroupSolve(monomials.numpy(), trainer.stoichiometry.astype(np.float64), trainer.conc.double().numpy(),
+        solve = GroupSolve(rates_per_k, trainer.stoichiometry.astype(np.float64), trainer.conc.double().numpy(),
                            target, np.asarray(truth.types), LINEAR_HEAD_KNOTS, frame_mean, kept=kept)
         solution = solve.with_rate_constants(10.0 ** truth.log_k)
         lambdas, baselines = [], []
