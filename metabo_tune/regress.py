@@ -129,14 +129,19 @@ def weak_form_rows(trajectory: Trajectory, network: Network, window: int) -> tup
 
 def rows_clear_of_zero(trajectory: Trajectory, window: int, margin: float | None) -> np.ndarray | None:
     """[rows, n] bool, aligned with weak_form_rows: True where the metabolite's observed concentration stays above
-    `margin` over the row's frames (t … t+W; the frame itself in the strong form). None (every row kept) for no
-    margin. Near zero the simulator's clamp breaks the ODE and measurements clipped at zero are biased, so such
-    rows disagree with any rate law: measured on development networks 8703 and 8802 at σ_m 0.001, they left the
-    fit's k R² at 0.989 and 0.9998, and without them 1.0000 on both."""
+    `margin` over the row's frames (t … t+W; in the strong form t and t+1, which a forward difference reads, the
+    last frame alone). None (every row kept) for no margin. Near zero the simulator's clamp breaks the ODE and
+    measurements clipped at zero are biased, so such rows disagree with any rate law: measured on development
+    networks 8703 and 8802 at σ_m 0.001, they left the fit's k R² at 0.989 and 0.9998, and without them 1.0000 on
+    both. The strong form checks the frame after too, as training's rows do: a measured dc/dt is a forward
+    difference, and a frame before a fall to the clamp (5.8 to 0 in one step on development network 8905) gives a
+    row far off any rate law."""
     if margin is None:
         return None
     if window == 1:
-        return trajectory.clear_of_zero(0, margin)
+        clear = trajectory.clear_of_zero(0, margin)
+        clear[:-1] &= trajectory.clear_of_zero(1, margin)
+        return clear
     return trajectory.within_runs(trajectory.clear_of_zero(window, margin), window)
 
 

@@ -23,7 +23,7 @@ def test_a_concentration_near_zero_is_read_back_with_under_60_percent_of_the_cla
 
 
 def test_entries_without_a_zero_among_their_neighbours_and_exact_data_are_left_as_measured() -> None:
-    measured = np.array([[1.0, 0.3], [0.9, 0.0], [0.8, 0.2], [0.7, 0.4], [0.6, 0.5]])
+    measured = np.array([[1.0, 0.03], [0.9, 0.0], [0.8, 0.02], [0.7, 0.04], [0.6, 0.05]])
     out = decensored(measured, 0.05)
     np.testing.assert_array_equal(out[:, 0], measured[:, 0])  # never near zero
     np.testing.assert_array_equal(out[3:, 1], measured[3:, 1])  # two frames or more from the zero
@@ -32,8 +32,18 @@ def test_entries_without_a_zero_among_their_neighbours_and_exact_data_are_left_a
     np.testing.assert_array_equal(decensored(measured, 0.0), measured)
 
 
+def test_a_measurement_well_above_zero_beside_a_zero_is_neither_replaced_nor_averaged_in() -> None:
+    """A metabolite that crashes from 5.8 to the clamp in one step: the 5.8 is a measurement of c > 0 (116 σ),
+    not a censored reading, and the zeros after it stay zeros (the local estimate of a stretch of zeros is 0)."""
+    measured = np.array([[6.0], [5.8], [0.0], [0.0], [0.04], [0.08], [0.3]])
+    out = decensored(measured, 0.05)
+    np.testing.assert_array_equal(out[[0, 1, 5, 6]], measured[[0, 1, 5, 6]])
+    assert (out[2:4] == 0).all()
+    assert 0 < out[4, 0] < 0.04  # read from the zero before it and the 0.08 after it
+
+
 def test_a_zero_in_one_run_leaves_the_next_runs_first_frame_alone() -> None:
-    measured = np.array([[0.5], [0.4], [0.0], [0.6], [0.7]])
+    measured = np.array([[0.5], [0.04], [0.0], [0.06], [0.7]])
     out = decensored(measured, 0.05, run_starts=(0, 3))
     np.testing.assert_array_equal(out[3:], measured[3:])
     assert out[1, 0] != measured[1, 0]
@@ -46,6 +56,7 @@ def test_auto_decensors_only_data_that_hold_zeros() -> None:
     trajectory = clean.trajectory
     conc = trajectory.concentrations.copy()
     conc[10:20, 3] = 0.0
+    conc[11:20:2, 3] = 1e-9  # readings far below the noise beside zeros: read back (to 0 here)
     zeros = Observed(clean.network, Trajectory(conc, trajectory.derivatives, trajectory.delta_t, trajectory.run_starts))
     read, fraction = decensored_observed(zeros, "auto")
     assert 0 < fraction < 0.01 and (read.trajectory.concentrations[10:20, 3] >= 0).all()
