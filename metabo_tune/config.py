@@ -418,6 +418,11 @@ class RegressionConfig(_Section):
                             "null: every row kept.")
     decensor_zeros: bool | Literal["auto"] = Field(
         False, description="As training.decensor_zeros, for the regression's data.")
+    row_weights: Literal["noise", "none"] = Field(
+        "noise", description="'noise': given k, each metabolite's relaxation is fitted with its rows weighted by the "
+                             "inverse of the variance the measurement noise read from the data gives them (rows "
+                             "whose reactions run fast carry far more), and the types' mixture reads those; "
+                             "'none': every kept row alike.")
 
 
 class Config(_Section):

@@ -243,6 +243,73 @@ def relaxation_from(equations: NormalEquations, rate_constants: np.ndarray) -> t
     return solution[:, 0], solution[:, 1]
 
 
+# Frames of the per-row noise variance computed at once: [frames, substrate pairs] floats each (iJO1366: about 20 000
+# pairs, so 256 frames take 40 MB)
+_VARIANCE_FRAME_CHUNK = 256
+
+
+def row_noise_variance(trajectory: Trajectory, network: Network, rate_constants: np.ndarray, window: int,
+                       noise: float) -> np.ndarray:
+    """[rows, n], aligned with weak_form_rows: the variance measurement noise σ gives row (t, i), to first order,
+    frames independent, the rate read as (c[t+W] − c[t]) / (W·dt) (W 1: a forward difference): with
+    G_ia(s) = ∂/∂c_a Σ_j S_ij k_j m_j at frame s, σ² · (2 / (W·dt)² + 2·G_ii(t) / (W²·dt) + Σ_a mean_s G_ia(s)² / W),
+    the middle term the rate's start sharing its noise with the reactions' first frame. Rows whose reactions run fast
+    carry far more noise than the rest (a metabolite spiking to 150 on development network 8905: four times the
+    median row's standard deviation), and an unweighted fit lets them dominate its relaxation."""
+    conc = trajectory.concentrations
+    n, (index, order) = conc.shape[1], network.padded_substrates()
+    edge_reaction, edge_slot = np.nonzero((order > 0) & (index < n))
+    edge_metabolite, edge_order = index[edge_reaction, edge_slot], order[edge_reaction, edge_slot]
+    # (edge e, metabolite i of its reaction) → the pair (i, substrate of e), weighted by S_ij
+    stoichiometry = sparse.csc_matrix(network.stoichiometry)
+    counts = np.diff(stoichiometry.indptr)[edge_reaction]
+    rows_of = np.concatenate([stoichiometry.indices[stoichiometry.indptr[j]:stoichiometry.indptr[j + 1]]
+                              for j in edge_reaction]) if len(edge_reaction) else np.zeros(0, dtype=np.int64)
+    values_of = np.concatenate([stoichiometry.data[stoichiometry.indptr[j]:stoichiometry.indptr[j + 1]]
+                                for j in edge_reaction]) if len(edge_reaction) else np.zeros(0)
+    edges = np.repeat(np.arange(len(edge_reaction)), counts)
+    pairs, pair_index = np.unique(rows_of * n + np.repeat(edge_metabolite, counts), return_inverse=True)
+    to_pairs = sparse.csr_matrix((values_of, (edges, pair_index.ravel())), shape=(len(edge_reaction), len(pairs)))
+    to_metabolites = sparse.csr_matrix((np.ones(len(pairs)), (np.arange(len(pairs)), pairs // n)),
+                                       shape=(len(pairs), n))
+    own_pairs = np.flatnonzero(pairs // n == pairs % n)  # (i, i): the metabolite's own noise
+    squared, own = np.zeros_like(conc, dtype=np.float64), np.zeros_like(conc, dtype=np.float64)
+    for start in range(0, len(conc), _VARIANCE_FRAME_CHUNK):
+        frames = conc[start:start + _VARIANCE_FRAME_CHUNK]
+        padded = np.concatenate([frames, np.ones((len(frames), 1))], axis=1)
+        factors = padded[:, index] ** order  # [frames, reactions, slots]
+        # ∂(k_j Π_e c_e^s_e)/∂c_a for the edge in slot p: k_j s_p c_a^(s_p − 1) × the other slots' factors
+        partial = np.empty((len(frames), len(edge_reaction)))
+        for slot in np.unique(edge_slot):
+            at = edge_slot == slot
+            j = edge_reaction[at]
+            others = np.prod(np.delete(factors[:, j], slot, axis=2), axis=2)
+            partial[:, at] = edge_order[at] * padded[:, edge_metabolite[at]] ** (edge_order[at] - 1) * others
+        partial *= rate_constants[edge_reaction]
+        gradients = to_pairs.T @ partial.T  # [pairs, frames]
+        squared[start:start + len(frames)] = (to_metabolites.T @ (gradients * gradients)).T
+        own[start:start + len(frames), pairs[own_pairs] % n] = gradients[own_pairs].T
+    if window > 1:
+        rows = trajectory.n_frames - window
+        squared = trajectory.within_runs(sliding_mean(squared, window)[:rows], window)
+        own = trajectory.within_runs(own[:rows], window)
+    return noise**2 * (2.0 / (window * trajectory.delta_t) ** 2 + 2.0 * own / (window**2 * trajectory.delta_t)
+                       + squared / window)
+
+
+def weighted_relaxations(monomial_means: np.ndarray, conc_means: np.ndarray, rates: np.ndarray,
+                         stoichiometry: np.ndarray, rate_constants: np.ndarray, noise: NoiseMoments,
+                         weight: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(λ_i, μ_i, Gram blocks [n, 2, 2]) given k: each metabolite's rows, weighted by `weight` [rows, n] (0 for a
+    row left out), fitted with the reactions' part moved to the right."""
+    target = rates - (monomial_means * rate_constants) @ stoichiometry.T
+    total = weight.sum(0)
+    blocks = relaxation_blocks(conc_means, noise, weight)
+    rhs = np.stack([-((weight * conc_means * target).sum(0) - total * noise.cross), (weight * target).sum(0)], -1)
+    solution = np.einsum("nab,nb->na", np.linalg.pinv(blocks, hermitian=True), rhs)
+    return solution[:, 0], solution[:, 1], blocks
+
+
 def excess_errors(theta: np.ndarray, per_metabolite: np.ndarray, blocks: np.ndarray) -> np.ndarray:
     """[n, K]: how much more squared error metabolite i's rows have under the K relaxations (λ, μ) of theta
     than under its own best fit θ̂_i, exactly (θ − θ̂_i)ᵀ D_i (θ − θ̂_i) with D_i its block: no residual is
@@ -352,9 +419,12 @@ def chosen_mixture(fits: dict[int, Mixture], n_types: int | str) -> Mixture:
 
 
 def fit_known_forms(observed: Observed, window: int | str = "auto", n_types: int | str = "auto",
-                    max_types: int = 4, seed: int = 0, zero_margin: float | str | None = "auto") -> KnownFormFit:
+                    max_types: int = 4, seed: int = 0, zero_margin: float | str | None = "auto",
+                    row_weights: str = "noise") -> KnownFormFit:
     """The regression on observed data; `window`, `n_types` and `zero_margin` may be 'auto' (from the estimated
-    measurement noise, and by BIC)."""
+    measurement noise, and by BIC). With row_weights 'noise' (and noise read from the data), each metabolite's
+    relaxation is fitted again, given k, with its rows weighted by the inverse of their noise variance
+    (row_noise_variance), and the mixture reads those estimates and their weighted Gram blocks."""
     start = time.perf_counter()
     trajectory, network = observed.trajectory, observed.network
     noise = estimate_measurement_noise(trajectory.concentrations, trajectory.run_starts)
@@ -370,9 +440,15 @@ def fit_known_forms(observed: Observed, window: int | str = "auto", n_types: int
     equations = normal_equations(monomial_means, conc_means, rates, network.stoichiometry, noise_moments, kept)
     rate_constants, determined = solve_rate_constants(equations)
     lam, mu = relaxation_from(equations, rate_constants)
+    blocks = equations.blocks
+    if row_weights == "noise" and noise > 0:
+        weight = (np.ones(rates.shape) if kept is None else kept) / row_noise_variance(
+            trajectory, network, np.where(rate_constants > 0, rate_constants, 0.0), window, noise)
+        lam, mu, blocks = weighted_relaxations(monomial_means, conc_means, rates, network.stoichiometry,
+                                               rate_constants, noise_moments, weight)
     residual = (rates - (monomial_means * rate_constants) @ network.stoichiometry.T + lam * conc_means - mu)
     squared_error = float((residual * residual * (1.0 if kept is None else kept)).sum())
-    fits = fit_mixtures(np.stack([lam, mu], -1), equations.blocks, n_types, max_types, seed)
+    fits = fit_mixtures(np.stack([lam, mu], -1), blocks, n_types, max_types, seed)
     mixture = chosen_mixture(fits, n_types)
     scores = {k: fit.bic for k, fit in fits.items()}
     return KnownFormFit(rate_constants, determined, lam, mu, mixture.labels, mixture.theta[:, 0],
@@ -385,7 +461,8 @@ def fit_config(cfg: Config, observed: Observed) -> KnownFormFit:
     """The regression of a run config's `regression` section on observed data."""
     rcfg = cfg.regression
     observed = decensored_observed(observed, rcfg.decensor_zeros)[0]
-    return fit_known_forms(observed, rcfg.window, rcfg.n_types, rcfg.max_types, zero_margin=rcfg.zero_margin)
+    return fit_known_forms(observed, rcfg.window, rcfg.n_types, rcfg.max_types, zero_margin=rcfg.zero_margin,
+                           row_weights=rcfg.row_weights)
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from metabo_tune.regress import (
     normal_equations,
     regression_trial,
     relaxation_from,
+    row_noise_variance,
     rows_clear_of_zero,
     solve_rate_constants,
     weak_form_rows,
@@ -268,3 +269,32 @@ def test_a_design_without_moving_data_is_singular(exact):
     observed = Observed(network, Trajectory(frozen, np.zeros_like(frozen), 0.1))
     with pytest.raises(DataError, match="singular"):
         fit_known_forms(observed, window=1)
+
+
+@pytest.mark.parametrize("window", [1, 10])
+def test_the_rows_noise_variance_is_what_noise_draws_give_them(window):
+    """Gaussian noise σ on every c (without the clamp at zero, which the variance does not model): each row's
+    residual under the true k and relaxations scatters over 300 draws as row_noise_variance predicts, row by row."""
+    fast = simulate(config({"log_k_min": -1.5, "log_k_max": -1.0}).simulation)  # reactions' noise beside the ends'
+    trajectory, network, truth = fast.observed.trajectory, fast.observed.network, fast.truth
+    sigma, k = 0.002, 10.0 ** truth.log_k
+    lam, mu = truth.lambda_per_type[truth.types], (truth.lambda_per_type * truth.baseline_per_type)[truth.types]
+    rng = np.random.default_rng(0)
+    residuals = []
+    for _ in range(300):
+        conc = trajectory.concentrations + rng.normal(0.0, sigma, trajectory.concentrations.shape)
+        deriv = trajectory.derivatives.copy()
+        deriv[:-1] = (conc[1:] - conc[:-1]) / trajectory.delta_t  # what a measured dc/dt is: forward differences
+        noisy = dataclasses.replace(trajectory, concentrations=conc, derivatives=deriv)
+        monomial_means, conc_means, rates = weak_form_rows(noisy, network, window)
+        residuals.append(rates - (monomial_means * k) @ network.stoichiometry.T + lam * conc_means - mu)
+    measured = np.var(np.array(residuals)[:, :-1], axis=0)
+    predicted = row_noise_variance(trajectory, network, k, window, sigma)[:-1]
+    ratio = measured / predicted
+    assert 0.85 < np.median(ratio) < 1.15
+    assert np.quantile(ratio, 0.99) < 1.5 and np.quantile(ratio, 0.01) > 0.6  # 300 draws: ±0.16 at one sd
+    # row by row the prediction is off by no more than 300 draws' own scatter (about 2 / 299 in log variance
+    # squared), while one variance for every row would be off by several times that
+    floor = 2 / (300 - 1)
+    assert np.mean(np.log(ratio) ** 2) < 1.5 * floor
+    assert np.mean(np.log(measured / np.median(measured)) ** 2) > 3 * floor
