@@ -341,10 +341,6 @@ class TrainingConfig(_Section):
                            "(n_types, or with 'auto' one or two by BIC), then refined by moves. Noise compresses "
                            "the misfit ratio a split must earn (σ_m 0.05: the true types lower it 7 %); the mixture "
                            "weighs each estimate by its own covariance instead. false: one group stays one.")
-    group_solve_mixture_weights: Literal["noise", "none"] = Field(
-        "none", description="With group_solve_mixture: 'noise' weighs each row of a metabolite's relaxation fit by "
-                            "the inverse of the variance the measurement noise gives it, with mass action's "
-                            "gradient at the one-group k (as regression.row_weights); 'none': every kept row alike.")
     group_solve_window: int = Field(
         100, ge=2, description="With prediction_window > 1 (noisy data): the frames each row of the group solve's "
                                "weak form averages, (c[t+W] − c[t]) / (W·dt) at every start t. Its noise falls as 1/W "

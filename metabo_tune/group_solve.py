@@ -257,17 +257,14 @@ class GroupSolve:
         h = self._solve(self.matrix[r:, r:], remaining)
         return self.total - 2 * float(k @ self.rhs[:r]) + float(k @ self.matrix[:r, :r] @ k) - float(h @ remaining)
 
-    def relaxation_estimates(self, rate_constants: np.ndarray, row_variance: np.ndarray | None = None
-                             ) -> tuple[np.ndarray, np.ndarray]:
+    def relaxation_estimates(self, rate_constants: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Each metabolite's own linear relaxation h_i(c) = μ_i − λ_i·c fitted to its residual with k held at
-        `rate_constants`, over the entries solved and in this solve's form (weak or strong), each row weighted by
-        1 / row_variance [rows, n] where given: [n, 2] (λ_i, μ_i) and [n, 2, 2] the Gram blocks of their fits, the
-        inputs of regress.fit_mixture."""
+        `rate_constants`, over the entries solved and in this solve's form (weak or strong): [n, 2] (λ_i, μ_i) and
+        [n, 2, 2] the Gram blocks of their fits, the inputs of regress.fit_mixture."""
         _, stoichiometry, conc, target = self.data
-        root_weight = self.weight if row_variance is None else self.weight / np.sqrt(row_variance)
-        residual = (target - (self.rates_per_k * rate_constants) @ stoichiometry.T) * root_weight
+        residual = (target - (self.rates_per_k * rate_constants) @ stoichiometry.T) * self.weight
         conc_means = self.frame_mean @ conc
-        design = np.stack([-conc_means, np.ones_like(conc_means)], -1) * root_weight[..., None]  # [rows, n, 2]
+        design = np.stack([-conc_means, np.ones_like(conc_means)], -1) * self.weight[..., None]  # [rows, n, 2]
         blocks = np.einsum("rna,rnb->nab", design, design)
         estimates = np.einsum("nab,nb->na", np.linalg.pinv(blocks, hermitian=True),
                               np.einsum("rna,rn->na", design, residual))

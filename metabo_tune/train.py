@@ -33,13 +33,12 @@ from metabo_tune.group_solve import KNOTS_PER_GROUP, GroupSolution, GroupSolve, 
 from metabo_tune.homeostasis_losses import HomeostasisLosses, shared_relaxation_fit, window_rates
 from metabo_tune.model import MetabolicGNN, build_model
 from metabo_tune.noise_estimate import (
-    estimate_measurement_noise,
     noise_report,
     resolved_moment_window,
     resolved_prediction_window,
     resolved_zero_margin,
 )
-from metabo_tune.regress import KnownFormFit, chosen_mixture, fit_config, fit_mixtures, row_noise_variance
+from metabo_tune.regress import KnownFormFit, chosen_mixture, fit_config, fit_mixtures
 from metabo_tune.simulate import DataError, Dataset, Observed, left_null_space, load_or_simulate
 from metabo_tune.type_groups import TypeGroups, group_types
 
@@ -123,8 +122,7 @@ class CheckpointMismatch(ValueError):
 
 
 def mixture_seeded_solution(solve: GroupSolve, one_group: GroupSolution, run_k: np.ndarray, n_types: int | str,
-                            max_moves: int, seed: int = 0, row_variance: np.ndarray | None = None
-                            ) -> tuple[GroupSolution | None, int]:
+                            max_moves: int, seed: int = 0) -> tuple[GroupSolution | None, int]:
     """Groups seeded from the known-form regression's mixture of shared linear relaxations over each metabolite's
     own relaxation, fitted with k held at the one-group solution's (GroupSolve.relaxation_estimates), then refined
     by the solve's moves (run_k: the misfit they are measured against); with the number of types the mixture found:
@@ -138,9 +136,8 @@ def mixture_seeded_solution(solve: GroupSolve, one_group: GroupSolution, run_k: 
     instead, BIC kept one type on 8909 (its two-type fit stuck at types 0.51); with up to four types it chose
     three or four on 8907 and on synthetic problems and lost the types. Its limit: the k error scatters the
     estimates beyond their own covariance, so on data of one law BIC still prefers two types (8 of 8 synthetic
-    one-law problems of 60 metabolites under a 0.1-decade k error): give n_types 1 where one type is known.
-    row_variance [rows, n]: each row of the estimates weighted by its inverse (training.group_solve_mixture_weights)."""
-    estimates, blocks = solve.relaxation_estimates(one_group.rate_constants, row_variance)
+    one-law problems of 60 metabolites under a 0.1-decade k error): give n_types 1 where one type is known."""
+    estimates, blocks = solve.relaxation_estimates(one_group.rate_constants)
     mixture = chosen_mixture(fit_mixtures(estimates, blocks, n_types, MIXTURE_SPLIT_TYPES, seed), n_types)
     labels = np.unique(mixture.labels, return_inverse=True)[1].ravel()
     found = int(labels.max()) + 1
@@ -185,7 +182,6 @@ class Trainer:
         tcfg = cfg.training
         self.device = torch.device(device) if device is not None else select_device(tcfg.device)
         measured, observed = observed, decensored_observed(observed, tcfg.decensor_zeros)[0]
-        self.observed = observed  # as training reads it
         traj = observed.trajectory
         self.xnorm = input_scale(observed)
         self.model = build_model(observed.network, cfg.graph_model, self.xnorm, tcfg.seed,
@@ -488,11 +484,9 @@ class Trainer:
             solution = solve.solve(self.cfg.training.group_solve_moves, run_k, min_split_gain=GROUP_SOLVE_MIN_GAIN)
             mixture_types = None
             if self.cfg.training.group_solve_mixture and self.model.relaxation is not None and len(solution.knots) == 1:
-                variance = (self._solve_row_variance(solution.rate_constants)
-                            if self.cfg.training.group_solve_mixture_weights == "noise" else None)
                 seeded, mixture_types = mixture_seeded_solution(
                     solve, solution, run_k, self.cfg.training.n_types, self.cfg.training.group_solve_moves,
-                    seed=self.cfg.training.seed, row_variance=variance)
+                    seed=self.cfg.training.seed)
                 solution = seeded or solution
         applied = solution.excess_rms * GROUP_SOLVE_MIN_GAIN <= solution.start_excess_rms
         regrouped = not np.array_equal(solution.groups, self.type_groups.labels)
@@ -516,24 +510,6 @@ class Trainer:
             self.group_solve_report["group_solve_short_entries"] = (0 if self.solve_short is None
                                                                     else int(self.solve_short[1].sum()))
         self.group_solve_report["group_solve_time_s"] = time.perf_counter() - started
-
-    def _solve_row_variance(self, rate_constants: np.ndarray) -> np.ndarray | None:
-        """[rows, n], aligned with the group solve's rows: the variance the measurement noise read from the data gives
-        each (regress.row_noise_variance, mass action's gradient at `rate_constants`): the long windows, and the short
-        ones times (w/W)² as their rows are scaled; every GROUP_SOLVE_FRAME_STRIDE-th frame in the strong form. None
-        where the data read as noise-free."""
-        trajectory, network = self.observed.trajectory, self.observed.network
-        noise = estimate_measurement_noise(trajectory.concentrations, trajectory.run_starts)
-        if noise <= 0:
-            return None
-        k = np.where(rate_constants > 0, rate_constants, 0.0)
-        if self.solve_starts is None:
-            return row_noise_variance(trajectory, network, k, 1, noise)[::GROUP_SOLVE_FRAME_STRIDE]
-        variance = row_noise_variance(trajectory, network, k, self.solve_window, noise)
-        if self.solve_short is None:
-            return variance
-        short = row_noise_variance(trajectory, network, k, self.prediction_window, noise)
-        return np.concatenate([variance, short * (self.prediction_window / self.solve_window) ** 2])
 
     def _weak_form_rows(self) -> tuple[np.ndarray, scipy.sparse.csr_matrix, np.ndarray | None]:
         """The weak-form solve's target, frame means and kept entries: (c[t+W] − c[t]) / (W·dt) over every start t,
