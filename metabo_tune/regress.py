@@ -261,15 +261,10 @@ def row_noise_variance(trajectory: Trajectory, network: Network, rate_constants:
     edge_reaction, edge_slot = np.nonzero((order > 0) & (index < n))
     edge_metabolite, edge_order = index[edge_reaction, edge_slot], order[edge_reaction, edge_slot]
     # (edge e, metabolite i of its reaction) → the pair (i, substrate of e), weighted by S_ij
-    stoichiometry = sparse.csc_matrix(network.stoichiometry)
-    counts = np.diff(stoichiometry.indptr)[edge_reaction]
-    rows_of = np.concatenate([stoichiometry.indices[stoichiometry.indptr[j]:stoichiometry.indptr[j + 1]]
-                              for j in edge_reaction]) if len(edge_reaction) else np.zeros(0, dtype=np.int64)
-    values_of = np.concatenate([stoichiometry.data[stoichiometry.indptr[j]:stoichiometry.indptr[j + 1]]
-                                for j in edge_reaction]) if len(edge_reaction) else np.zeros(0)
-    edges = np.repeat(np.arange(len(edge_reaction)), counts)
-    pairs, pair_index = np.unique(rows_of * n + np.repeat(edge_metabolite, counts), return_inverse=True)
-    to_pairs = sparse.csr_matrix((values_of, (edges, pair_index.ravel())), shape=(len(edge_reaction), len(pairs)))
+    of_edges = sparse.csc_matrix(network.stoichiometry)[:, edge_reaction]
+    edges = np.repeat(np.arange(len(edge_reaction)), np.diff(of_edges.indptr))
+    pairs, pair_index = np.unique(of_edges.indices * n + edge_metabolite[edges], return_inverse=True)
+    to_pairs = sparse.csr_matrix((of_edges.data, (edges, pair_index.ravel())), shape=(len(edge_reaction), len(pairs)))
     to_metabolites = sparse.csr_matrix((np.ones(len(pairs)), (np.arange(len(pairs)), pairs // n)),
                                        shape=(len(pairs), n))
     own_pairs = np.flatnonzero(pairs // n == pairs % n)  # (i, i): the metabolite's own noise
@@ -297,12 +292,10 @@ def row_noise_variance(trajectory: Trajectory, network: Network, rate_constants:
                        + squared / window)
 
 
-def weighted_relaxations(monomial_means: np.ndarray, conc_means: np.ndarray, rates: np.ndarray,
-                         stoichiometry: np.ndarray, rate_constants: np.ndarray, noise: NoiseMoments,
-                         weight: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(λ_i, μ_i, Gram blocks [n, 2, 2]) given k: each metabolite's rows, weighted by `weight` [rows, n] (0 for a
-    row left out), fitted with the reactions' part moved to the right."""
-    target = rates - (monomial_means * rate_constants) @ stoichiometry.T
+def weighted_relaxations(conc_means: np.ndarray, target: np.ndarray, noise: NoiseMoments, weight: np.ndarray
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(λ_i, μ_i, Gram blocks [n, 2, 2]) of target = −λ_i·C + μ_i (the rates less the reactions' part at a given k),
+    each metabolite's rows weighted by `weight` [rows, n] (0 for a row left out)."""
     total = weight.sum(0)
     blocks = relaxation_blocks(conc_means, noise, weight)
     rhs = np.stack([-((weight * conc_means * target).sum(0) - total * noise.cross), (weight * target).sum(0)], -1)
@@ -439,14 +432,14 @@ def fit_known_forms(observed: Observed, window: int | str = "auto", n_types: int
     noise_moments = NoiseMoments.of(noise, window, trajectory.delta_t)
     equations = normal_equations(monomial_means, conc_means, rates, network.stoichiometry, noise_moments, kept)
     rate_constants, determined = solve_rate_constants(equations)
-    lam, mu = relaxation_from(equations, rate_constants)
-    blocks = equations.blocks
+    relaxation_part = rates - (monomial_means * rate_constants) @ network.stoichiometry.T
     if row_weights == "noise" and noise > 0:
         weight = (np.ones(rates.shape) if kept is None else kept) / row_noise_variance(
             trajectory, network, np.where(rate_constants > 0, rate_constants, 0.0), window, noise)
-        lam, mu, blocks = weighted_relaxations(monomial_means, conc_means, rates, network.stoichiometry,
-                                               rate_constants, noise_moments, weight)
-    residual = (rates - (monomial_means * rate_constants) @ network.stoichiometry.T + lam * conc_means - mu)
+        lam, mu, blocks = weighted_relaxations(conc_means, relaxation_part, noise_moments, weight)
+    else:
+        (lam, mu), blocks = relaxation_from(equations, rate_constants), equations.blocks
+    residual = relaxation_part + lam * conc_means - mu
     squared_error = float((residual * residual * (1.0 if kept is None else kept)).sum())
     fits = fit_mixtures(np.stack([lam, mu], -1), blocks, n_types, max_types, seed)
     mixture = chosen_mixture(fits, n_types)
