@@ -18,8 +18,8 @@ leave less of the bias: on development networks 8901, 8903–8916 the regression
 as the first version did, read a metabolite that crashes from 5.8 to zero in one step (the simulator's clamp) as
 about 2 in the frame before: with the true k and the true homeostasis laws, that misassigned one or two such
 metabolites on development networks 8903, 8905 and 8909 at σ_m 0.01, and none without it (docs/results.md,
-"Decensoring beside fast moves"). Nothing of the truth is used: the clamp at zero is a property of the measurement, the noise is read
-from the data.
+"Decensoring beside fast moves"). Nothing of the truth is used: the clamp at zero is a property of the
+measurement, the noise is read from the data.
 """
 
 from __future__ import annotations
