@@ -10,16 +10,14 @@ make and consume. Measured on development network 8912 at σ_m 0.05, with the tr
 Each clamped entry, and each entry below DECENSOR_CEILING·σ with a clamped one among its neighbours, is replaced by
 the local censored (Tobit) estimate of c over the DECENSOR_HALF_WIDTH frames either side: the c ≥ 0 maximising
 n₀·log Φ(−c/σ) + Σ log φ((y − c)/σ) over the window's n₀ zeros and its measurements y in (0, DECENSOR_CEILING·σ),
-σ the noise read from the data. It assumes c about constant over the window, so the window is short (seven frames:
+σ the noise read from the data. It assumes c about constant over the window, so the window is short (three frames:
 the development networks' near-zero metabolites move within ten), and a measurement several σ above zero is
-neither replaced nor averaged in: beside a zero it means that c moved fast there. Seven frames rather than three
-leave less of the bias: on development networks 8901, 8903–8916 the regression's types came out 1.00 on 15 of 15 at
-σ_m 0.01 (three frames: 13) and its type-0 rate 1.08 of λ at σ_m 0.05 (1.11; docs/results.md). Averaging it in,
-as the first version did, read a metabolite that crashes from 5.8 to zero in one step (the simulator's clamp) as
-about 2 in the frame before: with the true k and the true homeostasis laws, that misassigned one or two such
-metabolites on development networks 8903, 8905 and 8909 at σ_m 0.01, and none without it (docs/results.md,
-"Decensoring beside fast moves"). Nothing of the truth is used: the clamp at zero is a property of the
-measurement, the noise is read from the data.
+neither replaced nor averaged in: beside a zero it means that c moved fast there. Averaging it in, as the first
+version did, read a metabolite that crashes from 5.8 to zero in one step (the simulator's clamp) as about 2 in the
+frame before: with the true k and the true homeostasis laws, that misassigned one or two such metabolites on
+development networks 8903, 8905 and 8909 at σ_m 0.01, and none without it (docs/results.md, "Decensoring beside
+fast moves"). Nothing of the truth is used: the clamp at zero is a property of the measurement, the noise is read
+from the data.
 """
 
 from __future__ import annotations
@@ -34,7 +32,7 @@ from scipy.special import log_ndtr
 from metabo_tune.noise_estimate import estimate_measurement_noise
 from metabo_tune.simulate import Observed
 
-DECENSOR_HALF_WIDTH = 3
+DECENSOR_HALF_WIDTH = 1
 DECENSOR_CEILING = 3.0  # in σ: entries at or above it are measurements of c > 0, left as they are
 _NEWTON_STEPS = 30  # the Tobit log-likelihood is concave in c: Newton from the window mean converges in a few
 _LOG_SQRT_2PI = 0.5 * np.log(2.0 * np.pi)
