@@ -45,7 +45,10 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def row_variance(trajectory: sim.Trajectory, network: sim.Network, rate_constants: np.ndarray, window: int,
                  noise: float) -> np.ndarray:
-    """[rows, n]: the variance the measurement noise gives each weak-form row of each metabolite."""
+    """[rows, n]: the variance the measurement noise gives each weak-form row of each metabolite: the probe's own
+    first version of regress.row_noise_variance (without its covariance of the rate's start with the metabolite's
+    own monomials), kept so that the probe runs at commits before that function existed and its figures stay as
+    recorded."""
     conc, (index, order) = trajectory.concentrations, network.padded_substrates()
     n, rates = conc.shape[1], monomials(conc, network)
     gradients: dict[tuple[int, int], np.ndarray] = {}  # (i, a): Σ_j S_ij k_j ∂m_j/∂c_a per frame
