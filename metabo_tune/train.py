@@ -38,7 +38,7 @@ from metabo_tune.noise_estimate import (
     resolved_prediction_window,
     resolved_zero_margin,
 )
-from metabo_tune.regress import KnownFormFit, chosen_mixture, fit_config, fit_mixtures
+from metabo_tune.regress import KnownFormFit, chosen_mixture, fit_config, fit_mixtures, rows_clear_of_zero
 from metabo_tune.simulate import DataError, Dataset, Observed, left_null_space, load_or_simulate
 from metabo_tune.type_groups import TypeGroups, group_types
 
@@ -224,9 +224,7 @@ class Trainer:
         if self.zero_margin is not None and self.solve_starts is not None:
             self.solve_kept = traj.clear_of_zero(self.solve_window, self.zero_margin)[self.solve_starts]
         elif self.zero_margin is not None:
-            frames = traj.concentrations > self.zero_margin
-            frames[:-1] &= traj.clear_of_zero(1, self.zero_margin)
-            self.solve_kept = frames[::GROUP_SOLVE_FRAME_STRIDE]
+            self.solve_kept = rows_clear_of_zero(traj, 1, self.zero_margin)[::GROUP_SOLVE_FRAME_STRIDE]
         # the weak-form solve's second block of rows: prediction windows over the stretches clear of zero too short
         # for one of its long windows (starts, kept); None where there are none, or no solve
         self.solve_short = None
