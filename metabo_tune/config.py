@@ -192,6 +192,10 @@ class GraphModelConfig(_Section):
     substrate_zero: bool = Field(
         False, description="With substrate_form 'mlp': MLP_sub(c, s) − MLP_sub(0, s), so that no substrate means no "
                            "rate (f(0, s) = 0 for every order), a prior that assumes no rate law.")
+    substrate_orders: Literal["input", "repeated"] = Field(
+        "input", description="With substrate_form 'mlp': 'input' learns one law per order, MLP_sub(c, |s|); "
+                             "'repeated' counts an order-s edge as s molecules of its substrate acting alike, "
+                             "f(c, s) = MLP_sub(c, 1)^s (a prior: mass action and Michaelis–Menten both hold it).")
     homeostasis_head: Literal["mlp", "linear"] = Field(
         "mlp", description="'mlp': h_i = MLP_node(c_i, a_i). 'linear': h_i = -λ(a_i)·(c_i - b(a_i)) with "
                            "log λ and b affine in the embedding (DESIGN.md §1).")
@@ -351,10 +355,12 @@ class TrainingConfig(_Section):
                                      "(c* = sub_norm_concentration, a mass-action target); 'gauge' |MLP_sub(1, s)| = 1 "
                                      "for every order s present, the one gauge of the scale k and f trade, which "
                                      "assumes no form (mass action and normalised Michaelis–Menten both have it).")
-    init: Literal["random", "regression"] = Field(
+    init: Literal["random", "regression", "free_regression"] = Field(
         "random", description="'regression': log k starts at the known-form regression's fit (metabo_tune.regress) "
                               "where it is determined and positive, and the linear head at its one-type (λ, b); the "
-                              "regression assumes mass action and linear relaxation. Embeddings are never seeded.")
+                              "regression assumes mass action and linear relaxation. 'free_regression': log k starts "
+                              "at the form-free fit's (metabo_tune.free_regress), which assumes no form, only the "
+                              "free-form priors and repeated orders. Embeddings are never seeded.")
     log_k_init_min: float = -2.0
     log_k_init_max: float = 1.0
     checkpoint_every: int = Field(0, ge=0)

@@ -167,6 +167,7 @@ class MetabolicGNN(nn.Module):
         self.rate_softplus = cfg.rate_softplus
         self.substrate_form = cfg.substrate_form
         self.substrate_zero = cfg.substrate_zero and cfg.substrate_form == "mlp"
+        self.repeated_orders = cfg.substrate_orders == "repeated" and cfg.substrate_form == "mlp"
         self.embedding = nn.Parameter(0.1 * torch.randn(n, cfg.embedding_dim))
         self.node_mlp: MLP | None = None
         self.relaxation: LinearRelaxation | None = None
@@ -220,10 +221,16 @@ class MetabolicGNN(nn.Module):
 
     def substrate(self, conc: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
         """MLP_sub(c, |s|) elementwise on broadcastable tensors, in raw concentration units. With substrate_zero
-        the MLP's value at (0, |s|) is subtracted, evaluated in the same pass once per order present."""
+        the MLP's value at (0, |s|) is subtracted, evaluated in the same pass once per order present. With
+        substrate_orders 'repeated', MLP_sub(c, 1)^|s|."""
         conc, order = torch.broadcast_tensors(conc, order)
         if self.substrate_form == "mass_action":
             return conc.clamp(min=0.0).pow(order)
+        if self.repeated_orders:
+            return self._learned_substrate(conc, torch.ones_like(order)).pow(order)
+        return self._learned_substrate(conc, order)
+
+    def _learned_substrate(self, conc: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
         inputs = torch.stack([conc / self.input_scale, order], dim=-1)
         if self.substrate_zero:
             orders, inverse = torch.unique(order, return_inverse=True)

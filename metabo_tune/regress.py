@@ -216,10 +216,14 @@ def normal_equations(monomial_means: np.ndarray, conc_means: np.ndarray, rates: 
 
 
 def solve_rate_constants(equations: NormalEquations) -> tuple[np.ndarray, np.ndarray]:
-    """(k, determined) from the Jacobi-scaled reduced system: the eigenvectors whose eigenvalue is below
+    """(k, determined) from the reduced system (solve_reduced)."""
+    return solve_reduced(equations.reduced, equations.reduced_rhs)
+
+
+def solve_reduced(matrix: np.ndarray, rhs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(k, determined) from the Jacobi-scaled reduced system over k: the eigenvectors whose eigenvalue is below
     NULL_SPACE_TOLERANCE × the largest span the directions the data leave free; k has no component there,
     and a reaction is determined when it has none either."""
-    matrix = equations.reduced
     diagonal = np.diag(matrix).copy()
     live = diagonal > 0
     scale = np.where(live, 1.0 / np.sqrt(np.where(live, diagonal, 1.0)), 0.0)
@@ -229,7 +233,7 @@ def solve_rate_constants(equations: NormalEquations) -> tuple[np.ndarray, np.nda
         raise DataError("the regression's design is singular: no reaction ever runs in the data "
                         "(no frames, or every substrate at zero)")
     kept = values > NULL_SPACE_TOLERANCE * values[-1]
-    coordinates = vectors[:, kept] @ ((vectors[:, kept].T @ (scale * equations.reduced_rhs)) / values[kept])
+    coordinates = vectors[:, kept] @ ((vectors[:, kept].T @ (scale * rhs)) / values[kept])
     null = vectors[:, ~kept]
     determined = live & (np.linalg.norm(null, axis=1) < 1e-6)
     return scale * coordinates, determined

@@ -29,6 +29,7 @@ from threadpoolctl import threadpool_limits
 from metabo_tune.atomic_file import write_atomically
 from metabo_tune.censoring import DecensorSetting, decensored_observed
 from metabo_tune.config import Config, ConfigError, load_config, with_defaults
+from metabo_tune.free_regress import FreeFormFit, fit_free_config
 from metabo_tune.group_solve import KNOTS_PER_GROUP, GroupSolution, GroupSolve, uncovered, window_mean
 from metabo_tune.homeostasis_losses import HomeostasisLosses, shared_relaxation_fit, window_rates
 from metabo_tune.model import MetabolicGNN, build_model
@@ -48,6 +49,7 @@ _RESTORING_GRID_POINTS = 24
 GROUP_SOLVE_FRAME_STRIDE = 2  # the group solve's frames: every 2nd (the exact-data fit is as good as on all)
 GROUP_SOLVE_HEAD_POINTS = 2000  # per group, where the head is fitted to the solved function
 LINEAR_HEAD_KNOTS = 2  # with the linear head the group solve's h is linear in c: knots at the members' extremes
+SUBSTRATE_START_POINTS = 64  # per order present: where MLP_sub is fitted to the form-free fit's f
 MIXTURE_SPLIT_TYPES = 2  # training.group_solve_mixture with n_types 'auto': one or two types, by BIC
 GROUP_SOLVE_MIN_GAIN = 2.0  # the solve is applied where it lowers the run's misfit (RMS) at least this many-fold
 # L-BFGS rounds of that fit: it converges in about 30 (development, 8202 at w 1: relative misfit 2.8e-3 after 6,
@@ -282,13 +284,19 @@ class Trainer:
         self.homeostasis_losses = HomeostasisLosses(tcfg, self.model, traj, null, self.conc, self.deriv,
                                                     self.total_iterations, self.moment_window, self.zero_margin)
         # the regression reads the data as measured: it decensors by its own setting
-        warm_start = fit_config(cfg, measured) if tcfg.init == "regression" else None
+        warm_start: KnownFormFit | FreeFormFit | None = None
+        if tcfg.init == "regression":
+            warm_start = fit_config(cfg, measured)
+        elif tcfg.init == "free_regression":
+            warm_start = fit_free_config(cfg, measured)
         if self.model.relaxation is not None:
-            shared = warm_start.shared_relaxation() if warm_start is not None else None
+            shared = warm_start.shared_relaxation() if isinstance(warm_start, KnownFormFit) else None
             self.model.relaxation.initialise(*(shared or shared_relaxation_fit(
                 self.homeostasis_losses.window_concentrations, self.homeostasis_losses.window_derivatives, null)))
         if warm_start is not None:
             self.start_rate_constants(warm_start)
+        if isinstance(warm_start, FreeFormFit) and cfg.graph_model.substrate_form == "mlp":
+            self.start_substrate_law(warm_start, observed)
         self.iteration = 0
         self.status = "running"
         self.elapsed_s = 0.0
@@ -296,12 +304,32 @@ class Trainer:
         self._chunk: tuple[int, torch.Tensor, torch.Tensor] | None = None
 
     @torch.no_grad()
-    def start_rate_constants(self, fit: KnownFormFit) -> None:
-        """log k from the regression where the data determine k and it came out positive; the rest keep
+    def start_rate_constants(self, fit: KnownFormFit | FreeFormFit) -> None:
+        """log k from a regression where the data determine k and it came out positive; the rest keep
         their random start (a log of a non-positive k does not exist, an undetermined one is arbitrary)."""
         usable = torch.tensor(fit.determined & (fit.rate_constants > 0), device=self.device)
         start = torch.tensor(fit.log_k, dtype=self.model.log_k.dtype, device=self.device)
         self.model.log_k.copy_(torch.where(usable, start, self.model.log_k))
+
+    def start_substrate_law(self, fit: FreeFormFit, observed: Observed) -> None:
+        """MLP_sub fitted (in float64) to the form-free fit's f, raised to each order present, at quantiles of
+        that order's substrates' concentrations: a rate law and a k that belong together, where a random MLP_sub
+        beside the fit's k pulls k off it while it learns."""
+        network, conc = observed.network, observed.trajectory.concentrations
+        points, orders = [], []
+        for order in np.unique(network.substrate_order):
+            seen = conc[:, network.substrate_metabolite[network.substrate_order == order]]
+            points.append(np.quantile(seen, np.linspace(0.0, 1.0, SUBSTRATE_START_POINTS)))
+            orders.append(np.full(SUBSTRATE_START_POINTS, float(order)))
+        points, orders = np.concatenate(points), np.concatenate(orders)
+        values = torch.as_tensor(fit.substrate(points) ** orders, dtype=torch.float64, device=self.device)
+        points, orders = (torch.as_tensor(x, dtype=torch.float64, device=self.device) for x in (points, orders))
+        sub_mlp = self.model.sub_mlp.double()
+        scale = values.square().mean().clamp(min=1e-300)
+        minimise_lbfgs(sub_mlp.parameters(),
+                       lambda: (self.model.substrate(points, orders) - values).square().mean() / scale,
+                       GROUP_SOLVE_HEAD_ROUNDS)
+        sub_mlp.float()
 
     # -- sampling --------------------------------------------------------------------------
 

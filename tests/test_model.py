@@ -236,6 +236,18 @@ def test_the_zero_prior_subtracts_the_mlps_value_at_zero_for_each_order(referenc
                                rtol=0, atol=1e-7)
 
 
+def test_repeated_orders_raise_the_order_one_law_to_each_edges_order(reference_dataset):
+    """substrate_orders 'repeated': f(c, s) = f(c, 1)^s, with the zero prior and the same weights as 'input'."""
+    network = reference_dataset.observed.network
+    config = GraphModelConfig(substrate_zero=True, substrate_orders="repeated")
+    per_order = build_model(network, GraphModelConfig(substrate_zero=True), 3.0, seed=0, log_k_init=(-2, 1))
+    repeated = build_model(network, config, 3.0, seed=0, log_k_init=(-2, 1))
+    conc, order = torch.rand(4, 51) * 10, torch.tensor([1.0, 2.0, 3.0]).repeat(4, 17)
+    order_one = per_order.substrate(conc, torch.ones_like(order))
+    torch.testing.assert_close(repeated.substrate(conc, order), order_one.pow(order))
+    assert not torch.allclose(per_order.substrate(conc, order), order_one.pow(order))  # 'input' learns each order
+
+
 def power_model(network, head="mlp", form="power"):
     return build_model(network, GraphModelConfig(substrate_form=form, homeostasis_head=head), 3.0, seed=0,
                        log_k_init=(-2, 1))

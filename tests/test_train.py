@@ -253,11 +253,13 @@ def forms_dataset():
     (lambda: final_config(**EVERY_OPTIONAL_TERM), OPTIONAL_TERMS, "small_dataset"),
     (small_config, (), "forms_dataset"),
     (lambda: final_config(init="regression", moment_window="auto"), (), "small_dataset"),
+    (lambda: free_forms_config(FORMS_SIM, data_augmentation_loop=20, init="free_regression"), (), "forms_dataset"),
     (lambda: free_forms_config(SMALL_SIM, data_augmentation_loop=20, residual_fit_start=0.5, prediction_window=3,
                                type_grouping_at=0.75, coeff_conservation=1e4),
      (*OPTIONAL_TERMS[:2], "embedding_fusion"), "small_dataset"),
 ], ids=["free_mlp", "final_with_every_optional_term", "free_mlp_on_michaelis_menten_saturating",
-        "regression_warm_start", "free_forms_with_their_priors_a_prediction_window_and_type_grouping"])
+        "regression_warm_start", "form_free_warm_start",
+        "free_forms_with_their_priors_a_prediction_window_and_type_grouping"])
 def test_ground_truth_is_read_only_by_metrics_and_plots(request, tmp_path, make_config, active_terms, data):
     truth = request.getfixturevalue(data).truth
     guarded = GuardedTruth(truth)
@@ -812,6 +814,23 @@ def test_a_warm_started_trial_starts_near_the_exact_rate_constants(small_dataset
     cold = run_trial(final_config(data_augmentation_loop=2), tmp_path / "cold", dataset=small_dataset,
                      show_progress=False)
     assert warm.metrics["log_k_rmse"] < 0.1 < cold.metrics["log_k_rmse"]
+
+
+def test_the_form_free_warm_start_takes_its_k_and_fits_mlp_sub_to_its_rate_law(small_dataset):
+    from metabo_tune.free_regress import fit_free_config
+
+    cfg = free_forms_config(SMALL_SIM, init="free_regression")
+    warm, cold = Trainer(cfg, small_dataset.observed), Trainer(free_forms_config(SMALL_SIM), small_dataset.observed)
+    fit = fit_free_config(cfg, small_dataset.observed)
+    usable = fit.determined & (fit.rate_constants > 0)
+    assert usable.sum() >= 0.8 * len(usable)
+    warm_log_k, cold_log_k = (t.model.log_k.detach().double().numpy() for t in (warm, cold))
+    np.testing.assert_allclose(warm_log_k[usable], fit.log_k[usable], atol=1e-6)
+    np.testing.assert_array_equal(warm_log_k[~usable], cold_log_k[~usable])
+    conc = np.quantile(small_dataset.observed.trajectory.concentrations, np.linspace(0.05, 0.95, 20))
+    learned = warm.model.substrate(torch.tensor(conc, dtype=torch.float32), torch.ones(20)).detach().numpy()
+    np.testing.assert_allclose(learned, fit.substrate(conc), rtol=0.02)
+    assert torch.equal(warm.model.embedding, cold.model.embedding)  # embeddings are never seeded from it
 
 
 def test_moment_window_auto_is_resolved_from_the_noise_and_reported(tmp_path):

@@ -1,0 +1,184 @@
+"""The form-free fit: k, a substrate law and each metabolite's homeostasis by least squares, with no form assumed.
+
+    dc_i/dt = Σ_j S_ij k_j Π_e f(c_e)^|s_e| + h_i(c_i)
+
+f is one function for every substrate edge, an edge of order s counting as s molecules of its substrate that act
+alike (graph_model.substrate_orders 'repeated'; mass action and Michaelis–Menten both hold it). It is piecewise
+linear on knots at 0, 1 and quantiles of the substrates' concentrations, with the free-form model's priors: f(0) = 0,
+f does not decrease, and the gauge f(1) = 1 that separates its scale from k's. Each h_i is piecewise linear on knots
+at quantiles of c_i's own concentrations, with no sign, shape or type: the fit is after k, and h_i only has to take
+up the homeostasis whatever its law.
+
+Given f the model is linear in k and the h_i, so those are solved exactly (each metabolite's h eliminated by a Schur
+complement, as in the known-form regression, whose reduced solve and null space it shares), and only f's few knot
+values are searched: variable projection, scipy's least_squares over the solved residual, from a flat f (a rate that
+does not depend on its substrates beyond the lowest concentration seen). The rows are those of the regression: the
+weak form over `window` frames (the strong form for 1), entries near zero concentration left out.
+
+Why: on a relaxing real network gradient training from a random k does not find k even with the forms known, and
+the known-form regression's warm start assumes the forms (docs/results.md, "Real networks"). Measured on E. coli core
+(development, simulation seed 42, four runs, exact mass-action data): from the flat start this fit gets log k
+exactly (R² 1.0000) in about 2 s; with one free law per order instead of a shared one, R² −0.09, because the orders
+2 to 4 sit on a few edges and trade with their reactions' k.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.optimize
+from scipy import sparse
+
+from metabo_tune.censoring import decensored_observed
+from metabo_tune.config import Config
+from metabo_tune.group_solve import _hat_basis, reaction_gram, window_mean
+from metabo_tune.noise_estimate import (
+    estimate_measurement_noise,
+    noise_ratio,
+    regression_window,
+    resolved_zero_margin,
+)
+from metabo_tune.regress import K_FLOOR, rows_clear_of_zero, solve_reduced
+from metabo_tune.simulate import DataError, Observed
+
+SUBSTRATE_KNOTS = 12  # quantiles of the substrates' positive concentrations, besides 0 and 1
+HOMEOSTASIS_KNOTS = 8  # per metabolite, quantiles of its own concentrations
+MAX_ENTRIES = 400_000  # residual entries (rows × metabolites): rows are thinned evenly to stay within it
+MAX_EVALUATIONS = 300
+FLAT_START = 1e-3  # each segment's log–log slope at the start: f nearly constant
+MAX_SLOPE = 8.0  # the steepest log–log slope a segment may take (a Hill coefficient of 8)
+
+
+def log_log_interpolation(concentrations: np.ndarray, knots: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """f(c) piecewise linear in log f against log c through (knots, values), both positive, the end segments
+    extended (a power law below the first knot and above the last), and 0 at c <= 0."""
+    log_c, log_knots, log_values = np.log(np.maximum(concentrations, 1e-300)), np.log(knots), np.log(values)
+    slopes = np.diff(log_values) / np.diff(log_knots)
+    segment = np.clip(np.searchsorted(log_knots, log_c, side="right") - 1, 0, len(knots) - 2)
+    log_f = log_values[segment] + slopes[segment] * (log_c - log_knots[segment])
+    return np.where(concentrations > 0, np.exp(log_f), 0.0)
+
+
+@dataclass(frozen=True)
+class FreeFormFit:
+    rate_constants: np.ndarray  # k [reactions]; no component along the directions the data leave free
+    determined: np.ndarray  # bool [reactions]
+    substrate_knots: np.ndarray  # c at f's knots (positive, one of them 1)
+    substrate_values: np.ndarray  # f there: increasing, 1 at c = 1
+    residual_rms: float
+    evaluations: int
+    window: int
+    solve_time_s: float
+
+    @property
+    def log_k(self) -> np.ndarray:
+        return np.log10(np.maximum(self.rate_constants, K_FLOOR))
+
+    def substrate(self, concentrations: np.ndarray) -> np.ndarray:
+        """f at `concentrations` (log_log_interpolation)."""
+        return log_log_interpolation(concentrations, self.substrate_knots, self.substrate_values)
+
+
+class _Design:
+    """The rows, targets and bases that do not depend on f, and the solve given f."""
+
+    def __init__(self, observed: Observed, window: int, margin: float | None, substrate_knots: int,
+                 homeostasis_knots: int) -> None:
+        trajectory, network = observed.trajectory, observed.network
+        self.stoichiometry = network.stoichiometry
+        self.s_sparse = sparse.csr_matrix(network.stoichiometry)
+        n = network.n_metabolites
+        starts = trajectory.window_starts(window)
+        if len(starts) < 2:
+            raise DataError(f"the form-free fit's window {window} leaves fewer than 2 rows in the "
+                            f"{trajectory.n_frames} frames of the data")
+        stride = max(1, math.ceil(len(starts) * n / MAX_ENTRIES))
+        rows = np.arange(0, len(starts), stride)
+        starts = starts[rows]
+        conc = trajectory.concentrations
+        frame_mean = window_mean(starts, window, trajectory.n_frames)
+        frames = np.unique(frame_mean.indices)
+        self.frame_mean = frame_mean[:, frames]
+        self.conc = conc[frames]
+        self.target = (conc[starts + window] - conc[starts]) / (window * trajectory.delta_t)
+        clear = rows_clear_of_zero(trajectory, window, margin)  # per frame for W = 1, else per window start
+        self.weight = (np.ones(self.target.shape) if clear is None
+                       else clear[starts if window == 1 else rows].astype(np.float64))
+        self.index, self.order = network.padded_substrates()
+        substrates = np.unique(network.substrate_metabolite)
+        seen = self.conc[:, substrates].ravel()
+        seen = seen[seen > 0]
+        quantiles = np.quantile(seen, np.linspace(0.0, 1.0, substrate_knots)) if len(seen) else np.array([])
+        self.knots = np.unique(np.concatenate([[1.0], quantiles]))
+        self.gauge = int(np.flatnonzero(self.knots == 1.0)[0])
+        self.reactions = [np.flatnonzero(network.stoichiometry[i]) for i in range(n)]
+        self.bases = []
+        for i in range(n):
+            knots = np.unique(np.quantile(self.conc[:, i], np.linspace(0.0, 1.0, homeostasis_knots)))
+            knots = knots if len(knots) > 1 else np.array([knots[0], knots[0] + 1.0])
+            self.bases.append((self.frame_mean @ _hat_basis(self.conc[:, i], knots)) * self.weight[:, i:i + 1])
+
+    def substrate_values(self, slopes: np.ndarray) -> np.ndarray:
+        """f at the knots from each segment's log–log slope: increasing, 1 at c = 1."""
+        log_values = np.concatenate([[0.0], np.cumsum(slopes * np.diff(np.log(self.knots)))])
+        return np.exp(log_values - log_values[self.gauge])
+
+    def rates_per_k(self, slopes: np.ndarray) -> np.ndarray:
+        """[rows, reactions]: each reaction's rate at k = 1, averaged over the rows' windows."""
+        substrate = log_log_interpolation(self.conc, self.knots, self.substrate_values(slopes))
+        padded = np.concatenate([substrate, np.ones((len(substrate), 1))], axis=1)
+        product = np.ones((len(substrate), self.index.shape[0]))
+        for slot in range(self.index.shape[1]):
+            product *= padded[:, self.index[:, slot]] ** self.order[:, slot]
+        return self.frame_mean @ product
+
+    def solve(self, slopes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
+        """(residual [rows, n], k, determined, h's knot values per metabolite) given f's knot values."""
+        rates = self.rates_per_k(slopes)
+        weighted_target = self.target * self.weight
+        matrix = reaction_gram(rates, self.stoichiometry, self.weight > 0)
+        rhs = np.asarray(self.s_sparse.multiply((rates.T @ weighted_target).T).sum(axis=0)).ravel()
+        parts = []
+        for i, (basis, reactions) in enumerate(zip(self.bases, self.reactions, strict=True)):
+            inverse = np.linalg.pinv(basis.T @ basis, hermitian=True)
+            cross = (rates[:, reactions].T @ basis) * self.stoichiometry[i, reactions][:, None]
+            right = basis.T @ weighted_target[:, i]
+            matrix[np.ix_(reactions, reactions)] -= cross @ inverse @ cross.T
+            rhs[reactions] -= cross @ (inverse @ right)
+            parts.append((inverse, cross, right))
+        rate_constants, determined = solve_reduced(matrix, rhs)
+        homeostasis = [inverse @ (right - cross.T @ rate_constants[reactions])
+                       for (inverse, cross, right), reactions in zip(parts, self.reactions, strict=True)]
+        model = (rates * rate_constants) @ self.stoichiometry.T
+        model += np.stack([basis @ h for basis, h in zip(self.bases, homeostasis, strict=True)], axis=1)
+        return weighted_target - model * self.weight, rate_constants, determined, homeostasis
+
+
+def fit_free_forms(observed: Observed, window: int | str = "auto", zero_margin: float | str | None = "auto",
+                   substrate_knots: int = SUBSTRATE_KNOTS, homeostasis_knots: int = HOMEOSTASIS_KNOTS,
+                   max_evaluations: int = MAX_EVALUATIONS) -> FreeFormFit:
+    """The form-free fit on observed data; `window` and `zero_margin` 'auto' as in the known-form regression."""
+    start = time.perf_counter()
+    trajectory = observed.trajectory
+    if window == "auto":
+        noise = estimate_measurement_noise(trajectory.concentrations, trajectory.run_starts)
+        window = regression_window(noise_ratio(noise, trajectory.concentrations, trajectory.run_starts))
+    margin = resolved_zero_margin(zero_margin, trajectory.concentrations, trajectory.run_starts)
+    design = _Design(observed, int(window), margin, substrate_knots, homeostasis_knots)
+    slopes = np.full(len(design.knots) - 1, FLAT_START)
+    fit = scipy.optimize.least_squares(lambda x: design.solve(x)[0].ravel(), slopes, method="trf",
+                                       bounds=(0.0, MAX_SLOPE), diff_step=1e-4, max_nfev=max_evaluations)
+    residual, rate_constants, determined, _ = design.solve(fit.x)
+    rms = math.sqrt(float((residual ** 2).sum()) / max(design.weight.sum(), 1.0))
+    return FreeFormFit(rate_constants, determined, design.knots, design.substrate_values(fit.x), rms, int(fit.nfev),
+                       int(window), time.perf_counter() - start)
+
+
+def fit_free_config(cfg: Config, observed: Observed) -> FreeFormFit:
+    """The form-free fit with a run config's `regression` section's window, zero margin and decensoring."""
+    rcfg = cfg.regression
+    observed = decensored_observed(observed, rcfg.decensor_zeros)[0]
+    return fit_free_forms(observed, rcfg.window, rcfg.zero_margin)
