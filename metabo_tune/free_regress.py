@@ -112,7 +112,7 @@ class _Design:
         seen = self.conc[:, substrates].ravel()
         seen = seen[seen > 0]
         quantiles = np.quantile(seen, np.linspace(0.0, 1.0, substrate_knots)) if len(seen) else np.array([])
-        self.knots = np.unique(np.concatenate([[1.0], quantiles]))
+        self.knots = np.unique(np.concatenate([[1.0], quantiles[~np.isclose(quantiles, 1.0)]]))
         self.gauge = int(np.flatnonzero(self.knots == 1.0)[0])
         self.reactions = [np.flatnonzero(network.stoichiometry[i]) for i in range(n)]
         self.bases = []

@@ -50,6 +50,7 @@ GROUP_SOLVE_FRAME_STRIDE = 2  # the group solve's frames: every 2nd (the exact-d
 GROUP_SOLVE_HEAD_POINTS = 2000  # per group, where the head is fitted to the solved function
 LINEAR_HEAD_KNOTS = 2  # with the linear head the group solve's h is linear in c: knots at the members' extremes
 SUBSTRATE_START_POINTS = 64  # per order present: where MLP_sub is fitted to the form-free fit's f
+SUBSTRATE_START_ROUNDS = 2  # of L-BFGS: its relative misfit to f is about 1e-8 after one (E. coli core)
 MIXTURE_SPLIT_TYPES = 2  # training.group_solve_mixture with n_types 'auto': one or two types, by BIC
 GROUP_SOLVE_MIN_GAIN = 2.0  # the solve is applied where it lowers the run's misfit (RMS) at least this many-fold
 # L-BFGS rounds of that fit: it converges in about 30 (development, 8202 at w 1: relative misfit 2.8e-3 after 6,
@@ -313,8 +314,8 @@ class Trainer:
 
     def start_substrate_law(self, fit: FreeFormFit, observed: Observed) -> None:
         """MLP_sub fitted (in float64) to the form-free fit's f, raised to each order present, at quantiles of
-        that order's substrates' concentrations: a rate law and a k that belong together, where a random MLP_sub
-        beside the fit's k pulls k off it while it learns."""
+        that order's substrates' concentrations, each order's misfit relative to its own values' scale: a rate law
+        and a k that belong together, where a random MLP_sub beside the fit's k pulls k off it while it learns."""
         network, conc = observed.network, observed.trajectory.concentrations
         points, orders = [], []
         for order in np.unique(network.substrate_order):
@@ -322,13 +323,15 @@ class Trainer:
             points.append(np.quantile(seen, np.linspace(0.0, 1.0, SUBSTRATE_START_POINTS)))
             orders.append(np.full(SUBSTRATE_START_POINTS, float(order)))
         points, orders = np.concatenate(points), np.concatenate(orders)
-        values = torch.as_tensor(fit.substrate(points) ** orders, dtype=torch.float64, device=self.device)
-        points, orders = (torch.as_tensor(x, dtype=torch.float64, device=self.device) for x in (points, orders))
+        values = fit.substrate(points) ** orders
+        scale = np.concatenate([np.full(SUBSTRATE_START_POINTS, max(np.square(part).mean(), 1e-300))
+                                for part in np.split(values, len(values) // SUBSTRATE_START_POINTS)])
+        points, orders, values, scale = (torch.as_tensor(x, dtype=torch.float64, device=self.device)
+                                         for x in (points, orders, values, scale))
         sub_mlp = self.model.sub_mlp.double()
-        scale = values.square().mean().clamp(min=1e-300)
         minimise_lbfgs(sub_mlp.parameters(),
-                       lambda: (self.model.substrate(points, orders) - values).square().mean() / scale,
-                       GROUP_SOLVE_HEAD_ROUNDS)
+                       lambda: ((self.model.substrate(points, orders) - values).square() / scale).mean(),
+                       SUBSTRATE_START_ROUNDS)
         sub_mlp.float()
 
     # -- sampling --------------------------------------------------------------------------
