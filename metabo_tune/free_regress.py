@@ -45,7 +45,7 @@ from metabo_tune.regress import K_FLOOR, rows_clear_of_zero, solve_reduced
 from metabo_tune.simulate import DataError, Observed
 
 SUBSTRATE_KNOTS = 12  # quantiles of the substrates' positive concentrations, besides 0 and 1
-HOMEOSTASIS_KNOTS = 8  # per metabolite, quantiles of its own concentrations
+HOMEOSTASIS_KNOTS = 12  # per metabolite, quantiles of its own concentrations
 MAX_ENTRIES = 400_000  # residual entries (rows × metabolites): rows are thinned evenly to stay within it
 MAX_EVALUATIONS = 300
 FLAT_START = 1e-3  # each segment's log–log slope at the start: f nearly constant

@@ -816,18 +816,23 @@ def test_a_warm_started_trial_starts_near_the_exact_rate_constants(small_dataset
     assert warm.metrics["log_k_rmse"] < 0.1 < cold.metrics["log_k_rmse"]
 
 
-def test_the_form_free_warm_start_takes_its_k_and_fits_mlp_sub_to_its_rate_law(small_dataset):
+def test_the_form_free_warm_start_takes_its_k_and_fits_mlp_sub_to_its_rate_law(forms_dataset):
+    """On Michaelis–Menten data too small for the fit (20 metabolites, 300 frames), so that some k come out
+    non-positive."""
     from metabo_tune.free_regress import fit_free_config
 
-    cfg = free_forms_config(SMALL_SIM, init="free_regression")
-    warm, cold = Trainer(cfg, small_dataset.observed), Trainer(free_forms_config(SMALL_SIM), small_dataset.observed)
-    fit = fit_free_config(cfg, small_dataset.observed)
+    observed = forms_dataset.observed
+    cfg = free_forms_config(FORMS_SIM, init="free_regression")
+    warm, cold = Trainer(cfg, observed), Trainer(free_forms_config(FORMS_SIM), observed)
+    fit = fit_free_config(cfg, observed)
     usable = fit.determined & (fit.rate_constants > 0)
-    assert usable.sum() >= 0.8 * len(usable)
+    assert 0.5 * len(usable) <= usable.sum() < fit.determined.sum()
     warm_log_k, cold_log_k = (t.model.log_k.detach().double().numpy() for t in (warm, cold))
     np.testing.assert_allclose(warm_log_k[usable], fit.log_k[usable], atol=1e-6)
-    np.testing.assert_array_equal(warm_log_k[~usable], cold_log_k[~usable])
-    conc = np.quantile(small_dataset.observed.trajectory.concentrations, np.linspace(0.05, 0.95, 20))
+    np.testing.assert_array_equal(warm_log_k[~fit.determined], cold_log_k[~fit.determined])
+    # a determined k the fit puts at or below zero starts at its smallest positive k, not at random
+    np.testing.assert_allclose(warm_log_k[fit.determined & ~usable], fit.log_k[usable].min(), atol=1e-6)
+    conc = np.quantile(observed.trajectory.concentrations, np.linspace(0.05, 0.95, 20))
     learned = warm.model.substrate(torch.tensor(conc, dtype=torch.float32), torch.ones(20)).detach().numpy()
     np.testing.assert_allclose(learned, fit.substrate(conc), rtol=0.02)
     assert torch.equal(warm.model.embedding, cold.model.embedding)  # embeddings are never seeded from it
