@@ -336,6 +336,14 @@ class TrainingConfig(_Section):
                            "twofold), still take its groups, each group's homeostasis solved with the run's k held. "
                            "A move or split happens only where the data's misfit falls, so the groups are the "
                            "data's verdict whatever the verdict on k. false: such a run stays as it is.")
+    free_group_solve: bool = Field(
+        False, description="With group_solve_moves: after the group solve, the form-free fit "
+                           "(metabo_tune.free_regress) with the run's groups sharing one h each (24 knots): the rate "
+                           "law's shape searched too, not held at MLP_sub. Applied where its misfit is below the "
+                           "group solve's: then k, MLP_sub and each group's MLP_node take its k, f and h. Both "
+                           "misfits are RMS of dc/dt over the entries kept; on noisy data they are read on different "
+                           "windows (regression.window and group_solve_window), so the comparison is measured on "
+                           "exact data only.")
     group_solve_mixture: bool = Field(
         False, description="With group_solve_moves and the linear head (ignored otherwise, as a search may switch "
                            "either off): where the solve ends with one group, each "

@@ -72,6 +72,8 @@ class FreeFormFit:
     evaluations: int
     window: int
     solve_time_s: float
+    groups: np.ndarray  # [metabolites] the groups that share one h (each metabolite its own unless given)
+    homeostasis_functions: dict[int, tuple[np.ndarray, np.ndarray]]  # group → h's knots in c and values there
 
     @property
     def log_k(self) -> np.ndarray:
@@ -81,12 +83,17 @@ class FreeFormFit:
         """f at `concentrations` (log_log_interpolation)."""
         return log_log_interpolation(concentrations, self.substrate_knots, self.substrate_values)
 
+    def homeostasis(self, group: int, concentrations: np.ndarray) -> np.ndarray:
+        """h of `group` at `concentrations`, piecewise linear, constant beyond its end knots."""
+        knots, values = self.homeostasis_functions[group]
+        return np.interp(concentrations, knots, values)
+
 
 class _Design:
     """The rows, targets and bases that do not depend on f, and the solve given f."""
 
     def __init__(self, observed: Observed, window: int, margin: float | None, substrate_knots: int,
-                 homeostasis_knots: int) -> None:
+                 homeostasis_knots: int, groups: np.ndarray | None) -> None:
         trajectory, network = observed.trajectory, observed.network
         self.stoichiometry = network.stoichiometry
         self.s_sparse = sparse.csr_matrix(network.stoichiometry)
@@ -115,11 +122,16 @@ class _Design:
         self.knots = np.unique(np.concatenate([[1.0], quantiles[~np.isclose(quantiles, 1.0)]]))
         self.gauge = int(np.flatnonzero(self.knots == 1.0)[0])
         self.reactions = [np.flatnonzero(network.stoichiometry[i]) for i in range(n)]
-        self.bases = []
-        for i in range(n):
-            knots = np.unique(np.quantile(self.conc[:, i], np.linspace(0.0, 1.0, homeostasis_knots)))
+        self.groups = np.arange(n) if groups is None else np.asarray(groups, dtype=np.int64)
+        self.labels = np.unique(self.groups)
+        self.bases, self.homeostasis_knots = [], []
+        for g in self.labels:
+            members = np.flatnonzero(self.groups == g)
+            knots = np.unique(np.quantile(self.conc[:, members], np.linspace(0.0, 1.0, homeostasis_knots)))
             knots = knots if len(knots) > 1 else np.array([knots[0], knots[0] + 1.0])
-            self.bases.append((self.frame_mean @ _hat_basis(self.conc[:, i], knots)) * self.weight[:, i:i + 1])
+            self.homeostasis_knots.append(knots)
+            self.bases.append({i: (self.frame_mean @ _hat_basis(self.conc[:, i], knots)) * self.weight[:, i:i + 1]
+                               for i in members})
 
     def substrate_values(self, slopes: np.ndarray) -> np.ndarray:
         """f at the knots from each segment's log–log slope: increasing, 1 at c = 1."""
@@ -136,45 +148,58 @@ class _Design:
         return self.frame_mean @ product
 
     def solve(self, slopes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
-        """(residual [rows, n], k, determined, h's knot values per metabolite) given f's knot values."""
+        """(residual [rows, n], k, determined, each group's h at its knots) given f's segment slopes, each group's
+        h solved (its block of the normal equations eliminated by a Schur complement)."""
         rates = self.rates_per_k(slopes)
         weighted_target = self.target * self.weight
+        n_reactions = rates.shape[1]
         matrix = reaction_gram(rates, self.stoichiometry, self.weight > 0)
         rhs = np.asarray(self.s_sparse.multiply((rates.T @ weighted_target).T).sum(axis=0)).ravel()
         parts = []
-        for i, (basis, reactions) in enumerate(zip(self.bases, self.reactions, strict=True)):
-            inverse = np.linalg.pinv(basis.T @ basis, hermitian=True)
-            cross = (rates[:, reactions].T @ basis) * self.stoichiometry[i, reactions][:, None]
-            right = basis.T @ weighted_target[:, i]
-            matrix[np.ix_(reactions, reactions)] -= cross @ inverse @ cross.T
-            rhs[reactions] -= cross @ (inverse @ right)
+        for members in self.bases:
+            size = next(iter(members.values())).shape[1]
+            gram, cross, right = np.zeros((size, size)), np.zeros((n_reactions, size)), np.zeros(size)
+            for i, basis in members.items():
+                reactions = self.reactions[i]
+                gram += basis.T @ basis
+                cross[reactions] += (rates[:, reactions].T @ basis) * self.stoichiometry[i, reactions][:, None]
+                right += basis.T @ weighted_target[:, i]
+            inverse = np.linalg.pinv(gram, hermitian=True)
+            touched = np.flatnonzero(cross.any(axis=1))
+            matrix[np.ix_(touched, touched)] -= cross[touched] @ inverse @ cross[touched].T
+            rhs[touched] -= cross[touched] @ (inverse @ right)
             parts.append((inverse, cross, right))
         rate_constants, determined = solve_reduced(matrix, rhs)
-        homeostasis = [inverse @ (right - cross.T @ rate_constants[reactions])
-                       for (inverse, cross, right), reactions in zip(parts, self.reactions, strict=True)]
         model = (rates * rate_constants) @ self.stoichiometry.T
-        model += np.stack([basis @ h for basis, h in zip(self.bases, homeostasis, strict=True)], axis=1)
+        homeostasis = []
+        for members, (inverse, cross, right) in zip(self.bases, parts, strict=True):
+            homeostasis.append(inverse @ (right - cross.T @ rate_constants))
+            for i, basis in members.items():
+                model[:, i] += basis @ homeostasis[-1]
         return weighted_target - model * self.weight, rate_constants, determined, homeostasis
 
 
 def fit_free_forms(observed: Observed, window: int | str = "auto", zero_margin: float | str | None = "auto",
                    substrate_knots: int = SUBSTRATE_KNOTS, homeostasis_knots: int = HOMEOSTASIS_KNOTS,
-                   max_evaluations: int = MAX_EVALUATIONS) -> FreeFormFit:
-    """The form-free fit on observed data; `window` and `zero_margin` 'auto' as in the known-form regression."""
+                   max_evaluations: int = MAX_EVALUATIONS, groups: np.ndarray | None = None) -> FreeFormFit:
+    """The form-free fit on observed data; `window` and `zero_margin` 'auto' as in the known-form regression.
+    `groups` [metabolites]: metabolites that share one h (None: each its own)."""
     start = time.perf_counter()
     trajectory = observed.trajectory
     if window == "auto":
         noise = estimate_measurement_noise(trajectory.concentrations, trajectory.run_starts)
         window = regression_window(noise_ratio(noise, trajectory.concentrations, trajectory.run_starts))
     margin = resolved_zero_margin(zero_margin, trajectory.concentrations, trajectory.run_starts)
-    design = _Design(observed, int(window), margin, substrate_knots, homeostasis_knots)
+    design = _Design(observed, int(window), margin, substrate_knots, homeostasis_knots, groups)
     slopes = np.full(len(design.knots) - 1, FLAT_START)
     fit = scipy.optimize.least_squares(lambda x: design.solve(x)[0].ravel(), slopes, method="trf",
                                        bounds=(0.0, MAX_SLOPE), diff_step=1e-4, max_nfev=max_evaluations)
-    residual, rate_constants, determined, _ = design.solve(fit.x)
+    residual, rate_constants, determined, homeostasis = design.solve(fit.x)
     rms = math.sqrt(float((residual ** 2).sum()) / max(design.weight.sum(), 1.0))
     return FreeFormFit(rate_constants, determined, design.knots, design.substrate_values(fit.x), rms, int(fit.nfev),
-                       int(window), time.perf_counter() - start)
+                       int(window), time.perf_counter() - start, design.groups,
+                       dict(zip(design.labels.tolist(), zip(design.homeostasis_knots, homeostasis, strict=True),
+                                strict=True)))
 
 
 def fit_free_config(cfg: Config, observed: Observed) -> FreeFormFit:
