@@ -141,10 +141,14 @@ def test_killed_driver_resumes_without_losing_or_repeating_a_trial(ray_tmp, tmp_
     driver = subprocess.Popen(search_command(*args), env=environment(ray_tmp, tmp_path), cwd=tmp_path,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     trials_csv = storage / "crash" / "trials.csv"
+
+    def one_mid_way() -> bool:  # a trial with a resume checkpoint that has not finished (a fixed sleep could miss)
+        return any((trial / "resume.pt").exists() and not (trial / "final_report.json").exists()
+                   for trial in (storage / "crash" / "trials").glob("node_*"))
+
     deadline = time.time() + 180
-    while time.time() < deadline and not (trials_csv.exists() and len(pd.read_csv(trials_csv)) >= 2):
-        time.sleep(0.2)
-    time.sleep(1.5)
+    while time.time() < deadline and not (trials_csv.exists() and len(pd.read_csv(trials_csv)) >= 2 and one_mid_way()):
+        time.sleep(0.05)
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     kill_ray_of(ray_tmp, tmp_path)  # the orphans a SIGKILLed driver leaves behind

@@ -848,7 +848,7 @@ def test_the_form_free_warm_start_takes_its_k_and_fits_mlp_sub_to_its_rate_law(f
     warm, cold = Trainer(cfg, observed), Trainer(free_forms_config(FORMS_SIM), observed)
     fit = fit_free_config(cfg, observed)
     usable = fit.determined & (fit.rate_constants > 0)
-    assert 0.5 * len(usable) <= usable.sum() < fit.determined.sum()
+    assert 0 < usable.sum() < fit.determined.sum()
     warm_log_k, cold_log_k = (t.model.log_k.detach().double().numpy() for t in (warm, cold))
     np.testing.assert_allclose(warm_log_k[usable], fit.log_k[usable], atol=1e-6)
     np.testing.assert_array_equal(warm_log_k[~fit.determined], cold_log_k[~fit.determined])
