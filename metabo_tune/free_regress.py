@@ -1,25 +1,26 @@
-"""The form-free fit: k, a substrate law and each metabolite's homeostasis by least squares, with no form assumed.
+"""The form-free fit: k, a substrate law and the homeostasis by least squares, with no form assumed.
 
-    dc_i/dt = Σ_j S_ij k_j Π_e f(c_e)^|s_e| + h_i(c_i)
+    dc_i/dt = Σ_j S_ij k_j Π_e f(c_e)^|s_e| + h_g(i)(c_i)
 
 f is one function for every substrate edge, an edge of order s counting as s molecules of its substrate that act
 alike (graph_model.substrate_orders 'repeated'; mass action and Michaelis–Menten both hold it). It is piecewise
-linear on knots at 0, 1 and quantiles of the substrates' concentrations, with the free-form model's priors: f(0) = 0,
-f does not decrease, and the gauge f(1) = 1 that separates its scale from k's. Each h_i is piecewise linear on knots
-at quantiles of c_i's own concentrations, with no sign, shape or type: the fit is after k, and h_i only has to take
-up the homeostasis whatever its law.
+linear in log f against log c on knots at 1 and quantiles of the substrates' concentrations, a power law beyond the
+end knots, with the free-form model's priors: f(0) = 0, f does not decrease (each segment's log–log slope in
+[0, MAX_SLOPE]), and the gauge f(1) = 1 that separates its scale from k's. Each group's h (by default every
+metabolite its own group) is piecewise linear on knots at quantiles of its members' concentrations, with no sign,
+shape or type.
 
-Given f the model is linear in k and the h_i, so those are solved exactly (each metabolite's h eliminated by a Schur
-complement, as in the known-form regression, whose reduced solve and null space it shares), and only f's few knot
-values are searched: variable projection, scipy's least_squares over the solved residual, from a flat f (a rate that
-does not depend on its substrates beyond the lowest concentration seen). The rows are those of the regression: the
-weak form over `window` frames (the strong form for 1), entries near zero concentration left out.
+Given f the model is linear in k and the h, so those are solved exactly (each group's h eliminated by a Schur
+complement, as in the known-form regression, whose reduced solve and null space it shares), and only f's segment
+slopes are searched: variable projection, scipy's least_squares over the solved residual, from a flat f. The rows are
+those of the regression: the weak form over `window` frames (the strong form for 1), entries near zero
+concentration left out.
 
 Why: on a relaxing real network gradient training from a random k does not find k even with the forms known, and
 the known-form regression's warm start assumes the forms (docs/results.md, "Real networks"). Measured on E. coli core
 (development, simulation seed 42, four runs, exact mass-action data): from the flat start this fit gets log k
-exactly (R² 1.0000) in about 2 s; with one free law per order instead of a shared one, R² −0.09, because the orders
-2 to 4 sit on a few edges and trade with their reactions' k.
+exactly (R² 1.0000) in seconds; with one free law per order instead of a shared one, R² −0.09 (the orders 2 to 4 sit
+on a few edges and trade with their reactions' k); with knots linear in c instead of log–log, 0.50 on shorter runs.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from metabo_tune.noise_estimate import (
 from metabo_tune.regress import K_FLOOR, rows_clear_of_zero, solve_reduced
 from metabo_tune.simulate import DataError, Observed
 
-SUBSTRATE_KNOTS = 12  # quantiles of the substrates' positive concentrations, besides 0 and 1
+SUBSTRATE_KNOTS = 12  # quantiles of the substrates' positive concentrations, besides 1
 HOMEOSTASIS_KNOTS = 12  # per metabolite, quantiles of its own concentrations
 MAX_ENTRIES = 400_000  # residual entries (rows × metabolites): rows are thinned evenly to stay within it
 MAX_EVALUATIONS = 300
