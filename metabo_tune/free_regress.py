@@ -203,8 +203,9 @@ def fit_free_forms(observed: Observed, window: int | str = "auto", zero_margin: 
                                 strict=True)))
 
 
-def fit_free_config(cfg: Config, observed: Observed) -> FreeFormFit:
+def fit_free_config(cfg: Config, observed: Observed, groups: np.ndarray | None = None,
+                    homeostasis_knots: int = HOMEOSTASIS_KNOTS) -> FreeFormFit:
     """The form-free fit with a run config's `regression` section's window, zero margin and decensoring."""
     rcfg = cfg.regression
     observed = decensored_observed(observed, rcfg.decensor_zeros)[0]
-    return fit_free_forms(observed, rcfg.window, rcfg.zero_margin)
+    return fit_free_forms(observed, rcfg.window, rcfg.zero_margin, homeostasis_knots=homeostasis_knots, groups=groups)
