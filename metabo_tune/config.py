@@ -366,9 +366,9 @@ class TrainingConfig(_Section):
     init: Literal["random", "regression", "free_regression"] = Field(
         "random", description="'regression': log k starts at the known-form regression's fit (metabo_tune.regress) "
                               "where it is determined and positive, and the linear head at its one-type (λ, b); the "
-                              "regression assumes mass action and linear relaxation. 'free_regression': log k starts "
-                              "at the form-free fit's (metabo_tune.free_regress), which assumes no form, only the "
-                              "free-form priors and repeated orders. Embeddings are never seeded.")
+                              "regression assumes mass action and linear relaxation. 'free_regression': log k and "
+                              "MLP_sub start at the form-free fit's k and f (metabo_tune.free_regress), which assumes "
+                              "no form, only the free-form priors and repeated orders. Embeddings are never seeded.")
     log_k_init_min: float = -2.0
     log_k_init_max: float = 1.0
     checkpoint_every: int = Field(0, ge=0)
