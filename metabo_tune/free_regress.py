@@ -42,7 +42,7 @@ from metabo_tune.noise_estimate import (
     regression_window,
     resolved_zero_margin,
 )
-from metabo_tune.regress import K_FLOOR, rows_clear_of_zero, solve_reduced
+from metabo_tune.regress import K_FLOOR, monomials, rows_clear_of_zero, solve_reduced
 from metabo_tune.simulate import DataError, Observed
 
 SUBSTRATE_KNOTS = 12  # quantiles of the substrates' positive concentrations, besides 1
@@ -96,7 +96,7 @@ class _Design:
     def __init__(self, observed: Observed, window: int, margin: float | None, substrate_knots: int,
                  homeostasis_knots: int, groups: np.ndarray | None) -> None:
         trajectory, network = observed.trajectory, observed.network
-        self.stoichiometry = network.stoichiometry
+        self.network, self.stoichiometry = network, network.stoichiometry
         self.s_sparse = sparse.csr_matrix(network.stoichiometry)
         n = network.n_metabolites
         starts = trajectory.window_starts(window)
@@ -115,7 +115,6 @@ class _Design:
         clear = rows_clear_of_zero(trajectory, window, margin)  # per frame for W = 1, else per window start
         self.weight = (np.ones(self.target.shape) if clear is None
                        else clear[starts if window == 1 else rows].astype(np.float64))
-        self.index, self.order = network.padded_substrates()
         substrates = np.unique(network.substrate_metabolite)
         seen = self.conc[:, substrates].ravel()
         seen = seen[seen > 0]
@@ -142,11 +141,7 @@ class _Design:
     def rates_per_k(self, slopes: np.ndarray) -> np.ndarray:
         """[rows, reactions]: each reaction's rate at k = 1, averaged over the rows' windows."""
         substrate = log_log_interpolation(self.conc, self.knots, self.substrate_values(slopes))
-        padded = np.concatenate([substrate, np.ones((len(substrate), 1))], axis=1)
-        product = np.ones((len(substrate), self.index.shape[0]))
-        for slot in range(self.index.shape[1]):
-            product *= padded[:, self.index[:, slot]] ** self.order[:, slot]
-        return self.frame_mean @ product
+        return self.frame_mean @ monomials(substrate, self.network)  # Π f(c_e)^|s_e|: the regression's product
 
     def solve(self, slopes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
         """(residual [rows, n], k, determined, each group's h at its knots) given f's segment slopes, each group's
