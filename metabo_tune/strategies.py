@@ -240,13 +240,21 @@ def _active_in(space: SearchSpace, config: dict[str, Any], name: str) -> bool:
     return bool(config[requires] if requires in config else get_value(space.base, requires))
 
 
+def _has_value(param: Parameter, config: dict[str, Any]) -> bool:
+    """Whether the config holds a value of the parameter: null counts for a choice with null among its values
+    (a switch such as type_grouping_at, off), which must stay movable from off."""
+    return config.get(param.name) is not None or (param.kind == "choice" and None in param.values
+                                                   and param.name in config)
+
+
 def _movable(space: SearchSpace, node: Node) -> list[str]:
     """The tunable parameters the node has a value for and that have an effect there."""
-    return [name for name in space.parameters if node.config.get(name) is not None and _active(space, node, name)]
+    return [name for name, param in space.parameters.items()
+            if _has_value(param, node.config) and _active(space, node, name)]
 
 
 def _tunable(space: SearchSpace, node: Node, *names: str) -> bool:
-    return all(name in space.parameters and node.config.get(name) is not None for name in names)
+    return all(name in space.parameters and _has_value(space.parameters[name], node.config) for name in names)
 
 
 def _metric(node: Node, key: str) -> float:

@@ -562,6 +562,25 @@ def test_exhausted_space_falls_back_to_a_replicate(space: SearchSpace) -> None:
     assert propose(tree, tiny, rng, 2).strategy == "replicate"
 
 
+def test_a_switch_at_null_is_moved_on():
+    """A choice with null among its values (type_grouping_at) starts off, at null; the rules must still move it
+    (until 2026-12-06 a null value counted as none, so the tree never switched such a choice on)."""
+    grouping = "training.type_grouping_at"
+    base_space = load_space(HOMEO.with_name("smoke.yaml"))
+    switch = Parameter(grouping, "choice", values=(None, 0.95, 0.98))
+    tiny = dataclasses.replace(base_space, parameters={grouping: switch}, initial_spread=({},))
+    tree, rng = Tree(), random.Random(0)
+    record(tree, propose(tree, tiny, rng, 0), [0.5])
+    assert tree.nodes["0"].config[grouping] is None
+    moves = set()
+    for slot in range(1, 4):
+        proposal = propose(tree, tiny, rng, slot)
+        if proposal.replicate_of is None:
+            moves.add(proposal.config[grouping])
+        record(tree, proposal, [0.4])
+    assert moves == {0.95, 0.98}
+
+
 def test_a_parameter_whose_requirement_is_off_is_never_moved():
     """time_step does nothing while recurrent_training is off, so no rule spends a trial on it."""
     space = load_space(HOMEO.with_name("smoke.yaml"))
