@@ -5,7 +5,8 @@
 # 10 at w 2; w 1, 4 at K 3), each beside the known-form regression on the same data. PYTHON: the interpreter with
 # metabo_tune installed; JOBS (default 1): runs at once; NETS (default 8104,8105,8106); OUT (default
 # results/ecoli_free_eval). First run at effa73b on 8104-8106, without training.free_group_solve; then at the commit
-# that turned it on, on 8107-8109 (NETS=8107,8108,8109 OUT=results/ecoli_free_eval2).
+# that turned it on, on 8107-8109 (NETS=8107,8108,8109 OUT=results/ecoli_free_eval2); then at 3b297d1, the form-free
+# fit's laws smooth splines, on 8110-8112 (NETS=8110,8111,8112 OUT=results/ecoli_free_eval3).
 set -u
 cd "$(dirname "$0")/../../../.."
 PY=${PYTHON:-python}
