@@ -331,6 +331,11 @@ class TrainingConfig(_Section):
                                 "(on noisy data in the weak form, misfits above their noise floor); the head is "
                                 "fitted to the solved functions (metabo_tune.group_solve). "
                                 "null: off.")
+    group_solve_smooth: bool = Field(
+        False, description="With group_solve_moves and the MLP head (ignored with the linear head, whose h is linear): "
+                           "each group's h in the solve a cubic spline on its knots instead of piecewise linear. A "
+                           "law's interpolation error passes into k and into the misfit that moves metabolites "
+                           "between groups (docs/results.md, \"Real networks\").")
     group_solve_takes_groups: bool = Field(
         False, description="With group_solve_moves: where the solve is not applied (its k lowers the misfit less than "
                            "twofold), still take its groups, each group's homeostasis solved with the run's k held. "

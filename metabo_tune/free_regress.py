@@ -49,6 +49,7 @@ from metabo_tune.noise_estimate import (
 )
 from metabo_tune.regress import K_FLOOR, monomials, rows_clear_of_zero, solve_reduced
 from metabo_tune.simulate import DataError, Observed
+from metabo_tune.splines import clamped_knots, spline_basis, spread_breakpoints
 
 SUBSTRATE_KNOTS = 12  # σ's breakpoints: quantiles of the substrates' positive concentrations
 HOMEOSTASIS_KNOTS = 12  # h's breakpoints per metabolite: quantiles of its own concentrations
@@ -58,24 +59,6 @@ MAX_ENTRIES = 400_000  # residual entries (rows × metabolites): rows are thinne
 MAX_EVALUATIONS = 300
 FLAT_START = 1e-3  # σ's coefficients at the start: f nearly constant
 MAX_SLOPE = 8.0  # the steepest log–log slope f may take (a Hill coefficient of 8)
-
-
-def clamped_knots(breakpoints: np.ndarray, degree: int) -> np.ndarray:
-    """A B-spline's knot vector on increasing `breakpoints`, the ends repeated so that it starts and ends there."""
-    return np.concatenate([np.repeat(breakpoints[0], degree), breakpoints, np.repeat(breakpoints[-1], degree)])
-
-
-def spline_basis(points: np.ndarray, breakpoints: np.ndarray, degree: int) -> np.ndarray:
-    """[len(points), len(breakpoints) + degree − 1]: the B-splines of `degree` on `breakpoints` at `points`, each
-    point held at the nearer end beyond them (the spline constant there)."""
-    inside = np.clip(points, breakpoints[0], breakpoints[-1])
-    return scipy.interpolate.BSpline.design_matrix(inside, clamped_knots(breakpoints, degree), degree).toarray()
-
-
-def spread_breakpoints(values: np.ndarray, count: int) -> np.ndarray:
-    """`count` quantiles of `values`, distinct; two a unit apart where the values do not spread."""
-    breakpoints = np.unique(np.quantile(values, np.linspace(0.0, 1.0, count)))
-    return breakpoints if len(breakpoints) > 1 else np.array([breakpoints[0], breakpoints[0] + 1.0])
 
 
 @dataclass(frozen=True)

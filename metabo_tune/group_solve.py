@@ -49,6 +49,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse
 
+from metabo_tune.splines import spline_basis, spread_breakpoints
+
 KNOTS_PER_GROUP = 24
 EIGEN_CUTOFF = 1e-12  # relative: smaller eigenvalues of the Jacobi-scaled system span its null space
 # Splitting the members of one law in two lowers the misfit less than this many-fold (measured 1.00–1.16× after moves,
@@ -63,13 +65,14 @@ class GroupSolution:
     rate_constants: np.ndarray  # [reactions] k (min-norm along the null space; undetermined k may be ≤ 0)
     groups: np.ndarray  # [metabolites] each metabolite's group after the moves
     knots: list[np.ndarray]  # per group, its knots in c
-    values: list[np.ndarray]  # per group, h at its knots
+    values: list[np.ndarray]  # per group, h's spline coefficients (degree 1: h at its knots)
     moves: int  # over the kept merges' and splits' refinements too
     merges: int
     splits: int
     misfit_rms: float  # RMS of dc/dt − model over the entries solved, computed from the data
     start_misfit_rms: float  # the same with k held at the run's and each starting group's h solved
     noise_rms: float = 0.0  # the weak form's misfit floor (see the module's docstring); 0 in the strong form
+    degree: int = 1  # of each h's spline on its knots: 1 piecewise linear (values at the knots), 3 cubic
 
     @property
     def excess_rms(self) -> float:
@@ -81,7 +84,8 @@ class GroupSolution:
         return _above(self.start_misfit_rms, self.noise_rms)
 
     def homeostasis(self, group: int, conc: np.ndarray) -> np.ndarray:
-        return np.interp(conc, self.knots[group], self.values[group])
+        conc = np.asarray(conc, dtype=np.float64)
+        return (law_basis(conc.ravel(), self.knots[group], self.degree) @ self.values[group]).reshape(conc.shape)
 
 
 def reaction_gram(rows: np.ndarray, stoichiometry: np.ndarray, kept: np.ndarray | None = None) -> np.ndarray:
@@ -135,33 +139,38 @@ def _hat_basis(conc: np.ndarray, knots: np.ndarray) -> np.ndarray:
     return basis
 
 
+def law_basis(conc: np.ndarray, knots: np.ndarray, degree: int) -> np.ndarray:
+    """[len(conc), len(knots) + degree − 1]: h's basis on its knots, constant beyond the ends; degree 1 is linear
+    interpolation, whose coefficients are h at the knots."""
+    return _hat_basis(conc, knots) if degree == 1 else spline_basis(conc, knots, degree)
+
+
 class GroupSolve:
     def __init__(self, rates_per_k: np.ndarray, stoichiometry: np.ndarray, conc: np.ndarray, target: np.ndarray,
                  groups: np.ndarray, knots_per_group: int = KNOTS_PER_GROUP,
-                 frame_mean: scipy.sparse.csr_matrix | None = None, *, kept: np.ndarray | None = None) -> None:
+                 frame_mean: scipy.sparse.csr_matrix | None = None, *, kept: np.ndarray | None = None,
+                 degree: int = 1) -> None:
         """rates_per_k [frames, reactions]: Π f̂ of each reaction (its rate at k = 1); stoichiometry
         [metabolites, reactions]; conc [frames, metabolites]; groups [metabolites]. target [rows, metabolites]:
         dc/dt at each frame (the strong form), or with frame_mean [rows, frames] (window_mean's, rows of a block in
         time order) the weak form, row e the model's mean over its frames. kept [rows, metabolites]: the entries
-        solved (None: all); the rest (near zero concentration, training.zero_margin) are left out."""
+        solved (None: all); the rest (near zero concentration, training.zero_margin) are left out. degree: of each
+        group's h, a spline on its knots (1 piecewise linear; 3 cubic, smooth)."""
         self.n, self.n_reactions = stoichiometry.shape
         self.data = (rates_per_k, stoichiometry, conc, target)
         self.kept = None if kept is None else np.asarray(kept, dtype=bool)
         weight = np.ones(target.shape) if self.kept is None else self.kept.astype(np.float64)
         self.weight = weight
-        self.knots_per_group = knots_per_group
+        self.knots_per_group, self.degree = knots_per_group, degree
         self.weak = frame_mean is not None
         self.frame_mean = scipy.sparse.identity(len(conc), format="csr") if frame_mean is None else frame_mean
         rates_per_k = self.frame_mean @ rates_per_k
         self.rates_per_k = rates_per_k
         self.groups = np.asarray(groups, dtype=np.int64).copy()
         n_groups = int(self.groups.max()) + 1
-        self.knots = []
-        for g in range(n_groups):
-            members = conc[:, self.groups == g]
-            knots = np.unique(np.quantile(members, np.linspace(0.0, 1.0, knots_per_group)))
-            self.knots.append(knots if len(knots) > 1 else np.array([knots[0], knots[0] + 1.0]))
-        self.offsets = np.concatenate([[self.n_reactions], self.n_reactions + np.cumsum([len(k) for k in self.knots])])
+        self.knots = [spread_breakpoints(conc[:, self.groups == g], knots_per_group) for g in range(n_groups)]
+        self.offsets = np.concatenate([[self.n_reactions],
+                                       self.n_reactions + np.cumsum([len(k) + degree - 1 for k in self.knots])])
         self.total = float((np.square(target) * weight).sum())
         self.n_entries = int(weight.sum())
         size = int(self.offsets[-1])
@@ -172,7 +181,7 @@ class GroupSolve:
         self.terms = {}
         for i in range(self.n):
             for g in range(n_groups):
-                basis = (self.frame_mean @ _hat_basis(conc[:, i], self.knots[g])) * weight[:, i:i + 1]
+                basis = (self.frame_mean @ law_basis(conc[:, i], self.knots[g], degree)) * weight[:, i:i + 1]
                 self.terms[i, g] = (basis.T @ basis, (rates_per_k.T @ basis) * stoichiometry[i][:, None],
                                     basis.T @ target[:, i])
             self._add(self.matrix, self.rhs, i, int(self.groups[i]), 1.0)
@@ -277,7 +286,7 @@ class GroupSolve:
         values = [h[self.offsets[g] - r:self.offsets[g + 1] - r] for g in range(len(self.knots))]
         misfit_rms = self._residual_rms(rate_constants, values, self.groups)
         return GroupSolution(np.asarray(rate_constants, dtype=np.float64), self.groups.copy(), self.knots, values,
-                             0, 0, 0, misfit_rms, misfit_rms)
+                             0, 0, 0, misfit_rms, misfit_rms, degree=self.degree)
 
     def solve(self, max_moves: int, start_rate_constants: np.ndarray, min_split_gain: float | None = None
               ) -> GroupSolution:
@@ -307,7 +316,7 @@ class GroupSolve:
     def regrouped(self, groups: np.ndarray) -> "GroupSolve":
         """The same rows and entries with other groups (each group's knots from its new members)."""
         return GroupSolve(*self.data, groups, self.knots_per_group, self.frame_mean if self.weak else None,
-                          kept=self.kept)
+                          kept=self.kept, degree=self.degree)
 
     def _merged(self, solution: GroupSolution, max_moves: int) -> tuple["GroupSolve", GroupSolution] | None:
         """The best merge of two of solution's groups, refined by moves, where it raises the misfit at most
@@ -355,14 +364,15 @@ class GroupSolve:
         k, values = x[:self.n_reactions], [x[self.offsets[g]:self.offsets[g + 1]] for g in range(len(self.knots))]
         misfit_rms = self._residual_rms(k, values, self.groups)
         return GroupSolution(k, self.groups.copy(), self.knots, values, moves, 0, 0, misfit_rms, start_misfit_rms,
-                             noise_rms)
+                             noise_rms, self.degree)
 
     def _residual(self, rate_constants: np.ndarray, values: list[np.ndarray], groups: np.ndarray) -> np.ndarray:
         """[rows, metabolites] target − model on the entries solved (0 on those left out), from the data: after many
         moves the normal equations' running sums and a badly conditioned system can report less misfit than the fit
         achieves."""
         _, stoichiometry, conc, target = self.data
-        homeostasis = np.stack([np.interp(conc[:, i], self.knots[g], values[g]) for i, g in enumerate(groups)], 1)
+        homeostasis = np.stack([law_basis(conc[:, i], self.knots[g], self.degree) @ values[g]
+                                for i, g in enumerate(groups)], 1)
         return (target - (self.rates_per_k * rate_constants) @ stoichiometry.T - self.frame_mean @ homeostasis
                 ) * self.weight
 

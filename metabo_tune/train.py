@@ -516,12 +516,14 @@ class Trainer:
         target, frame_mean, kept = (self._weak_form_rows() if weak
                                     else (self.deriv[::GROUP_SOLVE_FRAME_STRIDE].cpu().numpy(), None, self.solve_kept))
         knots = LINEAR_HEAD_KNOTS if self.model.relaxation is not None else KNOTS_PER_GROUP
+        degree = 3 if self.cfg.training.group_solve_smooth and self.model.relaxation is None else 1
         with torch.no_grad():
             rates_per_k = (self.model.rates(conc) / torch.pow(10.0, self.model.log_k)).double().cpu().numpy()
             run_k = torch.pow(10.0, self.model.log_k.double()).cpu().numpy()
         with threadpool_limits(limits=self.cfg.training.n_threads):  # numpy's BLAS too: one thread per trial
             solve = GroupSolve(rates_per_k, self.stoichiometry.astype(np.float64), conc.double().cpu().numpy(),
-                               target.astype(np.float64), self.type_groups.labels, knots, frame_mean, kept=kept)
+                               target.astype(np.float64), self.type_groups.labels, knots, frame_mean, kept=kept,
+                               degree=degree)
             solution = solve.solve(self.cfg.training.group_solve_moves, run_k, min_split_gain=GROUP_SOLVE_MIN_GAIN)
             mixture_types = None
             if self.cfg.training.group_solve_mixture and self.model.relaxation is not None and len(solution.knots) == 1:
@@ -545,7 +547,8 @@ class Trainer:
             self._apply_group_solution(solution, with_rate_constants=True)
         elif groups_taken:
             with threadpool_limits(limits=self.cfg.training.n_threads):
-                held = GroupSolve(*solve.data, solution.groups, knots, frame_mean, kept=kept).with_rate_constants(run_k)
+                held = GroupSolve(*solve.data, solution.groups, knots, frame_mean, kept=kept,
+                                  degree=degree).with_rate_constants(run_k)
             self._apply_group_solution(held, with_rate_constants=False)
         if self.solve_kept is not None and weak:
             self.group_solve_report["group_solve_short_entries"] = (0 if self.solve_short is None

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from metabo_tune.config import config_from_dict
-from metabo_tune.free_regress import SubstrateLaw, fit_free_forms, spline_basis
+from metabo_tune.free_regress import SubstrateLaw, fit_free_forms
 from metabo_tune.simulate import DataError, simulate
 
 
@@ -92,17 +92,6 @@ def test_a_constant_slope_is_the_power_law_exactly():
     law = SubstrateLaw(np.log(np.geomspace(0.8, 13.0, 12)), np.full(13, 1.5))
     conc = np.geomspace(0.1, 40.0, 30)
     np.testing.assert_allclose(law(conc), conc ** 1.5, rtol=1e-12)
-
-
-def test_the_homeostasis_basis_holds_cubics_and_is_constant_beyond_its_ends():
-    breakpoints = np.array([1.0, 2.0, 4.0, 5.0, 9.0])
-    inside = np.linspace(1.0, 9.0, 40)
-    basis = spline_basis(inside, breakpoints, 3)
-    cubic = 0.3 - 0.2 * inside + 0.05 * inside ** 3
-    coefficients = np.linalg.lstsq(basis, cubic, rcond=None)[0]
-    np.testing.assert_allclose(basis @ coefficients, cubic, atol=1e-10)
-    ends = spline_basis(np.array([-3.0, 1.0, 9.0, 20.0]), breakpoints, 3) @ coefficients
-    assert ends[0] == pytest.approx(ends[1]) and ends[2] == pytest.approx(ends[3])
 
 
 def test_a_window_longer_than_the_data_is_a_data_error():

@@ -259,3 +259,23 @@ def test_short_windows_are_kept_only_where_no_kept_long_window_holds_them():
     kept = uncovered(long_kept, long_starts, 20, short_clear, short_starts, 5)
     assert np.flatnonzero(kept[:, 0]).tolist() == [50, 51, 52, 53, 54]
     assert not kept[:, 1].any()
+
+
+def test_a_smooth_homeostasis_is_fitted_closer_by_cubic_splines_and_so_is_k():
+    """A saturating h (tanh, the simulator's) on the same problem: piecewise linear on 24 knots it leaves an
+    interpolation error that passes into k; the cubic spline's is far smaller. The solution evaluates h in its own
+    degree."""
+    rates_per_k, stoichiometry, conc, _, groups, k, slope, baseline = linear_homeostasis_problem(seed=3)
+    width = 1.0
+    homeostasis = -slope[groups] * width * np.tanh((conc - baseline[groups]) / width)
+    target = (rates_per_k * k) @ stoichiometry.T + homeostasis
+    errors = {}
+    for degree in (1, 3):
+        solution = GroupSolve(rates_per_k, stoichiometry, conc, target, groups, degree=degree).solve(0, k)
+        assert solution.degree == degree
+        errors[degree] = np.abs(np.log10(solution.rate_constants[1:] / k[1:])).max(), solution.misfit_rms
+        grid = np.linspace(1.0, 7.0, 25)
+        for g in (0, 1):
+            true = -slope[g] * width * np.tanh((grid - baseline[g]) / width)
+            assert np.abs(solution.homeostasis(g, grid) - true).max() < 10 * solution.misfit_rms + 1e-9
+    assert errors[3][0] < errors[1][0] / 10 and errors[3][1] < errors[1][1] / 10
