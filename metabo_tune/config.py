@@ -336,6 +336,10 @@ class TrainingConfig(_Section):
                            "each group's h in the solve a cubic spline on its knots instead of piecewise linear. A "
                            "law's interpolation error passes into k and into the misfit that moves metabolites "
                            "between groups (docs/results.md, \"Real networks\").")
+    group_solve_pairs: bool = Field(
+        False, description="With group_solve_moves: where no single move lowers the misfit, two metabolites moved at "
+                           "once (the pairs among the 8 single moves that raise it least): metabolites coupled through "
+                           "shared reactions can each fit worse alone in their right group (metabo_tune.group_solve).")
     group_solve_takes_groups: bool = Field(
         False, description="With group_solve_moves: where the solve is not applied (its k lowers the misfit less than "
                            "twofold), still take its groups, each group's homeostasis solved with the run's k held. "

@@ -58,6 +58,8 @@ EIGEN_CUTOFF = 1e-12  # relative: smaller eigenvalues of the Jacobi-scaled syste
 # merged where, refined by moves, the merge raises it less.
 ONE_LAW_GAIN = 1.25
 SCREENED_MOVES = 8  # per move, the candidates solved in full: those that lower the misfit most with k held
+PAIR_CANDIDATES = 8  # with pair moves: where no single move lowers the misfit, every pair of the singles that raise
+# it least is solved in full
 
 
 @dataclass(frozen=True)
@@ -149,19 +151,20 @@ class GroupSolve:
     def __init__(self, rates_per_k: np.ndarray, stoichiometry: np.ndarray, conc: np.ndarray, target: np.ndarray,
                  groups: np.ndarray, knots_per_group: int = KNOTS_PER_GROUP,
                  frame_mean: scipy.sparse.csr_matrix | None = None, *, kept: np.ndarray | None = None,
-                 degree: int = 1) -> None:
+                 degree: int = 1, pair_moves: bool = False) -> None:
         """rates_per_k [frames, reactions]: Π f̂ of each reaction (its rate at k = 1); stoichiometry
         [metabolites, reactions]; conc [frames, metabolites]; groups [metabolites]. target [rows, metabolites]:
         dc/dt at each frame (the strong form), or with frame_mean [rows, frames] (window_mean's, rows of a block in
         time order) the weak form, row e the model's mean over its frames. kept [rows, metabolites]: the entries
         solved (None: all); the rest (near zero concentration, training.zero_margin) are left out. degree: of each
-        group's h, a spline on its knots (1 piecewise linear; 3 cubic, smooth)."""
+        group's h, a spline on its knots (1 piecewise linear; 3 cubic, smooth). pair_moves: where no single move
+        lowers the misfit, two metabolites moved at once (_best_pair)."""
         self.n, self.n_reactions = stoichiometry.shape
         self.data = (rates_per_k, stoichiometry, conc, target)
         self.kept = None if kept is None else np.asarray(kept, dtype=bool)
         weight = np.ones(target.shape) if self.kept is None else self.kept.astype(np.float64)
         self.weight = weight
-        self.knots_per_group, self.degree = knots_per_group, degree
+        self.knots_per_group, self.degree, self.pair_moves = knots_per_group, degree, pair_moves
         self.weak = frame_mean is not None
         self.frame_mean = scipy.sparse.identity(len(conc), format="csr") if frame_mean is None else frame_mean
         rates_per_k = self.frame_mean @ rates_per_k
@@ -225,14 +228,26 @@ class GroupSolve:
         return move
 
     def _best_of(self, candidates: list[tuple[int, int]], misfit: float) -> tuple[int, int] | None:
-        best, best_change = None, 0.0
-        for i, g in candidates:
-            matrix, rhs = self.matrix.copy(), self.rhs.copy()
+        change, move = min(((self._change([move], misfit), move) for move in candidates), default=(0.0, None))
+        return move if change < 0.0 else None
+
+    def _change(self, moves: list[tuple[int, int]], misfit: float) -> float:
+        """The solved misfit's change (sum of squares) were these moves made."""
+        matrix, rhs = self.matrix.copy(), self.rhs.copy()
+        for i, g in moves:
             self._move(matrix, rhs, i, g)
-            change = self._misfit(matrix, rhs)[1] - misfit
-            if change < best_change:
-                best, best_change = (i, g), change
-        return best
+        return self._misfit(matrix, rhs)[1] - misfit
+
+    def _best_pair(self, misfit: float) -> list[tuple[int, int]] | None:
+        """Two moves that lower the misfit together where no single one does: metabolites coupled through shared
+        reactions, each of which alone fits worse in its right group while the other is in the wrong one (E. coli
+        core at Michaelis–Menten K 1: each single move raised the misfit 1.56-fold, the pair lowered it 100-fold).
+        Searched among the PAIR_CANDIDATES single moves that raise it least, each pair solved in full."""
+        singles = sorted((self._change([(i, g)], misfit), (i, g)) for i in range(self.n)
+                         for g in range(len(self.knots)) if g != self.groups[i])[:PAIR_CANDIDATES]
+        pairs = [[a, b] for (_, a), (_, b) in itertools.combinations(singles, 2) if a[0] != b[0]]
+        change, pair = min(((self._change(pair, misfit), pair) for pair in pairs), default=(0.0, None))
+        return pair if change < 0.0 else None
 
     def _screened_moves(self, rate_constants: np.ndarray) -> list[tuple[int, int]]:
         """The candidate moves, best first by the misfit change with k held: with k held, each group's h solves on
@@ -316,7 +331,7 @@ class GroupSolve:
     def regrouped(self, groups: np.ndarray) -> "GroupSolve":
         """The same rows and entries with other groups (each group's knots from its new members)."""
         return GroupSolve(*self.data, groups, self.knots_per_group, self.frame_mean if self.weak else None,
-                          kept=self.kept, degree=self.degree)
+                          kept=self.kept, degree=self.degree, pair_moves=self.pair_moves)
 
     def _merged(self, solution: GroupSolution, max_moves: int) -> tuple["GroupSolve", GroupSolution] | None:
         """The best merge of two of solution's groups, refined by moves, where it raises the misfit at most
@@ -355,12 +370,16 @@ class GroupSolve:
     def _refined(self, max_moves: int, start_misfit_rms: float, noise_rms: float) -> GroupSolution:
         x, misfit = self._misfit(self.matrix, self.rhs)
         moves = 0
-        while moves < max_moves and (move := self._best_move(x, misfit)) is not None:
-            i, g = move
-            self._move(self.matrix, self.rhs, i, g)
-            self.groups[i] = g
+        while moves < max_moves:
+            move = self._best_move(x, misfit)
+            made = [move] if move is not None else (self._best_pair(misfit) if self.pair_moves else None)
+            if made is None:
+                break
+            for i, g in made:
+                self._move(self.matrix, self.rhs, i, g)
+                self.groups[i] = g
             x, misfit = self._misfit(self.matrix, self.rhs)
-            moves += 1
+            moves += len(made)
         k, values = x[:self.n_reactions], [x[self.offsets[g]:self.offsets[g + 1]] for g in range(len(self.knots))]
         misfit_rms = self._residual_rms(k, values, self.groups)
         return GroupSolution(k, self.groups.copy(), self.knots, values, moves, 0, 0, misfit_rms, start_misfit_rms,

@@ -523,7 +523,7 @@ class Trainer:
         with threadpool_limits(limits=self.cfg.training.n_threads):  # numpy's BLAS too: one thread per trial
             solve = GroupSolve(rates_per_k, self.stoichiometry.astype(np.float64), conc.double().cpu().numpy(),
                                target.astype(np.float64), self.type_groups.labels, knots, frame_mean, kept=kept,
-                               degree=degree)
+                               degree=degree, pair_moves=self.cfg.training.group_solve_pairs)
             solution = solve.solve(self.cfg.training.group_solve_moves, run_k, min_split_gain=GROUP_SOLVE_MIN_GAIN)
             mixture_types = None
             if self.cfg.training.group_solve_mixture and self.model.relaxation is not None and len(solution.knots) == 1:
