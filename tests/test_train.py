@@ -612,6 +612,38 @@ def test_the_free_group_solve_changes_the_run_exactly_when_it_fits_better_than_t
     assert evaluate(runs[True], dataset)["rate_constants_R2"] > evaluate(runs[False], dataset)["rate_constants_R2"]
 
 
+def test_a_k_the_free_group_solve_leaves_non_positive_takes_its_smallest_positive_k(monkeypatch):
+    """As at the warm start: the data put such a k within their error of 0, so it is as small as the smallest they
+    resolve, not the run's (which kept three k of 10⁻⁷ at 10⁻⁵ on E. coli core). One determined k of the grouped fit
+    turned negative."""
+    import dataclasses
+
+    from metabo_tune import train as train_module
+
+    simulation = JOINT_SIM | {"substrate_kinetics": "michaelis_menten", "michaelis_K": 3.0,
+                              "homeostasis_form": "saturating", "homeostasis_width": 2.0}
+    dataset = simulate(free_forms_config(simulation).simulation)
+    real, fits = train_module.fit_free_config, []
+
+    def flipped(cfg, observed, groups=None, *args, **kwargs):
+        fit = real(cfg, observed, groups, *args, **kwargs)
+        rate_constants = fit.rate_constants.copy()
+        rate_constants[np.flatnonzero(fit.determined)[0]] *= -1.0
+        fits.append(dataclasses.replace(fit, rate_constants=rate_constants))
+        return fits[-1]
+
+    monkeypatch.setattr(train_module, "fit_free_config", flipped)
+    result = train(free_forms_config(simulation, residual_fit_start=0.5, n_types=2, data_augmentation_loop=20,
+                                     group_solve_moves=30, free_group_solve=True), dataset.observed,
+                   show_progress=False)
+    assert result.group_solve["free_group_solve_applied"] == 1
+    fit = fits[-1]
+    usable = fit.determined & (fit.rate_constants > 0)
+    log_k = result.model.log_k.detach().double().numpy()
+    assert log_k[np.flatnonzero(fit.determined)[0]] == pytest.approx(fit.log_k[usable].min(), abs=1e-6)
+    np.testing.assert_allclose(log_k[usable], fit.log_k[usable], atol=1e-6)
+
+
 def test_the_linear_head_and_its_group_solve_recover_k_the_slopes_and_every_type_under_noise():
     """The final configuration (mass-action form, 250 loops) at σ_m 0.01 with 30-frame moment windows and a
     10-frame prediction window: with the types grouped alone one metabolite of 30 stays in the wrong type (measured
