@@ -348,8 +348,9 @@ class TrainingConfig(_Section):
     free_group_solve: bool = Field(
         False, description="With group_solve_moves: after the group solve, the form-free fit "
                            "(metabo_tune.free_regress) with the run's groups sharing one h each (24 breakpoints): the "
-                           "rate law's shape searched too, not held at MLP_sub. Applied where its misfit is below the "
-                           "group solve's: then k, MLP_sub and each group's MLP_node take its k, f and h. Both "
+                           "rate law's shape searched too, not held at MLP_sub, the groups refined first with its f "
+                           "held. Applied where its misfit is below the group solve's: then k, MLP_sub, the groups and "
+                           "each group's MLP_node take its k, f, groups and h. Both "
                            "misfits are RMS of dc/dt over the entries kept; on noisy data they are read on different "
                            "windows (regression.window and group_solve_window), so the comparison is measured on "
                            "exact data only.")
