@@ -215,21 +215,18 @@ class GroupSolve:
         x = self._solve(matrix, rhs)
         return x, self.total - float(rhs @ x)  # the residual sum of squares at the least-squares solution
 
-    def _best_move(self, x: np.ndarray, misfit: float) -> tuple[int, int] | None:
+    def _best_move(self, x: np.ndarray, misfit: float) -> tuple[tuple[int, int] | None,
+                                                                list[tuple[float, tuple[int, int]]]]:
         """The move that lowers the solved misfit most among the SCREENED_MOVES candidates that lower it most with k
         held at x's (two small h-block solves each); every candidate solved in full only where none of those
-        lowers it, so the moves stop where they would without the screen."""
+        lowers it, so the moves stop where they would without the screen. Also each solved candidate's change."""
         screened = self._screened_moves(x[:self.n_reactions])
-        move = self._best_of(screened, misfit)
-        if move is None:
-            candidates = [(i, g) for i in range(self.n) for g in range(len(self.knots))
-                          if g != self.groups[i] and (i, g) not in screened]
-            move = self._best_of(candidates, misfit)
-        return move
-
-    def _best_of(self, candidates: list[tuple[int, int]], misfit: float) -> tuple[int, int] | None:
-        change, move = min(((self._change([move], misfit), move) for move in candidates), default=(0.0, None))
-        return move if change < 0.0 else None
+        changes = [(self._change([move], misfit), move) for move in screened]
+        if min(changes, default=(0.0, None))[0] >= 0.0:
+            changes += [(self._change([(i, g)], misfit), (i, g)) for i in range(self.n) for g in range(len(self.knots))
+                        if g != self.groups[i] and (i, g) not in screened]
+        change, move = min(changes, default=(0.0, None))
+        return (move if change < 0.0 else None), changes
 
     def _change(self, moves: list[tuple[int, int]], misfit: float) -> float:
         """The solved misfit's change (sum of squares) were these moves made."""
@@ -238,13 +235,13 @@ class GroupSolve:
             self._move(matrix, rhs, i, g)
         return self._misfit(matrix, rhs)[1] - misfit
 
-    def _best_pair(self, misfit: float) -> list[tuple[int, int]] | None:
+    def _best_pair(self, changes: list[tuple[float, tuple[int, int]]], misfit: float) -> list[tuple[int, int]] | None:
         """Two moves that lower the misfit together where no single one does: metabolites coupled through shared
         reactions, each of which alone fits worse in its right group while the other is in the wrong one (E. coli
         core at Michaelis–Menten K 1: each single move raised the misfit 1.56-fold, the pair lowered it 100-fold).
-        Searched among the PAIR_CANDIDATES single moves that raise it least, each pair solved in full."""
-        singles = sorted((self._change([(i, g)], misfit), (i, g)) for i in range(self.n)
-                         for g in range(len(self.knots)) if g != self.groups[i])[:PAIR_CANDIDATES]
+        Searched among the PAIR_CANDIDATES single moves that raise it least (`changes`: every single move's, as
+        _best_move solved them), each pair solved in full."""
+        singles = sorted(changes)[:PAIR_CANDIDATES]
         pairs = [[a, b] for (_, a), (_, b) in itertools.combinations(singles, 2) if a[0] != b[0]]
         change, pair = min(((self._change(pair, misfit), pair) for pair in pairs), default=(0.0, None))
         return pair if change < 0.0 else None
@@ -371,8 +368,8 @@ class GroupSolve:
         x, misfit = self._misfit(self.matrix, self.rhs)
         moves = 0
         while moves < max_moves:
-            move = self._best_move(x, misfit)
-            made = [move] if move is not None else (self._best_pair(misfit) if self.pair_moves else None)
+            move, changes = self._best_move(x, misfit)
+            made = [move] if move is not None else (self._best_pair(changes, misfit) if self.pair_moves else None)
             if made is None:
                 break
             for i, g in made:
