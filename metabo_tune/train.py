@@ -307,9 +307,8 @@ class Trainer:
 
     @torch.no_grad()
     def start_rate_constants(self, fit: KnownFormFit | FreeFormFit) -> None:
-        """log k from a regression where the data determine k and it came out positive; the rest keep
-        their value, at the start a random one (a log of a non-positive k does not exist, an undetermined one is
-        arbitrary). From the
+        """log k from a regression where the data determine k and it came out positive; the rest keep their value, at
+        the start a random one (a log of a non-positive k does not exist, an undetermined one is arbitrary). From the
         form-free fit, a determined k that came out non-positive starts at its smallest determined positive k: the
         data say the reaction barely runs, and a random start 10²–10⁵ above its truth (E. coli core's hub rule,
         development seed 42, Michaelis–Menten K 3) made the first prediction loss 10.0 where the fit's own k
@@ -607,10 +606,7 @@ class Trainer:
             if self.cfg.graph_model.substrate_form == "mlp":
                 self.start_substrate_law(fit, self.measured)
             if not np.array_equal(fit.groups, self.type_groups.labels):
-                self.type_groups = self.type_groups.regrouped(fit.groups)
-                with torch.no_grad():
-                    self.model.embedding.copy_(torch.as_tensor(self.type_groups.centres[fit.groups],
-                                                               dtype=self.model.embedding.dtype))
+                self._take_groups(fit.groups)
             self._fit_head_to(fit.groups, fit.homeostasis)
         report |= {"free_group_solve_applied": int(applied), "free_group_solve_moves": moves if applied else 0,
                    "free_group_solve_misfit_rms": fit.residual_rms,
@@ -641,11 +637,15 @@ class Trainer:
             with torch.no_grad():
                 self.model.log_k[torch.as_tensor(positive, device=self.device)] = torch.as_tensor(
                     np.log10(solution.rate_constants[positive]), dtype=self.model.log_k.dtype, device=self.device)
-        self.type_groups = self.type_groups.regrouped(solution.groups)
-        with torch.no_grad():
-            self.model.embedding.copy_(torch.as_tensor(self.type_groups.centres[solution.groups],
-                                                       dtype=self.model.embedding.dtype))
+        self._take_groups(solution.groups)
         self._fit_head_to(solution.groups, solution.homeostasis)
+
+    def _take_groups(self, groups: np.ndarray) -> None:
+        """The run's groups become `groups`, every embedding its group's centre."""
+        self.type_groups = self.type_groups.regrouped(groups)
+        with torch.no_grad():
+            self.model.embedding.copy_(torch.as_tensor(self.type_groups.centres[groups],
+                                                       dtype=self.model.embedding.dtype))
 
     def _fit_head_to(self, groups: np.ndarray, homeostasis: Callable[[int, np.ndarray], np.ndarray]) -> None:
         """The head (MLP_node or the linear relaxation) at each group's centre fitted (in float64) to the group's
