@@ -4,7 +4,7 @@
 
 f is one function for every substrate edge, an edge of order s counting as s molecules of its substrate that act
 alike (graph_model.substrate_orders 'repeated'; mass action and Michaelis–Menten both hold it). Its log–log slope σ
-is a quadratic B-spline of log c on breakpoints at quantiles of the substrates' concentrations, constant beyond them,
+is a quadratic B-spline of log c on breakpoints evenly spaced over the substrates' concentrations, constant beyond,
 and f(c) = exp ∫_0^log c σ, so log f is a smooth (C²) cubic spline with the free-form model's priors built in: f(1) = 1
 (the gauge that separates f's scale from k's), f does not decrease (every coefficient, and so σ, in [0, MAX_SLOPE]),
 f(0) = 0 (a power law below the data). Each group's h (by default every metabolite its own group) is a cubic B-spline
@@ -25,6 +25,11 @@ Why smooth: the homeostasis is a small part of dc/dt, so a law's interpolation e
 piecewise-linear f and h instead (development seed 8104, Michaelis–Menten K 1, w 2), k R² 0.966 with the true types
 as groups and 0.58 per metabolite; smooth, 0.9993 and 0.995. With the true f and piecewise-linear h on 24 knots,
 0.964: both laws' smoothness matters.
+Why evenly spaced in log c: at quantiles the breakpoints crowd where most data are and leave the tails, where the
+Michaelis–Menten slope changes most at small K, to one span; a reaction whose substrates sit there then takes f's
+error. Measured post hoc with the true types as groups (E. coli core, K 1, w 2, development seeds): k R² 0.8905 →
+0.9933 (8118, two k had come out ≤ 0), 0.9820 → 0.9998 (8111), 0.9920 → 0.9940 (8113); unchanged (within 1e-4) at
+K 3, K 10, w 1, w 4 and on mass action. Quantiles cut at the 1st and 99th percentiles instead: worse than either.
 """
 
 from __future__ import annotations
@@ -49,9 +54,9 @@ from metabo_tune.noise_estimate import (
 )
 from metabo_tune.regress import K_FLOOR, monomials, rows_clear_of_zero, solve_reduced
 from metabo_tune.simulate import DataError, Observed
-from metabo_tune.splines import clamped_knots, spline_basis, spread_breakpoints
+from metabo_tune.splines import clamped_knots, even_breakpoints, spline_basis, spread_breakpoints
 
-SUBSTRATE_KNOTS = 12  # σ's breakpoints: quantiles of the substrates' positive concentrations
+SUBSTRATE_KNOTS = 12  # σ's breakpoints: evenly spaced in log c over the substrates' concentrations
 HOMEOSTASIS_KNOTS = 12  # h's breakpoints per metabolite: quantiles of its own concentrations
 SLOPE_DEGREE = 2  # σ quadratic, so log f is cubic in log c
 HOMEOSTASIS_DEGREE = 3
@@ -142,8 +147,8 @@ class _Design:
                        else clear[starts if window == 1 else rows].astype(np.float64))
         substrates = np.unique(network.substrate_metabolite)
         seen = self.conc[:, substrates].ravel()
-        seen = seen[seen > 0]
-        self.slope_breakpoints = spread_breakpoints(np.log(seen) if len(seen) else np.zeros(1), substrate_knots)
+        seen = seen[seen > (margin or 0.0)]
+        self.slope_breakpoints = even_breakpoints(np.log(seen) if len(seen) else np.zeros(1), substrate_knots)
         self.reactions = [np.flatnonzero(network.stoichiometry[i]) for i in range(n)]
         self.groups = np.arange(n) if groups is None else np.asarray(groups, dtype=np.int64)
         self.labels = np.unique(self.groups)

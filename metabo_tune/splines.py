@@ -24,3 +24,10 @@ def spread_breakpoints(values: np.ndarray, count: int) -> np.ndarray:
     """`count` quantiles of `values`, distinct; two a unit apart where the values do not spread."""
     breakpoints = np.unique(np.quantile(values, np.linspace(0.0, 1.0, count)))
     return breakpoints if len(breakpoints) > 1 else np.array([breakpoints[0], breakpoints[0] + 1.0])
+
+
+def even_breakpoints(values: np.ndarray, count: int) -> np.ndarray:
+    """`count` breakpoints evenly spaced from the least to the greatest of `values`; two a unit apart where the values
+    do not spread."""
+    low, high = float(np.min(values)), float(np.max(values))
+    return np.linspace(low, high, count) if high > low else np.array([low, low + 1.0])

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from metabo_tune.group_solve import _hat_basis
-from metabo_tune.splines import spline_basis, spread_breakpoints
+from metabo_tune.splines import even_breakpoints, spline_basis, spread_breakpoints
 
 
 def test_the_homeostasis_basis_holds_cubics_and_is_constant_beyond_its_ends():
@@ -25,3 +25,8 @@ def test_degree_one_is_linear_interpolation():
 def test_breakpoints_are_distinct_quantiles_and_two_where_the_values_do_not_spread():
     np.testing.assert_array_equal(spread_breakpoints(np.array([1.0, 1.0, 2.0, 3.0]), 3), [1.0, 1.5, 3.0])
     np.testing.assert_array_equal(spread_breakpoints(np.full(5, 2.0), 4), [2.0, 3.0])
+
+
+def test_even_breakpoints_span_the_values_and_two_where_they_do_not_spread():
+    np.testing.assert_allclose(even_breakpoints(np.array([3.0, -1.0, 0.5, 2.0]), 5), [-1.0, 0.0, 1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(even_breakpoints(np.full(5, 2.0), 4), [2.0, 3.0])
