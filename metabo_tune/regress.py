@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.linalg
 import torch
 from scipy import sparse
 from sklearn.cluster import KMeans
@@ -228,7 +229,10 @@ def solve_reduced(matrix: np.ndarray, rhs: np.ndarray) -> tuple[np.ndarray, np.n
     live = diagonal > 0
     scale = np.where(live, 1.0 / np.sqrt(np.where(live, diagonal, 1.0)), 0.0)
     scaled = matrix * scale[:, None] * scale[None, :]
-    values, vectors = np.linalg.eigh(scaled)
+    try:
+        values, vectors = np.linalg.eigh(scaled)
+    except np.linalg.LinAlgError:  # syevd failed to converge on a finite, well-scaled matrix (E. coli core's
+        values, vectors = scipy.linalg.eigh(scaled, driver="evr")  # form-free fit, seed 8120 at K 10); evr did not
     if not live.any() or values[-1] <= 0:
         raise DataError("the regression's design is singular: no reaction ever runs in the data "
                         "(no frames, or every substrate at zero)")

@@ -20,6 +20,7 @@ from metabo_tune.regress import (
     row_noise_variance,
     rows_clear_of_zero,
     solve_rate_constants,
+    solve_reduced,
     weak_form_rows,
 )
 from metabo_tune.simulate import (
@@ -298,3 +299,22 @@ def test_the_rows_noise_variance_is_what_noise_draws_give_them(window):
     floor = 2 / (300 - 1)
     assert np.mean(np.log(ratio) ** 2) < 1.5 * floor
     assert np.mean(np.log(measured / np.median(measured)) ** 2) > 3 * floor
+
+
+def test_a_null_space_solve_whose_eigensolver_fails_takes_the_other_driver(monkeypatch):
+    """numpy's eigh (LAPACK syevd) once failed to converge on a finite, well-scaled reduced matrix of the form-free
+    fit (E. coli core); the solve then takes scipy's evr driver and gets the same k and null space."""
+    rng = np.random.default_rng(3)
+    design = rng.normal(size=(40, 6))
+    design[:, 5] = design[:, 4]  # one direction no data determine
+    matrix, rhs = design.T @ design, design.T @ rng.normal(size=40)
+    expected = solve_reduced(matrix, rhs)
+
+    def fails(_matrix):
+        raise np.linalg.LinAlgError("Eigenvalues did not converge")
+
+    monkeypatch.setattr(np.linalg, "eigh", fails)
+    rate_constants, determined = solve_reduced(matrix, rhs)
+    np.testing.assert_allclose(rate_constants, expected[0], rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(determined, expected[1])
+    assert determined.tolist() == [True] * 4 + [False] * 2
