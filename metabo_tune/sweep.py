@@ -8,9 +8,10 @@ of values (training seeds, network seeds, noise levels) and tabulate every headl
 
 Each point of the grid (the product of the `--vary` lists) is a full trial (`train.run_trial`) in
 `DIR/runs/<key=value,...>/`; a rerun resumes or reuses them, so an interrupted sweep goes on where it
-stopped. A point whose data cannot be made (a simulation that diverges) is recorded as a failed run with its
-error, and the other points go on. With `--method regression` each point is fitted by the known-form regression instead
-(`regress.regression_trial`, seconds a point): the baseline column of a `--compare`.
+stopped. A point whose data cannot be made (a simulation that diverges), or whose run raises, is recorded as a
+failed run with its error, and the other points go on. With `--method regression` each point is fitted by the
+known-form regression instead (`regress.regression_trial`, seconds a point): the baseline column of a
+`--compare`.
 
 `DIR/sweep.csv` has one row per run: the varied values, status, classification and every
 metric. `DIR/summary.csv` and `summary.md` aggregate over the `--over` key (default: the last `--vary`
@@ -42,6 +43,7 @@ import re
 import sys
 import threading
 import time
+import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
@@ -114,6 +116,9 @@ def with_values(cfg: Config, point: dict[str, Any]) -> Config:
 METHODS = ("gnn", "regression")
 
 
+ERROR_FILE = "error.txt"  # in a run's directory: the traceback of the exception that ended it
+
+
 def _train(cfg: Config, out_dir: Path, method: str = "gnn") -> dict:
     if method == "regression":
         from metabo_tune.regress import regression_trial
@@ -126,11 +131,18 @@ def _train(cfg: Config, out_dir: Path, method: str = "gnn") -> dict:
 
 def _train_or_record(cfg: Config, out_dir: Path, method: str = "gnn") -> dict:
     """`_train`, with a point whose data cannot be made (a simulation that diverges, a singular design) recorded
-    as a failed run with its message: it fails the same way on every rerun, so it must not cost the others."""
+    as a failed run with its message: it fails the same way on every rerun, so it must not cost the others. Any
+    other exception a run raises is recorded the same way, named, with its traceback in the run's `error.txt`:
+    one run's failure must not end the others (a rerun tries that point again)."""
     try:
         return _train(cfg, out_dir, method)
     except DataError as exc:
         return {"status": "error", "classification": "failed", "error": str(exc)}
+    except Exception as exc:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / ERROR_FILE).write_text(traceback.format_exc())
+        return {"status": "error", "classification": "failed",
+                "error": f"{type(exc).__name__}: {exc} (traceback in {out_dir / ERROR_FILE})"}
 
 
 PARENT_POLL_S = 2.0

@@ -4,6 +4,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.container import ErrorbarContainer
@@ -263,6 +264,27 @@ def test_compare_refuses_bad_input_in_one_line(tmp_path, capsys, second, extra, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_run_that_raises_is_a_failed_row_with_its_traceback_and_the_others_go_on(tmp_path, capsys, monkeypatch):
+    """A numerical failure inside one run (here a LinAlgError, as numpy's eigensolver once raised in the form-free
+    fit) must not end the sweep and lose the other runs."""
+    def train_or_raise(cfg, out_dir, method):
+        if cfg.simulation.seed == 2:
+            raise np.linalg.LinAlgError("Eigenvalues did not converge")
+        return {"status": "completed", "classification": "converged", "rate_constants_R2": 1.0}
+
+    monkeypatch.setattr(sweep, "_train", train_or_raise)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(json.dumps(TINY))
+    out = tmp_path / "sweep"
+    assert main([str(config), "--vary", "simulation.seed=1,2,3", "--out", str(out)]) == 1
+    per_run = pd.read_csv(out / "sweep.csv")
+    assert per_run["status"].tolist() == ["completed", "error", "completed"]
+    assert per_run["error"].iloc[1].startswith("LinAlgError: Eigenvalues did not converge")
+    traceback_text = (out / "runs" / "simulation.seed=2" / sweep.ERROR_FILE).read_text()
+    assert "train_or_raise" in traceback_text and "LinAlgError" in traceback_text
+    assert "simulation.seed=2: error, failed: LinAlgError" in capsys.readouterr().err
 
 
 def test_a_noise_by_seed_sweep_draws_its_curve_with_the_simulated_baselines(tmp_path, monkeypatch):
