@@ -58,9 +58,10 @@ GROUP_SOLVE_MIN_GAIN = 2.0  # the solve is applied where it lowers the run's mis
 GROUP_SOLVE_HEAD_ROUNDS = 30
 # Each group's h in the free group solve (its fit and its regrouping): with the form-free fit's f the misfit is
 # small enough that on 24 knots h's interpolation error dominates it, and splitting one law's members in two (each
-# part with knots of its own) lowered it past the split's 2-fold bar: 3 groups and types 0.60-0.94 in 5 of 15
+# part with knots of its own) lowered it past the split's 2-fold bar: 3 groups and types 0.60-0.94 in 6 of 17
 # Michaelis-Menten runs (E. coli core 8119-8121, development since). On 96, no split of a true type from the true
-# types (5 cases, seeds 8113, 8118), and one group of two laws still splits to them (8114, w 1).
+# types (5 cases, seeds 8113, 8118; 48: split in 1, merged back), and one group of two laws still splits to them
+# (8114, w 1).
 FREE_GROUP_SOLVE_KNOTS = 96
 _SAMPLE_CHUNK = 1000  # iterations whose frame draws come from one seeded generator
 
