@@ -54,7 +54,7 @@ from metabo_tune.noise_estimate import (
 )
 from metabo_tune.regress import K_FLOOR, monomials, rows_clear_of_zero, solve_reduced
 from metabo_tune.simulate import DataError, Observed
-from metabo_tune.splines import clamped_knots, even_breakpoints, spline_basis, spread_breakpoints
+from metabo_tune.splines import Breakpoints, clamped_knots, even_breakpoints, spline_basis, spread_breakpoints
 
 SUBSTRATE_KNOTS = 12  # σ's breakpoints: evenly spaced in log c over the substrates' concentrations
 HOMEOSTASIS_KNOTS = 12  # h's breakpoints per metabolite: quantiles of its own concentrations
@@ -124,7 +124,7 @@ class _Design:
     """The rows, targets and bases that do not depend on f, and the solve given f."""
 
     def __init__(self, observed: Observed, window: int, margin: float | None, substrate_knots: int,
-                 homeostasis_knots: int, groups: np.ndarray | None) -> None:
+                 homeostasis_knots: int, groups: np.ndarray | None, homeostasis_breakpoints: Breakpoints) -> None:
         trajectory, network = observed.trajectory, observed.network
         self.network, self.stoichiometry = network, network.stoichiometry
         self.s_sparse = sparse.csr_matrix(network.stoichiometry)
@@ -155,7 +155,7 @@ class _Design:
         self.bases, self.homeostasis_knots = [], []
         for g in self.labels:
             members = np.flatnonzero(self.groups == g)
-            breakpoints = spread_breakpoints(self.conc[:, members], homeostasis_knots)
+            breakpoints = homeostasis_breakpoints(self.conc[:, members], homeostasis_knots)
             self.homeostasis_knots.append(breakpoints)
             self.bases.append({i: (self.frame_mean @ spline_basis(self.conc[:, i], breakpoints, HOMEOSTASIS_DEGREE))
                                * self.weight[:, i:i + 1] for i in members})
@@ -206,7 +206,8 @@ class _Design:
 
 def fit_free_forms(observed: Observed, window: int | str = "auto", zero_margin: float | str | None = "auto",
                    substrate_knots: int = SUBSTRATE_KNOTS, homeostasis_knots: int = HOMEOSTASIS_KNOTS,
-                   max_evaluations: int = MAX_EVALUATIONS, groups: np.ndarray | None = None) -> FreeFormFit:
+                   max_evaluations: int = MAX_EVALUATIONS, groups: np.ndarray | None = None,
+                   homeostasis_breakpoints: Breakpoints = spread_breakpoints) -> FreeFormFit:
     """The form-free fit on observed data; `window` and `zero_margin` 'auto' as in the known-form regression.
     `groups` [metabolites]: metabolites that share one h (None: each its own)."""
     start = time.perf_counter()
@@ -215,7 +216,7 @@ def fit_free_forms(observed: Observed, window: int | str = "auto", zero_margin: 
         noise = estimate_measurement_noise(trajectory.concentrations, trajectory.run_starts)
         window = regression_window(noise_ratio(noise, trajectory.concentrations, trajectory.run_starts))
     margin = resolved_zero_margin(zero_margin, trajectory.concentrations, trajectory.run_starts)
-    design = _Design(observed, int(window), margin, substrate_knots, homeostasis_knots, groups)
+    design = _Design(observed, int(window), margin, substrate_knots, homeostasis_knots, groups, homeostasis_breakpoints)
     slopes = np.full(design.n_slope_coefficients, FLAT_START)
     fit = scipy.optimize.least_squares(lambda x: design.solve(x)[0].ravel(), slopes, method="trf",
                                        bounds=(0.0, MAX_SLOPE), diff_step=1e-4, max_nfev=max_evaluations)
@@ -228,8 +229,10 @@ def fit_free_forms(observed: Observed, window: int | str = "auto", zero_margin: 
 
 
 def fit_free_config(cfg: Config, observed: Observed, groups: np.ndarray | None = None,
-                    homeostasis_knots: int = HOMEOSTASIS_KNOTS) -> FreeFormFit:
+                    homeostasis_knots: int = HOMEOSTASIS_KNOTS,
+                    homeostasis_breakpoints: Breakpoints = spread_breakpoints) -> FreeFormFit:
     """The form-free fit with a run config's `regression` section's window, zero margin and decensoring."""
     rcfg = cfg.regression
     observed = decensored_observed(observed, rcfg.decensor_zeros)[0]
-    return fit_free_forms(observed, rcfg.window, rcfg.zero_margin, homeostasis_knots=homeostasis_knots, groups=groups)
+    return fit_free_forms(observed, rcfg.window, rcfg.zero_margin, homeostasis_knots=homeostasis_knots, groups=groups,
+                          homeostasis_breakpoints=homeostasis_breakpoints)

@@ -52,7 +52,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse
 
-from metabo_tune.splines import spline_basis, spread_breakpoints
+from metabo_tune.splines import Breakpoints, spline_basis, spread_breakpoints
 
 KNOTS_PER_GROUP = 24
 EIGEN_CUTOFF = 1e-12  # relative: smaller eigenvalues of the Jacobi-scaled system span its null space
@@ -154,27 +154,29 @@ class GroupSolve:
     def __init__(self, rates_per_k: np.ndarray, stoichiometry: np.ndarray, conc: np.ndarray, target: np.ndarray,
                  groups: np.ndarray, knots_per_group: int = KNOTS_PER_GROUP,
                  frame_mean: scipy.sparse.csr_matrix | None = None, *, kept: np.ndarray | None = None,
-                 degree: int = 1, pair_moves: bool = False) -> None:
+                 degree: int = 1, pair_moves: bool = False, breakpoints: Breakpoints = spread_breakpoints) -> None:
         """rates_per_k [frames, reactions]: Π f̂ of each reaction (its rate at k = 1); stoichiometry
         [metabolites, reactions]; conc [frames, metabolites]; groups [metabolites]. target [rows, metabolites]:
         dc/dt at each frame (the strong form), or with frame_mean [rows, frames] (window_mean's, rows of a block in
         time order) the weak form, row e the model's mean over its frames. kept [rows, metabolites]: the entries
         solved (None: all); the rest (near zero concentration, training.zero_margin) are left out. degree: of each
         group's h, a spline on its knots (1 piecewise linear; 3 cubic, smooth). pair_moves: where no single move
-        lowers the misfit, two metabolites moved at once (_best_pair)."""
+        lowers the misfit, two metabolites moved at once (_best_pair). breakpoints: each group's knots from its
+        members' concentrations (default: quantiles)."""
         self.n, self.n_reactions = stoichiometry.shape
         self.data = (rates_per_k, stoichiometry, conc, target)
         self.kept = None if kept is None else np.asarray(kept, dtype=bool)
         weight = np.ones(target.shape) if self.kept is None else self.kept.astype(np.float64)
         self.weight = weight
         self.knots_per_group, self.degree, self.pair_moves = knots_per_group, degree, pair_moves
+        self.breakpoints = breakpoints
         self.weak = frame_mean is not None
         self.frame_mean = scipy.sparse.identity(len(conc), format="csr") if frame_mean is None else frame_mean
         rates_per_k = self.frame_mean @ rates_per_k
         self.rates_per_k = rates_per_k
         self.groups = np.asarray(groups, dtype=np.int64).copy()
         n_groups = int(self.groups.max()) + 1
-        self.knots = [spread_breakpoints(conc[:, self.groups == g], knots_per_group) for g in range(n_groups)]
+        self.knots = [breakpoints(conc[:, self.groups == g], knots_per_group) for g in range(n_groups)]
         self.offsets = np.concatenate([[self.n_reactions],
                                        self.n_reactions + np.cumsum([len(k) + degree - 1 for k in self.knots])])
         self.total = float((np.square(target) * weight).sum())
@@ -331,7 +333,7 @@ class GroupSolve:
     def regrouped(self, groups: np.ndarray) -> "GroupSolve":
         """The same rows and entries with other groups (each group's knots from its new members)."""
         return GroupSolve(*self.data, groups, self.knots_per_group, self.frame_mean if self.weak else None,
-                          kept=self.kept, degree=self.degree, pair_moves=self.pair_moves)
+                          kept=self.kept, degree=self.degree, pair_moves=self.pair_moves, breakpoints=self.breakpoints)
 
     def _merged(self, solution: GroupSolution, max_moves: int) -> tuple["GroupSolve", GroupSolution] | None:
         """The best merge of two of solution's groups, refined by moves, where it raises the misfit at most

@@ -3,8 +3,12 @@ the log–log slope of the form-free rate law. Clamped at the end breakpoints an
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import scipy.interpolate
+
+Breakpoints = Callable[[np.ndarray, int], np.ndarray]  # (values, count) → increasing breakpoints over the values
 
 
 def clamped_knots(breakpoints: np.ndarray, degree: int) -> np.ndarray:
@@ -31,3 +35,10 @@ def even_breakpoints(values: np.ndarray, count: int) -> np.ndarray:
     do not spread."""
     low, high = float(np.min(values)), float(np.max(values))
     return np.linspace(low, high, count) if high > low else np.array([low, low + 1.0])
+
+
+def mixed_breakpoints(values: np.ndarray, count: int) -> np.ndarray:
+    """About `count` breakpoints: half at quantiles of `values` (where most data are), half evenly spaced over their
+    range (the tails, where quantiles leave one span), distinct."""
+    return np.unique(np.concatenate([spread_breakpoints(values, count // 2),
+                                     even_breakpoints(values, count - count // 2)]))

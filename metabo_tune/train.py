@@ -41,6 +41,7 @@ from metabo_tune.noise_estimate import (
 )
 from metabo_tune.regress import KnownFormFit, chosen_mixture, fit_config, fit_mixtures, monomials, rows_clear_of_zero
 from metabo_tune.simulate import DataError, Dataset, Observed, left_null_space, load_or_simulate
+from metabo_tune.splines import mixed_breakpoints
 from metabo_tune.type_groups import TypeGroups, group_types
 
 LOSS_COMPONENTS = ("loss", "prediction", "MLP_sub_diff", "MLP_node_L1", "MLP_sub_norm", "k_floor", "conservation",
@@ -56,12 +57,14 @@ GROUP_SOLVE_MIN_GAIN = 2.0  # the solve is applied where it lowers the run's mis
 # L-BFGS rounds of that fit: it converges in about 30 (development, 8202 at w 1: relative misfit 2.8e-3 after 6,
 # 2.2e-4 after 30 and after 60; a sharp h fitted in 6 kept 0.49-0.65 of its slope at the zero, in 30 0.90-0.98)
 GROUP_SOLVE_HEAD_ROUNDS = 30
-# Each group's h in the free group solve (its fit and its regrouping): with the form-free fit's f the misfit is
-# small enough that on 24 knots h's interpolation error dominates it, and splitting one law's members in two (each
-# part with knots of its own) lowered it past the split's 2-fold bar: 3 groups and types 0.60-0.94 in 6 of 17
-# Michaelis-Menten runs (E. coli core 8119-8121, development since). On 96, no split of a true type from the true
-# types (5 cases, seeds 8113, 8118; 48: split in 1, merged back), and one group of two laws still splits to them
-# (8114, w 1).
+# Each group's h in the free group solve (its fit and its regrouping), on breakpoints half at quantiles of its
+# members' concentrations, half evenly spaced over them: with the form-free fit's f the misfit is small enough that h's
+# interpolation error dominates it, and splitting one law's members in two (each part with knots of its own) lowered
+# it past the split's 2-fold bar. On 24 knots at quantiles: 3 groups and types 0.60-0.94 in 6 of 17 Michaelis-Menten
+# runs (E. coli core 8119-8121, development since); on 96, regrouped from the true types, no split in 5 cases
+# (8113, 8118). At quantiles the tail of a type whose member reaches far beyond the others kept one span: on 96 knots
+# the true types' misfit 1.07e-7, a split of that type 1.70e-8 (8121, w 4, a run's 3 groups); half evenly spaced,
+# 1.66e-8 and 1.58e-8 (1.05-fold, no split). One group of two laws still splits to them (8114, w 1).
 FREE_GROUP_SOLVE_KNOTS = 96
 _SAMPLE_CHUNK = 1000  # iterations whose frame draws come from one seeded generator
 
@@ -579,7 +582,8 @@ class Trainer:
         rates_per_k = monomials(fit.substrate(conc), self.measured.network)
         solve = GroupSolve(rates_per_k, self.stoichiometry.astype(np.float64), conc, target.astype(np.float64),
                            self.type_groups.labels, FREE_GROUP_SOLVE_KNOTS, frame_mean, kept=kept,
-                           degree=self._group_solve_degree(), pair_moves=self.cfg.training.group_solve_pairs)
+                           degree=self._group_solve_degree(), pair_moves=self.cfg.training.group_solve_pairs,
+                           breakpoints=mixed_breakpoints)
         return solve.solve(self.cfg.training.group_solve_moves, fit.rate_constants,
                            min_split_gain=GROUP_SOLVE_MIN_GAIN)
 
@@ -600,11 +604,13 @@ class Trainer:
         reference = report["group_solve_misfit_rms"] if report["group_solve_applied"] \
             else report["group_solve_start_misfit_rms"]
         with threadpool_limits(limits=self.cfg.training.n_threads):
-            fit = fit_free_config(self.cfg, self.measured, self.type_groups.labels, FREE_GROUP_SOLVE_KNOTS)
+            fit = fit_free_config(self.cfg, self.measured, self.type_groups.labels, FREE_GROUP_SOLVE_KNOTS,
+                                  mixed_breakpoints)
             regrouped = self._regrouped_by(fit)
             moves = 0
             if not np.array_equal(regrouped.groups, self.type_groups.labels):
-                refit = fit_free_config(self.cfg, self.measured, regrouped.groups, FREE_GROUP_SOLVE_KNOTS)
+                refit = fit_free_config(self.cfg, self.measured, regrouped.groups, FREE_GROUP_SOLVE_KNOTS,
+                                        mixed_breakpoints)
                 if refit.residual_rms < fit.residual_rms:
                     fit, moves = refit, regrouped.moves
         applied = fit.residual_rms < reference

@@ -331,3 +331,19 @@ def test_one_group_of_two_laws_is_split_by_its_residuals_slope_where_their_mean_
     solution = solve.solve(max_moves=100, start_rate_constants=fit.rate_constants, min_split_gain=2.0)
     assert solution.splits == 1
     assert (solution.groups == truth.types).all() or (solution.groups == 1 - truth.types).all()
+
+
+def test_the_knot_placement_is_kept_when_the_groups_change():
+    """The free group solve places each group's knots half at quantiles, half evenly: every regrouping (moves'
+    candidates, splits, merges) must place them the same way."""
+    from metabo_tune.splines import even_breakpoints
+
+    rng = np.random.default_rng(0)
+    conc = np.concatenate([rng.uniform(0.0, 1.0, (60, 4)), rng.uniform(0.0, 9.0, (1, 4))])
+    stoichiometry = np.array([[-1.0, 1.0], [1.0, -1.0], [0.0, 1.0], [1.0, 0.0]])
+    solve = GroupSolve(rng.uniform(0.1, 1.0, (61, 2)), stoichiometry, conc, rng.normal(size=(61, 4)),
+                       np.array([0, 0, 1, 1]), 6, breakpoints=even_breakpoints)
+    for grouped in (solve, solve.regrouped(np.array([0, 1, 1, 1]))):
+        for g, knots in enumerate(grouped.knots):
+            members = conc[:, grouped.groups == g]
+            np.testing.assert_allclose(knots, np.linspace(members.min(), members.max(), 6))
