@@ -8,7 +8,8 @@ is a quadratic B-spline of log c on breakpoints evenly spaced over the substrate
 and f(c) = exp ∫_0^log c σ, so log f is a smooth (C²) cubic spline with the free-form model's priors built in: f(1) = 1
 (the gauge that separates f's scale from k's), f does not decrease (every coefficient, and so σ, in [0, MAX_SLOPE]),
 f(0) = 0 (a power law below the data). Each group's h (by default every metabolite its own group) is a cubic B-spline
-of c on breakpoints at quantiles of its members' concentrations, constant beyond them, with no sign, shape or type.
+of c on breakpoints over its members' concentrations (at quantiles, or placed by `homeostasis_breakpoints`),
+constant beyond them, with no sign, shape or type.
 
 Given f the model is linear in k and the h, so those are solved exactly (each group's h eliminated by a Schur
 complement, as in the known-form regression, whose reduced solve and null space it shares), and only σ's coefficients
