@@ -347,7 +347,8 @@ class TrainingConfig(_Section):
                            "data's verdict whatever the verdict on k. false: such a run stays as it is.")
     free_group_solve: bool = Field(
         False, description="With group_solve_moves: after the group solve, the form-free fit "
-                           "(metabo_tune.free_regress) with the run's groups sharing one h each (24 breakpoints): the "
+                           "(metabo_tune.free_regress) with the run's groups sharing one h each (96 breakpoints, half "
+                           "at quantiles, half evenly spaced): the "
                            "rate law's shape searched too, not held at MLP_sub, the groups refined first with its f "
                            "held. Applied where its misfit is below the group solve's: then k, MLP_sub, the groups and "
                            "each group's MLP_node take its k, f, groups and h. Both "
