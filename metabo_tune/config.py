@@ -196,6 +196,14 @@ class GraphModelConfig(_Section):
         "input", description="With substrate_form 'mlp': 'input' learns one law per order, MLP_sub(c, |s|); "
                              "'repeated' counts an order-s edge as s molecules of its substrate acting alike, "
                              "f(c, s) = MLP_sub(c, 1)^s (a prior: mass action and Michaelis–Menten both hold it).")
+    substrate_grid: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
+        "auto", description="Training evaluates MLP_sub at this many points per order (a third at the quantiles of "
+                            "the data's concentrations, a third evenly over their range, a third evenly in log c) and "
+                            "interpolates it linearly in c to the batch, instead of at every (frame, pair): the same "
+                            "law to interpolation error at a fraction of the cost on large networks. An order with "
+                            "too few pairs stays exact. 0: at every (frame, pair). 'auto': 512 for each order with "
+                            "at least 4× as many (frame, pair) values in a batch (iJO1366's order 1), else exact. "
+                            "Metrics and plots always evaluate MLP_sub itself.")
     homeostasis_head: Literal["mlp", "linear"] = Field(
         "mlp", description="'mlp': h_i = MLP_node(c_i, a_i). 'linear': h_i = -λ(a_i)·(c_i - b(a_i)) with "
                            "log λ and b affine in the embedding (DESIGN.md §1).")

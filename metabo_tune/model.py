@@ -226,11 +226,13 @@ class MetabolicGNN(nn.Module):
         conc, order = torch.broadcast_tensors(conc, order)
         if self.substrate_form == "mass_action":
             return conc.clamp(min=0.0).pow(order)
-        if self.repeated_orders:
-            return self._learned_substrate(conc, torch.ones_like(order)).pow(order)
-        return self._learned_substrate(conc, order)
+        return self.substrate_law(conc, order, self.substrate_mlp(conc, order))
 
-    def _learned_substrate(self, conc: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    def substrate_mlp(self, conc: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+        """MLP_sub's own output at (c, |s|) on tensors of one shape (at order 1 throughout with repeated orders),
+        less its value at (0, |s|) with substrate_zero: what `substrate_law` builds the rate law's factor from."""
+        if self.repeated_orders:
+            order = torch.ones_like(order)
         inputs = torch.stack([conc / self.input_scale, order], dim=-1)
         if self.substrate_zero:
             orders, inverse = torch.unique(order, return_inverse=True)
@@ -238,10 +240,16 @@ class MetabolicGNN(nn.Module):
             out = self.sub_mlp(torch.cat([inputs.view(-1, 2), at_zero])).squeeze(-1)
             values, zero_values = torch.split(out, [conc.numel(), len(orders)])
             return (values - zero_values[inverse.view(-1)]).view(conc.shape)
-        out = self.sub_mlp(inputs.view(-1, 2)).view(conc.shape)  # 2-D rows, as for MLP_node
+        return self.sub_mlp(inputs.view(-1, 2)).view(conc.shape)  # 2-D rows, as for MLP_node
+
+    def substrate_law(self, conc: torch.Tensor, order: torch.Tensor, mlp_values: torch.Tensor) -> torch.Tensor:
+        """The rate law's factor at (c, |s|) from `substrate_mlp`'s values there: c^|s|·exp(g) in the power form,
+        g^|s| with repeated orders, g itself otherwise."""
         if self.substrate_form == "power":
-            return conc.clamp(min=0.0).pow(order) * torch.exp(out)
-        return out
+            return conc.clamp(min=0.0).pow(order) * torch.exp(mlp_values)
+        if self.repeated_orders:
+            return mlp_values.pow(order)
+        return mlp_values
 
     def rates(self, conc: torch.Tensor, substrate_values: torch.Tensor | None = None) -> torch.Tensor:
         """Reaction rates v [..., n_reactions] at concentrations [..., n]. `substrate_values`

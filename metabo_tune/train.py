@@ -42,6 +42,7 @@ from metabo_tune.noise_estimate import (
 from metabo_tune.regress import KnownFormFit, chosen_mixture, fit_config, fit_mixtures, monomials, rows_clear_of_zero
 from metabo_tune.simulate import DataError, Dataset, Observed, left_null_space, load_or_simulate
 from metabo_tune.splines import mixed_breakpoints
+from metabo_tune.substrate_grid import SubstrateGrid, resolved_points
 from metabo_tune.type_groups import TypeGroups, group_types
 
 LOSS_COMPONENTS = ("loss", "prediction", "MLP_sub_diff", "MLP_node_L1", "MLP_sub_norm", "k_floor", "conservation",
@@ -281,6 +282,8 @@ class Trainer:
         self.probe_conc = torch.tensor(probe_conc, dtype=torch.float32, device=self.device)
         self.probe_order = torch.tensor(probe_order, dtype=torch.float32, device=self.device)
         self._probe_order: tuple[int, torch.Tensor] | None = None
+        self.substrate_grid = self._substrate_grid(traj.concentrations)
+        self._grid_order: tuple[int, torch.Tensor] | None = None
 
         groups = self.model.parameter_groups()
         self.base_lrs = {name: tcfg.learning_rate(name) for name in groups}
@@ -381,8 +384,7 @@ class Trainer:
         frames = batch if self.prediction_window == 1 else (batch.unsqueeze(1) + self.window_frames).flatten()
         conc = self.conc.index_select(0, frames)  # index_select, not [batch]: less dispatch per call
         n_pair_values = conc.shape[0] * model.pair_metabolite.shape[0]
-        sub_values = model.substrate(torch.cat([conc.index_select(1, model.pair_metabolite).reshape(-1),
-                                                self.probe_conc]), self.probe_order_with(conc.shape[0]))
+        sub_values = self.substrate_values(conc.index_select(1, model.pair_metabolite))
         # split, not slices: its backward is one concatenation instead of a zero-filled copy per slice
         pair_values, grid_values, pinned_values = torch.split(sub_values, self._sub_split(n_pair_values))
         pair_values = pair_values.view(conc.shape[0], model.pair_metabolite.shape[0])
@@ -454,6 +456,42 @@ class Trainer:
             out["MLP_node_restoring"] = const["coeff_MLP_node_restoring"] * torch.linalg.vector_norm(
                 torch.relu(grid[1:] - grid[:-1]))
         return out
+
+    def _substrate_grid(self, concentrations: np.ndarray) -> SubstrateGrid | None:
+        """MLP_sub's grid for the batch (graph_model.substrate_grid); None where MLP_sub runs at every batch value."""
+        model, gcfg = self.model, self.cfg.graph_model
+        if gcfg.substrate_form == "mass_action":
+            return None
+        points, min_saving = resolved_points(gcfg.substrate_grid)
+        return SubstrateGrid.from_data(concentrations, model.pair_metabolite.cpu().numpy(),
+                                       model.pair_order.cpu().numpy(), model.repeated_orders, points, min_saving,
+                                       self.cfg.training.batch_size * self.prediction_window, self.device)
+
+    def _grid_order_with(self, batch_frames: int) -> torch.Tensor:
+        """MLP_sub's order column with a grid: [the grid's points, the exact pairs of every frame, the probes]."""
+        if self._grid_order is None or self._grid_order[0] != batch_frames:
+            grid = self.substrate_grid
+            exact = self.model.pair_order.index_select(0, grid.exact).repeat(batch_frames)
+            self._grid_order = (batch_frames, torch.cat([grid.order, exact, self.probe_order]))
+        return self._grid_order[1]
+
+    def substrate_values(self, pair_conc: torch.Tensor) -> torch.Tensor:
+        """The rate law's factor at the batch's pairs [frames, P], flattened, then at the probes: one MLP_sub pass
+        over both, or, with a grid, over the grid's points, the pairs it leaves exact and the probes, the gridded
+        pairs interpolated from their order's points."""
+        model, frames = self.model, pair_conc.shape[0]
+        conc = torch.cat([pair_conc.reshape(-1), self.probe_conc])
+        batch_order = self.probe_order_with(frames)
+        grid = self.substrate_grid
+        if grid is None:
+            return model.substrate(conc, batch_order)
+        exact_conc = pair_conc.index_select(1, grid.exact)
+        mlp_values = model.substrate_mlp(torch.cat([grid.conc, exact_conc.reshape(-1), self.probe_conc]),
+                                         self._grid_order_with(frames))
+        on_grid, exact, at_probes = torch.split(mlp_values, [len(grid), exact_conc.numel(), self.probe_conc.shape[0]])
+        gridded = grid.interpolate(on_grid, pair_conc.index_select(1, grid.gridded))
+        at_pairs = torch.cat([gridded, exact.view(exact_conc.shape)], dim=1).index_select(1, grid.restore)
+        return model.substrate_law(conc, batch_order, torch.cat([at_pairs.reshape(-1), at_probes]))
 
     def _sub_split(self, n_pair_values: int) -> list[int]:
         """Sizes of [batch pairs, monotonicity grid, the pinned points] in one MLP_sub pass."""

@@ -5,8 +5,9 @@ import pytest
 import torch
 from test_train import linear_head_config, small_config
 
+from metabo_tune import homeostasis_losses
 from metabo_tune.config import DEFAULT_CONSERVATION_FRAMES, config_from_dict
-from metabo_tune.homeostasis_losses import shared_relaxation_fit, sliding_mean, window_means
+from metabo_tune.homeostasis_losses import ResidualMoments, shared_relaxation_fit, sliding_mean, window_means
 from metabo_tune.simulate import add_measurement_noise, left_null_space, simulate
 from metabo_tune.train import Trainer
 
@@ -25,7 +26,9 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def test_moment_conservation_loss_equals_the_loss_over_every_frame(small_dataset):
+@pytest.mark.parametrize("threshold", [10_000, 0])  # its gradient by autograd, and from the forward's product
+def test_moment_conservation_loss_equals_the_loss_over_every_frame(small_dataset, monkeypatch, threshold):
+    monkeypatch.setattr(homeostasis_losses, "CHEAPER_FORMS_ABOVE", threshold)
     trainer = Trainer(linear_head_config(), small_dataset.observed, "cpu")
     model = trainer.model
     with torch.no_grad():  # a head far from its start, with per-metabolite rates and baselines
@@ -277,6 +280,25 @@ def test_residual_fusion_pulls_each_embedding_towards_the_metabolites_that_fit_i
     # descent moves metabolite 0 towards its neighbours' mean
     towards = emb[neighbours[0]].mean(0) - emb[0]
     assert float(np.dot(-model.embedding.grad[0].double().numpy(), towards)) > 0
+
+
+@pytest.mark.parametrize("threshold", [10_000, 0])
+def test_the_neighbours_ranking_orders_each_row_as_the_cross_fit(monkeypatch, threshold):
+    """Both forms of the ranking (elementwise below CHEAPER_FORMS_ABOVE metabolites, one product above) give
+    the cross fit less at most a per-row constant, so the same neighbours."""
+    monkeypatch.setattr(homeostasis_losses, "CHEAPER_FORMS_ABOVE", threshold)
+    gen = torch.Generator().manual_seed(3)
+    c = 1.0 + 8.0 * torch.rand(200, 60, generator=gen, dtype=torch.float64)
+    r = -0.002 * (c - 5.0) + 1e-4 * torch.randn(200, 60, generator=gen, dtype=torch.float64)
+    moments = ResidualMoments.of(c, r)
+    rate = 1e-3 * (1.0 + torch.rand(60, generator=gen, dtype=torch.float64))
+    baseline = 3.0 + 4.0 * torch.rand(60, generator=gen, dtype=torch.float64)
+    cross, ranking = moments.cross_fit(rate, baseline), moments.ranking_fit(rate, baseline)
+    offset = cross - ranking
+    np.testing.assert_allclose(offset.numpy(), offset[:, :1].expand_as(offset).numpy(), rtol=1e-9, atol=1e-15)
+    if threshold == 0:
+        np.testing.assert_allclose(offset[:, 0].numpy(), moments.r_sq.numpy(), rtol=1e-9)
+    assert torch.equal(cross.topk(5, largest=False).indices, ranking.topk(5, largest=False).indices)
 
 
 def test_residual_fusion_without_the_residual_fit_warns_and_is_ignored(small_dataset):

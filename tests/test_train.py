@@ -518,6 +518,55 @@ def test_final_configuration_converges_on_a_small_network():
     assert_joint_recovery(values, min_r2=0.99)
 
 
+def with_graph_model(cfg, **graph_model):
+    raw = cfg.to_dict()
+    raw["graph_model"] |= graph_model
+    return config_from_dict(raw)
+
+
+def test_auto_keeps_mlp_sub_at_every_batch_value_on_a_small_network(small_dataset):
+    assert Trainer(final_config(), small_dataset.observed, "cpu").substrate_grid is None
+
+
+@pytest.mark.parametrize("form", [{"substrate_form": "power"}, {"substrate_form": "mlp", "substrate_zero": True},
+                                  {"substrate_form": "mlp", "substrate_orders": "repeated"}])
+def test_with_a_grid_the_batchs_rate_law_and_its_gradient_are_mlp_subs_to_interpolation_error(small_dataset, form):
+    """graph_model.substrate_grid 256 on the small network, with the MLP at its random start: the rate law's factor
+    at every (frame, pair) of a batch of 64 frames and at the probes, and the gradient of their sum in MLP_sub's
+    weights, against MLP_sub evaluated at every value."""
+    cfg = with_graph_model(final_config(batch_size=64), substrate_grid=256, **form)
+    gridded, exact = (Trainer(config, small_dataset.observed, "cpu")
+                      for config in (cfg, with_graph_model(cfg, substrate_grid=0)))
+    assert gridded.substrate_grid is not None and exact.substrate_grid is None
+    exact.model.load_state_dict(gridded.model.state_dict())
+    frames = torch.arange(0, 256, 4)
+    pair_conc = gridded.conc.index_select(0, frames).index_select(1, gridded.model.pair_metabolite)
+    values = [trainer.substrate_values(pair_conc) for trainer in (gridded, exact)]
+    np.testing.assert_allclose(values[0].detach().numpy(), values[1].detach().numpy(), rtol=2e-4, atol=1e-6)
+    gradients = []
+    for trainer, value in zip((gridded, exact), values, strict=True):
+        trainer.model.zero_grad()
+        value.sum().backward()
+        gradients.append(torch.cat([p.grad.flatten() for p in trainer.model.sub_mlp.parameters()]))
+    assert torch.nn.functional.cosine_similarity(*gradients, dim=0) > 0.9999
+    np.testing.assert_allclose(gradients[0].norm().item(), gradients[1].norm().item(), rtol=1e-3)
+
+
+def test_the_final_configuration_converges_with_mlp_sub_on_a_grid():
+    """The small-network convergence test above with MLP_sub trained on a grid of 64 points (graph_model.substrate_grid;
+    8 frames × its pairs are more than that, so the grid serves every order with enough pairs). Measured when written:
+    R² 1.000, slope ratios 1.03 / 0.98, cluster accuracy 1.0, as without the grid."""
+    cfg = with_graph_model(final_config(simulation=JOINT_SIM, hidden_dim_sub=32, data_augmentation_loop=200, seed=1),
+                           substrate_grid=64)
+    dataset = simulate(cfg.simulation)
+    trainer = Trainer(cfg, dataset.observed, "cpu")
+    assert trainer.substrate_grid is not None and trainer.substrate_grid.gridded.numel() > 0
+    result = train(cfg, dataset.observed, show_progress=False)
+    values = evaluate(result, dataset)
+    assert result.status == "completed" and result.iterations == 5000
+    assert_joint_recovery(values, min_r2=0.99)
+
+
 def free_forms_config(simulation, **training):
     """configs/free_forms.yaml's model and priors on a small network: free MLP_sub with f(0, s) = 0, monotone f,
     the gauge |f(1, s)| = 1, a free MLP_node that restores, the residual fit and its neighbour fusion."""
