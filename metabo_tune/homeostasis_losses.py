@@ -9,6 +9,7 @@ of one iteration in one call. Only observed data reach it, as for the trainer.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -223,9 +224,12 @@ class HomeostasisLosses:
 
     def __init__(self, tcfg: TrainingConfig, model: MetabolicGNN, trajectory: Trajectory, null_space: np.ndarray,
                  conc: torch.Tensor, deriv: torch.Tensor, total_iterations: int, window: int,
-                 zero_margin: float | None = None) -> None:
-        """`window` is tcfg.moment_window and `zero_margin` tcfg.zero_margin, resolved from the data where 'auto'."""
+                 zero_margin: float | None = None,
+                 reactions: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        """`window` is tcfg.moment_window and `zero_margin` tcfg.zero_margin, resolved from the data where 'auto';
+        `reactions` gives S·v at frames of c for the residual (default: the model's reaction part)."""
         self.tcfg, self.model, self.conc, self.deriv, self.window = tcfg, model, conc, deriv, window
+        self.reactions = reactions or model.reaction_part
         device = conc.device
         self.null_space = torch.tensor(null_space, dtype=torch.float32, device=device)
         frames = window + (tcfg.moment_window_shape == "trapezoid")
@@ -309,7 +313,7 @@ class HomeostasisLosses:
     def current_residual(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(c, dc/dt − reactions(c)) over every frame (or window) with the current reactions, in chunks."""
         # 256 frames (25 000 MLP rows here) a chunk: its activations stay in cache, 25 % faster than 512
-        reactions = torch.cat([self.model.reaction_part(chunk) for chunk in torch.split(self.conc, 256)])
+        reactions = torch.cat([self.reactions(chunk) for chunk in torch.split(self.conc, 256)])
         return self.windows_within_runs(*window_means(self.conc, self.deriv - reactions, self.window,
                                                       self.tcfg.moment_window_shape))
 

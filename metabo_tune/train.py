@@ -283,7 +283,6 @@ class Trainer:
         self.probe_order = torch.tensor(probe_order, dtype=torch.float32, device=self.device)
         self._probe_order: tuple[int, torch.Tensor] | None = None
         self.substrate_grid = self._substrate_grid(traj.concentrations)
-        self._grid_order: tuple[int, torch.Tensor] | None = None
 
         groups = self.model.parameter_groups()
         self.base_lrs = {name: tcfg.learning_rate(name) for name in groups}
@@ -297,7 +296,8 @@ class Trainer:
         self.group_solve_report: dict[str, float] | None = None
         self.moment_window = resolved_moment_window(tcfg.moment_window, traj.concentrations, traj.run_starts)
         self.homeostasis_losses = HomeostasisLosses(tcfg, self.model, traj, null, self.conc, self.deriv,
-                                                    self.total_iterations, self.moment_window, self.zero_margin)
+                                                    self.total_iterations, self.moment_window, self.zero_margin,
+                                                    self.reactions)
         # the regression reads the data as measured: it decensors by its own setting
         warm_start: KnownFormFit | FreeFormFit | None = None
         if tcfg.init == "regression":
@@ -467,31 +467,40 @@ class Trainer:
                                        model.pair_order.cpu().numpy(), model.repeated_orders, points, min_saving,
                                        self.cfg.training.batch_size * self.prediction_window, self.device)
 
-    def _grid_order_with(self, batch_frames: int) -> torch.Tensor:
-        """MLP_sub's order column with a grid: [the grid's points, the exact pairs of every frame, the probes]."""
-        if self._grid_order is None or self._grid_order[0] != batch_frames:
-            grid = self.substrate_grid
-            exact = self.model.pair_order.index_select(0, grid.exact).repeat(batch_frames)
-            self._grid_order = (batch_frames, torch.cat([grid.order, exact, self.probe_order]))
-        return self._grid_order[1]
+    def _mlp_at_pairs(self, pair_conc: torch.Tensor, tail_conc: torch.Tensor,
+                      tail_order: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`substrate_mlp` at the pairs [frames, P], the gridded ones interpolated from the grid, and at the `tail`
+        points: one MLP_sub pass over the grid's points, the pairs it leaves exact and the tail."""
+        grid, model = self.substrate_grid, self.model
+        exact_conc = pair_conc.index_select(1, grid.exact)
+        exact_order = model.pair_order.index_select(0, grid.exact).repeat(pair_conc.shape[0])
+        values = model.substrate_mlp(torch.cat([grid.conc, exact_conc.reshape(-1), tail_conc]),
+                                     torch.cat([grid.order, exact_order, tail_order]))
+        on_grid, exact, tail = torch.split(values, [len(grid), exact_conc.numel(), tail_conc.shape[0]])
+        gridded = grid.interpolate(on_grid, pair_conc.index_select(1, grid.gridded))
+        return torch.cat([gridded, exact.view(exact_conc.shape)], dim=1).index_select(1, grid.restore), tail
 
     def substrate_values(self, pair_conc: torch.Tensor) -> torch.Tensor:
-        """The rate law's factor at the batch's pairs [frames, P], flattened, then at the probes: one MLP_sub pass
-        over both, or, with a grid, over the grid's points, the pairs it leaves exact and the probes, the gridded
-        pairs interpolated from their order's points."""
-        model, frames = self.model, pair_conc.shape[0]
+        """The rate law's factor at the batch's pairs [frames, P], flattened, then at the probes, from one MLP_sub
+        pass (with a grid: over its points, the pairs it leaves exact and the probes)."""
+        model = self.model
         conc = torch.cat([pair_conc.reshape(-1), self.probe_conc])
-        batch_order = self.probe_order_with(frames)
-        grid = self.substrate_grid
-        if grid is None:
+        batch_order = self.probe_order_with(pair_conc.shape[0])
+        if self.substrate_grid is None:
             return model.substrate(conc, batch_order)
-        exact_conc = pair_conc.index_select(1, grid.exact)
-        mlp_values = model.substrate_mlp(torch.cat([grid.conc, exact_conc.reshape(-1), self.probe_conc]),
-                                         self._grid_order_with(frames))
-        on_grid, exact, at_probes = torch.split(mlp_values, [len(grid), exact_conc.numel(), self.probe_conc.shape[0]])
-        gridded = grid.interpolate(on_grid, pair_conc.index_select(1, grid.gridded))
-        at_pairs = torch.cat([gridded, exact.view(exact_conc.shape)], dim=1).index_select(1, grid.restore)
+        at_pairs, at_probes = self._mlp_at_pairs(pair_conc, self.probe_conc, self.probe_order)
         return model.substrate_law(conc, batch_order, torch.cat([at_pairs.reshape(-1), at_probes]))
+
+    def reactions(self, conc: torch.Tensor) -> torch.Tensor:
+        """S·v at frames of c [frames, n] with MLP_sub evaluated as training evaluates it (on its grid where it
+        has one): the residual's reactions."""
+        model = self.model
+        if self.substrate_grid is None:
+            return model.reaction_part(conc)
+        pair_conc = conc.index_select(1, model.pair_metabolite)
+        at_pairs, _ = self._mlp_at_pairs(pair_conc, conc.new_zeros(0), conc.new_zeros(0))
+        return model.reaction_part(conc, model.substrate_law(pair_conc, model.pair_order.expand_as(pair_conc),
+                                                             at_pairs))
 
     def _sub_split(self, n_pair_values: int) -> list[int]:
         """Sizes of [batch pairs, monotonicity grid, the pinned points] in one MLP_sub pass."""

@@ -532,8 +532,8 @@ def test_auto_keeps_mlp_sub_at_every_batch_value_on_a_small_network(small_datase
                                   {"substrate_form": "mlp", "substrate_orders": "repeated"}])
 def test_with_a_grid_the_batchs_rate_law_and_its_gradient_are_mlp_subs_to_interpolation_error(small_dataset, form):
     """graph_model.substrate_grid 256 on the small network, with the MLP at its random start: the rate law's factor
-    at every (frame, pair) of a batch of 64 frames and at the probes, and the gradient of their sum in MLP_sub's
-    weights, against MLP_sub evaluated at every value."""
+    at every (frame, pair) of a batch of 64 frames and at the probes, the gradient of their sum in MLP_sub's weights,
+    and the residual's reactions at every frame, against MLP_sub evaluated at every value."""
     cfg = with_graph_model(final_config(batch_size=64), substrate_grid=256, **form)
     gridded, exact = (Trainer(config, small_dataset.observed, "cpu")
                       for config in (cfg, with_graph_model(cfg, substrate_grid=0)))
@@ -543,6 +543,10 @@ def test_with_a_grid_the_batchs_rate_law_and_its_gradient_are_mlp_subs_to_interp
     pair_conc = gridded.conc.index_select(0, frames).index_select(1, gridded.model.pair_metabolite)
     values = [trainer.substrate_values(pair_conc) for trainer in (gridded, exact)]
     np.testing.assert_allclose(values[0].detach().numpy(), values[1].detach().numpy(), rtol=2e-4, atol=1e-6)
+    with torch.no_grad():  # the residual's reactions over every frame too
+        reactions = [trainer.reactions(trainer.conc) for trainer in (gridded, exact)]
+    scale = reactions[1].abs().max().item()
+    np.testing.assert_allclose(reactions[0].numpy(), reactions[1].numpy(), rtol=0, atol=2e-4 * scale)
     gradients = []
     for trainer, value in zip((gridded, exact), values, strict=True):
         trainer.model.zero_grad()
