@@ -202,7 +202,8 @@ class GraphModelConfig(_Section):
                             "interpolates it linearly in c to the batch, instead of at every (frame, pair): the same "
                             "law to interpolation error at a fraction of the cost on large networks. An order with "
                             "too few pairs stays exact. 0: at every (frame, pair). 'auto': 512 for each order with "
-                            "at least 4× as many (frame, pair) values in a batch (iJO1366's order 1), else exact. "
+                            "at least 1 000 pairs and 4× as many (frame, pair) values in a batch (iJO1366's order 1; "
+                            "no order of a mission-sized network, whatever its batch or window), else exact. "
                             "Metrics and plots always evaluate MLP_sub itself.")
     homeostasis_head: Literal["mlp", "linear"] = Field(
         "mlp", description="'mlp': h_i = MLP_node(c_i, a_i). 'linear': h_i = -λ(a_i)·(c_i - b(a_i)) with "

@@ -11,20 +11,32 @@ power form, the power |s| of repeated orders) is applied at the exact concentrat
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
 
 AUTO_POINTS = 512  # grid points per order under `graph_model.substrate_grid: auto`
-AUTO_MIN_SAVING = 4  # auto uses the grid where the batch has at least this many times its rows
+AUTO_MIN_SAVING = 4  # auto grids an order only where the batch has at least this many times its points
+AUTO_MIN_PAIRS = 1000  # ... and the order this many (metabolite, order) pairs: large networks only
 _QUANTILE_SAMPLE = 1 << 20  # concentrations the quantiles are read from (evenly strided frames beyond that)
 
 
-def resolved_points(setting: int | Literal["auto"]) -> tuple[int, int]:
-    """(points per order, the saving an order's grid must bring) for `graph_model.substrate_grid`: `auto` is
-    AUTO_POINTS where that cuts the order's rows AUTO_MIN_SAVING-fold; a number of points, wherever it cuts them."""
-    return (AUTO_POINTS, AUTO_MIN_SAVING) if setting == "auto" else (setting, 1)
+class GridRule(NamedTuple):
+    """Which orders get a grid: `points` per order, for an order with at least `min_pairs` pairs whose batch values
+    are at least `min_saving` × `points`."""
+
+    points: int
+    min_saving: int
+    min_pairs: int
+
+
+def grid_rule(setting: int | Literal["auto"]) -> GridRule:
+    """The rule of `graph_model.substrate_grid`. `auto` grids only an order of a large network (AUTO_MIN_PAIRS) where
+    that cuts its rows AUTO_MIN_SAVING-fold: the mission-sized networks keep the exact evaluation their results were
+    measured with, even with a long prediction window or a large batch. A number of points grids every order where it
+    cuts the rows at all; 0 none."""
+    return GridRule(AUTO_POINTS, AUTO_MIN_SAVING, AUTO_MIN_PAIRS) if setting == "auto" else GridRule(setting, 1, 1)
 
 
 def grid_points(seen: np.ndarray, points: int) -> np.ndarray:
@@ -66,16 +78,20 @@ class SubstrateGrid:
 
     @classmethod
     def from_data(cls, concentrations: np.ndarray, pair_metabolite: np.ndarray, pair_order: np.ndarray,
-                  one_law: bool, points: int, min_saving: int, batch_frames: int,
+                  one_law: bool, rule: GridRule, batch_frames: int,
                   device: torch.device | str = "cpu") -> SubstrateGrid | None:
-        """The grid over the concentrations each order's pairs take in the data ([frames, n]) for every order whose
-        `batch_frames` × pairs are at least `min_saving` × `points`; with `one_law` (repeated orders: MLP_sub(c, 1)
-        serves every order) one grid at order 1 over all pairs. None where no order qualifies."""
+        """The grid over the concentrations each order's pairs take in the data ([frames, n]) for every order the
+        `rule` grids, given `batch_frames` frames a batch; with `one_law` (repeated orders: MLP_sub(c, 1) serves
+        every order) one grid at order 1 over all pairs. None where no order qualifies."""
+        if rule.points < 1:
+            return None
         laws = [(1.0, np.ones(len(pair_order), dtype=bool))] if one_law else [
             (float(value), pair_order == value) for value in np.unique(pair_order)]
-        laws = [(value, pairs) for value, pairs in laws if batch_frames * pairs.sum() >= min_saving * points]
-        if points < 1 or not laws:
+        laws = [(value, pairs) for value, pairs in laws if pairs.sum() >= rule.min_pairs
+                and batch_frames * pairs.sum() >= rule.min_saving * rule.points]
+        if not laws:
             return None
+        points = rule.points
         low = float(concentrations.min())
         span = float(concentrations.max()) - low + 1.0
         conc, order, keys, offsets, firsts, lasts, gridded = [], [], [], [], [], [], []

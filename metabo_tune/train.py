@@ -42,7 +42,7 @@ from metabo_tune.noise_estimate import (
 from metabo_tune.regress import KnownFormFit, chosen_mixture, fit_config, fit_mixtures, monomials, rows_clear_of_zero
 from metabo_tune.simulate import DataError, Dataset, Observed, left_null_space, load_or_simulate
 from metabo_tune.splines import mixed_breakpoints
-from metabo_tune.substrate_grid import SubstrateGrid, resolved_points
+from metabo_tune.substrate_grid import SubstrateGrid, grid_rule
 from metabo_tune.type_groups import TypeGroups, group_types
 
 LOSS_COMPONENTS = ("loss", "prediction", "MLP_sub_diff", "MLP_node_L1", "MLP_sub_norm", "k_floor", "conservation",
@@ -462,9 +462,9 @@ class Trainer:
         model, gcfg = self.model, self.cfg.graph_model
         if gcfg.substrate_form == "mass_action":
             return None
-        points, min_saving = resolved_points(gcfg.substrate_grid)
         return SubstrateGrid.from_data(concentrations, model.pair_metabolite.cpu().numpy(),
-                                       model.pair_order.cpu().numpy(), model.repeated_orders, points, min_saving,
+                                       model.pair_order.cpu().numpy(), model.repeated_orders,
+                                       grid_rule(gcfg.substrate_grid),
                                        self.cfg.training.batch_size * self.prediction_window, self.device)
 
     def _mlp_at_pairs(self, pair_conc: torch.Tensor, tail_conc: torch.Tensor,

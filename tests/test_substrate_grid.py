@@ -2,7 +2,15 @@ import numpy as np
 import pytest
 import torch
 
-from metabo_tune.substrate_grid import AUTO_MIN_SAVING, AUTO_POINTS, SubstrateGrid, grid_points, resolved_points
+from metabo_tune.substrate_grid import (
+    AUTO_MIN_PAIRS,
+    AUTO_MIN_SAVING,
+    AUTO_POINTS,
+    GridRule,
+    SubstrateGrid,
+    grid_points,
+    grid_rule,
+)
 
 
 def test_grid_points_span_the_data_sorted_and_dense_where_the_data_are_and_at_small_c():
@@ -22,10 +30,13 @@ def test_a_constant_concentration_still_gives_an_interval():
     assert with_zeros[0] == 0.0 and with_zeros[1] == pytest.approx(0.01)  # log part from the smallest positive
 
 
-def test_auto_takes_its_points_with_its_saving_and_a_number_any_saving():
-    assert resolved_points("auto") == (AUTO_POINTS, AUTO_MIN_SAVING)
-    assert resolved_points(40) == (40, 1)
-    assert resolved_points(0) == (0, 1)
+def test_auto_grids_large_networks_only_and_a_number_of_points_any_order_it_saves_rows_on():
+    assert grid_rule("auto") == GridRule(AUTO_POINTS, AUTO_MIN_SAVING, AUTO_MIN_PAIRS)
+    assert grid_rule(40) == GridRule(40, 1, 1)
+    conc, metabolite, order = many_pairs_of_order_one()
+    # 36 pairs of order 1 with a batch of 1 000 frames would save rows 70-fold, but the network is small
+    assert SubstrateGrid.from_data(conc, metabolite, order, False, grid_rule("auto"), batch_frames=1000) is None
+    assert SubstrateGrid.from_data(conc, metabolite, order, False, grid_rule(0), batch_frames=1000) is None
 
 
 def many_pairs_of_order_one():
@@ -39,20 +50,20 @@ def many_pairs_of_order_one():
 
 def test_only_the_orders_with_enough_pairs_are_gridded_and_the_rest_kept_exact():
     conc, metabolite, order = many_pairs_of_order_one()
-    grid = SubstrateGrid.from_data(conc, metabolite, order, one_law=False, points=16, min_saving=4, batch_frames=8)
+    grid = SubstrateGrid.from_data(conc, metabolite, order, one_law=False, rule=GridRule(16, 4, 1), batch_frames=8)
     # order 1: 8 × 36 values ≥ 4 × 16; order 2: 8 × 3 < 64; order 3: 8 < 64
     assert sorted(grid.gridded.tolist()) == list(range(36))
     assert grid.exact.tolist() == [36, 37, 38, 39]
     assert set(grid.order.tolist()) == {1.0}
     columns = torch.cat([grid.gridded, grid.exact]).index_select(0, grid.restore)
     assert columns.tolist() == list(range(40))  # restore puts every pair back in its column
-    assert SubstrateGrid.from_data(conc, metabolite, order, one_law=False, points=16, min_saving=4,
+    assert SubstrateGrid.from_data(conc, metabolite, order, one_law=False, rule=GridRule(16, 4, 1),
                                    batch_frames=1) is None  # no order saves rows
 
 
 def test_repeated_orders_share_one_grid_at_order_one():
     conc, metabolite, order = many_pairs_of_order_one()
-    grid = SubstrateGrid.from_data(conc, metabolite, order, one_law=True, points=16, min_saving=1, batch_frames=8)
+    grid = SubstrateGrid.from_data(conc, metabolite, order, one_law=True, rule=GridRule(16, 1, 1), batch_frames=8)
     assert grid.exact.numel() == 0 and grid.gridded.numel() == 40
     assert set(grid.order.tolist()) == {1.0}
 
@@ -63,7 +74,7 @@ def test_interpolation_reproduces_each_orders_values(function, tolerance):
     """Linear in c: exact up to float32; smooth: within the grid's interpolation error. Every order has its own points:
     the same concentration reads a different value at order 2."""
     conc, metabolite, order = many_pairs_of_order_one()
-    grid = SubstrateGrid.from_data(conc, metabolite, order, one_law=False, points=192, min_saving=1, batch_frames=200)
+    grid = SubstrateGrid.from_data(conc, metabolite, order, one_law=False, rule=GridRule(192, 1, 1), batch_frames=200)
     assert grid.exact.numel() == 0
     values = torch.tensor(function(grid.conc.double().numpy(), grid.order.double().numpy()), dtype=torch.float32)
     batch = torch.tensor(conc[[3, 50, 199]][:, metabolite], dtype=torch.float32)
@@ -75,7 +86,7 @@ def test_interpolation_reproduces_each_orders_values(function, tolerance):
 
 def test_outside_the_data_the_end_intervals_extend_linearly():
     conc, metabolite, order = many_pairs_of_order_one()
-    grid = SubstrateGrid.from_data(conc, metabolite, order, one_law=True, points=32, min_saving=1, batch_frames=8)
+    grid = SubstrateGrid.from_data(conc, metabolite, order, one_law=True, rule=GridRule(32, 1, 1), batch_frames=8)
     values = 2.0 * grid.conc + 1.0
     outside = torch.full((1, 40), float(conc.max()) + 3.0)
     np.testing.assert_allclose(grid.interpolate(values, outside).numpy(), 2.0 * outside.numpy() + 1.0, rtol=1e-5)
@@ -85,7 +96,7 @@ def test_outside_the_data_the_end_intervals_extend_linearly():
 
 def test_gradients_reach_the_two_points_around_each_value_by_their_weights():
     conc, metabolite, order = many_pairs_of_order_one()
-    grid = SubstrateGrid.from_data(conc, metabolite, order, one_law=True, points=8, min_saving=1, batch_frames=1)
+    grid = SubstrateGrid.from_data(conc, metabolite, order, one_law=True, rule=GridRule(8, 1, 1), batch_frames=1)
     values = torch.zeros(len(grid), requires_grad=True)
     low, high = grid.conc[2].item(), grid.conc[3].item()
     point = torch.full((1, 40), 0.25 * low + 0.75 * high)
