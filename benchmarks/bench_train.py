@@ -26,6 +26,11 @@ iteration against nnz(S).
 
     python benchmarks/bench_train.py --scale [--iterations 100] [--windows 3] [--networks random_100,iJO1366]
                                      [--csv docs/results/scale.csv] [--figure docs/figures/scale.png]
+                                     [--device cuda] [--parallel 4]
+
+`--device cuda` trains on the GPU (wall times, the GPU waited for at each window's ends, and its peak allocation);
+`--parallel N` also runs N trainings of each network at once, each its own process, as a search with
+`--gpus-per-trial 1/N` would on one GPU, and reports their ms per iteration and throughput against one alone.
 """
 
 from __future__ import annotations
@@ -151,8 +156,9 @@ def scale_simulate(network: str) -> dict:
     return {"network_s": network_s, "trajectory_s": trajectory_s, "dataset_s": time.perf_counter() - start}
 
 
-def scale_train(network: str, iterations: int, windows: int) -> dict:
-    """ms per iteration in both phases, one refresh, and the peak memory of a process that only trains."""
+def scale_train(network: str, iterations: int, windows: int, device: str = "cpu") -> dict:
+    """ms per iteration in both phases, one refresh, and the peak memory of a process that only trains (on a GPU
+    also the device's peak allocation; its wall times wait for the device at each window's ends)."""
     import resource
 
     import numpy as np
@@ -163,11 +169,17 @@ def scale_train(network: str, iterations: int, windows: int) -> dict:
     from metabo_tune.train import Trainer
 
     torch.set_num_threads(1)
+    cuda = device.startswith("cuda")
+
+    def synchronised() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
     cfg = load_config(REPO / SCALE_CONFIG, NETWORKS[network])
     dataset = load_or_simulate(cfg.simulation)
     net = dataset.observed.network
     start = time.perf_counter()
-    trainer = Trainer(cfg, dataset.observed, device="cpu")
+    trainer = Trainer(cfg, dataset.observed, device=device)
     out: dict = {"n_metabolites": net.n_metabolites, "n_reactions": net.n_reactions,
                  "nnz_S": int(np.count_nonzero(net.stoichiometry)), "n_edges": len(net.substrate_metabolite),
                  "n_pairs": int(trainer.model.pair_metabolite.shape[0]),
@@ -178,15 +190,20 @@ def scale_train(network: str, iterations: int, windows: int) -> dict:
         trainer.run(until=trainer.iteration + SCALE_WARM_UP)
         wall, cpu = [], []
         for _ in range(windows):
+            synchronised()
             start_wall, start_cpu = time.perf_counter(), time.thread_time()
             trainer.run(until=trainer.iteration + iterations)
+            synchronised()
             cpu.append((time.thread_time() - start_cpu) / iterations * 1e3)
             wall.append((time.perf_counter() - start_wall) / iterations * 1e3)
         out[f"{phase}_ms_per_it"], out[f"{phase}_cpu_ms_per_it"] = statistics.median(wall), statistics.median(cpu)
     start = time.perf_counter()
     trainer.homeostasis_losses.residual_moments()
+    synchronised()
     out["refresh_s"] = time.perf_counter() - start
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if cuda:
+        out["peak_device_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return out
 
 
@@ -203,30 +220,48 @@ def run_scale(args: argparse.Namespace) -> None:
         for name in names:
             row = {"network": name}
             for stage in ("simulate", "train"):
-                command = [sys.executable, str(Path(__file__).resolve()), "--scale-worker", f"{stage}:{name}",
-                           "--iterations", str(args.iterations), "--windows", str(args.windows)]
-                done = subprocess.run(command, env=os.environ | {"PYTHONPATH": str(REPO)}, capture_output=True,
-                                      text=True, check=False)
-                if done.returncode != 0:
-                    raise SystemExit(f"error: {name} ({stage}) failed:\n{done.stderr}")
-                row |= json.loads(done.stdout.strip().splitlines()[-1])
+                row |= scale_workers(args, stage, name, 1)[0]
+            if args.parallel > 1:  # as many trials at once on the one device (or core), each its own process
+                alone = row["conservation_ms_per_it"]
+                shared = [out["conservation_ms_per_it"] for out in scale_workers(args, "train", name, args.parallel)]
+                row["parallel_ms_per_it"] = statistics.median(shared)
+                row["parallel_throughput_x"] = args.parallel * alone / row["parallel_ms_per_it"]
             rows.append(row)
             print(f"{name} done", file=sys.stderr)
     table = pd.DataFrame(rows)
-    mission = table.loc[table["network"] == "random_100", "conservation_cpu_ms_per_it"]
+    measure = "conservation_cpu_ms_per_it" if args.device == "cpu" else "conservation_ms_per_it"
+    mission = table.loc[table["network"] == "random_100", measure]
     if not mission.empty:
-        table["vs_mission"] = table["conservation_cpu_ms_per_it"] / float(mission.iloc[0])
+        table["vs_mission"] = table[measure] / float(mission.iloc[0])
     columns = ["network", "n_metabolites", "n_reactions", "nnz_S", "n_pairs", "sparse_S", "conservation_ms_per_it",
                "conservation_cpu_ms_per_it", "residual_ms_per_it", "residual_cpu_ms_per_it", "refresh_s", "peak_rss_mb",
                "trajectory_s", "dataset_s", "trainer_setup_s"]
-    columns += ["vs_mission"] if "vs_mission" in table else []
-    print(f"{SCALE_CONFIG}, 1 torch thread; wall and CPU (the thread's own) ms per iteration, median over "
-          f"{args.windows} windows of {args.iterations} iterations; vs_mission: CPU ms against random_100")
+    columns += [column for column in ("vs_mission", "peak_device_mb", "parallel_ms_per_it", "parallel_throughput_x")
+                if column in table]
+    print(f"{SCALE_CONFIG} on {args.device}, 1 torch thread; wall and CPU (the thread's own) ms per iteration, "
+          f"median over {args.windows} windows of {args.iterations} iterations; vs_mission: {measure} against "
+          f"random_100" + (f"; parallel: {args.parallel} trials at once, wall ms per iteration of each and their "
+                           f"throughput against one alone" if args.parallel > 1 else ""))
     print(table[columns].to_string(index=False, float_format=lambda x: f"{x:.3g}"))
     if args.csv:
         table[columns].round(4).to_csv(args.csv, index=False)
     if args.figure:
         scale_figure(table, args.figure)
+
+
+def scale_workers(args: argparse.Namespace, stage: str, name: str, count: int) -> list[dict]:
+    """`count` scale workers of one stage run at once, each in its own process: their JSON results."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--scale-worker", f"{stage}:{name}",
+               "--iterations", str(args.iterations), "--windows", str(args.windows), "--device", args.device]
+    running = [subprocess.Popen(command, env=os.environ | {"PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for _ in range(count)]
+    results = []
+    for process in running:
+        stdout, stderr = process.communicate()
+        if process.returncode != 0:
+            raise SystemExit(f"error: {name} ({stage}) failed:\n{stderr}")
+        results.append(json.loads(stdout.strip().splitlines()[-1]))
+    return results
 
 
 def scale_figure(table, path: str) -> None:
@@ -344,6 +379,11 @@ def main() -> None:
     parser.add_argument("--scale", action="store_true", help="time the network sizes of NETWORKS instead")
     parser.add_argument("--networks", default=",".join(NETWORKS), help="with --scale: a comma-separated subset of "
                                                                       + ", ".join(NETWORKS))
+    parser.add_argument("--device", default="cpu", help="with --scale: train on this torch device (cuda: wall "
+                        "times wait for the GPU at each window's ends, and vs_mission compares them)")
+    parser.add_argument("--parallel", type=int, default=1, help="with --scale: also time this many trials of each "
+                        "network training at once, each its own process (on one GPU: the search's "
+                        "--gpus-per-trial 1/N)")
     parser.add_argument("--csv", help="with --scale: write the table here")
     parser.add_argument("--figure", help="with --scale: write the figure here (with --from-csv: from that table)")
     parser.add_argument("--from-csv", help="with --scale --figure: plot an earlier --csv instead of measuring")
@@ -358,7 +398,7 @@ def main() -> None:
     if args.scale_worker:
         stage, name = args.scale_worker.split(":")
         print(json.dumps(scale_simulate(name) if stage == "simulate"
-                         else scale_train(name, args.iterations, args.windows)))
+                         else scale_train(name, args.iterations, args.windows, args.device)))
         return
     if args.scale and args.from_csv:
         import pandas as pd
