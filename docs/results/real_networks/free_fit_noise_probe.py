@@ -1,10 +1,10 @@
 """The form-free fit alone (metabo_tune.free_regress, the warm start of configs/e_coli_core_free_forms.yaml) on
 E. coli core under measurement noise (a diagnostic: it reads the truth, as metrics do): k R² over the k it determines
 and finds positive, and the shape R² of log10 f against the Michaelis–Menten truth at 200 quantiles of the positive
-concentrations (offsets removed). Michaelis–Menten K 3, saturating homeostasis w 2. Writes free_fit_noise_probe.csv
-beside it.
+concentrations (offsets removed). Michaelis–Menten K 3, saturating homeostasis w 2. WINDOWS sets `regression.window`
+(the fit's weak-form window; default auto, the known-form regression's rule). Writes free_fit_noise_probe.csv beside it.
 
-    python docs/results/real_networks/free_fit_noise_probe.py SEED LEVEL [LEVEL ...]     # e.g. 8104 0 0.001 0.01
+    python docs/results/real_networks/free_fit_noise_probe.py SEED LEVELS [WINDOWS]   # e.g. 8104 0,0.001,0.01 auto,100
 """
 
 import sys
@@ -26,8 +26,9 @@ def r_squared(estimate: np.ndarray, truth: np.ndarray) -> float:
     return float(1.0 - np.square(estimate - truth).sum() / np.square(truth - truth.mean()).sum())
 
 
-def probe(seed: int, level: float) -> dict:
-    cfg = load_config(CONFIG, [*POINT, f"simulation.seed={seed}", f"training.measurement_noise_level={level}"])
+def probe(seed: int, level: float, window: str) -> dict:
+    cfg = load_config(CONFIG, [*POINT, f"simulation.seed={seed}", f"training.measurement_noise_level={level}",
+                               f"regression.window={window}"])
     dataset = load_or_simulate(cfg.simulation, measurement_noise_level=level)
     fit = fit_free_config(cfg, dataset.observed)
     kept = fit.determined & (fit.rate_constants > 0)
@@ -43,6 +44,8 @@ def probe(seed: int, level: float) -> dict:
 
 
 if __name__ == "__main__":
-    table = pd.DataFrame([probe(int(sys.argv[1]), float(level)) for level in sys.argv[2:]])
+    windows = sys.argv[3].split(",") if len(sys.argv) > 3 else ["auto"]
+    table = pd.DataFrame([probe(int(sys.argv[1]), float(level), window)
+                          for level in sys.argv[2].split(",") for window in windows])
     table.to_csv(Path(__file__).with_name("free_fit_noise_probe.csv"), index=False)
     print(table.to_string(index=False))
