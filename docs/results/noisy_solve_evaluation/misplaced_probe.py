@@ -2,7 +2,8 @@
 as metrics do). For each metabolite whose group is not its type's: how often it sits near zero, how many of its
 weak-form rows the zero margin keeps, its own relaxation fitted at the run's k and at the true k (GroupSolve.
 relaxation_estimates), its reactions' log k errors, and the change of the joint solve's misfit (k and every group's
-law solved) were it moved to its type's group. Writes misplaced_probe.csv beside it.
+law solved) were it moved to its type's group. Writes misplaced_probe.csv beside it. Runs as a script (it imports
+type_slope_probe.py beside it).
 
     python docs/results/noisy_solve_evaluation/misplaced_probe.py RUN_DIR [RUN_DIR ...]
 """
@@ -13,22 +14,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import yaml
+from type_slope_probe import finished_run  # beside this script
 
-from metabo_tune import simulate as sim
-from metabo_tune.config import config_from_dict
 from metabo_tune.group_solve import GroupSolve
-from metabo_tune.train import LINEAR_HEAD_KNOTS, Trainer
+from metabo_tune.train import LINEAR_HEAD_KNOTS
 
 NEAR_ZERO = 0.05  # concentration below which a frame counts as near zero
 
 
 def probe(run: Path) -> list[dict]:
-    raw = yaml.safe_load((run / "config.yaml").read_text())
-    dataset = sim.load_or_simulate(config_from_dict(raw).simulation,
-                                   measurement_noise_level=raw["training"]["measurement_noise_level"])
-    trainer = Trainer(config_from_dict(raw), dataset.observed)
-    trainer.load_checkpoint(run / "checkpoint.pt")
+    raw, dataset, trainer = finished_run(run)
     groups, truth = trainer.type_groups.labels, dataset.truth
     type_of_group = {g: np.bincount(truth.types[groups == g]).argmax() for g in np.unique(groups)}
     group_of_type = {t: g for g, t in type_of_group.items()}

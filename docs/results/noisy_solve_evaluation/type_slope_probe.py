@@ -23,12 +23,18 @@ from metabo_tune.group_solve import GroupSolve
 from metabo_tune.train import LINEAR_HEAD_KNOTS, Trainer
 
 
-def probe(run: Path) -> list[dict]:
+def finished_run(run: Path) -> tuple[dict, sim.Dataset, Trainer]:
+    """A finished run's config as written, its data as it trained on them, and its trainer at its last checkpoint."""
     raw = yaml.safe_load((run / "config.yaml").read_text())
     dataset = sim.load_or_simulate(config_from_dict(raw).simulation,
                                    measurement_noise_level=raw["training"]["measurement_noise_level"])
     trainer = Trainer(config_from_dict(raw), dataset.observed)
     trainer.load_checkpoint(run / "checkpoint.pt")
+    return raw, dataset, trainer
+
+
+def probe(run: Path) -> list[dict]:
+    raw, dataset, trainer = finished_run(run)
     target, frame_mean, kept = trainer._weak_form_rows()
     with torch.no_grad():
         rates_per_k = (trainer.model.rates(trainer.conc) / torch.pow(10.0, trainer.model.log_k)).double().numpy()
