@@ -259,6 +259,8 @@ def scale_workers(args: argparse.Namespace, stage: str, name: str, count: int) -
     for process in running:
         stdout, stderr = process.communicate()
         if process.returncode != 0:
+            for other in running:  # none left behind on the device
+                other.kill()
             raise SystemExit(f"error: {name} ({stage}) failed:\n{stderr}")
         results.append(json.loads(stdout.strip().splitlines()[-1]))
     return results

@@ -47,9 +47,9 @@ def grid_points(seen: np.ndarray, points: int) -> np.ndarray:
     if high <= low:
         return np.array([low, low + 1.0])
     flat = seen.ravel()[::max(1, seen.size // _QUANTILE_SAMPLE)]
-    positive = seen[seen > 0]
+    smallest_positive = float(np.min(seen, where=seen > 0, initial=np.inf))  # no copy of the positive values
     even = points // 3
-    logarithmic = (np.geomspace(float(positive.min()), high, points // 3) if positive.size and positive.min() < high
+    logarithmic = (np.geomspace(smallest_positive, high, points // 3) if smallest_positive < high
                    else np.array([]))
     candidates = np.unique(np.concatenate([
         np.quantile(flat, np.linspace(0.0, 1.0, points - even - len(logarithmic))),
