@@ -440,7 +440,9 @@ class RegressionConfig(_Section):
 
     window: CountOrAuto = Field(
         "auto", description="Frames per weak-form window (1: the strong form on the data's dc/dt); 'auto' chooses "
-                            "from the measurement noise read from the data.")
+                            "from the measurement noise read from the data: 1 where it is negligible, else the "
+                            "shortest of 10, 20, 40, … frames over which most metabolites move 6× the noise's "
+                            "spread, at most an eighth of the shortest run. Also the form-free fit's window.")
     n_types: CountOrAuto = Field(
         "auto", description="Metabolite types of the mixture of shared relaxations; 'auto' chooses by BIC.")
     max_types: int = Field(4, ge=1, description="The largest number of types 'auto' tries.")

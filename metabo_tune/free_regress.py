@@ -49,7 +49,6 @@ from metabo_tune.config import Config
 from metabo_tune.group_solve import reaction_gram, window_mean
 from metabo_tune.noise_estimate import (
     estimate_measurement_noise,
-    noise_ratio,
     regression_window,
     resolved_zero_margin,
 )
@@ -215,7 +214,7 @@ def fit_free_forms(observed: Observed, window: int | str = "auto", zero_margin: 
     trajectory = observed.trajectory
     if window == "auto":
         noise = estimate_measurement_noise(trajectory.concentrations, trajectory.run_starts)
-        window = regression_window(noise_ratio(noise, trajectory.concentrations, trajectory.run_starts))
+        window = regression_window(trajectory.concentrations, noise, trajectory.run_starts)
     margin = resolved_zero_margin(zero_margin, trajectory.concentrations, trajectory.run_starts)
     design = _Design(observed, int(window), margin, substrate_knots, homeostasis_knots, groups, homeostasis_breakpoints)
     slopes = np.full(design.n_slope_coefficients, FLAT_START)

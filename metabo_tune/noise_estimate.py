@@ -4,10 +4,15 @@ The windows are chosen from the noise relative to the data's own motion, σ̂ / 
 the rule does not depend on the units or the time step. Thresholds, measured on development networks (simulation
 seeds 42 and 43, σ_m 0 … 0.05; docs/results.md, "The known-form regression"):
 * regression: below 1 % the data's own dc/dt is used (the strong form); above, 10-frame windows, which
-  beat 1, 3, 30 and 100 from σ_m 0.003 to 0.05 (the mission network moves by a median 0.023 per frame);
+  beat 1, 3, 30 and 100 from σ_m 0.003 to 0.05 (the mission network moves by a median 0.023 per frame), or
+  longer where 10 frames of the data's motion still drown in the noise: the shortest of 10, 20, 40, … frames
+  whose differences carry WINDOW_SIGNAL_TO_NOISE times the noise's spread, at most an eighth of the shortest
+  run (E. coli core moves by about σ_m 0.001 per 10 frames: the form-free fit at σ_m 0.01 gives k R² −4.96 at
+  W 10 and 0.95 at W 400, and fails at W 800; development seed 8104, docs/results.md "Real networks");
 * the GNN's moment losses: 1 below 1 %, 30 up to 20 %, 100 above (the windows chosen earlier by hand:
   30 at σ_m ≤ 0.003, 100 at σ_m 0.01; README, noisy measurements);
-* the GNN's prediction loss: the regression's windows (docs/results.md, "A weak-form prediction loss").
+* the GNN's prediction loss: 1 below 1 %, else 10 (docs/results.md, "A weak-form prediction loss"); never the
+  regression's longer windows, since an iteration costs about W×.
 
 Smooth dynamics sampled finely leave almost nothing in high-order differences of c: the fourth difference of
 a trajectory is dt⁴·c'''' (about 1e-6 here), while independent noise of standard deviation σ gives it the
@@ -56,9 +61,35 @@ def noise_ratio(noise: float, concentrations: np.ndarray, run_starts: tuple[int,
     return noise / step if step > 0 else (0.0 if noise == 0 else math.inf)
 
 
-def regression_window(ratio: float) -> int:
-    """`regression.window: auto`."""
-    return 1 if ratio < NEGLIGIBLE_NOISE_RATIO else 10
+WINDOW_SIGNAL_TO_NOISE = 6.0
+SHORTEST_WEAK_WINDOW = 10
+LONGEST_WINDOW_SHARE_OF_RUN = 8  # the regression's window: at most the shortest run's frames / this
+
+
+def window_signal_to_noise(concentrations: np.ndarray, window: int, noise: float,
+                           run_starts: tuple[int, ...] = (0,)) -> float:
+    """The median over metabolites of the rms motion of c over `window` frames, the noise's part (2σ²) removed,
+    over the spread σ·√2 that the noise gives one such difference."""
+    runs = [run for run in np.split(concentrations, run_starts[1:]) if run.shape[0] > window]
+    if not runs or noise <= 0:
+        return math.inf if noise <= 0 else 0.0
+    square = np.concatenate([np.square(run[window:] - run[:-window]) for run in runs]).mean(axis=0)
+    motion = np.sqrt(np.maximum(square - 2.0 * noise**2, 0.0))
+    return float(np.median(motion) / (noise * math.sqrt(2.0)))
+
+
+def regression_window(concentrations: np.ndarray, noise: float, run_starts: tuple[int, ...] = (0,)) -> int:
+    """`regression.window: auto` (the known-form regression and the form-free fit), from the noise σ̂ read from
+    `concentrations`."""
+    if noise_ratio(noise, concentrations, run_starts) < NEGLIGIBLE_NOISE_RATIO:
+        return 1
+    shortest_run = int(np.diff([*run_starts, concentrations.shape[0]]).min())
+    longest = max(SHORTEST_WEAK_WINDOW, shortest_run // LONGEST_WINDOW_SHARE_OF_RUN)
+    window = SHORTEST_WEAK_WINDOW
+    while (window < longest
+           and window_signal_to_noise(concentrations, window, noise, run_starts) < WINDOW_SIGNAL_TO_NOISE):
+        window = min(2 * window, longest)
+    return window
 
 
 def moment_window(ratio: float) -> int:
@@ -69,8 +100,8 @@ def moment_window(ratio: float) -> int:
 
 
 def prediction_window(ratio: float) -> int:
-    """`training.prediction_window: auto`: the regression's windows, the same weak form."""
-    return regression_window(ratio)
+    """`training.prediction_window: auto`."""
+    return 1 if ratio < NEGLIGIBLE_NOISE_RATIO else SHORTEST_WEAK_WINDOW
 
 
 def resolved_window(setting: int | str, concentrations: np.ndarray, rule: Callable[[float], int],

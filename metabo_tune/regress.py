@@ -50,7 +50,6 @@ from metabo_tune.group_solve import reaction_gram
 from metabo_tune.homeostasis_losses import sliding_mean, window_rates
 from metabo_tune.noise_estimate import (
     estimate_measurement_noise,
-    noise_ratio,
     regression_window,
     resolved_zero_margin,
 )
@@ -430,7 +429,7 @@ def fit_known_forms(observed: Observed, window: int | str = "auto", n_types: int
     trajectory, network = observed.trajectory, observed.network
     noise = estimate_measurement_noise(trajectory.concentrations, trajectory.run_starts)
     if window == "auto":
-        window = regression_window(noise_ratio(noise, trajectory.concentrations, trajectory.run_starts))
+        window = regression_window(trajectory.concentrations, noise, trajectory.run_starts)
     if len(trajectory.window_starts(window if window > 1 else 0)) < 2:
         raise DataError(f"regression.window {window} leaves fewer than 2 rows in the {trajectory.n_frames} frames "
                         f"of the data")

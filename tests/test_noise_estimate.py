@@ -11,6 +11,7 @@ from metabo_tune.noise_estimate import (
     regression_window,
     resolved_moment_window,
     resolved_prediction_window,
+    window_signal_to_noise,
 )
 from metabo_tune.simulate import load_or_simulate
 
@@ -34,11 +35,36 @@ def test_exact_trajectories_read_as_nearly_noise_free():
     conc = load_or_simulate(cfg.simulation).observed.trajectory.concentrations
     noise = estimate_measurement_noise(conc)
     assert noise < 1e-4
-    assert regression_window(noise_ratio(noise, conc)) == 1 and resolved_moment_window("auto", conc) == 1
+    assert regression_window(conc, noise) == 1 and resolved_moment_window("auto", conc) == 1
 
 
-def test_the_windows_grow_with_the_noise_relative_to_the_motion():
-    assert [regression_window(r) for r in (0.001, 0.05, 1.0)] == [1, 10, 10]
+def drifting(per_frame: float, noise: float, frames: int = 4000, seed: int = 0) -> np.ndarray:
+    """Six metabolites drifting at `per_frame`, measured with Gaussian noise."""
+    rng = np.random.default_rng(seed)
+    return 5.0 + per_frame * np.arange(frames)[:, None] * np.ones(6) + rng.normal(0, noise, (frames, 6))
+
+
+def test_the_regression_window_grows_until_the_motion_stands_out_of_the_noise():
+    """A drift of 0.001 per frame under noise 0.01: W frames move by 0.001·W against the noise's 0.014, so 6× needs
+    W ≥ 85, which the doubling from 10 reaches at 160; a fast drift keeps 10."""
+    slow = drifting(0.001, 0.01)
+    noise = estimate_measurement_noise(slow)
+    assert noise == pytest.approx(0.01, rel=0.1)
+    assert window_signal_to_noise(slow, 80, noise) < 6.0 <= window_signal_to_noise(slow, 160, noise)
+    assert regression_window(slow, noise) == 160
+    assert regression_window(drifting(0.1, 0.01), noise) == 10
+    assert regression_window(slow, 0.0) == 1
+
+
+def test_the_regression_window_stays_within_an_eighth_of_the_shortest_run():
+    slow = drifting(0.001, 0.01)
+    starts = (0, 800, 2400)
+    noise = estimate_measurement_noise(slow, starts)
+    assert regression_window(slow, noise, starts) == 100
+    assert regression_window(slow[:40], noise) == 10  # never shorter than the rule's first weak-form window
+
+
+def test_the_training_windows_grow_with_the_noise_relative_to_the_motion():
     assert [moment_window(r) for r in (0.001, 0.05, 1.0)] == [1, 30, 100]
     assert [prediction_window(r) for r in (0.001, 0.05, 1.0)] == [1, 10, 10]
     assert resolved_moment_window(7, np.zeros((3, 2))) == 7  # a number is kept as it is

@@ -29,7 +29,7 @@ from metabo_tune import simulate as sim
 from metabo_tune.censoring import decensored_observed
 from metabo_tune.config import config_from_dict, load_config
 from metabo_tune.homeostasis_losses import sliding_mean
-from metabo_tune.noise_estimate import estimate_measurement_noise, noise_ratio, regression_window, resolved_zero_margin
+from metabo_tune.noise_estimate import estimate_measurement_noise, regression_window, resolved_zero_margin
 from metabo_tune.regress import (
     NoiseMoments,
     chosen_mixture,
@@ -76,7 +76,7 @@ def probe(network: int, level: float, draw: int, decensor: bool) -> dict:
     observed = decensored_observed(sim.Observed(clean.observed.network, measured), decensor)[0]
     trajectory, network_, truth = observed.trajectory, observed.network, clean.truth
     noise = estimate_measurement_noise(trajectory.concentrations, trajectory.run_starts)
-    window = regression_window(noise_ratio(noise, trajectory.concentrations, trajectory.run_starts))
+    window = regression_window(trajectory.concentrations, noise, trajectory.run_starts)
     monomial_means, conc_means, rates = weak_form_rows(trajectory, network_, window)
     margin = resolved_zero_margin("auto", trajectory.concentrations, trajectory.run_starts)
     kept = rows_clear_of_zero(trajectory, window, margin).astype(np.float64)
