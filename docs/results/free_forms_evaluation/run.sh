@@ -11,6 +11,8 @@
 # Stage 7 (networks 8601-8603): measurement noise σ_m 0.01, the windows read from the data (prediction_window and
 # moment_window auto: 10 and 100 frames) and the weak-form group solve; mass action, then the five MM points (K3W2=1:
 # the point K 3, w 2 only).
+# Stage 8 (networks NETS, default 8929-8931): the moonshot, stage 7 on fresh networks at all six points; the four
+# points stage 7 never reached first (K 1 and 10 at w 2, w 1 and 4 at K 3), then K 3 w 2, then mass action.
 set -u
 cd "$(dirname "$0")/../../.."
 PY=${PYTHON:-python}  # the interpreter with metabo_tune installed; JOBS (default 2): runs in parallel
@@ -60,6 +62,21 @@ elif [ "${STAGE:-2}" = 7 ]; then
       sweep free_forms gnn $tag 8601,8602,8603 $NOISY
     done
   fi
+elif [ "${STAGE:-2}" = 8 ]; then
+  SUFFIX=_noise01_8929
+  NETS=${NETS:-8929,8930,8931}
+  NOISY="--set simulation.n_runs=3 --set training.measurement_noise_level=0.01"
+  for method in regression gnn; do
+    point() {  # point TAG --set/--vary ...: one sweep of this stage
+      local tag=$1; shift
+      $PY -m metabo_tune.sweep configs/free_forms.yaml --method $method --set training.seed=2026 $NOISY "$@" \
+          --vary simulation.seed=$NETS --jobs ${JOBS:-2} --out results/eval_${tag}_free_forms${SUFFIX}_$method
+    }
+    point mmK $MM --set simulation.homeostasis_width=2 --vary simulation.michaelis_K=1,10
+    point mmw $MM --set simulation.michaelis_K=3 --vary simulation.homeostasis_width=1,4
+    point mmK $MM --set simulation.homeostasis_width=2 --vary simulation.michaelis_K=3
+    point ma
+  done
 elif [ "${STAGE:-2}" = 5 ]; then
   SUFFIX=_group_solve_8300
   sweep free_forms regression mm 8301,8302,8303 --set simulation.n_runs=3
