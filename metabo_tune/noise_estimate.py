@@ -73,7 +73,8 @@ def window_signal_to_noise(concentrations: np.ndarray, window: int, noise: float
     runs = [run for run in np.split(concentrations, run_starts[1:]) if run.shape[0] > window]
     if not runs or noise <= 0:
         return math.inf if noise <= 0 else 0.0
-    square = np.concatenate([np.square(run[window:] - run[:-window]) for run in runs]).mean(axis=0)
+    square = (sum(np.square(run[window:] - run[:-window]).sum(axis=0) for run in runs)
+              / sum(run.shape[0] - window for run in runs))
     motion = np.sqrt(np.maximum(square - 2.0 * noise**2, 0.0))
     return float(np.median(motion) / (noise * math.sqrt(2.0)))
 
