@@ -7,8 +7,9 @@ seeds 42 and 43, σ_m 0 … 0.05; docs/results.md, "The known-form regression"):
   beat 1, 3, 30 and 100 from σ_m 0.003 to 0.05 (the mission network moves by a median 0.023 per frame), or
   longer where 10 frames of the data's motion still drown in the noise: the shortest of 10, 20, 40, … frames
   whose differences carry WINDOW_SIGNAL_TO_NOISE times the noise's spread, at most an eighth of the shortest
-  run (E. coli core moves by about σ_m 0.001 per 10 frames: the form-free fit at σ_m 0.01 gives k R² −4.96 at
-  W 10 and 0.95 at W 400, and fails at W 800; development seed 8104, docs/results.md "Real networks");
+  run (E. coli core moves by about 0.0035 in 10 frames, a quarter of the spread σ_m 0.01 gives a difference:
+  the form-free fit at σ_m 0.01 gives k R² −4.96 at W 10 and 0.95 at W 400, and fails at W 800; development
+  seed 8104, docs/results.md "Real networks");
 * the GNN's moment losses: 1 below 1 %, 30 up to 20 %, 100 above (the windows chosen earlier by hand:
   30 at σ_m ≤ 0.003, 100 at σ_m 0.01; README, noisy measurements);
 * the GNN's prediction loss: 1 below 1 %, else 10 (docs/results.md, "A weak-form prediction loss"); never the
