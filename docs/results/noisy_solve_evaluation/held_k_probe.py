@@ -15,20 +15,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from scipy.optimize import linear_sum_assignment
 from type_slope_probe import finished_run  # beside this script
 
 from metabo_tune.group_solve import KNOTS_PER_GROUP, GroupSolve
+from metabo_tune.metrics import matched_accuracy
 from metabo_tune.train import LINEAR_HEAD_KNOTS
 
 MAX_MOVES = 100
-
-
-def accuracy(groups: np.ndarray, types: np.ndarray) -> float:
-    counts = np.zeros((groups.max() + 1, types.max() + 1))
-    np.add.at(counts, (groups, types), 1)
-    rows, cols = linear_sum_assignment(-counts)
-    return float(counts[rows, cols].sum() / len(types))
 
 
 def probe(run: Path) -> dict:
@@ -51,8 +44,8 @@ def probe(run: Path) -> dict:
         moves += 1
     return {"network": raw["simulation"]["seed"], "measurement_noise_level": raw["training"]["measurement_noise_level"],
             "classification": metrics["classification"], "group_solve_applied": metrics["group_solve_applied"],
-            "types_run": accuracy(start, dataset.truth.types), "held_k_moves": moves,
-            "types_held_k": accuracy(solve.groups, dataset.truth.types)}
+            "types_run": matched_accuracy(start, dataset.truth.types), "held_k_moves": moves,
+            "types_held_k": matched_accuracy(solve.groups, dataset.truth.types)}
 
 
 if __name__ == "__main__":
