@@ -593,7 +593,8 @@ class Trainer:
                                    "group_solve_merges": solution.merges, "group_solve_splits": solution.splits,
                                    "group_solve_misfit_rms": solution.misfit_rms,
                                    "group_solve_start_misfit_rms": solution.start_misfit_rms,
-                                   "group_solve_noise_rms": solution.noise_rms}
+                                   "group_solve_noise_rms": solution.noise_rms,
+                                   "group_solve_noise_resolution_rms": solution.resolution_rms}
         if self.cfg.training.group_solve_takes_groups:
             self.group_solve_report["group_solve_groups_taken"] = int(groups_taken)
         if mixture_types is not None:

@@ -233,6 +233,20 @@ def test_the_weak_form_reads_its_noise_floor_and_keeps_two_close_laws_apart_unde
     assert pooled.splits == 1 and ((pooled.groups == groups).all() or (pooled.groups == 1 - groups).all())
 
 
+def test_at_the_noise_floor_one_law_in_two_groups_is_merged_and_not_split_further():
+    """One law under noise, given as two groups: every solution fits to the floor, so RMS² − floor² is the floor
+    estimate's error, and without its resolution this draw split the groups into four (excess 0 against a chance
+    positive one). The resolution is the standard error of the mean product of consecutive rows' residuals: for
+    white row noise of RMS floor over P pairs, floor² / √P."""
+    data, groups, k, rows = smooth_problem(noise=0.25, baseline=(4.0, 4.0), seed=4)
+    floor = 0.25 * np.sqrt(2) / 5
+    solution = GroupSolve(*data, groups, frame_mean=rows).solve(10, k, min_split_gain=2.0)
+    assert solution.splits == 0 and solution.merges == 1 and len(solution.knots) == 1
+    pairs = (len(data[3]) - 1) * len(groups)
+    assert solution.resolution_rms ** 2 == pytest.approx(floor ** 2 / np.sqrt(pairs), rel=0.1)
+    assert solution.excess_rms * 2.0 > solution.start_excess_rms  # nothing to apply: the start fits to the floor too
+
+
 def test_the_weak_form_needs_two_rows_to_read_its_noise_floor():
     data, groups, k, rows = smooth_problem(noise=0.0, baseline=(3.0, 5.0))
     rates_per_k, stoichiometry, conc, target = data

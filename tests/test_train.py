@@ -632,10 +632,10 @@ def test_the_group_solve_changes_the_run_exactly_when_it_reports_itself_applied(
     assert runs[None].group_solve is None
     assert set(report) == {"group_solve_applied", "group_solve_moves", "group_solve_merges", "group_solve_splits",
                            "group_solve_misfit_rms", "group_solve_start_misfit_rms", "group_solve_noise_rms",
-                           "group_solve_time_s"}
-    floor = report["group_solve_noise_rms"]
-    assert (floor == 0.0) == (window == 1)
-    excess, start_excess = (np.sqrt(max(report[key] ** 2 - floor ** 2, 0.0))
+                           "group_solve_noise_resolution_rms", "group_solve_time_s"}
+    floor, resolution = report["group_solve_noise_rms"], report["group_solve_noise_resolution_rms"]
+    assert (floor == 0.0) == (window == 1) and (resolution == 0.0) == (window == 1)
+    excess, start_excess = (np.sqrt(max(report[key] ** 2 - floor ** 2, 0.0) + resolution ** 2) if floor else report[key]
                             for key in ("group_solve_misfit_rms", "group_solve_start_misfit_rms"))
     assert report["group_solve_applied"] == int(2 * excess <= start_excess)
     same = [torch.equal(a, b) for a, b in zip(runs[None].model.state_dict().values(),
