@@ -12,7 +12,8 @@
 # moment_window auto: 10 and 100 frames) and the weak-form group solve; mass action, then the five MM points (K3W2=1:
 # the point K 3, w 2 only).
 # Stage 8 (networks NETS, default 8929-8931): the moonshot, stage 7 on fresh networks at all six points; the four
-# points stage 7 never reached first (K 1 and 10 at w 2, w 1 and 4 at K 3), then K 3 w 2, then mass action.
+# points stage 7 never reached first (K 1 and 10 at w 2, w 1 and 4 at K 3), then K 3 w 2, then mass action; SUFFIX
+# (default _noise01_8929) names its sweeps.
 set -u
 cd "$(dirname "$0")/../../.."
 PY=${PYTHON:-python}  # the interpreter with metabo_tune installed; JOBS (default 2): runs in parallel
@@ -63,7 +64,7 @@ elif [ "${STAGE:-2}" = 7 ]; then
     done
   fi
 elif [ "${STAGE:-2}" = 8 ]; then
-  SUFFIX=_noise01_8929
+  SUFFIX=${SUFFIX:-_noise01_8929}
   NETS=${NETS:-8929,8930,8931}
   NOISY="--set simulation.n_runs=3 --set training.measurement_noise_level=0.01"
   for method in regression gnn; do
