@@ -30,9 +30,11 @@ each proposal to the tree (a node, or a trial for a replicate) before the next c
 randomness is `rng`; merge and direction use none.
 
 A proposal changes one parameter of its parent; the overrides change a named pair, and a merge the
-parameters of the mutation it brings in. A switch-test switches on a loss term whose settings are other
-parameters; those keep the values the node has (for a term that is off: the space's base, where a space
-can give the companion settings that make the term work). Values are clipped into [low, high], ints stay int and bools
+parameters of the mutation it brings in. A switch-test turns on a switch: a loss term whose settings are other
+parameters (a gate, off at 0), or a choice that can be null (off); the settings keep the values the node has (for
+a term that is off: the space's base, where a space can give the companion settings that make the term work). It
+tries the best node's switches, and follows a switch through: the switches that `require` one a node turned on
+are turned on, one a trial, on that node. Values are clipped into [low, high], ints stay int and bools
 bool, and floats are rounded to three significant digits so the mutation text ("param: old -> new",
 `%.3g`) shows the exact value.
 """
@@ -453,8 +455,10 @@ def homeo_kick(tree: Tree, space: SearchSpace, rng: random.Random) -> Proposal |
 
 
 def _switched_on(param: Parameter) -> Any:
-    """The value a rule gives a term it switches on from 0: 1 % of the range, small enough not to
-    swamp the losses the node was tuned with."""
+    """The value a rule gives a switch it turns on: for a gate, 1 % of its range, small enough not to swamp
+    the losses the node was tuned with; for a choice, its first value that is not null."""
+    if param.kind == "choice":
+        return next(value for value in param.values if value is not None)
     return fit(param, NEAR_ZERO_SCALE * (param.high - param.low))
 
 
@@ -466,40 +470,73 @@ def gates(space: SearchSpace) -> list[str]:
             if name in required and param.kind in ("float", "int") and param.low == 0]
 
 
+def switches(space: SearchSpace) -> list[str]:
+    """What turns a part of the model or the run on: the gates (off at 0) and the choices that list null
+    among their values (off at null: type_grouping_at, group_solve_moves), in the space's order."""
+    numeric = set(gates(space))
+    return [name for name, param in space.parameters.items()
+            if name in numeric or (param.kind == "choice" and None in param.values)]
+
+
+def _is_off(param: Parameter, value: Any) -> bool:
+    return value is None if param.kind == "choice" else value == 0
+
+
 def structure(space: SearchSpace, config: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     """What a config is built from rather than how it is tuned: the value of every choice and bool and
     whether every gate is on, for the parameters in effect there."""
-    switches = set(gates(space))
-    return tuple((name, bool(config[name]) if name in switches else config[name])
+    numeric = set(gates(space))
+    return tuple((name, bool(config[name]) if name in numeric else config[name])
                  for name, param in space.parameters.items()
-                 if (name in switches or param.kind in ("bool", "choice")) and name in config
+                 if (name in numeric or param.kind in ("bool", "choice")) and name in config
                  and _active_in(space, config, name))
 
 
+def _opened(space: SearchSpace, parent: Node, node: Node) -> list[str]:
+    """The switches that are off in the parent and on in the node."""
+    return [name for name in switches(space)
+            if name in parent.config and _is_off(space.parameters[name], parent.config[name])
+            and name in node.config and not _is_off(space.parameters[name], node.config[name])]
+
+
+def _switch_candidates(tree: Tree, space: SearchSpace, best: Node) -> list[tuple[Node, str]]:
+    """(node, switch) pairs to try, in order: every switch the best node leaves off; then, on each finished
+    node that opened a switch (best reward first), the switches that `require` the one it opened."""
+    pairs = [(best, name) for name in switches(space)]
+    opening = sorted((node for node in tree.finished_nodes() if node.parent_id is not None),
+                     key=lambda n: (-n.reward, n.index))
+    for node in opening:
+        opened = set(_opened(space, tree.nodes[node.parent_id], node))
+        pairs += [(node, name) for name in switches(space) if space.parameters[name].requires in opened]
+    return pairs
+
+
 def switch_test(tree: Tree, space: SearchSpace, rng: random.Random) -> Proposal | None:
-    """A best node short of converged that leaves a gate off: the gate switched on at 1 % of its range,
-    once per structure. A loss term that the search has never switched on in a config of this structure
-    gets one trial there, however the conservative steps would rank it: whether a term helps depends on
-    what the model is built from (on the mission network the residual fit converges at the screening
-    budget with the power-form MLP_sub and not without it), and one parameter in twenty-odd is rarely
-    drawn."""
+    """A best node short of converged that leaves a switch off: the switch turned on (a gate at 1 % of its
+    range, a choice at its first non-null value), once per structure. A loss term that the search has never
+    switched on in a config of this structure gets one trial there, however the conservative steps would rank
+    it: whether a term helps depends on what the model is built from (on the mission network the residual
+    fit converges at the screening budget with the power-form MLP_sub and not without it), and one
+    parameter in thirty-odd is rarely drawn.
+
+    A switch that opens others (their `requires`) is followed through: on the node that turned it on, each of
+    those is turned on in turn, once per structure, whatever that node scored. A switch whose own settings
+    include further switches may be worth nothing until they are on too, and then the reward does not rise
+    along the way for the best node to lead there (docs/results.md, "Where the tree breaks on this space")."""
     best = tree.best()
     if best is None or best.metrics_at(best.result_fidelity).get("classification") == "converged":
         return None
-    switches = gates(space)
-    shape = structure(space, best.config)
-    tested: set[str] = set()
+    tested: dict[tuple[tuple[str, Any], ...], set[str]] = {}
     for node in tree.nodes.values():
-        if node.parent_id is None:
+        if node.parent_id is not None:
+            parent = tree.nodes[node.parent_id]
+            tested.setdefault(structure(space, parent.config), set()).update(_opened(space, parent, node))
+    for node, name in _switch_candidates(tree, space, best):
+        param = space.parameters[name]
+        if (name in tested.get(structure(space, node.config), set()) or name not in node.config
+                or not _is_off(param, node.config[name]) or not _active(space, node, name)):
             continue
-        parent = tree.nodes[node.parent_id]
-        switched = [name for name in switches if not parent.config.get(name) and node.config.get(name)]
-        if switched and structure(space, parent.config) == shape:
-            tested.update(switched)
-    for name in switches:
-        if name in tested or best.config.get(name) != 0 or not _active(space, best, name):
-            continue
-        proposal = _child(tree, best, {name: _switched_on(space.parameters[name])}, "switch-test")
+        proposal = _child(tree, node, {name: _switched_on(param)}, "switch-test")
         if proposal is not None:
             return proposal
     return None

@@ -39,6 +39,7 @@ from metabo_tune.strategies import (
     step_further,
     step_towards,
     structure,
+    switches,
 )
 from metabo_tune.tree import FULL, SCREEN, Node, Tree, changed_parameters
 
@@ -297,6 +298,35 @@ def test_gates_are_the_numeric_switches_other_parameters_require(space: SearchSp
         "training.coeff_conservation", RESIDUAL_FIT, RESIDUAL_FUSION]
 
 
+def test_switches_are_the_gates_and_the_choices_that_can_be_null() -> None:
+    free = load_space(HOMEO.with_name("free_forms.yaml"))
+    assert switches(free) == ["training.coeff_MLP_sub_norm", "training.coeff_conservation", RESIDUAL_FIT,
+                              RESIDUAL_FUSION, "training.type_grouping_at", "training.group_solve_moves"]
+
+
+def test_switch_test_follows_a_switch_through_the_switches_it_opens() -> None:
+    """The free-form space's plateau (docs/results.md, "Where the tree breaks on this space"): the residual fit,
+    the type grouping it opens and the group solve the grouping opens are each worth nothing alone, so no
+    switched-on node becomes the best. Each is still turned on where the one it requires was turned on."""
+    free = load_space(HOMEO.with_name("free_forms.yaml"))
+    stuck = metrics(rate_constants_R2=0.999, avg_slope_ratio=0.9, embedding_cluster_acc=0.6,
+                    classification="partial-k")
+    tree = spread_tree(free, rewards=(0.64, 0.63, 0.62, 0.61), metrics=(stuck,) * 4)
+    steps = []
+    for _ in range(5):
+        proposal = propose(tree, free, random.Random(0), slot=0)
+        steps.append((proposal.strategy, proposal.parent_id, proposal.mutation))
+        record(tree, proposal, [0.6, 0.6], stuck)  # every switch alone: worse than the best
+    assert steps == [("switch-test", "0", "training.coeff_conservation: 0 -> 1e+03"),
+                     ("switch-test", "0", f"{RESIDUAL_FIT}: 0 -> 1e+03"),
+                     ("switch-test", "5", f"{RESIDUAL_FUSION}: 0 -> 0.001"),
+                     ("switch-test", "5", "training.type_grouping_at: None -> 0.95"),
+                     ("switch-test", "7", "training.group_solve_moves: None -> 100")]
+    solved = tree.nodes["8"].config
+    assert (solved[RESIDUAL_FIT], solved["training.type_grouping_at"], solved[RESIDUAL_FUSION]) == (1e3, 0.95, 0)
+    assert propose(tree, free, random.Random(0), slot=0).strategy != "switch-test"  # each once per structure
+
+
 def test_structure_ignores_tuning_and_what_is_switched_off(space: SearchSpace) -> None:
     gated = with_gates(space)
     base = gated.base_values()
@@ -316,7 +346,12 @@ def test_switch_test_switches_a_loss_term_on_once_per_structure(space: SearchSpa
     assert (proposal.strategy, proposal.parent_id, proposal.mutation) == (
         "switch-test", "1", f"{RESIDUAL_FIT}: 0 -> 1e+03")  # 1 % of its range
     assert proposal.config[FIT_START] == tree.nodes["1"].config[FIT_START]  # the companions as they were
-    record(tree, proposal, [0.7, 0.7], stuck)  # worse: node 1 stays the best
+    opened = record(tree, proposal, [0.7, 0.7], stuck)  # worse: node 1 stays the best
+    # followed through: the gate the fit opens (the residual fusion) on the node that switched the fit on
+    proposal = propose(tree, gated, random.Random(0), slot=0)
+    assert (proposal.strategy, proposal.parent_id, proposal.mutation) == (
+        "switch-test", opened, f"{RESIDUAL_FUSION}: 0 -> 0.001")
+    record(tree, proposal, [0.6, 0.6], stuck)
     assert propose(tree, gated, random.Random(0), slot=0).strategy != "switch-test"  # tested in this structure
     # the same structure tuned differently: still tested
     tuned = child(tree, "1", {LR_K: 5e-3}, [0.8, 0.8], stuck)
@@ -335,8 +370,10 @@ def test_switch_test_switches_a_loss_term_on_once_per_structure(space: SearchSpa
 def test_switch_test_counts_a_switch_made_by_any_rule_and_leaves_a_converged_best_alone(space: SearchSpace) -> None:
     gated = with_gates(space)
     tree = spread_tree(gated, rewards=(0.5, 0.74, 0.3, 0.2))
-    child(tree, "0", {RESIDUAL_FIT: 181.0}, [0.2, 0.2])  # an exploit of the baseline's structure switched it on
-    assert propose(tree, gated, random.Random(0), slot=0).strategy != "switch-test"
+    exploited = child(tree, "0", {RESIDUAL_FIT: 181.0}, [0.2, 0.2])  # an exploit of the baseline's structure
+    proposal = propose(tree, gated, random.Random(0), slot=0)  # switched it on: not again on node 1, which
+    assert (proposal.strategy, proposal.parent_id, proposal.mutation) == (  # has that structure; followed through
+        "switch-test", exploited, f"{RESIDUAL_FUSION}: 0 -> 0.001")
     done = metrics(rate_constants_R2=1.0, avg_slope_ratio=1.0, classification="converged")
     tree = spread_tree(gated, rewards=(0.5, 0.99, 0.3, 0.2), metrics=(NEUTRAL, done, NEUTRAL, NEUTRAL))
     assert propose(tree, gated, random.Random(0), slot=0).strategy != "switch-test"
@@ -752,7 +789,11 @@ def test_open_space_merges_the_linear_head_and_the_power_form_once_both_beat_the
     tree = spread_tree(space, rewards=(0.35, 0.74, 0.4, 0.3))  # base, linear head, power form, cosine
     first = propose(tree, space, random.Random(0), slot=0)
     assert (first.strategy, first.parent_id) == ("switch-test", "1")  # the best's own structure first
-    record(tree, first, [0.5, 0.5])  # worse: node 1 stays on top
+    fitted = record(tree, first, [0.5, 0.5])  # worse: node 1 stays on top
+    follow = propose(tree, space, random.Random(0), slot=0)  # the gate the residual fit opens, on that node
+    assert (follow.strategy, follow.parent_id, follow.mutation) == (
+        "switch-test", fitted, f"{RESIDUAL_FUSION}: 0 -> 0.001")
+    record(tree, follow, [None])  # still training: the top slot goes on
     proposal = propose(tree, space, random.Random(0), slot=0)
     assert (proposal.strategy, proposal.parent_id) == ("merge", "1")
     assert proposal.config == space.base_values() | space.initial_spread[1] | space.initial_spread[2]
