@@ -5,7 +5,11 @@ concurrency and fidelity rule.
                                       [--concurrency 4] [--reps 5 | --reps tree=3,random=2,tpe=2]
                                       [--methods tree,random,tpe] [--out results/bench_search] [--cpus N]
                                       [--confirm-seeds 2] [--confirm-networks 9101,9102]
-                                      [--confirm-candidates 3] [--resume]
+                                      [--confirm-candidates 3] [--network SEED] [--resume]
+
+--network runs every method on another network of the space's kind (the base's simulation seed; runs.csv records
+it, and a resume on another network is refused): the space's own network is development once settings or rules
+were chosen on it.
 
 Compared, each with real training through the project's trainable (`trainable.run_search_trial`) and
 scored by the project's reward (searcher.METRIC, in [0, 1]):
@@ -161,6 +165,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "METHOD=N,... for each method named (default: %(default)s)")
     parser.add_argument("--methods", help=f"comma-separated (default: {','.join(METHODS)}, or those --reps names)")
     parser.add_argument("--out", default="results/bench_search", help="output directory (default: %(default)s)")
+    parser.add_argument("--network", type=int,
+                        help="the network every run searches: the simulation seed of the space's base (default: the "
+                             "space's own). A network settings or rules were chosen on is development: measure "
+                             "discovery on a fresh one")
     parser.add_argument("--cpus", type=float, help="CPUs of the local Ray instance (default: all)")
     parser.add_argument("--budget", type=float,
                         help="training budget of each run in full-budget trials' iterations (a screen counts its "
@@ -279,6 +287,13 @@ def sampler_searcher(method: str, space: SearchSpace, seed: int, concurrency: in
     points = [point for point in start_points(space) if json.dumps(point, sort_keys=True) not in evaluated]
     return OptunaSearch(space=optuna_space(space), metric=METRIC, mode="max", sampler=sampler,
                         points_to_evaluate=points or None)
+
+
+def on_network(space: SearchSpace, network: int) -> SearchSpace:
+    """The space searching another network of its kind: its base's simulation seed replaced, the rest as it is."""
+    raw = space.base.to_dict()
+    raw["simulation"]["seed"] = network
+    return dataclasses.replace(space, base=Config.model_validate(raw))
 
 
 def repetition_space(space: SearchSpace, rep: int) -> SearchSpace:
@@ -677,7 +692,7 @@ def run_once(method: str, rep: int, space: SearchSpace, args: argparse.Namespace
 
 def run_row(method: str, rep: int, space: SearchSpace, completions: pd.DataFrame, num_trials: int) -> dict[str, Any]:
     """A finished run's runs.csv row: seed is the searcher's, train_seed the base seed its new configs train at."""
-    return ({"method": method, "rep": rep, "seed": rep,
+    return ({"method": method, "rep": rep, "seed": rep, "network": space.base.simulation.seed,
              "train_seed": repetition_space(space, rep).base.training.seed,
              "wall_s": float(completions["time_s"].max())} | run_figures(completions, num_trials, space))
 
@@ -981,11 +996,20 @@ def main(argv: list[str] | None = None) -> int:
     except SpaceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.network is not None:
+        space = on_network(space, args.network)
     out = Path(args.out).resolve()
     try:
         rows = recorded_runs(out, args.num_trials) if args.resume else []
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    other = next((row for row in rows if pd.notna(row.get("network"))  # older rows: the space's own network
+                  and row["network"] != space.base.simulation.seed), None)
+    if other is not None:
+        print(f"error: {out / 'runs.csv'} holds runs on network {other['network']}, not "
+              f"{space.base.simulation.seed}; resume with --network {other['network']}, or choose another --out",
+              file=sys.stderr)
         return 2
     done = {(row["method"], int(row["rep"])) for row in rows}
     todo = pending_runs(args.reps, done)
@@ -1059,7 +1083,8 @@ def main(argv: list[str] | None = None) -> int:
     confirmed = (f"a converged trial is confirmed when it converges again on {args.confirm_seeds} training seeds no "
                  f"trial used, on networks {networks} (simulation seeds)" if args.confirm_seeds else "no confirmations")
     (out / "summary.md").write_text(
-        f"# Search benchmark: {args.space}\n\n{args.num_trials} trials per run{budget}, {args.concurrency} at once, "
+        f"# Search benchmark: {args.space}, network {space.base.simulation.seed}\n\n{args.num_trials} trials per run"
+        f"{budget}, {args.concurrency} at once, "
         f"{fidelity}; {repetitions(runs)}, repetition r training at base seed + {SEED_STRIDE} r; rewards median "
         f"[min–max] over repetitions; {confirmed}; a run without one counts as beyond every run with one.\n\n"
         + table)

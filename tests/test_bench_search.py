@@ -559,6 +559,23 @@ def test_each_runs_converged_trials_are_confirmed_in_order_on_fresh_seeds_and_ne
     assert again["reward"].eq(0.25).tolist() == [True] * 7 + [False]
 
 
+def test_another_network_changes_only_the_simulation_seed_and_a_resume_on_a_third_is_refused(tmp_path, capsys):
+    space = load_space(SMOKE)
+    moved = bench.on_network(space, 4243)
+    assert moved.base.simulation.seed == 4243 != space.base.simulation.seed
+    raw = moved.base.to_dict()
+    raw["simulation"]["seed"] = space.base.simulation.seed
+    assert raw == space.base.to_dict()
+    assert bench.repetition_space(moved, 1).base.simulation.seed == 4243
+    row = {"method": "tree", "rep": 0, "network": 4243} | {column: 0 for column in bench.RUN_COLUMNS}
+    pd.DataFrame([row | {f"best_after_{k}": 0.1 for k in range(1, 5)}]).to_csv(tmp_path / "runs.csv", index=False)
+    args = ["--space", str(SMOKE), "--methods", "tree", "--reps", "1", "--num-trials", "4", "--out", str(tmp_path),
+            "--resume", "--network", "4244"]
+    assert bench.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "network 4243, not 4244" in err and err.count("\n") == 1
+
+
 def test_resume_refuses_runs_recorded_without_fidelities(tmp_path, capsys):
     columns = ["method", "rep", "seed", "trials_done", "errors", "first_converged", "wall_s"]
     old = pd.DataFrame([["tree", 0, 0, 4, 0, 3, 10.0, 0.1, 0.2, 0.3, 0.4]],
