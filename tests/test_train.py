@@ -619,14 +619,16 @@ def test_the_group_solve_learns_k_the_homeostasis_and_the_types_from_michaelis_m
 def test_the_group_solve_changes_the_run_exactly_when_it_reports_itself_applied(noise: float, window: int):
     """The same short free-form run with and without the group solve at its end (same seed): where the solve is
     applied, k, the embeddings and MLP_node are the solve's; where it is not (it lowered the run's misfit above the
-    noise floor less than twofold), every parameter is the run's own. Its report is in the result either way. On
+    noise floor less than twofold), every parameter is the run's own (the config's group_solve_takes_groups off,
+    which its own test covers). Its report is in the result either way. On
     exact data with prediction_window 1 it fits dc/dt and has no floor; on noisy data with a window, the weak form
     reads its floor from the data."""
     cfg = free_forms_config(JOINT_SIM, measurement_noise_level=noise)
     dataset = load_or_simulate(cfg.simulation, measurement_noise_level=noise)
     runs = {moves: train(free_forms_config(JOINT_SIM, residual_fit_start=0.5, n_types=2, data_augmentation_loop=20,
                                            group_solve_moves=moves, measurement_noise_level=noise,
-                                           prediction_window=window), dataset.observed, show_progress=False)
+                                           prediction_window=window, group_solve_takes_groups=False),
+                         dataset.observed, show_progress=False)
             for moves in (None, 30)}
     report = runs[30].group_solve
     assert runs[None].group_solve is None
