@@ -755,9 +755,7 @@ CONFIRMATION_KEY = ("method", "rep", "node", "seed", "network")
 
 def confirmation_config(space: SearchSpace, values: dict[str, Any], seed: int, network: int) -> Config:
     """A trial's values at full budget on a training seed and a network (simulation seed) of their own."""
-    raw = space.config_for(values, seed=seed).to_dict()
-    raw["simulation"]["seed"] = network
-    return Config.model_validate(raw)
+    return on_network(space, network).config_for(values, seed=seed)
 
 
 def confirm_first_converged(logs: dict[tuple[str, int], pd.DataFrame], space: SearchSpace, out: Path,
