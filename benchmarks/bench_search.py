@@ -79,7 +79,10 @@ machine, where only the committed logs were put back) is replayed from the log
 (`ScreeningSearcher.replay`): its recorded trials are kept, the promotion rule is applied to them again,
 and the sampler is brought to where it was (random exactly, TPE from the recorded screens as evaluated
 points); the trials in flight at the cut are trained again from the start, and its clock goes on from its
-last recorded completion. Any other run directory Tune cannot restore is started again.
+last recorded completion. A tree run is taken up alike from its completions.csv and its tree_state.jsonl
+(`TreeSearcher.replay`: the tree, the random generator, the suggestion count and the promotion queue at its last
+completion); a trial the state holds but the log lacks trains again. Any other run directory Tune cannot restore is
+started again.
 
 Confirmation (--confirm-seeds N, default 2, 0 skips it): a converged full-budget trial counts only once it
 converges again at full budget on N training seeds that no trial of any run used (the first N non-negative
@@ -138,7 +141,7 @@ from metabo_tune.config import Config
 from metabo_tune.confirm import fresh_seeds
 from metabo_tune.labels import classify
 from metabo_tune.search import trial_name, trial_resources
-from metabo_tune.searcher import METRIC, ConcurrencyLimitedSearcher, TreeSearcher
+from metabo_tune.searcher import METRIC, STATE_FILE, ConcurrencyLimitedSearcher, TreeSearcher
 from metabo_tune.simulate import load_or_simulate
 from metabo_tune.space import SearchSpace, SpaceError, load_space, reward
 from metabo_tune.sweep import HEADLINE, reported_columns, train_runs
@@ -308,16 +311,23 @@ def trial_iterations(space: SearchSpace, values: dict[str, Any], fidelity: str =
     return space.config_for(values, fidelity=fidelity).total_iterations()
 
 
+def iterations_spent(space: SearchSpace, log: pd.DataFrame) -> int:
+    """The iterations the trials of a completion log trained."""
+    return sum(trial_iterations(space, json.loads(row["values"]), row["fidelity"]) for row in log.to_dict("records"))
+
+
 class BudgetedSearcher(Searcher):
     """An inner searcher (the tree, or a ScreeningSearcher) that stops proposing once the iterations of the
     trials it proposed reach `budget_iterations`: every method spends the same training, replicates,
     screens and promotions all counted. The trial that crosses the budget still trains, so a run ends within
     one trial of it."""
 
-    def __init__(self, inner: Searcher, space: SearchSpace, budget_iterations: int) -> None:
+    def __init__(self, inner: Searcher, space: SearchSpace, budget_iterations: int, spent: int = 0) -> None:
+        """`spent`: the iterations of the trials a replayed run had finished; those in flight at its cut are
+        counted when they are served again."""
         super().__init__(metric=METRIC, mode="max")
         self.inner, self.space, self.budget_iterations = inner, space, budget_iterations
-        self.spent = 0
+        self.spent = spent
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
         return self.inner.set_search_properties(metric, mode, config, **spec)
@@ -338,13 +348,6 @@ class BudgetedSearcher(Searcher):
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         self.inner.on_trial_complete(trial_id, result=result, error=error)
-
-    def replay(self, log: pd.DataFrame, *, results_steer_proposals: bool) -> None:
-        """The inner's replay, and the iterations of the recorded trials spent; those in flight at the cut are
-        counted again when they are served again."""
-        self.inner.replay(log, results_steer_proposals=results_steer_proposals)
-        self.spent = sum(trial_iterations(self.space, json.loads(row["values"]), row["fidelity"])
-                         for row in log.to_dict("records"))
 
     def save(self, checkpoint_path: str) -> None:
         self.inner.save(checkpoint_path)
@@ -657,27 +660,31 @@ def run_once(method: str, rep: int, space: SearchSpace, args: argparse.Namespace
     name = experiment_dir.name
     trainable = tune.with_resources(tune.with_parameters(run_search_trial, space=space,
                                                          trials_dir=str(experiment_dir / "trials")), resources)
-    log_path = experiment_dir / "completions.csv"
+    log_path, state_path = experiment_dir / "completions.csv", experiment_dir / STATE_FILE
     # tuner.pkl is written as fit() starts, the experiment state at Tune's first snapshot
     if tune.Tuner.can_restore(str(experiment_dir)) and any(experiment_dir.glob("experiment_state-*.json")):
         print(f"[bench] {name} was cut off; continuing it", file=sys.stderr, flush=True)
         tuner = tune.Tuner.restore(str(experiment_dir), trainable=trainable)
-    elif method != "tree" and log_path.is_file():
+    elif log_path.is_file() and (method != "tree" or state_path.is_file()):
         recorded = pd.read_csv(log_path, dtype=ID_COLUMNS)
         if run_complete(recorded, args, space):
             print(f"[bench] {name} had finished; its row comes from its completions.csv", file=sys.stderr)
             return run_row(method, rep, space, recorded.head(args.num_trials), args.num_trials) \
                 | {"base_ms_per_it": math.nan}
         print(f"[bench] {name}: Tune's snapshot is gone; replaying the {len(recorded)} trials of its "
-              f"completions.csv and going on", file=sys.stderr, flush=True)
+              f"completions.csv{' and ' + STATE_FILE if method == 'tree' else ''} and going on",
+              file=sys.stderr, flush=True)
+        state = state_path.read_bytes() if method == "tree" else None
         shutil.rmtree(experiment_dir)
         experiment_dir.mkdir(parents=True)
         recorded.to_csv(log_path, index=False)  # kept until Tune's first snapshot holds it
+        if state is not None:
+            state_path.write_bytes(state)
         tuner = new_tuner(method, rep, space, args, trainable, experiment_dir, recorded)
     else:
         if experiment_dir.exists():
-            why = ("a tree cannot be rebuilt from its completions.csv" if log_path.is_file()
-                   else "it was cut off before Tune could snapshot it")
+            why = (f"a tree cannot be rebuilt from its completions.csv without its {STATE_FILE}"
+                   if log_path.is_file() else "it was cut off before Tune could snapshot it")
             print(f"[bench] {name}: {why}; starting it again", file=sys.stderr)
             shutil.rmtree(experiment_dir)
         tuner = new_tuner(method, rep, space, args, trainable, experiment_dir)
@@ -699,20 +706,26 @@ def run_row(method: str, rep: int, space: SearchSpace, completions: pd.DataFrame
 
 def new_tuner(method: str, rep: int, space: SearchSpace, args: argparse.Namespace, trainable: Any,
               experiment_dir: Path, recorded: pd.DataFrame | None = None) -> tune.Tuner:
-    """A new Tune experiment for one run; with `recorded`, the completion log of a random or TPE run whose
-    Tune snapshot is gone, one that goes on from it (`ScreeningSearcher.replay`)."""
+    """A new Tune experiment for one run; with `recorded`, the completion log of a run whose Tune snapshot is
+    gone, one that goes on from it (`ScreeningSearcher.replay`; a tree's `TreeSearcher.replay`, from the
+    experiment directory's STATE_FILE)."""
     log = CompletionLog(experiment_dir / "completions.csv")
     own = repetition_space(space, rep)
     if method == "tree":
         search_alg: Searcher = TreeSearcher(own, experiment_dir, seed=rep)
+        if recorded is not None:
+            kept = search_alg.replay(set(recorded["trial_id"]))
+            recorded = recorded[recorded["trial_id"].isin(kept)]  # any other is trained again
     else:
         # a replayed TPE is told the recorded screens; random search proposes them again (replay)
         evaluated = set() if recorded is None or method == "random" else set(recorded["values"])
         search_alg = ScreeningSearcher(sampler_searcher(method, own, rep, args.concurrency, evaluated), own)
+        if recorded is not None and len(recorded):
+            search_alg.replay(recorded, results_steer_proposals=method == "tpe")
     if args.budget is not None:
-        search_alg = BudgetedSearcher(search_alg, own, round(args.budget * space.base.total_iterations()))
+        spent = 0 if recorded is None else iterations_spent(own, recorded)
+        search_alg = BudgetedSearcher(search_alg, own, round(args.budget * space.base.total_iterations()), spent)
     if recorded is not None and len(recorded):
-        search_alg.replay(recorded, results_steer_proposals=method == "tpe")
         log.set_state({"rows": recorded.to_dict("records"), "elapsed_s": float(recorded["time_s"].max())})
     return tune.Tuner(
         trainable,

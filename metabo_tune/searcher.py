@@ -21,6 +21,11 @@ the resume checkpoint its trainable may have written there, would be orphaned, a
 propose afresh. So every suggestion is also appended to suggestions.jsonl at once; `restore` re-issues,
 first and in order, each one its snapshot does not hold, under the new trial id Tune asks with. The node,
 seed and fidelity, hence the trial directory, are the same, so the trial resumes where it stopped.
+
+Where Tune's snapshot itself is gone (a new machine, where only committed logs were put back), `replay` takes
+the search up from tree_state.jsonl, which each completion rewrites: the searcher's own state (its random
+generator, suggestion count and promotion queue) on the first line, then the tree's nodes as in tree.jsonl.
+The random generator only moves at a suggestion, so that state is the one the next suggestion would have seen.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from __future__ import annotations
 import json
 import pickle
 import random
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +46,7 @@ from metabo_tune.tree import FULL, SCREEN, Node, Tree, promotes
 
 METRIC = "reward"
 SUGGESTIONS_FILE = "suggestions.jsonl"
+STATE_FILE = "tree_state.jsonl"
 
 
 class ConcurrencyLimitedSearcher(Searcher):
@@ -171,6 +178,37 @@ class TreeSearcher(ConcurrencyLimitedSearcher):
             self.promotions.append(node.node_id)
         self.write_tree_files()
 
+    def replay(self, finished: Collection[str]) -> set[str]:
+        """Take the search up from the experiment directory's STATE_FILE, keeping the trials that finished
+        there and are in `finished` (those of the completion log); returns their ids. Every other trial it
+        holds (running at the cut, or finished after the log was last written) is suggested again first, as a
+        kill's lost suggestions are, and trains from the start: its node, seed and fidelity are kept, its
+        trial id is the new one Tune asks with."""
+        head, *nodes = (json.loads(line) for line in (Path(self.experiment_dir) / STATE_FILE).read_text().splitlines())
+        if head["seed"] != self.seed:
+            raise ValueError(f"{STATE_FILE} holds the search of seed {head['seed']}, not {self.seed}")
+        kept: set[str] = set()
+        unscreened: set[str] = set()  # nodes whose search-fidelity result is trained again: not promotable yet
+        for node in nodes:
+            for number, trial in enumerate(node["trials"]):
+                if trial["status"] != "running" and trial["trial_id"] in finished:
+                    kept.add(trial["trial_id"])
+                    continue
+                if number == 0:
+                    unscreened.add(node["node_id"])
+                promotion = trial["fidelity"] == FULL and node["trials"][0]["fidelity"] == SCREEN
+                self.reissues.append({
+                    "trial_id": trial["trial_id"], "trial_fidelity": trial["fidelity"], "node_id": node["node_id"],
+                    "parent_id": node["parent_id"], "strategy": "promotion" if promotion else node["strategy"],
+                    "mutation": node["mutation"], "seed": trial["seed"], "values": node["config"]})
+            node["trials"] = [trial for trial in node["trials"] if trial["trial_id"] in kept]
+        self.tree = Tree.from_json(json.dumps({"format": 1, "nodes": nodes}))
+        self.n_suggested = head["n_suggested"] - sum(entry["strategy"] != "promotion" for entry in self.reissues)
+        self.promotions = [node_id for node_id in head["promotions"] if node_id not in unscreened]
+        version, internal, gauss = head["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+        return kept
+
     def promotable(self, node: Node) -> bool:
         """Not promoted before, and its screen reward in the top ceil(n / eta) of the n nodes screened so far
         (ties count in its favour), or classified converged at screen."""
@@ -186,8 +224,11 @@ class TreeSearcher(ConcurrencyLimitedSearcher):
         directory.mkdir(parents=True, exist_ok=True)
         # JSON Lines, one node per line: Ray copies the experiment dir's *.json/*.pkl files to its staging
         # dir on resume and back on every sync, which would overwrite a fresh tree.json with a stale one.
-        nodes = json.loads(self.tree.to_json())["nodes"]
-        write_atomically(directory / "tree.jsonl", "".join(json.dumps(node) + "\n" for node in nodes))
+        nodes = "".join(json.dumps(node) + "\n" for node in json.loads(self.tree.to_json())["nodes"])
+        write_atomically(directory / "tree.jsonl", nodes)
+        head = {"seed": self.seed, "n_suggested": self.n_suggested, "promotions": self.promotions,
+                "rng": self.rng.getstate()}
+        write_atomically(directory / STATE_FILE, json.dumps(head) + "\n" + nodes)
         write_atomically(directory / "ucb_scores.txt",
                          self.tree.render_ucb_scores(self.space.ucb_c, self.space.block_size))
         write_atomically(directory / "memory.md", self.tree.render_memory(self.space.block_size))

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import math
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -219,9 +220,7 @@ def test_the_budget_counts_every_trials_iterations_and_stops_the_proposals(tmp_p
     assert restored.suggest("y") == Searcher.FINISHED
 
     log = pd.DataFrame([logged(budgeted(), "t1", screens[1], finished(0.2), 1.0)])
-    replayed = budgeted()
-    replayed.replay(log, results_steer_proposals=True)
-    assert replayed.spent == screen
+    assert bench.iterations_spent(space, log) == screen
     args = SimpleNamespace(num_trials=50, budget=2.0)
     assert not bench.run_complete(pd.concat([log] * 4), args, space)
     assert bench.run_complete(pd.concat([log] * 5), args, space)
@@ -714,3 +713,45 @@ def test_a_random_run_whose_tune_state_is_gone_goes_on_from_its_completion_log(r
     assert (run["trials_done"], run["screen_trials"], run["full_trials"]) == (4, 3, 1)
     # the budget (2.3 full trials) was crossed by the fourth trial: 3 screens of 37 iterations and 1 of 75
     assert run["budget_used"] == pytest.approx((3 * 37 + 75) / 75)
+
+
+def test_a_tree_run_whose_tune_state_is_gone_goes_on_from_its_log_and_state_file(ray_tmp, tmp_path):
+    """A new machine where only the committed completions.csv and tree_state.jsonl were put back; the log's
+    last line was lost, so that trial trains again, under its node, seed and fidelity. The run goes on to its
+    --num-trials with the tree it had: no recorded trial is trained again, no node is lost."""
+    space_file = derived_space(tmp_path, "screened", screening(5))
+    out = tmp_path / "bench"
+    command = [sys.executable, str(REPO / "benchmarks" / "bench_search.py"), "--space", str(space_file),
+               "--methods", "tree", "--reps", "1", "--concurrency", "2", "--cpus", "2", "--confirm-seeds", "0",
+               "--out", str(out)]
+    first = subprocess.run([*command, "--num-trials", "3"], env=environment(ray_tmp, tmp_path),
+                           capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    run_dir = out / "tree_rep0"
+    log = pd.read_csv(run_dir / "completions.csv", dtype=bench.ID_COLUMNS)
+    state = (run_dir / bench.STATE_FILE).read_text()
+    recorded_nodes = {json.loads(line)["node_id"]: json.loads(line)["config"] for line in state.splitlines()[1:]}
+    shutil.rmtree(out)
+    run_dir.mkdir(parents=True)
+    log.head(2).to_csv(run_dir / "completions.csv", index=False)
+    (run_dir / bench.STATE_FILE).write_text(state)
+
+    proc = subprocess.run([*command, "--num-trials", "5", "--resume"], env=environment(ray_tmp, tmp_path),
+                          capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert ("tree_rep0: Tune's snapshot is gone; replaying the 2 trials of its completions.csv and "
+            "tree_state.jsonl and going on") in proc.stderr
+    resumed = pd.read_csv(run_dir / "completions.csv", dtype=bench.ID_COLUMNS)
+    pd.testing.assert_frame_equal(resumed.head(2), log.head(2), check_dtype=False)
+    assert len(resumed) == 5 and (resumed["time_s"].iloc[2:] > log["time_s"].iloc[1]).all()
+    lost = log.iloc[2]
+    again = resumed[(resumed["node_id"] == lost["node_id"]) & (resumed["fidelity"] == lost["fidelity"])
+                    & (resumed["seed"] == lost["seed"])]
+    assert len(again) == 1 and again.index[0] >= 2 and again["values"].iloc[0] == lost["values"]
+    trained = sorted(trial.name for trial in (run_dir / "trials").iterdir())
+    assert trained == sorted(f"node_{row.node_id}_seed_{row.seed}_{row.fidelity}"
+                             for row in resumed.iloc[2:].itertuples())
+    tree = {json.loads(line)["node_id"]: json.loads(line)["config"]
+            for line in (run_dir / "tree.jsonl").read_text().splitlines()}
+    assert recorded_nodes.items() <= tree.items()
+    assert pd.read_csv(out / "runs.csv").iloc[0]["trials_done"] == 5

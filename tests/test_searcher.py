@@ -2,9 +2,12 @@
 
 import dataclasses
 import random
+import shutil
 from pathlib import Path
 
-from metabo_tune.searcher import TreeSearcher
+import pytest
+
+from metabo_tune.searcher import STATE_FILE, TreeSearcher
 from metabo_tune.space import Fidelity, load_space
 from metabo_tune.tree import FULL, SCREEN
 
@@ -223,3 +226,71 @@ def test_suggestions_a_kill_loses_from_tunes_snapshot_are_reissued_once_each_in_
     again.restore(str(tmp_path / "second_snapshot.pkl"))
     assert [entry["trial_id"] for entry in again.reissues] == ["t3", "t4"]
     assert again.suggest("s0") == lost[1] and again.promotions == []
+
+
+@pytest.mark.parametrize("cut, in_flight", [(3, "promotion"), (13, "exploit-2")])
+def test_a_tree_replayed_from_its_state_file_goes_on_as_the_uninterrupted_one(tmp_path, cut, in_flight):
+    # A new machine gets back the committed completion log and tree_state.jsonl only. The trial running at
+    # the state's last write (a promotion, or a new node's screen) is served again first, with its node, seed
+    # and fidelity; the one suggested after that write is proposed again; and given the same results after
+    # that, the replayed search proposes what the uninterrupted one proposes, its random mutations included.
+    def fill(searcher: TreeSearcher, ids: list[str]) -> list[dict]:
+        served = []
+        while (suggestion := searcher.suggest(f"t{len(ids)}")) is not None:
+            ids.append(f"t{len(ids)}")
+            served.append(suggestion)
+        return served
+
+    def oldest(searcher: TreeSearcher) -> str:
+        return min(searcher.live, key=lambda trial: int(trial[1:]))
+
+    original, ids, done = screening_searcher(tmp_path / "original", concurrency=2), [], []
+    rewards = random.Random(3)
+    for _ in range(cut):
+        fill(original, ids)
+        done.append(oldest(original))
+        original.on_trial_complete(done[-1], finished(rewards.random()))
+    [running] = original.live
+    last = fill(original, ids)  # after the state file's last write: only the journal knew of it
+    (tmp_path / "new").mkdir()
+    shutil.copy(tmp_path / "original" / STATE_FILE, tmp_path / "new" / STATE_FILE)
+
+    replayed = screening_searcher(tmp_path / "new", concurrency=2)
+    assert replayed.replay(set(done)) == set(done)
+    [reissue] = replayed.reissues
+    node = original.tree.node_of_trial(running)
+    trial = next(trial for trial in node.trials if trial.trial_id == running)
+    assert reissue["trial_id"] == running and reissue["strategy"] == in_flight
+    suggestion = replayed.suggest(running)  # Tune's ids are new; the original's keep the trees comparable
+    assert (suggestion["node_id"], suggestion["seed"], suggestion["fidelity"]) == (node.node_id, trial.seed,
+                                                                                   trial.fidelity)
+    assert [replayed.suggest(f"t{len(ids) - len(last) + i}") for i in range(len(last))] == last
+    assert replayed.tree.to_json() == original.tree.to_json()
+    strategies = set()
+    for _ in range(16):
+        outcome = finished(rewards.random())
+        served = []
+        for searcher, searcher_ids in ((original, ids), (replayed, list(ids))):
+            searcher.on_trial_complete(oldest(searcher), outcome)
+            served.append(fill(searcher, searcher_ids))
+        assert served[0] == served[1]
+        strategies |= {suggestion["strategy"] for suggestion in served[0]}
+    assert {"exploit", "promotion"} <= strategies
+    assert replayed.tree.to_json() == original.tree.to_json()
+    assert (replayed.n_suggested, replayed.promotions) == (original.n_suggested, original.promotions)
+
+
+def test_a_replay_trains_again_what_the_log_lacks_and_refuses_another_seed(tmp_path):
+    original = screening_searcher(tmp_path, concurrency=4)
+    for i in range(4):
+        original.suggest(f"t{i}")
+    original.on_trial_complete("t0", finished(0.9))  # promoted, then lost with the log's last line
+    original.on_trial_complete("t1", finished(0.1))
+    assert original.promotions == ["t0"]
+    replayed = screening_searcher(tmp_path, concurrency=4)
+    assert replayed.replay({"t1"}) == {"t1"}
+    assert replayed.promotions == [] and [entry["node_id"] for entry in replayed.reissues] == ["t0", "t2", "t3"]
+    assert replayed.suggest("r0")["node_id"] == "t0" and replayed.tree.nodes["t0"].trials[0].trial_id == "r0"
+    other = TreeSearcher(replayed.space, tmp_path, seed=1)
+    with pytest.raises(ValueError, match=r"tree_state\.jsonl holds the search of seed 0, not 1"):
+        other.replay({"t1"})
