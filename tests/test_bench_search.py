@@ -7,7 +7,6 @@ import importlib.util
 import json
 import math
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -716,42 +715,38 @@ def test_a_random_run_whose_tune_state_is_gone_goes_on_from_its_completion_log(r
 
 
 def test_a_tree_run_whose_tune_state_is_gone_goes_on_from_its_log_and_state_file(ray_tmp, tmp_path):
-    """A new machine where only the committed completions.csv and tree_state.jsonl were put back; the log's
-    last line was lost, so that trial trains again, under its node, seed and fidelity. The run goes on to its
-    --num-trials with the tree it had: no recorded trial is trained again, no node is lost."""
+    """A new machine where only the committed completions.csv and tree_state.jsonl were put back. Two screens had
+    finished, the first promoted, but the log's last line (the second screen) was lost: --resume trains that
+    screen again under its node, seed and fidelity, the promotion, and one more, and nothing else."""
     space_file = derived_space(tmp_path, "screened", screening(5))
-    out = tmp_path / "bench"
-    command = [sys.executable, str(REPO / "benchmarks" / "bench_search.py"), "--space", str(space_file),
-               "--methods", "tree", "--reps", "1", "--concurrency", "2", "--cpus", "2", "--confirm-seeds", "0",
-               "--out", str(out)]
-    first = subprocess.run([*command, "--num-trials", "3"], env=environment(ray_tmp, tmp_path),
-                           capture_output=True, text=True, timeout=240, cwd=tmp_path)
-    assert first.returncode == 0, first.stderr[-3000:]
-    run_dir = out / "tree_rep0"
-    log = pd.read_csv(run_dir / "completions.csv", dtype=bench.ID_COLUMNS)
-    state = (run_dir / bench.STATE_FILE).read_text()
-    recorded_nodes = {json.loads(line)["node_id"]: json.loads(line)["config"] for line in state.splitlines()[1:]}
-    shutil.rmtree(out)
-    run_dir.mkdir(parents=True)
-    log.head(2).to_csv(run_dir / "completions.csv", index=False)
-    (run_dir / bench.STATE_FILE).write_text(state)
+    run_dir = tmp_path / "bench" / "tree_rep0"
+    searcher = TreeSearcher(bench.repetition_space(load_space(space_file), 0), run_dir, seed=0)
+    searcher.set_max_concurrency(2)
+    screens = [searcher.suggest(trial_id) for trial_id in ("0000aaaa", "0000bbbb")]
+    rows = [logged(searcher, trial_id, suggestion, finished(reward), time_s)
+            for trial_id, suggestion, reward, time_s in (("0000aaaa", screens[0], 0.3, 10.0),
+                                                           ("0000bbbb", screens[1], 0.2, 20.0))]
+    assert searcher.promotions == ["0000aaaa"]
+    recorded = pd.DataFrame(rows[:1])
+    recorded.to_csv(run_dir / "completions.csv", index=False)
 
-    proc = subprocess.run([*command, "--num-trials", "5", "--resume"], env=environment(ray_tmp, tmp_path),
-                          capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "bench_search.py"), "--space", str(space_file), "--methods",
+         "tree", "--reps", "1", "--num-trials", "4", "--concurrency", "2", "--cpus", "2", "--confirm-seeds", "0",
+         "--out", str(tmp_path / "bench"), "--resume"],
+        env=environment(ray_tmp, tmp_path), capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert ("tree_rep0: Tune's snapshot is gone; replaying the 2 trials of its completions.csv and "
+    assert ("tree_rep0: Tune's snapshot is gone; replaying the 1 trials of its completions.csv and "
             "tree_state.jsonl and going on") in proc.stderr
-    resumed = pd.read_csv(run_dir / "completions.csv", dtype=bench.ID_COLUMNS)
-    pd.testing.assert_frame_equal(resumed.head(2), log.head(2), check_dtype=False)
-    assert len(resumed) == 5 and (resumed["time_s"].iloc[2:] > log["time_s"].iloc[1]).all()
-    lost = log.iloc[2]
-    again = resumed[(resumed["node_id"] == lost["node_id"]) & (resumed["fidelity"] == lost["fidelity"])
-                    & (resumed["seed"] == lost["seed"])]
-    assert len(again) == 1 and again.index[0] >= 2 and again["values"].iloc[0] == lost["values"]
-    trained = sorted(trial.name for trial in (run_dir / "trials").iterdir())
-    assert trained == sorted(f"node_{row.node_id}_seed_{row.seed}_{row.fidelity}"
-                             for row in resumed.iloc[2:].itertuples())
-    tree = {json.loads(line)["node_id"]: json.loads(line)["config"]
-            for line in (run_dir / "tree.jsonl").read_text().splitlines()}
-    assert recorded_nodes.items() <= tree.items()
-    assert pd.read_csv(out / "runs.csv").iloc[0]["trials_done"] == 5
+    log = pd.read_csv(run_dir / "completions.csv", dtype=bench.ID_COLUMNS)
+    pd.testing.assert_frame_equal(log.head(1), recorded, check_dtype=False)
+    new = log.iloc[1:]
+    assert len(new) == 3 and (new["time_s"] > 10.0).all()
+    keys = set(zip(new["node_id"], new["fidelity"], new["values"], strict=True))
+    assert {("0000bbbb", SCREEN, rows[1]["values"]), ("0000aaaa", FULL, rows[0]["values"])} <= keys
+    assert (new["seed"] == searcher.space.base.training.seed).all()
+    assert sorted(trial.name for trial in (run_dir / "trials").iterdir()) == sorted(
+        f"node_{row.node_id}_seed_{row.seed}_{row.fidelity}" for row in new.itertuples())  # nothing else trained
+    tree = [json.loads(line) for line in (run_dir / "tree.jsonl").read_text().splitlines()]
+    assert [node["node_id"] for node in tree][:2] == ["0000aaaa", "0000bbbb"] and len(tree) == 3
+    assert pd.read_csv(tmp_path / "bench" / "runs.csv").iloc[0]["trials_done"] == 4
