@@ -1,4 +1,4 @@
-"""Fixtures shared by the test modules that start their own Ray instance."""
+"""Fixtures shared by the test modules that start their own Ray instance, and the tests' grouping for pytest-xdist."""
 
 import contextlib
 import os
@@ -8,6 +8,19 @@ import tempfile
 from pathlib import Path
 
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # set before numpy and torch load: one thread per worker, as per trial
+    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(variable, "1")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Groups for the README's `-n 2 --dist loadgroup`: the tests that start a Ray instance of their own (those using
+    `ray_tmp`) run on one worker, one after another, since two of them on two cores would each run at half speed
+    towards their timeouts; every other test runs on the worker of its module, so a module's fixtures are built once."""
+    for item in items:
+        group = "ray" if "ray_tmp" in getattr(item, "fixturenames", ()) else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture
