@@ -661,16 +661,16 @@ def run_once(method: str, rep: int, space: SearchSpace, args: argparse.Namespace
     trainable = tune.with_resources(tune.with_parameters(run_search_trial, space=space,
                                                          trials_dir=str(experiment_dir / "trials")), resources)
     log_path, state_path = experiment_dir / "completions.csv", experiment_dir / STATE_FILE
+    recorded = pd.read_csv(log_path, dtype=ID_COLUMNS) if log_path.is_file() else None
     # tuner.pkl is written as fit() starts, the experiment state at Tune's first snapshot
     if tune.Tuner.can_restore(str(experiment_dir)) and any(experiment_dir.glob("experiment_state-*.json")):
         print(f"[bench] {name} was cut off; continuing it", file=sys.stderr, flush=True)
         tuner = tune.Tuner.restore(str(experiment_dir), trainable=trainable)
-    elif log_path.is_file() and (method != "tree" or state_path.is_file()):
-        recorded = pd.read_csv(log_path, dtype=ID_COLUMNS)
-        if run_complete(recorded, args, space):
-            print(f"[bench] {name} had finished; its row comes from its completions.csv", file=sys.stderr)
-            return run_row(method, rep, space, recorded.head(args.num_trials), args.num_trials) \
-                | {"base_ms_per_it": math.nan}
+    elif recorded is not None and run_complete(recorded, args, space):
+        print(f"[bench] {name} had finished; its row comes from its completions.csv", file=sys.stderr)
+        return run_row(method, rep, space, recorded.head(args.num_trials), args.num_trials) \
+            | {"base_ms_per_it": math.nan}
+    elif recorded is not None and (method != "tree" or state_path.is_file()):
         print(f"[bench] {name}: Tune's snapshot is gone; replaying the {len(recorded)} trials of its "
               f"completions.csv{' and ' + STATE_FILE if method == 'tree' else ''} and going on",
               file=sys.stderr, flush=True)

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import math
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -717,7 +718,8 @@ def test_a_random_run_whose_tune_state_is_gone_goes_on_from_its_completion_log(r
 def test_a_tree_run_whose_tune_state_is_gone_goes_on_from_its_log_and_state_file(ray_tmp, tmp_path):
     """A new machine where only the committed completions.csv and tree_state.jsonl were put back. Two screens had
     finished, the first promoted, but the log's last line (the second screen) was lost: --resume trains that
-    screen again under its node, seed and fidelity, the promotion, and one more, and nothing else."""
+    screen again under its node, seed and fidelity, the promotion, and one more, and nothing else. A finished
+    tree run needs its log only."""
     space_file = derived_space(tmp_path, "screened", screening(5))
     run_dir = tmp_path / "bench" / "tree_rep0"
     searcher = TreeSearcher(bench.repetition_space(load_space(space_file), 0), run_dir, seed=0)
@@ -730,11 +732,11 @@ def test_a_tree_run_whose_tune_state_is_gone_goes_on_from_its_log_and_state_file
     recorded = pd.DataFrame(rows[:1])
     recorded.to_csv(run_dir / "completions.csv", index=False)
 
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "bench_search.py"), "--space", str(space_file), "--methods",
-         "tree", "--reps", "1", "--num-trials", "4", "--concurrency", "2", "--cpus", "2", "--confirm-seeds", "0",
-         "--out", str(tmp_path / "bench"), "--resume"],
-        env=environment(ray_tmp, tmp_path), capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    command = [sys.executable, str(REPO / "benchmarks" / "bench_search.py"), "--space", str(space_file), "--methods",
+               "tree", "--reps", "1", "--num-trials", "4", "--concurrency", "2", "--cpus", "2", "--confirm-seeds", "0",
+               "--out", str(tmp_path / "bench"), "--resume"]
+    proc = subprocess.run(command, env=environment(ray_tmp, tmp_path), capture_output=True, text=True, timeout=240,
+                          cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert ("tree_rep0: Tune's snapshot is gone; replaying the 1 trials of its completions.csv and "
             "tree_state.jsonl and going on") in proc.stderr
@@ -749,4 +751,20 @@ def test_a_tree_run_whose_tune_state_is_gone_goes_on_from_its_log_and_state_file
         f"node_{row.node_id}_seed_{row.seed}_{row.fidelity}" for row in new.itertuples())  # nothing else trained
     tree = [json.loads(line) for line in (run_dir / "tree.jsonl").read_text().splitlines()]
     assert [node["node_id"] for node in tree][:2] == ["0000aaaa", "0000bbbb"] and len(tree) == 3
-    assert pd.read_csv(tmp_path / "bench" / "runs.csv").iloc[0]["trials_done"] == 4
+    runs = pd.read_csv(tmp_path / "bench" / "runs.csv")
+    assert runs.iloc[0]["trials_done"] == 4
+
+    # put back once finished, without runs.csv or the state file: the row comes from the log, nothing trains
+    for path in tmp_path.joinpath("bench").iterdir():
+        if path != run_dir:
+            path.unlink() if path.is_file() else shutil.rmtree(path)
+    for path in run_dir.iterdir():
+        if path.name != "completions.csv":
+            path.unlink() if path.is_file() else shutil.rmtree(path)
+    again = subprocess.run(command, env=environment(ray_tmp, tmp_path), capture_output=True, text=True, timeout=240,
+                           cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "tree_rep0 had finished; its row comes from its completions.csv" in again.stderr
+    assert not (run_dir / "trials").exists()
+    rebuilt = pd.read_csv(tmp_path / "bench" / "runs.csv")
+    pd.testing.assert_frame_equal(rebuilt.drop(columns="base_ms_per_it"), runs.drop(columns="base_ms_per_it"))
