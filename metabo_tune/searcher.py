@@ -194,13 +194,18 @@ class TreeSearcher(ConcurrencyLimitedSearcher):
                 if trial["status"] != "running" and trial["trial_id"] in finished:
                     kept.add(trial["trial_id"])
                     continue
+                first = node["trials"][0]
                 if number == 0:
+                    strategy, mutation = node["strategy"], node["mutation"]
                     unscreened.add(node["node_id"])
-                promotion = trial["fidelity"] == FULL and node["trials"][0]["fidelity"] == SCREEN
+                elif (trial["fidelity"], first["fidelity"], trial["seed"]) == (FULL, SCREEN, first["seed"]):
+                    strategy, mutation = "promotion", f"promotion of {node['node_id']}"
+                else:  # a replicate: a seed of its own
+                    strategy, mutation = "replicate", f"replicate of {node['node_id']}"
                 self.reissues.append({
                     "trial_id": trial["trial_id"], "trial_fidelity": trial["fidelity"], "node_id": node["node_id"],
-                    "parent_id": node["parent_id"], "strategy": "promotion" if promotion else node["strategy"],
-                    "mutation": node["mutation"], "seed": trial["seed"], "values": node["config"]})
+                    "parent_id": node["parent_id"], "strategy": strategy, "mutation": mutation, "seed": trial["seed"],
+                    "values": node["config"]})
             node["trials"] = [trial for trial in node["trials"] if trial["trial_id"] in kept]
         self.tree = Tree.from_json(json.dumps({"format": 1, "nodes": nodes}))
         self.n_suggested = head["n_suggested"] - sum(entry["strategy"] != "promotion" for entry in self.reissues)

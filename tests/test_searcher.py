@@ -1,13 +1,14 @@
 """The Ray searcher's contract without a Ray instance: Tune only calls these methods."""
 
 import dataclasses
+import json
 import random
 import shutil
 from pathlib import Path
 
 import pytest
 
-from metabo_tune.searcher import STATE_FILE, TreeSearcher
+from metabo_tune.searcher import STATE_FILE, SUGGESTIONS_FILE, TreeSearcher
 from metabo_tune.space import Fidelity, load_space
 from metabo_tune.tree import FULL, SCREEN
 
@@ -228,11 +229,11 @@ def test_suggestions_a_kill_loses_from_tunes_snapshot_are_reissued_once_each_in_
     assert again.suggest("s0") == lost[1] and again.promotions == []
 
 
-@pytest.mark.parametrize("cut, in_flight", [(3, "promotion"), (13, "exploit-2")])
+@pytest.mark.parametrize("cut, in_flight", [(3, "promotion"), (7, "replicate"), (13, "exploit-2")])
 def test_a_tree_replayed_from_its_state_file_goes_on_as_the_uninterrupted_one(tmp_path, cut, in_flight):
     # A new machine gets back the committed completion log and tree_state.jsonl only. The trial running at
-    # the state's last write (a promotion, or a new node's screen) is served again first, with its node, seed
-    # and fidelity; the one suggested after that write is proposed again; and given the same results after
+    # the state's last write (a promotion, a replicate, or a new node's screen) is served again first, as the
+    # journal has it; the one suggested after that write is proposed again; and given the same results after
     # that, the replayed search proposes what the uninterrupted one proposes, its random mutations included.
     def fill(searcher: TreeSearcher, ids: list[str]) -> list[dict]:
         served = []
@@ -260,7 +261,9 @@ def test_a_tree_replayed_from_its_state_file_goes_on_as_the_uninterrupted_one(tm
     [reissue] = replayed.reissues
     node = original.tree.node_of_trial(running)
     trial = next(trial for trial in node.trials if trial.trial_id == running)
-    assert reissue["trial_id"] == running and reissue["strategy"] == in_flight
+    journal = [json.loads(line) for line in (tmp_path / "original" / SUGGESTIONS_FILE).read_text().splitlines()]
+    assert reissue == next(entry for entry in journal if entry["trial_id"] == running)
+    assert reissue["strategy"] == in_flight
     suggestion = replayed.suggest(running)  # Tune's ids are new; the original's keep the trees comparable
     assert (suggestion["node_id"], suggestion["seed"], suggestion["fidelity"]) == (node.node_id, trial.seed,
                                                                                    trial.fidelity)
