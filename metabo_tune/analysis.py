@@ -34,7 +34,16 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
 from metabo_tune.labels import LABELS, Thresholds
-from metabo_tune.tree import FIDELITIES, FULL, SCREEN, direction
+from metabo_tune.tree import (
+    FIDELITIES,
+    FULL,
+    PROMOTION,
+    REPLICATE,
+    SCREEN,
+    direction,
+    later_trial_mutation,
+    trial_origin,
+)
 
 REQUIRED_COLUMNS = ("trial_id", "node_id", "parent_id", "mutation", "seed", "status", "reward")
 TREE_KEYS = ("node_id", "parent_id", "config", "mutation", "strategy", "index", "trials")
@@ -49,7 +58,7 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
     "fidelity": FIDELITIES,
 }
 # Mutation texts of a node's later trials: the searcher's replicates and promotions.
-LATER_TRIALS = ("replicate of", "promotion of")
+LATER_TRIALS = tuple(later_trial_mutation(strategy, "") for strategy in (REPLICATE, PROMOTION))
 # Integer metrics that a missing value would otherwise turn into floats.
 _COUNT_NAME = re.compile(r"(^|_)n_|^(iteration|total_iterations|resumed_from|test_rollout_diverged_at)$")
 _INTEGER_TEXT = re.compile(r"-?\d+")
@@ -142,22 +151,14 @@ def _read_tree(tree_file: Path) -> list[dict[str, Any]]:
 
 
 def _running_rows(nodes: list[dict[str, Any]]) -> list[dict[str, str | None]]:
-    """Rows in trials.csv's text form for the running trials, as the searcher makes them: a node's first
-    trial is the node's own, a later one the first at its fidelity is a promotion, any other a replicate."""
+    """Rows in trials.csv's text form for the running trials, labelled as the searcher made them."""
     rows = []
     for node in nodes:
-        seen: set[str] = set()
         for position, trial in enumerate(node["trials"]):
-            fidelity = trial.get("fidelity", FULL)
-            first_at, _ = fidelity not in seen, seen.add(fidelity)
             if trial.get("status") != "running":
                 continue
-            if position == 0:
-                strategy, mutation = node["strategy"], node["mutation"]
-            elif first_at:
-                strategy, mutation = "promotion", f"promotion of {node['node_id']}"
-            else:
-                strategy, mutation = "replicate", f"replicate of {node['node_id']}"
+            strategy, mutation = trial_origin(node, position)
+            fidelity = trial.get("fidelity", FULL)
             rows.append({"trial_id": str(trial["trial_id"]), "node_id": str(node["node_id"]),
                          "parent_id": node["parent_id"], "strategy": strategy, "mutation": mutation,
                          "seed": str(trial["seed"]), "fidelity": fidelity, "status": "running",

@@ -42,7 +42,7 @@ from ray.tune.search import Searcher
 from metabo_tune.atomic_file import write_atomically
 from metabo_tune.space import SearchSpace
 from metabo_tune.strategies import propose
-from metabo_tune.tree import FULL, SCREEN, Node, Tree, promotes
+from metabo_tune.tree import FULL, PROMOTION, SCREEN, Node, Tree, later_trial_mutation, promotes, trial_origin
 
 METRIC = "reward"
 SUGGESTIONS_FILE = "suggestions.jsonl"
@@ -90,7 +90,7 @@ class TreeSearcher(ConcurrencyLimitedSearcher):
         if self.promotions:
             node = self.tree.nodes[self.promotions.pop(0)]
             seed, fidelity = node.trials[0].seed, FULL
-            strategy, mutation = "promotion", f"promotion of {node.node_id}"
+            strategy, mutation = PROMOTION, later_trial_mutation(PROMOTION, node.node_id)
         else:
             proposal = propose(self.tree, self.space, self.rng, slot=self.n_suggested % self.max_concurrent)
             strategy, mutation = proposal.strategy, proposal.mutation
@@ -128,7 +128,7 @@ class TreeSearcher(ConcurrencyLimitedSearcher):
         if node is None:
             node = self.tree.add_node(entry["node_id"], entry["parent_id"], entry["values"], entry["mutation"],
                                       entry["strategy"])
-        if entry["strategy"] == "promotion":
+        if entry["strategy"] == PROMOTION:
             self.promotions = [node_id for node_id in self.promotions if node_id != node.node_id]
         else:
             self.n_suggested += 1
@@ -194,21 +194,16 @@ class TreeSearcher(ConcurrencyLimitedSearcher):
                 if trial["status"] != "running" and trial["trial_id"] in finished:
                     kept.add(trial["trial_id"])
                     continue
-                first = node["trials"][0]
                 if number == 0:
-                    strategy, mutation = node["strategy"], node["mutation"]
                     unscreened.add(node["node_id"])
-                elif (trial["fidelity"], first["fidelity"], trial["seed"]) == (FULL, SCREEN, first["seed"]):
-                    strategy, mutation = "promotion", f"promotion of {node['node_id']}"
-                else:  # a replicate: a seed of its own
-                    strategy, mutation = "replicate", f"replicate of {node['node_id']}"
+                strategy, mutation = trial_origin(node, number)
                 self.reissues.append({
                     "trial_id": trial["trial_id"], "trial_fidelity": trial["fidelity"], "node_id": node["node_id"],
                     "parent_id": node["parent_id"], "strategy": strategy, "mutation": mutation, "seed": trial["seed"],
                     "values": node["config"]})
             node["trials"] = [trial for trial in node["trials"] if trial["trial_id"] in kept]
         self.tree = Tree.from_json(json.dumps({"format": 1, "nodes": nodes}))
-        self.n_suggested = head["n_suggested"] - sum(entry["strategy"] != "promotion" for entry in self.reissues)
+        self.n_suggested = head["n_suggested"] - sum(entry["strategy"] != PROMOTION for entry in self.reissues)
         self.promotions = [node_id for node_id in head["promotions"] if node_id not in unscreened]
         version, internal, gauss = head["rng"]
         self.rng.setstate((version, tuple(internal), gauss))

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from metabo_tune.space import Parameter, SearchSpace, get_value
-from metabo_tune.tree import FULL, Effect, Node, Tree, changed_parameters
+from metabo_tune.tree import FULL, REPLICATE, Effect, Node, Tree, changed_parameters, later_trial_mutation
 
 LR_K = "training.learning_rate_k"
 LR_SUB = "training.learning_rate_sub"
@@ -225,7 +225,7 @@ def _child(tree: Tree, parent: Node, changes: dict[str, Any], strategy: str) -> 
 
 
 def _replicate(node: Node) -> Proposal:
-    return Proposal(node.parent_id, dict(node.config), f"replicate of {node.node_id}", "replicate",
+    return Proposal(node.parent_id, dict(node.config), later_trial_mutation(REPLICATE, node.node_id), REPLICATE,
                     replicate_of=node.node_id)
 
 

@@ -56,6 +56,7 @@ from typing import Any
 FINISHED_STATUSES = ("completed", "diverged", "error")
 SCREEN, FULL = "screen", "full"
 FIDELITIES = (SCREEN, FULL)
+PROMOTION, REPLICATE = "promotion", "replicate"  # the strategies of a node's later trials
 
 # Metrics shown in the UCB table and the block summaries: (label, metrics key).
 _UCB_METRICS = (("R2", "rate_constants_R2"), ("Pearson", "test_pearson"), ("Cluster", "embedding_cluster_acc"))
@@ -74,6 +75,23 @@ def promotes(reward: float | None, screened: list[float], eta: int, *, converged
         return True
     better = sum(other > reward for other in screened)
     return better < math.ceil(len(screened) / eta)
+
+
+def later_trial_mutation(strategy: str, node_id: str) -> str:
+    """The mutation text of a node's later trial: "promotion of <id>" or "replicate of <id>"."""
+    return f"{strategy} of {node_id}"
+
+
+def trial_origin(node: dict[str, Any], position: int) -> tuple[str, str]:
+    """(strategy, mutation) the searcher gave the node's trial at `position`, read from the node's tree.jsonl
+    record: the first trial is the node's own; a full-budget trial on the seed of a screened first trial is its
+    promotion; any other is a replicate, with a seed of its own."""
+    if position == 0:
+        return node["strategy"], node["mutation"]
+    first, trial = node["trials"][0], node["trials"][position]
+    fidelities = (trial.get("fidelity", FULL), first.get("fidelity", FULL))
+    strategy = PROMOTION if fidelities == (FULL, SCREEN) and trial["seed"] == first["seed"] else REPLICATE
+    return strategy, later_trial_mutation(strategy, node["node_id"])
 
 
 def _has_reward(reward: float | None) -> bool:

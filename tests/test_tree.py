@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from metabo_tune.tree import FULL, SCREEN, Effect, Tree, changed_parameters, promotes
+from metabo_tune.tree import FULL, SCREEN, Effect, Tree, changed_parameters, promotes, trial_origin
 
 LR = "training.learning_rate_node"
 L1 = "training.coeff_MLP_node_L1"
@@ -339,3 +339,21 @@ def test_promotes_the_top_ceil_n_over_eta_ties_included_or_converged_at_screen()
     assert promotes(0.1, rewards, 3, converged=True)  # converged at screen: promoted whatever its rank
     assert promotes(0.7, [0.7], 3)  # the first config screened is its own top
     assert not promotes(None, rewards, 3, converged=True)  # no reward, no promotion
+
+
+def test_trial_origin_tells_the_node_own_trial_its_promotion_and_its_replicates() -> None:
+    tree = Tree()
+    tree.add_node("a", None, {"x": 1}, "initial: x=1", "initial")
+    tree.add_trial("a", "t0", seed=77, fidelity=SCREEN)
+    tree.add_trial("a", "t1", seed=78, fidelity=SCREEN)  # a replicate while the node is screened
+    tree.add_trial("a", "t2", seed=77, fidelity=FULL)  # the promotion: the screen's seed at full
+    tree.add_trial("a", "t3", seed=79, fidelity=FULL)  # a replicate after the promotion
+    tree.add_node("b", "a", {"x": 2}, "x: 1 -> 2", "exploit")
+    tree.add_trial("b", "t4", seed=77, fidelity=FULL)
+    tree.add_trial("b", "t5", seed=77, fidelity=FULL)  # unscreened node: a later full trial is never a promotion
+    nodes = {node["node_id"]: node for node in json.loads(tree.to_json())["nodes"]}
+    assert [trial_origin(nodes["a"], position) for position in range(4)] == [
+        ("initial", "initial: x=1"), ("replicate", "replicate of a"), ("promotion", "promotion of a"),
+        ("replicate", "replicate of a")]
+    assert [trial_origin(nodes["b"], position) for position in range(2)] == [
+        ("exploit", "x: 1 -> 2"), ("replicate", "replicate of b")]
