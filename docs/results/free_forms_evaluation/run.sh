@@ -14,6 +14,9 @@
 # Stage 8 (networks NETS, default 8929-8931): the moonshot, stage 7 on fresh networks at all six points; the four
 # points stage 7 never reached first (K 1 and 10 at w 2, w 1 and 4 at K 3), then K 3 w 2, then mass action; SUFFIX
 # (default _noise01_8929) names its sweeps.
+# Stage 9 (networks NETS, default 8935-8937): exact data on fresh networks with configs/free_forms.yaml as shipped
+# since group_solve_takes_groups (on since 2026-12-06); mass action, then the five MM points; SUFFIX default
+# _takes_groups_8935.
 set -u
 cd "$(dirname "$0")/../../.."
 PY=${PYTHON:-python}  # the interpreter with metabo_tune installed; JOBS (default 2): runs in parallel
@@ -77,6 +80,13 @@ elif [ "${STAGE:-2}" = 8 ]; then
     point mmw $MM --set simulation.michaelis_K=3 --vary simulation.homeostasis_width=1,4
     point mmK $MM --set simulation.homeostasis_width=2 --vary simulation.michaelis_K=3
     point ma
+  done
+elif [ "${STAGE:-2}" = 9 ]; then
+  SUFFIX=${SUFFIX:-_takes_groups_8935}
+  NETS=${NETS:-8935,8936,8937}
+  for tag in ma mm; do
+    sweep free_forms regression $tag $NETS --set simulation.n_runs=3
+    sweep free_forms gnn $tag $NETS --set simulation.n_runs=3
   done
 elif [ "${STAGE:-2}" = 5 ]; then
   SUFFIX=_group_solve_8300
