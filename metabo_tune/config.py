@@ -281,8 +281,8 @@ class TrainingConfig(_Section):
         1, description="The prediction loss in weak form: each batch entry is a window of W frames from t, and the "
                        "model's rates averaged over them are fitted to (c[t+W] − c[t]) / (W·dt), exact for Euler "
                        "steps. The target's noise shrinks W-fold and its correlation with the inputs' noise W²-fold; "
-                       "an iteration costs about W× (1: the data's own dc/dt; 'auto': the regression's window, 1 or "
-                       "10 from the measurement noise read from the data, metabo_tune.noise_estimate; always 1 with "
+                       "an iteration costs about W× (1: the data's own dc/dt; 'auto': 1 or 10 from the measurement "
+                       "noise read from the data, metabo_tune.noise_estimate; always 1 with "
                        "recurrent_training, whose rollout is its own multi-frame loss).")
     moment_window_shape: Literal["box", "trapezoid"] = Field(
         "box", description="How the weak form averages c against the window's W rates: `box` over the same W "
@@ -300,7 +300,8 @@ class TrainingConfig(_Section):
                                "embedding pulled towards the k metabolites whose (λ, b) fit its own residual best, "
                                "so that metabolites whose residual fixes only λ·(b − mean c) join their group.")
     residual_fusion_neighbours: int = Field(
-        10, ge=1, description="k of coeff_residual_fusion's neighbours, found anew every iteration.")
+        10, ge=1, description="k of coeff_residual_fusion's neighbours, found anew every iteration with "
+                              "the linear head, at every residual refresh with the MLP head.")
     type_grouping_at: float | None = Field(
         None, ge=0, lt=1, description="Fraction of the run at which every embedding is replaced by the centre of the "
                                       "group whose head fits its residual best (metabo_tune.type_groups), after "
