@@ -78,7 +78,7 @@ class TreeSearcher(ConcurrencyLimitedSearcher):
         self.tree = Tree()
         self.rng = random.Random(seed)
         self.last_results: dict[str, dict[str, Any]] = {}
-        self.n_suggested = 0  # suggestions made by the strategies (promotions do not take a wave slot)
+        self.n_suggested = 0  # suggestions made by the strategies (promotions do not take a role's turn)
         self.promotions: list[str] = []  # node ids waiting for their full-budget trial, oldest first
         self.reissues: list[dict[str, Any]] = []  # journal entries Tune lost in a kill, oldest first
 
@@ -92,7 +92,9 @@ class TreeSearcher(ConcurrencyLimitedSearcher):
             seed, fidelity = node.trials[0].seed, FULL
             strategy, mutation = PROMOTION, later_trial_mutation(PROMOTION, node.node_id)
         else:
-            proposal = propose(self.tree, self.space, self.rng, slot=self.n_suggested % self.max_concurrent)
+            # the roles take turns whatever the concurrency: below four trials at once, a wave's position alone
+            # would never reach explore or principle-test
+            proposal = propose(self.tree, self.space, self.rng, slot=self.n_suggested)
             strategy, mutation = proposal.strategy, proposal.mutation
             if proposal.replicate_of is not None:
                 node = self.tree.nodes[proposal.replicate_of]

@@ -9,10 +9,11 @@
 3. condition overrides, each triggered by the finished nodes and applied to the best node (settle: to
    the best node it names): settle, homeo-kick, switch-test, embedding-focus, k-protect, degeneracy-break,
    boundary-probe (thresholds below);
-4. the slot's role in the wave of four: exploit the top-UCB node; exploit the second; explore;
-   principle-test, or boundary-probe when no effect has been seen twice. An exploit slot builds on
-   what worked before it perturbs: when the node's own mutation improved on its origin, it first
-   merges another branch's improving mutation into the node (`merge_into`), else takes one more step
+4. the slot's role, the four in turn (one each in every four suggestions, whatever the concurrency): exploit the
+   top-UCB node; exploit the second; explore; principle-test, or boundary-probe when principle-test has nothing
+   (no effect seen twice, or every move it has is already a node).
+   An exploit slot builds on what worked before it perturbs: when the node's own mutation improved on its origin, it
+   first merges another branch's improving mutation into the node (`merge_into`), else takes one more step
    along the node's own mutation (`step_further`, strategy "direction"), else changes one parameter
    conservatively;
 5. explore (any role that found nothing), and last a replicate of the best node, when every move the
@@ -24,19 +25,22 @@ combined too. It improved when the node's reward (replicate mean) is above its o
 
 Every rule is a pure function (tree, space, rng) -> Proposal | None; None means the rule does not
 apply, its parameters are not tunable in this space, or each of its moves would repeat a config that
-is already a node. An override therefore fires once per best node: its child is in the tree the next
-time it is asked, and so does each merge and direction step. `propose` relies on the caller adding
+is already a node. A move therefore fires once: its child is in the tree the next time it is asked, so
+an override fires once per node it acts on and per move it has (switch-test once per switch, embedding-focus its
+rate and then its fusion), and so does each merge and direction step. `propose` relies on the caller adding
 each proposal to the tree (a node, or a trial for a replicate) before the next call. The only
 randomness is `rng`; merge and direction use none.
 
-A proposal changes one parameter of its parent; the overrides change a named pair, and a merge the
-parameters of the mutation it brings in. A switch-test turns on a switch: a loss term whose settings are other
-parameters (a gate, off at 0), or a choice that can be null (off); the settings keep the values the node has (for
-a term that is off: the space's base, where a space can give the companion settings that make the term work). It
-tries the best node's switches, and follows a switch through: the switches that `require` one a node turned on
-are turned on, one a trial, on that node. Values are clipped into [low, high], ints stay int and bools
-bool, and floats are rounded to three significant digits so the mutation text ("param: old -> new",
-`%.3g`) shows the exact value.
+A proposal changes one parameter of its parent; settle, homeo-kick, k-protect and degeneracy-break change a named
+pair, and a merge the parameters of the mutation it brings in. The overrides read a node's class where its result
+comes from (full budget once it has one, else the screen): switch-test stops once the best node is converged there
+(at screen too, before its promotion), and boundary-probe counts nodes converged at their search fidelity. A
+switch-test turns on a switch: a loss term whose settings are other parameters (a gate, off at 0), or a choice that
+can be null (off); the settings keep the values the node has (for a term that is off: the space's base, where a
+space can give the companion settings that make the term work). It tries the best node's switches, and follows a
+switch through: the switches that `require` one a node turned on are turned on, one a trial, on that node. Values
+are clipped into [low, high], ints stay int and bools bool, and floats are rounded to three significant digits so
+the mutation text ("param: old -> new", `%.3g`) shows the exact value.
 """
 
 from __future__ import annotations
@@ -700,7 +704,8 @@ SLOT_ROLES: tuple[tuple[Rule, ...], ...] = ((exploit,), (exploit_second,), (expl
 
 
 def propose(tree: Tree, space: SearchSpace, rng: random.Random, slot: int) -> Proposal:
-    """The next trial to run; `slot` is this suggestion's position in the current wave (taken mod 4)."""
+    """The next trial to run; `slot` is this suggestion's number among the strategies' suggestions, whose role is
+    slot mod 4."""
     for rule in (initial_spread, replicate_best, *OVERRIDES, *SLOT_ROLES[slot % len(SLOT_ROLES)], explore):
         proposal = rule(tree, space, rng)
         if proposal is not None:

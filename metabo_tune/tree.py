@@ -17,7 +17,7 @@ Why this form:
 
 * It is UCB1 with a subtree as the arm: a node is worth expanding again when what grew from it is
   good on average, not because one child got lucky once.
-* Running trials count in V and N as virtual visits: the four suggestions of a wave are made before
+* Running trials count in V and N as virtual visits: the suggestions of a wave are made before
   any of them reports, and each one lowers its parent's score for the next, so they spread out
   instead of all expanding the same node.
 * There is no block filter: a node keeps its parent for good (the predecessor silently turned parents
@@ -29,7 +29,8 @@ Why this form:
   scale of the reward differences that matter (the seed-to-seed noise), or the bonus swamps the reward
   as the predecessor's c·sqrt(N)/(1 + V) with c = 1.414 did.
 
-A finished trial without a reward (None or nan, e.g. an error) counts as a visit but not in any mean.
+A finished trial without a reward (None or nan) counts as a visit but not in any mean; the searcher gives an
+errored trial the reward 0.
 
 Fidelity
 --------

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from metabo_tune import searcher as searcher_module
 from metabo_tune.searcher import STATE_FILE, SUGGESTIONS_FILE, TreeSearcher
 from metabo_tune.space import Fidelity, load_space
+from metabo_tune.strategies import SLOT_ROLES, propose
 from metabo_tune.tree import FULL, SCREEN
 
 SMOKE = Path(__file__).resolve().parents[1] / "search_spaces" / "smoke.yaml"
@@ -278,7 +280,7 @@ def test_a_tree_replayed_from_its_state_file_goes_on_as_the_uninterrupted_one(tm
             served.append(fill(searcher, searcher_ids))
         assert served[0] == served[1]
         strategies |= {suggestion["strategy"] for suggestion in served[0]}
-    assert {"exploit", "promotion"} <= strategies
+    assert {"exploit-2", "promotion"} <= strategies  # a random one-parameter move, and promotions
     assert replayed.tree.to_json() == original.tree.to_json()
     assert (replayed.n_suggested, replayed.promotions) == (original.n_suggested, original.promotions)
 
@@ -297,3 +299,23 @@ def test_a_replay_trains_again_what_the_log_lacks_and_refuses_another_seed(tmp_p
     other = TreeSearcher(replayed.space, tmp_path, seed=1)
     with pytest.raises(ValueError, match=r"tree_state\.jsonl holds the search of seed 0, not 1"):
         other.replay({"t1"})
+
+
+def test_the_slot_roles_take_turns_at_any_concurrency(tmp_path, monkeypatch):
+    """Two trials at once must still reach explore and principle-test: the role is the suggestion's number mod 4,
+    not its place in a wave of `max_concurrent`."""
+    slots: list[int] = []
+
+    def recording_propose(tree, space, rng, slot):
+        slots.append(slot % len(SLOT_ROLES))
+        return propose(tree, space, rng, slot)
+
+    monkeypatch.setattr(searcher_module, "propose", recording_propose)
+    searcher = TreeSearcher(load_space(SMOKE), tmp_path, seed=0)
+    searcher.set_max_concurrency(2)
+    rewards = random.Random(3)
+    searcher.suggest("t0")
+    for i in range(1, 9):
+        searcher.suggest(f"t{i}")
+        searcher.on_trial_complete(f"t{i - 1}", finished(rewards.random()))
+    assert slots == [0, 1, 2, 3, 0, 1, 2, 3, 0]
