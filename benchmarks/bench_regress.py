@@ -23,6 +23,7 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import numpy as np
 
+from metabo_tune.cli import ArgumentParser
 from metabo_tune.config import load_config
 from metabo_tune.regress import (
     NoiseMoments,
@@ -56,7 +57,7 @@ def parts(observed: Observed, window: int, repeats: int) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--networks", default="random", help="'random' (sizes below) and/or cobra model names")
     args = parser.parse_args(argv)

@@ -137,6 +137,7 @@ from ray import tune
 from ray.tune.search import Searcher
 
 from metabo_tune.atomic_file import write_atomically
+from metabo_tune.cli import ArgumentParser, output_folder
 from metabo_tune.config import Config
 from metabo_tune.confirm import fresh_seeds
 from metabo_tune.labels import classify
@@ -160,7 +161,7 @@ REPLAY_SLACK = 64  # proposals beyond the recorded screens a replay may find in 
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--space", default=str(REPO / "search_spaces" / "smoke.yaml"))
     parser.add_argument("--num-trials", type=int, default=8, help="trials per run (default: %(default)s)")
     parser.add_argument("--concurrency", type=int, default=4, help="trials at once (default: %(default)s)")
@@ -200,12 +201,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         counts = repetition_counts(args.reps, methods)
     except ValueError as exc:
         parser.error(f"--reps {args.reps}: {exc}")
+    named, option = (methods, "--methods") if args.methods is not None else (list(counts), "--reps")
+    unknown = sorted(set(named) - set(METHODS))
+    if unknown or not named:
+        parser.error(f"{option}: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(METHODS)}")
     if args.methods is not None and set(counts) != set(methods):
         parser.error(f"--reps {args.reps} and --methods {args.methods} name different methods; give one of them")
-    args.methods, args.reps = (methods if args.methods is not None else list(counts)), counts
-    unknown = sorted(set(args.methods) - set(METHODS))
-    if unknown or not args.methods:
-        parser.error(f"--methods: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(METHODS)}")
+    args.methods, args.reps = named, counts
     return args
 
 
@@ -747,7 +749,13 @@ def recorded_runs(out: Path, num_trials: int) -> list[dict[str, Any]]:
     path = out / "runs.csv"
     if not path.exists():
         return []
-    runs = pd.read_csv(path, dtype=ID_COLUMNS)
+    try:
+        runs = pd.read_csv(path, dtype=ID_COLUMNS)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError):
+        runs = pd.DataFrame()
+    if not {"method", "rep"} <= set(runs.columns):
+        raise ValueError(f"{path} is not a runs.csv of this benchmark (no method and rep columns); choose another "
+                         "--out")
     if f"best_after_{num_trials}" not in runs or f"best_after_{num_trials + 1}" in runs:
         raise ValueError(f"{path} holds runs of another --num-trials than {num_trials}; resume with the same one")
     missing = [column for column in RUN_COLUMNS if column not in runs]
@@ -1009,8 +1017,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.network is not None:
         space = on_network(space, args.network)
-    out = Path(args.out).resolve()
     try:
+        out = output_folder(args.out, "--out").resolve()
         rows = recorded_runs(out, args.num_trials) if args.resume else []
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -14,7 +14,6 @@ fidelity; and "converged" counts only full-budget trials. The `fidelity` column 
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
@@ -33,6 +32,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
+from metabo_tune.cli import ArgumentParser
 from metabo_tune.labels import LABELS, Thresholds
 from metabo_tune.tree import (
     FIDELITIES,
@@ -89,7 +89,8 @@ def load(experiment_dir: str | PathLike[str]) -> pd.DataFrame:
     experiment from before fidelities)."""
     directory = Path(experiment_dir).resolve()
     if not directory.is_dir():
-        raise AnalysisError(f"{experiment_dir}: no such directory")
+        what = "a file, not an experiment directory" if directory.exists() else "no such directory"
+        raise AnalysisError(f"{experiment_dir}: {what}")
     table = directory / "trials.csv"
     if not table.is_file():
         if any(directory.glob("experiment_state-*.json")):  # Ray's: a search that has just started
@@ -821,8 +822,8 @@ def _print_table(title: str, frame: pd.DataFrame, empty: str = NOTHING_FINISHED)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m metabo_tune.analysis",
-                                     description="Tables and figures of a metabo_tune experiment.")
+    parser = ArgumentParser(prog="python -m metabo_tune.analysis",
+                            description="Tables and figures of a metabo_tune experiment.")
     parser.add_argument("experiment", help="the experiment directory (results/<name>)")
     parser.add_argument("--format", choices=EXPORT_FORMATS, help="also export the loaded table as report/trials.<ext>")
     parser.add_argument("--out", help="report directory (default: EXPERIMENT/report)")

@@ -606,12 +606,34 @@ def _field_path(location: tuple) -> list[str]:
     return [str(part) for part in location if not (isinstance(part, str) and ("[" in part or "-" in part))]
 
 
+class _DuplicateKey(yaml.MarkedYAMLError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is refused: PyYAML keeps the last
+    value without a word, and a config that names a key twice holds a typo either way."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: its keys may be given again on purpose
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str) and key in seen:
+                raise _DuplicateKey(problem=f"'{key}' is given twice", problem_mark=key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{path}: {exc.problem} (line {exc.problem_mark.line + 1}); keep one") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -660,4 +682,5 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         raise ConfigError(f"{path}: expected a mapping of sections (simulation, graph_model, training), "
                           f"got {type(raw).__name__}")
     raw = apply_overrides(raw, overrides or [])
-    return config_from_dict(raw, source=str(path))
+    source = f"{path} with --set {' '.join(overrides)}" if overrides else str(path)  # where the bad value may be
+    return config_from_dict(raw, source=source)

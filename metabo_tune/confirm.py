@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from metabo_tune import analysis
+from metabo_tune.cli import ArgumentParser
 from metabo_tune.config import Config, ConfigError, load_config
 from metabo_tune.simulate import DataError
 from metabo_tune.sweep import reported_columns, train_runs, with_values
@@ -101,8 +102,8 @@ def report(node_id: str, per_seed: pd.DataFrame) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m metabo_tune.confirm", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python -m metabo_tune.confirm", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("experiment", help="experiment directory, e.g. results/homeo_rank_50")
     parser.add_argument("--node", help="node id to confirm (default: the best on the leaderboard)")
     parser.add_argument("--n-seeds", type=int, default=3, help="fresh seeds to train (default: %(default)s)")

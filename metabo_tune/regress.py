@@ -27,7 +27,6 @@ on a `KnownFormModel` in `regression_trial`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -45,6 +44,7 @@ from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 
 from metabo_tune.censoring import decensored_observed
+from metabo_tune.cli import ArgumentParser, output_folder
 from metabo_tune.config import Config, ConfigError, load_config
 from metabo_tune.group_solve import reaction_gram
 from metabo_tune.homeostasis_losses import sliding_mean, window_rates
@@ -572,7 +572,7 @@ SUMMARY_METRICS = ("rate_constants_R2", "log_k_rmse", "avg_slope_ratio", "embedd
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m metabo_tune.regress",
         description="Fit a config's data by the known-form least-squares regression (mass action, linear "
                     "relaxation) and write the same metrics and plots as a trained trial.")
@@ -583,8 +583,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out_dir = Path(args.out or Path("runs") / f"{Path(args.config).stem}_regression")
     try:
+        output_folder(out_dir, "--out")
         outcome = regression_trial(load_config(args.config, args.overrides), out_dir)
-    except (ConfigError, DataError) as exc:
+    except (ConfigError, DataError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     values = outcome.metrics

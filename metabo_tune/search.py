@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from metabo_tune.cli import ArgumentParser, output_folder
 from metabo_tune.config import Config, ConfigError
 from metabo_tune.simulate import DataError
 from metabo_tune.space import SpaceError, load_space
@@ -20,7 +21,7 @@ class SearchError(ValueError):
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m metabo_tune.search", description=__doc__)
+    parser = ArgumentParser(prog="python -m metabo_tune.search", description=__doc__)
     parser.add_argument("--space", default=str(DEFAULT_SPACE), help="search-space YAML (default: %(default)s)")
     parser.add_argument("--num-trials", type=int, default=48, help="trials in total (default: %(default)s)")
     parser.add_argument("--concurrency", type=int, default=4, help="trials at once (default: %(default)s)")
@@ -38,6 +39,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.num_trials < 1 or args.concurrency < 1:
         parser.error("--num-trials and --concurrency must be >= 1")
+    if args.cpus is not None and args.cpus <= 0:
+        parser.error(f"--cpus {args.cpus:g}: must be > 0")
+    if args.gpus_per_trial != "auto":
+        try:
+            gpus = float(args.gpus_per_trial)
+        except ValueError:
+            parser.error(f"--gpus-per-trial '{args.gpus_per_trial}': expected 'auto' or a number")
+        if gpus < 0:
+            parser.error(f"--gpus-per-trial {gpus:g}: must be >= 0")
     return args
 
 
@@ -82,8 +92,8 @@ def write_regression_baseline(base: Config, experiment_dir: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     space = load_space(args.space)
     name = args.name or Path(args.space).stem
-    storage = Path(args.storage).resolve()
-    experiment_dir = storage / name
+    storage = output_folder(args.storage, "--storage").resolve()
+    experiment_dir = output_folder(storage / name, "--name")
 
     # Checkpointing every 10 % of a trial forces frequent experiment snapshots; that is intended (a
     # resume loses at most 10 % of a trial), so Tune's warning about it is noise here.
@@ -100,12 +110,17 @@ def run(args: argparse.Namespace) -> int:
     if not args.resume and (experiment_dir / "tuner.pkl").exists():
         raise SearchError(f"{experiment_dir} already holds an experiment: add --resume to continue it, "
                           "or choose another --name")
-    write_regression_baseline(space.base, experiment_dir)
     init = {"address": args.address, "include_dashboard": False, "log_to_driver": False, "ignore_reinit_error": True}
     if args.address is None and args.cpus is not None:
         init["num_cpus"] = args.cpus
-    ray.init(**init)
+    try:
+        ray.init(**init)
+    except (ConnectionError, ValueError) as exc:
+        where = f"--address {args.address}" if args.address else "the local Ray instance"
+        raise SearchError(f"{where}: cannot connect ({str(exc).splitlines()[0]}); check the address, or leave "
+                          "--address out to start a local instance") from None
     resources = trial_resources(ray.cluster_resources(), args.gpus_per_trial, args.concurrency)
+    write_regression_baseline(space.base, experiment_dir)
     print(f"[metabo_tune] {name}: {args.num_trials} trials, {args.concurrency} at once, {resources} each; "
           f"results in {experiment_dir}", file=sys.stderr, flush=True)
     trainable = tune.with_resources(
@@ -143,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     try:
         return run(args)
-    except (SpaceError, ConfigError, DataError, SearchError) as exc:
+    except (SpaceError, ConfigError, DataError, SearchError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -685,10 +685,7 @@ def load_npy_dataset(directory: str | Path, delta_t: float, derivative_window: i
             if required:
                 raise DataError(f"{path}: missing ({NPY_FORMAT[name]})")
             return None
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise DataError(f"{path}: not a readable .npy file ({exc})") from None
+        arr = _load_npy(path)
         if arr.ndim != ndim:
             raise DataError(f"{path}: expected {ndim}-D array ({NPY_FORMAT[name]}), got shape {arr.shape}")
         if not np.issubdtype(arr.dtype, np.number):
@@ -775,14 +772,19 @@ def _run_starts(starts: np.ndarray | None, n_frames: int, path: Path) -> tuple[i
     return tuple(int(start) for start in starts)
 
 
+def _load_npy(path: Path) -> np.ndarray:
+    # numpy calls any file that is not .npy "pickled data", which would send the user after the wrong fix
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError):
+        raise DataError(f"{path}: not a .npy array file; write it with numpy.save") from None
+
+
 def _read_form(path: Path) -> float | None:
     """One positive number or inf (the limit form), None when the file is absent."""
     if not path.is_file():
         return None
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise DataError(f"{path}: not a readable .npy file ({exc})") from None
+    arr = _load_npy(path)
     if arr.size != 1 or not np.issubdtype(arr.dtype, np.number):
         raise DataError(f"{path}: expected one number ({NPY_FORMAT[path.name]}), got shape {arr.shape} "
                         f"of dtype {arr.dtype}")

@@ -52,6 +52,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from metabo_tune.cli import ArgumentParser, output_folder
 from metabo_tune.config import Config, ConfigError, apply_overrides, config_from_dict, load_config
 from metabo_tune.labels import LABELS
 from metabo_tune.plots import curve_figure
@@ -333,8 +334,8 @@ def compare(directories: list[Path], labels: list[str] | None, key: str | None, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m metabo_tune.sweep", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python -m metabo_tune.sweep", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", nargs="?",
                         help="run config YAML, or a search-space YAML (its `base` is trained)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -361,8 +362,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.config or args.vary or args.overrides or args.over:
             parser.error("--compare takes no CONFIG, --set, --vary or --over")
         try:
-            compare(args.compare, args.labels, args.key, Path(args.out or Path("runs") / "compare"))
-        except SweepError as exc:
+            compare(args.compare, args.labels, args.key,
+                    output_folder(args.out or Path("runs") / "compare", "--out"))
+        except (SweepError, ConfigError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         return 0
@@ -372,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--labels and --key go with --compare")
     out_dir = Path(args.out or Path("runs") / f"sweep_{Path(args.config).stem}")
     try:
+        output_folder(out_dir, "--out")
         grid = parse_vary(args.vary)
         over = args.over or list(grid)[-1]
         if over not in grid:
@@ -385,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
                              args.method)
         if all("error" in run for run in metrics):
             raise DataError(metrics[0]["error"])
-    except (ConfigError, DataError) as exc:
+    except (ConfigError, DataError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     per_run = per_run_table(points, metrics, args.method)

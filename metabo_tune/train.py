@@ -9,11 +9,11 @@ run can be checkpointed and resumed mid-way with identical results. The trial pi
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import io
 import json
 import math
+import pickle
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -28,6 +28,7 @@ from threadpoolctl import threadpool_limits
 
 from metabo_tune.atomic_file import write_atomically
 from metabo_tune.censoring import DecensorSetting, decensored_observed
+from metabo_tune.cli import ArgumentParser, output_folder
 from metabo_tune.config import Config, ConfigError, load_config, with_defaults
 from metabo_tune.free_regress import FreeFormFit, fit_free_config
 from metabo_tune.group_solve import KNOTS_PER_GROUP, GroupSolution, GroupSolve, uncovered, window_mean
@@ -131,8 +132,8 @@ class GroupAdam:
         self.step_count.copy_(state["step_count"])
 
 
-class CheckpointMismatch(ValueError):
-    """A checkpoint that belongs to another config."""
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed: another config's, or not readable."""
 
 
 def mixture_seeded_solution(solve: GroupSolve, one_group: GroupSolution, run_k: np.ndarray, n_types: int | str,
@@ -770,7 +771,7 @@ class Trainer:
 
     def load_state_dict(self, state: dict) -> None:
         if with_defaults(state["config"]) != self.cfg.to_dict():
-            raise CheckpointMismatch("the checkpoint was written by a different config; "
+            raise CheckpointError("the checkpoint was written by a different config; "
                                      "train into another --out directory or delete the checkpoint")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -790,7 +791,12 @@ class Trainer:
         write_atomically(path, buffer.getvalue())
 
     def load_checkpoint(self, path: str | Path) -> None:
-        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=False)
+        except (EOFError, RuntimeError, pickle.UnpicklingError) as exc:  # cut short, or not a checkpoint at all
+            raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}); delete it to start "
+                                  "this run afresh, or train into another --out directory") from None
+        self.load_state_dict(state)
 
 
 def train(cfg: Config, observed: Observed, *, checkpoint_path: str | Path | None = None,
@@ -929,7 +935,7 @@ def write_identifiability(dataset: Dataset, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m metabo_tune.train",
         description="Train one config (or a search space's base config) and write its metrics and plots.")
     parser.add_argument("config", help="run config YAML, or a search-space YAML (its `base` is trained)")
@@ -941,9 +947,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out_dir = Path(args.out or Path("runs") / Path(args.config).stem)
     try:
+        output_folder(out_dir, "--out")
         cfg = load_config(args.config, args.overrides)
         outcome = run_trial(cfg, out_dir, show_progress=not args.quiet)
-    except (ConfigError, DataError, CheckpointMismatch) as exc:
+    except (ConfigError, DataError, CheckpointError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -598,6 +598,11 @@ def no_directory(path: Path) -> Path:
     return path / "missing"
 
 
+def a_file(path: Path) -> Path:
+    (path / "trials.csv").write_text("trial_id\n")
+    return path / "trials.csv"
+
+
 def no_table(path: Path) -> Path:
     (path / "not_an_experiment").mkdir()
     return path / "not_an_experiment"
@@ -656,7 +661,8 @@ def broken_tree(path: Path) -> Path:
 
 
 @pytest.mark.parametrize(("make", "message"), [
-    (no_directory, "no such directory"), (no_table, "not an experiment directory (no trials.csv)"),
+    (no_directory, "no such directory"), (a_file, "a file, not an experiment directory"),
+    (no_table, "not an experiment directory (no trials.csv)"),
     (just_started, "no trial has finished yet (no trials.csv)"),
     (header_only, "no trial has finished yet (the table has no rows)"), (empty_file, "empty file"),
     (foreign_table, "not a trials table (the header lacks trial_id"),

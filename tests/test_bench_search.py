@@ -133,7 +133,8 @@ def test_repetitions_per_method_and_the_runs_left_to_do():
     (["--reps", "tree=two"], "--reps tree=two: 'two' is not a whole number; give N or METHOD=N,..."),
     (["--reps", "tree=2,tree=3"], "--reps tree=2,tree=3: tree is named twice"),
     (["--reps", "tree=2", "--methods", "tree,tpe"], "--reps tree=2 and --methods tree,tpe name different methods"),
-    (["--reps", "grid=2"], "--methods: unknown grid"),
+    (["--reps", "grid=2"], "error: --reps: unknown grid; choose from"),
+    (["--methods", "tree,grid"], "error: --methods: unknown grid; choose from"),
 ])
 def test_bad_repetitions_are_refused_in_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -584,6 +585,24 @@ def test_resume_refuses_runs_recorded_without_fidelities(tmp_path, capsys):
     assert bench.main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "before fidelities were recorded" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(("runs_csv", "message"), [
+    ("garbage\n", "is not a runs.csv of this benchmark (no method and rep columns); choose another --out"),
+    ("", "is not a runs.csv of this benchmark"),
+])
+def test_resume_refuses_a_runs_file_it_did_not_write(tmp_path, capsys, runs_csv, message):
+    (tmp_path / "runs.csv").write_text(runs_csv)
+    args = ["--space", str(SMOKE), "--methods", "tree", "--num-trials", "4", "--out", str(tmp_path), "--resume"]
+    assert bench.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_an_out_that_is_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("")
+    assert bench.main(["--space", str(SMOKE), "--methods", "tree", "--out", str(tmp_path / "notes.txt")]) == 2
+    assert "is a file, not a folder; choose another --out" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------- end to end

@@ -15,6 +15,7 @@ from metabo_tune.config import (
     apply_overrides,
     config_from_dict,
     load_config,
+    read_yaml,
 )
 
 REPO = Path(__file__).parents[1]
@@ -462,3 +463,13 @@ def test_the_zero_margin_is_auto_a_concentration_or_null(section, value, accepte
         assert getattr(config_from_dict(raw), section).zero_margin == value
     else:
         assert f"{section}.zero_margin" in dict_error(raw)
+
+
+def test_a_key_given_twice_is_refused_but_a_merge_may_repeat_one(tmp_path):
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("simulation:\n  seed: 1\n  n_frames: 300\n  seed: 2\n")
+    with pytest.raises(ConfigError, match=r"twice.yaml: 'seed' is given twice \(line 4\); keep one"):
+        load_config(twice)
+    merged = tmp_path / "merged.yaml"
+    merged.write_text("defaults: &defaults {seed: 1, n_frames: 300}\nsimulation: {<<: *defaults, seed: 2}\n")
+    assert read_yaml(merged)["simulation"] == {"seed": 2, "n_frames": 300}

@@ -255,6 +255,13 @@ def test_bad_input_is_one_error_line_naming_the_key(tmp_path, capsys, overrides,
     assert err.startswith("error:") and message in err and len(err.strip().splitlines()) == 1
 
 
+def test_an_out_that_is_a_file_is_refused(tmp_path, capsys):
+    run_config = tmp_path / "run.yaml"
+    run_config.write_text("simulation: {n_metabolites: 20, n_reactions: 30, n_frames: 300}\n")
+    assert main([str(run_config), "--out", str(run_config)]) == 2
+    assert capsys.readouterr().err == f"error: --out {run_config}: is a file, not a folder; choose another --out\n"
+
+
 def test_noise_on_your_own_data_is_refused(exact, tmp_path, capsys):
     save_npy_dataset(exact, tmp_path / "data")
     run_config = tmp_path / "run.yaml"

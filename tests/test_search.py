@@ -18,7 +18,7 @@ import pytest
 import yaml
 from conftest import kill_ray_of
 
-from metabo_tune.search import SearchError, trial_resources
+from metabo_tune.search import SearchError, main, trial_resources
 from metabo_tune.space import load_space
 from metabo_tune.trainable import RESUME_FILE
 
@@ -315,6 +315,24 @@ def test_an_invalid_space_file_is_one_line_and_exit_2(ray_tmp, tmp_path):
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "bad.yaml" in last and "simulation.seed" in last
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--cpus", "-1"], "error: --cpus -1: must be > 0 (see python -m metabo_tune.search --help)"),
+    (["--gpus-per-trial", "abc"], "error: --gpus-per-trial 'abc': expected 'auto' or a number (see"),
+    (["--gpus-per-trial", "-0.5"], "error: --gpus-per-trial -0.5: must be >= 0 (see"),
+    (["--storage", "notes.txt"], "is a file, not a folder; choose another --storage"),
+])
+def test_bad_arguments_are_refused_before_ray_or_the_regression_start(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("")
+    try:
+        code = main(["--space", str(SMOKE), *argv])
+    except SystemExit as exit_info:
+        code = exit_info.code
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and message in err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["notes.txt"]  # nothing written, no Ray started
 
 
 def test_trial_resources():

@@ -119,6 +119,14 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, extra, message):
     assert err[-1].startswith("error: ") and message in err[-1]
 
 
+def test_an_out_that_is_a_file_is_refused_before_any_run(tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(json.dumps(TINY))
+    for argv in ([str(config), "--vary", "training.seed=1"], ["--compare", str(tmp_path), str(tmp_path)]):
+        assert main([*argv, "--out", str(config)]) == 2
+        assert capsys.readouterr().err == f"error: --out {config}: is a file, not a folder; choose another --out\n"
+
+
 def test_a_point_whose_simulation_diverges_is_a_failed_row_and_the_others_go_on(tmp_path, capsys):
     """delta_t 5 makes the tiny network's Euler steps blow up: that point is recorded with its error, in the
     worker pool as well, while the other point trains; when every point fails it is bad input."""

@@ -18,7 +18,7 @@ from metabo_tune.group_solve import GroupSolve, window_mean
 from metabo_tune.metrics import parse_analysis_log
 from metabo_tune.simulate import Truth, load_or_simulate, simulate
 from metabo_tune.train import (
-    CheckpointMismatch,
+    CheckpointError,
     GroupAdam,
     Trainer,
     main,
@@ -178,7 +178,7 @@ def test_train_resumes_from_its_checkpoint_file(small_dataset, tmp_path):
     straight = train(cfg, small_dataset.observed, show_progress=False)
     assert resumed.iterations == straight.iterations == 1500
     np.testing.assert_array_equal(resumed.loss_history["loss"], straight.loss_history["loss"])
-    with pytest.raises(CheckpointMismatch):
+    with pytest.raises(CheckpointError):
         other = small_config(data_augmentation_loop=200, seed=9)
         train(other, small_dataset.observed, checkpoint_path=path, show_progress=False)
 
@@ -197,7 +197,7 @@ def test_a_checkpoint_from_before_a_new_key_resumes_while_the_key_keeps_its_defa
     resumed = Trainer(cfg, small_dataset.observed)
     resumed.load_checkpoint(path)
     assert resumed.iteration == 700
-    with pytest.raises(CheckpointMismatch):
+    with pytest.raises(CheckpointError):
         Trainer(small_config(data_augmentation_loop=200, moment_window=2), small_dataset.observed).load_checkpoint(path)
 
 
@@ -415,6 +415,20 @@ def test_missing_file_and_other_checkpoint_exit_2(tmp_path, capsys):
     assert main([config, "--out", out, "--quiet", "--set", "training.data_augmentation_loop=1"]) == 0
     assert main([config, "--out", out, "--quiet", "--set", "training.seed=8"]) == 2
     assert "different config" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all"])
+def test_an_unreadable_checkpoint_or_an_output_that_is_a_file_exits_2_in_one_line(tmp_path, capsys, content):
+    config = write_config(tmp_path / "small.yaml", SMALL_YAML)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "checkpoint.pt").write_bytes(content)
+    assert main([config, "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {tmp_path / 'out' / 'checkpoint.pt'}: not a readable")
+    assert "delete it to start this run afresh" in err
+    assert main([config, "--out", str(tmp_path / "small.yaml"), "--quiet"]) == 2
+    assert capsys.readouterr().err == f"error: --out {tmp_path / 'small.yaml'}: is a file, not a folder; " \
+                                      "choose another --out\n"
 
 
 def test_command_line_exit_code_from_a_real_process(tmp_path):
