@@ -776,8 +776,10 @@ def _load_npy(path: Path) -> np.ndarray:
     # numpy calls any file that is not .npy "pickled data", which would send the user after the wrong fix
     try:
         return np.load(path, allow_pickle=False)
-    except (ValueError, OSError):
-        raise DataError(f"{path}: not a .npy array file; write it with numpy.save") from None
+    except ValueError:
+        raise DataError(f"{path}: not a whole .npy array (cut short, or not written by numpy.save)") from None
+    except OSError as exc:  # unreadable, or cut short
+        raise DataError(f"{path}: cannot be read as a .npy array ({exc.strerror or exc})") from None
 
 
 def _read_form(path: Path) -> float | None:

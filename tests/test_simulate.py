@@ -595,10 +595,11 @@ def test_missing_required_file_is_a_data_error(npy_dir):
     assert "missing" in message
 
 
-def test_a_file_that_is_not_npy_is_a_data_error_that_says_how_to_write_one(npy_dir):
+def test_a_file_that_is_not_npy_is_a_data_error_that_says_what_to_check(npy_dir):
     (npy_dir / "concentrations.npy").write_text("1, 2, 3\n")
     message = one_line_data_error(npy_dir, 0.1)
-    assert message == f"{npy_dir / 'concentrations.npy'}: not a .npy array file; write it with numpy.save"
+    assert message == (f"{npy_dir / 'concentrations.npy'}: not a whole .npy array "
+                       "(cut short, or not written by numpy.save)")
 
 
 def test_wrong_ndim_is_a_data_error(npy_dir):
