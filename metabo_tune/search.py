@@ -41,28 +41,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--num-trials and --concurrency must be >= 1")
     if args.cpus is not None and args.cpus <= 0:
         parser.error(f"--cpus {args.cpus:g}: must be > 0")
-    if args.gpus_per_trial != "auto":
-        try:
-            gpus = float(args.gpus_per_trial)
-        except ValueError:
-            parser.error(f"--gpus-per-trial '{args.gpus_per_trial}': expected 'auto' or a number")
-        if gpus < 0:
-            parser.error(f"--gpus-per-trial {gpus:g}: must be >= 0")
+    try:
+        gpus_wanted(args.gpus_per_trial)
+    except SearchError as exc:
+        parser.error(str(exc))
     return args
+
+
+def gpus_wanted(gpus_per_trial: str) -> float | None:
+    """--gpus-per-trial as a number of GPUs, None for 'auto'."""
+    if gpus_per_trial == "auto":
+        return None
+    try:
+        wanted = float(gpus_per_trial)
+    except ValueError:
+        raise SearchError(f"--gpus-per-trial '{gpus_per_trial}': expected 'auto' or a number") from None
+    if wanted < 0:
+        raise SearchError(f"--gpus-per-trial {wanted:g}: must be >= 0")
+    return wanted
 
 
 def trial_resources(cluster: dict[str, float], gpus_per_trial: str, concurrency: int) -> dict[str, float]:
     """Resources of one trial. Never asks for a GPU the cluster lacks: Ray would wait forever."""
     gpus = cluster.get("GPU", 0.0)
     cpu_share = {"cpu": max(0.1, min(1.0, cluster.get("CPU", 1.0) / concurrency))}
-    if gpus_per_trial == "auto":
+    wanted = gpus_wanted(gpus_per_trial)
+    if wanted is None:
         return {"cpu": 1.0, "gpu": 1.0} if gpus >= 1 else cpu_share
-    try:
-        wanted = float(gpus_per_trial)
-    except ValueError:
-        raise SearchError(f"--gpus-per-trial '{gpus_per_trial}': expected 'auto' or a number") from None
-    if wanted < 0:
-        raise SearchError(f"--gpus-per-trial {wanted}: must be >= 0")
     if wanted == 0:
         return cpu_share
     if wanted > gpus:
