@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -76,6 +77,21 @@ def trial_resources(cluster: dict[str, float], gpus_per_trial: str, concurrency:
     return cpu_share | {"gpu": wanted}
 
 
+def unreachable(address: str | None, timeout_s: float = 3.0) -> str | None:
+    """Why a HOST:PORT (or ray://HOST:PORT) address takes no connection, else None. Probed before ray.init, which
+    would retry an unreachable address for about 20 s of warnings; 'auto' and the default are left to Ray."""
+    if address is None:
+        return None
+    host, colon, port = address.removeprefix("ray://").rpartition(":")
+    if not colon or not host or not port.isdigit():
+        return None
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return None
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+
+
 def trial_name(trial) -> str:
     return f"trial_{trial.config.get('node_id', 'x')}_{trial.trial_id}"
 
@@ -118,12 +134,16 @@ def run(args: argparse.Namespace) -> int:
     init = {"address": args.address, "include_dashboard": False, "log_to_driver": False, "ignore_reinit_error": True}
     if args.address is None and args.cpus is not None:
         init["num_cpus"] = args.cpus
+    reason = unreachable(args.address)
     try:
-        ray.init(**init)
+        if reason is None:
+            ray.init(**init)
     except (ConnectionError, ValueError) as exc:
+        reason = str(exc).splitlines()[0]
+    if reason is not None:
         where = f"--address {args.address}" if args.address else "the local Ray instance"
-        raise SearchError(f"{where}: cannot connect ({str(exc).splitlines()[0]}); check the address, or leave "
-                          "--address out to start a local instance") from None
+        raise SearchError(f"{where}: cannot connect ({reason}); check the address, or leave "
+                          "--address out to start a local instance")
     resources = trial_resources(ray.cluster_resources(), args.gpus_per_trial, args.concurrency)
     write_regression_baseline(space.base, experiment_dir)
     print(f"[metabo_tune] {name}: {args.num_trials} trials, {args.concurrency} at once, {resources} each; "

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from conftest import kill_ray_of
 
-from metabo_tune.search import SearchError, main, trial_resources
+from metabo_tune.search import SearchError, main, trial_resources, unreachable
 from metabo_tune.space import load_space
 from metabo_tune.trainable import RESUME_FILE
 
@@ -333,6 +333,34 @@ def test_bad_arguments_are_refused_before_ray_or_the_regression_start(tmp_path, 
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and message in err
     assert sorted(path.name for path in tmp_path.iterdir()) == ["notes.txt"]  # nothing written, no Ray started
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_an_address_that_takes_no_connection_is_refused_at_once(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    port = closed_port()
+    started = time.time()
+    code = main(["--space", str(SMOKE), "--address", f"127.0.0.1:{port}"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"error: --address 127.0.0.1:{port}: cannot connect (Connection refused)" in err
+    assert time.time() - started < 15  # Ray's own retries take about 20 s
+    assert not (tmp_path / "results" / "smoke" / "regression").exists()
+
+
+def test_unreachable_probes_host_and_port_only():
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert unreachable(f"127.0.0.1:{port}") is None
+        assert unreachable(f"ray://127.0.0.1:{port}") is None
+    assert unreachable(f"127.0.0.1:{closed_port()}") == "Connection refused"
+    assert unreachable("auto") is None and unreachable(None) is None
 
 
 def test_trial_resources():
