@@ -354,7 +354,9 @@ class TrainingConfig(_Section):
         False, description="With group_solve_moves: where the solve is not applied (its k lowers the misfit less than "
                            "twofold), still take its groups, each group's homeostasis solved with the run's k held. "
                            "A move or split happens only where the data's misfit falls, so the groups are the "
-                           "data's verdict whatever the verdict on k. false: such a run stays as it is.")
+                           "data's verdict whatever the verdict on k; a merge may raise the misfit (up to 1.25-fold), "
+                           "so merged groups are taken only where at the run's k they fit better than the run's own. "
+                           "false: such a run stays as it is.")
     free_group_solve: bool = Field(
         False, description="With group_solve_moves: after the group solve, the form-free fit "
                            "(metabo_tune.free_regress) with the run's groups sharing one h each (96 breakpoints, half "
@@ -513,6 +515,14 @@ def with_defaults(stored: dict[str, Any]) -> dict[str, Any]:
     return completed | {key: value for key, value in stored.items() if key not in completed}
 
 
+def same_config(path: str | Path, cfg: Config) -> bool:
+    """Whether the config.yaml at `path` (written by this or an earlier version) is `cfg`."""
+    try:
+        return with_defaults(yaml.safe_load(Path(path).read_text()) or {}) == cfg.to_dict()
+    except (yaml.YAMLError, AttributeError, TypeError):
+        return False
+
+
 def _require_value(section: BaseModel, key: str, required: object, reason: str) -> None:
     if getattr(section, key) != required:
         raise ValueError(f"{key} must be {required!r} ({reason}), got {getattr(section, key)!r}")
@@ -647,12 +657,17 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str = "--
     for section in _SECTIONS:
         if section in result and result[section] is None:
             result[section] = {}
+    given: dict[tuple[str, str], str] = {}
     for item in overrides:
         dotted, sep, text = item.partition("=")
         parts = dotted.strip().split(".")
         if not sep or len(parts) != 2 or not all(parts):
             raise ConfigError(f"{source} '{item}': expected section.key=value, e.g. training.learning_rate_node=5e-4")
         section, key = parts
+        if (section, key) in given:
+            raise ConfigError(f"{source} {section}.{key} is given twice ('{given[section, key]}', then '{item}'); "
+                              "keep one")
+        given[section, key] = item
         try:
             value = yaml.safe_load(text)
         except yaml.YAMLError:

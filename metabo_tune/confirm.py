@@ -107,12 +107,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("experiment", help="experiment directory, e.g. results/homeo_rank_50")
     parser.add_argument("--node", help="node id to confirm (default: the best on the leaderboard)")
     parser.add_argument("--n-seeds", type=int, default=3, help="fresh seeds to train (default: %(default)s)")
-    parser.add_argument("--seeds", type=int, nargs="+", help="these seeds instead of fresh ones")
+    parser.add_argument("--seeds", type=int, nargs="+", help="these seeds (two or more) instead of fresh ones")
     parser.add_argument("--jobs", type=int, default=1, help="seeds trained at once, one process and one "
                                                             "torch thread each (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.n_seeds < 2 or args.jobs < 1:
         parser.error("--n-seeds must be >= 2 (an sd needs two) and --jobs >= 1")
+    if args.seeds is not None and len(set(args.seeds)) < len(args.seeds):
+        parser.error(f"--seeds {' '.join(map(str, args.seeds))}: a seed given twice would train into one folder")
+    if args.seeds is not None and len(args.seeds) < 2:
+        parser.error("--seeds needs at least two seeds (an sd needs two)")
     experiment = Path(args.experiment)
     try:
         node_id, cfg, used = node_config(experiment, args.node)

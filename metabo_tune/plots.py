@@ -231,25 +231,37 @@ def write_trial_plots(model: MetabolicGNN, dataset: Dataset, loss_history: dict[
     return written
 
 
-def _value_axis(ax: Axes, values: np.ndarray) -> None:
-    """Log x when every value is positive, else symlog linear up to the smallest non-zero |value| (so 0
-    is shown); a tick at each value."""
-    values = np.unique(values)
+def _log_or_symlog(set_scale: Callable[..., None], values: np.ndarray) -> None:
+    """Log when every value is positive, else symlog linear up to the smallest non-zero |value| (so 0 and
+    negative values are shown)."""
     if (values > 0).all():
-        ax.set_xscale("log")
+        set_scale("log")
     else:
         nonzero = np.abs(values[values != 0])
-        ax.set_xscale("symlog", linthresh=float(nonzero.min()) if nonzero.size else 1.0)
+        set_scale("symlog", linthresh=float(nonzero.min()) if nonzero.size else 1.0)
+
+
+def _value_axis(ax: Axes, values: np.ndarray) -> None:
+    """Log or symlog x (`_log_or_symlog`), a tick at each value."""
+    values = np.unique(values)
+    _log_or_symlog(ax.set_xscale, values)
     ax.set_xticks(values, [f"{v:g}" for v in values], rotation=45, fontsize="small")
     ax.xaxis.set_minor_locator(NullLocator())
+
+
+def _ratio_axis(ax: Axes) -> None:
+    """Log y for a ratio (2× too steep and 2× too flat are equally wrong), symlog when a curve drawn on `ax` has
+    a value ≤ 0, which a log axis would drop."""
+    drawn = np.concatenate([np.empty(0), *(np.asarray(c.lines[0].get_ydata(), dtype=float) for c in ax.containers)])
+    _log_or_symlog(ax.set_yscale, drawn[np.isfinite(drawn)])
 
 
 def curve_figure(curves: dict[str, pd.DataFrame], key: str, panels: list[str],
                  truths: dict[str, float] | None = None, columns: int = 3) -> Figure:
     """One panel per name in `panels`: each curve (label → table indexed by the values of `key`) as
     `<name>_mean` with `<name>_sd` error bars, or as the plain column `<name>` without; a dashed line
-    at `truths[name]` where given, and at 1 on the slope-ratio panels, which have a log y axis. A curve
-    without the panel's column is left out of that panel."""
+    at `truths[name]` where given, and at 1 on the slope-ratio panels, which have a log y axis (symlog when a
+    value is ≤ 0). A curve without the panel's column is left out of that panel."""
     rows = math.ceil(len(panels) / columns)
     fig = Figure(figsize=(4.2 * columns, 3.4 * rows), dpi=DPI)
     FigureCanvasAgg(fig)
@@ -267,7 +279,7 @@ def curve_figure(curves: dict[str, pd.DataFrame], key: str, panels: list[str],
                 ax.errorbar(x, table[name], **style)
         truth = 1.0 if "slope_ratio" in name else (truths or {}).get(name)
         if "slope_ratio" in name:
-            ax.set_yscale("log")  # a ratio: 2× too steep and 2× too flat are equally wrong
+            _ratio_axis(ax)
         if truth is not None:
             ax.axhline(truth, color="black", ls="--", lw=1, label="true value")
         ax.set_title(name, fontsize="medium")

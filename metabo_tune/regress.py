@@ -540,14 +540,14 @@ class RegressionOutcome:
 
 def regression_trial(cfg: Config, out_dir: str | Path, *, dataset: Dataset | None = None) -> RegressionOutcome:
     """Fit a run config's data by the regression and write a trial's files into out_dir: config.yaml,
-    identifiability.txt, analysis.log, metrics.json, fit.csv (per reaction and per metabolite) and plots."""
+    identifiability.txt, analysis.log, metrics.json, rate_constants.csv, metabolites.csv and plots."""
     from metabo_tune import metrics, plots
     from metabo_tune.train import write_trial_inputs
 
     out_dir = Path(out_dir)
     if dataset is None:
         dataset = load_or_simulate(cfg.simulation, measurement_noise_level=cfg.training.measurement_noise_level)
-    write_trial_inputs(out_dir, cfg, dataset)
+    write_trial_inputs(out_dir, cfg, dataset, method="regression")
     fit = fit_config(cfg, dataset.observed)
     values = fit_metrics(cfg, dataset, fit)
     (out_dir / "analysis.log").write_text(metrics.format_analysis_log(values))

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import socket
 import sys
 from pathlib import Path
 
+from metabo_tune.atomic_file import write_atomically
 from metabo_tune.cli import ArgumentParser, output_folder
 from metabo_tune.config import Config, ConfigError
 from metabo_tune.simulate import DataError
 from metabo_tune.space import SpaceError, load_space
 
 DEFAULT_SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "homeo_rank_50.yaml"
+SETTINGS_FILE = "search.json"  # the experiment's --num-trials, --concurrency and --seed, checked on --resume
 
 
 class SearchError(ValueError):
@@ -42,6 +45,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--num-trials and --concurrency must be >= 1")
     if args.cpus is not None and args.cpus <= 0:
         parser.error(f"--cpus {args.cpus:g}: must be > 0")
+    if args.cpus is not None and args.address is not None:
+        parser.error("--cpus sizes a local Ray instance; the cluster at --address has its own CPUs: leave one out")
     try:
         gpus_wanted(args.gpus_per_trial)
     except SearchError as exc:
@@ -92,6 +97,11 @@ def unreachable(address: str | None, timeout_s: float = 3.0) -> str | None:
         return exc.strerror or type(exc).__name__
 
 
+def short_of(resources: dict[str, float], free: dict[str, float]) -> list[str]:
+    """The kinds (Ray's names: CPU, GPU) of which one trial needs more than the cluster has free."""
+    return [kind.upper() for kind, need in resources.items() if free.get(kind.upper(), 0.0) < need]
+
+
 def trial_name(trial) -> str:
     return f"trial_{trial.config.get('node_id', 'x')}_{trial.trial_id}"
 
@@ -108,6 +118,22 @@ def write_regression_baseline(base: Config, experiment_dir: Path) -> None:
     print(f"[metabo_tune] known-form regression on the same data (mass action, linear relaxation): "
           f"{values['classification']}, rate_constants_R2 {values.get('rate_constants_R2', math.nan):.4g}; "
           f"in {target}", file=sys.stderr, flush=True)
+
+
+RESUMED_SETTINGS = ("num_trials", "concurrency", "seed")  # fixed in the experiment Tune restores
+
+
+def check_resumed_settings(args: argparse.Namespace, experiment_dir: Path) -> None:
+    """Refuse a --resume whose settings differ from the experiment's: Tune would keep the old ones in silence."""
+    kept = experiment_dir / SETTINGS_FILE
+    if not kept.is_file():
+        return
+    started = json.loads(kept.read_text())
+    for key in RESUMED_SETTINGS:
+        if key in started and started[key] != getattr(args, key):
+            option = "--" + key.replace("_", "-")
+            raise SearchError(f"--resume: {experiment_dir} was started with {option} {started[key]}, not "
+                              f"{getattr(args, key)}; resume with {option} {started[key]}, or start a new --name")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -131,6 +157,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.resume and (experiment_dir / "tuner.pkl").exists():
         raise SearchError(f"{experiment_dir} already holds an experiment: add --resume to continue it, "
                           "or choose another --name")
+    if args.resume:
+        check_resumed_settings(args, experiment_dir)
     init = {"address": args.address, "include_dashboard": False, "log_to_driver": False, "ignore_reinit_error": True}
     if args.address is None and args.cpus is not None:
         init["num_cpus"] = args.cpus
@@ -145,6 +173,10 @@ def run(args: argparse.Namespace) -> int:
         raise SearchError(f"{where}: cannot connect ({reason}); check the address, or leave "
                           "--address out to start a local instance")
     resources = trial_resources(ray.cluster_resources(), args.gpus_per_trial, args.concurrency)
+    busy = short_of(resources, ray.available_resources())
+    if busy:
+        print(f"[metabo_tune] the Ray cluster has too little {' or '.join(busy)} free for one trial now (other jobs "
+              "hold it): trials wait until it is freed", file=sys.stderr, flush=True)
     write_regression_baseline(space.base, experiment_dir)
     print(f"[metabo_tune] {name}: {args.num_trials} trials, {args.concurrency} at once, {resources} each; "
           f"results in {experiment_dir}", file=sys.stderr, flush=True)
@@ -153,6 +185,9 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         tuner = tune.Tuner.restore(str(experiment_dir), trainable=trainable, resume_errored=True)
     else:
+        experiment_dir.mkdir(parents=True, exist_ok=True)
+        write_atomically(experiment_dir / SETTINGS_FILE,
+                         json.dumps({key: getattr(args, key) for key in RESUMED_SETTINGS}, indent=1))
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(

@@ -212,6 +212,7 @@ def load_space(path: str | Path) -> SearchSpace:
     src = str(path)
     if not isinstance(raw, dict):
         raise SpaceError(f"{src}: expected a mapping with keys {', '.join(_REQUIRED)}, got {type(raw).__name__}")
+    _refuse_run_config(raw, src)
     _check_keys(raw, _TOP_LEVEL, _REQUIRED, src, prefix="", missing=f"required: {', '.join(_REQUIRED)}")
 
     base = _load_base(raw["base"], raw.get("budget"), src)
@@ -231,6 +232,13 @@ def load_space(path: str | Path) -> SearchSpace:
         replicates=_integer(raw.get("replicates", 2), src, "replicates", minimum=1),
         fidelity=_load_fidelity(raw.get("fidelity"), base, frozen, parameters, src),
     )
+
+
+def _refuse_run_config(raw: dict, src: str) -> None:
+    sections = [key for key in raw if key in _SECTIONS]
+    if sections and "base" not in raw and "parameters" not in raw:
+        raise SpaceError(f"{src}: a run config ({'/'.join(sections)} sections), not a search space: train it with "
+                         f"python -m metabo_tune.train, or pass a space from search_spaces/")
 
 
 def _load_base(raw_base: Any, budget: Any, src: str) -> Config:

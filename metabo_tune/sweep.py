@@ -7,19 +7,20 @@ of values (training seeds, network seeds, noise levels) and tabulate every headl
     python -m metabo_tune.sweep --compare DIR1 DIR2 ... [--labels A B ...] [--key SECTION.KEY] [--out DIR]
 
 Each point of the grid (the product of the `--vary` lists) is a full trial (`train.run_trial`) in
-`DIR/runs/<key=value,...>/`; a rerun resumes or reuses them, so an interrupted sweep goes on where it
-stopped. A point whose data cannot be made (a simulation that diverges), or whose run raises, is recorded as a
-failed run with its error, and the other points go on. With `--method regression` each point is fitted by the
-known-form regression instead (`regress.regression_trial`, seconds a point): the baseline column of a
-`--compare`.
+`DIR/runs/<key=value,...>/`; a rerun resumes or reuses them (and says how many runs finished before), so an
+interrupted sweep goes on where it stopped. A point whose data cannot be made (a simulation that diverges), or
+whose run raises, is recorded as a failed run with its error, and the other points go on. With `--method
+regression` each point is fitted by the known-form regression instead (`regress.regression_trial`, seconds a
+point): the baseline column of a `--compare`.
 
 `DIR/sweep.csv` has one row per run: the varied values, status, classification and every
 metric. `DIR/summary.csv` and `summary.md` aggregate over the `--over` key (default: the last `--vary`
-key) for each combination of the others: the number of runs, the count per classification, and mean and
-sd of each reported metric. When that leaves exactly one numeric key, `DIR/curve.png` draws each headline
-metric (rate_constants_R2, log_k_rmse, slope ratio and baseline per type, embedding_cluster_acc) and the
-converged fraction against it: mean with sd error bars, log x (symlog when 0 is among the values), the
-simulated baselines as dashed lines. The exit code is 0 when every run converged, 1 when not, 2 on bad input.
+key) for each combination of the others (a summary.md column headed `key=value,...`): the number of runs,
+the count per classification, and mean and sd of each reported metric. When that leaves exactly one numeric
+key, `DIR/curve.png` draws each headline metric (rate_constants_R2, log_k_rmse, slope ratio and baseline per
+type, embedding_cluster_acc) and the converged fraction against it: mean with sd error bars, log x (symlog
+when 0 is among the values), the slope ratios on a log y (symlog when one is ≤ 0), the simulated baselines
+as dashed lines. The exit code is 0 when every run converged, 1 when not, 2 on bad input.
 
 `--compare` reads the `sweep.csv` of each sweep directory (all must vary the same keys), groups by `--key`
 (default: the first varied key) and averages over the other varied keys. It writes `DIR/compare.csv` (one
@@ -53,7 +54,14 @@ import pandas as pd
 import yaml
 
 from metabo_tune.cli import ArgumentParser, output_folder
-from metabo_tune.config import Config, ConfigError, apply_overrides, config_from_dict, load_config
+from metabo_tune.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    config_from_dict,
+    load_config,
+    same_config,
+)
 from metabo_tune.labels import LABELS
 from metabo_tune.plots import curve_figure
 from metabo_tune.simulate import DataError
@@ -146,6 +154,13 @@ def _train_or_record(cfg: Config, out_dir: Path, method: str = "gnn") -> dict:
                 "error": f"{type(exc).__name__}: {exc} (traceback in {out_dir / ERROR_FILE})"}
 
 
+def finished_before(cfg: Config, out_dir: Path) -> bool:
+    """Whether `out_dir` holds a run of `cfg` trained to the end (its metrics written): training it again only
+    evaluates its final checkpoint."""
+    config = out_dir / "config.yaml"
+    return (out_dir / "metrics.json").is_file() and config.is_file() and same_config(config, cfg)
+
+
 PARENT_POLL_S = 2.0
 
 
@@ -233,11 +248,14 @@ def _metrics_of(table: pd.DataFrame) -> list[str]:
 
 
 def summary_markdown(summary: pd.DataFrame) -> str:
-    """The summary with each metric as one 'mean ± sd' column."""
+    """The summary with each metric as one 'mean ± sd' row and a column per group, headed by its values of the
+    grouping keys as in a run's directory name ('training.seed=1', 'simulation.seed=1,training.seed=2')."""
     metrics = _metrics_of(summary)
     shown = summary.drop(columns=[f"{m}_{s}" for m in metrics for s in ("mean", "sd")])
     for metric in metrics:
         shown[metric] = _mean_sd(summary, metric)
+    if summary.index.names != [None]:
+        shown.index = [point_name(group) for group in summary.index.to_frame().to_dict("records")]
     return shown.T.to_markdown() + "\n"
 
 
@@ -382,10 +400,12 @@ def main(argv: list[str] | None = None) -> int:
         base = load_config(args.config, args.overrides)
         points = grid_points(grid)
         configs = [with_values(base, point) for point in points]
-        print(f"[metabo_tune] {len(points)} runs in {out_dir / 'runs'}, {args.jobs} at a time",
+        run_dirs = [out_dir / "runs" / point_name(point) for point in points]
+        reused = sum(map(finished_before, configs, run_dirs)) if args.method == "gnn" else 0
+        note = f": {reused} finished before (reused), {len(points) - reused} to train" if reused else ""
+        print(f"[metabo_tune] {len(points)} runs in {out_dir / 'runs'}, {args.jobs} at a time{note}",
               file=sys.stderr, flush=True)
-        metrics = train_runs(configs, [out_dir / "runs" / point_name(point) for point in points], args.jobs,
-                             args.method)
+        metrics = train_runs(configs, run_dirs, args.jobs, args.method)
         if all("error" in run for run in metrics):
             raise DataError(metrics[0]["error"])
     except (ConfigError, DataError, OSError) as exc:

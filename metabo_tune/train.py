@@ -29,7 +29,7 @@ from threadpoolctl import threadpool_limits
 from metabo_tune.atomic_file import write_atomically
 from metabo_tune.censoring import DecensorSetting, decensored_observed
 from metabo_tune.cli import ArgumentParser, output_folder
-from metabo_tune.config import Config, ConfigError, load_config, with_defaults
+from metabo_tune.config import Config, ConfigError, load_config, same_config, with_defaults
 from metabo_tune.free_regress import FreeFormFit, fit_free_config
 from metabo_tune.group_solve import KNOTS_PER_GROUP, GroupSolution, GroupSolve, uncovered, window_mean
 from metabo_tune.homeostasis_losses import HomeostasisLosses, shared_relaxation_fit, window_rates
@@ -566,8 +566,10 @@ class Trainer:
         GROUP_SOLVE_MIN_GAIN-fold: then log k takes the solved k where positive, every embedding its group's centre,
         and the head the solved functions. Where it does not, the data do not prefer its k over the run's: the run
         keeps its k, and stays as it is unless training.group_solve_takes_groups, where it takes the solve's groups
-        (if they differ from its own) with each group's h solved at its own k. With training.group_solve_mixture, a
-        solve that ends with one group is seeded again from the relaxation mixture (mixture_seeded_solution)."""
+        (if they differ from its own) with each group's h solved at its own k; groups the solve merged are taken only
+        where at the run's k they fit the data better than its own groups (a merge may raise the misfit). With
+        training.group_solve_mixture, a solve that ends with one group is seeded again from the relaxation mixture
+        (mixture_seeded_solution)."""
         started = time.perf_counter()
         weak = self.solve_starts is not None
         conc, target, frame_mean, kept = self._group_solve_rows()
@@ -589,7 +591,14 @@ class Trainer:
                 solution = seeded or solution
         applied = solution.excess_rms * GROUP_SOLVE_MIN_GAIN <= solution.start_excess_rms
         regrouped = not np.array_equal(solution.groups, self.type_groups.labels)
-        groups_taken = not applied and regrouped and self.cfg.training.group_solve_takes_groups
+        held = None
+        if not applied and regrouped and self.cfg.training.group_solve_takes_groups:
+            with threadpool_limits(limits=self.cfg.training.n_threads):
+                held = GroupSolve(*solve.data, solution.groups, knots, frame_mean, kept=kept,
+                                  degree=degree).with_rate_constants(run_k)
+        # Moves and splits lower the misfit; a merge may raise it (ONE_LAW_GAIN), so merged groups must earn their
+        # place at the run's own k.
+        groups_taken = held is not None and (solution.merges == 0 or held.misfit_rms < solution.start_misfit_rms)
         self.group_solve_report = {"group_solve_applied": int(applied), "group_solve_moves": solution.moves,
                                    "group_solve_merges": solution.merges, "group_solve_splits": solution.splits,
                                    "group_solve_misfit_rms": solution.misfit_rms,
@@ -598,14 +607,13 @@ class Trainer:
                                    "group_solve_noise_resolution_rms": solution.resolution_rms}
         if self.cfg.training.group_solve_takes_groups:
             self.group_solve_report["group_solve_groups_taken"] = int(groups_taken)
+        if held is not None:
+            self.group_solve_report["group_solve_taken_misfit_rms"] = held.misfit_rms
         if mixture_types is not None:
             self.group_solve_report["group_solve_mixture_types"] = mixture_types
         if applied:
             self._apply_group_solution(solution, with_rate_constants=True)
         elif groups_taken:
-            with threadpool_limits(limits=self.cfg.training.n_threads):
-                held = GroupSolve(*solve.data, solution.groups, knots, frame_mean, kept=kept,
-                                  degree=degree).with_rate_constants(run_k)
             self._apply_group_solution(held, with_rate_constants=False)
         if self.solve_kept is not None and weak:
             self.group_solve_report["group_solve_short_entries"] = (0 if self.solve_short is None
@@ -793,7 +801,7 @@ class Trainer:
     def load_checkpoint(self, path: str | Path) -> None:
         try:
             state = torch.load(path, map_location=self.device, weights_only=False)
-        except (EOFError, RuntimeError, pickle.UnpicklingError) as exc:  # cut short, or not a checkpoint at all
+        except (EOFError, OSError, RuntimeError, ValueError, pickle.UnpicklingError) as exc:  # cut short, or not one
             raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}); delete it to start "
                                   "this run afresh, or train into another --out directory") from None
         self.load_state_dict(state)
@@ -894,9 +902,25 @@ def data_report(cfg: Config, dataset: Dataset, decensor: DecensorSetting | None 
     return report
 
 
-def write_trial_inputs(out_dir: Path, cfg: Config, dataset: Dataset) -> None:
+METHOD_FILES = {"gnn": CHECKPOINT_NAME, "regression": "rate_constants.csv"}  # a file only that method writes
+
+
+def refuse_another_run(out_dir: Path, cfg: Config, method: str) -> None:
+    """Keep one run's files in one folder: out_dir may hold this config's run by this method (resumed or
+    re-evaluated), never another config's or another method's, whose files would be overwritten or mixed."""
+    if (out_dir / "config.yaml").is_file() and not same_config(out_dir / "config.yaml", cfg):
+        raise ConfigError(f"{out_dir} holds a run of a different config (its config.yaml); write into another "
+                          "--out directory or delete it")
+    others = [name for other, name in METHOD_FILES.items() if other != method and (out_dir / name).exists()]
+    if others:
+        raise ConfigError(f"{out_dir} holds another method's run ({others[0]}); write into another --out "
+                          "directory or delete it")
+
+
+def write_trial_inputs(out_dir: Path, cfg: Config, dataset: Dataset, method: str = "gnn") -> None:
     """What a trial starts from, written before training so an interrupted run still shows it."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    refuse_another_run(out_dir, cfg, method)
     (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     write_identifiability(dataset, out_dir / "identifiability.txt")
 

@@ -347,6 +347,11 @@ def test_malformed_override_is_a_one_line_config_error(item):
     assert "expected section.key=value" in message
 
 
+def test_an_override_given_twice_is_a_config_error():
+    message = config_error(apply_overrides, {}, ["training.seed=1", "training.batch_size=4", "training.seed=2"])
+    assert message == "--set training.seed is given twice ('training.seed=1', then 'training.seed=2'); keep one"
+
+
 def test_override_into_a_non_section_is_a_config_error():
     message = config_error(apply_overrides, {"description": "x"}, ["description.text=y"])
     assert "'description' is not a section" in message

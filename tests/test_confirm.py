@@ -109,6 +109,22 @@ def test_bad_input_is_one_line_and_exit_2(experiment, capsys, args, message):
     assert code == 2 and err.count("\n") == 0 and message in err
 
 
+@pytest.mark.parametrize(("args", "option"), [(["--n-seeds", "1"], "--n-seeds"), (["--seeds", "5"], "--seeds")])
+def test_one_seed_is_refused_whether_counted_or_given(tmp_path, capsys, args, option):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path), *args])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1 and option in err and "an sd needs two" in err
+
+
+def test_a_seed_given_twice_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path), "--seeds", "5", "6", "5"])
+    assert exit_info.value.code == 2
+    assert "error: --seeds 5 6 5: a seed given twice would train into one folder" in capsys.readouterr().err
+
+
 def test_a_screened_search_is_confirmed_with_the_full_budget_config(tmp_path, monkeypatch, capsys):
     """Node 'good' was screened (budget 5) and promoted (budget 10); 'weak' has the higher reward, but at
     screen only, so the leaderboard puts 'good' first, and confirm trains its full-budget config."""

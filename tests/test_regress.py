@@ -262,6 +262,18 @@ def test_an_out_that_is_a_file_is_refused(tmp_path, capsys):
     assert capsys.readouterr().err == f"error: --out {run_config}: is a file, not a folder; choose another --out\n"
 
 
+def test_a_folder_of_a_trained_run_is_refused_not_mixed(tmp_path, capsys):
+    run_config = tmp_path / "run.yaml"
+    run_config.write_text("simulation: {n_metabolites: 20, n_reactions: 30, n_frames: 300}\n")
+    out = tmp_path / "trained"
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(b"a GNN's checkpoint")
+    assert main([str(run_config), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (f"error: {out} holds another method's run (checkpoint.pt); write into "
+                                       "another --out directory or delete it\n")
+    assert sorted(path.name for path in out.iterdir()) == ["checkpoint.pt"]
+
+
 def test_noise_on_your_own_data_is_refused(exact, tmp_path, capsys):
     save_npy_dataset(exact, tmp_path / "data")
     run_config = tmp_path / "run.yaml"

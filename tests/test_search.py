@@ -18,7 +18,15 @@ import pytest
 import yaml
 from conftest import kill_ray_of
 
-from metabo_tune.search import SearchError, main, trial_resources, unreachable
+from metabo_tune.search import (
+    SearchError,
+    check_resumed_settings,
+    main,
+    parse_args,
+    short_of,
+    trial_resources,
+    unreachable,
+)
 from metabo_tune.space import load_space
 from metabo_tune.trainable import RESUME_FILE
 
@@ -27,7 +35,9 @@ SMOKE = REPO / "search_spaces" / "smoke.yaml"
 
 
 def search_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "metabo_tune.search", "--cpus", "2", *args]
+    """A local instance of 2 CPUs; a cluster given by --address has its own."""
+    cpus = [] if "--address" in args else ["--cpus", "2"]
+    return [sys.executable, "-m", "metabo_tune.search", *cpus, *args]
 
 
 def environment(ray_tmp: Path, tmp_path: Path) -> dict[str, str]:
@@ -322,6 +332,7 @@ def test_an_invalid_space_file_is_one_line_and_exit_2(ray_tmp, tmp_path):
     (["--gpus-per-trial", "abc"], "error: --gpus-per-trial 'abc': expected 'auto' or a number (see"),
     (["--gpus-per-trial", "-0.5"], "error: --gpus-per-trial -0.5: must be >= 0 (see"),
     (["--storage", "notes.txt"], "is a file, not a folder; choose another --storage"),
+    (["--cpus", "2", "--address", "auto"], "error: --cpus sizes a local Ray instance; the cluster at --address"),
 ])
 def test_bad_arguments_are_refused_before_ray_or_the_regression_start(tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.chdir(tmp_path)
@@ -361,6 +372,23 @@ def test_unreachable_probes_host_and_port_only():
         assert unreachable(f"ray://127.0.0.1:{port}") is None
     assert unreachable(f"127.0.0.1:{closed_port()}") == "Connection refused"
     assert unreachable("auto") is None and unreachable(None) is None
+
+
+def test_a_resume_with_other_settings_than_the_experiment_is_refused(tmp_path):
+    (tmp_path / "search.json").write_text(json.dumps({"num_trials": 2, "concurrency": 4, "seed": 0}))
+    args = parse_args(["--space", str(SMOKE), "--num-trials", "2", "--resume"])
+    check_resumed_settings(args, tmp_path)
+    check_resumed_settings(parse_args(["--num-trials", "9", "--resume"]), tmp_path / "no_settings_kept")
+    with pytest.raises(SearchError, match=r"was started with --num-trials 2, not 4; resume with --num-trials 2"):
+        check_resumed_settings(parse_args(["--space", str(SMOKE), "--num-trials", "4", "--resume"]), tmp_path)
+    with pytest.raises(SearchError, match=r"was started with --seed 0, not 3"):
+        check_resumed_settings(parse_args(["--num-trials", "2", "--seed", "3", "--resume"]), tmp_path)
+
+
+def test_short_of_names_what_a_trial_lacks_now():
+    assert short_of({"cpu": 1.0}, {"CPU": 0.5, "memory": 1e9}) == ["CPU"]
+    assert short_of({"cpu": 0.5, "gpu": 1.0}, {"CPU": 2.0, "GPU": 1.0}) == []
+    assert short_of({"cpu": 1.0, "gpu": 0.25}, {}) == ["CPU", "GPU"]
 
 
 def test_trial_resources():

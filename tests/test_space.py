@@ -471,6 +471,17 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
         load_space(path)
 
 
+def test_a_run_config_given_as_a_space_is_named_as_one(tmp_path: Path) -> None:
+    tiny = tmp_path / "run.yaml"
+    tiny.write_text(yaml.safe_dump({"training": {"n_epochs": 1}, "graph_model": {"hidden_dim_sub": 16}}))
+    for path in (SPACES.parent / "configs" / "joint_recovery.yaml", tiny):
+        with pytest.raises(SpaceError) as info:
+            load_space(path)
+        message = str(info.value)
+        assert message.startswith(f"{path}: a run config (") and "\n" not in message
+        assert "not a search space" in message and "metabo_tune.train" in message and "unknown key" not in message
+
+
 def test_reward_weights_validate_themselves() -> None:
     with pytest.raises(ValueError, match="embeddings"):
         RewardWeights(1.0, 0.0, math.nan)

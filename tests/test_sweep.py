@@ -2,11 +2,14 @@ import json
 import subprocess
 import sys
 import time
+import warnings
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from matplotlib.container import ErrorbarContainer
 from matplotlib.image import imread
 from test_confirm import TINY, private_cache  # noqa: F401  (private_cache: autouse fixture)
@@ -81,6 +84,18 @@ def test_summary_counts_classes_and_averages_over_the_other_key():
     assert "0.9 ± 0.14" in summary_markdown(summary)
 
 
+def test_summary_md_heads_each_column_with_the_values_of_its_keys():
+    per_run = per_run_table([{"noise": "0", "seed": "1"}, {"noise": "0.1", "seed": "1"}],
+                            [{"status": "completed", "classification": "converged", "rate_constants_R2": 1.0}] * 2)
+
+    def header(by):
+        return [cell.strip() for cell in summary_markdown(summary_table(per_run, by)).splitlines()[0].split("|")[2:-1]]
+
+    assert header(["noise"]) == ["noise=0.0", "noise=0.1"]
+    assert header(["noise", "seed"]) == ["noise=0.0,seed=1", "noise=0.1,seed=1"]
+    assert header([]) == ["all"]
+
+
 def test_command_trains_the_grid_writes_the_tables_and_reuses_finished_runs(tmp_path, capsys):
     config = tmp_path / "tiny.yaml"
     config.write_text(json.dumps(TINY))
@@ -103,8 +118,33 @@ def test_command_trains_the_grid_writes_the_tables_and_reuses_finished_runs(tmp_
     written = checkpoint.stat().st_mtime_ns
     capsys.readouterr()
     assert main(argv) == code
+    assert ": 2 finished before (reused), 0 to train\n" in capsys.readouterr().err
     assert checkpoint.stat().st_mtime_ns == written  # reused, not retrained
     assert pd.read_csv(out / "sweep.csv").equals(per_run)
+
+
+def test_a_rerun_says_how_many_runs_finished_before(tmp_path, capsys, monkeypatch):
+    """A run whose metrics.json and config.yaml (of the same config) are there is only evaluated again."""
+    def fake_train(cfg, out_dir, method):
+        metrics = {"status": "completed", "classification": "converged", "rate_constants_R2": 1.0}
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        (out_dir / "metrics.json").write_text(json.dumps(metrics))
+        return metrics
+
+    monkeypatch.setattr(sweep, "_train", fake_train)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(json.dumps(TINY))
+    out = tmp_path / "sweep"
+    argv = [str(config), "--vary", "training.seed=1,2,3", "--out", str(out)]
+    assert main(argv) == 0
+    start = f"[metabo_tune] 3 runs in {out / 'runs'}, 1 at a time"
+    assert capsys.readouterr().err.splitlines()[0] == start
+    (out / "runs" / "training.seed=3" / "metrics.json").unlink()
+    assert main(argv) == 0
+    assert capsys.readouterr().err.splitlines()[0] == f"{start}: 2 finished before (reused), 1 to train"
+    assert main([*argv, "--set", "training.learning_rate_node=5e-4"]) == 0  # another config: trained anew
+    assert capsys.readouterr().err.splitlines()[0] == start
 
 
 @pytest.mark.parametrize(("extra", "message"), [
@@ -229,6 +269,18 @@ def test_the_curve_has_one_errorbar_line_per_sweep_in_every_panel(levels, scale)
               for ax in fig.axes for line in ax.get_lines() if line.get_linestyle() == "--"}
     assert dashed == {"MLP_node_baseline_0": [4.0, 4.0], "MLP_node_slope_ratio_0": [1.0, 1.0]}
     assert [ax.get_yscale() for ax in fig.axes] == ["linear", "linear", "log", "linear", "linear", "linear"]
+
+
+def test_a_slope_ratio_panel_with_values_at_or_below_0_is_symlog_and_shows_them():
+    table = pd.DataFrame(JOINT).assign(MLP_node_slope_ratio_0=[-0.5, -0.4, -0.3, -0.2], MLP_node_slope_ratio_1=2.0)
+    panels = ["MLP_node_slope_ratio_0", "MLP_node_slope_ratio_1"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = curve_figure({"joint": curve_table(table, NOISE)}, NOISE, panels)
+        fig.savefig(BytesIO())
+    negative, positive = fig.axes
+    assert negative.get_yscale() == "symlog" and positive.get_yscale() == "log"
+    assert negative.get_ylim()[0] <= -0.45 and negative.get_ylim()[1] >= 1.0  # the means and the line at 1
 
 
 def test_compare_writes_the_table_and_the_noise_curve(tmp_path, capsys):

@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+from metabo_tune import group_solve as group_solve_module
 from metabo_tune import metrics
 from metabo_tune import train as train_module
 from metabo_tune.config import ConfigError, config_from_dict
@@ -407,6 +408,18 @@ def test_a_setting_the_data_cannot_meet_gives_one_line_and_exit_code_2(tmp_path,
     assert err.startswith("error: ") and err.count("\n") == 1 and expected in err
 
 
+def test_a_folder_of_another_run_is_refused_not_overwritten(tmp_path, capsys):
+    config = write_config(tmp_path / "small.yaml", SMALL_YAML)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "config.yaml").write_text("training: {seed: 99}\n")
+    (out / "analysis.log").write_text("another run's results\n")
+    assert main([config, "--out", str(out), "--quiet"]) == 2
+    assert capsys.readouterr().err == (f"error: {out} holds a run of a different config (its config.yaml); write "
+                                       "into another --out directory or delete it\n")
+    assert (out / "analysis.log").read_text() == "another run's results\n"
+
+
 def test_missing_file_and_other_checkpoint_exit_2(tmp_path, capsys):
     assert main([str(tmp_path / "nope.yaml")]) == 2
     assert "no such config file" in capsys.readouterr().err
@@ -417,7 +430,7 @@ def test_missing_file_and_other_checkpoint_exit_2(tmp_path, capsys):
     assert "different config" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all"])
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"garbage\n", b"PK\x03\x04" + bytes(9996)])
 def test_an_unreadable_checkpoint_or_an_output_that_is_a_file_exits_2_in_one_line(tmp_path, capsys, content):
     config = write_config(tmp_path / "small.yaml", SMALL_YAML)
     (tmp_path / "out").mkdir()
@@ -785,6 +798,25 @@ def test_the_solves_groups_are_taken_with_the_runs_own_k_where_its_k_is_not(monk
     centres = torch.as_tensor(taker.type_groups.centres[taker.type_groups.labels], dtype=torch.float32)
     assert torch.equal(taker.model.embedding.detach(), centres)
     assert evaluate(taker.result(), dataset)["embedding_cluster_acc"] == 1.0
+
+
+def test_groups_that_fit_worse_at_the_runs_k_are_not_taken(monkeypatch):
+    """The short linear-head run at σ_m 0.01 with its right two groups, its solve never applied and every merge
+    accepted (ONE_LAW_GAIN unbounded): the solve ends with the two laws in one group, which at the run's k fits the
+    data worse than the run's own groups, so group_solve_takes_groups leaves the run as it is."""
+    monkeypatch.setattr(train_module, "GROUP_SOLVE_MIN_GAIN", math.inf)
+    monkeypatch.setattr(group_solve_module, "ONE_LAW_GAIN", 1e9)
+    cfg = final_config(simulation=JOINT_SIM, hidden_dim_sub=32, data_augmentation_loop=100, seed=1,
+                       measurement_noise_level=0.01, prediction_window=10, moment_window=30, type_grouping_at=0.95,
+                       group_solve_moves=30, group_solve_takes_groups=True)
+    dataset = load_or_simulate(cfg.simulation, measurement_noise_level=0.01)
+    trainer = Trainer(cfg, dataset.observed, "cpu")
+    trainer.run()
+    report = trainer.group_solve_report
+    assert report["group_solve_merges"] == 1 and report["group_solve_applied"] == 0
+    assert report["group_solve_taken_misfit_rms"] > report["group_solve_start_misfit_rms"]
+    assert report["group_solve_groups_taken"] == 0
+    assert metrics.matched_accuracy(trainer.type_groups.labels, dataset.truth.types) == 1.0
 
 
 def test_a_metabolite_no_long_window_sees_is_moved_back_by_its_short_windows(monkeypatch):

@@ -17,6 +17,9 @@
 # Stage 9 (networks NETS, default 8935-8937): exact data on fresh networks with configs/free_forms.yaml as shipped
 # since group_solve_takes_groups (on since 2026-12-06); mass action, then the five MM points; SUFFIX default
 # _takes_groups_8935.
+# Stage 10 (networks NETS, default 8941-8943): the shipped configs/free_forms.yaml as a user runs it (one trajectory,
+# exact data, mass action) since the key's merge rule (2026-12-07: merged groups taken only where they fit better at
+# the run's k); the regression on the same data; SUFFIX default _one_run_8941.
 set -u
 cd "$(dirname "$0")/../../.."
 PY=${PYTHON:-python}  # the interpreter with metabo_tune installed; JOBS (default 2): runs in parallel
@@ -88,6 +91,11 @@ elif [ "${STAGE:-2}" = 9 ]; then
     sweep free_forms regression $tag $NETS --set simulation.n_runs=3
     sweep free_forms gnn $tag $NETS --set simulation.n_runs=3
   done
+elif [ "${STAGE:-2}" = 10 ]; then
+  SUFFIX=${SUFFIX:-_one_run_8941}
+  NETS=${NETS:-8941,8942,8943}
+  sweep free_forms regression ma $NETS
+  sweep free_forms gnn ma $NETS
 elif [ "${STAGE:-2}" = 5 ]; then
   SUFFIX=_group_solve_8300
   sweep free_forms regression mm 8301,8302,8303 --set simulation.n_runs=3
