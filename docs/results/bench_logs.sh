@@ -13,12 +13,13 @@ if [ $# -ne 2 ] || { [ "$1" != save ] && [ "$1" != restore ]; }; then
 fi
 run_dir=results/$2; kept=docs/results/$2
 if [ $1 = save ]; then
-  if [ ! -f $run_dir/runs.csv ]; then echo "error: $run_dir/runs.csv not found: nothing to save" >&2; exit 2; fi
-  mkdir -p $kept && cp $run_dir/runs.csv $kept/runs.csv
+  if [ ! -d $run_dir ]; then echo "error: $run_dir not found: nothing to save" >&2; exit 2; fi
+  mkdir -p $kept
+  if [ -f $run_dir/runs.csv ]; then cp $run_dir/runs.csv $kept/runs.csv; fi  # written once a run has finished
   for dir in $run_dir/*_rep*/; do
     run=$(basename $dir); method=${run%_rep*}; rep=${run#*_rep}
     [ -f $dir/completions.csv ] || continue
-    if grep -q "^$method,$rep," $run_dir/runs.csv; then
+    if [ -f $run_dir/runs.csv ] && grep -q "^$method,$rep," $run_dir/runs.csv; then
       cp $dir/completions.csv $kept/${run}_completions.csv
       rm -f $kept/${run}_completions_partial.csv $kept/${run}_tree_state_partial.jsonl
     else
@@ -28,12 +29,13 @@ if [ $1 = save ]; then
   done
   wc -l $kept/*.csv $kept/*.jsonl 2>/dev/null
 else
-  if [ -e $run_dir/runs.csv ]; then
-    echo "error: $run_dir/runs.csv exists: this checkout kept its results; resume with --resume alone" >&2
+  if [ -e $run_dir ]; then
+    echo "error: $run_dir exists: this checkout kept its results; resume with --resume alone" >&2
     exit 2
   fi
-  if [ ! -f $kept/runs.csv ]; then echo "error: $kept/runs.csv not found: nothing to restore" >&2; exit 2; fi
-  mkdir -p $run_dir && cp $kept/runs.csv $run_dir/runs.csv
+  if [ ! -d $kept ]; then echo "error: $kept not found: nothing to restore" >&2; exit 2; fi
+  mkdir -p $run_dir
+  if [ -f $kept/runs.csv ]; then cp $kept/runs.csv $run_dir/runs.csv; fi
   for file in $kept/*_completions*.csv $kept/*_tree_state_partial.jsonl; do
     [ -f "$file" ] || continue
     name=$(basename "$file"); run=${name%%_completions*}; run=${run%%_tree_state*}
