@@ -393,6 +393,8 @@ def main() -> None:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--ref-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if not args.scale and (args.csv or args.figure or args.from_csv):
+        parser.error("--csv, --figure and --from-csv apply with --scale only; the cases' table is printed")
     sys.path.insert(0, str(REPO))  # this tree's metabo_tune, installed or not
     if args.worker:
         print(json.dumps(worker(args.worker, args.iterations, args.windows, args.ref_dir, args.set)))

@@ -39,7 +39,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "allowed so several trials share a GPU (default: %(default)s)")
     parser.add_argument("--cpus", type=float, help="CPUs for a local Ray instance (default: all)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted experiment of this name")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the search's own choices")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the search's own choices (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.num_trials < 1 or args.concurrency < 1:
         parser.error("--num-trials and --concurrency must be >= 1")

@@ -30,3 +30,11 @@ def test_an_unknown_network_is_refused_in_one_line():
                           capture_output=True, text=True, check=False)
     assert done.returncode != 0
     assert done.stderr.strip().splitlines()[-1].startswith("error: unknown network random_7")
+
+
+def test_a_table_or_figure_without_scale_is_refused_not_ignored(tmp_path):
+    done = subprocess.run([sys.executable, str(SCRIPT), "--cases", "free_residual", "--csv", str(tmp_path / "t.csv")],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 2
+    assert "--csv, --figure and --from-csv apply with --scale only" in done.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "t.csv").exists()
