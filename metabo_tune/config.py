@@ -355,8 +355,8 @@ class TrainingConfig(_Section):
                            "twofold), still take its groups, each group's homeostasis solved with the run's k held. "
                            "A move or split happens only where the data's misfit falls, so the groups are the "
                            "data's verdict whatever the verdict on k; a merge may raise the misfit (up to 1.25-fold), "
-                           "so merged groups are taken only where at the run's k they fit better than the run's own. "
-                           "false: such a run stays as it is.")
+                           "so merged groups are taken only where at the run's k they fit better than the run's own, "
+                           "else the groups the solve's moves alone gave. false: such a run stays as it is.")
     free_group_solve: bool = Field(
         False, description="With group_solve_moves: after the group solve, the form-free fit "
                            "(metabo_tune.free_regress) with the run's groups sharing one h each (96 breakpoints, half "

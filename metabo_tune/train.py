@@ -567,7 +567,8 @@ class Trainer:
         and the head the solved functions. Where it does not, the data do not prefer its k over the run's: the run
         keeps its k, and stays as it is unless training.group_solve_takes_groups, where it takes the solve's groups
         (if they differ from its own) with each group's h solved at its own k; groups the solve merged are taken only
-        where at the run's k they fit the data better than its own groups (a merge may raise the misfit). With
+        where at the run's k they fit the data better than its own groups (a merge may raise the misfit), else the
+        groups its moves alone gave. With
         training.group_solve_mixture, a solve that ends with one group is seeded again from the relaxation mixture
         (mixture_seeded_solution)."""
         started = time.perf_counter()
@@ -591,14 +592,23 @@ class Trainer:
                 solution = seeded or solution
         applied = solution.excess_rms * GROUP_SOLVE_MIN_GAIN <= solution.start_excess_rms
         regrouped = not np.array_equal(solution.groups, self.type_groups.labels)
-        held = None
-        if not applied and regrouped and self.cfg.training.group_solve_takes_groups:
+
+        def held_at_run_k(groups: np.ndarray) -> GroupSolution:
             with threadpool_limits(limits=self.cfg.training.n_threads):
-                held = GroupSolve(*solve.data, solution.groups, knots, frame_mean, kept=kept,
+                return GroupSolve(*solve.data, groups, knots, frame_mean, kept=kept,
                                   degree=degree).with_rate_constants(run_k)
-        # Moves and splits lower the misfit; a merge may raise it (ONE_LAW_GAIN), so merged groups must earn their
-        # place at the run's own k.
-        groups_taken = held is not None and (solution.merges == 0 or held.misfit_rms < solution.start_misfit_rms)
+
+        held = merged_held = None
+        if not applied and regrouped and self.cfg.training.group_solve_takes_groups:
+            held = held_at_run_k(solution.groups)
+            # Moves and splits lower the misfit; a merge may raise it (ONE_LAW_GAIN), so merged groups must fit
+            # better at the run's own k, else the solve's moves alone are taken (each of them lowered the misfit).
+            if solution.merges and held.misfit_rms >= solution.start_misfit_rms:
+                merged_held = held
+                with threadpool_limits(limits=self.cfg.training.n_threads):
+                    moved = solve.solve(self.cfg.training.group_solve_moves, run_k).groups
+                held = None if np.array_equal(moved, self.type_groups.labels) else held_at_run_k(moved)
+        groups_taken = held is not None
         self.group_solve_report = {"group_solve_applied": int(applied), "group_solve_moves": solution.moves,
                                    "group_solve_merges": solution.merges, "group_solve_splits": solution.splits,
                                    "group_solve_misfit_rms": solution.misfit_rms,
@@ -607,8 +617,8 @@ class Trainer:
                                    "group_solve_noise_resolution_rms": solution.resolution_rms}
         if self.cfg.training.group_solve_takes_groups:
             self.group_solve_report["group_solve_groups_taken"] = int(groups_taken)
-        if held is not None:
-            self.group_solve_report["group_solve_taken_misfit_rms"] = held.misfit_rms
+        if merged_held is not None:  # the merged groups at the run's k, refused
+            self.group_solve_report["group_solve_merged_misfit_rms"] = merged_held.misfit_rms
         if mixture_types is not None:
             self.group_solve_report["group_solve_mixture_types"] = mixture_types
         if applied:

@@ -803,7 +803,8 @@ def test_the_solves_groups_are_taken_with_the_runs_own_k_where_its_k_is_not(monk
 def test_groups_that_fit_worse_at_the_runs_k_are_not_taken(monkeypatch):
     """The short linear-head run at σ_m 0.01 with its right two groups, its solve never applied and every merge
     accepted (ONE_LAW_GAIN unbounded): the solve ends with the two laws in one group, which at the run's k fits the
-    data worse than the run's own groups, so group_solve_takes_groups leaves the run as it is."""
+    data worse than the run's own groups, so group_solve_takes_groups does not take it; the solve's moves alone leave
+    the groups as they are, so the run stays as it is."""
     monkeypatch.setattr(train_module, "GROUP_SOLVE_MIN_GAIN", math.inf)
     monkeypatch.setattr(group_solve_module, "ONE_LAW_GAIN", 1e9)
     cfg = final_config(simulation=JOINT_SIM, hidden_dim_sub=32, data_augmentation_loop=100, seed=1,
@@ -814,8 +815,34 @@ def test_groups_that_fit_worse_at_the_runs_k_are_not_taken(monkeypatch):
     trainer.run()
     report = trainer.group_solve_report
     assert report["group_solve_merges"] == 1 and report["group_solve_applied"] == 0
-    assert report["group_solve_taken_misfit_rms"] > report["group_solve_start_misfit_rms"]
+    assert report["group_solve_merged_misfit_rms"] > report["group_solve_start_misfit_rms"]
     assert report["group_solve_groups_taken"] == 0
+    assert metrics.matched_accuracy(trainer.type_groups.labels, dataset.truth.types) == 1.0
+
+
+def test_where_merged_groups_are_refused_the_solves_moves_alone_are_taken(monkeypatch):
+    """As above, with metabolite 0 put in the other group before the last step: the solve moves it back and then
+    merges the two laws; the merge fits worse at the run's k and is refused, and the run takes the groups of the
+    moves alone, metabolite 0 back in its own."""
+    monkeypatch.setattr(train_module, "GROUP_SOLVE_MIN_GAIN", math.inf)
+    monkeypatch.setattr(group_solve_module, "ONE_LAW_GAIN", 1e9)
+    cfg = final_config(simulation=JOINT_SIM, hidden_dim_sub=32, data_augmentation_loop=100, seed=1,
+                       measurement_noise_level=0.01, prediction_window=10, moment_window=30, type_grouping_at=0.95,
+                       group_solve_moves=30, group_solve_takes_groups=True)
+    dataset = load_or_simulate(cfg.simulation, measurement_noise_level=0.01)
+    trainer = Trainer(cfg, dataset.observed, "cpu")
+    trainer.run(until=trainer.total_iterations - 1)
+    groups = trainer.type_groups
+    spoiled = groups.labels.copy()
+    spoiled[0] = 1 - spoiled[0]
+    trainer.type_groups = dataclasses.replace(groups, labels=spoiled)
+    with torch.no_grad():
+        trainer.model.embedding.copy_(torch.as_tensor(groups.centres[spoiled], dtype=torch.float32))
+    trainer.run()
+    report = trainer.group_solve_report
+    assert report["group_solve_merges"] == 1 and report["group_solve_applied"] == 0
+    assert report["group_solve_merged_misfit_rms"] > report["group_solve_start_misfit_rms"]
+    assert report["group_solve_groups_taken"] == 1
     assert metrics.matched_accuracy(trainer.type_groups.labels, dataset.truth.types) == 1.0
 
 
