@@ -777,13 +777,8 @@ def test_the_solves_groups_are_taken_with_the_runs_own_k_where_its_k_is_not(monk
     dataset = load_or_simulate(cfg.simulation, measurement_noise_level=0.01)
     taker = Trainer(cfg, dataset.observed, "cpu")
     taker.run(until=taker.total_iterations - 1)
-    groups = taker.type_groups
-    assert metrics.matched_accuracy(groups.labels, dataset.truth.types) == 1.0
-    spoiled = groups.labels.copy()
-    spoiled[0] = 1 - spoiled[0]
-    taker.type_groups = dataclasses.replace(groups, labels=spoiled)
-    with torch.no_grad():
-        taker.model.embedding.copy_(torch.as_tensor(groups.centres[spoiled], dtype=torch.float32))
+    assert metrics.matched_accuracy(taker.type_groups.labels, dataset.truth.types) == 1.0
+    spoil_metabolite_0(taker)
     keeper = copy.deepcopy(taker)
     keeping = cfg.training.model_copy(update={"group_solve_takes_groups": False})
     keeper.cfg = cfg.model_copy(update={"training": keeping})
@@ -800,30 +795,23 @@ def test_the_solves_groups_are_taken_with_the_runs_own_k_where_its_k_is_not(monk
     assert evaluate(taker.result(), dataset)["embedding_cluster_acc"] == 1.0
 
 
-def test_groups_that_fit_worse_at_the_runs_k_are_not_taken(monkeypatch):
-    """The short linear-head run at σ_m 0.01 with its right two groups, its solve never applied and every merge
-    accepted (ONE_LAW_GAIN unbounded): the solve ends with the two laws in one group, which at the run's k fits the
-    data worse than the run's own groups, so group_solve_takes_groups does not take it; the solve's moves alone leave
-    the groups as they are, so the run stays as it is."""
-    monkeypatch.setattr(train_module, "GROUP_SOLVE_MIN_GAIN", math.inf)
-    monkeypatch.setattr(group_solve_module, "ONE_LAW_GAIN", 1e9)
-    cfg = final_config(simulation=JOINT_SIM, hidden_dim_sub=32, data_augmentation_loop=100, seed=1,
-                       measurement_noise_level=0.01, prediction_window=10, moment_window=30, type_grouping_at=0.95,
-                       group_solve_moves=30, group_solve_takes_groups=True)
-    dataset = load_or_simulate(cfg.simulation, measurement_noise_level=0.01)
-    trainer = Trainer(cfg, dataset.observed, "cpu")
-    trainer.run()
-    report = trainer.group_solve_report
-    assert report["group_solve_merges"] == 1 and report["group_solve_applied"] == 0
-    assert report["group_solve_merged_misfit_rms"] > report["group_solve_start_misfit_rms"]
-    assert report["group_solve_groups_taken"] == 0
-    assert metrics.matched_accuracy(trainer.type_groups.labels, dataset.truth.types) == 1.0
+def spoil_metabolite_0(trainer: Trainer) -> None:
+    """Metabolite 0 put in the other of the run's two groups, its embedding that group's centre."""
+    groups = trainer.type_groups
+    spoiled = groups.labels.copy()
+    spoiled[0] = 1 - spoiled[0]
+    trainer.type_groups = dataclasses.replace(groups, labels=spoiled)
+    with torch.no_grad():
+        trainer.model.embedding.copy_(torch.as_tensor(groups.centres[spoiled], dtype=torch.float32))
 
 
-def test_where_merged_groups_are_refused_the_solves_moves_alone_are_taken(monkeypatch):
-    """As above, with metabolite 0 put in the other group before the last step: the solve moves it back and then
-    merges the two laws; the merge fits worse at the run's k and is refused, and the run takes the groups of the
-    moves alone, metabolite 0 back in its own."""
+@pytest.mark.parametrize("spoiled", [False, True])
+def test_merged_groups_that_fit_worse_at_the_runs_k_give_way_to_the_moves_alone(monkeypatch, spoiled):
+    """The short linear-head run at σ_m 0.01, its solve never applied and every merge accepted (ONE_LAW_GAIN
+    unbounded): the solve ends with the two laws in one group, which at the run's k fits the data worse than the
+    run's own groups, so group_solve_takes_groups does not take it but the groups of the solve's moves alone. With
+    the run's right groups those are its own, and the run stays as it is; with metabolite 0 put in the other group
+    before the last step, the moves put it back and the run takes them."""
     monkeypatch.setattr(train_module, "GROUP_SOLVE_MIN_GAIN", math.inf)
     monkeypatch.setattr(group_solve_module, "ONE_LAW_GAIN", 1e9)
     cfg = final_config(simulation=JOINT_SIM, hidden_dim_sub=32, data_augmentation_loop=100, seed=1,
@@ -832,17 +820,13 @@ def test_where_merged_groups_are_refused_the_solves_moves_alone_are_taken(monkey
     dataset = load_or_simulate(cfg.simulation, measurement_noise_level=0.01)
     trainer = Trainer(cfg, dataset.observed, "cpu")
     trainer.run(until=trainer.total_iterations - 1)
-    groups = trainer.type_groups
-    spoiled = groups.labels.copy()
-    spoiled[0] = 1 - spoiled[0]
-    trainer.type_groups = dataclasses.replace(groups, labels=spoiled)
-    with torch.no_grad():
-        trainer.model.embedding.copy_(torch.as_tensor(groups.centres[spoiled], dtype=torch.float32))
+    if spoiled:
+        spoil_metabolite_0(trainer)
     trainer.run()
     report = trainer.group_solve_report
     assert report["group_solve_merges"] == 1 and report["group_solve_applied"] == 0
     assert report["group_solve_merged_misfit_rms"] > report["group_solve_start_misfit_rms"]
-    assert report["group_solve_groups_taken"] == 1
+    assert report["group_solve_groups_taken"] == int(spoiled)
     assert metrics.matched_accuracy(trainer.type_groups.labels, dataset.truth.types) == 1.0
 
 
@@ -858,12 +842,8 @@ def test_a_metabolite_no_long_window_sees_is_moved_back_by_its_short_windows(mon
     dataset = load_or_simulate(cfg.simulation, measurement_noise_level=0.01)
     blind = Trainer(cfg, dataset.observed, "cpu")
     blind.run(until=blind.total_iterations - 1)
-    groups = blind.type_groups
-    spoiled = groups.labels.copy()
-    spoiled[0] = 1 - spoiled[0]
-    blind.type_groups = dataclasses.replace(groups, labels=spoiled)
-    with torch.no_grad():
-        blind.model.embedding.copy_(torch.as_tensor(groups.centres[spoiled], dtype=torch.float32))
+    spoil_metabolite_0(blind)
+    spoiled = blind.type_groups.labels
     blind.solve_kept[:, 0] = False
     starts = dataset.observed.trajectory.window_starts(blind.prediction_window)
     short = np.zeros((len(starts), len(spoiled)), dtype=bool)
