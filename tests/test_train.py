@@ -765,18 +765,25 @@ def test_the_linear_head_and_its_group_solve_recover_k_the_slopes_and_every_type
     assert solved["classification"] == "converged" and solved["rate_constants_R2"] > 0.999
 
 
+def grouped_noisy_run_before_its_last_step(**extra) -> tuple:
+    """The short linear-head run at σ_m 0.01 with type grouping and the group solve (groups taken), trained to one
+    iteration before its end, where the solve runs: its config, its data and its trainer."""
+    cfg = final_config(simulation=JOINT_SIM, hidden_dim_sub=32, data_augmentation_loop=100, seed=1,
+                       measurement_noise_level=0.01, prediction_window=10, moment_window=30, type_grouping_at=0.95,
+                       group_solve_moves=30, group_solve_takes_groups=True, **extra)
+    dataset = load_or_simulate(cfg.simulation, measurement_noise_level=0.01)
+    trainer = Trainer(cfg, dataset.observed, "cpu")
+    trainer.run(until=trainer.total_iterations - 1)
+    return cfg, dataset, trainer
+
+
 def test_the_solves_groups_are_taken_with_the_runs_own_k_where_its_k_is_not(monkeypatch):
     """A short linear-head run at σ_m 0.01 whose grouping is spoiled by hand before its last step (metabolite 0 put in
     the other group), finished twice from there with its solve never applied (GROUP_SOLVE_MIN_GAIN infinite): with
     group_solve_takes_groups the solve's moves put metabolite 0 back and the run takes those groups, each embedding
     its group's centre, with every k its own; without, the run keeps the spoiled groups. Nothing else differs."""
     monkeypatch.setattr(train_module, "GROUP_SOLVE_MIN_GAIN", math.inf)
-    cfg = final_config(simulation=JOINT_SIM, hidden_dim_sub=32, data_augmentation_loop=100, seed=1,
-                       measurement_noise_level=0.01, prediction_window=10, moment_window=30, type_grouping_at=0.95,
-                       group_solve_moves=30, group_solve_takes_groups=True)
-    dataset = load_or_simulate(cfg.simulation, measurement_noise_level=0.01)
-    taker = Trainer(cfg, dataset.observed, "cpu")
-    taker.run(until=taker.total_iterations - 1)
+    cfg, dataset, taker = grouped_noisy_run_before_its_last_step()
     assert metrics.matched_accuracy(taker.type_groups.labels, dataset.truth.types) == 1.0
     spoil_metabolite_0(taker)
     keeper = copy.deepcopy(taker)
@@ -814,12 +821,7 @@ def test_merged_groups_that_fit_worse_at_the_runs_k_give_way_to_the_moves_alone(
     before the last step, the moves put it back and the run takes them."""
     monkeypatch.setattr(train_module, "GROUP_SOLVE_MIN_GAIN", math.inf)
     monkeypatch.setattr(group_solve_module, "ONE_LAW_GAIN", 1e9)
-    cfg = final_config(simulation=JOINT_SIM, hidden_dim_sub=32, data_augmentation_loop=100, seed=1,
-                       measurement_noise_level=0.01, prediction_window=10, moment_window=30, type_grouping_at=0.95,
-                       group_solve_moves=30, group_solve_takes_groups=True)
-    dataset = load_or_simulate(cfg.simulation, measurement_noise_level=0.01)
-    trainer = Trainer(cfg, dataset.observed, "cpu")
-    trainer.run(until=trainer.total_iterations - 1)
+    _, dataset, trainer = grouped_noisy_run_before_its_last_step()
     if spoiled:
         spoil_metabolite_0(trainer)
     trainer.run()
@@ -836,12 +838,7 @@ def test_a_metabolite_no_long_window_sees_is_moved_back_by_its_short_windows(mon
     nearly all the time: with no other rows the solve cannot see it and leaves it where it is; with its prediction
     windows as the solve's second block of rows it is moved back."""
     monkeypatch.setattr(train_module, "GROUP_SOLVE_MIN_GAIN", math.inf)
-    cfg = final_config(simulation=JOINT_SIM, hidden_dim_sub=32, data_augmentation_loop=100, seed=1,
-                       measurement_noise_level=0.01, prediction_window=10, moment_window=30, type_grouping_at=0.95,
-                       group_solve_moves=30, group_solve_takes_groups=True, zero_margin=0.0)
-    dataset = load_or_simulate(cfg.simulation, measurement_noise_level=0.01)
-    blind = Trainer(cfg, dataset.observed, "cpu")
-    blind.run(until=blind.total_iterations - 1)
+    _, dataset, blind = grouped_noisy_run_before_its_last_step(zero_margin=0.0)
     spoil_metabolite_0(blind)
     spoiled = blind.type_groups.labels
     blind.solve_kept[:, 0] = False
