@@ -592,22 +592,17 @@ class Trainer:
                 solution = seeded or solution
         applied = solution.excess_rms * GROUP_SOLVE_MIN_GAIN <= solution.start_excess_rms
         regrouped = not np.array_equal(solution.groups, self.type_groups.labels)
-
-        def held_at_run_k(groups: np.ndarray) -> GroupSolution:
-            with threadpool_limits(limits=self.cfg.training.n_threads):
-                return GroupSolve(*solve.data, groups, knots, frame_mean, kept=kept,
-                                  degree=degree).with_rate_constants(run_k)
-
         held = merged_held = None
         if not applied and regrouped and self.cfg.training.group_solve_takes_groups:
-            held = held_at_run_k(solution.groups)
-            # Moves and splits lower the misfit; a merge may raise it (ONE_LAW_GAIN), so merged groups must fit
-            # better at the run's own k, else the solve's moves alone are taken (each of them lowered the misfit).
-            if solution.merges and held.misfit_rms >= solution.start_misfit_rms:
-                merged_held = held
-                with threadpool_limits(limits=self.cfg.training.n_threads):
+            with threadpool_limits(limits=self.cfg.training.n_threads):
+                held = solve.regrouped(solution.groups).with_rate_constants(run_k)
+                # Moves and splits lower the misfit; a merge may raise it (ONE_LAW_GAIN), so merged groups must fit
+                # better at the run's own k, else the solve's moves alone are taken (each of them lowered the misfit).
+                if solution.merges and held.misfit_rms >= solution.start_misfit_rms:
+                    merged_held = held
                     moved = solve.solve(self.cfg.training.group_solve_moves, run_k).groups
-                held = None if np.array_equal(moved, self.type_groups.labels) else held_at_run_k(moved)
+                    held = (None if np.array_equal(moved, self.type_groups.labels)
+                            else solve.regrouped(moved).with_rate_constants(run_k))
         groups_taken = held is not None
         self.group_solve_report = {"group_solve_applied": int(applied), "group_solve_moves": solution.moves,
                                    "group_solve_merges": solution.merges, "group_solve_splits": solution.splits,
