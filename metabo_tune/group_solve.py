@@ -87,6 +87,7 @@ class GroupSolution:
     noise_rms: float = 0.0  # the weak form's misfit floor (see the module's docstring); 0 in the strong form
     resolution_rms: float = 0.0  # the floor's standard error, as an RMS: excesses within it are not told apart
     degree: int = 1  # of each h's spline on its knots: 1 piecewise linear (values at the knots), 3 cubic
+    moved_groups: np.ndarray | None = None  # solve(): the groups after the first refinement's moves, before any merge
 
     @property
     def excess_rms(self) -> float:
@@ -332,8 +333,13 @@ class GroupSolve:
         if self.weak:
             noise_rms, resolution_rms = self._noise_floor(solution)
             solution = dataclasses.replace(solution, noise_rms=noise_rms, resolution_rms=resolution_rms)
-        if min_split_gain is None:
-            return solution
+        moved_groups = solution.groups
+        if min_split_gain is not None:
+            solution = self._regrouped_solution(solution, max_moves, min_split_gain)
+        return dataclasses.replace(solution, moved_groups=moved_groups)
+
+    def _regrouped_solution(self, solution: GroupSolution, max_moves: int, min_split_gain: float) -> GroupSolution:
+        """solution (this solve's refined) after its merges and splits (solve())."""
         solve = self
         while (merged := solve._merged(solution, max_moves)) is not None:
             solve, solution = merged

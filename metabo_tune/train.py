@@ -59,6 +59,7 @@ GROUP_SOLVE_MIN_GAIN = 2.0  # the solve is applied where it lowers the run's mis
 # L-BFGS rounds of that fit: it converges in about 30 (development, 8202 at w 1: relative misfit 2.8e-3 after 6,
 # 2.2e-4 after 30 and after 60; a sharp h fitted in 6 kept 0.49-0.65 of its slope at the zero, in 30 0.90-0.98)
 GROUP_SOLVE_HEAD_ROUNDS = 30
+GROUP_SOLVE_HEAD_MIN_GAIN = 0.0
 # Each group's h in the free group solve (its fit and its regrouping), on breakpoints half at quantiles of its
 # members' concentrations, half evenly spaced over them: with the form-free fit's f the misfit is small enough that h's
 # interpolation error dominates it, and splitting one law's members in two (each part with knots of its own) lowered
@@ -175,9 +176,11 @@ class TrainResult:
     group_solve: dict[str, float] | None = None  # training.group_solve_moves: its moves and misfit, once made
 
 
-def minimise_lbfgs(parameters: Iterable[torch.Tensor], loss_fn: Callable[[], torch.Tensor], rounds: int) -> None:
-    """`rounds` full L-BFGS steps (strong Wolfe line search, tolerances at float64's floor) on loss_fn: a fit to
-    fixed values, run to convergence rather than for a step budget."""
+def minimise_lbfgs(parameters: Iterable[torch.Tensor], loss_fn: Callable[[], torch.Tensor], rounds: int,
+                   min_round_gain: float = 0.0) -> int:
+    """Up to `rounds` full L-BFGS steps (strong Wolfe line search, tolerances at float64's floor) on loss_fn: a fit to
+    fixed values, run to convergence rather than for a step budget. Stops after a round that lowered the loss by less
+    than the fraction `min_round_gain` of it (each round is up to 500 iterations); returns the rounds run."""
     optimiser = torch.optim.LBFGS(parameters, lr=1, max_iter=500, history_size=50, line_search_fn="strong_wolfe",
                                   tolerance_grad=1e-14, tolerance_change=1e-20)
 
@@ -187,8 +190,18 @@ def minimise_lbfgs(parameters: Iterable[torch.Tensor], loss_fn: Callable[[], tor
         loss.backward()
         return loss
 
-    for _ in range(rounds):
+    if min_round_gain > 0:
+        with torch.no_grad():
+            before = float(loss_fn())
+    for done in range(1, rounds + 1):
         optimiser.step(closure)
+        if min_round_gain > 0:
+            with torch.no_grad():
+                after = float(loss_fn())
+            if before - after <= min_round_gain * before:
+                return done
+            before = after
+    return rounds
 
 
 class Trainer:
@@ -600,7 +613,7 @@ class Trainer:
                 # better at the run's own k, else the solve's moves alone are taken (each of them lowered the misfit).
                 if solution.merges and held.misfit_rms >= solution.start_misfit_rms:
                     merged_held = held
-                    moved = solve.solve(self.cfg.training.group_solve_moves, run_k).groups
+                    moved = solution.moved_groups
                     held = (None if np.array_equal(moved, self.type_groups.labels)
                             else solve.regrouped(moved).with_rate_constants(run_k))
         groups_taken = held is not None
@@ -739,7 +752,7 @@ class Trainer:
         scale = values.square().mean().clamp(min=1e-300)
         minimise_lbfgs(head.parameters(),
                        lambda: (self.model.head(points, embeddings) - values).square().mean() / scale,
-                       GROUP_SOLVE_HEAD_ROUNDS)
+                       GROUP_SOLVE_HEAD_ROUNDS, GROUP_SOLVE_HEAD_MIN_GAIN)
         head.float()
 
     def _schedule(self, progress: float) -> float:

@@ -174,6 +174,7 @@ def test_a_group_of_the_same_law_as_another_is_merged_into_it_and_groups_of_two_
         max_moves=10, start_rate_constants=k, min_split_gain=2.0)
     assert merged.merges == 1 and merged.splits == 0 and len(merged.knots) == 2
     assert (merged.groups == groups).all() or (merged.groups == 1 - groups).all()
+    assert (merged.moved_groups == kept.groups).all()  # before the merge: the moves alone, as the solve without it
     assert merged.misfit_rms < 1.25 * kept.misfit_rms and merged.misfit_rms < 1.1e-3
     np.testing.assert_allclose(merged.rate_constants[1:], k[1:], rtol=0.05)
     two = GroupSolve(rates_per_k, stoichiometry, conc, target, groups).solve(

@@ -218,6 +218,21 @@ def test_one_torch_thread_by_default(small_dataset):
     assert torch.get_num_threads() == 1
 
 
+def _line_fit_problem():
+    x = torch.linspace(0.0, 1.0, 50, dtype=torch.float64)
+    weights = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    return [weights], lambda: (weights[0] * x + weights[1] - (3.0 * x - 1.0)).square().mean()
+
+
+def test_lbfgs_runs_every_round_without_a_least_gain_and_stops_once_a_round_gains_too_little():
+    parameters, loss = _line_fit_problem()
+    assert train_module.minimise_lbfgs(parameters, loss, 4) == 4
+    parameters, loss = _line_fit_problem()
+    # a line is fitted exactly in the first round: the second gains nothing and ends the fit
+    assert train_module.minimise_lbfgs(parameters, loss, 4, min_round_gain=1e-2) == 2
+    assert float(loss()) < 1e-20
+
+
 # -- ground truth stays out of training -----------------------------------------------------------
 
 
