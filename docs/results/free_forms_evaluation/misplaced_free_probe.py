@@ -1,0 +1,64 @@
+"""Why a finished free-form run leaves a metabolite in the other type's group (a diagnostic: it reads the truth, as
+metrics do). For each metabolite whose group is not its type's majority group: where its concentrations lie against
+the two types' baselines (in units of the homeostasis width w), how far apart the two types' true laws are over its
+own frames (RMS of h_own − h_other, against the RMS of h_own), and the change of the group solve's misfit (k and
+every group's h solved, the run's learned rate law held, the trainer's own rows and knots) were it moved to its type's
+group: a positive change means the data, as the solve reads them, prefer it where it is (NaN where one group holds both
+types). Two types only.
+
+    python docs/results/free_forms_evaluation/misplaced_free_probe.py OUT.csv RUN_DIR [RUN_DIR ...]
+"""
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from metabo_tune.config import load_config
+from metabo_tune.group_solve import KNOTS_PER_GROUP, GroupSolve
+from metabo_tune.simulate import load_or_simulate
+from metabo_tune.train import Trainer
+
+
+def probe(run: Path) -> list[dict]:
+    cfg = load_config(run / "config.yaml")
+    dataset = load_or_simulate(cfg.simulation, measurement_noise_level=cfg.training.measurement_noise_level)
+    trainer = Trainer(cfg, dataset.observed, device="cpu")
+    trainer.load_checkpoint(run / "checkpoint.pt")
+    truth, groups = dataset.truth, trainer.type_groups.labels
+    type_of_group = {g: np.bincount(truth.types[groups == g]).argmax() for g in np.unique(groups)}
+    group_of_type = {t: g for g, t in type_of_group.items()}
+    conc, target, frame_mean, kept = trainer._group_solve_rows()
+    with torch.no_grad():
+        rates_per_k = (trainer.model.rates(conc) / torch.pow(10.0, trainer.model.log_k)).double().numpy()
+    solve = GroupSolve(rates_per_k, trainer.stoichiometry.astype(np.float64), conc.double().numpy(),
+                       target.astype(np.float64), groups, KNOTS_PER_GROUP, frame_mean, kept=kept,
+                       degree=trainer._group_solve_degree(), pair_moves=cfg.training.group_solve_pairs)
+    _, misfit = solve._misfit(solve.matrix, solve.rhs)
+    observed = dataset.observed.trajectory.concentrations.astype(np.float64)
+    other = dataclasses.replace(truth, types=1 - truth.types)
+    own_h, other_h = truth.homeostasis(observed), other.homeostasis(observed)
+    width, rows = truth.homeostasis_width, []
+    for m in np.flatnonzero(np.array([type_of_group[g] for g in groups]) != truth.types):
+        t = truth.types[m]
+        low, median, high = np.quantile(observed[:, m], [0.05, 0.5, 0.95])
+        rows.append({"run": run.name, "metabolite": int(m), "type": int(t), "c_5": low, "c_50": median, "c_95": high,
+                     "own_baseline": truth.baseline_per_type[t], "other_baseline": truth.baseline_per_type[1 - t],
+                     "frames_within_w_of_own_baseline": float((abs(observed[:, m] - truth.baseline_per_type[t])
+                                                               < width).mean()),
+                     "h_rms": float(np.sqrt(np.mean(own_h[:, m] ** 2))),
+                     "h_own_minus_other_rms": float(np.sqrt(np.mean((own_h[:, m] - other_h[:, m]) ** 2))),
+                     "solve_misfit": misfit,
+                     "misfit_change_moved_to_its_type": (solve._change([(m, group_of_type[t])], misfit)
+                                                         if t in group_of_type else np.nan)})
+    return rows
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    table = pd.DataFrame([row for run in sys.argv[2:] for row in probe(Path(run))])
+    table.to_csv(sys.argv[1], index=False)
+    print(table.to_string(index=False))
