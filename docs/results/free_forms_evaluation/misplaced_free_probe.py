@@ -4,7 +4,9 @@ the two types' baselines (in units of the homeostasis width w), how far apart th
 own frames (RMS of h_own − h_other, against the RMS of h_own), and the change of the group solve's misfit (k and
 every group's h solved, the run's learned rate law held, the trainer's own rows and knots) were it moved to its type's
 group: a positive change means the data, as the solve reads them, prefer it where it is (NaN where one group holds both
-types). Two types only.
+types). And the solve run once more from the run's final groups, each group's knots placed from its final members
+(the trainer's solve keeps a group's knots while members move): whether it moves the metabolite to its type, and its
+misfit against the run's own solve's. Two types only.
 
     python docs/results/free_forms_evaluation/misplaced_free_probe.py OUT.csv RUN_DIR [RUN_DIR ...]
 """
@@ -19,8 +21,9 @@ import torch
 
 from metabo_tune.config import load_config
 from metabo_tune.group_solve import KNOTS_PER_GROUP, GroupSolve
+from metabo_tune.metrics import matched_accuracy
 from metabo_tune.simulate import load_or_simulate
-from metabo_tune.train import Trainer
+from metabo_tune.train import GROUP_SOLVE_MIN_GAIN, Trainer
 
 
 def probe(run: Path) -> list[dict]:
@@ -38,6 +41,10 @@ def probe(run: Path) -> list[dict]:
                        target.astype(np.float64), groups, KNOTS_PER_GROUP, frame_mean, kept=kept,
                        degree=trainer._group_solve_degree(), pair_moves=cfg.training.group_solve_pairs)
     _, misfit = solve._misfit(solve.matrix, solve.rhs)
+    with torch.no_grad():
+        run_k = torch.pow(10.0, trainer.model.log_k.double()).numpy()
+    again = solve.regrouped(groups).solve(cfg.training.group_solve_moves, run_k, min_split_gain=GROUP_SOLVE_MIN_GAIN)
+    type_of_again = {g: np.bincount(truth.types[again.groups == g]).argmax() for g in np.unique(again.groups)}
     observed = dataset.observed.trajectory.concentrations.astype(np.float64)
     other = dataclasses.replace(truth, types=1 - truth.types)
     own_h, other_h = truth.homeostasis(observed), other.homeostasis(observed)
@@ -53,7 +60,11 @@ def probe(run: Path) -> list[dict]:
                      "h_own_minus_other_rms": float(np.sqrt(np.mean((own_h[:, m] - other_h[:, m]) ** 2))),
                      "solve_misfit": misfit,
                      "misfit_change_moved_to_its_type": (solve._change([(m, group_of_type[t])], misfit)
-                                                         if t in group_of_type else np.nan)})
+                                                         if t in group_of_type else np.nan),
+                     "solved_again_to_its_type": bool(type_of_again[again.groups[m]] == t),
+                     "solved_again_types": matched_accuracy(again.groups, truth.types),
+                     "solved_again_misfit_rms": again.misfit_rms,
+                     "run_solve_misfit_rms": trainer.group_solve_report["group_solve_misfit_rms"]})
     return rows
 
 
