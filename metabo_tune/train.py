@@ -592,16 +592,8 @@ class Trainer:
         (mixture_seeded_solution)."""
         started = time.perf_counter()
         weak = self.solve_starts is not None
-        conc, target, frame_mean, kept = self._group_solve_rows()
-        knots = LINEAR_HEAD_KNOTS if self.model.relaxation is not None else KNOTS_PER_GROUP
-        degree = self._group_solve_degree()
-        with torch.no_grad():
-            rates_per_k = (self.model.rates(conc) / torch.pow(10.0, self.model.log_k)).double().cpu().numpy()
-            run_k = torch.pow(10.0, self.model.log_k.double()).cpu().numpy()
         with threadpool_limits(limits=self.cfg.training.n_threads):  # numpy's BLAS too: one thread per trial
-            solve = GroupSolve(rates_per_k, self.stoichiometry.astype(np.float64), conc.double().cpu().numpy(),
-                               target.astype(np.float64), self.type_groups.labels, knots, frame_mean, kept=kept,
-                               degree=degree, pair_moves=self.cfg.training.group_solve_pairs)
+            solve, run_k = self.group_solve_from_own_groups()
             solution = solve.solve(self.cfg.training.group_solve_moves, run_k, min_split_gain=GROUP_SOLVE_MIN_GAIN)
             mixture_types = None
             if self.cfg.training.group_solve_mixture and self.model.relaxation is not None and len(solution.knots) == 1:
@@ -643,6 +635,18 @@ class Trainer:
             self.group_solve_report["group_solve_short_entries"] = (0 if self.solve_short is None
                                                                     else int(self.solve_short[1].sum()))
         self.group_solve_report["group_solve_time_s"] = time.perf_counter() - started
+
+    def group_solve_from_own_groups(self) -> tuple[GroupSolve, np.ndarray]:
+        """The group solve on the run's rows with its learned rate law held, started from its groups; and its k."""
+        conc, target, frame_mean, kept = self._group_solve_rows()
+        knots = LINEAR_HEAD_KNOTS if self.model.relaxation is not None else KNOTS_PER_GROUP
+        with torch.no_grad():
+            rates_per_k = (self.model.rates(conc) / torch.pow(10.0, self.model.log_k)).double().cpu().numpy()
+            run_k = torch.pow(10.0, self.model.log_k.double()).cpu().numpy()
+        solve = GroupSolve(rates_per_k, self.stoichiometry.astype(np.float64), conc.double().cpu().numpy(),
+                           target.astype(np.float64), self.type_groups.labels, knots, frame_mean, kept=kept,
+                           degree=self._group_solve_degree(), pair_moves=self.cfg.training.group_solve_pairs)
+        return solve, run_k
 
     def _group_solve_rows(self) -> tuple[torch.Tensor, np.ndarray, scipy.sparse.csr_matrix | None,
                                          np.ndarray | None]:

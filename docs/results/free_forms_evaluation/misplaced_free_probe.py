@@ -20,7 +20,6 @@ import pandas as pd
 import torch
 
 from metabo_tune.config import load_config
-from metabo_tune.group_solve import KNOTS_PER_GROUP, GroupSolve
 from metabo_tune.metrics import matched_accuracy
 from metabo_tune.simulate import load_or_simulate
 from metabo_tune.train import GROUP_SOLVE_MIN_GAIN, Trainer
@@ -34,15 +33,8 @@ def probe(run: Path) -> list[dict]:
     truth, groups = dataset.truth, trainer.type_groups.labels
     type_of_group = {g: np.bincount(truth.types[groups == g]).argmax() for g in np.unique(groups)}
     group_of_type = {t: g for g, t in type_of_group.items()}
-    conc, target, frame_mean, kept = trainer._group_solve_rows()
-    with torch.no_grad():
-        rates_per_k = (trainer.model.rates(conc) / torch.pow(10.0, trainer.model.log_k)).double().numpy()
-    solve = GroupSolve(rates_per_k, trainer.stoichiometry.astype(np.float64), conc.double().numpy(),
-                       target.astype(np.float64), groups, KNOTS_PER_GROUP, frame_mean, kept=kept,
-                       degree=trainer._group_solve_degree(), pair_moves=cfg.training.group_solve_pairs)
+    solve, run_k = trainer.group_solve_from_own_groups()
     _, misfit = solve._misfit(solve.matrix, solve.rhs)
-    with torch.no_grad():
-        run_k = torch.pow(10.0, trainer.model.log_k.double()).numpy()
     again = solve.regrouped(groups).solve(cfg.training.group_solve_moves, run_k, min_split_gain=GROUP_SOLVE_MIN_GAIN)
     type_of_again = {g: np.bincount(truth.types[again.groups == g]).argmax() for g in np.unique(again.groups)}
     observed = dataset.observed.trajectory.concentrations.astype(np.float64)
