@@ -13,23 +13,38 @@ misfit against the run's own solve's. Two types only.
 
 import dataclasses
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from metabo_tune.config import load_config
+from metabo_tune.config import Config, load_config
 from metabo_tune.metrics import matched_accuracy
-from metabo_tune.simulate import load_or_simulate
+from metabo_tune.simulate import Dataset, load_or_simulate
 from metabo_tune.train import GROUP_SOLVE_MIN_GAIN, Trainer
 
 
-def probe(run: Path) -> list[dict]:
+def finished_run(run: Path) -> tuple[Config, Dataset, Trainer]:
+    """A finished run's config, its data (with the truth) and its trainer at the end of the run."""
     cfg = load_config(run / "config.yaml")
     dataset = load_or_simulate(cfg.simulation, measurement_noise_level=cfg.training.measurement_noise_level)
     trainer = Trainer(cfg, dataset.observed, device="cpu")
     trainer.load_checkpoint(run / "checkpoint.pt")
+    return cfg, dataset, trainer
+
+
+def write_table(probe: Callable[[Path], list[dict]]) -> None:
+    """`probe` on every RUN_DIR of the command line, its rows to OUT.csv and printed."""
+    torch.set_num_threads(1)
+    table = pd.DataFrame([row for run in sys.argv[2:] for row in probe(Path(run))])
+    table.to_csv(sys.argv[1], index=False)
+    print(table.to_string(index=False))
+
+
+def probe(run: Path) -> list[dict]:
+    cfg, dataset, trainer = finished_run(run)
     truth, groups = dataset.truth, trainer.type_groups.labels
     type_of_group = {g: np.bincount(truth.types[groups == g]).argmax() for g in np.unique(groups)}
     group_of_type = {t: g for g, t in type_of_group.items()}
@@ -61,7 +76,4 @@ def probe(run: Path) -> list[dict]:
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(1)
-    table = pd.DataFrame([row for run in sys.argv[2:] for row in probe(Path(run))])
-    table.to_csv(sys.argv[1], index=False)
-    print(table.to_string(index=False))
+    write_table(probe)

@@ -9,18 +9,14 @@ from the run's final groups with the knots as shipped and with each M: the types
     python docs/results/free_forms_evaluation/shared_support_probe.py OUT.csv RUN_DIR [RUN_DIR ...]
 """
 
-import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import torch
+from misplaced_free_probe import finished_run, write_table
 
-from metabo_tune.config import load_config
 from metabo_tune.metrics import matched_accuracy
-from metabo_tune.simulate import load_or_simulate
 from metabo_tune.splines import Breakpoints, spread_breakpoints
-from metabo_tune.train import GROUP_SOLVE_MIN_GAIN, Trainer
+from metabo_tune.train import GROUP_SOLVE_MIN_GAIN
 
 SHARED_BY = (2, 3)
 
@@ -35,10 +31,7 @@ def shared_breakpoints(members: int) -> Breakpoints:
 
 
 def probe(run: Path) -> list[dict]:
-    cfg = load_config(run / "config.yaml")
-    dataset = load_or_simulate(cfg.simulation, measurement_noise_level=cfg.training.measurement_noise_level)
-    trainer = Trainer(cfg, dataset.observed, device="cpu")
-    trainer.load_checkpoint(run / "checkpoint.pt")
+    cfg, dataset, trainer = finished_run(run)
     truth, groups = dataset.truth, trainer.type_groups.labels
     solve, run_k = trainer.group_solve_from_own_groups()
     rows = []
@@ -56,7 +49,4 @@ def probe(run: Path) -> list[dict]:
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(1)
-    table = pd.DataFrame([row for run in sys.argv[2:] for row in probe(Path(run))])
-    table.to_csv(sys.argv[1], index=False)
-    print(table.to_string(index=False))
+    write_table(probe)
