@@ -4,9 +4,10 @@ the two types' baselines (in units of the homeostasis width w), how far apart th
 own frames (RMS of h_own − h_other, against the RMS of h_own), and the change of the group solve's misfit (k and
 every group's h solved, the run's learned rate law held, the trainer's own rows and knots) were it moved to its type's
 group: a positive change means the data, as the solve reads them, prefer it where it is (NaN where one group holds both
-types). And the solve run once more from the run's final groups, each group's knots placed from its final members
-(the trainer's solve keeps a group's knots while members move): whether it moves the metabolite to its type, and its
-misfit against the run's own solve's. Two types only.
+types); the same with k held at the solve's, to show how much of that evidence k absorbs. And the solve run once
+more from the run's final groups, each group's knots placed from its final members (the trainer's solve keeps a
+group's knots while members move): whether it moves the metabolite to its type, and its misfit against the run's own
+solve's. Two types only.
 
     python docs/results/free_forms_evaluation/misplaced_free_probe.py OUT.csv RUN_DIR [RUN_DIR ...]
 """
@@ -21,6 +22,7 @@ import pandas as pd
 import torch
 
 from metabo_tune.config import Config, load_config
+from metabo_tune.group_solve import GroupSolve
 from metabo_tune.metrics import matched_accuracy
 from metabo_tune.simulate import Dataset, load_or_simulate
 from metabo_tune.train import GROUP_SOLVE_MIN_GAIN, Trainer
@@ -43,13 +45,25 @@ def write_table(probe: Callable[[Path], list[dict]]) -> None:
     print(table.to_string(index=False))
 
 
+def moved_with_k_held(solve: GroupSolve, metabolite: int, group: int, solved: np.ndarray, misfit: float) -> float:
+    """The misfit's change were `metabolite` moved to `group` with k held at the solve's (`solved`, misfit `misfit`)
+    and each group's h solved again: set beside the change with k solved again, it shows how much of a move's
+    evidence the rate constants absorb."""
+    r, k = solve.n_reactions, solved[:solve.n_reactions]
+    matrix, rhs = solve.matrix.copy(), solve.rhs.copy()
+    solve._move(matrix, rhs, metabolite, group)
+    remaining = rhs[r:] - matrix[r:, :r] @ k
+    h = solve._solve(matrix[r:, r:], remaining)
+    return solve.total - 2 * float(k @ rhs[:r]) + float(k @ matrix[:r, :r] @ k) - float(h @ remaining) - misfit
+
+
 def probe(run: Path) -> list[dict]:
     cfg, dataset, trainer = finished_run(run)
     truth, groups = dataset.truth, trainer.type_groups.labels
     type_of_group = {g: np.bincount(truth.types[groups == g]).argmax() for g in np.unique(groups)}
     group_of_type = {t: g for g, t in type_of_group.items()}
     solve, run_k = trainer.group_solve_from_own_groups()
-    _, misfit = solve._misfit(solve.matrix, solve.rhs)
+    solved, misfit = solve._misfit(solve.matrix, solve.rhs)
     again = solve.regrouped(groups).solve(cfg.training.group_solve_moves, run_k, min_split_gain=GROUP_SOLVE_MIN_GAIN)
     type_of_again = {g: np.bincount(truth.types[again.groups == g]).argmax() for g in np.unique(again.groups)}
     observed = dataset.observed.trajectory.concentrations.astype(np.float64)
@@ -68,6 +82,8 @@ def probe(run: Path) -> list[dict]:
                      "solve_misfit": misfit,
                      "misfit_change_moved_to_its_type": (solve._change([(m, group_of_type[t])], misfit)
                                                          if t in group_of_type else np.nan),
+                     "misfit_change_moved_k_held": (moved_with_k_held(solve, m, group_of_type[t], solved, misfit)
+                                                    if t in group_of_type else np.nan),
                      "solved_again_to_its_type": bool(type_of_again[again.groups[m]] == t),
                      "solved_again_types": matched_accuracy(again.groups, truth.types),
                      "solved_again_misfit_rms": again.misfit_rms,
