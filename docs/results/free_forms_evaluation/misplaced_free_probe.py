@@ -28,12 +28,16 @@ from metabo_tune.simulate import Dataset, load_or_simulate
 from metabo_tune.train import GROUP_SOLVE_MIN_GAIN, Trainer
 
 
-def finished_run(run: Path) -> tuple[Config, Dataset, Trainer]:
-    """A finished run's config, its data (with the truth) and its trainer at the end of the run."""
-    cfg = load_config(run / "config.yaml")
+def finished_run(run: Path, reading: list[str] | None = None) -> tuple[Config, Dataset, Trainer]:
+    """A finished run's config, its data (with the truth) and its trainer at the end of the run; with `reading`
+    (`training.KEY=VALUE` overrides, e.g. of decensor_zeros or zero_margin), the same trained state with the data read
+    as those keys say."""
+    cfg = load_config(run / "config.yaml", reading or [])
     dataset = load_or_simulate(cfg.simulation, measurement_noise_level=cfg.training.measurement_noise_level)
     trainer = Trainer(cfg, dataset.observed, device="cpu")
-    trainer.load_checkpoint(run / "checkpoint.pt")
+    state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
+    state["config"] = cfg.to_dict()  # the state as trained; only the reading of the data differs
+    trainer.load_state_dict(state)
     return cfg, dataset, trainer
 
 
