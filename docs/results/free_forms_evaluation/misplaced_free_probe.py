@@ -12,6 +12,7 @@ solve's. Two types only.
     python docs/results/free_forms_evaluation/misplaced_free_probe.py OUT.csv RUN_DIR [RUN_DIR ...]
 """
 
+import copy
 import dataclasses
 import sys
 from collections.abc import Callable
@@ -53,12 +54,10 @@ def moved_with_k_held(solve: GroupSolve, metabolite: int, group: int, solved: np
     """The misfit's change were `metabolite` moved to `group` with k held at the solve's (`solved`, misfit `misfit`)
     and each group's h solved again: set beside the change with k solved again, it shows how much of a move's
     evidence the rate constants absorb."""
-    r, k = solve.n_reactions, solved[:solve.n_reactions]
-    matrix, rhs = solve.matrix.copy(), solve.rhs.copy()
-    solve._move(matrix, rhs, metabolite, group)
-    remaining = rhs[r:] - matrix[r:, :r] @ k
-    h = solve._solve(matrix[r:, r:], remaining)
-    return solve.total - 2 * float(k @ rhs[:r]) + float(k @ matrix[:r, :r] @ k) - float(h @ remaining) - misfit
+    moved = copy.copy(solve)
+    moved.matrix, moved.rhs = solve.matrix.copy(), solve.rhs.copy()
+    moved._move(moved.matrix, moved.rhs, metabolite, group)
+    return moved.misfit_with_rate_constants(solved[:solve.n_reactions]) - misfit
 
 
 def probe(run: Path) -> list[dict]:

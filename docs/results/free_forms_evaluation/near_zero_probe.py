@@ -28,7 +28,7 @@ def probe(run: Path, metabolite: int) -> dict:
                                 ).observed.trajectory.concentrations[:, metabolite]
     low = exact < LOW
     truth, groups = dataset.truth, trainer.type_groups.labels
-    solve, _ = trainer.group_solve_from_own_groups()
+    solve, run_k = trainer.group_solve_from_own_groups()
     home = next(g for g in np.unique(groups) if np.bincount(truth.types[groups == g]).argmax()
                 == truth.types[metabolite])
     moved = groups.copy()
@@ -43,7 +43,7 @@ def probe(run: Path, metabolite: int) -> dict:
         residuals.append(solve._residual(x[:solve.n_reactions], values, placed))
     change = np.square(residuals[1]).sum(0) - np.square(residuals[0]).sum(0)
     own = solve.weight[:, metabolite] > 0
-    floor = solve._noise_floor(solve._refined(0, 0.0, (0.0, 0.0)))[0]
+    floor = solve.solve(0, run_k).noise_rms
     return {"run": f"{run.parent.parent.name}/{run.name}", "metabolite": metabolite,
             "type": int(truth.types[metabolite]), "frames_true_below_low": float(low.mean()),
             "true_mean_there": float(exact[low].mean()), "measured_mean_there": float(measured[low].mean()),
