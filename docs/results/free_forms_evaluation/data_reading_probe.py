@@ -10,8 +10,7 @@ metabolites it leaves off their type, its moves and misfit.
 
 from pathlib import Path
 
-import numpy as np
-from misplaced_free_probe import finished_run, write_table
+from misplaced_free_probe import finished_run, type_of_group, write_table
 
 from metabo_tune.metrics import matched_accuracy
 from metabo_tune.train import GROUP_SOLVE_MIN_GAIN
@@ -28,7 +27,7 @@ def probe(run: Path) -> list[dict]:
         truth = dataset.truth
         solve, run_k = trainer.group_solve_from_own_groups()
         again = solve.solve(cfg.training.group_solve_moves, run_k, min_split_gain=GROUP_SOLVE_MIN_GAIN)
-        majority = {g: np.bincount(truth.types[again.groups == g]).argmax() for g in np.unique(again.groups)}
+        majority = type_of_group(again.groups, truth.types)
         off = [i for i, g in enumerate(again.groups) if majority[g] != truth.types[i]]
         rows.append({"run": f"{run.parent.parent.name}/{run.name}", "reading": reading,
                      "entries_solved": float(solve.weight.mean()),

@@ -42,6 +42,11 @@ def finished_run(run: Path, reading: list[str] | None = None) -> tuple[Config, D
     return cfg, dataset, trainer
 
 
+def type_of_group(groups: np.ndarray, types: np.ndarray) -> dict[int, int]:
+    """Each group's type: the true type of most of its members."""
+    return {g: int(np.bincount(types[groups == g]).argmax()) for g in np.unique(groups)}
+
+
 def write_table(probe: Callable[[Path], list[dict]]) -> None:
     """`probe` on every RUN_DIR of the command line, its rows to OUT.csv and printed."""
     torch.set_num_threads(1)
@@ -63,17 +68,17 @@ def moved_with_k_held(solve: GroupSolve, metabolite: int, group: int, solved: np
 def probe(run: Path) -> list[dict]:
     cfg, dataset, trainer = finished_run(run)
     truth, groups = dataset.truth, trainer.type_groups.labels
-    type_of_group = {g: np.bincount(truth.types[groups == g]).argmax() for g in np.unique(groups)}
-    group_of_type = {t: g for g, t in type_of_group.items()}
+    group_type = type_of_group(groups, truth.types)
+    group_of_type = {t: g for g, t in group_type.items()}
     solve, run_k = trainer.group_solve_from_own_groups()
     solved, misfit = solve._misfit(solve.matrix, solve.rhs)
     again = solve.regrouped(groups).solve(cfg.training.group_solve_moves, run_k, min_split_gain=GROUP_SOLVE_MIN_GAIN)
-    type_of_again = {g: np.bincount(truth.types[again.groups == g]).argmax() for g in np.unique(again.groups)}
+    type_of_again = type_of_group(again.groups, truth.types)
     observed = dataset.observed.trajectory.concentrations.astype(np.float64)
     other = dataclasses.replace(truth, types=1 - truth.types)
     own_h, other_h = truth.homeostasis(observed), other.homeostasis(observed)
     width, rows = truth.homeostasis_width, []
-    for m in np.flatnonzero(np.array([type_of_group[g] for g in groups]) != truth.types):
+    for m in np.flatnonzero(np.array([group_type[g] for g in groups]) != truth.types):
         t = truth.types[m]
         low, median, high = np.quantile(observed[:, m], [0.05, 0.5, 0.95])
         rows.append({"run": run.name, "metabolite": int(m), "type": int(t), "c_5": low, "c_50": median, "c_95": high,

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from misplaced_free_probe import finished_run
+from misplaced_free_probe import finished_run, type_of_group
 
 from metabo_tune.simulate import load_or_simulate
 
@@ -24,13 +24,11 @@ LOW = 0.01
 def probe(run: Path, metabolite: int) -> dict:
     cfg, dataset, trainer = finished_run(run)
     exact = load_or_simulate(cfg.simulation).observed.trajectory.concentrations[:, metabolite]
-    measured = load_or_simulate(cfg.simulation, measurement_noise_level=cfg.training.measurement_noise_level
-                                ).observed.trajectory.concentrations[:, metabolite]
+    measured = dataset.observed.trajectory.concentrations[:, metabolite]  # as measured (decensoring is training's)
     low = exact < LOW
     truth, groups = dataset.truth, trainer.type_groups.labels
     solve, run_k = trainer.group_solve_from_own_groups()
-    home = next(g for g in np.unique(groups) if np.bincount(truth.types[groups == g]).argmax()
-                == truth.types[metabolite])
+    home = next(g for g, t in type_of_group(groups, truth.types).items() if t == truth.types[metabolite])
     moved = groups.copy()
     moved[metabolite] = home
     residuals = []
