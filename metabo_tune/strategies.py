@@ -7,8 +7,8 @@
    trials (finished or running) at the fidelity its result comes from (full once it has a full-budget
    result: `Tree.best` ranks those first);
 3. condition overrides, each triggered by the finished nodes and applied to the best node (settle: to
-   the best node it names): settle, homeo-kick, switch-test, embedding-focus, k-protect, degeneracy-break,
-   boundary-probe (thresholds below);
+   the best node it names): settle, homeo-kick, floor-retest, switch-test, embedding-focus, k-protect,
+   degeneracy-break, boundary-probe (thresholds below);
 4. the slot's role, the four in turn (one each in every four suggestions, whatever the concurrency): exploit the
    top-UCB node; exploit the second; explore; principle-test, or boundary-probe when principle-test has nothing
    (no effect seen twice, or every move it has is already a node).
@@ -32,9 +32,10 @@ each proposal to the tree (a node, or a trial for a replicate) before the next c
 randomness is `rng`; merge and direction use none.
 
 A proposal changes one parameter of its parent; settle, homeo-kick, k-protect and degeneracy-break change a named
-pair, and a merge the parameters of the mutation it brings in. The overrides read a node's class where its result
-comes from (full budget once it has one, else the screen): switch-test stops once the best node is converged there
-(at screen too, before its promotion), and boundary-probe counts nodes converged at their search fidelity. A
+pair, a merge the parameters of the mutation it brings in, and a floor-retest those of a spread entry. The
+overrides read a node's class where its result comes from (full budget once it has one, else the screen):
+switch-test stops once the best node is converged there (at screen too, before its promotion), and boundary-probe
+counts nodes converged at their search fidelity. A
 switch-test turns on a switch: a loss term whose settings are other parameters (a gate, off at 0), or a choice that
 can be null (off); the settings keep the values the node has (for a term that is off: the space's base, where a
 space can give the companion settings that make the term work). It tries the best node's switches, and follows a
@@ -546,6 +547,58 @@ def switch_test(tree: Tree, space: SearchSpace, rng: random.Random) -> Proposal 
     return None
 
 
+def _failed(node: Node) -> bool:
+    """Whether the node failed where its result comes from (full budget once it has one, else its screen)."""
+    return node.metrics_at(node.result_fidelity).get("classification") == "failed"
+
+
+def _applied_off_the_floor(tree: Tree, changes: dict[str, Any]) -> bool:
+    """Whether some node made exactly these changes to a parent that did not fail."""
+    for node in tree.nodes.values():
+        if node.parent_id is None:
+            continue
+        parent = tree.nodes[node.parent_id]
+        made = {name: node.config.get(name) for name in changed_parameters(parent.config, node.config)}
+        if made == changes and parent.reward is not None and not _failed(parent):
+            return True
+    return False
+
+
+def floor_retest(tree: Tree, space: SearchSpace, rng: random.Random) -> Proposal | None:
+    """A spread entry judged only where everything failed, applied to the best node once it no longer fails.
+
+    A spread root is measured against the baseline root, both built the base's way. Where both failed, their
+    rewards differ by seed noise at the reward's floor and say nothing of the entry, yet the rules read them as a
+    verdict: the entry's mutation is no improvement to merge, and the line the tree builds from the best root
+    never has it. So once the best node (short of converged) has left the floor, each such entry, in spread
+    order, is applied to it, whole and once: where it applies cleanly (the best node still has the baseline's
+    values of the entry's parameters, every one in effect there) and no node has made that change to a parent
+    that did not fail. On 9202's first tree repetition (docs/results.md) the priors entry failed beside the
+    baseline and the tree's line never switched the restoring prior on, which every converged free-form trial had.
+    """
+    best = tree.best()
+    baseline = _baseline(tree, space)
+    if best is None or baseline is None or baseline.reward is None or not _failed(baseline) or _failed(best):
+        return None
+    if best.metrics_at(best.result_fidelity).get("classification") == "converged":
+        return None
+    roots = [node for node in tree.nodes.values() if node.parent_id is None and node is not baseline]
+    for root in sorted(roots, key=lambda n: n.index):
+        if root.reward is None or not _failed(root):
+            continue
+        changes = {name: root.config[name] for name in changed_parameters(baseline.config, root.config)}
+        if not changes or _applied_off_the_floor(tree, changes):
+            continue
+        if not all(name in space.parameters and best.config.get(name) == baseline.config.get(name)
+                   for name in changes):
+            continue
+        if all(_active_in(space, {**best.config, **changes}, name) for name in changes):
+            proposal = _child(tree, best, changes, "floor-retest")
+            if proposal is not None:
+                return proposal
+    return None
+
+
 def embedding_focus(tree: Tree, space: SearchSpace, rng: random.Random) -> Proposal | None:
     """Slopes move but the types are not all separated: lr_embedding × 2 on the best node, at most
     lr_node; when it is there already, embedding fusion × 2 (from 0: 1 % of its range): the residual
@@ -698,8 +751,8 @@ def probe_extreme(tree: Tree, space: SearchSpace, rng: random.Random) -> Proposa
     return None
 
 
-OVERRIDES: tuple[Rule, ...] = (settle, homeo_kick, switch_test, embedding_focus, k_protect, degeneracy_break,
-                               boundary_probe)
+OVERRIDES: tuple[Rule, ...] = (settle, homeo_kick, floor_retest, switch_test, embedding_focus, k_protect,
+                               degeneracy_break, boundary_probe)
 SLOT_ROLES: tuple[tuple[Rule, ...], ...] = ((exploit,), (exploit_second,), (explore,), (principle_test, probe_extreme))
 
 
