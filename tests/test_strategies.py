@@ -403,7 +403,7 @@ def test_floor_retest_applies_each_spread_entry_judged_at_the_floor_to_the_first
     assert propose(tree, free, random.Random(0), slot=0).strategy != "floor-retest"  # each entry once
 
 
-def test_floor_retest_skips_an_entry_the_best_node_has_changed_and_an_entry_judged_off_the_floor() -> None:
+def test_floor_retest_skips_an_entry_the_best_node_has_changed_and_entries_judged_off_the_floor() -> None:
     free = load_space(HOMEO.with_name("free_forms.yaml"))
     failed = metrics(rate_constants_R2=0.0, avg_slope_ratio=0.0, embedding_cluster_acc=0.5, classification="failed")
     stuck = metrics(rate_constants_R2=0.99, avg_slope_ratio=0.9, embedding_cluster_acc=0.5,
@@ -415,6 +415,10 @@ def test_floor_retest_skips_an_entry_the_best_node_has_changed_and_an_entry_judg
     assert proposal.config == {**tree.nodes[faster].config, **free.initial_spread[1]}
     record(tree, proposal, [0.6, 0.6], stuck)
     # entry 2 sets the k rate the best node changed; entry 3 was judged off the floor
+    assert propose(tree, free, random.Random(0), slot=0).strategy != "floor-retest"
+    # a baseline that did not fail: every entry was judged off the floor
+    tree = spread_tree(free, rewards=(0.3, 0.103, 0.101, 0.100), metrics=(stuck, failed, failed, failed))
+    child(tree, "0", {RESIDUAL_FIT: 1e3}, [0.63, 0.63], stuck)
     assert propose(tree, free, random.Random(0), slot=0).strategy != "floor-retest"
 
 
