@@ -31,7 +31,7 @@ from metabo_tune.censoring import DecensorSetting, decensored_observed
 from metabo_tune.cli import ArgumentParser, output_folder
 from metabo_tune.config import Config, ConfigError, load_config, same_config, with_defaults
 from metabo_tune.free_regress import FreeFormFit, fit_free_config
-from metabo_tune.group_solve import KNOTS_PER_GROUP, GroupSolution, GroupSolve, uncovered, window_mean
+from metabo_tune.group_solve import KNOTS_PER_GROUP, SPLIT_GAIN, GroupSolution, GroupSolve, uncovered, window_mean
 from metabo_tune.homeostasis_losses import HomeostasisLosses, shared_relaxation_fit, window_rates
 from metabo_tune.model import MetabolicGNN, build_model
 from metabo_tune.noise_estimate import (
@@ -577,7 +577,7 @@ class Trainer:
     def finish_with_group_solve(self) -> None:
         """k and each group's homeostasis from one least-squares solve with the learned rate law held, the groups
         refined by its misfit, two merged where that raises it at most group_solve.ONE_LAW_GAIN-fold and one split
-        where that lowers it more than GROUP_SOLVE_MIN_GAIN-fold (metabo_tune.group_solve). With prediction_window 1
+        where that lowers it more than SPLIT_GAIN-fold (metabo_tune.group_solve). With prediction_window 1
         it fits the data's dc/dt on every 2nd frame; with a window it fits the weak form (c[t+W] − c[t]) / (W·dt) at
         every start t, W = group_solve_window (with the zero margin, short windows too: _weak_form_rows), and compares
         misfits above their noise floor.
@@ -594,7 +594,7 @@ class Trainer:
         weak = self.solve_starts is not None
         with threadpool_limits(limits=self.cfg.training.n_threads):  # numpy's BLAS too: one thread per trial
             solve, run_k = self.group_solve_from_own_groups()
-            solution = solve.solve(self.cfg.training.group_solve_moves, run_k, min_split_gain=GROUP_SOLVE_MIN_GAIN)
+            solution = solve.solve(self.cfg.training.group_solve_moves, run_k, min_split_gain=SPLIT_GAIN)
             mixture_types = None
             if self.cfg.training.group_solve_mixture and self.model.relaxation is not None and len(solution.knots) == 1:
                 seeded, mixture_types = mixture_seeded_solution(
@@ -670,7 +670,7 @@ class Trainer:
                            degree=self._group_solve_degree(), pair_moves=self.cfg.training.group_solve_pairs,
                            breakpoints=mixed_breakpoints)
         return solve.solve(self.cfg.training.group_solve_moves, fit.rate_constants,
-                           min_split_gain=GROUP_SOLVE_MIN_GAIN)
+                           min_split_gain=SPLIT_GAIN)
 
     def finish_with_free_group_solve(self) -> None:
         """The form-free fit with the run's groups sharing one h each (training.free_group_solve): the group solve
