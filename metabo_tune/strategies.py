@@ -35,13 +35,13 @@ A proposal changes one parameter of its parent; settle, homeo-kick, k-protect an
 pair, a merge the parameters of the mutation it brings in, and a floor-retest those of a spread entry. The
 overrides read a node's class where its result comes from (full budget once it has one, else the screen):
 switch-test stops once the best node is converged there (at screen too, before its promotion), and boundary-probe
-counts nodes converged at their search fidelity. A
-switch-test turns on a switch: a loss term whose settings are other parameters (a gate, off at 0), or a choice that
-can be null (off); the settings keep the values the node has (for a term that is off: the space's base, where a
-space can give the companion settings that make the term work). It tries the best node's switches, and follows a
-switch through: the switches that `require` one a node turned on are turned on, one a trial, on that node. Values
-are clipped into [low, high], ints stay int and bools bool, and floats are rounded to three significant digits so
-the mutation text ("param: old -> new", `%.3g`) shows the exact value.
+counts nodes converged at their search fidelity. A switch-test turns on a switch: a loss term whose settings are
+other parameters (a gate, off at 0), or a choice that can be null (off); the settings keep the values the node has
+(for a term that is off: the space's base, where a space can give the companion settings that make the term work).
+It tries the best node's switches, and follows a switch through: the switches that `require` one a node turned on
+are turned on, one a trial, on that node. Values are clipped into [low, high], ints stay int and bools bool, and
+floats are rounded to three significant digits so the mutation text ("param: old -> new", `%.3g`) shows the exact
+value.
 """
 
 from __future__ import annotations
