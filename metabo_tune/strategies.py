@@ -529,7 +529,7 @@ def switch_test(tree: Tree, space: SearchSpace, rng: random.Random) -> Proposal 
     include further switches may be worth nothing until they are on too, and then the reward does not rise
     along the way for the best node to lead there (docs/results.md, "Where the tree breaks on this space")."""
     best = tree.best()
-    if best is None or best.metrics_at(best.result_fidelity).get("classification") == "converged":
+    if best is None or best.result_classification == "converged":
         return None
     tested: dict[tuple[tuple[str, Any], ...], set[str]] = {}
     for node in tree.nodes.values():
@@ -547,11 +547,6 @@ def switch_test(tree: Tree, space: SearchSpace, rng: random.Random) -> Proposal 
     return None
 
 
-def _failed(node: Node) -> bool:
-    """Whether the node failed where its result comes from (full budget once it has one, else its screen)."""
-    return node.metrics_at(node.result_fidelity).get("classification") == "failed"
-
-
 def _applied_off_the_floor(tree: Tree, changes: dict[str, Any]) -> bool:
     """Whether some node made exactly these changes to a parent that did not fail."""
     for node in tree.nodes.values():
@@ -559,7 +554,7 @@ def _applied_off_the_floor(tree: Tree, changes: dict[str, Any]) -> bool:
             continue
         parent = tree.nodes[node.parent_id]
         made = {name: node.config.get(name) for name in changed_parameters(parent.config, node.config)}
-        if made == changes and parent.reward is not None and not _failed(parent):
+        if made == changes and parent.reward is not None and parent.result_classification != "failed":
             return True
     return False
 
@@ -578,13 +573,12 @@ def floor_retest(tree: Tree, space: SearchSpace, rng: random.Random) -> Proposal
     """
     best = tree.best()
     baseline = _baseline(tree, space)
-    if best is None or baseline is None or baseline.reward is None or not _failed(baseline) or _failed(best):
-        return None
-    if best.metrics_at(best.result_fidelity).get("classification") == "converged":
+    if (best is None or baseline is None or baseline.reward is None or baseline.result_classification != "failed"
+            or best.result_classification in ("failed", "converged")):
         return None
     roots = [node for node in tree.nodes.values() if node.parent_id is None and node is not baseline]
     for root in sorted(roots, key=lambda n: n.index):
-        if root.reward is None or not _failed(root):
+        if root.reward is None or root.result_classification != "failed":
             continue
         changes = {name: root.config[name] for name in changed_parameters(baseline.config, root.config)}
         if not changes or _applied_off_the_floor(tree, changes):

@@ -206,6 +206,11 @@ class Node:
         the search fidelity."""
         return FULL if self.full_reward is not None else self.fidelity
 
+    @property
+    def result_classification(self) -> str | None:
+        """The classification where the node's headline result comes from (`result_fidelity`)."""
+        return self.metrics_at(self.result_fidelity).get("classification")
+
 
 @dataclass(frozen=True)
 class Effect:
