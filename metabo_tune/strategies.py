@@ -371,17 +371,22 @@ def merge_into(tree: Tree, space: SearchSpace, node: Node) -> Proposal | None:
     for other in found:
         if other.node.node_id in lineage or node.node_id in _lineage(other.node, tree, baseline):
             continue
-        names = list(other.changes)
-        if not all(name in space.parameters and node.config.get(name) == other.origin.config.get(name)
-                   for name in names):
+        if not set(other.changes) <= set(space.parameters):
             continue
-        changes = {name: fit(space.parameters[name], other.changes[name]) for name in names}
-        merged = {**node.config, **changes}
-        if all(_active_in(space, merged, name) for name in names):
+        changes = {name: fit(space.parameters[name], value) for name, value in other.changes.items()}
+        if _applies_cleanly(space, node, other.origin.config, changes):
             proposal = _child(tree, node, changes, "merge")
             if proposal is not None:
                 return proposal
     return None
+
+
+def _applies_cleanly(space: SearchSpace, node: Node, before: dict[str, Any], changes: dict[str, Any]) -> bool:
+    """Whether a mutation made from config `before` can be put on the node whole: the node still holds `before`'s
+    value of every parameter it sets (so it neither undoes nor overwrites the node's own changes), and each is in
+    effect once it is applied."""
+    return (all(node.config.get(name) == before.get(name) for name in changes)
+            and all(_active_in(space, {**node.config, **changes}, name) for name in changes))
 
 
 def further(param: Parameter, old: Any, new: Any) -> Any:
@@ -583,10 +588,7 @@ def floor_retest(tree: Tree, space: SearchSpace, rng: random.Random) -> Proposal
         changes = {name: root.config[name] for name in changed_parameters(baseline.config, root.config)}
         if not changes or _applied_off_the_floor(tree, changes):
             continue
-        if not all(name in space.parameters and best.config.get(name) == baseline.config.get(name)
-                   for name in changes):
-            continue
-        if all(_active_in(space, {**best.config, **changes}, name) for name in changes):
+        if set(changes) <= set(space.parameters) and _applies_cleanly(space, best, baseline.config, changes):
             proposal = _child(tree, best, changes, "floor-retest")
             if proposal is not None:
                 return proposal
