@@ -380,23 +380,25 @@ def test_switch_test_counts_a_switch_made_by_any_rule_and_leaves_a_converged_bes
     assert propose(tree, gated, random.Random(0), slot=0).strategy != "switch-test"
 
 
+# floor-retest: a failed trial, and one off the floor that converged nowhere
+FLOOR = metrics(rate_constants_R2=0.0, avg_slope_ratio=0.0, embedding_cluster_acc=0.5, classification="failed")
+STUCK = metrics(rate_constants_R2=0.99, avg_slope_ratio=0.9, embedding_cluster_acc=0.5, classification="partial-k")
+
+
 def test_floor_retest_applies_each_spread_entry_judged_at_the_floor_to_the_first_best_off_it() -> None:
     """9202's first tree repetition (docs/results.md): the whole spread failed, so the priors entry's 0.103 beside
     the baseline's 0.104 was seed noise, and the line the tree built from the baseline never had the priors."""
     free = load_space(HOMEO.with_name("free_forms.yaml"))
-    failed = metrics(rate_constants_R2=0.0, avg_slope_ratio=0.0, embedding_cluster_acc=0.5, classification="failed")
-    stuck = metrics(rate_constants_R2=0.99, avg_slope_ratio=0.9, embedding_cluster_acc=0.5,
-                    classification="partial-k")
-    tree = spread_tree(free, rewards=(0.104, 0.103, 0.101, 0.100), metrics=(failed,) * 4)
+    tree = spread_tree(free, rewards=(0.104, 0.103, 0.101, 0.100), metrics=(FLOOR,) * 4)
     assert propose(tree, free, random.Random(0), slot=0).strategy != "floor-retest"  # nothing has left the floor
-    fitting = child(tree, "0", {RESIDUAL_FIT: 1e3}, [0.63, 0.63], stuck)
+    fitting = child(tree, "0", {RESIDUAL_FIT: 1e3}, [0.63, 0.63], STUCK)
     retested = []
     for _ in range(4):
         proposal = propose(tree, free, random.Random(0), slot=0)
         if proposal.strategy != "floor-retest":
             break
         retested.append(proposal)
-        record(tree, proposal, [0.6, 0.6], stuck)  # each worse than the best, which stays the best
+        record(tree, proposal, [0.6, 0.6], STUCK)  # each worse than the best, which stays the best
     assert [p.parent_id for p in retested] == [fitting] * 3
     for proposal, entry in zip(retested, free.initial_spread[1:], strict=True):
         assert proposal.config == {**tree.nodes[fitting].config, **entry}
@@ -405,20 +407,17 @@ def test_floor_retest_applies_each_spread_entry_judged_at_the_floor_to_the_first
 
 def test_floor_retest_skips_an_entry_the_best_node_has_changed_and_entries_judged_off_the_floor() -> None:
     free = load_space(HOMEO.with_name("free_forms.yaml"))
-    failed = metrics(rate_constants_R2=0.0, avg_slope_ratio=0.0, embedding_cluster_acc=0.5, classification="failed")
-    stuck = metrics(rate_constants_R2=0.99, avg_slope_ratio=0.9, embedding_cluster_acc=0.5,
-                    classification="partial-k")
-    tree = spread_tree(free, rewards=(0.104, 0.103, 0.101, 0.3), metrics=(failed, failed, failed, stuck))
-    faster = child(tree, "0", {LR_K: 7e-3}, [0.63, 0.63], stuck)
+    tree = spread_tree(free, rewards=(0.104, 0.103, 0.101, 0.3), metrics=(FLOOR, FLOOR, FLOOR, STUCK))
+    faster = child(tree, "0", {LR_K: 7e-3, RESIDUAL_FIT: 1e3}, [0.63, 0.63], STUCK)
     proposal = propose(tree, free, random.Random(0), slot=0)
     assert (proposal.strategy, proposal.parent_id) == ("floor-retest", faster)
     assert proposal.config == {**tree.nodes[faster].config, **free.initial_spread[1]}
-    record(tree, proposal, [0.6, 0.6], stuck)
+    record(tree, proposal, [0.6, 0.6], STUCK)
     # entry 2 sets the k rate the best node changed; entry 3 was judged off the floor
     assert propose(tree, free, random.Random(0), slot=0).strategy != "floor-retest"
     # a baseline that did not fail: every entry was judged off the floor
-    tree = spread_tree(free, rewards=(0.3, 0.103, 0.101, 0.100), metrics=(stuck, failed, failed, failed))
-    child(tree, "0", {RESIDUAL_FIT: 1e3}, [0.63, 0.63], stuck)
+    tree = spread_tree(free, rewards=(0.3, 0.103, 0.101, 0.100), metrics=(STUCK, FLOOR, FLOOR, FLOOR))
+    child(tree, "0", {RESIDUAL_FIT: 1e3}, [0.63, 0.63], STUCK)
     assert propose(tree, free, random.Random(0), slot=0).strategy != "floor-retest"
 
 
