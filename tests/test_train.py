@@ -809,6 +809,10 @@ def test_the_solves_groups_are_taken_with_the_runs_own_k_where_its_k_is_not(monk
     assert taker.group_solve_report["group_solve_applied"] == keeper.group_solve_report["group_solve_applied"] == 0
     assert taker.group_solve_report["group_solve_groups_taken"] == 1
     assert "group_solve_groups_taken" not in keeper.group_solve_report  # reported where the flag is on
+    report = taker.group_solve_report  # the solve's groups at the run's k, with or without the flag
+    assert report["group_solve_held_misfit_rms"] == keeper.group_solve_report["group_solve_held_misfit_rms"]
+    assert report["group_solve_misfit_rms"] <= report["group_solve_held_misfit_rms"] < report[
+        "group_solve_start_misfit_rms"]
     assert metrics.matched_accuracy(taker.type_groups.labels, dataset.truth.types) == 1.0
     assert metrics.matched_accuracy(keeper.type_groups.labels, dataset.truth.types) < 1.0
     assert torch.equal(taker.model.log_k, keeper.model.log_k)
@@ -843,6 +847,7 @@ def test_merged_groups_that_fit_worse_at_the_runs_k_give_way_to_the_moves_alone(
     report = trainer.group_solve_report
     assert report["group_solve_merges"] == 1 and report["group_solve_applied"] == 0
     assert report["group_solve_merged_misfit_rms"] > report["group_solve_start_misfit_rms"]
+    assert report["group_solve_held_misfit_rms"] == report["group_solve_merged_misfit_rms"]
     assert report["group_solve_groups_taken"] == int(spoiled)
     assert metrics.matched_accuracy(trainer.type_groups.labels, dataset.truth.types) == 1.0
 
