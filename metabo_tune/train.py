@@ -615,14 +615,12 @@ class Trainer:
                 solution = seeded or solution
         applied = solve_applies(solution)
         regrouped = not np.array_equal(solution.groups, self.type_groups.labels)
-        held = merged_held = None
+        at_run_k = held = merged_held = None
         if regrouped:  # the solve's groups at the run's own k: what its k adds to what its groups do
             with threadpool_limits(limits=self.cfg.training.n_threads):
-                held = solve.regrouped(solution.groups).with_rate_constants(run_k)
-        held_misfit_rms = None if held is None else held.misfit_rms
-        if applied or not self.cfg.training.group_solve_takes_groups:
-            held = None
-        elif held is not None:
+                at_run_k = solve.regrouped(solution.groups).with_rate_constants(run_k)
+        if at_run_k is not None and not applied and self.cfg.training.group_solve_takes_groups:
+            held = at_run_k
             with threadpool_limits(limits=self.cfg.training.n_threads):
                 # Moves and splits lower the misfit; a merge may raise it (ONE_LAW_GAIN), so merged groups must fit
                 # better at the run's own k, else the solve's moves alone are taken (each of them lowered the misfit).
@@ -638,8 +636,8 @@ class Trainer:
                                    "group_solve_start_misfit_rms": solution.start_misfit_rms,
                                    "group_solve_noise_rms": solution.noise_rms,
                                    "group_solve_noise_resolution_rms": solution.resolution_rms}
-        if held_misfit_rms is not None:
-            self.group_solve_report["group_solve_held_misfit_rms"] = held_misfit_rms
+        if at_run_k is not None:
+            self.group_solve_report["group_solve_held_misfit_rms"] = at_run_k.misfit_rms
         if self.cfg.training.group_solve_takes_groups:
             self.group_solve_report["group_solve_groups_taken"] = int(groups_taken)
         if merged_held is not None:  # the merged groups at the run's k, refused
