@@ -13,6 +13,8 @@ from pathlib import Path
 from misplaced_free_probe import finished_run, write_table
 
 from metabo_tune import metrics
+from metabo_tune.simulate import Dataset
+from metabo_tune.train import Trainer
 
 GOAL = {"rate_constants_R2_gauge": 0.95, "MLP_sub_shape_R2": 0.99, "MLP_node_R2": 0.95}
 
@@ -30,15 +32,20 @@ def figures(values: dict) -> dict:
     return {k: values[k] for k in ["classification", *keep, "embedding_cluster_acc"]} | {"goal": goal_met(values)}
 
 
+def metrics_after(trainer: Trainer, dataset: Dataset) -> dict:
+    """The run's metrics as the trainer now stands."""
+    result = trainer.result()
+    return metrics.compute_metrics(result.model, dataset, status="completed", loss_history=result.loss_history,
+                                   training_time_s=result.training_time_s, iterations=result.iterations)
+
+
 def probe(run: Path) -> list[dict]:
     before = json.loads((run / "metrics.json").read_text())
     if before.get("group_solve_applied") or before.get("group_solve_groups_taken"):
         raise SystemExit(f"error: {run}: its own group solve changed the run; its checkpoint is not where it started")
     _, dataset, trainer = finished_run(run)
     trainer.finish_with_group_solve()
-    result = trainer.result()
-    after = metrics.compute_metrics(result.model, dataset, status="completed", loss_history=result.loss_history,
-                                    training_time_s=result.training_time_s, iterations=result.iterations)
+    after = metrics_after(trainer, dataset)
     row = {"run": f"{run.parent.parent.name} {run.name}"}
     row |= {f"{k} before": v for k, v in figures(before).items()}
     row |= {f"{k} after": v for k, v in figures(after).items()}

@@ -11,10 +11,9 @@ import copy
 import json
 from pathlib import Path
 
-from end_solve_probe import figures
+from end_solve_probe import figures, metrics_after
 from misplaced_free_probe import finished_run, write_table
 
-from metabo_tune import metrics
 from metabo_tune import train as train_module
 from metabo_tune.group_solve import _above
 
@@ -28,10 +27,7 @@ def finish(trainer: train_module.Trainer, dataset, applied: bool) -> tuple[dict,
         trainer.finish_with_group_solve()
     finally:
         train_module.solve_applies = rule
-    result = trainer.result()
-    after = metrics.compute_metrics(result.model, dataset, status="completed", loss_history=result.loss_history,
-                                    training_time_s=result.training_time_s, iterations=result.iterations)
-    return figures(after), trainer.group_solve_report
+    return figures(metrics_after(trainer, dataset)), trainer.group_solve_report
 
 
 def probe(run: Path) -> list[dict]:
