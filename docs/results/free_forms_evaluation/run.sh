@@ -13,7 +13,7 @@
 # the point K 3, w 2 only).
 # Stage 8 (networks NETS, default 8929-8931): the moonshot, stage 7 on fresh networks at all six points; the four
 # points stage 7 never reached first (K 1 and 10 at w 2, w 1 and 4 at K 3), then K 3 w 2, then mass action; SUFFIX
-# (default _noise01_8929) names its sweeps.
+# (default _noise01_8929) names its sweeps; POINTS (default "K1,K10 w1,w4 K3 ma") runs some of them, e.g. "K10 w4".
 # Stage 9 (networks NETS, default 8935-8937): exact data on fresh networks with configs/free_forms.yaml as shipped
 # since group_solve_takes_groups (on since 2026-12-06); mass action, then the five MM points; SUFFIX default
 # _takes_groups_8935.
@@ -79,10 +79,13 @@ elif [ "${STAGE:-2}" = 8 ]; then
       $PY -m metabo_tune.sweep configs/free_forms.yaml --method $method --set training.seed=2026 $NOISY "$@" \
           --vary simulation.seed=$NETS --jobs ${JOBS:-2} --out results/eval_${tag}_free_forms${SUFFIX}_$method
     }
-    point mmK $MM --set simulation.homeostasis_width=2 --vary simulation.michaelis_K=1,10
-    point mmw $MM --set simulation.michaelis_K=3 --vary simulation.homeostasis_width=1,4
-    point mmK $MM --set simulation.homeostasis_width=2 --vary simulation.michaelis_K=3
-    point ma
+    for p in ${POINTS:-K1,K10 w1,w4 K3 ma}; do  # POINTS: the points to run, each sweep one word
+      case $p in
+        K*) point mmK $MM --set simulation.homeostasis_width=2 --vary simulation.michaelis_K=$(echo "$p" | tr -d K) ;;
+        w*) point mmw $MM --set simulation.michaelis_K=3 --vary simulation.homeostasis_width=$(echo "$p" | tr -d w) ;;
+        ma) point ma ;;
+      esac
+    done
   done
 elif [ "${STAGE:-2}" = 9 ]; then
   SUFFIX=${SUFFIX:-_takes_groups_8935}
