@@ -734,7 +734,7 @@ def new_tuner(method: str, rep: int, space: SearchSpace, args: argparse.Namespac
         tune_config=tune.TuneConfig(
             search_alg=search_alg, metric=METRIC, mode="max",
             num_samples=args.num_trials - (0 if recorded is None else len(recorded)),
-            max_concurrent_trials=args.concurrency, reuse_actors=False,
+            max_concurrent_trials=args.concurrency, reuse_actors=True,
             trial_name_creator=trial_name, trial_dirname_creator=trial_name),
         run_config=tune.RunConfig(
             name=experiment_dir.name, storage_path=str(experiment_dir.parent), verbose=0,

@@ -192,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
             trainable,
             tune_config=tune.TuneConfig(
                 search_alg=TreeSearcher(space, experiment_dir, seed=args.seed), metric=METRIC, mode="max",
-                num_samples=args.num_trials, max_concurrent_trials=args.concurrency, reuse_actors=False,
+                num_samples=args.num_trials, max_concurrent_trials=args.concurrency, reuse_actors=True,
                 trial_name_creator=trial_name, trial_dirname_creator=trial_name),
             run_config=tune.RunConfig(
                 name=name, storage_path=str(storage), verbose=0,

@@ -144,8 +144,8 @@ def trial_files(experiment: Path, trial_dir: str) -> dict[str, int]:
 
 
 def test_killed_driver_resumes_without_losing_or_repeating_a_trial(ray_tmp, tmp_path):
-    # ~2 s trials with 10 checkpoints each, so a kill catches some mid-way
-    space = derived_space(tmp_path, "slow", lambda raw: raw["budget"].update(data_augmentation_loop=300))
+    # 750-iteration trials with 10 checkpoints each, so a kill catches some mid-way
+    space = derived_space(tmp_path, "slow", lambda raw: raw["budget"].update(data_augmentation_loop=100))
     storage = tmp_path / "results"
     args = ["--space", str(space), "--num-trials", "8", "--name", "crash", "--storage", str(storage)]
     driver = subprocess.Popen(search_command(*args), env=environment(ray_tmp, tmp_path), cwd=tmp_path,
@@ -194,9 +194,9 @@ def screening(screen_budget: float, budget: float | None = None, replicates: int
 
 
 def test_a_killed_promotion_resumes_and_nothing_is_lost_or_repeated(ray_tmp, tmp_path):
-    # Two at a time, screens of 750 iterations and promotions of 4500, each checkpointed every 10 %: the
+    # Two at a time, screens of 300 iterations and promotions of 1800, each checkpointed every 10 %: the
     # first screen to finish is promoted at once (the top 1 of 1), and the kill catches it mid-way.
-    space = derived_space(tmp_path, "promoting", screening(100, budget=600, replicates=1))
+    space = derived_space(tmp_path, "promoting", screening(40, budget=240, replicates=1))
     storage = tmp_path / "results"
     experiment = storage / "promoting"
     args = ["--space", str(space), "--num-trials", "6", "--concurrency", "2", "--name", "promoting",
@@ -243,13 +243,13 @@ def test_a_killed_promotion_resumes_and_nothing_is_lost_or_repeated(ray_tmp, tmp
 
 
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(ray_tmp, tmp_path):
-    space = derived_space(tmp_path, "slow", lambda raw: raw["budget"].update(data_augmentation_loop=300))
+    space = derived_space(tmp_path, "slow", lambda raw: raw["budget"].update(data_augmentation_loop=100))
     args = ["--space", str(space), "--num-trials", "8", "--name", "stopped", "--storage", str(tmp_path / "results")]
     driver = subprocess.Popen(search_command(*args), env=environment(ray_tmp, tmp_path), cwd=tmp_path,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    trials_csv = tmp_path / "results" / "stopped" / "trials.csv"
+    trials = tmp_path / "results" / "stopped" / "trials"
     deadline = time.time() + 180
-    while time.time() < deadline and not trials_csv.exists():
+    while time.time() < deadline and not any(trials.glob("node_*/config.yaml")):  # a trial is training
         time.sleep(0.2)
     driver.send_signal(signal.SIGINT)
     _, stderr = driver.communicate(timeout=120)
