@@ -15,12 +15,14 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # set before numpy and torch load: on
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Groups for the README's `-n 2 --dist loadgroup`: the tests that start a Ray instance of their own (those using
-    `ray_tmp`) run on one worker, one after another, since two of them on two cores would each run at half speed
-    towards their timeouts; every other test runs on the worker of its module, so a module's fixtures are built once."""
+    """The group for the README's `-n 2 --dist loadgroup`: the tests that start a Ray instance of their own (those
+    using `ray_tmp`) run on one worker, one after another, since two of them on two cores would each run at half speed
+    towards their timeouts. Every other test goes to whichever worker is free, so the two finish together (a group per
+    module put all of test_train, the longest module, on one worker); a module-scoped fixture is then built once per
+    worker that runs its module."""
     for item in items:
-        group = "ray" if "ray_tmp" in getattr(item, "fixturenames", ()) else item.module.__name__
-        item.add_marker(pytest.mark.xdist_group(group))
+        if "ray_tmp" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("ray"))
 
 
 @pytest.fixture
