@@ -110,6 +110,19 @@ def test_a_screened_smoke_search_runs_eight_trials_four_at_a_time_and_promotes_t
     # a trial writes config.yaml before it trains and metrics.json when it ends
     spans = sorted((file_time(d / "config.yaml"), file_time(d / "metrics.json")) for d in trial_dirs)
     assert any(later[0] < earlier[1] for earlier, later in itertools.pairwise(spans)), "no two trials ran at once"
+    # the last trial to start ran in an actor an earlier trial had used (8 trials, at most 4 actors): its metrics are
+    # those of its config trained in a fresh process
+    last = max(trial_dirs, key=lambda d: file_time(d / "config.yaml"))
+    fresh = subprocess.run([sys.executable, "-m", "metabo_tune.train", str(last / "config.yaml"), "--out",
+                            str(tmp_path / "fresh")], capture_output=True, text=True, timeout=120,
+                           env=environment(ray_tmp, tmp_path) | {"OMP_NUM_THREADS": "1"})
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    in_search, alone = (json.loads((d / "metrics.json").read_text()) for d in (last, tmp_path / "fresh"))
+    timing = {"training_time_min", "iterations_per_s"}
+    shared = (set(in_search) & set(alone)) - timing
+    differ = {k: (in_search[k], alone[k]) for k in shared
+              if in_search[k] != alone[k] and not (in_search[k] != in_search[k] and alone[k] != alone[k])}  # NaN: same
+    assert len(shared) > 50 and not differ, differ
 
     # fidelities: every node starts at screen; promotions (and their replicates) run at full budget
     assert set(table["fidelity"]) == {"screen", "full"}
