@@ -26,6 +26,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture
+def fast_head_fit(monkeypatch):
+    """3 L-BFGS rounds for the head's fit to the group solve's functions, in tests that check something else: the 30
+    rounds of up to 500 iterations took ~50 s a run, most of a short test's time."""
+    monkeypatch.setattr("metabo_tune.train.GROUP_SOLVE_HEAD_ROUNDS", 3)
+
+
+@pytest.fixture
 def ray_tmp(tmp_path):
     path = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths have a length limit
     yield path

@@ -240,6 +240,7 @@ def test_a_trial_runs_unchanged_on_e_coli_core_and_only_metrics_and_plots_read_i
     assert guarded.readers == {"metabo_tune.metrics", "metabo_tune.plots"}
 
 
+@pytest.mark.usefixtures("fast_head_fit")
 def test_the_free_form_config_starts_e_coli_core_at_the_form_free_fits_k_and_keeps_it(tmp_path, monkeypatch):
     """configs/e_coli_core_free_forms.yaml at a tiny budget: its warm start assumes no form, yet finds k on the real
     network where a random start does not (R² 0.42 at the full budget), and a short run keeps it."""
@@ -247,7 +248,6 @@ def test_the_free_form_config_starts_e_coli_core_at_the_form_free_fits_k_and_kee
     from metabo_tune.train import run_trial
 
     monkeypatch.setenv("METABO_TUNE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr("metabo_tune.train.GROUP_SOLVE_HEAD_ROUNDS", 3)  # the head's end fit is not tested here
     cfg = load_config(ROOT / "configs/e_coli_core_free_forms.yaml", ["simulation.n_frames=300",
                                                                       "training.data_augmentation_loop=2"])
     outcome = run_trial(cfg, tmp_path / "run", show_progress=False)

@@ -52,9 +52,6 @@ FINAL_TRAINING = {"detach_homeostasis": True, "coeff_conservation": 1e4, "conser
 # refreshes, and the all-pairs embedding fusion too
 EVERY_OPTIONAL_TERM = {"residual_fit_start": 0.5, "residual_refresh_every": 7, "coeff_embedding_fusion": 1e-4}
 OPTIONAL_TERMS = ("conservation", "residual_fit", "embedding_fusion")
-# L-BFGS rounds of the head's fit to the group solve's functions in tests that check something else: 30 rounds of up
-# to 500 iterations took ~50 s a run, most of a short test's time
-FAST_HEAD_FIT = 3
 
 
 def final_config(simulation=None, hidden_dim_sub=16, substrate_form="power", **training):
@@ -279,9 +276,8 @@ def forms_dataset():
 ], ids=["free_mlp", "final_with_every_optional_term", "free_mlp_on_michaelis_menten_saturating",
         "regression_warm_start", "form_free_warm_start",
         "free_forms_with_their_priors_a_prediction_window_and_type_grouping"])
-def test_ground_truth_is_read_only_by_metrics_and_plots(request, tmp_path, monkeypatch, make_config, active_terms,
-                                                        data):
-    monkeypatch.setattr(train_module, "GROUP_SOLVE_HEAD_ROUNDS", FAST_HEAD_FIT)
+@pytest.mark.usefixtures("fast_head_fit")
+def test_ground_truth_is_read_only_by_metrics_and_plots(request, tmp_path, make_config, active_terms, data):
     truth = request.getfixturevalue(data).truth
     guarded = GuardedTruth(truth)
     with pytest.raises(AssertionError, match="read by"):
@@ -694,12 +690,11 @@ def test_the_group_solve_changes_the_run_exactly_when_it_reports_itself_applied(
     assert all(same) == (report["group_solve_applied"] == 0)
 
 
-def test_the_free_group_solve_changes_the_run_exactly_when_it_fits_better_than_the_group_solve(monkeypatch):
+@pytest.mark.usefixtures("fast_head_fit")
+def test_the_free_group_solve_changes_the_run_exactly_when_it_fits_better_than_the_group_solve():
     """A short free-form run on Michaelis–Menten data with and without the form-free fit after its group solve
     (training.free_group_solve; same seed): reported either way, applied where its misfit is below the group
-    solve's, and then k is the fit's; where it is not applied, every parameter is the group solve's. The head's
-    fit to the solved functions, which this does not test, runs 3 rounds (FAST_HEAD_FIT)."""
-    monkeypatch.setattr(train_module, "GROUP_SOLVE_HEAD_ROUNDS", FAST_HEAD_FIT)
+    solve's, and then k is the fit's; where it is not applied, every parameter is the group solve's."""
     simulation = JOINT_SIM | {"substrate_kinetics": "michaelis_menten", "michaelis_K": 3.0,
                               "homeostasis_form": "saturating", "homeostasis_width": 2.0}
     dataset = simulate(free_forms_config(simulation).simulation)
@@ -718,11 +713,11 @@ def test_the_free_group_solve_changes_the_run_exactly_when_it_fits_better_than_t
     assert evaluate(runs[True], dataset)["rate_constants_R2"] > evaluate(runs[False], dataset)["rate_constants_R2"]
 
 
+@pytest.mark.usefixtures("fast_head_fit")
 def test_the_free_group_solve_moves_a_member_the_group_solve_left_in_the_wrong_group(monkeypatch):
     """The free group solve refines the groups with the form-free fit's f held before it fits them (on E. coli core
     at K 1 the learned f̂ left three members wrong): here one member is put in the other group after the group solve,
     and the free group solve moves it back."""
-    monkeypatch.setattr(train_module, "GROUP_SOLVE_HEAD_ROUNDS", FAST_HEAD_FIT)
     simulation = JOINT_SIM | {"substrate_kinetics": "michaelis_menten", "michaelis_K": 3.0,
                               "homeostasis_form": "saturating", "homeostasis_width": 2.0}
     dataset = simulate(free_forms_config(simulation).simulation)
@@ -742,13 +737,13 @@ def test_the_free_group_solve_moves_a_member_the_group_solve_left_in_the_wrong_g
     assert evaluate(result, dataset)["embedding_cluster_acc"] == 1.0
 
 
+@pytest.mark.usefixtures("fast_head_fit")
 def test_a_k_the_free_group_solve_leaves_non_positive_takes_its_smallest_positive_k(monkeypatch):
     """As at the warm start: the data put such a k within their error of 0, so it is as small as the smallest they
     resolve, not the run's (which kept three k of 10⁻⁷ at 10⁻⁵ on E. coli core). One determined k of the grouped fit
     turned negative."""
     import dataclasses
 
-    monkeypatch.setattr(train_module, "GROUP_SOLVE_HEAD_ROUNDS", FAST_HEAD_FIT)
     simulation = JOINT_SIM | {"substrate_kinetics": "michaelis_menten", "michaelis_K": 3.0,
                               "homeostasis_form": "saturating", "homeostasis_width": 2.0}
     dataset = simulate(free_forms_config(simulation).simulation)
@@ -1168,9 +1163,8 @@ def test_the_gauge_pins_the_substrate_function_at_one_for_every_order():
                                   rel=1e-5)
 
 
-def test_type_grouping_gives_each_group_one_embedding_fixed_from_then_on_and_resumes_exactly(small_dataset, tmp_path,
-                                                                                              monkeypatch):
-    monkeypatch.setattr(train_module, "GROUP_SOLVE_HEAD_ROUNDS", FAST_HEAD_FIT)
+@pytest.mark.usefixtures("fast_head_fit")
+def test_type_grouping_gives_each_group_one_embedding_fixed_from_then_on_and_resumes_exactly(small_dataset, tmp_path):
     cfg = free_forms_config(SMALL_SIM, data_augmentation_loop=20, residual_fit_start=0.5, type_grouping_at=0.75,
                             residual_refresh_every=50)
     straight = Trainer(cfg, small_dataset.observed)
