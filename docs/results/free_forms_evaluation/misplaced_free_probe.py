@@ -66,7 +66,11 @@ def moved_with_k_held(solve: GroupSolve, metabolite: int, group: int, solved: np
 
 
 def probe(run: Path) -> list[dict]:
-    cfg, dataset, trainer = finished_run(run)
+    return misplaced_rows(run.name, *finished_run(run))
+
+
+def misplaced_rows(name: str, cfg: Config, dataset: Dataset, trainer: Trainer) -> list[dict]:
+    """The table's rows for a trainer at the end of its run."""
     truth, groups = dataset.truth, trainer.type_groups.labels
     group_type = type_of_group(groups, truth.types)
     group_of_type = {t: g for g, t in group_type.items()}
@@ -81,7 +85,7 @@ def probe(run: Path) -> list[dict]:
     for m in np.flatnonzero(np.array([group_type[g] for g in groups]) != truth.types):
         t = truth.types[m]
         low, median, high = np.quantile(observed[:, m], [0.05, 0.5, 0.95])
-        rows.append({"run": run.name, "metabolite": int(m), "type": int(t), "c_5": low, "c_50": median, "c_95": high,
+        rows.append({"run": name, "metabolite": int(m), "type": int(t), "c_5": low, "c_50": median, "c_95": high,
                      "own_baseline": truth.baseline_per_type[t], "other_baseline": truth.baseline_per_type[1 - t],
                      "frames_within_w_of_own_baseline": float((abs(observed[:, m] - truth.baseline_per_type[t])
                                                                < width).mean()),
