@@ -564,7 +564,7 @@ def test_the_command_on_a_search_in_its_first_block(tmp_path, record_property):
 
     ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths have a length limit
     storage = tmp_path / "results"
-    args = ["--space", str(SMOKE), "--num-trials", "4", "--concurrency", "4", "--name", "live", "--storage",
+    args = ["--space", str(SMOKE), "--num-trials", "4", "--concurrency", "2", "--name", "live", "--storage",
             str(storage)]
     with (tmp_path / "search.log").open("w") as log:
         search = subprocess.Popen(search_command(*args), env=environment(ray_tmp, tmp_path), cwd=tmp_path,

@@ -158,7 +158,8 @@ def test_killed_driver_resumes_without_losing_or_repeating_a_trial(ray_tmp, tmp_
     # 750-iteration trials with 10 checkpoints each, so a kill catches some mid-way
     space = derived_space(tmp_path, "slow", lambda raw: raw["budget"].update(data_augmentation_loop=100))
     storage = tmp_path / "results"
-    args = ["--space", str(space), "--num-trials", "8", "--name", "crash", "--storage", str(storage)]
+    args = ["--space", str(space), "--num-trials", "8", "--concurrency", "2", "--name", "crash", "--storage",
+            str(storage)]
     driver = subprocess.Popen(search_command(*args), env=environment(ray_tmp, tmp_path), cwd=tmp_path,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     trials_csv = storage / "crash" / "trials.csv"
@@ -255,7 +256,8 @@ def test_a_killed_promotion_resumes_and_nothing_is_lost_or_repeated(ray_tmp, tmp
 
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(ray_tmp, tmp_path):
     space = derived_space(tmp_path, "slow", lambda raw: raw["budget"].update(data_augmentation_loop=100))
-    args = ["--space", str(space), "--num-trials", "8", "--name", "stopped", "--storage", str(tmp_path / "results")]
+    args = ["--space", str(space), "--num-trials", "8", "--concurrency", "2", "--name", "stopped", "--storage",
+            str(tmp_path / "results")]
     driver = subprocess.Popen(search_command(*args), env=environment(ray_tmp, tmp_path), cwd=tmp_path,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     trials = tmp_path / "results" / "stopped" / "trials"
@@ -276,8 +278,8 @@ def test_failing_and_diverging_trials_become_failed_nodes(ray_tmp, tmp_path):
         raw["initial_spread"] = [{}, {"training.learning_rate_k": 100.0},
                                  {"training.recurrent_training": True, "training.time_step": 40}]
     space = derived_space(tmp_path, "faulty", spread)
-    proc = run_search(ray_tmp, tmp_path, "--space", str(space), "--num-trials", "5", "--name", "faulty",
-                      "--storage", str(tmp_path / "results"))
+    proc = run_search(ray_tmp, tmp_path, "--space", str(space), "--num-trials", "5", "--concurrency", "2",
+                      "--name", "faulty", "--storage", str(tmp_path / "results"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = pd.read_csv(tmp_path / "results" / "faulty" / "trials.csv").set_index("node_id")
     assert len(table) == 5
