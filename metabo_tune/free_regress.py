@@ -159,6 +159,17 @@ class _Design:
             self.homeostasis_knots.append(breakpoints)
             self.bases.append({i: (self.frame_mean @ spline_basis(self.conc[:, i], breakpoints, HOMEOSTASIS_DEGREE))
                                * self.weight[:, i:i + 1] for i in members})
+        self.weighted_target = self.target * self.weight
+        self.homeostasis_blocks = [self._homeostasis_block(members) for members in self.bases]
+
+    def _homeostasis_block(self, members: dict[int, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """A group's h block of the normal equations, which f does not change: (its pseudo-inverse, its right side)."""
+        size = next(iter(members.values())).shape[1]
+        gram, right = np.zeros((size, size)), np.zeros(size)
+        for i, basis in members.items():
+            gram += basis.T @ basis
+            right += basis.T @ self.weighted_target[:, i]
+        return np.linalg.pinv(gram, hermitian=True), right
 
     @property
     def n_slope_coefficients(self) -> int:
@@ -176,20 +187,16 @@ class _Design:
         """(residual [rows, n], k, determined, each group's h coefficients) given σ's coefficients, each group's
         h solved (its block of the normal equations eliminated by a Schur complement)."""
         rates = self.rates_per_k(slopes)
-        weighted_target = self.target * self.weight
+        weighted_target = self.weighted_target
         n_reactions = rates.shape[1]
         matrix = reaction_gram(rates, self.stoichiometry, self.weight > 0)
         rhs = np.asarray(self.s_sparse.multiply((rates.T @ weighted_target).T).sum(axis=0)).ravel()
         parts = []
-        for members in self.bases:
-            size = next(iter(members.values())).shape[1]
-            gram, cross, right = np.zeros((size, size)), np.zeros((n_reactions, size)), np.zeros(size)
+        for members, (inverse, right) in zip(self.bases, self.homeostasis_blocks, strict=True):
+            cross = np.zeros((n_reactions, len(right)))
             for i, basis in members.items():
                 reactions = self.reactions[i]
-                gram += basis.T @ basis
                 cross[reactions] += (rates[:, reactions].T @ basis) * self.stoichiometry[i, reactions][:, None]
-                right += basis.T @ weighted_target[:, i]
-            inverse = np.linalg.pinv(gram, hermitian=True)
             touched = np.flatnonzero(cross.any(axis=1))
             matrix[np.ix_(touched, touched)] -= cross[touched] @ inverse @ cross[touched].T
             rhs[touched] -= cross[touched] @ (inverse @ right)

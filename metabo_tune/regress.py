@@ -103,8 +103,11 @@ def monomials(concentrations: np.ndarray, network: Network) -> np.ndarray:
     index, order = network.padded_substrates()
     padded = np.concatenate([concentrations, np.ones((concentrations.shape[0], 1))], axis=1)
     product = np.ones((concentrations.shape[0], network.n_reactions))
-    for slot in range(index.shape[1]):
-        product *= padded[:, index[:, slot]] ** order[:, slot]
+    for slot in range(index.shape[1]):  # c^1 and c^0 need no pow (c^0 == 1 exactly, so the product skips it)
+        linear, power = order[:, slot] == 1, (order[:, slot] != 1) & (order[:, slot] != 0)
+        product[:, linear] *= padded[:, index[linear, slot]]
+        if power.any():
+            product[:, power] *= padded[:, index[power, slot]] ** order[power, slot]
     return product
 
 
