@@ -41,7 +41,9 @@ def search_command(*args: str) -> list[str]:
 
 
 def environment(ray_tmp: Path, tmp_path: Path) -> dict[str, str]:
-    return os.environ | {"RAY_TMPDIR": str(ray_tmp), "RAY_AUTH_MODE": "disabled",
+    """RAY_worker_niceness 0: Ray starts its workers at nice 15, where the trials of these searches, the suite's
+    longest chain, would wait for every test running beside them on the other xdist worker."""
+    return os.environ | {"RAY_TMPDIR": str(ray_tmp), "RAY_AUTH_MODE": "disabled", "RAY_worker_niceness": "0",
                          "METABO_TUNE_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
 
 
