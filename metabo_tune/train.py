@@ -222,7 +222,10 @@ def solve_applies(solution: GroupSolution) -> bool:
 
 
 class Trainer:
-    def __init__(self, cfg: Config, observed: Observed, device: torch.device | str | None = None) -> None:
+    def __init__(self, cfg: Config, observed: Observed, device: torch.device | str | None = None,
+                 resume_from: str | Path | None = None) -> None:
+        """`resume_from`: a checkpoint of this config; where the file exists the trainer goes on from it, without
+        computing the warm start again (on E. coli core the form-free fit and MLP_sub's fit to it take a minute)."""
         self.cfg = cfg
         tcfg = cfg.training
         self.device = torch.device(device) if device is not None else select_device(tcfg.device)
@@ -329,11 +332,25 @@ class Trainer:
         self.homeostasis_losses = HomeostasisLosses(tcfg, self.model, traj, null, self.conc, self.deriv,
                                                     self.total_iterations, self.moment_window, self.zero_margin,
                                                     self.reactions)
-        # the regression reads the data as measured: it decensors by its own setting
+        resuming = resume_from is not None and Path(resume_from).is_file()
+        if not resuming:
+            self.start_from_data(measured, observed, null)
+        self.iteration = 0
+        self.status = "running"
+        self.elapsed_s = 0.0
+        self.history = torch.zeros(self.total_iterations, len(LOSS_COMPONENTS), device=self.device)
+        self._chunk: tuple[int, torch.Tensor, torch.Tensor] | None = None
+        if resuming:
+            self.load_checkpoint(resume_from)
+
+    def start_from_data(self, measured: Observed, observed: Observed, null: np.ndarray) -> None:
+        """The linear head's shared (λ, b) and the warm start (`training.init`): weights only, which a checkpoint
+        holds. The regressions read the data as measured: each decensors by its own setting."""
+        cfg = self.cfg
         warm_start: KnownFormFit | FreeFormFit | None = None
-        if tcfg.init == "regression":
+        if cfg.training.init == "regression":
             warm_start = fit_config(cfg, measured)
-        elif tcfg.init == "free_regression":
+        elif cfg.training.init == "free_regression":
             warm_start = fit_free_config(cfg, measured)
         if self.model.relaxation is not None:
             shared = warm_start.shared_relaxation() if isinstance(warm_start, KnownFormFit) else None
@@ -343,11 +360,6 @@ class Trainer:
             self.start_rate_constants(warm_start)
         if isinstance(warm_start, FreeFormFit) and cfg.graph_model.substrate_form == "mlp":
             self.start_substrate_law(warm_start, observed)
-        self.iteration = 0
-        self.status = "running"
-        self.elapsed_s = 0.0
-        self.history = torch.zeros(self.total_iterations, len(LOSS_COMPONENTS), device=self.device)
-        self._chunk: tuple[int, torch.Tensor, torch.Tensor] | None = None
 
     @torch.no_grad()
     def start_rate_constants(self, fit: KnownFormFit | FreeFormFit) -> None:
@@ -860,9 +872,7 @@ def train(cfg: Config, observed: Observed, *, checkpoint_path: str | Path | None
     from tqdm.auto import tqdm
 
     torch.set_num_threads(cfg.training.n_threads)
-    trainer = Trainer(cfg, observed, device)
-    if checkpoint_path is not None and Path(checkpoint_path).is_file():
-        trainer.load_checkpoint(checkpoint_path)
+    trainer = Trainer(cfg, observed, device, resume_from=checkpoint_path)
     total = trainer.total_iterations
     progress_every = cfg.training.progress_every or max(1, total // 100)
     checkpoint_every = cfg.training.checkpoint_every or max(1, total // 10)

@@ -64,9 +64,7 @@ def run_search_trial(config: dict[str, Any], space: SearchSpace, trials_dir: str
     torch.set_num_threads(cfg.training.n_threads)
     device = "cuda" if ray.get_gpu_ids() else "cpu"  # Ray's assignment, not torch.cuda.is_available()
     dataset = load_or_simulate(cfg.simulation, measurement_noise_level=cfg.training.measurement_noise_level)
-    trainer = Trainer(cfg, dataset.observed, device=device)
-    if (out_dir / RESUME_FILE).is_file():
-        trainer.load_checkpoint(out_dir / RESUME_FILE)
+    trainer = Trainer(cfg, dataset.observed, device=device, resume_from=out_dir / RESUME_FILE)
     resumed_from = trainer.iteration
     write_trial_inputs(out_dir, cfg, dataset)
     every = max(1, trainer.total_iterations // REPORTS_PER_TRIAL)

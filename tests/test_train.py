@@ -184,6 +184,28 @@ def test_train_resumes_from_its_checkpoint_file(small_dataset, tmp_path):
         train(other, small_dataset.observed, checkpoint_path=path, show_progress=False)
 
 
+def test_a_resumed_warm_started_run_does_not_fit_again_and_equals_an_uninterrupted_one(small_dataset, tmp_path,
+                                                                                       monkeypatch):
+    """The warm start's weights are in the checkpoint, so a resume skips it (on E. coli core the form-free fit and
+    MLP_sub's fit to it take a minute)."""
+    cfg = final_config(init="regression", data_augmentation_loop=20)
+    straight = train(cfg, small_dataset.observed, show_progress=False)
+    partial = Trainer(cfg, small_dataset.observed)
+    partial.run(until=partial.total_iterations // 3)
+    partial.save_checkpoint(tmp_path / "ckpt.pt")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a resume fitted the warm start again")
+
+    monkeypatch.setattr("metabo_tune.train.fit_config", refuse)
+    monkeypatch.setattr("metabo_tune.train.shared_relaxation_fit", refuse)
+    resumed = train(cfg, small_dataset.observed, checkpoint_path=tmp_path / "ckpt.pt", show_progress=False)
+    assert resumed.iterations == straight.iterations
+    np.testing.assert_array_equal(resumed.loss_history["loss"], straight.loss_history["loss"])
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
 def test_a_checkpoint_from_before_a_new_key_resumes_while_the_key_keeps_its_default(small_dataset, tmp_path):
     """A finished run or a checkpoint written before a config key existed stays valid as long as the key
     keeps its default (the old behaviour); set to anything else, it is another config."""
