@@ -346,7 +346,9 @@ class Trainer:
     def start_from_data(self, measured: Observed, observed: Observed, null: np.ndarray) -> None:
         """The linear head's shared (λ, b) and the warm start (`training.init`): weights only, which a checkpoint
         holds. The regressions read the data as measured: each decensors by its own setting."""
-        cfg = self.cfg
+        cfg, started = self.cfg, time.perf_counter()
+        if cfg.training.init != "random":
+            print(f"warm start (training.init {cfg.training.init}): fitting k to the data", file=sys.stderr, flush=True)
         warm_start: KnownFormFit | FreeFormFit | None = None
         if cfg.training.init == "regression":
             warm_start = fit_config(cfg, measured)
@@ -360,6 +362,9 @@ class Trainer:
             self.start_rate_constants(warm_start)
         if isinstance(warm_start, FreeFormFit) and cfg.graph_model.substrate_form == "mlp":
             self.start_substrate_law(warm_start, observed)
+        if warm_start is not None:
+            print(f"warm start: the fit determines {warm_start.determined.sum()} of {len(warm_start.determined)} rate "
+                  f"constants; {time.perf_counter() - started:.1f} s", file=sys.stderr)
 
     @torch.no_grad()
     def start_rate_constants(self, fit: KnownFormFit | FreeFormFit) -> None:

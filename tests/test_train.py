@@ -2,6 +2,7 @@ import copy
 import dataclasses
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -185,11 +186,14 @@ def test_train_resumes_from_its_checkpoint_file(small_dataset, tmp_path):
 
 
 def test_a_resumed_warm_started_run_does_not_fit_again_and_equals_an_uninterrupted_one(small_dataset, tmp_path,
-                                                                                       monkeypatch):
+                                                                                       monkeypatch, capsys):
     """The warm start's weights are in the checkpoint, so a resume skips it (on E. coli core the form-free fit and
-    MLP_sub's fit to it take a minute)."""
+    MLP_sub's fit to it take a minute). A fresh run says that it fitted, a resumed one does not."""
     cfg = final_config(init="regression", data_augmentation_loop=20)
     straight = train(cfg, small_dataset.observed, show_progress=False)
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warm start")]
+    assert said[0] == "warm start (training.init regression): fitting k to the data" and len(said) == 2, said
+    assert re.fullmatch(r"warm start: the fit determines \d+ of \d+ rate constants; \d+\.\d s", said[1]), said
     partial = Trainer(cfg, small_dataset.observed)
     partial.run(until=partial.total_iterations // 3)
     partial.save_checkpoint(tmp_path / "ckpt.pt")
@@ -199,7 +203,9 @@ def test_a_resumed_warm_started_run_does_not_fit_again_and_equals_an_uninterrupt
 
     monkeypatch.setattr("metabo_tune.train.fit_config", refuse)
     monkeypatch.setattr("metabo_tune.train.shared_relaxation_fit", refuse)
+    capsys.readouterr()
     resumed = train(cfg, small_dataset.observed, checkpoint_path=tmp_path / "ckpt.pt", show_progress=False)
+    assert "warm start" not in capsys.readouterr().err
     assert resumed.iterations == straight.iterations
     np.testing.assert_array_equal(resumed.loss_history["loss"], straight.loss_history["loss"])
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
