@@ -191,7 +191,7 @@ class _Design:
         n_reactions = rates.shape[1]
         matrix = reaction_gram(rates, self.stoichiometry, self.weight > 0)
         rhs = np.asarray(self.s_sparse.multiply((rates.T @ weighted_target).T).sum(axis=0)).ravel()
-        parts = []
+        crosses = []
         for members, (inverse, right) in zip(self.bases, self.homeostasis_blocks, strict=True):
             cross = np.zeros((n_reactions, len(right)))
             for i, basis in members.items():
@@ -200,11 +200,11 @@ class _Design:
             touched = np.flatnonzero(cross.any(axis=1))
             matrix[np.ix_(touched, touched)] -= cross[touched] @ inverse @ cross[touched].T
             rhs[touched] -= cross[touched] @ (inverse @ right)
-            parts.append((inverse, cross, right))
+            crosses.append(cross)
         rate_constants, determined = solve_reduced(matrix, rhs)
         model = (rates * rate_constants) @ self.stoichiometry.T
         homeostasis = []
-        for members, (inverse, cross, right) in zip(self.bases, parts, strict=True):
+        for members, (inverse, right), cross in zip(self.bases, self.homeostasis_blocks, crosses, strict=True):
             homeostasis.append(inverse @ (right - cross.T @ rate_constants))
             for i, basis in members.items():
                 model[:, i] += basis @ homeostasis[-1]
