@@ -156,46 +156,6 @@ def trial_files(experiment: Path, trial_dir: str) -> dict[str, int]:
     return {f.name: file_time(f) for f in sorted((experiment / trial_dir).iterdir()) if f.is_file()}
 
 
-def test_killed_driver_resumes_without_losing_or_repeating_a_trial(ray_tmp, tmp_path):
-    # 750-iteration trials with 10 checkpoints each, so a kill catches some mid-way
-    space = derived_space(tmp_path, "slow", lambda raw: raw["budget"].update(data_augmentation_loop=100))
-    storage = tmp_path / "results"
-    args = ["--space", str(space), "--num-trials", "8", "--concurrency", "2", "--name", "crash", "--storage",
-            str(storage)]
-    driver = subprocess.Popen(search_command(*args), env=environment(ray_tmp, tmp_path), cwd=tmp_path,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    trials_csv = storage / "crash" / "trials.csv"
-
-    def one_mid_way() -> bool:  # a trial with a resume checkpoint that has not finished (a fixed sleep could miss)
-        return any((trial / "resume.pt").exists() and not (trial / "final_report.json").exists()
-                   for trial in (storage / "crash" / "trials").glob("node_*"))
-
-    deadline = time.time() + 180
-    while time.time() < deadline and not (trials_csv.exists() and len(pd.read_csv(trials_csv)) >= 2 and one_mid_way()):
-        time.sleep(0.05)
-    driver.send_signal(signal.SIGKILL)
-    driver.wait()
-    kill_ray_of(ray_tmp, tmp_path)  # the orphans a SIGKILLed driver leaves behind
-    experiment = storage / "crash"
-    before = pd.read_csv(trials_csv, dtype={"trial_id": str}).set_index("trial_id")
-    assert len(before) < 8, "the search finished before it could be killed"
-    files_before = {trial_id: trial_files(experiment, trial_dir) for trial_id, trial_dir in before["trial_dir"].items()}
-    proc = run_search(ray_tmp, tmp_path, *args, "--resume")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    table = pd.read_csv(trials_csv, dtype={"trial_id": str})
-    assert len(table) == 8 and table["trial_id"].is_unique and table["node_id"].notna().all()
-    assert table["trial_dir"].is_unique and len(list((experiment / "trials").iterdir())) == 8
-    # a trial that had finished is not run again: its row (metrics, times) and its files are untouched
-    after = table.set_index("trial_id")
-    pd.testing.assert_frame_equal(after.loc[before.index, before.columns], before, check_dtype=False)
-    for trial_id, files in files_before.items():
-        assert trial_files(experiment, before.at[trial_id, "trial_dir"]) == files, trial_id
-    assert (table["status"] == "completed").all()
-    trial_ids = [t["trial_id"] for node in read_tree(storage / "crash") for t in node["trials"]]
-    assert sorted(trial_ids) == sorted(table["trial_id"])
-    assert (table["resumed_from"] > 0).any(), "no interrupted trial continued from its checkpoint"
-
-
 def screening(screen_budget: float, budget: float | None = None, replicates: int | None = None):
     """A change for `derived_space`: a fidelity section screening at `screen_budget`."""
     def change(raw):
@@ -207,7 +167,7 @@ def screening(screen_budget: float, budget: float | None = None, replicates: int
     return change
 
 
-def test_a_killed_promotion_resumes_and_nothing_is_lost_or_repeated(ray_tmp, tmp_path):
+def test_a_killed_driver_resumes_its_promotion_from_its_checkpoint_and_loses_or_repeats_nothing(ray_tmp, tmp_path):
     # Two at a time, screens of 300 iterations and promotions of 1800, each checkpointed every 10 %: the
     # first screen to finish is promoted at once (the top 1 of 1), and the kill catches it mid-way.
     space = derived_space(tmp_path, "promoting", screening(40, budget=240, replicates=1))
@@ -249,8 +209,9 @@ def test_a_killed_promotion_resumes_and_nothing_is_lost_or_repeated(ray_tmp, tmp
     per_node = table.groupby(["node_id", "fidelity"]).size()
     assert (per_node == 1).all(), per_node  # one screen trial per node, one full trial per promoted node
     assert (table.loc[table["fidelity"] == "full", "strategy"] == "promotion").all()
-    # the killed promotion went on as the same trial, into its own directory, and finished
+    # the killed promotion went on as the same trial, from its checkpoint, into its own directory, and finished
     assert after.at[killed_id, "trial_dir"] == str(killed.relative_to(experiment))
+    assert after.at[killed_id, "resumed_from"] > 0, "the killed promotion did not continue from its checkpoint"
     assert (killed / "final_report.json").is_file()
     trial_ids = [t["trial_id"] for node in read_tree(experiment) for t in node["trials"]]
     assert sorted(trial_ids) == sorted(table["trial_id"])
