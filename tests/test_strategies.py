@@ -312,7 +312,7 @@ def test_switch_test_follows_a_switch_through_the_switches_it_opens() -> None:
     free = load_space(HOMEO.with_name("free_forms.yaml"))
     stuck = metrics(rate_constants_R2=0.999, avg_slope_ratio=0.9, embedding_cluster_acc=0.6,
                     classification="partial-k")
-    tree = spread_tree(free, rewards=(0.64, 0.63, 0.62, 0.61), metrics=(stuck,) * 4)
+    tree = spread_tree(free, rewards=(0.64, 0.63, 0.62, 0.61, 0.60), metrics=(stuck,) * 5)
     steps = []
     for _ in range(5):
         proposal = propose(tree, free, random.Random(0), slot=0)
@@ -320,10 +320,10 @@ def test_switch_test_follows_a_switch_through_the_switches_it_opens() -> None:
         record(tree, proposal, [0.6, 0.6], stuck)  # every switch alone: worse than the best
     assert steps == [("switch-test", "0", "training.coeff_conservation: 0 -> 1e+03"),
                      ("switch-test", "0", f"{RESIDUAL_FIT}: 0 -> 1e+03"),
-                     ("switch-test", "5", f"{RESIDUAL_FUSION}: 0 -> 0.001"),
-                     ("switch-test", "5", "training.type_grouping_at: None -> 0.95"),
-                     ("switch-test", "7", "training.group_solve_moves: None -> 100")]
-    solved = tree.nodes["8"].config
+                     ("switch-test", "6", f"{RESIDUAL_FUSION}: 0 -> 0.001"),
+                     ("switch-test", "6", "training.type_grouping_at: None -> 0.95"),
+                     ("switch-test", "8", "training.group_solve_moves: None -> 100")]
+    solved = tree.nodes["9"].config
     assert (solved[RESIDUAL_FIT], solved["training.type_grouping_at"], solved[RESIDUAL_FUSION]) == (1e3, 0.95, 0)
     assert propose(tree, free, random.Random(0), slot=0).strategy != "switch-test"  # each once per structure
 
@@ -389,17 +389,17 @@ def test_floor_retest_applies_each_spread_entry_judged_at_the_floor_to_the_first
     """9202's first tree repetition (docs/results.md): the whole spread failed, so the priors entry's 0.103 beside
     the baseline's 0.104 was seed noise, and the line the tree built from the baseline never had the priors."""
     free = load_space(HOMEO.with_name("free_forms.yaml"))
-    tree = spread_tree(free, rewards=(0.104, 0.103, 0.101, 0.100), metrics=(FLOOR,) * 4)
+    tree = spread_tree(free, rewards=(0.104, 0.103, 0.101, 0.100, 0.099), metrics=(FLOOR,) * 5)
     assert propose(tree, free, random.Random(0), slot=0).strategy != "floor-retest"  # nothing has left the floor
     fitting = child(tree, "0", {RESIDUAL_FIT: 1e3}, [0.63, 0.63], STUCK)
     retested = []
-    for _ in range(4):
+    for _ in range(5):
         proposal = propose(tree, free, random.Random(0), slot=0)
         if proposal.strategy != "floor-retest":
             break
         retested.append(proposal)
         record(tree, proposal, [0.6, 0.6], STUCK)  # each worse than the best, which stays the best
-    assert [p.parent_id for p in retested] == [fitting] * 3
+    assert [p.parent_id for p in retested] == [fitting] * 4
     for proposal, entry in zip(retested, free.initial_spread[1:], strict=True):
         assert proposal.config == {**tree.nodes[fitting].config, **entry}
     assert propose(tree, free, random.Random(0), slot=0).strategy != "floor-retest"  # each entry once
@@ -407,16 +407,16 @@ def test_floor_retest_applies_each_spread_entry_judged_at_the_floor_to_the_first
 
 def test_floor_retest_skips_an_entry_the_best_node_has_changed_and_entries_judged_off_the_floor() -> None:
     free = load_space(HOMEO.with_name("free_forms.yaml"))
-    tree = spread_tree(free, rewards=(0.104, 0.103, 0.101, 0.3), metrics=(FLOOR, FLOOR, FLOOR, STUCK))
+    tree = spread_tree(free, rewards=(0.104, 0.103, 0.101, 0.3, 0.31), metrics=(FLOOR, FLOOR, FLOOR, STUCK, STUCK))
     faster = child(tree, "0", {LR_K: 7e-3, RESIDUAL_FIT: 1e3}, [0.63, 0.63], STUCK)
     proposal = propose(tree, free, random.Random(0), slot=0)
     assert (proposal.strategy, proposal.parent_id) == ("floor-retest", faster)
     assert proposal.config == {**tree.nodes[faster].config, **free.initial_spread[1]}
     record(tree, proposal, [0.6, 0.6], STUCK)
-    # entry 2 sets the k rate the best node changed; entry 3 was judged off the floor
+    # entry 2 sets the k rate the best node changed; entries 3 and 4 were judged off the floor
     assert propose(tree, free, random.Random(0), slot=0).strategy != "floor-retest"
     # a baseline that did not fail: every entry was judged off the floor
-    tree = spread_tree(free, rewards=(0.3, 0.103, 0.101, 0.100), metrics=(STUCK, FLOOR, FLOOR, FLOOR))
+    tree = spread_tree(free, rewards=(0.3, 0.103, 0.101, 0.100, 0.099), metrics=(STUCK, FLOOR, FLOOR, FLOOR, FLOOR))
     child(tree, "0", {RESIDUAL_FIT: 1e3}, [0.63, 0.63], STUCK)
     assert propose(tree, free, random.Random(0), slot=0).strategy != "floor-retest"
 
