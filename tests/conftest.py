@@ -27,9 +27,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture
 def fast_head_fit(monkeypatch):
-    """3 L-BFGS rounds for the head's fit to the group solve's functions, in tests that check something else: the 30
-    rounds of up to 500 iterations took ~50 s a run, most of a short test's time."""
-    monkeypatch.setattr("metabo_tune.train.GROUP_SOLVE_HEAD_ROUNDS", 3)
+    """One L-BFGS round on 200 points a group for the head's fit to the group solve's functions, in tests that check
+    something else: the 30 rounds of up to 500 iterations on 2000 points took ~50 s a run, most of a short test's time
+    (3 rounds on 2000 points still ~10 s, 3 on 200 ~7 s)."""
+    monkeypatch.setattr("metabo_tune.train.GROUP_SOLVE_HEAD_ROUNDS", 1)
+    monkeypatch.setattr("metabo_tune.train.GROUP_SOLVE_HEAD_POINTS", 200)
 
 
 @pytest.fixture
