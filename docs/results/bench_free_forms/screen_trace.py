@@ -2,11 +2,12 @@
 (the interim reports a search trial makes), for docs/results.md, "The screen under-ranks slow k learners".
 
     python docs/results/bench_free_forms/screen_trace.py COMPLETIONS.csv NODE_ID NETWORK {screen,full} OUT.csv \
-        [--set section.key=VALUE ...]
+        [--set section.key=VALUE ...] [--at 0,10,100]
 
 The node's values and seed come from its row in COMPLETIONS.csv (a bench_search log); the space is
 search_spaces/free_forms.yaml with its simulation seed set to NETWORK. The last row is the trial's final report: it
-equals the logged reward when nothing is --set (the training is deterministic).
+equals the logged reward when nothing is --set (the training is deterministic). --at reports at the iterations given
+instead (0: before the first step) and stops after the last.
 """
 
 import argparse
@@ -23,7 +24,8 @@ from metabo_tune.space import load_space
 from metabo_tune.train import Trainer
 
 SPACE = Path(__file__).parents[3] / "search_spaces" / "free_forms.yaml"
-COLUMNS = ("rate_constants_R2", "avg_slope_ratio", "embedding_cluster_acc", "reward", "classification")
+COLUMNS = ("rate_constants_R2", "MLP_sub_shape_R2_s1", "avg_slope_ratio", "embedding_cluster_acc", "reward",
+           "classification")
 
 
 def main() -> None:
@@ -34,6 +36,7 @@ def main() -> None:
     parser.add_argument("fidelity", choices=("screen", "full"))
     parser.add_argument("out")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    parser.add_argument("--at", type=lambda text: [int(x) for x in text.split(",")], default=None)
     args = parser.parse_args()
     log = pd.read_csv(args.completions, dtype={"node_id": str})
     row = log[log["node_id"] == args.node_id].iloc[0]
@@ -45,13 +48,16 @@ def main() -> None:
     dataset = load_or_simulate(cfg.simulation, measurement_noise_level=cfg.training.measurement_noise_level)
     trainer = Trainer(cfg, dataset.observed, device="cpu")
     every = max(1, trainer.total_iterations // trainable.REPORTS_PER_TRIAL)
+    stops = args.at or range(every, trainer.total_iterations + every, every)
     interim = dataclasses.replace(dataset, heldout=None)
     rows = []
-    while not trainer.done:
-        trainer.run(until=(trainer.iteration // every + 1) * every)
+    for stop in stops:
+        trainer.run(until=stop)
         values = trainable._metrics(trainer, dataset if trainer.done else interim, space)
         rows.append({"iteration": trainer.iteration, **{key: values.get(key) for key in COLUMNS}})
         print(json.dumps(rows[-1]), flush=True)
+        if trainer.done:
+            break
     pd.DataFrame(rows).assign(node_id=args.node_id, network=args.network, fidelity=args.fidelity,
                               set="; ".join(args.set)).to_csv(args.out, index=False)
 
