@@ -13,17 +13,22 @@ instead (0: before the first step) and stops after the last.
 import argparse
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 import pandas as pd
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "benchmarks"))
+from bench_search import on_network
 
 from metabo_tune import trainable
 from metabo_tune.simulate import load_or_simulate
 from metabo_tune.space import load_space
 from metabo_tune.train import Trainer
 
-SPACE = Path(__file__).parents[3] / "search_spaces" / "free_forms.yaml"
+REPO = Path(__file__).parents[3]
+SPACE = REPO / "search_spaces" / "free_forms.yaml"
 COLUMNS = ("rate_constants_R2", "MLP_sub_shape_R2_s1", "avg_slope_ratio", "embedding_cluster_acc", "reward",
            "classification")
 
@@ -42,9 +47,8 @@ def main() -> None:
     row = log[log["node_id"] == args.node_id].iloc[0]
     values = json.loads(row["values"]) | {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
     torch.set_num_threads(1)
-    space = load_space(SPACE)
+    space = on_network(load_space(SPACE), args.network)
     cfg = space.config_for(values, seed=int(row["seed"]), fidelity=args.fidelity)
-    cfg = cfg.model_copy(update={"simulation": cfg.simulation.model_copy(update={"seed": args.network})})
     dataset = load_or_simulate(cfg.simulation, measurement_noise_level=cfg.training.measurement_noise_level)
     trainer = Trainer(cfg, dataset.observed, device="cpu")
     every = max(1, trainer.total_iterations // trainable.REPORTS_PER_TRIAL)
