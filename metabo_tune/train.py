@@ -359,7 +359,7 @@ class Trainer:
             self.model.relaxation.initialise(*(shared or shared_relaxation_fit(
                 self.homeostasis_losses.window_concentrations, self.homeostasis_losses.window_derivatives, null)))
         if warm_start is not None:
-            self.start_rate_constants(warm_start)
+            self.start_rate_constants(warm_start, undetermined=isinstance(warm_start, FreeFormFit))
         if isinstance(warm_start, FreeFormFit) and cfg.graph_model.substrate_form == "mlp":
             self.start_substrate_law(warm_start, observed)
         if warm_start is not None:
@@ -367,19 +367,27 @@ class Trainer:
                   f"constants; {time.perf_counter() - started:.1f} s", file=sys.stderr)
 
     @torch.no_grad()
-    def start_rate_constants(self, fit: KnownFormFit | FreeFormFit) -> None:
-        """log k from a regression where the data determine k and it came out positive; the rest keep their value, at
-        the start a random one (a log of a non-positive k does not exist, an undetermined one is arbitrary). From the
-        form-free fit, a determined k that came out non-positive starts at its smallest determined positive k: the
-        data say the reaction barely runs, and a random start 10²–10⁵ above its truth (E. coli core's hub rule,
-        development seed 42, Michaelis–Menten K 3) made the first prediction loss 10.0 where the fit's own k
-        give 0.012, and the run failed (k R² 0.40)."""
+    def start_rate_constants(self, fit: KnownFormFit | FreeFormFit, undetermined: bool = False) -> None:
+        """log k from a regression where the data determine k and it came out positive; the rest keep their value (a
+        log of a non-positive k does not exist). From the form-free fit, a determined k that came out non-positive
+        starts at its smallest determined positive k: the data say the reaction barely runs, and a random start
+        10²–10⁵ above its truth (E. coli core's hub rule, development seed 42, Michaelis–Menten K 3) made the first
+        prediction loss 10.0 where the fit's own k give 0.012, and the run failed (k R² 0.40).
+
+        With `undetermined` (the form-free warm start), the k the data leave undetermined take the fit's values as
+        well (its solution has no component along the free directions), a non-positive one that smallest positive k,
+        instead of their random start: the data fix their combinations with the others, so random values there broke
+        the fit's prediction (9 of 256 on random network 9001: the first prediction loss 97 instead of 0.04) and the
+        training moved the determined k to make up for them (k R² 0.9999994 → 0.59 in 900 iterations; with this,
+        0.99; docs/results.md, "The screen under-ranks slow k learners"). At the run's end (the free group solve) the
+        run's own undetermined k are kept: trained beside the others, they agree with the data already."""
         positive = fit.rate_constants > 0
         usable = fit.determined & positive
         log_k = fit.log_k.copy()
         if isinstance(fit, FreeFormFit) and usable.any():
-            log_k[fit.determined & ~positive] = fit.log_k[usable].min()
-            usable = fit.determined
+            replaced = np.ones_like(usable) if undetermined else fit.determined
+            log_k[replaced & ~positive] = fit.log_k[usable].min()
+            usable = replaced
         start = torch.tensor(log_k, dtype=self.model.log_k.dtype, device=self.device)
         self.model.log_k.copy_(torch.where(torch.tensor(usable, device=self.device), start, self.model.log_k))
 
