@@ -359,7 +359,7 @@ class Trainer:
             self.model.relaxation.initialise(*(shared or shared_relaxation_fit(
                 self.homeostasis_losses.window_concentrations, self.homeostasis_losses.window_derivatives, null)))
         if warm_start is not None:
-            self.start_rate_constants(warm_start, undetermined=isinstance(warm_start, FreeFormFit))
+            self.start_rate_constants(warm_start, undetermined=True)
         if isinstance(warm_start, FreeFormFit) and cfg.graph_model.substrate_form == "mlp":
             self.start_substrate_law(warm_start, observed)
         if warm_start is not None:
@@ -374,13 +374,14 @@ class Trainer:
         10²–10⁵ above its truth (E. coli core's hub rule, development seed 42, Michaelis–Menten K 3) made the first
         prediction loss 10.0 where the fit's own k give 0.012, and the run failed (k R² 0.40).
 
-        With `undetermined` (the form-free warm start), the k the data leave undetermined take the fit's values as
-        well (its solution has no component along the free directions), a non-positive one that smallest positive k,
-        instead of their random start: the data fix their combinations with the others, so random values there broke
-        the fit's prediction (9 of 256 on random network 9001: the first prediction loss 97 instead of 0.04) and the
-        training moved the determined k to make up for them (k R² 0.9999994 → 0.59 in 900 iterations; with this,
-        0.99; docs/results.md, "The screen under-ranks slow k learners"). At the run's end (the free group solve) the
-        run's own undetermined k are kept: trained beside the others, they agree with the data already."""
+        With `undetermined` (the warm start; the form-free fit only), the k the data leave undetermined take the
+        fit's values as well (its solution has no component along the free directions), a non-positive one that
+        smallest positive k, instead of their random start: the data fix their combinations with the others, so
+        random values there broke the fit's prediction (9 of 256 on random network 9001: the first prediction loss
+        97 instead of 0.04) and the training moved the determined k to make up for them (k R² 0.9999994 → 0.59 in
+        900 iterations; with this, 0.99; docs/results.md, "The screen under-ranks slow k learners"). At the run's
+        end (the free group solve) the run's own undetermined k are kept: trained beside the others, they agree with
+        the data already."""
         positive = fit.rate_constants > 0
         usable = fit.determined & positive
         log_k = fit.log_k.copy()
