@@ -27,8 +27,7 @@ from metabo_tune.simulate import load_or_simulate
 from metabo_tune.space import load_space
 from metabo_tune.train import Trainer
 
-REPO = Path(__file__).parents[3]
-SPACE = REPO / "search_spaces" / "free_forms.yaml"
+SPACE = Path(__file__).resolve().parents[3] / "search_spaces" / "free_forms.yaml"
 COLUMNS = ("rate_constants_R2", "MLP_sub_shape_R2_s1", "avg_slope_ratio", "embedding_cluster_acc", "reward",
            "classification")
 
@@ -57,8 +56,8 @@ def main() -> None:
     rows = []
     for stop in stops:
         trainer.run(until=stop)
-        values = trainable._metrics(trainer, dataset if trainer.done else interim, space)
-        rows.append({"iteration": trainer.iteration, **{key: values.get(key) for key in COLUMNS}})
+        metrics = trainable._metrics(trainer, dataset if trainer.done else interim, space)
+        rows.append({"iteration": trainer.iteration, **{key: metrics.get(key) for key in COLUMNS}})
         print(json.dumps(rows[-1]), flush=True)
         if trainer.done:
             break
