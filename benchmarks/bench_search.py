@@ -39,12 +39,12 @@ spends the budget to within one trial. A run is finished at whichever cap it rea
 
 Fidelity. When the space has a `fidelity` section, random and TPE follow the tree's rule
 (`ScreeningSearcher`): every config the sampler proposes is trained at screen, and when that trial
-completes it is promoted by `metabo_tune.tree.promotes`, the function `TreeSearcher.promotable` applies
-(classified converged at screen, or its screen reward in the top ceil(n / promote_eta) of the n screen
-rewards so far, an errored screen counting as 0, ties in its favour; a diverged or errored trial is never
-promoted). A promotion is served before any new config, once, as a trial of the same values and seed at
-full budget whose node id is the screened trial's id, so the two trial dirs pair up
-(node_<id>_seed_<s>_screen / _full). The sampler learns from the screen results only, so TPE compares
+completes, the screens due are promoted by `metabo_tune.tree.promotions_due`, the function
+`TreeSearcher.promotions_due` applies (classified converged at screen, or a screen reward in the top
+floor(n / promote_eta) of the n screen rewards so far, an errored screen counting as 0, ties in its favour;
+a diverged or errored trial is never promoted). A promotion is served before any new config, once, as a
+trial of the same values and seed at full budget whose node id is the screened trial's id, so the two trial
+dirs pair up (node_<id>_seed_<s>_screen / _full). The sampler learns from the screen results only, so TPE compares
 rewards within one fidelity. --num-trials counts screens and promotions alike, as for the tree. Without a
 fidelity section every trial is at full budget. Rewards are compared within one fidelity, so the figures
 below use full-budget trials only: a screen trial is never "converged" and never a best.
@@ -147,7 +147,7 @@ from metabo_tune.simulate import load_or_simulate
 from metabo_tune.space import SearchSpace, SpaceError, load_space, reward
 from metabo_tune.sweep import HEADLINE, reported_columns, train_runs
 from metabo_tune.train import Trainer
-from metabo_tune.tree import FULL, SCREEN, promotes
+from metabo_tune.tree import FULL, SCREEN, promotions_due
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("tree", "random", "tpe")
@@ -368,7 +368,7 @@ class BudgetedSearcher(Searcher):
 
 class ScreeningSearcher(ConcurrencyLimitedSearcher):
     """An inner searcher's configs under the space's fidelity rule (module docstring, Fidelity): new
-    configs at screen, promotions by `tree.promotes` at full, served first. It owns the concurrency, as
+    configs at screen, promotions by `tree.promotions_due` at full, served first. It owns the concurrency, as
     TreeSearcher does, and tells the inner searcher only about the trials it proposed."""
 
     def __init__(self, inner: Searcher, space: SearchSpace) -> None:
@@ -377,7 +377,8 @@ class ScreeningSearcher(ConcurrencyLimitedSearcher):
         self.space = space
         self.seed = space.base.training.seed
         self.proposed: dict[str, dict[str, Any]] = {}  # trial id (= node id) → values, the inner's trials
-        self.screen_rewards: list[float] = []  # of every finished screen trial, for the rank
+        self.screen_rewards: dict[str, float] = {}  # trial id → reward of every finished screen, for the rank
+        self.candidates: dict[str, bool] = {}  # completed screens never promoted → classified converged there
         self.promotions: list[str] = []  # node ids waiting for their full-budget trial, oldest first
         self.promoted: set[str] = set()
         self.last_results: dict[str, dict[str, Any]] = {}
@@ -424,13 +425,16 @@ class ScreeningSearcher(ConcurrencyLimitedSearcher):
         self._rank(trial_id, status, value, converged=last.get("classification") == "converged")
 
     def _rank(self, trial_id: str, status: str, value: float, *, converged: bool) -> None:
-        """A finished screen joins the rank, and the promotions if the rule says so."""
+        """A finished screen joins the rank, and the screens due join the promotions."""
         if self.space.fidelity is None or math.isnan(value):
             return  # no fidelity rule, or no reward: out of the rank, as in the tree
-        self.screen_rewards.append(value)
-        if (status == "completed" and trial_id not in self.promoted and trial_id not in self.promotions
-                and promotes(value, self.screen_rewards, self.space.fidelity.promote_eta, converged=converged)):
-            self.promotions.append(trial_id)
+        self.screen_rewards[trial_id] = value
+        if status == "completed" and trial_id not in self.promoted and trial_id not in self.promotions:
+            self.candidates[trial_id] = converged
+        due = promotions_due(self.screen_rewards, self.candidates, self.space.fidelity.promote_eta)
+        for node_id in due:
+            del self.candidates[node_id]
+        self.promotions += due
 
     def replay(self, log: pd.DataFrame, *, results_steer_proposals: bool) -> None:
         """Take up a run from its completion log (COMPLETION_COLUMNS) when Tune's snapshot of it is gone, as

@@ -5,10 +5,11 @@ Thin on purpose: `suggest` asks `strategies.propose` for one mutation and record
 included).
 
 With a fidelity section in the space (space.py) every new node is suggested at screen, and a node is
-promoted (asynchronous successive halving) when its screen trial completes and its screen reward ranks in
-the top ceil(n / eta) of the n nodes screened so far, or it is classified converged at screen: it joins a
-queue that `suggest` serves before any new mutation, as one trial of the same config and seed at full
-budget. A node is promoted at most once (it is queued once, and never again once it has a full trial).
+promoted (asynchronous successive halving, `tree.promotions_due`) once its screen reward ranks in the top
+floor(n / eta) of the n nodes screened so far, checked at every screen's completion, or when it is classified
+converged at screen: it joins a queue that `suggest` serves before any new mutation, as one trial of the
+same config and seed at full budget. A node is promoted at most once (it is queued once, and never again once
+it has a full trial).
 
 Measured pitfalls of Ray 2.58–2.60 that shape it (reference/ray_tune_notes.md): the searcher owns concurrency
 (`set_max_concurrency` returns True, `suggest` returns None when full) because Ray's limiter forgets
@@ -42,7 +43,7 @@ from ray.tune.search import Searcher
 from metabo_tune.atomic_file import write_atomically
 from metabo_tune.space import SearchSpace
 from metabo_tune.strategies import propose
-from metabo_tune.tree import FULL, PROMOTION, SCREEN, Node, Tree, later_trial_mutation, promotes, trial_origin
+from metabo_tune.tree import FULL, PROMOTION, SCREEN, Node, Tree, later_trial_mutation, promotions_due, trial_origin
 
 METRIC = "reward"
 SUGGESTIONS_FILE = "suggestions.jsonl"
@@ -176,8 +177,8 @@ class TreeSearcher(ConcurrencyLimitedSearcher):
         node = self.tree.complete_trial(trial_id, status, value, kept)
         self.last_results.pop(trial_id, None)
         trial = next(t for t in node.trials if t.trial_id == trial_id)
-        if trial.fidelity == SCREEN and status == "completed" and self.promotable(node):
-            self.promotions.append(node.node_id)
+        if trial.fidelity == SCREEN:
+            self.promotions += self.promotions_due()
         self.write_tree_files()
 
     def replay(self, finished: Collection[str]) -> set[str]:
@@ -211,15 +212,17 @@ class TreeSearcher(ConcurrencyLimitedSearcher):
         self.rng.setstate((version, tuple(internal), gauss))
         return kept
 
-    def promotable(self, node: Node) -> bool:
-        """Not promoted before, and its screen reward in the top ceil(n / eta) of the n nodes screened so far
-        (ties count in its favour), or classified converged at screen."""
-        if self.space.fidelity is None or node.node_id in self.promotions or node.trials_at(FULL):
-            return False
-        screened = [other.reward for other in self.tree.nodes.values()
-                    if other.fidelity == SCREEN and other.reward is not None]
-        return promotes(node.reward, screened, self.space.fidelity.promote_eta,
-                        converged=node.classification == "converged")
+    def promotions_due(self) -> list[str]:
+        """The screened nodes `tree.promotions_due` promotes now: among those whose screen completed, never
+        promoted, queued or trained at full."""
+        if self.space.fidelity is None:
+            return []
+        screened = {node.node_id: node.reward for node in self.tree.nodes.values()
+                    if node.fidelity == SCREEN and node.reward is not None}
+        candidates = {node_id: self.tree.nodes[node_id].classification == "converged" for node_id in screened
+                      if node_id not in self.promotions and not self.tree.nodes[node_id].trials_at(FULL)
+                      and self.tree.nodes[node_id].trials[0].status == "completed"}
+        return promotions_due(screened, candidates, self.space.fidelity.promote_eta)
 
     def write_tree_files(self) -> None:
         directory = Path(self.experiment_dir)

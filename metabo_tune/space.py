@@ -26,7 +26,7 @@ falls back to the defaults shown::
     replicates: 2
     fidelity:                                                 # optional: screen new nodes cheaply first
       screen: {training.data_augmentation_loop: 250}          # overrides of a screening trial
-      promote_eta: 3                                          # promote the top ceil(n/eta) of n screened
+      promote_eta: 3                                          # promote the top floor(n/eta) of n screened
 
 Parameter types: `log_float` (a positive float, multiplicative steps), `float` and `int` (additive
 steps), `bool` (flipped; no low/high), `choice` (`values: [mlp, linear]`, any config values, null
@@ -43,9 +43,10 @@ is a `SpaceError` whose one-line message names the file and the key.
 
 With a `fidelity` section every new node is first trained at the screening budget (`screen`: budget keys
 no larger than the budget, or declared parameters within their range, as 'section.key'), and a node whose
-screen reward ranks in the top ceil(n / promote_eta) of the n nodes screened so far, or that is classified
-converged at screen, is promoted once: one trial of the same config and seed at the full budget
-(asynchronous successive halving; the searcher applies the rule, the tree keeps the fidelities apart).
+screen reward ranks in the top floor(n / promote_eta) of the n nodes screened so far (checked at every
+screen's completion), or that is classified converged at screen, is promoted once: one trial of the same
+config and seed at the full budget (asynchronous successive halving; the searcher applies the rule, the tree
+keeps the fidelities apart).
 """
 
 from __future__ import annotations

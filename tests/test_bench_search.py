@@ -76,17 +76,17 @@ def test_screened_configs_are_promoted_once_at_full_with_their_values_and_seed_s
     for trial_id, suggestion in screens.items():
         assert suggestion == {"node_id": trial_id, "seed": space.base.training.seed, "fidelity": SCREEN,
                               "values": {LR: suggestion["values"][LR]}}
-    # n screened, ceil(n / 3) promoted: 1 → top 1, 2 → top 1, 3 → top 1, 4 → top 2, 5 → top 2
-    for trial_id, reward, queued in (("t0", 0.4, ["t0"]), ("t1", 0.3, ["t0"]), ("t2", 0.5, ["t0", "t2"]),
-                                     ("t3", 0.45, ["t0", "t2", "t3"]), ("t4", 0.42, ["t0", "t2", "t3"])):
+    # the top floor(n / 3) of n screened, checked at every completion: 1, 2 → none; 3–5 → top 1; 6 → top 2
+    for trial_id, reward, queued in (("t0", 0.4, []), ("t1", 0.3, []), ("t2", 0.5, ["t2"]),
+                                     ("t3", 0.45, ["t2"]), ("t4", 0.42, ["t2"])):
         searcher.on_trial_complete(trial_id, finished(reward))
         assert searcher.promotions == queued, trial_id
     searcher.on_trial_complete("t5", finished(0.1, "converged"))  # the lowest, but converged at screen
-    assert searcher.promotions == ["t0", "t2", "t3", "t5"]
+    assert searcher.promotions == ["t2", "t3", "t5"]  # at n = 6 the second, t3, is due too; best first
     asked = len(searcher.inner.asked)
-    served = [searcher.suggest(f"p{i}") for i in range(4)]
+    served = [searcher.suggest(f"p{i}") for i in range(3)]
     assert len(searcher.inner.asked) == asked  # promotions first: the sampler was not asked
-    assert [s["node_id"] for s in served] == ["t0", "t2", "t3", "t5"] and searcher.promotions == []
+    assert [s["node_id"] for s in served] == ["t2", "t3", "t5"] and searcher.promotions == []
     for promotion in served:
         screen = screens[promotion["node_id"]]
         assert promotion == screen | {"fidelity": FULL}
@@ -150,10 +150,10 @@ def test_concurrency_errors_and_a_space_without_fidelity():
     searcher.on_trial_result("t0", {"status": "running", "reward": 0.9})
     searcher.on_trial_complete("t0", None, error=True)  # counts as screened with reward 0, never promoted
     assert searcher.inner.completed == [("t0", None, True)] and searcher.inner.results == ["t0"]
-    assert searcher.screen_rewards == [0.0] and searcher.promotions == []
+    assert searcher.screen_rewards == {"t0": 0.0} and searcher.promotions == []
     assert searcher.suggest("t2")["node_id"] == "t2"
     searcher.on_trial_complete("t1", finished(0.9, "converged", status="diverged"))  # ranked, never promoted
-    assert searcher.screen_rewards == [0.0, 0.9] and searcher.promotions == []
+    assert searcher.screen_rewards == {"t0": 0.0, "t1": 0.9} and searcher.promotions == []
     searcher.on_trial_complete("t2", finished(0.5))  # n = 3: the top 1 only, and 0.9 is above it
     assert searcher.promotions == []
 
@@ -210,7 +210,7 @@ def test_the_budget_counts_every_trials_iterations_and_stops_the_proposals(tmp_p
     searcher = budgeted()
     screens = [searcher.suggest(f"t{i}") for i in range(3)]
     assert searcher.spent == 3 * screen < 2 * full
-    searcher.on_trial_complete("t0", finished(0.9))  # promoted: the top one of one
+    searcher.on_trial_complete("t0", finished(0.9, "converged"))  # promoted: converged at screen
     assert searcher.suggest("p0")["fidelity"] == FULL and searcher.spent == 3 * screen + full
     assert searcher.suggest("x") == Searcher.FINISHED and searcher.inner.inner.asked == ["t0", "t1", "t2"]
 
@@ -252,17 +252,18 @@ def logged(searcher, trial_id: str, suggestion: dict, result: dict | None, time_
 
 def cut_run():
     """A searcher cut off mid-run, and its completion log: six screens proposed, five finished (one errored,
-    one diverged), two of them promoted, one of those served and finished; t4 in flight."""
+    one diverged), two of them promoted (the leader once three were screened, and one converged at screen), the
+    first served and finished; t4 in flight."""
     searcher, _ = screening_searcher()
     screens = {f"t{i}": searcher.suggest(f"t{i}") for i in range(6)}
     rows = [logged(searcher, "t1", screens["t1"], finished(0.3), 10.0),
-            logged(searcher, "t0", screens["t0"], finished(0.4), 20.0)]
+            logged(searcher, "t0", screens["t0"], finished(0.4), 20.0),
+            logged(searcher, "t2", screens["t2"], None, 30.0)]
     promotion = searcher.suggest("p0")
-    rows += [logged(searcher, "t2", screens["t2"], None, 30.0),
-             logged(searcher, "t3", screens["t3"], finished(0.0, "failed", "diverged"), 40.0),
-             logged(searcher, "t5", screens["t5"], finished(0.2), 45.0),
+    rows += [logged(searcher, "t3", screens["t3"], finished(0.0, "failed", "diverged"), 40.0),
+             logged(searcher, "t5", screens["t5"], finished(0.2, "converged"), 45.0),
              logged(searcher, "p0", promotion, finished(0.8, "partial-k"), 50.0)]
-    assert (searcher.promotions, searcher.promoted, promotion["node_id"]) == (["t0"], {"t1"}, "t1")
+    assert (searcher.promotions, searcher.promoted, promotion["node_id"]) == (["t5"], {"t0"}, "t0")
     return searcher, pd.DataFrame(rows)
 
 
@@ -270,15 +271,16 @@ def test_a_replayed_log_restores_the_rank_and_the_promotions_and_the_sampler_goe
     uninterrupted, log = cut_run()
     replayed, _ = screening_searcher()
     replayed.replay(log, results_steer_proposals=False)
-    assert replayed.screen_rewards == uninterrupted.screen_rewards == [0.3, 0.4, 0.0, 0.0, 0.2]
-    assert (replayed.promotions, replayed.promoted) == (["t0"], {"t1"})
+    assert replayed.screen_rewards == uninterrupted.screen_rewards == {"t1": 0.3, "t0": 0.4, "t2": 0.0, "t3": 0.0,
+                                                                      "t5": 0.2}
+    assert (replayed.promotions, replayed.promoted) == (["t5"], {"t0"})
     assert replayed.inner.asked == [f"replay_{i}" for i in range(6)]  # up to the last recorded screen, t5
     assert [entry[0] for entry in replayed.inner.completed] == [f"replay_{i}" for i in (1, 0, 2, 3, 5)]
     assert [entry[2] for entry in replayed.inner.completed] == [False, False, True, False, False]
 
     # the waiting promotion first, then what was in flight again (t4), then the sequence goes on
     assert replayed.suggest("n0") == uninterrupted.suggest("n0") == {
-        "node_id": "t0", "seed": 77, "fidelity": FULL, "values": {LR: 1e-3}}
+        "node_id": "t5", "seed": 77, "fidelity": FULL, "values": {LR: 6e-3}}
     assert replayed.suggest("n1")["values"] == {LR: 5e-3} and replayed.inner_ids == {"n1": "replay_4"}
     assert replayed.suggest("n2")["values"] == uninterrupted.suggest("u0")["values"] == {LR: 7e-3}
     replayed.on_trial_result("n1", {"status": "running", "reward": 0.5})
@@ -294,14 +296,14 @@ def test_a_log_without_the_status_column_replays_alike_and_tpe_is_told_the_scree
                                                             "completed", "completed"]
     old, _ = screening_searcher()
     old.replay(pd.DataFrame(rows), results_steer_proposals=False)
-    assert (old.screen_rewards, old.promotions, old.promoted) == (uninterrupted.screen_rewards, ["t0"], {"t1"})
+    assert (old.screen_rewards, old.promotions, old.promoted) == (uninterrupted.screen_rewards, ["t5"], {"t0"})
 
     tpe, _ = screening_searcher()
     tpe.replay(log, results_steer_proposals=True)
     assert tpe.inner.asked == [] and tpe.reproposals == []
     assert tpe.inner.evaluated == [({LR: 2e-3}, 0.3, False), ({LR: 1e-3}, 0.4, False), ({LR: 3e-3}, 0.0, True),
                                    ({LR: 4e-3}, 0.0, False), ({LR: 6e-3}, 0.2, False)]
-    assert tpe.suggest("n0")["node_id"] == "t0"
+    assert tpe.suggest("n0")["node_id"] == "t5"
     assert tpe.suggest("n1")["values"] == {LR: 1e-3}  # the sampler's own next proposal (the stub starts over)
 
 
@@ -328,9 +330,9 @@ def test_random_search_replayed_proposes_what_the_uninterrupted_run_proposes():
 
     uninterrupted = searcher()
     screens = {f"t{i}": uninterrupted.suggest(f"t{i}") for i in range(4)}
-    log = pd.DataFrame([logged(uninterrupted, "t2", screens["t2"], finished(0.1), 1.0),
+    log = pd.DataFrame([logged(uninterrupted, "t2", screens["t2"], finished(0.1, "converged"), 1.0),
                         logged(uninterrupted, "t0", screens["t0"], finished(0.05), 2.0)])
-    ahead = [uninterrupted.suggest(f"u{i}") for i in range(2)]  # t2's promotion (the first screen), a new one
+    ahead = [uninterrupted.suggest(f"u{i}") for i in range(2)]  # t2's promotion (converged at screen), a new one
     assert (ahead[0]["node_id"], ahead[0]["fidelity"], ahead[1]["fidelity"]) == ("t2", FULL, SCREEN)
     replayed = searcher()
     replayed.replay(log, results_steer_proposals=False)
@@ -697,17 +699,17 @@ def test_a_baseline_killed_mid_run_resumes_then_screens_promotes_and_confirms(ra
 
 def test_a_random_run_whose_tune_state_is_gone_goes_on_from_its_completion_log(ray_tmp, tmp_path):
     """A new machine where only the committed completions.csv of a cut-off run was put back: two screens
-    of the seeded sampler's proposals are recorded; --resume trains the first one's promotion and the
-    sampler's third proposal, nothing else, and keeps the recorded rows and clock."""
+    of the seeded sampler's proposals are recorded, the first converged at screen; --resume trains its
+    promotion and the sampler's third proposal, nothing else, and keeps the recorded rows and clock."""
     space_file = derived_space(tmp_path, "screened", screening(5))
     space = load_space(space_file)
     proposals = bench.sampler_searcher("random", space, seed=0, concurrency=2)
     values = [json.dumps(proposals.suggest(f"p{i}"), sort_keys=True) for i in range(3)]
     recorded = pd.DataFrame([
         {"trial_id": trial_id, "node_id": trial_id, "seed": space.base.training.seed, "fidelity": SCREEN,
-         "reward": reward, "classification": "partial", "status": "completed", "time_s": time_s, "values": logged}
-        for trial_id, reward, time_s, logged in (("0000aaaa", 0.3, 10.0, values[0]),
-                                                 ("0000bbbb", 0.2, 20.0, values[1]))])
+         "reward": reward, "classification": label, "status": "completed", "time_s": time_s, "values": logged}
+        for trial_id, reward, label, time_s, logged in (("0000aaaa", 0.3, "converged", 10.0, values[0]),
+                                                        ("0000bbbb", 0.2, "partial", 20.0, values[1]))])
     run_dir = tmp_path / "bench" / "random_rep0"
     run_dir.mkdir(parents=True)
     recorded.to_csv(run_dir / "completions.csv", index=False)
@@ -736,17 +738,17 @@ def test_a_random_run_whose_tune_state_is_gone_goes_on_from_its_completion_log(r
 
 def test_a_tree_run_whose_tune_state_is_gone_goes_on_from_its_log_and_state_file(ray_tmp, tmp_path):
     """A new machine where only the committed completions.csv and tree_state.jsonl were put back. Two screens had
-    finished, the first promoted, but the log's last line (the second screen) was lost: --resume trains that
-    screen again under its node, seed and fidelity, the promotion, and one more, and nothing else. A finished
-    tree run needs its log only."""
+    finished, the first promoted (converged at screen), but the log's last line (the second screen) was lost:
+    --resume trains that screen again under its node, seed and fidelity, the promotion, and one more, and
+    nothing else. A finished tree run needs its log only."""
     space_file = derived_space(tmp_path, "screened", screening(5))
     run_dir = tmp_path / "bench" / "tree_rep0"
     searcher = TreeSearcher(bench.repetition_space(load_space(space_file), 0), run_dir, seed=0)
     searcher.set_max_concurrency(2)
     screens = [searcher.suggest(trial_id) for trial_id in ("0000aaaa", "0000bbbb")]
-    rows = [logged(searcher, trial_id, suggestion, finished(reward), time_s)
-            for trial_id, suggestion, reward, time_s in (("0000aaaa", screens[0], 0.3, 10.0),
-                                                           ("0000bbbb", screens[1], 0.2, 20.0))]
+    rows = [logged(searcher, trial_id, suggestion, finished(reward, label), time_s)
+            for trial_id, suggestion, reward, label, time_s in (("0000aaaa", screens[0], 0.3, "converged", 10.0),
+                                                                  ("0000bbbb", screens[1], 0.2, "partial", 20.0))]
     assert searcher.promotions == ["0000aaaa"]
     recorded = pd.DataFrame(rows[:1])
     recorded.to_csv(run_dir / "completions.csv", index=False)

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from metabo_tune.tree import FULL, SCREEN, Effect, Tree, changed_parameters, promotes, trial_origin
+from metabo_tune.tree import FULL, SCREEN, Effect, Tree, changed_parameters, promotions_due, trial_origin
 
 LR = "training.learning_rate_node"
 L1 = "training.coeff_MLP_node_L1"
@@ -330,15 +330,21 @@ def test_fidelity_survives_json_and_is_checked(screened: Tree) -> None:
         screened.add_trial("R", "R-x", seed=1, fidelity="half")
 
 
-def test_promotes_the_top_ceil_n_over_eta_ties_included_or_converged_at_screen() -> None:
-    rewards = [0.5, 0.4, 0.3, 0.2, 0.1]  # n = 5, eta 3: the top 2
-    assert [promotes(r, rewards, 3) for r in rewards] == [True, True, False, False, False]
-    assert [promotes(r, rewards, 2) for r in rewards] == [True, True, True, False, False]  # top 3
-    assert promotes(0.4, [0.5, 0.4, 0.4, 0.2], 3)  # a tie for second place counts in its favour
-    assert not promotes(0.4, [0.5, 0.45, 0.4, 0.2], 3)
-    assert promotes(0.1, rewards, 3, converged=True)  # converged at screen: promoted whatever its rank
-    assert promotes(0.7, [0.7], 3)  # the first config screened is its own top
-    assert not promotes(None, rewards, 3, converged=True)  # no reward, no promotion
+def test_promotions_due_are_the_top_floor_n_over_eta_ties_included_or_converged_at_screen() -> None:
+    screened = {"a": 0.5, "b": 0.4, "c": 0.3, "d": 0.2, "e": 0.1}  # n = 5, eta 3: the top 1
+    everyone = dict.fromkeys(screened, False)
+    assert promotions_due(screened, everyone, 3) == ["a"]
+    assert promotions_due(screened, everyone, 2) == ["a", "b"]  # the top 2
+    assert promotions_due(screened | {"f": 0.0}, everyone, 3) == ["a", "b"]  # n = 6: the top 2, best first
+    assert promotions_due(screened, {"b": False, "c": False}, 3) == []  # "a" was promoted before: its slot is taken
+    assert promotions_due({"a": 0.5, "b": 0.4, "c": 0.4, "d": 0.2, "e": 0.3, "f": 0.1},
+                          {"b": False, "c": False}, 3) == ["b", "c"]  # a tie for second place counts in its favour
+    assert promotions_due(screened, {"e": True}, 3) == ["e"]  # converged at screen: promoted whatever its rank
+    # fewer than eta screened: no rank is evidence of the top third yet, so only a converged screen is promoted
+    assert promotions_due({"a": 0.7, "b": 0.1}, {"a": False, "b": False}, 3) == []
+    assert promotions_due({"a": 0.7, "b": 0.1}, {"a": False, "b": True}, 3) == ["b"]
+    # the leader left out at n = 2 is promoted when the third screen completes, whoever completed it
+    assert promotions_due({"a": 0.7, "b": 0.1, "c": 0.2}, {"a": False, "b": False, "c": False}, 3) == ["a"]
 
 
 def test_trial_origin_tells_the_node_own_trial_its_promotion_and_its_replicates() -> None:
