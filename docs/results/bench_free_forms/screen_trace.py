@@ -2,12 +2,13 @@
 (the interim reports a search trial makes), for docs/results.md, "The screen under-ranks slow k learners".
 
     python docs/results/bench_free_forms/screen_trace.py COMPLETIONS.csv NODE_ID NETWORK {screen,full} OUT.csv \
-        [--set section.key=VALUE ...] [--at 0,10,100]
+        [--set section.key=VALUE ...] [--at 0,10,100] [--final FINAL.json]
 
 The node's values and seed come from its row in COMPLETIONS.csv (a bench_search log); the space is
 search_spaces/free_forms.yaml with its simulation seed set to NETWORK. The last row is the trial's final report: it
 equals the logged reward when nothing is --set (the training is deterministic). --at reports at the iterations given
-instead (0: before the first step) and stops after the last.
+instead (0: before the first step) and stops after the last. --final writes every scalar of the trial's final report
+(the group solve's included) to FINAL.json.
 """
 
 import argparse
@@ -41,6 +42,7 @@ def main() -> None:
     parser.add_argument("out")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     parser.add_argument("--at", type=lambda text: [int(x) for x in text.split(",")], default=None)
+    parser.add_argument("--final", default=None, metavar="FINAL.json")
     args = parser.parse_args()
     log = pd.read_csv(args.completions, dtype={"node_id": str})
     row = log[log["node_id"] == args.node_id].iloc[0]
@@ -60,6 +62,9 @@ def main() -> None:
         rows.append({"iteration": trainer.iteration, **{key: metrics.get(key) for key in COLUMNS}})
         print(json.dumps(rows[-1]), flush=True)
         if trainer.done:
+            if args.final:
+                scalars = {key: value for key, value in metrics.items() if isinstance(value, (int, float, str))}
+                Path(args.final).write_text(json.dumps(scalars, indent=1) + "\n")
             break
     pd.DataFrame(rows).assign(node_id=args.node_id, network=args.network, fidelity=args.fidelity,
                               set="; ".join(args.set)).to_csv(args.out, index=False)
