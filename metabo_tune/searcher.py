@@ -217,11 +217,11 @@ class TreeSearcher(ConcurrencyLimitedSearcher):
         promoted, queued or trained at full."""
         if self.space.fidelity is None:
             return []
-        screened = {node.node_id: node.reward for node in self.tree.nodes.values()
-                    if node.fidelity == SCREEN and node.reward is not None}
-        candidates = {node_id: self.tree.nodes[node_id].classification == "converged" for node_id in screened
-                      if node_id not in self.promotions and not self.tree.nodes[node_id].trials_at(FULL)
-                      and self.tree.nodes[node_id].trials[0].status == "completed"}
+        nodes = [node for node in self.tree.nodes.values() if node.fidelity == SCREEN and node.reward is not None]
+        screened = {node.node_id: node.reward for node in nodes}
+        candidates = {node.node_id: node.classification == "converged" for node in nodes
+                      if node.node_id not in self.promotions and not node.trials_at(FULL)
+                      and node.trials[0].status == "completed"}
         return promotions_due(screened, candidates, self.space.fidelity.promote_eta)
 
     def write_tree_files(self) -> None:
