@@ -524,6 +524,18 @@ def _switch_candidates(tree: Tree, space: SearchSpace, best: Node) -> list[tuple
     return pairs
 
 
+def _switch_base(tree: Tree) -> Node:
+    """The best full-budget node whose screen ended in the class of its full-budget result, else the best node.
+
+    Development network 9202 (docs/results.md, "Where the switch-tests went"): the best full node's screen was
+    partial (k still unlearnt at a quarter budget), so the type grouping and the group solve turned on under it
+    screened partial too and were never promoted, while the same two switches on a node whose screen was already
+    partial-k, 0.01 below it at full budget, converged at screen. Unscreened, every node qualifies: the best."""
+    faithful = [node for node in tree.nodes.values()
+                if node.full_reward is not None and node.classification == node.full_classification]
+    return tree.best_of(faithful) or tree.best()
+
+
 def switch_test(tree: Tree, space: SearchSpace, rng: random.Random) -> Proposal | None:
     """A best node short of converged that leaves a switch off: the switch turned on (a gate at 1 % of its
     range, a choice at its first non-null value), once per structure. A loss term that the search has never
@@ -535,10 +547,15 @@ def switch_test(tree: Tree, space: SearchSpace, rng: random.Random) -> Proposal 
     A switch that opens others (their `requires`) is followed through: on the node that turned it on, each of
     those is turned on in turn, once per structure, whatever that node scored. A switch whose own settings
     include further switches may be worth nothing until they are on too, and then the reward does not rise
-    along the way for the best node to lead there (docs/results.md, "Where the tree breaks on this space")."""
+    along the way for the best node to lead there (docs/results.md, "Where the tree breaks on this space").
+
+    In a screened search the switches go on the best node whose screen ended in its full-budget class
+    (`_switch_base`): a switch-test child is judged by its screen, so under a parent whose screen is a class below
+    its full run the child's screen cannot show what the switch does at full budget."""
     best = tree.best()
     if best is None or best.result_classification == "converged":
         return None
+    best = _switch_base(tree)
     tested: dict[tuple[tuple[str, Any], ...], set[str]] = {}
     for node in tree.nodes.values():
         if node.parent_id is not None:

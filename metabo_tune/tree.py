@@ -396,6 +396,11 @@ class Tree:
         only while no node has a full-budget reward. Ties go to more replicates, then to the older node."""
         return _best_of(list(self.nodes.values()))
 
+    @staticmethod
+    def best_of(nodes: list[Node]) -> Node | None:
+        """`best` among these nodes only."""
+        return _best_of(nodes)
+
     def screened(self) -> bool:
         """Whether the search fidelity is screen (the space has a fidelity section)."""
         return any(node.fidelity == SCREEN for node in self.nodes.values())

@@ -392,6 +392,36 @@ def test_switch_test_counts_a_switch_made_by_any_rule_and_leaves_a_converged_bes
     assert propose(tree, gated, random.Random(0), slot=0).strategy != "switch-test"
 
 
+def test_switch_test_goes_on_the_best_node_whose_screen_ended_in_its_full_budget_class(space: SearchSpace) -> None:
+    """9202 (docs/results.md): the grouping and the solve went on the best full node, whose screen was partial,
+    and screened partial under it; on a node 0.01 below it whose screen was partial-k already they converged."""
+    gated = with_gates(space)
+    stuck = metrics(rate_constants_R2=0.999, avg_slope_ratio=0.9, embedding_cluster_acc=0.5,
+                    classification="partial-k")
+
+    def tree_with(screen_of_1: dict[str, Any]) -> Tree:
+        tree = Tree()
+        screens = ((0.32, NEUTRAL), (0.62, screen_of_1), (0.2, NEUTRAL), (0.1, NEUTRAL))
+        for k, (reward, screen_metrics) in enumerate(screens):
+            proposal = propose(tree, gated, random.Random(0), k)
+            tree.add_node(str(k), proposal.parent_id, proposal.config, proposal.mutation, proposal.strategy)
+            tree.add_trial(str(k), f"{k}-s", seed=77, fidelity=SCREEN)
+            tree.complete_trial(f"{k}-s", "completed", reward, screen_metrics)
+        for node_id, reward in (("0", 0.64), ("1", 0.63)):
+            for seed in (77, 78):
+                tree.add_trial(node_id, f"{node_id}-f{seed}", seed=seed, fidelity=FULL)
+                tree.complete_trial(f"{node_id}-f{seed}", "completed", reward, stuck)
+        return tree
+
+    tree = tree_with(stuck)
+    assert tree.best().node_id == "0" and tree.nodes["0"].classification == "partial"
+    proposal = propose(tree, gated, random.Random(0), slot=0)
+    assert (proposal.strategy, proposal.parent_id, proposal.mutation) == (
+        "switch-test", "1", f"{RESIDUAL_FIT}: 0 -> 1e+03")
+    proposal = propose(tree_with(NEUTRAL), gated, random.Random(0), slot=0)  # no screen agrees: the best node
+    assert (proposal.strategy, proposal.parent_id) == ("switch-test", "0")
+
+
 # floor-retest: a failed trial, and one off the floor that converged nowhere
 FLOOR = metrics(rate_constants_R2=0.0, avg_slope_ratio=0.0, embedding_cluster_acc=0.5, classification="failed")
 STUCK = metrics(rate_constants_R2=0.99, avg_slope_ratio=0.9, embedding_cluster_acc=0.5, classification="partial-k")
