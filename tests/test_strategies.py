@@ -420,6 +420,20 @@ def test_switch_test_goes_on_the_best_node_whose_screen_ended_in_its_full_budget
         "switch-test", "1", f"{RESIDUAL_FIT}: 0 -> 1e+03")
     proposal = propose(tree_with(NEUTRAL), gated, random.Random(0), slot=0)  # no screen agrees: the best node
     assert (proposal.strategy, proposal.parent_id) == ("switch-test", "0")
+    # a second node of the class, its screen in it too, and of another structure: its switches come next
+    other = tree.nodes["1"].config | {RECURRENT: not tree.nodes["1"].config[RECURRENT]}
+    tree.add_node("4", "1", other, mutation_text(tree.nodes["1"].config, other), "exploit")
+    for fidelity, seed in ((SCREEN, 77), (FULL, 77), (FULL, 78)):
+        tree.add_trial("4", f"4-{fidelity}{seed}", seed=seed, fidelity=fidelity)
+        tree.complete_trial(f"4-{fidelity}{seed}", "completed", 0.62, stuck)
+    opened = []
+    for _ in range(4):
+        proposal = propose(tree, gated, random.Random(0), slot=0)
+        if proposal.strategy != "switch-test":
+            break
+        opened.append((proposal.parent_id, proposal.mutation))
+        tree.add_node(str(len(tree.nodes)), proposal.parent_id, proposal.config, proposal.mutation, "switch-test")
+    assert opened[:2] == [("1", f"{RESIDUAL_FIT}: 0 -> 1e+03"), ("4", f"{RESIDUAL_FIT}: 0 -> 1e+03")]
 
 
 # floor-retest: a failed trial, and one off the floor that converged nowhere
