@@ -426,7 +426,7 @@ def test_a_sweep_stopped_by_sigterm_takes_its_workers_with_it(tmp_path):
     assert len(workers) == 2
     sweep_process.terminate()
     sweep_process.wait(timeout=30)
-    deadline = time.monotonic() + 10 * sweep.PARENT_POLL_S
+    deadline = time.monotonic() + 60 * sweep.PARENT_POLL_S  # generous: a loaded machine schedules the workers late
     while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
