@@ -537,12 +537,7 @@ def _switch_bases(tree: Tree, best: Node) -> list[Node]:
     faithful = [node for node in tree.nodes.values()
                 if node.full_reward is not None and node.full_classification == best.result_classification
                 and node.classification == node.full_classification]
-    ranked = []
-    while faithful:
-        top = tree.best_of(faithful)
-        ranked.append(top)
-        faithful.remove(top)
-    return ranked or [best]
+    return tree.best_first(faithful) or [best]
 
 
 def switch_test(tree: Tree, space: SearchSpace, rng: random.Random) -> Proposal | None:

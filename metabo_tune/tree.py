@@ -397,9 +397,10 @@ class Tree:
         return _best_of(list(self.nodes.values()))
 
     @staticmethod
-    def best_of(nodes: list[Node]) -> Node | None:
-        """`best` among these nodes only."""
-        return _best_of(nodes)
+    def best_first(nodes: list[Node]) -> list[Node]:
+        """These nodes in the order `best` picks from: by full-budget reward while any has one (then only those),
+        else by search-fidelity reward; ties to more replicates, then to the older node."""
+        return _best_first(nodes)
 
     def screened(self) -> bool:
         """Whether the search fidelity is screen (the space has a fidelity section)."""
@@ -507,17 +508,23 @@ _SCREEN_NOTE = ("Rewards are screen-fidelity rewards (every node's first trial r
                 "so nodes are compared within one fidelity.")
 
 
-def _best_of(nodes: list[Node]) -> Node | None:
-    """The best by full-budget reward, or by search-fidelity reward while none has a full one."""
+def _best_first(nodes: list[Node]) -> list[Node]:
+    """By full-budget reward, or by search-fidelity reward while none has a full one; best first."""
     full = [node for node in nodes if node.full_reward is not None]
     fidelity = FULL if full else None
     candidates = full or [node for node in nodes if node.reward is not None]
 
     def key(node: Node) -> tuple[float, int, int]:
         at = fidelity or node.fidelity
-        return node.reward_at(at), len(node.rewards_at(at)), -node.index
+        return -node.reward_at(at), -len(node.rewards_at(at)), node.index
 
-    return max(candidates, key=key, default=None)
+    return sorted(candidates, key=key)
+
+
+def _best_of(nodes: list[Node]) -> Node | None:
+    """The first of `_best_first`."""
+    ranked = _best_first(nodes)
+    return ranked[0] if ranked else None
 
 
 def _metric(metrics: dict[str, Any], key: str) -> float:
